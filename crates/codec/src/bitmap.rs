@@ -1,0 +1,243 @@
+//! Bitmaps: which of fields 1–192 are present, and their binary or hex-text forms.
+//!
+//! Bit 1 of the primary bitmap announces the secondary bitmap (fields 65–128); in dialects
+//! with a tertiary bitmap, bit 65 announces it (fields 129–192).
+
+use crate::error::{CodecError, ErrorKind, Location, Result};
+use serde::{Deserialize, Serialize};
+
+/// How bitmaps are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum BitmapEncoding {
+    /// 8 raw bytes per bitmap.
+    #[default]
+    Binary,
+    /// 16 hexadecimal ASCII characters per bitmap.
+    Hex,
+    /// 16 hexadecimal characters in EBCDIC.
+    #[serde(rename = "ebcdic-hex")]
+    EbcdicHex,
+}
+
+impl BitmapEncoding {
+    /// Bytes one 64-bit bitmap takes on the wire.
+    pub fn len(self) -> usize {
+        match self {
+            BitmapEncoding::Binary => 8,
+            _ => 16,
+        }
+    }
+
+    /// Always false (for clippy's `len_without_is_empty`).
+    pub fn is_empty(self) -> bool {
+        false
+    }
+}
+
+/// A set of field numbers 1..=192.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub struct Bitmap(pub [u64; 3]);
+
+impl Bitmap {
+    /// An empty bitmap.
+    pub const EMPTY: Bitmap = Bitmap([0; 3]);
+
+    #[inline]
+    fn pos(n: u8) -> (usize, u32) {
+        let i = (n as usize).wrapping_sub(1);
+        (i / 64, 63 - (i % 64) as u32)
+    }
+
+    /// Whether field `n` (1..=192) is present.
+    #[inline]
+    pub fn get(&self, n: u8) -> bool {
+        if !(1..=192).contains(&n) {
+            return false;
+        }
+        let (w, b) = Self::pos(n);
+        self.0[w] >> b & 1 == 1
+    }
+
+    /// Marks field `n` (1..=192) present; other numbers are ignored.
+    #[inline]
+    pub fn set(&mut self, n: u8) {
+        if (1..=192).contains(&n) {
+            let (w, b) = Self::pos(n);
+            self.0[w] |= 1 << b;
+        }
+    }
+
+    /// Marks field `n` absent.
+    #[inline]
+    pub fn clear(&mut self, n: u8) {
+        if (1..=192).contains(&n) {
+            let (w, b) = Self::pos(n);
+            self.0[w] &= !(1 << b);
+        }
+    }
+
+    /// Whether no field is present.
+    pub fn is_empty(&self) -> bool {
+        self.0 == [0; 3]
+    }
+
+    /// Number of fields present.
+    pub fn count(&self) -> u32 {
+        self.0.iter().map(|w| w.count_ones()).sum()
+    }
+
+    /// The present field numbers in ascending order.
+    #[inline]
+    pub fn iter(&self) -> BitmapIter {
+        BitmapIter {
+            words: self.0,
+            word: 0,
+        }
+    }
+
+    /// Decodes one 64-bit bitmap from the start of `buf`.
+    pub(crate) fn decode_word(
+        enc: BitmapEncoding,
+        buf: &[u8],
+        which: u8,
+        offset: usize,
+    ) -> Result<u64> {
+        let need = enc.len();
+        let loc = Location::Bitmap(which);
+        let Some(b) = buf.get(..need) else {
+            return Err(CodecError::new(
+                loc,
+                offset,
+                ErrorKind::Truncated {
+                    needed: need - buf.len(),
+                },
+            ));
+        };
+        match enc {
+            BitmapEncoding::Binary => {
+                let mut a = [0u8; 8];
+                a.copy_from_slice(b);
+                Ok(u64::from_be_bytes(a))
+            }
+            BitmapEncoding::Hex | BitmapEncoding::EbcdicHex => {
+                let mut v = 0u64;
+                for (i, &c0) in b.iter().enumerate() {
+                    let c = if enc == BitmapEncoding::EbcdicHex {
+                        crate::ebcdic::to_ascii(c0)
+                    } else {
+                        c0
+                    };
+                    let d = match c {
+                        b'0'..=b'9' => c - b'0',
+                        b'A'..=b'F' => c - b'A' + 10,
+                        b'a'..=b'f' => c - b'a' + 10,
+                        _ => {
+                            return Err(CodecError::new(
+                                loc,
+                                offset + i,
+                                ErrorKind::Charset {
+                                    byte: c0,
+                                    class: "hex",
+                                },
+                            ))
+                        }
+                    };
+                    v = (v << 4) | d as u64;
+                }
+                Ok(v)
+            }
+        }
+    }
+
+    /// Appends one 64-bit bitmap word.
+    pub(crate) fn encode_word(enc: BitmapEncoding, word: u64, out: &mut impl Extend<u8>) {
+        match enc {
+            BitmapEncoding::Binary => out.extend(word.to_be_bytes()),
+            BitmapEncoding::Hex | BitmapEncoding::EbcdicHex => {
+                const HEX: &[u8; 16] = b"0123456789ABCDEF";
+                let mut s = [0u8; 16];
+                for (i, o) in s.iter_mut().enumerate() {
+                    let c = HEX[(word >> (60 - 4 * i) & 0xF) as usize];
+                    *o = if enc == BitmapEncoding::EbcdicHex {
+                        crate::ebcdic::from_ascii(c)
+                    } else {
+                        c
+                    };
+                }
+                out.extend(s);
+            }
+        }
+    }
+}
+
+/// Iterator over the present field numbers of a [`Bitmap`].
+#[derive(Debug, Clone)]
+pub struct BitmapIter {
+    words: [u64; 3],
+    word: usize,
+}
+
+impl Iterator for BitmapIter {
+    type Item = u8;
+    #[inline]
+    fn next(&mut self) -> Option<u8> {
+        while self.word < 3 {
+            let w = self.words[self.word];
+            if w != 0 {
+                let lz = w.leading_zeros();
+                self.words[self.word] &= !(1u64 << (63 - lz));
+                return Some((self.word * 64 + lz as usize + 1) as u8);
+            }
+            self.word += 1;
+        }
+        None
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn set_get_iter() {
+        let mut b = Bitmap::EMPTY;
+        for n in [2, 3, 64, 65, 128, 129, 192] {
+            b.set(n);
+        }
+        b.set(0);
+        b.set(193);
+        assert!(b.get(2) && b.get(192) && !b.get(1) && !b.get(0));
+        assert_eq!(
+            b.iter().collect::<Vec<_>>(),
+            vec![2, 3, 64, 65, 128, 129, 192]
+        );
+        assert_eq!(b.count(), 7);
+        b.clear(64);
+        assert!(!b.get(64));
+    }
+
+    #[test]
+    fn words() {
+        let mut b = Bitmap::EMPTY;
+        b.set(1);
+        b.set(2);
+        b.set(64);
+        assert_eq!(b.0[0], 0xC000_0000_0000_0001);
+        let mut v = Vec::new();
+        Bitmap::encode_word(BitmapEncoding::Hex, b.0[0], &mut v);
+        assert_eq!(v, b"C000000000000001");
+        assert_eq!(
+            Bitmap::decode_word(BitmapEncoding::Hex, b"c000000000000001", 1, 0).unwrap(),
+            b.0[0]
+        );
+        let mut e = Vec::new();
+        Bitmap::encode_word(BitmapEncoding::EbcdicHex, b.0[0], &mut e);
+        assert_eq!(
+            Bitmap::decode_word(BitmapEncoding::EbcdicHex, &e, 1, 0).unwrap(),
+            b.0[0]
+        );
+        assert!(Bitmap::decode_word(BitmapEncoding::Hex, b"C00000000000000G", 1, 0).is_err());
+        assert!(Bitmap::decode_word(BitmapEncoding::Binary, &[0; 7], 1, 0).is_err());
+    }
+}

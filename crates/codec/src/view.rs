@@ -1,0 +1,243 @@
+//! Zero-copy decoding: a [`MessageView`] is an index of (offset, length) per present field
+//! into the caller's bytes, built without any heap allocation.
+
+use crate::bitmap::Bitmap;
+use crate::dialect::Dialect;
+use crate::error::{CodecError, ErrorKind, Location, Result};
+use crate::field::FieldRef;
+use crate::mti::Mti;
+
+/// Where one field's content sits in the decoded buffer.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) struct Slot {
+    /// Offset of the content (after the length prefix).
+    pub(crate) start: u32,
+    /// Content bytes on the wire.
+    pub(crate) len: u16,
+    /// Length in the spec's units (the prefix value, or the fixed length).
+    pub(crate) units: u16,
+}
+
+/// Number of slots: fields 0..=192 (0 and bitmap numbers unused).
+pub(crate) const SLOTS: usize = 193;
+
+/// A decoded message borrowing the caller's buffer.
+///
+/// `MessageView::decode` validates the whole message (MTI, bitmaps, every length prefix,
+/// every field's charset) and records where each field is; field access returns slices
+/// of the original bytes, and typed values are computed only when asked for.
+#[derive(Clone)]
+pub struct MessageView<'a> {
+    dialect: &'a Dialect,
+    buf: &'a [u8],
+    mti: Mti,
+    bitmap: Bitmap,
+    slots: [Slot; SLOTS],
+}
+
+impl<'a> MessageView<'a> {
+    /// Decodes one message (exactly its bytes: no length header) in `dialect`.
+    ///
+    /// Makes no heap allocation. Any malformed input is an error naming the field and
+    /// byte offset; bytes left over after the last field are an error too.
+    pub fn decode(dialect: &'a Dialect, buf: &'a [u8]) -> Result<MessageView<'a>> {
+        let mut view = MessageView {
+            dialect,
+            buf,
+            mti: Mti::ZERO,
+            bitmap: Bitmap::EMPTY,
+            slots: [Slot::default(); SLOTS],
+        };
+        view.parse()?;
+        Ok(view)
+    }
+
+    fn parse(&mut self) -> Result<()> {
+        let d = self.dialect;
+        let buf = self.buf;
+        self.mti = Mti::decode(d.mti_encoding(), buf)?;
+        let mut pos = d.mti_encoding().len();
+        let benc = d.bitmap_encoding();
+        let w0 = Bitmap::decode_word(benc, &buf[pos..], 1, pos)?;
+        pos += benc.len();
+        let mut bitmap = Bitmap([w0, 0, 0]);
+        if bitmap.get(1) {
+            if !d.has_secondary() {
+                return Err(CodecError::new(
+                    Location::Field(1),
+                    pos - benc.len(),
+                    ErrorKind::NotInDialect {
+                        dialect: d.name().to_string(),
+                    },
+                ));
+            }
+            bitmap.0[1] = Bitmap::decode_word(benc, &buf[pos..], 2, pos)?;
+            pos += benc.len();
+        }
+        let tertiary = d.has_tertiary() && bitmap.get(65);
+        for n in bitmap.iter() {
+            if n == 1 {
+                continue;
+            }
+            if n == 65 && tertiary {
+                bitmap.0[2] = Bitmap::decode_word(benc, &buf[pos..], 3, pos)?;
+                pos += benc.len();
+                continue;
+            }
+            pos = self.parse_field(n, pos)?;
+        }
+        if tertiary {
+            let third = Bitmap([0, 0, bitmap.0[2]]);
+            for n in third.iter() {
+                pos = self.parse_field(n, pos)?;
+            }
+        }
+        self.bitmap = bitmap;
+        if pos != buf.len() {
+            return Err(CodecError::new(
+                Location::Message,
+                pos,
+                ErrorKind::TrailingBytes {
+                    count: buf.len() - pos,
+                },
+            ));
+        }
+        Ok(())
+    }
+
+    #[inline]
+    fn parse_field(&mut self, n: u8, pos: usize) -> Result<usize> {
+        let d = self.dialect;
+        let Some(spec) = d.field(n) else {
+            return Err(CodecError::field(
+                n,
+                pos,
+                ErrorKind::NotInDialect {
+                    dialect: d.name().to_string(),
+                },
+            ));
+        };
+        let rest = &self.buf[pos..];
+        let (units, plen) = if spec.is_fixed() {
+            (spec.max as usize, 0)
+        } else {
+            (spec.read_prefix(n, rest, pos)?, spec.prefix_len())
+        };
+        let wire = spec.wire_len(units);
+        let start = pos + plen;
+        let Some(content) = self.buf.get(start..start + wire) else {
+            return Err(CodecError::field(
+                n,
+                start,
+                ErrorKind::Truncated {
+                    needed: start + wire - self.buf.len(),
+                },
+            ));
+        };
+        spec.validate_wire(n, content, units, start)?;
+        self.slots[n as usize] = Slot {
+            start: start as u32,
+            len: wire as u16,
+            units: units as u16,
+        };
+        Ok(start + wire)
+    }
+
+    /// The dialect the message was decoded with.
+    pub fn dialect(&self) -> &'a Dialect {
+        self.dialect
+    }
+
+    /// The bytes the view was decoded from.
+    pub fn as_bytes(&self) -> &'a [u8] {
+        self.buf
+    }
+
+    /// The message type indicator.
+    #[inline]
+    pub fn mti(&self) -> Mti {
+        self.mti
+    }
+
+    /// The bitmap as decoded (bit 1 and, with a tertiary bitmap, bit 65 included).
+    pub fn bitmap(&self) -> Bitmap {
+        self.bitmap
+    }
+
+    /// Whether data field `n` is present.
+    #[inline]
+    pub fn has(&self, n: u8) -> bool {
+        self.bitmap.get(n) && !self.dialect.is_bitmap_field(n)
+    }
+
+    /// Data field `n`, if present.
+    #[inline]
+    pub fn field(&self, n: u8) -> Option<FieldRef<'a>> {
+        if !self.has(n) {
+            return None;
+        }
+        let spec = self.dialect.field(n)?;
+        let s = self.slots[n as usize];
+        let start = s.start as usize;
+        Some(FieldRef {
+            number: n,
+            spec,
+            raw: self.buf.get(start..start + s.len as usize)?,
+            units: s.units as usize,
+            offset: start,
+        })
+    }
+
+    /// The encoded content of field `n` (no length prefix), if present.
+    #[inline]
+    pub fn raw(&self, n: u8) -> Option<&'a [u8]> {
+        self.field(n).map(|f| f.raw())
+    }
+
+    /// Present data fields in ascending order.
+    pub fn fields(&self) -> impl Iterator<Item = FieldRef<'a>> + '_ {
+        self.bitmap.iter().filter_map(move |n| self.field(n))
+    }
+
+    /// Offset where field `n` starts (its length prefix), if present.
+    pub fn field_start(&self, n: u8) -> Option<usize> {
+        let f = self.field(n)?;
+        Some(f.offset - f.spec.prefix_len())
+    }
+
+    /// The MAC field this message carries, if the dialect has one and it is present
+    /// (DE 64, or DE 128 when the message has a secondary bitmap).
+    pub fn mac_field(&self) -> Option<u8> {
+        let layout = self.dialect.mac_layout();
+        let n = if self.bitmap.get(1) {
+            layout.secondary?
+        } else {
+            layout.primary
+        };
+        self.has(n).then_some(n)
+    }
+
+    /// The MACed span: from the start of the MTI up to the start of the MAC field,
+    /// and the MAC field's content. `None` if the message carries no MAC.
+    pub fn mac_span(&self) -> Option<(&'a [u8], &'a [u8])> {
+        let n = self.mac_field()?;
+        let start = self.field_start(n)?;
+        Some((self.buf.get(..start)?, self.raw(n)?))
+    }
+
+    pub(crate) fn slots(&self) -> &[Slot; SLOTS] {
+        &self.slots
+    }
+}
+
+impl std::fmt::Debug for MessageView<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        crate::mask::debug_fields(f, "MessageView", self.mti, self.fields())
+    }
+}
+
+impl std::fmt::Display for MessageView<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        crate::mask::display_fields(f, self.mti, self.fields())
+    }
+}

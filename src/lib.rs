@@ -1,0 +1,2 @@
+//! isoswitch facade
+pub use isoswitch_codec as codec;
