@@ -1,0 +1,593 @@
+//! Symmetric keys: DES, two- and three-key TDES, AES.
+//!
+//! A [`Key`] owns its material in a fixed buffer that is wiped on drop
+//! ([`zeroize::ZeroizeOnDrop`]). Its `Debug` shows the algorithm and the key check value,
+//! never the bytes, and there is no `Display`. The material never leaves the crate in
+//! clear: to store or send a key, encrypt it under a master key with
+//! [`encrypt_key_under`].
+//!
+//! Working keys (PIK, MAK, TDK) arrive in a `cup-pos` 0810 field 62 encrypted under the
+//! terminal master key (ECB, DES or TDES); [`decrypt_key_under`] recovers them and the
+//! caller compares the 4-byte check value that follows each key with [`Key::check_kcv`].
+
+use std::fmt;
+
+use aes::{Aes128, Aes192, Aes256};
+use cipher::generic_array::GenericArray;
+use cipher::{BlockDecrypt, BlockEncrypt, KeyInit};
+use des::{Des, TdesEde2, TdesEde3};
+use rand::rngs::OsRng;
+use rand::{CryptoRng, RngCore};
+use zeroize::{Zeroize, ZeroizeOnDrop, Zeroizing};
+
+use crate::crypto::kcv::{Kcv, KcvMethod};
+use crate::error::{Result, SessionError};
+
+/// Largest key this crate handles (AES-256).
+const MAX_KEY_LEN: usize = 32;
+
+/// The algorithm and length of a [`Key`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum KeyKind {
+    /// Single DES, 8 bytes.
+    Des,
+    /// Two-key triple DES (K1 K2 K1), 16 bytes.
+    Tdes2,
+    /// Three-key triple DES, 24 bytes.
+    Tdes3,
+    /// AES-128, 16 bytes.
+    Aes128,
+    /// AES-192, 24 bytes.
+    Aes192,
+    /// AES-256, 32 bytes.
+    Aes256,
+}
+
+impl KeyKind {
+    /// Key length in bytes.
+    pub const fn key_len(self) -> usize {
+        match self {
+            KeyKind::Des => 8,
+            KeyKind::Tdes2 | KeyKind::Aes128 => 16,
+            KeyKind::Tdes3 | KeyKind::Aes192 => 24,
+            KeyKind::Aes256 => 32,
+        }
+    }
+
+    /// Cipher block length in bytes: 8 for DES and TDES, 16 for AES.
+    pub const fn block_len(self) -> usize {
+        if self.is_aes() {
+            16
+        } else {
+            8
+        }
+    }
+
+    /// True for DES and TDES keys.
+    pub const fn is_des_family(self) -> bool {
+        matches!(self, KeyKind::Des | KeyKind::Tdes2 | KeyKind::Tdes3)
+    }
+
+    /// True for AES keys.
+    pub const fn is_aes(self) -> bool {
+        matches!(self, KeyKind::Aes128 | KeyKind::Aes192 | KeyKind::Aes256)
+    }
+
+    /// The key check value method used by [`Key::kcv`] for this kind:
+    /// [`KcvMethod::DesZeros`] for DES/TDES, [`KcvMethod::AesCmac`] for AES.
+    pub const fn default_kcv_method(self) -> KcvMethod {
+        if self.is_aes() {
+            KcvMethod::AesCmac
+        } else {
+            KcvMethod::DesZeros
+        }
+    }
+
+    /// The DES-family kind for a key length (8, 16 or 24 bytes), if any.
+    pub const fn des_family_for_len(len: usize) -> Option<KeyKind> {
+        match len {
+            8 => Some(KeyKind::Des),
+            16 => Some(KeyKind::Tdes2),
+            24 => Some(KeyKind::Tdes3),
+            _ => None,
+        }
+    }
+
+    /// The AES kind for a key length (16, 24 or 32 bytes), if any.
+    pub const fn aes_for_len(len: usize) -> Option<KeyKind> {
+        match len {
+            16 => Some(KeyKind::Aes128),
+            24 => Some(KeyKind::Aes192),
+            32 => Some(KeyKind::Aes256),
+            _ => None,
+        }
+    }
+}
+
+/// A secret symmetric key with its key check value.
+///
+/// Built with a typed constructor that validates the length ([`Key::des`],
+/// [`Key::tdes`], [`Key::aes`], [`Key::des_or_tdes`], [`Key::new`]), generated with
+/// [`Key::generate`], or recovered with [`decrypt_key_under`]. DES parity bits are not
+/// checked on construction (many published test keys lack odd parity and DES ignores
+/// those bits); see [`Key::has_odd_parity`].
+///
+/// ```
+/// use isoswitch_session::crypto::keys::Key;
+/// let key = Key::tdes(&[0x01, 0x23, 0x45, 0x67, 0x89, 0xAB, 0xCD, 0xEF,
+///                       0xFE, 0xDC, 0xBA, 0x98, 0x76, 0x54, 0x32, 0x10])?;
+/// assert_eq!(key.kcv().leading(3)?, &[0x08, 0xD7, 0xB4]);
+/// assert_eq!(format!("{key:?}"), "Key { kind: Tdes2, kcv: 08D7B4 }");
+/// # Ok::<(), isoswitch_session::SessionError>(())
+/// ```
+#[derive(Clone, Zeroize, ZeroizeOnDrop)]
+pub struct Key {
+    #[zeroize(skip)]
+    kind: KeyKind,
+    material: [u8; MAX_KEY_LEN],
+    #[zeroize(skip)]
+    kcv: Kcv,
+}
+
+const DES_LENS: &[usize] = &[8];
+const TDES_LENS: &[usize] = &[16, 24];
+const DES_FAMILY_LENS: &[usize] = &[8, 16, 24];
+const AES_LENS: &[usize] = &[16, 24, 32];
+
+impl Key {
+    /// A key of exactly `kind`'s length.
+    pub fn new(kind: KeyKind, bytes: &[u8]) -> Result<Key> {
+        if bytes.len() != kind.key_len() {
+            let (algorithm, expected) = match kind {
+                KeyKind::Des => ("DES", DES_LENS),
+                KeyKind::Tdes2 => ("TDES-2", &[16usize][..]),
+                KeyKind::Tdes3 => ("TDES-3", &[24usize][..]),
+                KeyKind::Aes128 => ("AES-128", &[16usize][..]),
+                KeyKind::Aes192 => ("AES-192", &[24usize][..]),
+                KeyKind::Aes256 => ("AES-256", &[32usize][..]),
+            };
+            return Err(SessionError::WrongKeyLength {
+                algorithm,
+                expected,
+                found: bytes.len(),
+            });
+        }
+        let mut material = [0u8; MAX_KEY_LEN];
+        material[..bytes.len()].copy_from_slice(bytes);
+        let mut key = Key {
+            kind,
+            material,
+            kcv: Kcv::placeholder(),
+        };
+        key.kcv = Kcv::compute(&key, kind.default_kcv_method())?;
+        Ok(key)
+    }
+
+    /// A single-DES key (8 bytes).
+    pub fn des(bytes: &[u8]) -> Result<Key> {
+        match bytes.len() {
+            8 => Key::new(KeyKind::Des, bytes),
+            found => Err(SessionError::WrongKeyLength {
+                algorithm: "DES",
+                expected: DES_LENS,
+                found,
+            }),
+        }
+    }
+
+    /// A triple-DES key: 16 bytes (two-key) or 24 bytes (three-key).
+    pub fn tdes(bytes: &[u8]) -> Result<Key> {
+        match bytes.len() {
+            16 => Key::new(KeyKind::Tdes2, bytes),
+            24 => Key::new(KeyKind::Tdes3, bytes),
+            found => Err(SessionError::WrongKeyLength {
+                algorithm: "TDES",
+                expected: TDES_LENS,
+                found,
+            }),
+        }
+    }
+
+    /// A DES or TDES key chosen by length: 8 → DES, 16 → two-key, 24 → three-key.
+    ///
+    /// Note for `cup-pos`: a 16-byte MAK whose second half is zero is a single-DES key;
+    /// pass only its first 8 bytes.
+    pub fn des_or_tdes(bytes: &[u8]) -> Result<Key> {
+        match KeyKind::des_family_for_len(bytes.len()) {
+            Some(kind) => Key::new(kind, bytes),
+            None => Err(SessionError::WrongKeyLength {
+                algorithm: "DES/TDES",
+                expected: DES_FAMILY_LENS,
+                found: bytes.len(),
+            }),
+        }
+    }
+
+    /// An AES key: 16, 24 or 32 bytes.
+    pub fn aes(bytes: &[u8]) -> Result<Key> {
+        match KeyKind::aes_for_len(bytes.len()) {
+            Some(kind) => Key::new(kind, bytes),
+            None => Err(SessionError::WrongKeyLength {
+                algorithm: "AES",
+                expected: AES_LENS,
+                found: bytes.len(),
+            }),
+        }
+    }
+
+    /// A fresh random key from the operating system's RNG
+    /// ([`rand::rngs::OsRng`]); DES and TDES keys get odd parity.
+    pub fn generate(kind: KeyKind) -> Result<Key> {
+        Key::generate_with_rng(kind, &mut OsRng)
+    }
+
+    /// Like [`Key::generate`] with a caller-supplied cryptographic RNG.
+    pub fn generate_with_rng<R: RngCore + CryptoRng>(kind: KeyKind, rng: &mut R) -> Result<Key> {
+        let mut buf = Zeroizing::new([0u8; MAX_KEY_LEN]);
+        let len = kind.key_len();
+        let material = &mut buf[..len];
+        rng.try_fill_bytes(material).map_err(SessionError::Rng)?;
+        if kind.is_des_family() {
+            set_odd_parity(material);
+        }
+        Key::new(kind, material)
+    }
+
+    /// The key's algorithm and length.
+    pub fn kind(&self) -> KeyKind {
+        self.kind
+    }
+
+    /// The key's check value, computed with the kind's default method
+    /// ([`KeyKind::default_kcv_method`]). Use [`Kcv::compute`] for another method.
+    pub fn kcv(&self) -> &Kcv {
+        &self.kcv
+    }
+
+    /// Compares a received check value (2 bytes up to the full block, usually 3 or 4)
+    /// with this key's, in constant time. Errors with [`SessionError::KcvMismatch`].
+    pub fn check_kcv(&self, received: &[u8]) -> Result<()> {
+        self.kcv.check(received)
+    }
+
+    /// For DES and TDES keys, whether every byte has odd parity; `None` for AES keys,
+    /// which have no parity bits.
+    pub fn has_odd_parity(&self) -> Option<bool> {
+        if self.kind.is_des_family() {
+            Some(self.material().iter().all(|b| b.count_ones() % 2 == 1))
+        } else {
+            None
+        }
+    }
+
+    /// The secret bytes, for the crate's own cipher operations only.
+    pub(crate) fn material(&self) -> &[u8] {
+        &self.material[..self.kind.key_len()]
+    }
+
+    /// A block cipher keyed with this key.
+    pub(crate) fn cipher(&self) -> Result<BlockCipher> {
+        BlockCipher::new(self)
+    }
+
+    /// Fails with [`SessionError::WrongKeyAlgorithm`] unless the key is DES or TDES.
+    pub(crate) fn require_des_family(&self, expected: &'static str) -> Result<()> {
+        if self.kind.is_des_family() {
+            Ok(())
+        } else {
+            Err(SessionError::WrongKeyAlgorithm {
+                expected,
+                found: self.kind,
+            })
+        }
+    }
+
+    /// Fails with [`SessionError::WrongKeyAlgorithm`] unless the key is AES.
+    pub(crate) fn require_aes(&self, expected: &'static str) -> Result<()> {
+        if self.kind.is_aes() {
+            Ok(())
+        } else {
+            Err(SessionError::WrongKeyAlgorithm {
+                expected,
+                found: self.kind,
+            })
+        }
+    }
+}
+
+impl fmt::Debug for Key {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Key")
+            .field("kind", &self.kind)
+            .field("kcv", &format_args!("{}", self.kcv))
+            .finish()
+    }
+}
+
+/// Sets the low bit of each byte so that every byte has an odd number of one bits
+/// (the DES parity convention).
+pub fn set_odd_parity(bytes: &mut [u8]) {
+    for b in bytes {
+        if b.count_ones() % 2 == 0 {
+            *b ^= 1;
+        }
+    }
+}
+
+/// Encrypts `key`'s material under a DES or TDES `master` key in ECB mode (as working
+/// keys are delivered under the terminal master key in a `cup-pos` 0810 field 62).
+///
+/// The result has the key's length (8, 16, 24 or 32 bytes). An AES key may be wrapped
+/// this way too, its length being a multiple of 8; no check value is appended.
+pub fn encrypt_key_under(master: &Key, key: &Key) -> Result<Vec<u8>> {
+    master.require_des_family("DES or TDES master key")?;
+    let cipher = master.cipher()?;
+    let mut out = key.material().to_vec();
+    cipher.encrypt_ecb(&mut out)?;
+    Ok(out)
+}
+
+/// Decrypts a DES or TDES key encrypted under `master` (ECB). The kind is taken from
+/// the length: 8 → DES, 16 → two-key TDES, 24 → three-key TDES. Compare the check
+/// value that came with it using [`Key::check_kcv`].
+pub fn decrypt_key_under(master: &Key, encrypted: &[u8]) -> Result<Key> {
+    match KeyKind::des_family_for_len(encrypted.len()) {
+        Some(kind) => decrypt_key_under_as(master, encrypted, kind),
+        None => Err(SessionError::BadEncryptedKeyLength {
+            kind: KeyKind::Tdes2,
+            found: encrypted.len(),
+        }),
+    }
+}
+
+/// Decrypts a key of a stated kind encrypted under `master` (ECB). Use this for AES keys
+/// or whenever the length alone is ambiguous.
+pub fn decrypt_key_under_as(master: &Key, encrypted: &[u8], kind: KeyKind) -> Result<Key> {
+    master.require_des_family("DES or TDES master key")?;
+    if encrypted.len() != kind.key_len() {
+        return Err(SessionError::BadEncryptedKeyLength {
+            kind,
+            found: encrypted.len(),
+        });
+    }
+    let cipher = master.cipher()?;
+    let mut clear = Zeroizing::new([0u8; MAX_KEY_LEN]);
+    let clear = &mut clear[..encrypted.len()];
+    clear.copy_from_slice(encrypted);
+    cipher.decrypt_ecb(clear)?;
+    Key::new(kind, clear)
+}
+
+/// A keyed block cipher: the one place where the crate touches the `des` and `aes`
+/// crates. Key schedules are wiped on drop by those crates' `zeroize` feature.
+pub(crate) enum BlockCipher {
+    Des(Des),
+    Tdes2(TdesEde2),
+    Tdes3(TdesEde3),
+    Aes128(Aes128),
+    Aes192(Aes192),
+    Aes256(Aes256),
+}
+
+impl BlockCipher {
+    fn new(key: &Key) -> Result<BlockCipher> {
+        let m = key.material();
+        let bad = |_| SessionError::WrongKeyLength {
+            algorithm: "cipher",
+            expected: DES_FAMILY_LENS,
+            found: m.len(),
+        };
+        Ok(match key.kind {
+            KeyKind::Des => BlockCipher::Des(Des::new_from_slice(m).map_err(bad)?),
+            KeyKind::Tdes2 => BlockCipher::Tdes2(TdesEde2::new_from_slice(m).map_err(bad)?),
+            KeyKind::Tdes3 => BlockCipher::Tdes3(TdesEde3::new_from_slice(m).map_err(bad)?),
+            KeyKind::Aes128 => BlockCipher::Aes128(Aes128::new_from_slice(m).map_err(bad)?),
+            KeyKind::Aes192 => BlockCipher::Aes192(Aes192::new_from_slice(m).map_err(bad)?),
+            KeyKind::Aes256 => BlockCipher::Aes256(Aes256::new_from_slice(m).map_err(bad)?),
+        })
+    }
+
+    /// 8 for DES/TDES, 16 for AES.
+    pub(crate) fn block_len(&self) -> usize {
+        match self {
+            BlockCipher::Des(_) | BlockCipher::Tdes2(_) | BlockCipher::Tdes3(_) => 8,
+            _ => 16,
+        }
+    }
+
+    /// Encrypts each whole block of `data` in place (ECB). `data` must be a whole number
+    /// of blocks.
+    pub(crate) fn encrypt_ecb(&self, data: &mut [u8]) -> Result<()> {
+        self.check_len(data.len())?;
+        for block in data.chunks_exact_mut(self.block_len()) {
+            self.encrypt_block(block);
+        }
+        Ok(())
+    }
+
+    /// Decrypts each whole block of `data` in place (ECB).
+    pub(crate) fn decrypt_ecb(&self, data: &mut [u8]) -> Result<()> {
+        self.check_len(data.len())?;
+        for block in data.chunks_exact_mut(self.block_len()) {
+            self.decrypt_block(block);
+        }
+        Ok(())
+    }
+
+    fn check_len(&self, len: usize) -> Result<()> {
+        if len % self.block_len() == 0 {
+            Ok(())
+        } else {
+            Err(SessionError::WrongKeyLength {
+                algorithm: "block data",
+                expected: &[8, 16],
+                found: len,
+            })
+        }
+    }
+
+    /// Encrypts one block in place. Callers pass exactly `block_len()` bytes (a
+    /// `chunks_exact` chunk or a fixed array); other lengths are left untouched.
+    pub(crate) fn encrypt_block(&self, block: &mut [u8]) {
+        if block.len() != self.block_len() {
+            return;
+        }
+        match self {
+            BlockCipher::Des(c) => c.encrypt_block(GenericArray::from_mut_slice(block)),
+            BlockCipher::Tdes2(c) => c.encrypt_block(GenericArray::from_mut_slice(block)),
+            BlockCipher::Tdes3(c) => c.encrypt_block(GenericArray::from_mut_slice(block)),
+            BlockCipher::Aes128(c) => c.encrypt_block(GenericArray::from_mut_slice(block)),
+            BlockCipher::Aes192(c) => c.encrypt_block(GenericArray::from_mut_slice(block)),
+            BlockCipher::Aes256(c) => c.encrypt_block(GenericArray::from_mut_slice(block)),
+        }
+    }
+
+    /// Decrypts one block in place; same contract as [`BlockCipher::encrypt_block`].
+    pub(crate) fn decrypt_block(&self, block: &mut [u8]) {
+        if block.len() != self.block_len() {
+            return;
+        }
+        match self {
+            BlockCipher::Des(c) => c.decrypt_block(GenericArray::from_mut_slice(block)),
+            BlockCipher::Tdes2(c) => c.decrypt_block(GenericArray::from_mut_slice(block)),
+            BlockCipher::Tdes3(c) => c.decrypt_block(GenericArray::from_mut_slice(block)),
+            BlockCipher::Aes128(c) => c.decrypt_block(GenericArray::from_mut_slice(block)),
+            BlockCipher::Aes192(c) => c.decrypt_block(GenericArray::from_mut_slice(block)),
+            BlockCipher::Aes256(c) => c.decrypt_block(GenericArray::from_mut_slice(block)),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn hex(s: &str) -> Vec<u8> {
+        crate::crypto::test_hex(s)
+    }
+
+    #[test]
+    fn constructors_validate_length() {
+        assert!(Key::des(&[0u8; 8]).is_ok());
+        assert!(matches!(
+            Key::des(&[0u8; 16]),
+            Err(SessionError::WrongKeyLength {
+                expected: [8],
+                found: 16,
+                ..
+            })
+        ));
+        assert_eq!(
+            Key::tdes(&[1u8; 16]).map(|k| k.kind()).ok(),
+            Some(KeyKind::Tdes2)
+        );
+        assert_eq!(
+            Key::tdes(&[1u8; 24]).map(|k| k.kind()).ok(),
+            Some(KeyKind::Tdes3)
+        );
+        assert!(matches!(
+            Key::tdes(&[1u8; 8]),
+            Err(SessionError::WrongKeyLength { found: 8, .. })
+        ));
+        for (len, kind) in [
+            (16, KeyKind::Aes128),
+            (24, KeyKind::Aes192),
+            (32, KeyKind::Aes256),
+        ] {
+            assert_eq!(Key::aes(&vec![7u8; len]).map(|k| k.kind()).ok(), Some(kind));
+        }
+        assert!(matches!(
+            Key::aes(&[0u8; 8]),
+            Err(SessionError::WrongKeyLength {
+                expected: [16, 24, 32],
+                found: 8,
+                ..
+            })
+        ));
+        assert!(matches!(
+            Key::des_or_tdes(&[]),
+            Err(SessionError::WrongKeyLength { found: 0, .. })
+        ));
+        assert!(matches!(
+            Key::new(KeyKind::Aes256, &[0u8; 16]),
+            Err(SessionError::WrongKeyLength { found: 16, .. })
+        ));
+    }
+
+    #[test]
+    fn debug_shows_kind_and_kcv_only() {
+        let key = Key::tdes(&hex("0123456789ABCDEFFEDCBA9876543210")).expect("key");
+        let dbg = format!("{key:?}");
+        assert_eq!(dbg, "Key { kind: Tdes2, kcv: 08D7B4 }");
+        assert!(!dbg.contains("0123") && !dbg.contains("FEDC"));
+    }
+
+    #[test]
+    fn generated_des_keys_have_odd_parity() {
+        for kind in [KeyKind::Des, KeyKind::Tdes2, KeyKind::Tdes3] {
+            let k = Key::generate(kind).expect("rng");
+            assert_eq!(k.kind(), kind);
+            assert_eq!(k.has_odd_parity(), Some(true));
+        }
+        let a = Key::generate(KeyKind::Aes256).expect("rng");
+        assert_eq!(a.has_odd_parity(), None);
+        let b = Key::generate(KeyKind::Aes256).expect("rng");
+        assert_ne!(a.material(), b.material());
+    }
+
+    #[test]
+    fn odd_parity_adjustment_matches_psec_example() {
+        // psec.des.adjust_key_parity docstring example.
+        let mut k = hex("1A2B3C4D5F0A1B2C4D5F6A7B8C9D0F1A");
+        set_odd_parity(&mut k);
+        assert_eq!(k, hex("1A2A3D4C5E0B1A2C4C5E6B7A8C9D0E1A"));
+    }
+
+    #[test]
+    fn key_wrapping_round_trips_and_matches_tdes_ecb() {
+        let tmk = Key::tdes(&hex("0123456789ABCDEFFEDCBA9876543210")).expect("tmk");
+        // psec.des.encrypt_tdes_ecb docstring: E(TMK, "12345678") = 41D2FFBA3CDC15FE.
+        let wk = Key::des(b"12345678").expect("wk");
+        let wrapped = encrypt_key_under(&tmk, &wk).expect("wrap");
+        assert_eq!(wrapped, hex("41D2FFBA3CDC15FE"));
+        let back = decrypt_key_under(&tmk, &wrapped).expect("unwrap");
+        assert_eq!(back.kind(), KeyKind::Des);
+        assert_eq!(back.material(), b"12345678");
+        back.check_kcv(&wk.kcv().full()[..4]).expect("kcv");
+
+        for kind in [
+            KeyKind::Tdes2,
+            KeyKind::Tdes3,
+            KeyKind::Aes128,
+            KeyKind::Aes256,
+        ] {
+            let k = Key::generate(kind).expect("rng");
+            let w = encrypt_key_under(&tmk, &k).expect("wrap");
+            assert_eq!(w.len(), kind.key_len());
+            assert_ne!(w.as_slice(), k.material());
+            let u = decrypt_key_under_as(&tmk, &w, kind).expect("unwrap");
+            assert_eq!(u.material(), k.material());
+        }
+    }
+
+    #[test]
+    fn key_wrapping_rejects_bad_inputs() {
+        let tmk = Key::tdes(&[0x11; 16]).expect("tmk");
+        let aes = Key::aes(&[0x22; 16]).expect("aes");
+        assert!(matches!(
+            encrypt_key_under(&aes, &tmk),
+            Err(SessionError::WrongKeyAlgorithm {
+                found: KeyKind::Aes128,
+                ..
+            })
+        ));
+        assert!(matches!(
+            decrypt_key_under(&tmk, &[0u8; 12]),
+            Err(SessionError::BadEncryptedKeyLength { found: 12, .. })
+        ));
+        assert!(matches!(
+            decrypt_key_under_as(&tmk, &[0u8; 16], KeyKind::Aes256),
+            Err(SessionError::BadEncryptedKeyLength { found: 16, .. })
+        ));
+    }
+}

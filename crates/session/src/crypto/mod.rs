@@ -1,0 +1,35 @@
+//! Payment cryptography for terminal and host sessions.
+//!
+//! - [`keys`]: [`Key`] (DES, TDES, AES; wiped on drop, masked `Debug`), random
+//!   generation, key wrapping under a master key.
+//! - [`kcv`]: key check values ([`Kcv`], [`KcvMethod`]).
+//! - [`mac`]: [`compute`] and [`verify`] for every [`MacAlgorithm`] (ISO 9797-1
+//!   algorithms 1 and 3, AES-CMAC, the `cup-pos` MAC) over a caller-chosen byte span.
+//! - [`pin`]: ISO 9564 PIN blocks, formats 0, 1, 3, 4, and [`translate`].
+//!
+//! Nothing here does I/O, reads a clock or logs; the only outside input is the OS
+//! random number generator (key generation and PIN block fill).
+
+pub mod kcv;
+pub mod keys;
+pub mod mac;
+pub mod pin;
+
+pub use kcv::{check_kcv, Kcv, KcvMethod};
+pub use keys::{decrypt_key_under, decrypt_key_under_as, encrypt_key_under, Key, KeyKind};
+pub use mac::{compute, verify, MacAlgorithm, MacValue, Padding};
+pub use pin::{translate, Fill, Pan, Pin, PinBlock, PinBlockFormat};
+
+/// Hex decoding for the crate's unit tests (spaces ignored; panics on bad input, which
+/// only a typo in a test can produce).
+#[cfg(test)]
+pub(crate) fn test_hex(s: &str) -> Vec<u8> {
+    let clean: Vec<u8> = s.bytes().filter(|b| !b.is_ascii_whitespace()).collect();
+    clean
+        .chunks(2)
+        .map(|p| {
+            let text = std::str::from_utf8(p).expect("ascii");
+            u8::from_str_radix(text, 16).expect("hex digit")
+        })
+        .collect()
+}

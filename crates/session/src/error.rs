@@ -1,0 +1,285 @@
+//! The crate's error type.
+//!
+//! One enum for the whole crate. Variants say what was wrong and, where it helps,
+//! what was expected. No variant ever carries key material, a clear PIN or a clear
+//! PIN block: errors are logged, and logs must stay free of secrets.
+
+use std::path::PathBuf;
+
+use crate::crypto::keys::KeyKind;
+use crate::crypto::pin::PinBlockFormat;
+
+/// Result alias used throughout the crate.
+pub type Result<T, E = SessionError> = std::result::Result<T, E>;
+
+/// Everything that can go wrong in `isoswitch-session`.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum SessionError {
+    /// Key material of a length the requested algorithm does not accept.
+    #[error("wrong key length for {algorithm}: expected one of {expected:?} bytes, found {found}")]
+    WrongKeyLength {
+        /// The algorithm family asked for ("DES", "TDES", "AES", …).
+        algorithm: &'static str,
+        /// The accepted lengths in bytes.
+        expected: &'static [usize],
+        /// The length supplied.
+        found: usize,
+    },
+
+    /// A key of the wrong algorithm for the operation (e.g. an AES key for X9.19).
+    #[error("wrong key algorithm: expected {expected}, found {found:?}")]
+    WrongKeyAlgorithm {
+        /// What the operation needs.
+        expected: &'static str,
+        /// What was supplied.
+        found: KeyKind,
+    },
+
+    /// An encrypted key whose length is not a whole number of cipher blocks, or not a
+    /// valid key length once decrypted.
+    #[error("encrypted key of {found} bytes cannot be a {kind:?} key")]
+    BadEncryptedKeyLength {
+        /// The key kind that was expected.
+        kind: KeyKind,
+        /// The length supplied.
+        found: usize,
+    },
+
+    /// A received key check value did not match the key.
+    #[error("key check value mismatch")]
+    KcvMismatch,
+
+    /// A received key check value of an unusable length.
+    #[error("key check value length {found} outside {min}..={max}")]
+    BadKcvLength {
+        /// Shortest accepted length.
+        min: usize,
+        /// Longest accepted length (the full check block).
+        max: usize,
+        /// The length supplied.
+        found: usize,
+    },
+
+    /// A KCV method that does not apply to the key (e.g. an AES method on a DES key).
+    #[error("KCV method {method} does not apply to a {found:?} key")]
+    KcvMethodMismatch {
+        /// The method's name.
+        method: &'static str,
+        /// The key kind supplied.
+        found: KeyKind,
+    },
+
+    /// A received MAC did not match the computed one.
+    #[error("MAC verification failed")]
+    MacMismatch,
+
+    /// A MAC (received, or a requested truncation) of an unusable length.
+    #[error("MAC length {found} outside {min}..={max}")]
+    BadMacLength {
+        /// Shortest accepted length.
+        min: usize,
+        /// Longest accepted length (the full MAC).
+        max: usize,
+        /// The length supplied.
+        found: usize,
+    },
+
+    /// A PIN that is not 4 to 12 characters long.
+    #[error("PIN length {found} outside 4..=12")]
+    BadPinLength {
+        /// The length supplied.
+        found: usize,
+    },
+
+    /// A PIN containing something other than the digits 0–9.
+    #[error("PIN is not all decimal digits")]
+    PinNotNumeric,
+
+    /// A primary account number that is not 12 to 19 digits.
+    #[error("bad PAN: {defect}")]
+    BadPan {
+        /// What is wrong with it.
+        defect: PanDefect,
+    },
+
+    /// A PIN block format that needs the PAN was used without one.
+    #[error("PIN block format {format} needs the PAN")]
+    PanRequired {
+        /// The format.
+        format: PinBlockFormat,
+    },
+
+    /// Encrypted PIN block bytes of the wrong length for the format.
+    #[error("PIN block for {format} must be {expected} bytes, found {found}")]
+    BadPinBlockLength {
+        /// The format.
+        format: PinBlockFormat,
+        /// 8 for formats 0, 1, 3; 16 for format 4.
+        expected: usize,
+        /// The length supplied.
+        found: usize,
+    },
+
+    /// A deciphered PIN block that is not well formed (wrong key, wrong PAN or wrong
+    /// format are the usual causes). Answered with response code 99 by hosts.
+    #[error("malformed {format} PIN block: {defect}")]
+    BadPinBlock {
+        /// The format the block was deciphered as.
+        format: PinBlockFormat,
+        /// What was wrong (never the PIN digits themselves).
+        defect: PinBlockDefect,
+    },
+
+    /// Too few fill nibbles supplied for a PIN block.
+    #[error("{format} PIN block needs {needed} fill nibbles, {found} supplied")]
+    FillTooShort {
+        /// The format.
+        format: PinBlockFormat,
+        /// Nibbles needed.
+        needed: usize,
+        /// Nibbles supplied.
+        found: usize,
+    },
+
+    /// A fill nibble outside the range the format allows (A–F for format 3, 0–F
+    /// otherwise).
+    #[error("fill nibble {position} out of range for {format}")]
+    BadFillNibble {
+        /// The format.
+        format: PinBlockFormat,
+        /// Index of the offending nibble in the supplied fill.
+        position: usize,
+    },
+
+    /// A PIN translation between two formats that this crate refuses.
+    #[error("PIN translation from {from} to {to} is not allowed")]
+    TranslationNotAllowed {
+        /// Source format.
+        from: PinBlockFormat,
+        /// Target format.
+        to: PinBlockFormat,
+    },
+
+    /// The operating system's random number generator failed.
+    #[error("OS random number generator failed")]
+    Rng(#[source] rand::Error),
+
+    /// A counter value outside its range (STAN and batch number: 1..=999999).
+    #[error("{counter} value {value} outside 1..={max}")]
+    CounterOutOfRange {
+        /// Which counter ("STAN", "batch number", "RRN").
+        counter: &'static str,
+        /// The value supplied.
+        value: u64,
+        /// The largest allowed value.
+        max: u64,
+    },
+
+    /// A retrieval reference number that is not 12 printable ASCII characters.
+    #[error("RRN must be 12 ASCII alphanumeric or space characters")]
+    BadRrn,
+
+    /// An I/O failure on the counters file.
+    #[error("counters file {path}: {source}")]
+    CounterIo {
+        /// The file (or its temporary sibling) being accessed.
+        path: PathBuf,
+        /// The underlying error.
+        #[source]
+        source: std::io::Error,
+    },
+
+    /// The counters file exists but cannot be trusted.
+    #[error("counters file {path} is corrupt: {reason}")]
+    CounterFileCorrupt {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong.
+        reason: CorruptReason,
+    },
+}
+
+/// What is wrong with a primary account number.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PanDefect {
+    /// Not 12 to 19 digits long.
+    Length {
+        /// The length supplied.
+        found: usize,
+    },
+    /// A character other than 0–9 at this index.
+    NotDigit {
+        /// Index of the first offending character.
+        position: usize,
+    },
+}
+
+impl std::fmt::Display for PanDefect {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            PanDefect::Length { found } => write!(f, "length {found} outside 12..=19"),
+            PanDefect::NotDigit { position } => write!(f, "non-digit at index {position}"),
+        }
+    }
+}
+
+/// What is wrong with a deciphered PIN block. Deliberately coarse: it never says which
+/// digit was bad or what it was.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PinBlockDefect {
+    /// The control nibble is not the format's number.
+    ControlField {
+        /// The nibble found.
+        found: u8,
+    },
+    /// The PIN length nibble is outside 4..=12.
+    PinLength {
+        /// The nibble found.
+        found: u8,
+    },
+    /// A PIN position holds a nibble above 9.
+    PinDigit,
+    /// The fill nibbles are not what the format requires.
+    Fill,
+}
+
+impl std::fmt::Display for PinBlockDefect {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            PinBlockDefect::ControlField { found } => {
+                write!(f, "control field {found:X}")
+            }
+            PinBlockDefect::PinLength { found } => write!(f, "PIN length nibble {found:X}"),
+            PinBlockDefect::PinDigit => f.write_str("non-decimal PIN digit"),
+            PinBlockDefect::Fill => f.write_str("bad fill"),
+        }
+    }
+}
+
+/// Why a counters file was rejected.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CorruptReason {
+    /// The first line is not the expected header.
+    Header,
+    /// A required `name=value` line is missing or malformed.
+    Field(&'static str),
+    /// A value is outside its counter's range.
+    Range(&'static str),
+    /// The checksum line does not match the content.
+    Checksum,
+    /// The file is not UTF-8 text.
+    Encoding,
+}
+
+impl std::fmt::Display for CorruptReason {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            CorruptReason::Header => f.write_str("bad header"),
+            CorruptReason::Field(name) => write!(f, "missing or malformed field `{name}`"),
+            CorruptReason::Range(name) => write!(f, "field `{name}` out of range"),
+            CorruptReason::Checksum => f.write_str("checksum mismatch"),
+            CorruptReason::Encoding => f.write_str("not UTF-8"),
+        }
+    }
+}
