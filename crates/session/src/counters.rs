@@ -400,7 +400,11 @@ fn parse(bytes: &[u8]) -> std::result::Result<CounterState, CorruptReason> {
     }
     let crc = crc_line
         .strip_prefix("crc32=")
-        .filter(|v| v.len() == 8)
+        .filter(|v| {
+            v.len() == 8
+                && v.bytes()
+                    .all(|b| b.is_ascii_digit() || (b'A'..=b'F').contains(&b))
+        })
         .and_then(|v| u32::from_str_radix(v, 16).ok())
         .ok_or(CorruptReason::Field("crc32"))?;
 
@@ -627,6 +631,41 @@ mod tests {
         let c = FileCounters::create(&path, CounterState::default()).expect("reset");
         assert_eq!(c.state(), CounterState::default());
         assert!(FileCounters::open(&path).is_ok());
+    }
+
+    proptest::proptest! {
+        /// Any single-byte change to a valid file is detected.
+        #[test]
+        fn any_single_byte_change_is_rejected(
+            stan in 1u32..=999_999,
+            batch in 1u32..=999_999,
+            rrn in 1u64..=MAX_RRN_SEQUENCE,
+            at in proptest::prelude::any::<proptest::sample::Index>(),
+            flip in 1u8..=255,
+        ) {
+            let state = CounterState {
+                next_stan: Stan::new(stan).expect("stan"),
+                batch: BatchNumber::new(batch).expect("batch"),
+                next_rrn: rrn,
+            };
+            let mut bytes = render(&state).into_bytes();
+            proptest::prop_assert_eq!(parse(&bytes), Ok(state));
+            let i = at.index(bytes.len());
+            bytes[i] ^= flip;
+            proptest::prop_assert!(parse(&bytes).is_err());
+        }
+
+        /// Truncation (a torn write without the atomic rename) is detected.
+        #[test]
+        fn truncated_files_are_rejected(stan in 1u32..=999_999, cut in 0usize..64) {
+            let state = CounterState {
+                next_stan: Stan::new(stan).expect("stan"),
+                ..CounterState::default()
+            };
+            let bytes = render(&state).into_bytes();
+            let cut = cut.min(bytes.len() - 1);
+            proptest::prop_assert!(parse(&bytes[..cut]).is_err());
+        }
     }
 
     #[test]

@@ -36,12 +36,20 @@ pub enum SessionError {
         found: KeyKind,
     },
 
-    /// An encrypted key whose length is not a whole number of cipher blocks, or not a
-    /// valid key length once decrypted.
-    #[error("encrypted key of {found} bytes cannot be a {kind:?} key")]
+    /// An encrypted key of a length that cannot hold the expected kind of key.
+    #[error("encrypted key of {found} bytes: expected one of {expected:?}")]
     BadEncryptedKeyLength {
-        /// The key kind that was expected.
-        kind: KeyKind,
+        /// The accepted lengths in bytes.
+        expected: &'static [usize],
+        /// The length supplied.
+        found: usize,
+    },
+
+    /// Data for a block-cipher operation that is not a whole number of blocks.
+    #[error("{found} bytes is not a whole number of {block}-byte blocks")]
+    BadDataLength {
+        /// The cipher's block length.
+        block: usize,
         /// The length supplied.
         found: usize,
     },

@@ -83,6 +83,28 @@ impl KeyKind {
         }
     }
 
+    /// The accepted key length as a one-element slice (for error values).
+    const fn len_slice(self) -> &'static [usize] {
+        match self {
+            KeyKind::Des => &[8],
+            KeyKind::Tdes2 | KeyKind::Aes128 => &[16],
+            KeyKind::Tdes3 | KeyKind::Aes192 => &[24],
+            KeyKind::Aes256 => &[32],
+        }
+    }
+
+    /// A short name for messages.
+    pub const fn name(self) -> &'static str {
+        match self {
+            KeyKind::Des => "DES",
+            KeyKind::Tdes2 => "TDES-2",
+            KeyKind::Tdes3 => "TDES-3",
+            KeyKind::Aes128 => "AES-128",
+            KeyKind::Aes192 => "AES-192",
+            KeyKind::Aes256 => "AES-256",
+        }
+    }
+
     /// The DES-family kind for a key length (8, 16 or 24 bytes), if any.
     pub const fn des_family_for_len(len: usize) -> Option<KeyKind> {
         match len {
@@ -138,17 +160,9 @@ impl Key {
     /// A key of exactly `kind`'s length.
     pub fn new(kind: KeyKind, bytes: &[u8]) -> Result<Key> {
         if bytes.len() != kind.key_len() {
-            let (algorithm, expected) = match kind {
-                KeyKind::Des => ("DES", DES_LENS),
-                KeyKind::Tdes2 => ("TDES-2", &[16usize][..]),
-                KeyKind::Tdes3 => ("TDES-3", &[24usize][..]),
-                KeyKind::Aes128 => ("AES-128", &[16usize][..]),
-                KeyKind::Aes192 => ("AES-192", &[24usize][..]),
-                KeyKind::Aes256 => ("AES-256", &[32usize][..]),
-            };
             return Err(SessionError::WrongKeyLength {
-                algorithm,
-                expected,
+                algorithm: kind.name(),
+                expected: kind.len_slice(),
                 found: bytes.len(),
             });
         }
@@ -334,7 +348,7 @@ pub fn decrypt_key_under(master: &Key, encrypted: &[u8]) -> Result<Key> {
     match KeyKind::des_family_for_len(encrypted.len()) {
         Some(kind) => decrypt_key_under_as(master, encrypted, kind),
         None => Err(SessionError::BadEncryptedKeyLength {
-            kind: KeyKind::Tdes2,
+            expected: DES_FAMILY_LENS,
             found: encrypted.len(),
         }),
     }
@@ -346,7 +360,7 @@ pub fn decrypt_key_under_as(master: &Key, encrypted: &[u8], kind: KeyKind) -> Re
     master.require_des_family("DES or TDES master key")?;
     if encrypted.len() != kind.key_len() {
         return Err(SessionError::BadEncryptedKeyLength {
-            kind,
+            expected: kind.len_slice(),
             found: encrypted.len(),
         });
     }
@@ -373,8 +387,8 @@ impl BlockCipher {
     fn new(key: &Key) -> Result<BlockCipher> {
         let m = key.material();
         let bad = |_| SessionError::WrongKeyLength {
-            algorithm: "cipher",
-            expected: DES_FAMILY_LENS,
+            algorithm: key.kind.name(),
+            expected: key.kind.len_slice(),
             found: m.len(),
         };
         Ok(match key.kind {
@@ -418,9 +432,8 @@ impl BlockCipher {
         if len % self.block_len() == 0 {
             Ok(())
         } else {
-            Err(SessionError::WrongKeyLength {
-                algorithm: "block data",
-                expected: &[8, 16],
+            Err(SessionError::BadDataLength {
+                block: self.block_len(),
                 found: len,
             })
         }
