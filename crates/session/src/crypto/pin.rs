@@ -612,7 +612,7 @@ mod tests {
         crate::crypto::test_hex(s)
     }
 
-    /// A DES key whose cipher we undo in tests to see the clear block.
+    /// The clear block under a DES/TDES key (undoing only the ECB step; the PAN stays XORed in).
     fn clear_of(block: &PinBlock, key: &Key) -> Vec<u8> {
         let mut b = block.as_bytes().to_vec();
         key.cipher()
