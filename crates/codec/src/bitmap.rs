@@ -1,7 +1,9 @@
 //! Bitmaps: which of fields 1–192 are present, and their binary or hex-text forms.
 //!
 //! Bit 1 of the primary bitmap announces the secondary bitmap (fields 65–128); in dialects
-//! with a tertiary bitmap, bit 65 announces it (fields 129–192).
+//! with a tertiary bitmap, bit 65 announces it (fields 129–192). Bitmaps are written one
+//! after the other, before the first data field (the tertiary right after the secondary, as
+//! pyiso8583 does).
 
 use crate::error::{CodecError, ErrorKind, Location, Result};
 use serde::{Deserialize, Serialize};

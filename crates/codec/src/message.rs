@@ -422,14 +422,11 @@ impl Message {
         if b.get(1) {
             Bitmap::encode_word(benc, b.0[1], &mut w);
         }
+        if d.has_tertiary() && b.get(65) {
+            Bitmap::encode_word(benc, b.0[2], &mut w);
+        }
         for n in self.present.iter() {
-            if n == 65 && d.has_tertiary() {
-                continue;
-            }
             self.encode_field(n, &mut w);
-            if n == 64 && d.has_tertiary() && b.get(65) {
-                Bitmap::encode_word(benc, b.0[2], &mut w);
-            }
         }
         Ok(())
     }

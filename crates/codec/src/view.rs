@@ -74,23 +74,16 @@ impl<'a> MessageView<'a> {
             bitmap.0[1] = Bitmap::decode_word(benc, &buf[pos..], 2, pos)?;
             pos += benc.len();
         }
-        let tertiary = d.has_tertiary() && bitmap.get(65);
+        if d.has_tertiary() && bitmap.get(65) {
+            // The tertiary bitmap follows the secondary one directly (as pyiso8583 does).
+            bitmap.0[2] = Bitmap::decode_word(benc, &buf[pos..], 3, pos)?;
+            pos += benc.len();
+        }
         for n in bitmap.iter() {
-            if n == 1 {
-                continue;
-            }
-            if n == 65 && tertiary {
-                bitmap.0[2] = Bitmap::decode_word(benc, &buf[pos..], 3, pos)?;
-                pos += benc.len();
+            if d.is_bitmap_field(n) {
                 continue;
             }
             pos = self.parse_field(n, pos)?;
-        }
-        if tertiary {
-            let third = Bitmap([0, 0, bitmap.0[2]]);
-            for n in third.iter() {
-                pos = self.parse_field(n, pos)?;
-            }
         }
         self.bitmap = bitmap;
         if pos != buf.len() {

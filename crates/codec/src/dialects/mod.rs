@@ -8,7 +8,9 @@
 //! | `iso93-ascii` | ISO 8583:1993 | ASCII | hex text | ASCII | hex text | ASCII digits |
 //! | `cup-pos` | China UnionPay POS terminals | BCD | binary, primary only | ASCII | raw | BCD |
 //!
-//! Each table below lists every field: number, name, class, length kind and length.
+//! In the 1987 and 1993 dialects bit 65 announces a tertiary bitmap (as in pyiso8583 and
+//! ISO 8583:1993); no fields 129–192 are defined, so a message using them is rejected with
+//! a typed error. Each table below lists every field: number, name, class, length kind and length.
 //! In `iso87-ascii` and `iso93-ascii` a binary field of N bytes is 2N hex characters and its
 //! length counts characters (DE 55: LLL up to 510 characters), exactly as pyiso8583 does.
 
@@ -106,7 +108,6 @@ pub const ISO87: &[Row] = &[
     (62, "Reserved private", Ans, LLL, 999),
     (63, "Reserved private", Ans, LLL, 999),
     (64, "Message authentication code", B, Fixed, 8),
-    (65, "Bitmap, extended", B, Fixed, 8),
     (66, "Settlement code", N, Fixed, 1),
     (67, "Extended payment code", N, Fixed, 2),
     (68, "Receiving institution country code", N, Fixed, 3),
@@ -255,7 +256,6 @@ pub const ISO93: &[Row] = &[
     (62, "Reserved private", Ans, LLL, 999),
     (63, "Reserved private", Ans, LLL, 999),
     (64, "Message authentication code", B, Fixed, 8),
-    (65, "Reserved ISO (tertiary bitmap not used)", B, Fixed, 8),
     (66, "Amounts, original fees", Ans, LLL, 204),
     (67, "Extended payment data", N, Fixed, 2),
     (68, "Country code, receiving institution", N, Fixed, 3),
@@ -465,7 +465,7 @@ pub fn iso87_ascii_def() -> DialectDef {
         mti: MtiEncoding::Ascii,
         bitmap: BitmapEncoding::Hex,
         secondary_bitmap: true,
-        tertiary_bitmap: false,
+        tertiary_bitmap: true,
         echo_fields: ISO87_ECHO.to_vec(),
         mac: MacLayout::default(),
         fields: table(
@@ -531,7 +531,7 @@ pub fn iso93_ascii_def() -> DialectDef {
         mti: MtiEncoding::Ascii,
         bitmap: BitmapEncoding::Hex,
         secondary_bitmap: true,
-        tertiary_bitmap: false,
+        tertiary_bitmap: true,
         echo_fields: ISO93_ECHO.to_vec(),
         mac: MacLayout::default(),
         fields: table(
