@@ -1,0 +1,43 @@
+//! `isoswitch-net`: moving ISO 8583 messages over TCP links.
+//!
+//! Messages are opaque [`bytes::Bytes`] here; this crate does not parse them. Module map, in
+//! the order data flows:
+//!
+//! - [`framing`]: the wire framings (`len2`, `len4`, `ascii4`, `cup-pos` with TPDU and
+//!   application header) as a `tokio_util` codec turning a read buffer into zero-copy
+//!   [`Frame`]s, with a maximum frame size checked before any allocation.
+//! - [`correlate`]: the [`Correlator`] trait that extracts the [`CorrelationKey`] pairing a
+//!   response with its request (a dialect-aware one, e.g. DE 41 + DE 11 + MTI class, lives
+//!   with the codec).
+//! - [`client`]: [`Client`], many requests in flight on one reconnecting connection,
+//!   matched by key; unmatched messages go to an [`UnmatchedHandler`]; idle echo tests.
+//! - [`server`]: [`Server`], per-connection read/write tasks calling an async [`Handler`]
+//!   concurrently, with connection cap, idle timeout, per-terminal [`RateLimit`] and
+//!   graceful shutdown.
+//! - [`metrics`]: counters of the client and the server.
+//! - [`error`]: [`NetError`], and [`RequestError`] whose variants tell "definitely not sent"
+//!   ([`RequestError::Rejected`]) from "maybe delivered" (`Timeout`, `ConnectionLost`).
+//!
+//! ```text
+//! caller ─request─▶ Client ─Frame─▶ FrameCodec ─bytes─▶ TCP ─▶ FrameCodec ─Frame─▶ Server ─▶ Handler
+//!        ◀─response─ (Correlator key match)                                      ◀─reply──┘
+//! ```
+
+#![warn(missing_docs)]
+
+pub mod client;
+pub mod correlate;
+pub mod error;
+pub mod framing;
+pub mod metrics;
+pub mod server;
+
+pub use client::{
+    Client, ClientBuilder, ClientConfig, ConnState, Connector, EchoConfig, ReconnectPolicy,
+    TcpConnector, Unmatched, UnmatchedHandler, UnmatchedKind,
+};
+pub use correlate::{CorrelationKey, Correlator, TerminalKey};
+pub use error::{NetError, RejectReason, RequestError};
+pub use framing::{AppHeader, CupHeader, Frame, FrameCodec, Framing, Tpdu};
+pub use metrics::{ClientMetrics, ClientMetricsSnapshot, ServerMetrics, ServerMetricsSnapshot};
+pub use server::{CloseReason, ConnectionInfo, Handler, RateLimit, Request, Server, ServerConfig};
