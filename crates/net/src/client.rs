@@ -289,8 +289,8 @@ impl ClientBuilder {
         self.start(connector, None)
     }
 
-    /// Connects once (bounded by `connect_timeout`), then starts the client; later losses
-    /// reconnect per the policy.
+    /// Connects once (bounded by `connect_timeout`), then starts the client and returns
+    /// when it is ready for requests; later losses reconnect per the policy.
     ///
     /// # Errors
     /// [`NetError::InvalidConfig`], [`NetError::ConnectTimeout`] or the connect error.
@@ -300,7 +300,11 @@ impl ClientBuilder {
         let stream = timeout(after, connector.connect())
             .await
             .map_err(|_| NetError::ConnectTimeout { after })??;
-        self.start(connector, Some(stream))
+        let client = self.start(connector, Some(stream))?;
+        // Returns once the connection task has taken over the stream, so that requests
+        // made right away find the link.
+        client.wait_connected(after).await?;
+        Ok(client)
     }
 
     fn start<C: Connector>(
@@ -803,7 +807,6 @@ async fn supervise<C: Connector>(
             }
         };
         generation += 1;
-        inc(&shared.metrics.connects);
         let received_before = shared.metrics.received.load(Ordering::Relaxed);
         let span = tracing::info_span!("connection", generation);
         let reason = run_connection(&shared, stream, generation)
@@ -859,6 +862,7 @@ where
     let (tx, mut rx) = mpsc::channel(shared.config.write_queue);
     let activity = Activity::new();
     *lock(&shared.link) = Some((generation, tx));
+    inc(&shared.metrics.connects);
     shared.set_state(ConnState::Connected);
     info!("connected");
 

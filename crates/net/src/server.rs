@@ -197,7 +197,7 @@ impl NetError {
 
 type KeyFn = Arc<dyn Fn(&Frame) -> Option<TerminalKey> + Send + Sync>;
 type ExceededFn = Arc<dyn Fn(&Request) -> Option<Frame> + Send + Sync>;
-type CloseHook = Arc<dyn Fn(&ConnectionInfo, &CloseReason) + Send + Sync>;
+type CloseHook = Arc<dyn Fn(&ConnectionInfo, CloseReason) + Send + Sync>;
 
 /// Per-terminal token-bucket rate limit, shared by all connections.
 ///
@@ -364,10 +364,11 @@ impl<H: Handler> Server<H> {
         self
     }
 
-    /// Calls `hook` each time a connection closes, with the reason (also logged).
+    /// Calls `hook` each time a connection closes, with the reason (also logged and
+    /// counted in the metrics).
     pub fn on_connection_closed(
         mut self,
-        hook: impl Fn(&ConnectionInfo, &CloseReason) + Send + Sync + 'static,
+        hook: impl Fn(&ConnectionInfo, CloseReason) + Send + Sync + 'static,
     ) -> Self {
         self.ctx.on_close = Some(Arc::new(hook));
         self
@@ -495,7 +496,7 @@ async fn serve_connection<H: Handler>(
         other => info!(reason = %other, "connection closed"),
     }
     if let Some(hook) = &ctx.on_close {
-        hook(&info, &reason);
+        hook(&info, reason);
     }
 }
 

@@ -449,7 +449,7 @@ async fn graceful_close_drains_then_fails_the_rest() {
             c.request(request(n, b""), Duration::from_secs(60)).await
         }));
     }
-    let mut got = vec![next_payload(&mut peer).await, next_payload(&mut peer).await];
+    let mut got = [next_payload(&mut peer).await, next_payload(&mut peer).await];
     got.sort_by_key(|m| key_of(m));
 
     let c = client.clone();
