@@ -201,7 +201,8 @@ pub struct Unmatched {
 }
 
 /// Receives the messages that matched no pending request. It is called on the connection's
-/// reader, so it must not block.
+/// reader, so it must not block. A handler that holds a [`Client`] clone (to answer
+/// host-initiated messages) keeps the client alive: end it with [`Client::close`].
 pub trait UnmatchedHandler: Send + Sync + 'static {
     /// Takes the message, or gives it back when it cannot (the client then logs it and
     /// counts it in `unmatched_dropped`).
@@ -499,6 +500,10 @@ impl Client {
             if let Err(e) = task.await {
                 warn!(error = %e, "client supervisor ended abnormally");
             }
+        } else {
+            // Another clone is closing: wait for it to finish.
+            let mut rx = self.shared.state.subscribe();
+            let _ = rx.wait_for(|s| *s == ConnState::Closed).await;
         }
     }
 }

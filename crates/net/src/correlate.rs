@@ -2,11 +2,14 @@
 //! [`CorrelationKey`] it produces.
 //!
 //! The client never looks inside a message; it asks the correlator for a key when a request
-//! goes out and again for every message that comes in. A dialect-aware correlator (terminal
-//! ID + STAN + MTI class) is provided by the layer that knows the message format.
+//! goes out and again for every message that comes in. [`DialectCorrelator`] is the ISO 8583
+//! one (response MTI + DE 41 terminal ID + DE 11 STAN), reading messages through
+//! `isoswitch_codec::MessageView`; any other layout can implement [`Correlator`].
 
 use std::fmt;
 use std::hash::{Hash, Hasher};
+
+use isoswitch_codec::{Dialect, MessageView};
 
 use crate::error::NetError;
 
@@ -129,6 +132,68 @@ impl<C: Correlator + ?Sized> Correlator for std::sync::Arc<C> {
     }
 }
 
+/// Pairs ISO 8583 responses with requests by **response MTI + DE 41 (terminal ID) + DE 11
+/// (STAN)**, decoding with a [`Dialect`] (zero-copy [`MessageView`]).
+///
+/// A request's key uses the MTI of its expected response (`0200` → `0210`, `0401` →
+/// `0410`, `0820` → `0830`), so it equals the key of the response; the MTI class is part of
+/// it, so a `0200` and a `0400` with the same terminal and STAN do not collide. Incoming
+/// messages whose MTI is not a response (host-initiated requests) or that do not decode are
+/// not responses (`None`): they go to the client's unmatched handler.
+#[derive(Clone, Debug)]
+pub struct DialectCorrelator {
+    dialect: Dialect,
+}
+
+impl DialectCorrelator {
+    /// A correlator for messages of `dialect`.
+    pub fn new(dialect: Dialect) -> Self {
+        Self { dialect }
+    }
+
+    /// The dialect messages are decoded with.
+    pub fn dialect(&self) -> &Dialect {
+        &self.dialect
+    }
+
+    fn key(view: &MessageView<'_>, mti: isoswitch_codec::Mti) -> Result<CorrelationKey, NetError> {
+        let terminal = view.raw(41).ok_or(NetError::NoCorrelationKey {
+            reason: "DE 41 (terminal ID) absent",
+        })?;
+        let stan = view.raw(11).ok_or(NetError::NoCorrelationKey {
+            reason: "DE 11 (STAN) absent",
+        })?;
+        let terminal_len = u8::try_from(terminal.len()).map_err(|_| NetError::KeyTooLong {
+            len: terminal.len(),
+            max: CorrelationKey::MAX_LEN,
+        })?;
+        // The terminal length keeps (terminal, STAN) pairs unambiguous.
+        CorrelationKey::from_parts(&[mti.digits(), &[terminal_len], terminal, stan])
+    }
+}
+
+impl Correlator for DialectCorrelator {
+    fn request_key(&self, msg: &[u8]) -> Result<CorrelationKey, NetError> {
+        let view = MessageView::decode(&self.dialect, msg)?;
+        let response = view
+            .mti()
+            .response_mti()
+            .ok_or(NetError::NoCorrelationKey {
+                reason: "the MTI expects no response",
+            })?;
+        Self::key(&view, response)
+    }
+
+    fn response_key(&self, msg: &[u8]) -> Option<CorrelationKey> {
+        let view = MessageView::decode(&self.dialect, msg).ok()?;
+        let mti = view.mti();
+        if !mti.is_response() {
+            return None;
+        }
+        Self::key(&view, mti).ok()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -153,6 +218,69 @@ mod tests {
             Err(NetError::KeyTooLong { len: 33, max: 32 })
         ));
         assert!(CorrelationKey::new(&long[..32]).is_ok());
+    }
+
+    fn build(dialect: &Dialect, mti: &str, fields: &[(u8, &str)]) -> bytes::Bytes {
+        let mut m = isoswitch_codec::Message::new(dialect, mti.parse().unwrap());
+        for (n, v) in fields {
+            m.set(*n, v).unwrap();
+        }
+        m.to_bytes().unwrap()
+    }
+
+    #[test]
+    fn dialect_correlator_pairs_response_with_request() {
+        for name in ["iso87-ascii", "iso87-binary", "cup-pos"] {
+            let d = Dialect::builtin(name).unwrap();
+            let c = DialectCorrelator::new(d.clone());
+            let req = build(
+                &d,
+                "0200",
+                &[
+                    (3, "000000"),
+                    (4, "000000001000"),
+                    (11, "000123"),
+                    (41, "TERM0001"),
+                ],
+            );
+            let resp = build(&d, "0210", &[(11, "000123"), (39, "00"), (41, "TERM0001")]);
+            let key = c.request_key(&req).unwrap();
+            assert_eq!(c.response_key(&resp), Some(key), "{name}");
+            // A request coming in is not a response.
+            assert_eq!(c.response_key(&req), None);
+            // Other STAN, other terminal, other class: other keys.
+            let other_stan = build(&d, "0210", &[(11, "000124"), (39, "00"), (41, "TERM0001")]);
+            let other_term = build(&d, "0210", &[(11, "000123"), (39, "00"), (41, "TERM0002")]);
+            let reversal = build(&d, "0410", &[(11, "000123"), (39, "00"), (41, "TERM0001")]);
+            for other in [other_stan, other_term, reversal] {
+                assert_ne!(c.response_key(&other), Some(key), "{name}");
+            }
+            // A repeat reversal pairs with the plain reversal response.
+            let rev_repeat = build(&d, "0401", &[(11, "000123"), (41, "TERM0001")]);
+            let rev_resp = build(&d, "0410", &[(11, "000123"), (39, "00"), (41, "TERM0001")]);
+            assert_eq!(
+                c.response_key(&rev_resp),
+                Some(c.request_key(&rev_repeat).unwrap())
+            );
+        }
+    }
+
+    #[test]
+    fn dialect_correlator_errors() {
+        let d = Dialect::builtin("iso87-ascii").unwrap();
+        let c = DialectCorrelator::new(d.clone());
+        let no_tid = build(&d, "0200", &[(11, "000123")]);
+        assert!(matches!(
+            c.request_key(&no_tid),
+            Err(NetError::NoCorrelationKey { .. })
+        ));
+        let response = build(&d, "0210", &[(11, "000123"), (41, "TERM0001")]);
+        assert!(matches!(
+            c.request_key(&response),
+            Err(NetError::NoCorrelationKey { .. })
+        ));
+        assert!(matches!(c.request_key(b"02"), Err(NetError::Codec(_))));
+        assert_eq!(c.response_key(b"garbage"), None);
     }
 
     #[test]

@@ -106,6 +106,10 @@ pub enum NetError {
         /// Which value and why.
         reason: &'static str,
     },
+    /// A message could not be decoded by the ISO 8583 codec (see
+    /// [`DialectCorrelator`](crate::correlate::DialectCorrelator)).
+    #[error("message does not decode: {0}")]
+    Codec(#[from] isoswitch_codec::CodecError),
     /// An operating-system I/O error.
     #[error("i/o error: {0}")]
     Io(#[from] std::io::Error),

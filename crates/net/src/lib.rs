@@ -1,14 +1,15 @@
 //! `isoswitch-net`: moving ISO 8583 messages over TCP links.
 //!
-//! Messages are opaque [`bytes::Bytes`] here; this crate does not parse them. Module map, in
+//! Messages are opaque [`bytes::Bytes`] to the client and the server; only the
+//! [`DialectCorrelator`] looks inside them, through the codec. Module map, in
 //! the order data flows:
 //!
 //! - [`framing`]: the wire framings (`len2`, `len4`, `ascii4`, `cup-pos` with TPDU and
 //!   application header) as a `tokio_util` codec turning a read buffer into zero-copy
 //!   [`Frame`]s, with a maximum frame size checked before any allocation.
 //! - [`correlate`]: the [`Correlator`] trait that extracts the [`CorrelationKey`] pairing a
-//!   response with its request (a dialect-aware one, e.g. DE 41 + DE 11 + MTI class, lives
-//!   with the codec).
+//!   response with its request; [`DialectCorrelator`] does it for ISO 8583 (response MTI +
+//!   DE 41 + DE 11) through `isoswitch_codec::MessageView`.
 //! - [`client`]: [`Client`], many requests in flight on one reconnecting connection,
 //!   matched by key; unmatched messages go to an [`UnmatchedHandler`]; idle echo tests.
 //! - [`server`]: [`Server`], per-connection read/write tasks calling an async [`Handler`]
@@ -36,7 +37,7 @@ pub use client::{
     Client, ClientBuilder, ClientConfig, ConnState, Connector, EchoConfig, ReconnectPolicy,
     TcpConnector, Unmatched, UnmatchedHandler, UnmatchedKind,
 };
-pub use correlate::{CorrelationKey, Correlator, TerminalKey};
+pub use correlate::{CorrelationKey, Correlator, DialectCorrelator, TerminalKey};
 pub use error::{NetError, RejectReason, RequestError};
 pub use framing::{AppHeader, CupHeader, Frame, FrameCodec, Framing, Tpdu};
 pub use metrics::{ClientMetrics, ClientMetricsSnapshot, ServerMetrics, ServerMetricsSnapshot};

@@ -454,3 +454,68 @@ async fn graceful_shutdown_finishes_in_flight_then_closes() {
     let after = client.request(request(2, b""), LONG).await;
     assert!(matches!(after, Err(RequestError::Rejected(_))), "{after:?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn iso8583_cup_pos_requests_pair_by_dialect_correlator() {
+    use isoswitch_codec::{Dialect, Message, MessageView};
+    use isoswitch_net::DialectCorrelator;
+    init_tracing();
+    let dialect = Dialect::builtin("cup-pos").unwrap();
+    let d = dialect.clone();
+    // Answers every request with its 0210 after a random delay: out of order.
+    let handler = move |req: isoswitch_net::Request| {
+        let d = d.clone();
+        async move {
+            let delay = rand::random::<u64>() % 20;
+            tokio::time::sleep(Duration::from_millis(delay)).await;
+            let request = Message::decode(&d, req.frame.payload.clone()).ok()?;
+            let mut response = Message::response_to(&request).ok()?;
+            response.set(11, request.get(11)?).ok()?;
+            response.set(41, request.get(41)?).ok()?;
+            response.set(39, "00").ok()?;
+            response.to_bytes().ok().map(Frame::new)
+        }
+    };
+    let server = Server::bind(
+        "127.0.0.1:0",
+        Framing::CupPos,
+        ServerConfig::default(),
+        handler,
+    )
+    .await
+    .unwrap();
+    let srv = start(server).await;
+    let client = Client::builder(
+        client_config(Framing::CupPos),
+        DialectCorrelator::new(dialect.clone()),
+    )
+    .connect(TcpConnector::new(srv.addr.to_string()))
+    .await
+    .unwrap();
+
+    let mut set = JoinSet::new();
+    for stan in 1..=200u32 {
+        let (c, d) = (client.clone(), dialect.clone());
+        set.spawn(async move {
+            let mut m = Message::new(&d, "0200".parse().unwrap());
+            let terminal = format!("TERM{:04}", stan % 3);
+            m.set(3, "000000").unwrap();
+            m.set(4, "000000001000").unwrap();
+            m.set(11, format!("{stan:06}")).unwrap();
+            m.set(41, &terminal).unwrap();
+            let resp = c.request(m.to_bytes().unwrap(), LONG).await.unwrap();
+            (stan, terminal, resp)
+        });
+    }
+    while let Some(joined) = set.join_next().await {
+        let (stan, terminal, resp) = joined.unwrap();
+        let view = MessageView::decode(&dialect, &resp).unwrap();
+        assert_eq!(view.mti().as_str(), "0210");
+        assert_eq!(view.field(11).unwrap().text(), format!("{stan:06}"));
+        assert_eq!(view.field(41).unwrap().text(), terminal);
+        assert_eq!(view.field(39).unwrap().text(), "00");
+    }
+    assert_eq!(client.metrics().matched, 200);
+    client.close(LONG).await;
+    srv.shutdown().await;
+}
