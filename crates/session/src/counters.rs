@@ -86,6 +86,13 @@ impl BatchNumber {
     }
 }
 
+impl Default for BatchNumber {
+    /// Batch 000001.
+    fn default() -> BatchNumber {
+        BatchNumber::FIRST
+    }
+}
+
 impl fmt::Display for BatchNumber {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{:06}", self.0)

@@ -6,8 +6,13 @@
 
 use std::path::PathBuf;
 
+use isoswitch_codec::{CodecError, Mti};
+
 use crate::crypto::keys::KeyKind;
 use crate::crypto::pin::PinBlockFormat;
+use crate::response_code::ResponseCode;
+use crate::terminal::TerminalState;
+use crate::working_keys::{KeyRole, KeyScheme};
 
 /// Result alias used throughout the crate.
 pub type Result<T, E = SessionError> = std::result::Result<T, E>;
@@ -205,6 +210,166 @@ pub enum SessionError {
         path: PathBuf,
         /// What is wrong.
         reason: CorruptReason,
+    },
+
+    /// A clear PIN block was asked for a format whose output is only ever enciphered
+    /// (format 4).
+    #[error("no clear PIN block for {format}: it is only produced enciphered")]
+    ClearBlockUnavailable {
+        /// The format.
+        format: PinBlockFormat,
+    },
+
+    /// A message could not be decoded or encoded in the session's dialect.
+    #[error("message codec: {0}")]
+    Codec(#[from] CodecError),
+
+    /// A session profile that cannot work with its dialect (a field it needs is not
+    /// defined, the MAC field is not binary, the MAC algorithm does not fit the keys…).
+    #[error("session profile for dialect {dialect}: {what}")]
+    BadProfile {
+        /// The dialect's name.
+        dialect: String,
+        /// What is wrong.
+        what: &'static str,
+    },
+
+    /// An operation the terminal session's current state does not allow (e.g. an
+    /// online message before sign-on, a sign-off while a sign-on is pending).
+    #[error("{operation} not allowed while the terminal is {state:?}")]
+    WrongState {
+        /// What was attempted.
+        operation: &'static str,
+        /// The state the session was in.
+        state: TerminalState,
+    },
+
+    /// A network-management exchange (sign-on, echo, sign-off) is already waiting for
+    /// its response.
+    #[error("a network-management exchange is already pending")]
+    ExchangePending,
+
+    /// The terminal or host has no working keys for this terminal (never signed on,
+    /// signed off, or keys invalidated after a MAC failure or key change).
+    #[error("terminal {terminal} is not signed on")]
+    NotSignedOn {
+        /// `TID/MID` of the terminal.
+        terminal: String,
+    },
+
+    /// The host does not know the terminal (it is not in the key store).
+    #[error("terminal {terminal} is not registered")]
+    UnknownTerminal {
+        /// `TID/MID` of the terminal.
+        terminal: String,
+    },
+
+    /// A message the session did not expect in this direction or state (a request
+    /// where a response was due, a response nobody asked for, a management code the
+    /// profile does not know, a sign-on response for another terminal or STAN).
+    #[error("unexpected message {mti}: {why}")]
+    UnexpectedMessage {
+        /// The message type.
+        mti: Mti,
+        /// Why it was not expected.
+        why: &'static str,
+    },
+
+    /// A field the session needs is missing from a message.
+    #[error("message {mti} lacks field {field}")]
+    MissingField {
+        /// The message type.
+        mti: Mti,
+        /// The field number.
+        field: u8,
+    },
+
+    /// A field holds a value the session cannot use (never the value itself: it may be
+    /// sensitive).
+    #[error("field {field} is not a valid {what}")]
+    BadFieldValue {
+        /// The field number.
+        field: u8,
+        /// What it should have been, e.g. `STAN` or `batch number`.
+        what: &'static str,
+    },
+
+    /// The host declined the sign-on (DE 39 other than `00`).
+    #[error("sign-on declined with response code {code}")]
+    SignOnDeclined {
+        /// The response code from the 0810.
+        code: ResponseCode,
+    },
+
+    /// A working-key block (cup-pos DE 62, iso87 DE 48) of the wrong length for the
+    /// key scheme that was asked for.
+    #[error("working-key block for {scheme:?} must be {expected} bytes, found {found}")]
+    KeyBlockLength {
+        /// The scheme asked for in the sign-on.
+        scheme: KeyScheme,
+        /// Its block length.
+        expected: usize,
+        /// The length received.
+        found: usize,
+    },
+
+    /// A working key decrypted from a sign-on response does not match the check value
+    /// sent with it (wrong terminal master key, or a corrupted message).
+    #[error("{role} check value mismatch")]
+    WorkingKeyCheck {
+        /// Which working key.
+        role: KeyRole,
+    },
+
+    /// A working key of a kind the MAC algorithm or key scheme cannot use.
+    #[error("{role} of kind {found:?} does not fit: {expected}")]
+    WorkingKeyKind {
+        /// Which working key.
+        role: KeyRole,
+        /// What was needed.
+        expected: &'static str,
+        /// What was supplied.
+        found: KeyKind,
+    },
+
+    /// A working key the scheme requires was not supplied (the TDK of
+    /// [`KeyScheme::DoubleWithTdk`]).
+    #[error("the key scheme requires a {role}")]
+    MissingWorkingKey {
+        /// Which working key.
+        role: KeyRole,
+    },
+
+    /// A field follows the MAC field, which must be the last field of a message.
+    #[error("field {after} follows the MAC field {mac_field}")]
+    MacFieldNotLast {
+        /// The MAC field (64 or 128).
+        mac_field: u8,
+        /// The first field after it.
+        after: u8,
+    },
+
+    /// More online requests awaiting a response than the session allows.
+    #[error("{max} online requests already await a response")]
+    TooManyInFlight {
+        /// The configured limit.
+        max: usize,
+    },
+
+    /// The host holds as many terminal sessions as it is configured for.
+    #[error("host session table full ({max} terminals)")]
+    SessionTableFull {
+        /// The configured limit.
+        max: usize,
+    },
+
+    /// A terminal or merchant identifier of the wrong length or character set.
+    #[error("bad {what}: must be {len} printable ASCII characters")]
+    BadTerminalId {
+        /// `terminal ID (DE 41)` or `merchant ID (DE 42)`.
+        what: &'static str,
+        /// The required length.
+        len: usize,
     },
 }
 

@@ -1,10 +1,18 @@
-//! Session support for the isoswitch ISO 8583 switch: the cryptography a POS terminal
-//! or acquiring host needs around a message, and the counters a terminal keeps.
+//! Session support for the isoswitch ISO 8583 switch: secured terminal and host
+//! sessions as sans-IO state machines, the cryptography a POS terminal or acquiring
+//! host needs around a message, and the counters a terminal keeps.
 //!
 //! # Module map
 //!
 //! | module | concept |
 //! |---|---|
+//! | [`terminal`] | [`TerminalSession`]: not signed on → sign-on pending → ready → signing off; seals requests, verifies responses ([`Inbound`]), timeouts |
+//! | [`host`] | [`HostSession`]: sign-on with fresh working keys, 97/77/A0/94 checks on every request, sign-off, key change; [`KeyStore`] of terminal master keys |
+//! | [`profile`] | [`SessionProfile`]: per dialect, the MAC algorithm, which messages carry a MAC, how keys travel in the 0810, how network management looks; [`SessionProfile::seal`] / [`SessionProfile::verify_mac`] over the codec's MAC span |
+//! | [`working_keys`] | [`WorkingKeys`] (PIK, MAK, TDK) and the key block (`cup-pos` DE 62 layout) encrypted under the master key with check values |
+//! | [`replay`] | [`ReplayWindow`]: bounded per-terminal memory of accepted STANs (`94`) |
+//! | [`terminal_id`] | [`TerminalId`]: DE 41 + DE 42 |
+//! | [`response_code`] | [`ResponseCode`]: the DE 39 values the sessions use |
 //! | [`crypto::keys`] | [`Key`](crypto::Key): DES/TDES/AES keys, zeroized, wrapped under a master key |
 //! | [`crypto::kcv`] | key check values, compared in constant time |
 //! | [`crypto::mac`] | MACs over a byte span: ISO 9797-1 alg. 1 and 3 (X9.19), AES-CMAC, `cup-pos` |
@@ -14,16 +22,26 @@
 //!
 //! # Data flow
 //!
-//! A sign-on response (0810) delivers working keys encrypted under the terminal master
-//! key: [`crypto::decrypt_key_under`] recovers each one and [`crypto::Key::check_kcv`]
-//! checks the value that came with it. For each outgoing request the terminal takes a
-//! STAN from its [`counters::Counters`], enciphers the PIN with
-//! [`crypto::PinBlock::encipher`] under the PIN key, and MACs the span its dialect
-//! selects with [`crypto::compute`] under the MAC key; a response is checked with
-//! [`crypto::verify`]. A host translates PIN blocks between zones with
-//! [`crypto::translate`] without ever holding the clear PIN itself.
+//! ```text
+//! terminal                                              host
+//! sign_on() ── 0800 ───────────────────────────────▶ handle_request()
+//!           ◀── 0810: keys under TMK + KCVs ──────── Replied (WorkingKeys::generate)
+//! handle_message() → WorkingKeys::decrypt_block → Ready
+//! seal_request(0200) ── 0200 + MAC ────────────────▶ handle_request() → 97/77/A0/94 or
+//!                                                    Accepted → application → seal_response()
+//! handle_message() ◀── 0210 + MAC ───────────────── → Inbound::Verified | MacFailure
+//! ```
 //!
-//! Everything is sans-IO except [`counters::FileCounters`], which persists to a file.
+//! Working keys arrive encrypted under the terminal master key:
+//! [`crypto::decrypt_key_under`] recovers each one and [`crypto::Key::check_kcv`] checks
+//! the value that came with it. The PIN is enciphered with [`crypto::PinBlock::encipher`]
+//! under the PIK; a host translates PIN blocks between zones with [`crypto::translate`]
+//! without ever holding the clear PIN itself. The MACed span is the codec's
+//! ([`isoswitch_codec::MessageView::mac_span`]); the MAC is [`crypto::compute`].
+//!
+//! Everything is sans-IO (no sockets, no clock reads: time is passed in) except
+//! [`counters::FileCounters`], which persists to a file, and key generation, which reads
+//! the OS random number generator.
 
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
@@ -31,5 +49,27 @@
 pub mod counters;
 pub mod crypto;
 pub mod error;
+pub mod host;
+pub mod profile;
+pub mod replay;
+pub mod response_code;
+pub mod terminal;
+pub mod terminal_id;
+pub mod working_keys;
 
 pub use error::{Result, SessionError};
+pub use host::{
+    AcceptedRequest, HostAction, HostConfig, HostOutcome, HostSession, KeyStore, MemoryKeyStore,
+    RejectReason,
+};
+pub use profile::{
+    KeyDelivery, KeyFieldEncoding, MacFailureReason, ManagementStyle, NetworkCode, SessionProfile,
+};
+pub use replay::ReplayWindow;
+pub use response_code::ResponseCode;
+pub use terminal::{
+    Inbound, MacFailure, Sealed, SignOnFailure, SignOnReason, TerminalConfig, TerminalEvent,
+    TerminalSession, TerminalState,
+};
+pub use terminal_id::TerminalId;
+pub use working_keys::{KeyRole, KeyScheme, WorkingKeys};

@@ -1,0 +1,126 @@
+//! [`ReplayWindow`]: bounded memory of the requests a host has accepted from one
+//! terminal in the current session, to answer a replayed STAN with `94`.
+//!
+//! A request is identified by its MTI class and function digits plus its STAN, so that
+//! a sale (0200) and its reversal (0400, which carries the original STAN) are distinct,
+//! while a second 0200 with the same STAN is a duplicate. A repeat (0201, 0401, 0421:
+//! odd origin digit) is by definition a retransmission of a request the host may have
+//! seen and is never refused as a duplicate; the reversal rules make repeats idempotent.
+//!
+//! The window holds the last `capacity` accepted requests in a ring (4 bytes each).
+//! A STAN reused after `capacity` newer requests is not detected — with STANs counting
+//! up to 999999, a genuine reuse comes much later.
+
+use isoswitch_codec::Mti;
+
+use crate::counters::Stan;
+
+/// The last `capacity` (MTI kind, STAN) pairs accepted from one terminal.
+#[derive(Clone, Debug)]
+pub struct ReplayWindow {
+    ring: Box<[u32]>,
+    next: usize,
+    len: usize,
+}
+
+impl ReplayWindow {
+    /// An empty window remembering `capacity` requests (at least 1).
+    pub fn new(capacity: usize) -> ReplayWindow {
+        ReplayWindow {
+            ring: vec![0; capacity.max(1)].into_boxed_slice(),
+            next: 0,
+            len: 0,
+        }
+    }
+
+    /// How many requests it remembers at most.
+    pub fn capacity(&self) -> usize {
+        self.ring.len()
+    }
+
+    /// How many requests it remembers now.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// Whether it remembers nothing.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// Forgets everything (a new sign-on starts a new session).
+    pub fn clear(&mut self) {
+        self.next = 0;
+        self.len = 0;
+    }
+
+    fn key(mti: Mti, stan: Stan) -> u32 {
+        // class and function digits (0..=99) and the STAN (1..=999999): below 10^8.
+        (u32::from(mti.class_digit()) * 10 + u32::from(mti.function_digit())) * 1_000_000
+            + stan.get()
+    }
+
+    /// Whether a non-repeat request `mti`/`stan` was already accepted.
+    pub fn contains(&self, mti: Mti, stan: Stan) -> bool {
+        let k = ReplayWindow::key(mti, stan);
+        self.ring[..self.len].contains(&k)
+    }
+
+    /// Records a request and returns `true` if it is fresh; returns `false` (and
+    /// records nothing) for a duplicate. Repeats are always fresh and recorded only if
+    /// their original is not already there.
+    pub fn check_and_record(&mut self, mti: Mti, stan: Stan) -> bool {
+        let seen = self.contains(mti, stan);
+        if seen {
+            return mti.is_repeat();
+        }
+        self.ring[self.next] = ReplayWindow::key(mti, stan);
+        self.next = (self.next + 1) % self.ring.len();
+        self.len = (self.len + 1).min(self.ring.len());
+        true
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn mti(s: &str) -> Mti {
+        s.parse().expect("mti")
+    }
+
+    fn stan(n: u32) -> Stan {
+        Stan::new(n).expect("stan")
+    }
+
+    #[test]
+    fn duplicates_repeats_and_distinct_kinds() {
+        let mut w = ReplayWindow::new(4);
+        assert!(w.check_and_record(mti("0200"), stan(1)));
+        assert!(!w.check_and_record(mti("0200"), stan(1)));
+        // The reversal of STAN 1 is another kind of request.
+        assert!(w.check_and_record(mti("0400"), stan(1)));
+        // Its repeats are fine, as is a repeat whose original was never seen.
+        assert!(w.check_and_record(mti("0401"), stan(1)));
+        assert!(w.check_and_record(mti("0401"), stan(1)));
+        assert!(w.check_and_record(mti("0201"), stan(9)));
+        assert!(!w.check_and_record(mti("0400"), stan(1)));
+        assert_eq!(w.len(), 3);
+    }
+
+    #[test]
+    fn memory_is_bounded_and_oldest_entries_fall_out() {
+        let mut w = ReplayWindow::new(3);
+        for n in 1..=5 {
+            assert!(w.check_and_record(mti("0200"), stan(n)));
+        }
+        assert_eq!(w.len(), 3);
+        assert_eq!(w.capacity(), 3);
+        assert!(!w.contains(mti("0200"), stan(2)));
+        assert!(w.contains(mti("0200"), stan(3)));
+        assert!(!w.check_and_record(mti("0200"), stan(5)));
+        w.clear();
+        assert!(w.is_empty());
+        assert!(w.check_and_record(mti("0200"), stan(5)));
+    }
+}
