@@ -331,21 +331,42 @@ impl PinBlock {
                 bytes.copy_from_slice(&block[..]);
             }
             _ => {
-                let mut nibbles = Zeroizing::new([0xFu8; 16]);
-                nibbles[0] = format.control();
-                nibbles[1] = pin.len() as u8;
-                nibbles[2..2 + pin.len()].copy_from_slice(pin.values());
-                nibbles[2 + pin.len()..2 + pin.len() + fill_len]
-                    .copy_from_slice(&fill_nibbles[..fill_len]);
-                let mut block = Zeroizing::new(pack8(&nibbles));
-                if let Some(pan) = pan {
-                    xor(&mut block[..], &pan.iso0_block());
-                }
+                let mut block = clear8(format, pin, pan, &fill_nibbles[..fill_len]);
                 cipher.encrypt_ecb(&mut block[..])?;
                 bytes[..8].copy_from_slice(&block[..]);
             }
         }
         Ok(PinBlock { format, bytes })
+    }
+
+    /// The **clear** 8-byte PIN block of formats 0, 1 and 3 (for format 0 and 3, with
+    /// the PAN block already XORed in), as a terminal builds it before encipherment.
+    ///
+    /// The clear block is as sensitive as the PIN: it exists for test tools such as
+    /// `isoswitch pinblock`; it is wiped when dropped. Format 4 has no 8-byte clear
+    /// block ([`SessionError::ClearBlockUnavailable`]).
+    ///
+    /// ```
+    /// use isoswitch_session::crypto::pin::{Fill, Pan, Pin, PinBlock, PinBlockFormat};
+    /// let pan = Pan::new("5555555551234567")?;
+    /// let clear = PinBlock::clear_block(PinBlockFormat::Iso0, &Pin::new("1234")?, Some(&pan), Fill::Random)?;
+    /// assert_eq!(*clear, [0x04, 0x12, 0x61, 0xAA, 0xAA, 0xED, 0xCB, 0xA9]);
+    /// # Ok::<(), isoswitch_session::SessionError>(())
+    /// ```
+    pub fn clear_block(
+        format: PinBlockFormat,
+        pin: &Pin,
+        pan: Option<&Pan>,
+        fill: Fill<'_>,
+    ) -> Result<Zeroizing<[u8; 8]>> {
+        if format == PinBlockFormat::Iso4 {
+            return Err(SessionError::ClearBlockUnavailable { format });
+        }
+        let pan = pan_for(format, pan)?;
+        let mut fill_nibbles = Zeroizing::new([0u8; 16]);
+        let fill_len = format.fill_len(pin.len());
+        fill_from(format, fill, &mut fill_nibbles[..fill_len])?;
+        Ok(clear8(format, pin, pan, &fill_nibbles[..fill_len]))
     }
 
     /// A received enciphered block (e.g. field 52) of a known format; checks only the
@@ -460,6 +481,22 @@ pub fn translate_with_fill(
     pan_for(to_format, pan)?;
     let pin = block.decipher(pan, from_key)?;
     PinBlock::encipher(to_format, &pin, pan, to_key, fill)
+}
+
+/// The clear block of formats 0, 1, 3: control, length, PIN, fill (`F` for format 0,
+/// `fill` otherwise), XOR the PAN block when the format binds it.
+fn clear8(format: PinBlockFormat, pin: &Pin, pan: Option<&Pan>, fill: &[u8]) -> Zeroizing<[u8; 8]> {
+    let mut nibbles = Zeroizing::new([0xFu8; 16]);
+    nibbles[0] = format.control();
+    nibbles[1] = pin.len() as u8;
+    nibbles[2..2 + pin.len()].copy_from_slice(pin.values());
+    let end = (2 + pin.len() + fill.len()).min(16);
+    nibbles[2 + pin.len()..end].copy_from_slice(&fill[..end - 2 - pin.len()]);
+    let mut block = Zeroizing::new(pack8(&nibbles));
+    if let Some(pan) = pan {
+        xor(&mut block[..], &pan.iso0_block());
+    }
+    block
 }
 
 fn require_key(format: PinBlockFormat, key: &Key) -> Result<()> {
@@ -682,6 +719,30 @@ mod tests {
             .expect("block");
         assert_eq!(clear_of(&a, &key), hex("341261FFFFB89EFC"));
         assert_eq!(a.decipher(Some(&pan()), &key).expect("pin"), pin);
+    }
+
+    #[test]
+    fn clear_blocks_match_the_enciphered_ones() {
+        let key = tdes();
+        let pin = Pin::new("1234").expect("pin");
+        let c0 = PinBlock::clear_block(Iso0, &pin, Some(&pan()), Fill::Random).expect("0");
+        assert_eq!(c0.to_vec(), hex("041261AAAAEDCBA9"));
+        let c3 =
+            PinBlock::clear_block(Iso3, &pin, Some(&pan()), Fill::Nibbles(&[0xF; 10])).expect("3");
+        assert_eq!(c3.to_vec(), hex("341261AAAAEDCBA9"));
+        let fill = [0x1, 0x2, 0x3, 0x4, 0x5, 0x6, 0x7, 0x8, 0x9, 0x0];
+        let c1 = PinBlock::clear_block(Iso1, &pin, None, Fill::Nibbles(&fill)).expect("1");
+        assert_eq!(c1.to_vec(), hex("1412341234567890"));
+        let e1 = PinBlock::encipher(Iso1, &pin, None, &key, Fill::Nibbles(&fill)).expect("e1");
+        assert_eq!(clear_of(&e1, &key), c1.to_vec());
+        assert!(matches!(
+            PinBlock::clear_block(Iso4, &pin, Some(&pan()), Fill::Random),
+            Err(SessionError::ClearBlockUnavailable { format: Iso4 })
+        ));
+        assert!(matches!(
+            PinBlock::clear_block(Iso0, &pin, None, Fill::Random),
+            Err(SessionError::PanRequired { format: Iso0 })
+        ));
     }
 
     #[test]
