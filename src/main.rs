@@ -3,9 +3,19 @@
 //! - `isoswitch decode --dialect NAME [--hex] [--json] [--reveal] [FILE]`
 //! - `isoswitch encode --dialect NAME [--hex]`
 //! - `isoswitch dialects`
+//! - `isoswitch mac --algorithm ALG --key HEX [--padding 1|2] --data HEX`
+//! - `isoswitch kcv --key HEX [--aes]`
+//! - `isoswitch pinblock --format 0|1|3|4 --pin PIN --pan PAN [--key HEX]`
+//!
+//! The crypto commands print one line of uppercase hex; bad input (hex, key length,
+//! PIN, PAN, option combination) exits with status 1 and a message on stderr.
 
 use clap::{Parser, Subcommand};
 use isoswitch::codec::{json, Dialect, MessageView};
+use isoswitch::session::crypto::{
+    compute, Fill, Key, MacAlgorithm, Padding, Pan, Pin, PinBlock, PinBlockFormat,
+};
+use isoswitch::session::SessionError;
 use std::io::{Read, Write};
 use std::process::ExitCode;
 
@@ -46,6 +56,69 @@ enum Command {
     },
     /// List the built-in dialects.
     Dialects,
+    /// Compute a MAC over hex data; prints it as one line of uppercase hex.
+    #[command(
+        long_about = "Compute a MAC over hex data; prints it as one line of uppercase hex.\n\n\
+Algorithms and keys:\n  \
+cbc-des   ISO 9797-1 algorithm 1 (CBC-MAC, zero IV), DES, 8-byte key; 8-byte MAC\n  \
+cbc-tdes  ISO 9797-1 algorithm 1 with TDES, 16- or 24-byte key; 8-byte MAC\n  \
+x9.19     ISO 9797-1 algorithm 3 (ANSI X9.19 retail MAC), 16-byte key K1||K2; 8-byte MAC\n  \
+aes-cmac  AES-CMAC (RFC 4493 / SP 800-38B), 16/24/32-byte key, no --padding; 16-byte MAC\n  \
+cup-pos   China UnionPay POS MAC, 8- or 16-byte MAK; prints the 8 characters field 64 carries\n\n\
+Padding (8-byte-block algorithms): 1 = zeros to a multiple of 8 (default), 2 = 0x80 then zeros."
+    )]
+    Mac {
+        /// cbc-des, cbc-tdes, x9.19, aes-cmac or cup-pos.
+        #[arg(long)]
+        algorithm: String,
+        /// The key in hex.
+        #[arg(long)]
+        key: String,
+        /// ISO 9797-1 padding method, 1 (default) or 2; not for aes-cmac.
+        #[arg(long)]
+        padding: Option<String>,
+        /// The data in hex.
+        #[arg(long, allow_hyphen_values = true)]
+        data: String,
+    },
+    /// Print a key check value: 3 bytes (6 uppercase hex digits).
+    #[command(
+        long_about = "Print a key check value: 3 bytes (6 uppercase hex digits).\n\n\
+DES/TDES (8-, 16- or 24-byte key): the first 3 bytes of the key's encryption of eight \
+zero bytes.\n\
+AES (--aes; 16-, 24- or 32-byte key): the first 3 bytes of the AES-CMAC of sixteen zero \
+bytes (the ANSI X9.24-1 CMAC method), not the older AES-ECB encryption of zeros."
+    )]
+    Kcv {
+        /// The key in hex.
+        #[arg(long)]
+        key: String,
+        /// The key is AES (X9.24 CMAC check value).
+        #[arg(long)]
+        aes: bool,
+    },
+    /// Build an ISO 9564 PIN block; prints it as one line of uppercase hex.
+    #[command(
+        long_about = "Build an ISO 9564 PIN block; prints it as one line of uppercase hex.\n\n\
+Formats 0, 1, 3: the clear 8-byte block, or with --key the block enciphered under that \
+TDES key (16 or 24 bytes, ECB). Format 4 needs an AES --key (16, 24 or 32 bytes) and \
+prints the enciphered 16-byte block. Formats 1, 3 and 4 have random fill, so their \
+output differs from run to run. The PAN is needed by formats 0, 3 and 4."
+    )]
+    Pinblock {
+        /// 0, 1, 3 or 4.
+        #[arg(long)]
+        format: String,
+        /// The PIN: 4 to 12 digits.
+        #[arg(long)]
+        pin: String,
+        /// The primary account number: 12 to 19 digits.
+        #[arg(long)]
+        pan: Option<String>,
+        /// TDES key (formats 0, 1, 3) or AES key (format 4), in hex.
+        #[arg(long)]
+        key: Option<String>,
+    },
 }
 
 fn main() -> ExitCode {
@@ -104,6 +177,27 @@ fn parse_hex(text: &[u8]) -> Result<Vec<u8>, String> {
 
 fn run(cli: Cli) -> Result<(), String> {
     match cli.command {
+        Command::Mac {
+            algorithm,
+            key,
+            padding,
+            data,
+        } => {
+            let line = mac_command(&algorithm, &key, padding.as_deref(), &data)?;
+            print_line(&line)
+        }
+        Command::Kcv { key, aes } => print_line(&kcv_command(&key, aes)?),
+        Command::Pinblock {
+            format,
+            pin,
+            pan,
+            key,
+        } => print_line(&pinblock_command(
+            &format,
+            &pin,
+            pan.as_deref(),
+            key.as_deref(),
+        )?),
         Command::Dialects => {
             let mut out = String::new();
             for name in Dialect::builtin_names() {
@@ -159,6 +253,166 @@ fn run(cli: Cli) -> Result<(), String> {
             }
         }
     }
+}
+
+fn upper_hex(b: &[u8]) -> String {
+    b.iter().map(|x| format!("{x:02X}")).collect()
+}
+
+fn print_line(line: &str) -> Result<(), String> {
+    let mut s = String::with_capacity(line.len() + 1);
+    s.push_str(line);
+    s.push('\n');
+    print_out(s.as_bytes())
+}
+
+/// Hex from a command-line option, named in errors.
+fn hex_arg(what: &str, text: &str) -> Result<Vec<u8>, String> {
+    parse_hex(text.as_bytes()).map_err(|e| format!("{what}: {e}"))
+}
+
+/// A key of one of `lens` bytes, built by `make`.
+fn key_arg(
+    alg: &str,
+    hex: &str,
+    lens: &[usize],
+    make: impl Fn(&[u8]) -> Result<Key, SessionError>,
+) -> Result<Key, String> {
+    let bytes = hex_arg("--key", hex)?;
+    if !lens.contains(&bytes.len()) {
+        let want: Vec<String> = lens.iter().map(|n| n.to_string()).collect();
+        return Err(format!(
+            "--key: {alg} needs a key of {} bytes ({} hex digits), got {} bytes",
+            want.join(" or "),
+            lens.iter()
+                .map(|n| (n * 2).to_string())
+                .collect::<Vec<_>>()
+                .join(" or "),
+            bytes.len()
+        ));
+    }
+    make(&bytes).map_err(|e| format!("--key: {e}"))
+}
+
+fn mac_command(
+    algorithm: &str,
+    key: &str,
+    padding: Option<&str>,
+    data: &str,
+) -> Result<String, String> {
+    let pad = match padding {
+        None | Some("1") => Padding::Method1,
+        Some("2") => Padding::Method2,
+        Some(other) => return Err(format!("--padding must be 1 or 2, not {other:?}")),
+    };
+    let data = hex_arg("--data", data)?;
+    let (alg, key) = match algorithm.to_ascii_lowercase().as_str() {
+        "cbc-des" => (
+            MacAlgorithm::CbcDes(pad),
+            key_arg("cbc-des", key, &[8], Key::des)?,
+        ),
+        "cbc-tdes" => (
+            MacAlgorithm::CbcTdes(pad),
+            key_arg("cbc-tdes", key, &[16, 24], Key::tdes)?,
+        ),
+        "x9.19" | "x919" => (
+            MacAlgorithm::X919(pad),
+            key_arg("x9.19", key, &[16], Key::tdes)?,
+        ),
+        "aes-cmac" => {
+            if padding.is_some() {
+                return Err("--padding does not apply to aes-cmac (CMAC pads itself)".into());
+            }
+            (
+                MacAlgorithm::AesCmac,
+                key_arg("aes-cmac", key, &[16, 24, 32], Key::aes)?,
+            )
+        }
+        "cup-pos" => {
+            if pad == Padding::Method2 {
+                return Err("--padding 2 does not apply to cup-pos (it pads with zeros)".into());
+            }
+            (
+                MacAlgorithm::CupPos,
+                key_arg("cup-pos", key, &[8, 16], Key::des_or_tdes)?,
+            )
+        }
+        other => {
+            return Err(format!(
+                "unknown --algorithm {other:?} (cbc-des, cbc-tdes, x9.19, aes-cmac, cup-pos)"
+            ))
+        }
+    };
+    let mac = compute(alg, &key, &data).map_err(|e| e.to_string())?;
+    Ok(match alg {
+        // The 8 characters field 64 carries (uppercase hex digits already).
+        MacAlgorithm::CupPos => String::from_utf8_lossy(mac.as_bytes()).into_owned(),
+        _ => mac.to_hex(),
+    })
+}
+
+fn kcv_command(key: &str, aes: bool) -> Result<String, String> {
+    let key = if aes {
+        key_arg("AES", key, &[16, 24, 32], Key::aes)?
+    } else {
+        key_arg("DES/TDES", key, &[8, 16, 24], Key::des_or_tdes)?
+    };
+    let kcv = key.kcv().leading(3).map_err(|e| e.to_string())?;
+    Ok(upper_hex(kcv))
+}
+
+fn pinblock_command(
+    format: &str,
+    pin: &str,
+    pan: Option<&str>,
+    key: Option<&str>,
+) -> Result<String, String> {
+    let format = match format {
+        "0" => PinBlockFormat::Iso0,
+        "1" => PinBlockFormat::Iso1,
+        "3" => PinBlockFormat::Iso3,
+        "4" => PinBlockFormat::Iso4,
+        other => return Err(format!("--format must be 0, 1, 3 or 4, not {other:?}")),
+    };
+    let pin = Pin::new(pin).map_err(|e| match e {
+        SessionError::BadPinLength { found } => {
+            format!("--pin: a PIN has 4 to 12 digits, this one has {found} characters")
+        }
+        SessionError::PinNotNumeric => "--pin: a PIN is digits 0-9 only".to_string(),
+        other => format!("--pin: {other}"),
+    })?;
+    let pan = pan
+        .map(|p| Pan::new(p).map_err(|e| format!("--pan: {e}")))
+        .transpose()?;
+    if format.needs_pan() && pan.is_none() {
+        return Err(format!(
+            "--pan is required for PIN block format {}",
+            format.control()
+        ));
+    }
+    let block = match (format, key) {
+        (PinBlockFormat::Iso4, None) => {
+            return Err("format 4 needs an AES --key (16, 24 or 32 bytes)".into())
+        }
+        (PinBlockFormat::Iso4, Some(k)) => {
+            let key = key_arg("format 4 (AES)", k, &[16, 24, 32], Key::aes)?;
+            let b = PinBlock::encipher(format, &pin, pan.as_ref(), &key, Fill::Random)
+                .map_err(|e| e.to_string())?;
+            upper_hex(b.as_bytes())
+        }
+        (_, Some(k)) => {
+            let key = key_arg("TDES", k, &[16, 24], Key::tdes)?;
+            let b = PinBlock::encipher(format, &pin, pan.as_ref(), &key, Fill::Random)
+                .map_err(|e| e.to_string())?;
+            upper_hex(b.as_bytes())
+        }
+        (_, None) => {
+            let clear = PinBlock::clear_block(format, &pin, pan.as_ref(), Fill::Random)
+                .map_err(|e| e.to_string())?;
+            upper_hex(&clear[..])
+        }
+    };
+    Ok(block)
 }
 
 fn print_out(b: &[u8]) -> Result<(), String> {

@@ -1,0 +1,118 @@
+//! Session benchmarks: MACs per second over a 200-byte message for every algorithm,
+//! sealing and verifying a whole message, and host sign-ons per second (fresh random
+//! working keys, encrypted under the master key, with check values).
+//!
+//! `cargo bench --bench session -- --warm-up-time 1 --measurement-time 3`
+
+use std::hint::black_box;
+use std::time::Instant;
+
+use criterion::{criterion_group, criterion_main, Criterion, Throughput};
+use isoswitch::codec::{Message, MessageView};
+use isoswitch::session::counters::MemoryCounters;
+use isoswitch::session::crypto::{compute, Key, MacAlgorithm, Padding};
+use isoswitch::session::{
+    HostConfig, HostOutcome, HostSession, MemoryKeyStore, SessionProfile, TerminalConfig,
+    TerminalId, TerminalSession,
+};
+
+const DES: [u8; 8] = [0x01, 0x23, 0x45, 0x67, 0x89, 0xAB, 0xCD, 0xEF];
+const TDES: [u8; 16] = [
+    0x01, 0x23, 0x45, 0x67, 0x89, 0xAB, 0xCD, 0xEF, 0xFE, 0xDC, 0xBA, 0x98, 0x76, 0x54, 0x32, 0x10,
+];
+
+fn macs(c: &mut Criterion) {
+    let data: Vec<u8> = (0..200u8).collect();
+    let des = Key::des(&DES).expect("des");
+    let tdes = Key::tdes(&TDES).expect("tdes");
+    let aes = Key::aes(&TDES).expect("aes");
+    let mut g = c.benchmark_group("mac_200_bytes");
+    g.throughput(Throughput::Elements(1));
+    for (name, alg, key) in [
+        ("cbc-des", MacAlgorithm::CbcDes(Padding::Method1), &des),
+        ("cbc-tdes", MacAlgorithm::CbcTdes(Padding::Method1), &tdes),
+        ("x9.19", MacAlgorithm::X919(Padding::Method1), &tdes),
+        ("aes-cmac", MacAlgorithm::AesCmac, &aes),
+        ("cup-pos", MacAlgorithm::CupPos, &des),
+    ] {
+        g.bench_function(name, |b| {
+            b.iter(|| compute(alg, black_box(key), black_box(&data)).expect("mac"))
+        });
+    }
+    g.finish();
+}
+
+fn id() -> TerminalId {
+    TerminalId::new("TERM0001", "MERCHANT0000001").expect("id")
+}
+
+fn sale(p: &SessionProfile) -> Message {
+    let mut m = Message::new(&p.dialect, "0200".parse().expect("mti"));
+    m.set(2, "6225881234567890").expect("2");
+    m.set(3, "000000").expect("3");
+    m.set(4, "000000001000").expect("4");
+    m.set(11, "000001").expect("11");
+    m.set(22, "021").expect("22");
+    m.set(25, "00").expect("25");
+    id().write_to(&mut m).expect("id");
+    m.set(49, "156").expect("49");
+    m.set_bytes(52, &[0x11; 8]).expect("52");
+    m
+}
+
+fn seal_verify(c: &mut Criterion) {
+    let mut g = c.benchmark_group("message_mac");
+    g.throughput(Throughput::Elements(1));
+    for name in ["cup-pos", "iso87-binary"] {
+        let p = SessionProfile::builtin(name).expect("profile");
+        let mak = Key::generate(p.keys.double_mak).expect("mak");
+        let msg = sale(&p);
+        g.bench_function(format!("seal_0200/{name}"), |b| {
+            b.iter(|| {
+                let mut m = msg.clone();
+                p.seal(&mak, &mut m).expect("seal")
+            })
+        });
+        let bytes = p.seal(&mak, &mut msg.clone()).expect("seal");
+        g.bench_function(format!("verify_0200/{name}"), |b| {
+            b.iter(|| {
+                let v = MessageView::decode(&p.dialect, black_box(&bytes)).expect("decode");
+                p.verify_mac(&mak, &v).expect("verify")
+            })
+        });
+    }
+    g.finish();
+}
+
+fn sign_ons(c: &mut Criterion) {
+    let mut g = c.benchmark_group("host_sign_on");
+    g.throughput(Throughput::Elements(1));
+    for name in ["cup-pos", "iso87-binary"] {
+        let p = SessionProfile::builtin(name).expect("profile");
+        let tmk = Key::tdes(&TDES).expect("tmk");
+        let mut store = MemoryKeyStore::new();
+        store.insert(id(), tmk.clone()).expect("insert");
+        let mut host = HostSession::new(p.clone(), HostConfig::default(), store).expect("host");
+        let mut term =
+            TerminalSession::new(p, TerminalConfig::new(id()), tmk, MemoryCounters::new())
+                .expect("terminal");
+        let req = term
+            .sign_on(Instant::now(), Default::default())
+            .expect("sign-on");
+        g.bench_function(name, |b| {
+            b.iter(|| {
+                match host
+                    .handle_request(Default::default(), req.clone())
+                    .expect("handled")
+                {
+                    HostOutcome::Replied { reply, .. } => reply,
+                    other => panic!("{other:?}"),
+                }
+            })
+        });
+    }
+    g.finish();
+}
+
+criterion_group!(benches, macs, seal_verify, sign_ons);
+criterion_main!(benches);
