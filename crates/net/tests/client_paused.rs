@@ -65,9 +65,12 @@ fn config() -> ClientConfig {
     c
 }
 
+/// The next message the client wrote. The long guard turns a would-be hang into a failure
+/// (paused time jumps straight to it when nothing else can happen).
 async fn next_payload(peer: &mut Peer) -> Bytes {
-    peer.next()
+    tokio::time::timeout(Duration::from_secs(24 * 3600), peer.next())
         .await
+        .expect("the client never wrote")
         .expect("peer stream ended")
         .expect("peer decode")
         .payload
@@ -496,4 +499,47 @@ async fn full_unmatched_channel_is_counted_not_silent() {
     let m = client.metrics();
     assert_eq!((m.unsolicited, m.unmatched_dropped), (3, 2));
     assert_eq!(urx.recv().await.unwrap().kind, UnmatchedKind::Unsolicited);
+}
+
+#[tokio::test(start_paused = true)]
+async fn hostile_peer_frame_drops_the_link_not_the_client() {
+    use tokio::io::AsyncWriteExt;
+    init_tracing();
+    let (conn, tx) = connector();
+    let peer = offer(&tx, 64 * 1024);
+    let mut peer2 = offer(&tx, 64 * 1024);
+    let mut cfg = config();
+    cfg.reconnect = Some(ReconnectPolicy {
+        initial_delay: Duration::from_secs(1),
+        jitter: 0.0,
+        ..ReconnectPolicy::default()
+    });
+    let client = Client::builder(cfg, ToyCorrelator)
+        .connect(conn)
+        .await
+        .unwrap();
+    let c = client.clone();
+    let pending =
+        tokio::spawn(async move { c.request(request(1, b""), Duration::from_secs(60)).await });
+    let mut peer = peer;
+    next_payload(&mut peer).await;
+    // A length prefix far over the client's 4 KiB maximum.
+    let mut raw = peer.into_inner();
+    raw.write_all(&[0xFF, 0xFF, 0x00]).await.unwrap();
+    let outcome = pending.await.unwrap();
+    assert!(
+        matches!(outcome, Err(RequestError::ConnectionLost)),
+        "{outcome:?}"
+    );
+    // The client reconnects and carries on.
+    client
+        .wait_connected(Duration::from_secs(60))
+        .await
+        .unwrap();
+    let c = client.clone();
+    let r = tokio::spawn(async move { c.request(request(2, b""), Duration::from_secs(60)).await });
+    let got = next_payload(&mut peer2).await;
+    reply(&mut peer2, response_to(&got)).await;
+    r.await.unwrap().unwrap();
+    assert_eq!(client.metrics().connects, 2);
 }

@@ -69,6 +69,15 @@ fn client_config(framing: Framing) -> ClientConfig {
     c
 }
 
+/// The next frame from the client, bounded so that a failure cannot hang the test.
+async fn recv(peer: &mut Framed<TcpStream, isoswitch_net::FrameCodec>) -> Frame {
+    tokio::time::timeout(LONG, peer.next())
+        .await
+        .expect("the client never wrote")
+        .expect("client closed")
+        .expect("decode")
+}
+
 async fn eventually(what: &str, mut cond: impl FnMut() -> bool) {
     let ok = tokio::time::timeout(LONG, async {
         while !cond() {
@@ -198,7 +207,7 @@ async fn server_closing_mid_flight_loses_exactly_the_unanswered_requests() {
         set.spawn(async move { (n, c.request(request(n, b"x"), LONG).await) });
     }
     for _ in 0..20 {
-        let f = peer.next().await.unwrap().unwrap();
+        let f = recv(&mut peer).await;
         if key_of(&f.payload) % 2 == 0 {
             peer.send(Frame::new(response_to(&f.payload)))
                 .await
@@ -246,7 +255,7 @@ async fn client_reconnects_after_the_server_drops_the_link() {
         eventually("connection", || client.metrics().connects == round + 1).await;
         let c = client.clone();
         let r = tokio::spawn(async move { c.request(request(round, b"r"), LONG).await });
-        let f = peer.next().await.unwrap().unwrap();
+        let f = recv(&mut peer).await;
         peer.send(Frame::new(response_to(&f.payload)))
             .await
             .unwrap();
@@ -441,7 +450,10 @@ async fn graceful_shutdown_finishes_in_flight_then_closes() {
         .unwrap();
     let c = client.clone();
     let r = tokio::spawn(async move { c.request(request(1, b"slow"), LONG).await });
-    started.recv().await.unwrap();
+    tokio::time::timeout(LONG, started.recv())
+        .await
+        .unwrap()
+        .unwrap();
     srv.shutdown().await;
 
     // The request that was being handled got its answer.
