@@ -29,7 +29,7 @@ use tokio::task::JoinHandle;
 use tokio::time::{timeout, timeout_at, Instant};
 use tokio_util::codec::{FramedRead, FramedWrite};
 use tokio_util::sync::CancellationToken;
-use tracing::{debug, info, warn, Instrument};
+use tracing::{debug, error, info, warn, Instrument};
 
 use crate::correlate::{CorrelationKey, Correlator};
 use crate::error::{NetError, RejectReason, RequestError};
@@ -1053,6 +1053,15 @@ async fn echo_loop(shared: &Shared, activity: &Activity) -> NetError {
                 );
                 activity.touch();
             }
+            // Closing (the drain must not be cut short), or an echo that cannot be built:
+            // stop echoing on this connection; the other loops decide its fate.
+            Err(RequestError::Rejected(reason)) => {
+                if !matches!(reason, RejectReason::Closed) {
+                    error!(%reason, "echo message rejected; echo tests stopped");
+                }
+                return std::future::pending().await;
+            }
+            // Sent and unanswered: the link is dead.
             Err(e) => return NetError::EchoFailed(Box::new(e)),
         }
     }

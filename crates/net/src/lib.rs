@@ -24,6 +24,39 @@
 //!        ◀─response─ (Correlator key match)                                      ◀─reply──┘
 //! ```
 
+//!
+//! ```no_run
+//! use std::time::Duration;
+//! use isoswitch_codec::Dialect;
+//! use isoswitch_net::{
+//!     Client, ClientConfig, DialectCorrelator, Frame, Framing, Request, Server, ServerConfig,
+//!     TcpConnector,
+//! };
+//!
+//! # async fn demo(msg: bytes::Bytes) -> Result<(), Box<dyn std::error::Error>> {
+//! // A server answering every message (the reply's TPDU is swapped automatically).
+//! let handler = |req: Request| async move { Some(Frame::new(req.frame.payload)) };
+//! let server = Server::bind("127.0.0.1:0", Framing::CupPos, ServerConfig::default(), handler)
+//!     .await?;
+//! let addr = server.local_addr();
+//! let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+//! tokio::spawn(server.serve(async move { let _ = stopped.await; }));
+//!
+//! // A client pairing responses by response MTI + DE 41 + DE 11.
+//! let dialect = Dialect::builtin("cup-pos").ok_or("no such dialect")?;
+//! let client = Client::builder(ClientConfig::new(Framing::CupPos), DialectCorrelator::new(dialect))
+//!     .connect(TcpConnector::new(addr.to_string()))
+//!     .await?;
+//! match client.request(msg, Duration::from_secs(30)).await {
+//!     Ok(_response) => {}
+//!     Err(e) if e.maybe_delivered() => { /* Timeout or ConnectionLost: reverse */ }
+//!     Err(_not_sent) => { /* Rejected: nothing reached the host */ }
+//! }
+//! client.close(Duration::from_secs(5)).await;
+//! let _ = stop.send(());
+//! # Ok(()) }
+//! ```
+
 #![warn(missing_docs)]
 
 pub mod client;

@@ -543,3 +543,31 @@ async fn hostile_peer_frame_drops_the_link_not_the_client() {
     r.await.unwrap().unwrap();
     assert_eq!(client.metrics().connects, 2);
 }
+
+#[tokio::test(start_paused = true)]
+async fn idle_echo_does_not_cut_a_drain_short() {
+    let (conn, tx) = connector();
+    let mut peer = offer(&tx, 64 * 1024);
+    let echo = EchoConfig {
+        idle: Duration::from_secs(10),
+        timeout: Duration::from_secs(5),
+    };
+    let client = Client::builder(config(), ToyCorrelator)
+        .echo(echo, || request(99_999_999, b"ECHO"))
+        .connect(conn)
+        .await
+        .unwrap();
+    let c = client.clone();
+    let r = tokio::spawn(async move { c.request(request(1, b""), Duration::from_secs(120)).await });
+    let got = next_payload(&mut peer).await;
+    let c = client.clone();
+    let closing = tokio::spawn(async move { c.close(Duration::from_secs(60)).await });
+    // Idle well past the echo period while draining; then the answer arrives.
+    tokio::time::sleep(Duration::from_secs(30)).await;
+    reply(&mut peer, response_to(&got)).await;
+    assert_eq!(r.await.unwrap().unwrap(), response_to(&got));
+    closing.await.unwrap();
+    assert_eq!(client.state(), ConnState::Closed);
+    let m = client.metrics();
+    assert_eq!((m.echoes, m.connection_lost, m.matched), (1, 0, 1));
+}
