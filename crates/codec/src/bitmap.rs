@@ -152,13 +152,17 @@ impl Bitmap {
         }
     }
 
-    /// Appends one 64-bit bitmap word.
-    pub(crate) fn encode_word(enc: BitmapEncoding, word: u64, out: &mut impl Extend<u8>) {
+    /// One 64-bit bitmap word in wire form: bytes and count.
+    #[inline]
+    pub(crate) fn word_bytes(enc: BitmapEncoding, word: u64) -> ([u8; 16], usize) {
+        let mut s = [0u8; 16];
         match enc {
-            BitmapEncoding::Binary => out.extend(word.to_be_bytes()),
+            BitmapEncoding::Binary => {
+                s[..8].copy_from_slice(&word.to_be_bytes());
+                (s, 8)
+            }
             BitmapEncoding::Hex | BitmapEncoding::EbcdicHex => {
                 const HEX: &[u8; 16] = b"0123456789ABCDEF";
-                let mut s = [0u8; 16];
                 for (i, o) in s.iter_mut().enumerate() {
                     let c = HEX[(word >> (60 - 4 * i) & 0xF) as usize];
                     *o = if enc == BitmapEncoding::EbcdicHex {
@@ -167,7 +171,7 @@ impl Bitmap {
                         c
                     };
                 }
-                out.extend(s);
+                (s, 16)
             }
         }
     }
@@ -226,17 +230,15 @@ mod tests {
         b.set(2);
         b.set(64);
         assert_eq!(b.0[0], 0xC000_0000_0000_0001);
-        let mut v = Vec::new();
-        Bitmap::encode_word(BitmapEncoding::Hex, b.0[0], &mut v);
-        assert_eq!(v, b"C000000000000001");
+        let (v, l) = Bitmap::word_bytes(BitmapEncoding::Hex, b.0[0]);
+        assert_eq!(&v[..l], b"C000000000000001");
         assert_eq!(
             Bitmap::decode_word(BitmapEncoding::Hex, b"c000000000000001", 1, 0).unwrap(),
             b.0[0]
         );
-        let mut e = Vec::new();
-        Bitmap::encode_word(BitmapEncoding::EbcdicHex, b.0[0], &mut e);
+        let (e, l) = Bitmap::word_bytes(BitmapEncoding::EbcdicHex, b.0[0]);
         assert_eq!(
-            Bitmap::decode_word(BitmapEncoding::EbcdicHex, &e, 1, 0).unwrap(),
+            Bitmap::decode_word(BitmapEncoding::EbcdicHex, &e[..l], 1, 0).unwrap(),
             b.0[0]
         );
         assert!(Bitmap::decode_word(BitmapEncoding::Hex, b"C00000000000000G", 1, 0).is_err());

@@ -6,6 +6,7 @@
 
 use crate::bitmap::BitmapEncoding;
 use crate::error::{CodecError, ErrorKind, Location, Result};
+use crate::hot::Hot;
 use crate::mti::MtiEncoding;
 use crate::spec::FieldSpec;
 use serde::{Deserialize, Serialize};
@@ -77,6 +78,7 @@ fn yes() -> bool {
 pub(crate) struct DialectInner {
     pub(crate) def: DialectDef,
     pub(crate) fields: Vec<Option<FieldSpec>>,
+    pub(crate) hot: Vec<Hot>,
 }
 
 /// An ISO 8583 dialect: field specs, MTI and bitmap encodings, echo fields and MAC layout.
@@ -128,7 +130,11 @@ impl Dialect {
                 return Err(bad(format!("echo field {e} is not defined")));
             }
         }
-        Ok(Dialect(Arc::new(DialectInner { def, fields })))
+        let hot = fields
+            .iter()
+            .map(|f| f.as_ref().map(Hot::of).unwrap_or_default())
+            .collect();
+        Ok(Dialect(Arc::new(DialectInner { def, fields, hot })))
     }
 
     /// Parses a dialect from JSON.
@@ -173,6 +179,12 @@ impl Dialect {
     #[inline]
     pub fn field(&self, n: u8) -> Option<&FieldSpec> {
         self.0.fields.get(n as usize).and_then(Option::as_ref)
+    }
+
+    /// The decoder's compact entry for field `n` (index 0..=192).
+    #[inline(always)]
+    pub(crate) fn hot(&self, n: u8) -> &Hot {
+        &self.0.hot[n as usize]
     }
 
     /// MTI encoding.

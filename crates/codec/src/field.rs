@@ -112,9 +112,12 @@ impl<'a> FieldRef<'a> {
     /// seen in January is last year's).
     pub fn date_mmdd_near(&self, reference: NaiveDate) -> Result<NaiveDate> {
         let d = self.fixed_digits::<4>()?;
-        nearest(reference, num(&d[0..2]), num(&d[2..4]), |y, m, day| {
-            NaiveDate::from_ymd_opt(y, m, day)
-        })
+        nearest(
+            reference,
+            num(&d[0..2]),
+            num(&d[2..4]),
+            NaiveDate::from_ymd_opt,
+        )
         .ok_or_else(|| self.bad("date"))
     }
 
@@ -133,7 +136,7 @@ impl<'a> FieldRef<'a> {
             reference.date(),
             num(&d[0..2]),
             num(&d[2..4]),
-            |y, m, day| NaiveDate::from_ymd_opt(y, m, day),
+            NaiveDate::from_ymd_opt,
         )
         .ok_or_else(|| self.bad("date-time"))?;
         date.and_hms_opt(num(&d[4..6]), num(&d[6..8]), num(&d[8..10]))

@@ -43,6 +43,7 @@ pub mod dialects;
 pub mod ebcdic;
 pub mod error;
 pub mod field;
+mod hot;
 pub mod json;
 pub mod mask;
 pub mod message;

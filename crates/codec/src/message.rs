@@ -18,19 +18,22 @@ use chrono::{Datelike, NaiveDate, NaiveDateTime, NaiveTime, Timelike};
 use rust_decimal::Decimal;
 use std::fmt;
 
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-enum Source {
-    #[default]
-    Shared,
-    Arena,
-}
-
+/// Where one field's wire content sits: in the shared input buffer or in the arena.
 #[derive(Debug, Clone, Copy, Default)]
 struct OwnedSlot {
+    /// Offset; the top bit set means "in the arena".
     start: u32,
     len: u16,
     units: u16,
-    source: Source,
+}
+
+const ARENA: u32 = 1 << 31;
+
+impl OwnedSlot {
+    #[inline]
+    fn in_arena(self) -> bool {
+        self.start & ARENA != 0
+    }
 }
 
 /// An owned ISO 8583 message in a dialect.
@@ -40,6 +43,8 @@ pub struct Message {
     mti: Mti,
     present: Bitmap,
     slots: [OwnedSlot; SLOTS],
+    /// Sum over present fields of prefix + content bytes (keeps `encoded_len` O(1)).
+    wire_total: usize,
     shared: Bytes,
     arena: Vec<u8>,
 }
@@ -52,6 +57,7 @@ impl Message {
             mti,
             present: Bitmap::EMPTY,
             slots: [OwnedSlot::default(); SLOTS],
+            wire_total: 0,
             shared: Bytes::new(),
             arena: Vec::new(),
         }
@@ -59,43 +65,36 @@ impl Message {
 
     /// Decodes `bytes` into a message that shares the buffer (no copy of any field).
     pub fn decode(dialect: &Dialect, bytes: Bytes) -> Result<Message> {
-        let view = MessageView::decode(dialect, &bytes)?;
-        let mut m = Message::new(dialect, view.mti());
-        for n in view.bitmap().iter() {
-            if !view.has(n) {
-                continue;
-            }
-            let s = view.slots()[n as usize];
-            m.slots[n as usize] = OwnedSlot {
-                start: s.start,
-                len: s.len,
-                units: s.units,
-                source: Source::Shared,
-            };
-            m.present.set(n);
-        }
-        drop(view);
+        let mut m = {
+            let view = MessageView::decode(dialect, &bytes)?;
+            Message::from_view_slots(&view)
+        };
         m.shared = bytes;
         Ok(m)
     }
 
-    /// Copies a view into an owned message (one copy of the message bytes).
-    pub fn from_view(view: &MessageView<'_>) -> Message {
-        let bytes = Bytes::copy_from_slice(view.as_bytes());
+    fn from_view_slots(view: &MessageView<'_>) -> Message {
         let mut m = Message::new(view.dialect(), view.mti());
+        let slots = view.slots();
         for n in view.bitmap().iter() {
             if view.has(n) {
-                let s = view.slots()[n as usize];
+                let s = slots[n as usize];
                 m.slots[n as usize] = OwnedSlot {
                     start: s.start,
                     len: s.len,
                     units: s.units,
-                    source: Source::Shared,
                 };
                 m.present.set(n);
+                m.wire_total += m.dialect.hot(n).prefix_len as usize + s.len as usize;
             }
         }
-        m.shared = bytes;
+        m
+    }
+
+    /// Copies a view into an owned message (one copy of the message bytes).
+    pub fn from_view(view: &MessageView<'_>) -> Message {
+        let mut m = Message::from_view_slots(view);
+        m.shared = Bytes::copy_from_slice(view.as_bytes());
         m
     }
 
@@ -111,19 +110,18 @@ impl Message {
         for &n in request.dialect.echo_fields() {
             if request.present.get(n) {
                 let s = request.slots[n as usize];
-                match s.source {
-                    Source::Shared => m.slots[n as usize] = s,
-                    Source::Arena => {
-                        let start = m.arena.len();
-                        m.arena.extend_from_slice(request.content(s));
-                        m.slots[n as usize] = OwnedSlot {
-                            start: start as u32,
-                            source: Source::Arena,
-                            ..s
-                        };
-                    }
+                if s.in_arena() {
+                    let start = m.arena.len();
+                    m.arena.extend_from_slice(request.content(s));
+                    m.slots[n as usize] = OwnedSlot {
+                        start: start as u32 | ARENA,
+                        ..s
+                    };
+                } else {
+                    m.slots[n as usize] = s;
                 }
                 m.present.set(n);
+                m.wire_total += m.dialect.hot(n).prefix_len as usize + s.len as usize;
             }
         }
         Ok(m)
@@ -156,11 +154,25 @@ impl Message {
 
     #[inline]
     fn content(&self, s: OwnedSlot) -> &[u8] {
-        let (buf, start) = match s.source {
-            Source::Shared => (&self.shared[..], s.start as usize),
-            Source::Arena => (&self.arena[..], s.start as usize),
+        let buf: &[u8] = if s.in_arena() {
+            &self.arena
+        } else {
+            &self.shared
         };
+        let start = (s.start & !ARENA) as usize;
         buf.get(start..start + s.len as usize).unwrap_or(&[])
+    }
+
+    /// Records field `n`'s new slot, keeping `wire_total` in step.
+    #[inline]
+    fn put_slot(&mut self, n: u8, slot: OwnedSlot) {
+        let plen = self.dialect.hot(n).prefix_len as usize;
+        if self.present.get(n) {
+            self.wire_total -= plen + self.slots[n as usize].len as usize;
+        }
+        self.wire_total += plen + slot.len as usize;
+        self.slots[n as usize] = slot;
+        self.present.set(n);
     }
 
     /// Field `n`, if present.
@@ -224,13 +236,12 @@ impl Message {
         };
         let start = self.arena.len();
         let units = spec.text_to_wire(n, value, &mut self.arena)?;
-        self.slots[n as usize] = OwnedSlot {
-            start: start as u32,
+        let slot = OwnedSlot {
+            start: start as u32 | ARENA,
             len: (self.arena.len() - start) as u16,
             units: units as u16,
-            source: Source::Arena,
         };
-        self.present.set(n);
+        self.put_slot(n, slot);
         Ok(self)
     }
 
@@ -245,13 +256,12 @@ impl Message {
                 self.maybe_compact();
                 let start = self.arena.len();
                 self.arena.extend_from_slice(value);
-                self.slots[n as usize] = OwnedSlot {
-                    start: start as u32,
+                let slot = OwnedSlot {
+                    start: start as u32 | ARENA,
                     len: value.len() as u16,
                     units: value.len() as u16,
-                    source: Source::Arena,
                 };
-                self.present.set(n);
+                self.put_slot(n, slot);
                 Ok(self)
             }
             _ => {
@@ -337,7 +347,11 @@ impl Message {
 
     /// Removes field `n`.
     pub fn remove(&mut self, n: u8) -> &mut Self {
-        self.present.clear(n);
+        if self.present.get(n) {
+            self.wire_total -=
+                self.dialect.hot(n).prefix_len as usize + self.slots[n as usize].len as usize;
+            self.present.clear(n);
+        }
         self
     }
 
@@ -349,7 +363,7 @@ impl Message {
         let live: usize = self
             .present
             .iter()
-            .filter(|&n| self.slots[n as usize].source == Source::Arena)
+            .filter(|&n| self.slots[n as usize].in_arena())
             .map(|n| self.slots[n as usize].len as usize)
             .sum();
         if live * 2 > self.arena.len() {
@@ -358,11 +372,11 @@ impl Message {
         let mut fresh = Vec::with_capacity(live + 256);
         for n in self.present.iter() {
             let s = &mut self.slots[n as usize];
-            if s.source == Source::Arena {
-                let st = s.start as usize;
+            if s.in_arena() {
+                let st = (s.start & !ARENA) as usize;
                 let new_start = fresh.len();
                 fresh.extend_from_slice(&self.arena[st..st + s.len as usize]);
-                s.start = new_start as u32;
+                s.start = new_start as u32 | ARENA;
             }
         }
         self.arena = fresh;
@@ -395,49 +409,47 @@ impl Message {
         Ok(b)
     }
 
+    fn header_len(&self, b: &Bitmap) -> usize {
+        let d = &self.dialect;
+        let words = 1 + b.get(1) as usize + (d.has_tertiary() && b.get(65)) as usize;
+        d.mti_encoding().len() + words * d.bitmap_encoding().len()
+    }
+
     /// The exact encoded length in bytes.
     pub fn encoded_len(&self) -> Result<usize> {
         let b = self.wire_bitmap()?;
-        let d = &self.dialect;
-        let words = 1 + b.get(1) as usize + (d.has_tertiary() && b.get(65)) as usize;
-        let mut len = d.mti_encoding().len() + words * d.bitmap_encoding().len();
-        for n in self.present.iter() {
-            if let Some(spec) = d.field(n) {
-                len += spec.prefix_len() + self.slots[n as usize].len as usize;
-            }
-        }
-        Ok(len)
+        Ok(self.header_len(&b) + self.wire_total)
     }
 
-    /// Encodes the message (no length header) at the end of `out`.
+    /// Encodes the message (no length header) at the end of `out`: one reservation, then
+    /// straight copies of each field's wire form.
     pub fn encode(&self, out: &mut BytesMut) -> Result<()> {
-        let total = self.encoded_len()?;
-        out.reserve(total);
         let d = &self.dialect;
         let b = self.wire_bitmap()?;
-        let mut w = Writer(out);
-        self.mti.encode(d.mti_encoding(), &mut w);
+        out.reserve(self.header_len(&b) + self.wire_total);
+        let (mti, l) = self.mti.to_wire(d.mti_encoding());
+        out.put_slice(&mti[..l]);
         let benc = d.bitmap_encoding();
-        Bitmap::encode_word(benc, b.0[0], &mut w);
+        let (w, l) = Bitmap::word_bytes(benc, b.0[0]);
+        out.put_slice(&w[..l]);
         if b.get(1) {
-            Bitmap::encode_word(benc, b.0[1], &mut w);
+            let (w, l) = Bitmap::word_bytes(benc, b.0[1]);
+            out.put_slice(&w[..l]);
         }
         if d.has_tertiary() && b.get(65) {
-            Bitmap::encode_word(benc, b.0[2], &mut w);
+            let (w, l) = Bitmap::word_bytes(benc, b.0[2]);
+            out.put_slice(&w[..l]);
         }
         for n in self.present.iter() {
-            self.encode_field(n, &mut w);
+            let s = self.slots[n as usize];
+            let h = d.hot(n);
+            if !h.fixed {
+                let (p, l) = h.prefix_bytes(s.units as usize);
+                out.put_slice(&p[..l]);
+            }
+            out.put_slice(self.content(s));
         }
         Ok(())
-    }
-
-    #[inline]
-    fn encode_field(&self, n: u8, w: &mut Writer<'_>) {
-        if let Some(spec) = self.dialect.field(n) {
-            let s = self.slots[n as usize];
-            spec.write_prefix(s.units as usize, w);
-            w.0.put_slice(self.content(s));
-        }
     }
 
     /// Encodes into a new buffer.
@@ -445,19 +457,6 @@ impl Message {
         let mut out = BytesMut::new();
         self.encode(&mut out)?;
         Ok(out.freeze())
-    }
-}
-
-/// Adapter so the per-field writers (generic over `Extend<u8>`) write into `BytesMut`
-/// with `put_slice`.
-struct Writer<'a>(&'a mut BytesMut);
-
-impl Extend<u8> for Writer<'_> {
-    #[inline]
-    fn extend<I: IntoIterator<Item = u8>>(&mut self, iter: I) {
-        for b in iter {
-            self.0.put_u8(b);
-        }
     }
 }
 

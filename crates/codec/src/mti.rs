@@ -246,17 +246,29 @@ impl Mti {
         Mti::new(digits)
     }
 
-    /// Appends the MTI in the given encoding.
-    pub fn encode(self, enc: MtiEncoding, out: &mut impl Extend<u8>) {
+    /// The MTI in wire form: bytes and count.
+    #[inline]
+    pub fn to_wire(self, enc: MtiEncoding) -> ([u8; 4], usize) {
         let d = self.0;
         match enc {
-            MtiEncoding::Ascii => out.extend(d),
-            MtiEncoding::Ebcdic => out.extend(d.map(|c| c - b'0' + 0xF0)),
-            MtiEncoding::Bcd => out.extend([
-                ((d[0] - b'0') << 4) | (d[1] - b'0'),
-                ((d[2] - b'0') << 4) | (d[3] - b'0'),
-            ]),
+            MtiEncoding::Ascii => (d, 4),
+            MtiEncoding::Ebcdic => (d.map(|c| c - b'0' + 0xF0), 4),
+            MtiEncoding::Bcd => (
+                [
+                    ((d[0] - b'0') << 4) | (d[1] - b'0'),
+                    ((d[2] - b'0') << 4) | (d[3] - b'0'),
+                    0,
+                    0,
+                ],
+                2,
+            ),
         }
+    }
+
+    /// Appends the MTI in the given encoding.
+    pub fn encode(self, enc: MtiEncoding, out: &mut impl Extend<u8>) {
+        let (b, n) = self.to_wire(enc);
+        out.extend(b[..n].iter().copied());
     }
 }
 

@@ -436,51 +436,6 @@ impl FieldSpec {
         Ok(value)
     }
 
-    /// Writes the length prefix for `units` into `out` (nothing for fixed fields).
-    #[inline]
-    pub(crate) fn write_prefix(&self, units: usize, out: &mut impl Extend<u8>) {
-        let d = self.length.digits() as u32;
-        if d == 0 {
-            return;
-        }
-        match self.length_encoding {
-            LengthEncoding::Ascii | LengthEncoding::Ebcdic => {
-                let base = if self.length_encoding == LengthEncoding::Ascii {
-                    b'0'
-                } else {
-                    0xF0
-                };
-                let mut buf = [0u8; 4];
-                let mut v = units;
-                for i in (0..d as usize).rev() {
-                    buf[i] = base + (v % 10) as u8;
-                    v /= 10;
-                }
-                out.extend(buf[..d as usize].iter().copied());
-            }
-            LengthEncoding::Bcd => {
-                let n = self.prefix_len();
-                let mut buf = [0u8; 2];
-                let mut v = units;
-                for i in (0..n).rev() {
-                    let lo = (v % 10) as u8;
-                    v /= 10;
-                    let hi = (v % 10) as u8;
-                    v /= 10;
-                    buf[i] = (hi << 4) | lo;
-                }
-                out.extend(buf[..n].iter().copied());
-            }
-            LengthEncoding::Binary => {
-                if self.prefix_len() == 1 {
-                    out.extend([units as u8]);
-                } else {
-                    out.extend((units as u16).to_be_bytes());
-                }
-            }
-        }
-    }
-
     /// Checks the encoded content of a field; `offset` is where the content starts.
     #[inline]
     pub(crate) fn validate_wire(

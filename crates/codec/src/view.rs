@@ -98,42 +98,89 @@ impl<'a> MessageView<'a> {
         Ok(())
     }
 
-    #[inline]
+    #[inline(always)]
     fn parse_field(&mut self, n: u8, pos: usize) -> Result<usize> {
         let d = self.dialect;
-        let Some(spec) = d.field(n) else {
-            return Err(CodecError::field(
-                n,
-                pos,
-                ErrorKind::NotInDialect {
-                    dialect: d.name().to_string(),
-                },
-            ));
-        };
-        let rest = &self.buf[pos..];
-        let (units, plen) = if spec.is_fixed() {
-            (spec.max as usize, 0)
+        let h = d.hot(n);
+        if !h.defined {
+            return Err(self.slow_error(n, pos));
+        }
+        let buf = self.buf;
+        let (units, start) = if h.fixed {
+            (h.max as usize, pos)
         } else {
-            (spec.read_prefix(n, rest, pos)?, spec.prefix_len())
+            let plen = h.prefix_len as usize;
+            let units = match buf.get(pos..pos + plen).and_then(|p| h.prefix(p)) {
+                Some(u) => u,
+                None => return Err(self.slow_error(n, pos)),
+            };
+            (units, pos + plen)
         };
-        let wire = spec.wire_len(units);
-        let start = pos + plen;
-        let Some(content) = self.buf.get(start..start + wire) else {
+        let wire = if h.fixed {
+            h.fixed_wire as usize
+        } else {
+            h.wire_len(units)
+        };
+        let end = start + wire;
+        let Some(content) = buf.get(start..end) else {
             return Err(CodecError::field(
                 n,
                 start,
                 ErrorKind::Truncated {
-                    needed: start + wire - self.buf.len(),
+                    needed: end - buf.len(),
                 },
             ));
         };
-        spec.validate_wire(n, content, units, start)?;
+        if !h.content_ok(content, units) {
+            return Err(self.slow_error(n, pos));
+        }
         self.slots[n as usize] = Slot {
             start: start as u32,
             len: wire as u16,
             units: units as u16,
         };
-        Ok(start + wire)
+        Ok(end)
+    }
+
+    /// Re-checks field `n` at `pos` with the full spec to name the exact error.
+    #[cold]
+    #[inline(never)]
+    fn slow_error(&self, n: u8, pos: usize) -> CodecError {
+        let d = self.dialect;
+        let Some(spec) = d.field(n) else {
+            return CodecError::field(
+                n,
+                pos,
+                ErrorKind::NotInDialect {
+                    dialect: d.name().to_string(),
+                },
+            );
+        };
+        let rest = &self.buf[pos.min(self.buf.len())..];
+        let (units, plen) = if spec.is_fixed() {
+            (spec.max as usize, 0)
+        } else {
+            match spec.read_prefix(n, rest, pos) {
+                Ok(u) => (u, spec.prefix_len()),
+                Err(e) => return e,
+            }
+        };
+        let start = pos + plen;
+        let wire = spec.wire_len(units);
+        match self.buf.get(start..start + wire) {
+            Some(content) => match spec.validate_wire(n, content, units, start) {
+                Err(e) => e,
+                // The fast and the full checks disagree: report the field all the same.
+                Ok(()) => CodecError::field(n, start, ErrorKind::BadValue { what: "content" }),
+            },
+            None => CodecError::field(
+                n,
+                start,
+                ErrorKind::Truncated {
+                    needed: start + wire - self.buf.len(),
+                },
+            ),
+        }
     }
 
     /// The dialect the message was decoded with.

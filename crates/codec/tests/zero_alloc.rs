@@ -1,0 +1,71 @@
+//! Proof that decoding makes no heap allocation: a counting global allocator wraps the
+//! system one, and decoding the typical 0200 purchase in every dialect (and reading its
+//! raw fields) must leave the count of this thread unchanged.
+
+use isoswitch_codec::{Dialect, Message, MessageView};
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::cell::Cell;
+
+struct Counting;
+
+thread_local! {
+    static ALLOCS: Cell<usize> = const { Cell::new(0) };
+}
+
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        let _ = ALLOCS.try_with(|c| c.set(c.get() + 1));
+        unsafe { System.alloc(layout) }
+    }
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        unsafe { System.dealloc(ptr, layout) }
+    }
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        let _ = ALLOCS.try_with(|c| c.set(c.get() + 1));
+        unsafe { System.realloc(ptr, layout, new_size) }
+    }
+}
+
+#[global_allocator]
+static GLOBAL: Counting = Counting;
+
+fn allocations() -> usize {
+    ALLOCS.with(|c| c.get())
+}
+
+const SAMPLE: &str = include_str!("../../../tests/vectors/samples/purchase-0200.json");
+
+#[test]
+fn decode_allocates_nothing() {
+    for name in Dialect::builtin_names() {
+        let d = Dialect::builtin(name).unwrap();
+        // cup-pos has no fields 7, 18, 37, 43 and iso93 sizes 12 and 22 differently:
+        // keep the fields the dialect accepts as they are.
+        let v: serde_json::Value = serde_json::from_str(SAMPLE).unwrap();
+        let mut m = Message::new(&d, "0200".parse().unwrap());
+        for (k, val) in v["fields"].as_object().unwrap() {
+            let _ = m.set(k.parse().unwrap(), val.as_str().unwrap());
+        }
+        assert!(m.fields().count() >= 15, "{name}");
+        let bytes = m.to_bytes().unwrap();
+
+        let before = allocations();
+        let view = MessageView::decode(&d, &bytes).unwrap();
+        let mut total = 0usize;
+        for f in view.fields() {
+            total += f.raw().len();
+        }
+        let pan = view.raw(2).map(|r| r.len());
+        let after = allocations();
+        assert_eq!(after - before, 0, "{name}: decode allocated");
+        assert!(total > 50 && pan.is_some(), "{name}");
+
+        // malformed input: the error path allocates only for the dialect name in
+        // NotInDialect; truncation errors allocate nothing
+        let before = allocations();
+        let r = MessageView::decode(&d, &bytes[..bytes.len() - 3]);
+        let after = allocations();
+        assert!(r.is_err());
+        assert_eq!(after - before, 0, "{name}: truncated decode allocated");
+    }
+}

@@ -1,0 +1,7 @@
+#![no_main]
+//! Arbitrary bytes decoded in `iso93-ascii` must never panic.
+use libfuzzer_sys::fuzz_target;
+
+fuzz_target!(|data: &[u8]| {
+    isoswitch_fuzz::decode("iso93-ascii", data);
+});
