@@ -8,6 +8,12 @@
 //!   dialects, typed values, BER-TLV).
 //! - [`session`] — `isoswitch-session`: sans-IO terminal and host sessions (sign-on,
 //!   working keys, MACed messages, key change, sign-off), payment cryptography, counters.
+//! - [`net`] — `isoswitch-net`: tokio framing codecs (len2, len4, ascii4, cup-pos TPDU),
+//!   a multiplexing client with per-request timeouts, a bounded concurrent server.
+//!
+//! Data flows: bytes from [`net`] framing → [`codec`] view/message → [`session`] checks
+//! the MAC and keys → the application; and back the same way.
 
 pub use isoswitch_codec as codec;
+pub use isoswitch_net as net;
 pub use isoswitch_session as session;
