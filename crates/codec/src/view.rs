@@ -234,6 +234,18 @@ impl<'a> MessageView<'a> {
         self.field(n).map(|f| f.raw())
     }
 
+    /// Amount field `n` (DE 4, 5, 6…) as a decimal with the ISO 4217 exponent of the
+    /// currency in DE 49 (2 when DE 49 is absent or not numeric).
+    pub fn amount(&self, n: u8) -> Result<rust_decimal::Decimal> {
+        let exp = self
+            .field(49)
+            .and_then(|c| crate::currency::minor_units_of(c.text().as_bytes()))
+            .unwrap_or(2);
+        self.field(n)
+            .ok_or_else(|| CodecError::field(n, 0, ErrorKind::BadValue { what: "amount" }))?
+            .amount(exp)
+    }
+
     /// Present data fields in ascending order.
     pub fn fields(&self) -> impl Iterator<Item = FieldRef<'a>> + '_ {
         self.bitmap.iter().filter_map(move |n| self.field(n))
