@@ -10,10 +10,13 @@
 //!   working keys, MACed messages, key change, sign-off), payment cryptography, counters.
 //! - [`net`] — `isoswitch-net`: tokio framing codecs (len2, len4, ascii4, cup-pos TPDU),
 //!   a multiplexing client with per-request timeouts, a bounded concurrent server.
+//! - [`reversal`] — `isoswitch-reversal`: durable automatic reversals (write-ahead journal
+//!   with group commit, sans-IO engine, tokio driver), idempotent host handler, settlement.
 //!
 //! Data flows: bytes from [`net`] framing → [`codec`] view/message → [`session`] checks
 //! the MAC and keys → the application; and back the same way.
 
 pub use isoswitch_codec as codec;
 pub use isoswitch_net as net;
+pub use isoswitch_reversal as reversal;
 pub use isoswitch_session as session;

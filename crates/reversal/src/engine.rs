@@ -1,0 +1,1410 @@
+//! [`ReversalEngine`]: the terminal/acquirer side, sans-IO.
+//!
+//! ```text
+//! submit(now, 0200) ─▶ Queued ─(no reversal pending, room in flight)─▶ Started record
+//!   ─poll_journal─▶ (driver makes it durable) ─handle_journaled─▶ Ready ─poll_transmit─▶ sent
+//!   ─handle_response: valid MAC, 00 ─▶ Finished(Approved) ─durable─▶ Completed(Approved)
+//!   ─handle_response: valid MAC, other ─▶ Finished(Declined) ─durable─▶ Completed(Declined)
+//!   ─timeout / connection lost / bad MAC / undecodable ─▶ Finished(Reverse) ─▶ reversal
+//!        0400, 0401, 0401… with exponential backoff until any 0410 ─▶ ReversalAcked record
+//! ```
+//!
+//! The engine reads no clock and does no I/O: the caller passes `now`, persists the
+//! records from [`ReversalEngine::poll_journal`] (group commit: as many as it likes per
+//! fsync) and reports them with [`ReversalEngine::handle_journaled`], sends what
+//! [`ReversalEngine::poll_transmit`] returns and reports the result with
+//! [`ReversalEngine::handle_response`] or [`ReversalEngine::handle_send_failed`], and calls
+//! [`ReversalEngine::handle_timeout`] at [`ReversalEngine::poll_timeout`].
+//!
+//! Rules (domain §5): nothing is sent before its `Started` record is durable; a response
+//! that comes after its request was declared in doubt is logged and counted
+//! ([`EngineEvent::LateResponse`]) and never cancels the reversal; after
+//! [`EngineConfig::max_reversal_tries`] unanswered attempts on one connection a reversal
+//! stays pending ([`EngineEvent::ReversalDeferred`]) and is tried again on the next
+//! connection ([`ReversalEngine::handle_connected`]), before the next financial request, or
+//! after [`EngineConfig::deferred_retry`]; while a reversal is pending no new financial
+//! request goes out unless [`EngineConfig::block_while_reversal_pending`] is off
+//! (switches send reversals in parallel). After a restart
+//! ([`ReversalEngine::recover`]) every transaction that was started but not finished is a
+//! pending reversal before anything else is sent.
+
+use crate::error::{Result, ReversalError};
+use crate::journal::{Finish, JournalRecord};
+use crate::profile::{mask_pan, ReversalProfile, ReversalReason, TxnInfo};
+use crate::security::{Security, Verify};
+use crate::settlement::{BatchTotals, UploadEntry};
+use bytes::Bytes;
+use isoswitch_codec::{Message, Mti};
+use rust_decimal::Decimal;
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
+use std::time::{Duration, Instant};
+
+/// The engine's id of a transaction (also its journal id).
+pub type TxnId = u64;
+
+/// Identifies one transmission (an original or one reversal attempt).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct TransmitId(pub u64);
+
+/// Configuration of a [`ReversalEngine`].
+#[derive(Debug, Clone)]
+pub struct EngineConfig {
+    /// How long to wait for the response to an original (terminals: 30–60 s).
+    pub response_timeout: Duration,
+    /// How long to wait for a `0410`.
+    pub reversal_timeout: Duration,
+    /// Reversal attempts per connection before it is deferred (POS terminals: 3).
+    pub max_reversal_tries: u32,
+    /// Wait before the first repeat; doubled for each further one.
+    pub backoff_base: Duration,
+    /// The longest wait between repeats.
+    pub backoff_max: Duration,
+    /// Hold new financial requests while a reversal is pending (POS: true; switches
+    /// send reversals in parallel: false).
+    pub block_while_reversal_pending: bool,
+    /// Originals in flight at once (journaling, ready or awaiting a response).
+    pub max_in_flight: usize,
+    /// Retry a deferred reversal after this long even without a new connection.
+    pub deferred_retry: Option<Duration>,
+    /// Keep approved transactions of the open batch (for settlement and batch upload).
+    pub keep_approved: bool,
+}
+
+impl Default for EngineConfig {
+    /// A POS terminal: 30 s timeouts, 3 tries, one transaction at a time, blocking.
+    fn default() -> Self {
+        EngineConfig {
+            response_timeout: Duration::from_secs(30),
+            reversal_timeout: Duration::from_secs(30),
+            max_reversal_tries: 3,
+            backoff_base: Duration::from_secs(1),
+            backoff_max: Duration::from_secs(60),
+            block_while_reversal_pending: true,
+            max_in_flight: 1,
+            deferred_retry: Some(Duration::from_secs(60)),
+            keep_approved: true,
+        }
+    }
+}
+
+impl EngineConfig {
+    /// A switch: 10 s timeouts, reversals in parallel with new traffic, 4096 in flight,
+    /// no batch detail kept.
+    pub fn switch() -> Self {
+        EngineConfig {
+            response_timeout: Duration::from_secs(10),
+            reversal_timeout: Duration::from_secs(10),
+            block_while_reversal_pending: false,
+            max_in_flight: 4096,
+            keep_approved: false,
+            ..EngineConfig::default()
+        }
+    }
+}
+
+/// What one transmission is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TransmitKind {
+    /// The original financial request.
+    Original,
+    /// A reversal: attempt 1 is the `0400`, later ones the `0401` repeats.
+    Reversal {
+        /// 1-based attempt number over the reversal's life.
+        attempt: u32,
+    },
+}
+
+/// A message to send.
+#[derive(Debug, Clone)]
+pub struct Transmit {
+    /// Report the result under this id.
+    pub id: TransmitId,
+    /// The transaction.
+    pub txn: TxnId,
+    /// Original or reversal.
+    pub kind: TransmitKind,
+    /// The sealed bytes (no length header).
+    pub bytes: Bytes,
+    /// How long the engine waits for the response.
+    pub timeout: Duration,
+}
+
+/// How sending failed, in the terms of `isoswitch_net::RequestError`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SendFailure {
+    /// Definitely not sent (`Rejected`).
+    NotSent,
+    /// Sent, no response in time (`Timeout`).
+    Timeout,
+    /// Sent, then the connection dropped (`ConnectionLost`).
+    ConnectionLost,
+}
+
+/// Why an original was not sent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NotSentReason {
+    /// A reversal is pending and could not be delivered.
+    ReversalPending,
+    /// The transport refused it (not connected, queue full…).
+    Rejected,
+    /// It could not be sealed (no MAC key, encoding error).
+    Seal,
+}
+
+/// The result of a submitted transaction, for the caller to show.
+#[derive(Debug, Clone)]
+pub enum Outcome {
+    /// Approved (authentic response, approval code).
+    Approved {
+        /// The response.
+        response: Box<Message>,
+    },
+    /// Declined (authentic response, other code): nothing to reverse.
+    Declined {
+        /// DE 39.
+        code: [u8; 2],
+        /// The response.
+        response: Box<Message>,
+    },
+    /// In doubt: a reversal is pending and will be sent until acknowledged.
+    /// Show "transaction failed, reversed".
+    Reversed {
+        /// Why.
+        reason: ReversalReason,
+    },
+    /// In doubt, but the transaction type is not reversible (inquiry, refund).
+    InDoubt {
+        /// Why.
+        reason: ReversalReason,
+    },
+    /// Not sent: nothing happened at the host.
+    NotSent {
+        /// Why.
+        reason: NotSentReason,
+    },
+}
+
+impl Outcome {
+    /// A short text for a terminal display.
+    pub fn display_text(&self) -> &'static str {
+        match self {
+            Outcome::Approved { .. } => "approved",
+            Outcome::Declined { .. } => "declined",
+            Outcome::Reversed { .. } => "transaction failed, reversed",
+            Outcome::InDoubt { .. } => "transaction status unknown",
+            Outcome::NotSent { .. } => "transaction not sent",
+        }
+    }
+
+    /// Whether the cardholder was charged.
+    pub fn is_approved(&self) -> bool {
+        matches!(self, Outcome::Approved { .. })
+    }
+}
+
+/// What happened, for the caller and for logs.
+#[derive(Debug, Clone)]
+pub enum EngineEvent {
+    /// A submitted transaction has its final outcome (reported once it is durable).
+    Completed {
+        /// The transaction.
+        txn: TxnId,
+        /// The outcome.
+        outcome: Outcome,
+    },
+    /// A reversal was acknowledged by a `0410` (any DE 39).
+    ReversalAcknowledged {
+        /// The transaction.
+        txn: TxnId,
+        /// DE 39 of the `0410`.
+        code: [u8; 2],
+    },
+    /// A reversal got no answer after the configured tries on this connection: it stays
+    /// pending.
+    ReversalDeferred {
+        /// The transaction.
+        txn: TxnId,
+        /// Attempts so far.
+        attempts: u32,
+    },
+    /// After a restart: a started transaction without outcome (or in doubt) is reversed.
+    Recovered {
+        /// The transaction.
+        txn: TxnId,
+        /// Why.
+        reason: ReversalReason,
+    },
+    /// A response that came after its request was declared in doubt (or a repeat): logged
+    /// and counted only; the reversal stands.
+    LateResponse {
+        /// The transaction it answers, if known.
+        txn: Option<TxnId>,
+        /// Its MTI.
+        mti: Mti,
+        /// Its DE 39.
+        code: Option<[u8; 2]>,
+    },
+}
+
+/// Counters of the engine.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct EngineStats {
+    /// Transactions submitted.
+    pub submitted: u64,
+    /// Approved.
+    pub approved: u64,
+    /// Declined.
+    pub declined: u64,
+    /// Declared in doubt.
+    pub in_doubt: u64,
+    /// Reversal messages sent (first and repeats).
+    pub reversals_sent: u64,
+    /// Reversals acknowledged.
+    pub reversals_acked: u64,
+    /// Late responses (after the in-doubt decision).
+    pub late_responses: u64,
+    /// Responses that matched nothing at all.
+    pub unmatched: u64,
+}
+
+#[derive(Debug, Clone)]
+struct Rev {
+    reason: ReversalReason,
+    attempts: u32,
+    tries_conn: u32,
+    ready: bool,
+    deferred: bool,
+    next_at: Option<Instant>,
+    awaiting: Option<(TransmitId, Instant)>,
+}
+
+#[derive(Debug, Clone)]
+enum Phase {
+    Queued,
+    Journaling,
+    Ready,
+    Awaiting { transmit: TransmitId, deadline: Instant },
+    Finishing { outcome: Outcome, approved: bool },
+    Reversing(Rev),
+    Acking { code: [u8; 2] },
+    Done,
+}
+
+#[derive(Debug, Clone, Copy)]
+enum Wait {
+    Started,
+    Finished,
+    Reported(ReversalReason, bool),
+    Acked,
+}
+
+#[derive(Debug)]
+struct Entry {
+    batch: u32,
+    stan: u32,
+    info: TxnInfo,
+    message: Message,
+    reversible: bool,
+    phase: Phase,
+}
+
+/// The sans-IO reversal engine; see the module docs.
+pub struct ReversalEngine<S: Security> {
+    config: EngineConfig,
+    profile: ReversalProfile,
+    security: S,
+    now: Option<Instant>,
+    next_id: u64,
+    next_stan: u32,
+    batch: u32,
+    closed_net: Decimal,
+    entries: BTreeMap<TxnId, Entry>,
+    queue: VecDeque<TxnId>,
+    ready_originals: VecDeque<TxnId>,
+    ready_reversals: VecDeque<TxnId>,
+    transmits: HashMap<TransmitId, (TxnId, TransmitKind)>,
+    next_transmit: u64,
+    timers: BTreeSet<(Instant, TxnId)>,
+    journal_out: VecDeque<JournalRecord>,
+    seq_pushed: u64,
+    seq_durable: u64,
+    waits: BTreeMap<u64, (TxnId, Wait)>,
+    events: VecDeque<EngineEvent>,
+    in_flight: usize,
+    pending_reversals: usize,
+    totals: BatchTotals,
+    stats: EngineStats,
+}
+
+impl<S: Security> std::fmt::Debug for ReversalEngine<S> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ReversalEngine")
+            .field("dialect", &self.profile.dialect.name())
+            .field("batch", &self.batch)
+            .field("entries", &self.entries.len())
+            .field("pending_reversals", &self.pending_reversals)
+            .field("stats", &self.stats)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<S: Security> ReversalEngine<S> {
+    /// A fresh engine (empty journal): STAN 1, batch `batch`.
+    pub fn new(config: EngineConfig, profile: ReversalProfile, security: S, batch: u32) -> Self {
+        ReversalEngine {
+            config,
+            profile,
+            security,
+            now: None,
+            next_id: 1,
+            next_stan: 1,
+            batch,
+            closed_net: Decimal::ZERO,
+            entries: BTreeMap::new(),
+            queue: VecDeque::new(),
+            ready_originals: VecDeque::new(),
+            ready_reversals: VecDeque::new(),
+            transmits: HashMap::new(),
+            next_transmit: 1,
+            timers: BTreeSet::new(),
+            journal_out: VecDeque::new(),
+            seq_pushed: 0,
+            seq_durable: 0,
+            waits: BTreeMap::new(),
+            events: VecDeque::new(),
+            in_flight: 0,
+            pending_reversals: 0,
+            totals: BatchTotals::default(),
+            stats: EngineStats::default(),
+        }
+    }
+
+    /// Rebuilds the engine from the journal's records (in order). Every transaction that
+    /// was started but not finished, or finished in doubt, becomes a pending reversal
+    /// (reported as [`EngineEvent::Recovered`]) and goes out before any new request.
+    /// `batch` is used only when the journal holds no batch.
+    ///
+    /// # Errors
+    /// A `Started` record whose message does not decode in the profile's dialect.
+    pub fn recover(
+        config: EngineConfig,
+        profile: ReversalProfile,
+        security: S,
+        batch: u32,
+        records: impl IntoIterator<Item = JournalRecord>,
+    ) -> Result<Self> {
+        let mut e = ReversalEngine::new(config, profile, security, batch);
+        let mut started: BTreeMap<TxnId, (u32, u32, TxnInfo, Bytes, Option<Finish>)> =
+            BTreeMap::new();
+        let mut seen_batch = false;
+        let mut max_stan = 0u32;
+        for rec in records {
+            match rec {
+                JournalRecord::Counters {
+                    next_id,
+                    next_stan,
+                    batch,
+                    closed_net,
+                } => {
+                    e.next_id = e.next_id.max(next_id);
+                    e.next_stan = next_stan;
+                    e.batch = batch;
+                    e.closed_net = closed_net;
+                    seen_batch = true;
+                }
+                JournalRecord::Started {
+                    id,
+                    batch,
+                    stan,
+                    info,
+                    message,
+                } => {
+                    e.next_id = e.next_id.max(id + 1);
+                    max_stan = max_stan.max(stan);
+                    if !seen_batch {
+                        e.batch = batch;
+                        seen_batch = true;
+                    }
+                    started.insert(id, (batch, stan, info, message, None));
+                }
+                JournalRecord::Finished { id, finish } => {
+                    if let Some(s) = started.get_mut(&id) {
+                        s.4 = Some(finish);
+                    }
+                }
+                JournalRecord::ReversalAcked { id, .. } => {
+                    started.remove(&id);
+                }
+                JournalRecord::BatchClosed {
+                    batch,
+                    next_batch,
+                    net,
+                } => {
+                    started.retain(|_, s| {
+                        !(s.0 == batch
+                            && matches!(
+                                s.4,
+                                Some(Finish::Approved { .. } | Finish::Declined { .. } | Finish::NotSent | Finish::Unknown)
+                            ))
+                    });
+                    e.batch = next_batch;
+                    e.closed_net += net;
+                    seen_batch = true;
+                }
+            }
+        }
+        if max_stan >= e.next_stan {
+            e.next_stan = next_stan_after(max_stan);
+        }
+        for (id, (batch, stan, info, bytes, finish)) in started {
+            let message = Message::decode(&e.profile.dialect, bytes)?;
+            let reversible = e.profile.is_reversible(&message);
+            let phase = match finish {
+                Some(Finish::Approved { .. }) => Phase::Done,
+                Some(Finish::Declined { .. } | Finish::NotSent | Finish::Unknown) => continue,
+                Some(Finish::Reverse { reason }) => Phase::Reversing(new_rev(reason)),
+                None if !reversible => continue,
+                None => Phase::Reversing(new_rev(ReversalReason::Recovered)),
+            };
+            match &phase {
+                Phase::Done => {
+                    if e.config.keep_approved {
+                        e.totals.add(&info);
+                    } else {
+                        continue;
+                    }
+                }
+                Phase::Reversing(r) => {
+                    tracing::warn!(txn = id, stan, pan = %mask_pan(&info.pan), amount = %info.amount, reason = ?r.reason, "recovered: reversal pending");
+                    e.events.push_back(EngineEvent::Recovered {
+                        txn: id,
+                        reason: r.reason,
+                    });
+                    e.pending_reversals += 1;
+                    e.ready_reversals.push_back(id);
+                }
+                _ => {}
+            }
+            e.entries.insert(
+                id,
+                Entry {
+                    batch,
+                    stan,
+                    info,
+                    message,
+                    reversible,
+                    phase,
+                },
+            );
+        }
+        Ok(e)
+    }
+
+    /// The profile.
+    pub fn profile(&self) -> &ReversalProfile {
+        &self.profile
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &EngineConfig {
+        &self.config
+    }
+
+    /// The security hook.
+    pub fn security_mut(&mut self) -> &mut S {
+        &mut self.security
+    }
+
+    /// The current batch.
+    pub fn batch(&self) -> u32 {
+        self.batch
+    }
+
+    /// The STAN the next transaction gets.
+    pub fn next_stan(&self) -> u32 {
+        self.next_stan
+    }
+
+    /// Reversals not yet acknowledged.
+    pub fn pending_reversals(&self) -> usize {
+        self.pending_reversals
+    }
+
+    /// Transactions queued or in flight (not yet finished).
+    pub fn in_flight(&self) -> usize {
+        self.in_flight + self.queue.len()
+    }
+
+    /// Counters.
+    pub fn stats(&self) -> EngineStats {
+        self.stats
+    }
+
+    /// Totals of the open batch: approved transactions, net of reversals.
+    pub fn totals(&self) -> BatchTotals {
+        self.totals
+    }
+
+    /// Net amount (debits − credits) of every closed batch plus the open one.
+    pub fn lifetime_net(&self) -> Decimal {
+        self.closed_net + self.totals.net()
+    }
+
+    /// Submits a financial request (DE 11 and, in `cup-pos`, DE 60 are filled when
+    /// absent). Its outcome comes as [`EngineEvent::Completed`].
+    ///
+    /// # Errors
+    /// Codec errors; [`ReversalError::UnexpectedMessage`] for a message that is not a
+    /// financial/authorization request.
+    pub fn submit(&mut self, now: Instant, mut request: Message) -> Result<TxnId> {
+        self.now = Some(now);
+        let mti = request.mti();
+        if mti.response_mti().is_none()
+            || !matches!(
+                mti.class(),
+                isoswitch_codec::MessageClass::Authorization
+                    | isoswitch_codec::MessageClass::Financial
+            )
+        {
+            return Err(ReversalError::UnexpectedMessage {
+                mti,
+                why: "only authorization and financial requests are submitted",
+            });
+        }
+        request.remove(64);
+        request.remove(128);
+        self.profile.stamp(&mut request, self.next_stan, self.batch)?;
+        let stan = self.profile.stan_of(&request)?;
+        if stan >= self.next_stan {
+            self.next_stan = next_stan_after(stan);
+        }
+        let batch = self.profile.batch_of(&request).unwrap_or(self.batch);
+        let info = self.profile.classify(&request);
+        let reversible = self.profile.is_reversible(&request);
+        let id = self.next_id;
+        self.next_id += 1;
+        self.stats.submitted += 1;
+        tracing::debug!(txn = id, stan, pan = %mask_pan(&info.pan), amount = %info.amount, "submitted");
+        self.entries.insert(
+            id,
+            Entry {
+                batch,
+                stan,
+                info,
+                message: request,
+                reversible,
+                phase: Phase::Queued,
+            },
+        );
+        self.queue.push_back(id);
+        if self.config.block_while_reversal_pending {
+            // POS rule: a pending reversal is tried again before the next transaction.
+            self.retry_deferred(now);
+        }
+        self.pump();
+        Ok(id)
+    }
+
+    /// Asks to reverse an approved transaction the terminal could not complete (DE 39
+    /// `96`, or the given reason).
+    ///
+    /// # Errors
+    /// [`ReversalError::WrongState`] unless the transaction is approved and kept.
+    pub fn reverse(&mut self, now: Instant, txn: TxnId, reason: ReversalReason) -> Result<()> {
+        self.now = Some(now);
+        let Some(e) = self.entries.get_mut(&txn) else {
+            return Err(ReversalError::WrongState {
+                txn,
+                why: "unknown or no longer kept",
+            });
+        };
+        if !matches!(e.phase, Phase::Done) {
+            return Err(ReversalError::WrongState {
+                txn,
+                why: "only an approved transaction can be reversed",
+            });
+        }
+        self.totals.sub(&e.info);
+        e.phase = Phase::Reversing(new_rev(reason));
+        self.pending_reversals += 1;
+        self.push_record(
+            JournalRecord::Finished {
+                id: txn,
+                finish: Finish::Reverse { reason },
+            },
+            None,
+        );
+        self.ready_reversals.push_back(txn);
+        Ok(())
+    }
+
+    /// The next record to make durable (in order). Report with
+    /// [`ReversalEngine::handle_journaled`] once it and all before it are durable.
+    pub fn poll_journal(&mut self) -> Option<JournalRecord> {
+        self.journal_out.pop_front()
+    }
+
+    /// Sequence number of the last record handed out by `poll_journal` + those still
+    /// queued: pass the value returned here *after* draining `poll_journal` to
+    /// `handle_journaled` once that batch is durable.
+    pub fn journal_seq(&self) -> u64 {
+        self.seq_pushed - self.journal_out.len() as u64
+    }
+
+    /// All records up to sequence `upto` (see [`ReversalEngine::journal_seq`]) are durable.
+    pub fn handle_journaled(&mut self, now: Instant, upto: u64) {
+        self.now = Some(now);
+        if upto <= self.seq_durable {
+            return;
+        }
+        self.seq_durable = upto;
+        while let Some((&seq, _)) = self.waits.first_key_value() {
+            if seq > upto {
+                break;
+            }
+            let Some((_, (txn, wait))) = self.waits.pop_first() else {
+                break;
+            };
+            self.on_durable(txn, wait);
+        }
+        self.pump();
+    }
+
+    fn on_durable(&mut self, txn: TxnId, wait: Wait) {
+        match wait {
+            Wait::Started => {
+                if let Some(e) = self.entries.get_mut(&txn) {
+                    if matches!(e.phase, Phase::Journaling) {
+                        e.phase = Phase::Ready;
+                        self.ready_originals.push_back(txn);
+                    }
+                }
+            }
+            Wait::Finished => {
+                let Some(e) = self.entries.get_mut(&txn) else {
+                    return;
+                };
+                let Phase::Finishing { outcome, approved } = &e.phase else {
+                    return;
+                };
+                let outcome = outcome.clone();
+                if *approved && self.config.keep_approved {
+                    self.totals.add(&e.info);
+                    e.phase = Phase::Done;
+                } else {
+                    if *approved {
+                        self.totals.add(&e.info);
+                    }
+                    self.entries.remove(&txn);
+                }
+                self.events.push_back(EngineEvent::Completed { txn, outcome });
+            }
+            Wait::Reported(reason, reversible) => {
+                let outcome = if reversible {
+                    Outcome::Reversed { reason }
+                } else {
+                    Outcome::InDoubt { reason }
+                };
+                self.events.push_back(EngineEvent::Completed { txn, outcome });
+            }
+            Wait::Acked => {
+                if let Some(e) = self.entries.remove(&txn) {
+                    if let Phase::Acking { code } = e.phase {
+                        self.stats.reversals_acked += 1;
+                        self.events
+                            .push_back(EngineEvent::ReversalAcknowledged { txn, code });
+                    }
+                }
+            }
+        }
+    }
+
+    /// The next message to send: pending reversals first, then originals (unless a
+    /// reversal blocks them).
+    pub fn poll_transmit(&mut self) -> Option<Transmit> {
+        let now = self.now?;
+        while let Some(txn) = self.ready_reversals.pop_front() {
+            if let Some(t) = self.send_reversal(now, txn) {
+                return Some(t);
+            }
+        }
+        if self.blocked() {
+            return None;
+        }
+        while let Some(txn) = self.ready_originals.pop_front() {
+            if let Some(t) = self.send_original(now, txn) {
+                return Some(t);
+            }
+        }
+        None
+    }
+
+    fn blocked(&self) -> bool {
+        self.config.block_while_reversal_pending && self.pending_reversals > 0
+    }
+
+    fn new_transmit(&mut self, txn: TxnId, kind: TransmitKind) -> TransmitId {
+        let id = TransmitId(self.next_transmit);
+        self.next_transmit += 1;
+        self.transmits.insert(id, (txn, kind));
+        id
+    }
+
+    fn send_original(&mut self, now: Instant, txn: TxnId) -> Option<Transmit> {
+        let e = self.entries.get_mut(&txn)?;
+        if !matches!(e.phase, Phase::Ready) {
+            return None;
+        }
+        let mut msg = e.message.clone();
+        match self.security.seal(&mut msg) {
+            Ok(bytes) => {
+                let id = TransmitId(self.next_transmit);
+                self.next_transmit += 1;
+                self.transmits.insert(id, (txn, TransmitKind::Original));
+                let deadline = now + self.config.response_timeout;
+                e.phase = Phase::Awaiting {
+                    transmit: id,
+                    deadline,
+                };
+                self.timers.insert((deadline, txn));
+                Some(Transmit {
+                    id,
+                    txn,
+                    kind: TransmitKind::Original,
+                    bytes,
+                    timeout: self.config.response_timeout,
+                })
+            }
+            Err(err) => {
+                tracing::warn!(txn, error = %err, "original cannot be sealed: not sent");
+                self.finish(
+                    txn,
+                    Finish::NotSent,
+                    Outcome::NotSent {
+                        reason: NotSentReason::Seal,
+                    },
+                    false,
+                );
+                None
+            }
+        }
+    }
+
+    fn send_reversal(&mut self, now: Instant, txn: TxnId) -> Option<Transmit> {
+        let e = self.entries.get(&txn)?;
+        let Phase::Reversing(rev) = &e.phase else {
+            return None;
+        };
+        if !rev.ready || rev.deferred || rev.awaiting.is_some() {
+            return None;
+        }
+        let (reason, attempt) = (rev.reason, rev.attempts + 1);
+        let built = self
+            .profile
+            .build_reversal(&e.message, reason)
+            .and_then(|mut m| {
+                if attempt > 1 {
+                    let repeat = m.mti().repeat_mti();
+                    m.set_mti(repeat);
+                }
+                self.security.seal(&mut m)
+            });
+        let id = self.new_transmit(txn, TransmitKind::Reversal { attempt });
+        let deadline = now + self.config.reversal_timeout;
+        let e = self.entries.get_mut(&txn)?;
+        let Phase::Reversing(rev) = &mut e.phase else {
+            return None;
+        };
+        rev.ready = false;
+        rev.attempts = attempt;
+        rev.tries_conn += 1;
+        match built {
+            Ok(bytes) => {
+                rev.awaiting = Some((id, deadline));
+                self.timers.insert((deadline, txn));
+                self.stats.reversals_sent += 1;
+                tracing::info!(txn, stan = e.stan, attempt, ?reason, "reversal sent");
+                Some(Transmit {
+                    id,
+                    txn,
+                    kind: TransmitKind::Reversal { attempt },
+                    bytes,
+                    timeout: self.config.reversal_timeout,
+                })
+            }
+            Err(err) => {
+                tracing::warn!(txn, error = %err, "reversal cannot be built or sealed");
+                self.transmits.remove(&id);
+                self.reversal_attempt_failed(now, txn);
+                None
+            }
+        }
+    }
+
+    /// Handles the response to transmission `transmit` (its exact bytes).
+    pub fn handle_response(&mut self, now: Instant, transmit: TransmitId, bytes: Bytes) {
+        self.now = Some(now);
+        let Some((txn, kind)) = self.transmits.remove(&transmit) else {
+            self.handle_late(now, bytes);
+            return;
+        };
+        match kind {
+            TransmitKind::Original => self.original_response(now, txn, transmit, bytes),
+            TransmitKind::Reversal { .. } => self.reversal_response(now, txn, transmit, bytes),
+        }
+        self.pump();
+    }
+
+    fn awaiting_original(&self, txn: TxnId, transmit: TransmitId) -> bool {
+        matches!(self.entries.get(&txn).map(|e| &e.phase), Some(Phase::Awaiting { transmit: t, .. }) if *t == transmit)
+    }
+
+    fn original_response(&mut self, now: Instant, txn: TxnId, transmit: TransmitId, bytes: Bytes) {
+        if !self.awaiting_original(txn, transmit) {
+            self.handle_late(now, bytes);
+            return;
+        }
+        let checked = self.security.verify(&bytes);
+        let Some(e) = self.entries.get(&txn) else {
+            return;
+        };
+        let expected = e.message.mti().response_mti();
+        match checked {
+            Ok(msg)
+                if Some(msg.mti()) == expected
+                    && self.profile.stan_of(&msg).ok() == Some(e.stan) =>
+            {
+                let code = self.profile.response_code(&msg).unwrap_or(*b"  ");
+                self.clear_timer(txn);
+                if self.profile.is_approval(code) {
+                    self.stats.approved += 1;
+                    self.finish(
+                        txn,
+                        Finish::Approved { code },
+                        Outcome::Approved {
+                            response: Box::new(msg),
+                        },
+                        true,
+                    );
+                } else {
+                    self.stats.declined += 1;
+                    self.finish(
+                        txn,
+                        Finish::Declined { code },
+                        Outcome::Declined {
+                            code,
+                            response: Box::new(msg),
+                        },
+                        false,
+                    );
+                }
+            }
+            Ok(msg) => {
+                tracing::warn!(txn, mti = %msg.mti(), "response does not answer the request: in doubt");
+                self.in_doubt(now, txn, ReversalReason::Undecodable);
+            }
+            Err(Verify::BadMac) => self.in_doubt(now, txn, ReversalReason::MacFailure),
+            Err(Verify::Undecodable) => self.in_doubt(now, txn, ReversalReason::Undecodable),
+        }
+    }
+
+    fn reversal_response(&mut self, now: Instant, txn: TxnId, transmit: TransmitId, bytes: Bytes) {
+        let awaiting = matches!(
+            self.entries.get(&txn).map(|e| &e.phase),
+            Some(Phase::Reversing(Rev { awaiting: Some((t, _)), .. })) if *t == transmit
+        );
+        if !awaiting {
+            self.handle_late(now, bytes);
+            return;
+        }
+        match self.security.verify(&bytes) {
+            Ok(msg) if self.is_reversal_answer(txn, &msg) => self.acknowledge(txn, &msg),
+            other => {
+                tracing::warn!(txn, answer = ?other.as_ref().map(|m| m.mti()).err(), "reversal answer not accepted: will repeat");
+                self.clear_timer(txn);
+                self.reversal_attempt_failed(now, txn);
+            }
+        }
+    }
+
+    fn is_reversal_answer(&self, txn: TxnId, msg: &Message) -> bool {
+        let Some(e) = self.entries.get(&txn) else {
+            return false;
+        };
+        let expect = self.profile.reversal_mti.response_mti();
+        Some(msg.mti()) == expect && self.profile.stan_of(msg).ok() == Some(e.stan)
+    }
+
+    fn acknowledge(&mut self, txn: TxnId, msg: &Message) {
+        let code = self.profile.response_code(msg).unwrap_or(*b"  ");
+        self.clear_timer(txn);
+        let Some(e) = self.entries.get_mut(&txn) else {
+            return;
+        };
+        if !matches!(e.phase, Phase::Reversing(_)) {
+            return;
+        }
+        tracing::info!(txn, stan = e.stan, code = %String::from_utf8_lossy(&code), "reversal acknowledged");
+        e.phase = Phase::Acking { code };
+        self.pending_reversals = self.pending_reversals.saturating_sub(1);
+        self.push_record(JournalRecord::ReversalAcked { id: txn, code }, Some((txn, Wait::Acked)));
+    }
+
+    /// Reports that transmission `transmit` failed.
+    pub fn handle_send_failed(&mut self, now: Instant, transmit: TransmitId, failure: SendFailure) {
+        self.now = Some(now);
+        let Some((txn, kind)) = self.transmits.remove(&transmit) else {
+            return;
+        };
+        match kind {
+            TransmitKind::Original => {
+                if !self.awaiting_original(txn, transmit) {
+                    return;
+                }
+                self.clear_timer(txn);
+                match failure {
+                    SendFailure::NotSent => self.finish(
+                        txn,
+                        Finish::NotSent,
+                        Outcome::NotSent {
+                            reason: NotSentReason::Rejected,
+                        },
+                        false,
+                    ),
+                    SendFailure::Timeout | SendFailure::ConnectionLost => {
+                        self.in_doubt(now, txn, ReversalReason::NoResponse)
+                    }
+                }
+            }
+            TransmitKind::Reversal { .. } => {
+                let awaiting = matches!(
+                    self.entries.get(&txn).map(|e| &e.phase),
+                    Some(Phase::Reversing(Rev { awaiting: Some((t, _)), .. })) if *t == transmit
+                );
+                if awaiting {
+                    self.clear_timer(txn);
+                    self.reversal_attempt_failed(now, txn);
+                }
+            }
+        }
+        self.pump();
+    }
+
+    /// A response that came outside any pending exchange (for example from the client's
+    /// unmatched handler): a late answer is logged and counted; a `0410` still acknowledges
+    /// a pending reversal.
+    pub fn handle_late(&mut self, now: Instant, bytes: Bytes) {
+        self.now = Some(now);
+        let Ok(msg) = self.security.verify(&bytes) else {
+            self.stats.unmatched += 1;
+            tracing::info!("unmatched response that does not verify: dropped");
+            return;
+        };
+        let stan = self.profile.stan_of(&msg).ok();
+        let terminal = msg.get(41);
+        let txn = self
+            .entries
+            .iter()
+            .find(|(_, e)| Some(e.stan) == stan && e.message.get(41) == terminal)
+            .map(|(&id, _)| id);
+        let code = self.profile.response_code(&msg);
+        if let Some(t) = txn {
+            if self.is_reversal_answer(t, &msg)
+                && matches!(self.entries.get(&t).map(|e| &e.phase), Some(Phase::Reversing(_)))
+            {
+                self.acknowledge(t, &msg);
+                self.pump();
+                return;
+            }
+        }
+        self.stats.late_responses += 1;
+        tracing::warn!(txn = ?txn, mti = %msg.mti(), stan = ?stan, code = ?code.map(|c| String::from_utf8_lossy(&c).into_owned()), "late response: logged only, the reversal stands");
+        self.events.push_back(EngineEvent::LateResponse {
+            txn,
+            mti: msg.mti(),
+            code,
+        });
+    }
+
+    /// A new connection is up: deferred reversals get a fresh set of tries.
+    pub fn handle_connected(&mut self, now: Instant) {
+        self.now = Some(now);
+        self.retry_deferred(now);
+        self.pump();
+    }
+
+    fn retry_deferred(&mut self, _now: Instant) {
+        let mut woken = Vec::new();
+        for (&id, e) in self.entries.iter_mut() {
+            if let Phase::Reversing(rev) = &mut e.phase {
+                rev.tries_conn = 0;
+                if rev.deferred {
+                    rev.deferred = false;
+                    rev.ready = true;
+                    if let Some(at) = rev.next_at.take() {
+                        woken.push((id, Some(at)));
+                    } else {
+                        woken.push((id, None));
+                    }
+                }
+            }
+        }
+        for (id, at) in woken {
+            if let Some(at) = at {
+                self.timers.remove(&(at, id));
+            }
+            self.ready_reversals.push_back(id);
+        }
+    }
+
+    /// When to call [`ReversalEngine::handle_timeout`] next.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        self.timers.first().map(|&(t, _)| t)
+    }
+
+    /// Advances time: response deadlines, reversal deadlines, backoffs.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        self.now = Some(now);
+        while let Some(&(t, txn)) = self.timers.first() {
+            if t > now {
+                break;
+            }
+            self.timers.pop_first();
+            let Some(e) = self.entries.get_mut(&txn) else {
+                continue;
+            };
+            match &mut e.phase {
+                Phase::Awaiting { deadline, transmit } if *deadline == t => {
+                    let transmit = *transmit;
+                    self.transmits.remove(&transmit);
+                    tracing::warn!(txn, stan = e.stan, "no response in time: in doubt");
+                    self.in_doubt(now, txn, ReversalReason::NoResponse);
+                }
+                Phase::Reversing(rev) => {
+                    if let Some((tid, deadline)) = rev.awaiting {
+                        if deadline == t {
+                            self.transmits.remove(&tid);
+                            self.reversal_attempt_failed(now, txn);
+                            continue;
+                        }
+                    }
+                    if rev.next_at == Some(t) {
+                        rev.next_at = None;
+                        if rev.deferred {
+                            rev.deferred = false;
+                            rev.tries_conn = 0;
+                        }
+                        rev.ready = true;
+                        self.ready_reversals.push_back(txn);
+                    }
+                }
+                _ => {}
+            }
+        }
+        self.pump();
+    }
+
+    /// Pops the next event.
+    pub fn poll_event(&mut self) -> Option<EngineEvent> {
+        self.events.pop_front()
+    }
+
+    /// The live state as records, for [`crate::journal::Journal::compact`]; take it
+    /// right after draining [`ReversalEngine::poll_journal`].
+    pub fn snapshot(&self) -> Vec<JournalRecord> {
+        let mut out = vec![JournalRecord::Counters {
+            next_id: self.next_id,
+            next_stan: self.next_stan,
+            batch: self.batch,
+            closed_net: self.closed_net,
+        }];
+        for (&id, e) in &self.entries {
+            let finish = match &e.phase {
+                Phase::Queued => continue,
+                Phase::Journaling | Phase::Ready | Phase::Awaiting { .. } => None,
+                Phase::Finishing { approved: true, outcome } => Some(Finish::Approved {
+                    code: match outcome {
+                        Outcome::Approved { response } => {
+                            self.profile.response_code(response).unwrap_or(*b"00")
+                        }
+                        _ => *b"00",
+                    },
+                }),
+                Phase::Finishing { .. } | Phase::Acking { .. } => continue,
+                Phase::Done => Some(Finish::Approved { code: *b"00" }),
+                Phase::Reversing(rev) => Some(Finish::Reverse { reason: rev.reason }),
+            };
+            let mut bytes = match e.message.to_bytes() {
+                Ok(b) => b,
+                Err(err) => {
+                    tracing::error!(txn = id, error = %err, "cannot re-encode for compaction");
+                    continue;
+                }
+            };
+            if bytes.is_empty() {
+                bytes = Bytes::new();
+            }
+            out.push(JournalRecord::Started {
+                id,
+                batch: e.batch,
+                stan: e.stan,
+                info: e.info.clone(),
+                message: bytes,
+            });
+            if let Some(finish) = finish {
+                out.push(JournalRecord::Finished { id, finish });
+            }
+        }
+        out
+    }
+
+    /// What settlement needs: the open batch's totals and one upload entry per approved
+    /// transaction.
+    ///
+    /// # Errors
+    /// [`ReversalError::Settlement`] while reversals are pending or requests in flight.
+    pub fn settlement_data(&self) -> Result<(BatchTotals, Vec<UploadEntry>)> {
+        if self.pending_reversals > 0 {
+            return Err(ReversalError::Settlement {
+                why: "reversals are pending",
+            });
+        }
+        if self.in_flight > 0 || !self.queue.is_empty() {
+            return Err(ReversalError::Settlement {
+                why: "transactions are in flight",
+            });
+        }
+        let entries = self
+            .entries
+            .values()
+            .filter(|e| matches!(e.phase, Phase::Done) && e.info.kind != crate::profile::TxnKind::None)
+            .map(|e| UploadEntry {
+                foreign: e.info.foreign,
+                stan: e.stan,
+                pan: e.info.pan.clone(),
+                amount: e.info.amount,
+                kind: e.info.kind,
+            })
+            .collect();
+        Ok((self.totals, entries))
+    }
+
+    /// Closes the open batch after a successful settlement and sign-off: journals
+    /// `BatchClosed`, drops its approved transactions and moves to `next_batch`.
+    ///
+    /// # Errors
+    /// As [`ReversalEngine::settlement_data`].
+    pub fn close_batch(&mut self, next_batch: u32) -> Result<()> {
+        self.settlement_data()?;
+        let net = self.totals.net();
+        let batch = self.batch;
+        self.entries
+            .retain(|_, e| !(matches!(e.phase, Phase::Done) && e.batch == batch));
+        self.push_record(
+            JournalRecord::BatchClosed {
+                batch,
+                next_batch,
+                net,
+            },
+            None,
+        );
+        tracing::info!(batch, next_batch, %net, "batch closed");
+        self.closed_net += net;
+        self.totals = BatchTotals::default();
+        self.batch = next_batch;
+        Ok(())
+    }
+
+    fn push_record(&mut self, rec: JournalRecord, wait: Option<(TxnId, Wait)>) {
+        self.seq_pushed += 1;
+        self.journal_out.push_back(rec);
+        if let Some(w) = wait {
+            self.waits.insert(self.seq_pushed, w);
+        }
+    }
+
+    fn clear_timer(&mut self, txn: TxnId) {
+        let Some(e) = self.entries.get(&txn) else {
+            return;
+        };
+        match &e.phase {
+            Phase::Awaiting { deadline, .. } => {
+                self.timers.remove(&(*deadline, txn));
+            }
+            Phase::Reversing(rev) => {
+                if let Some((_, d)) = rev.awaiting {
+                    self.timers.remove(&(d, txn));
+                }
+                if let Some(d) = rev.next_at {
+                    self.timers.remove(&(d, txn));
+                }
+            }
+            _ => {}
+        }
+        if let Some(Phase::Reversing(rev)) = self.entries.get_mut(&txn).map(|e| &mut e.phase) {
+            rev.awaiting = None;
+            rev.next_at = None;
+        }
+    }
+
+    fn finish(&mut self, txn: TxnId, finish: Finish, outcome: Outcome, approved: bool) {
+        let Some(e) = self.entries.get_mut(&txn) else {
+            return;
+        };
+        if matches!(e.phase, Phase::Journaling | Phase::Ready | Phase::Awaiting { .. }) {
+            self.in_flight = self.in_flight.saturating_sub(1);
+        }
+        e.phase = Phase::Finishing { outcome, approved };
+        self.push_record(
+            JournalRecord::Finished { id: txn, finish },
+            Some((txn, Wait::Finished)),
+        );
+    }
+
+    fn in_doubt(&mut self, _now: Instant, txn: TxnId, reason: ReversalReason) {
+        let Some(e) = self.entries.get_mut(&txn) else {
+            return;
+        };
+        if matches!(e.phase, Phase::Journaling | Phase::Ready | Phase::Awaiting { .. }) {
+            self.in_flight = self.in_flight.saturating_sub(1);
+        }
+        self.stats.in_doubt += 1;
+        let reversible = e.reversible;
+        tracing::warn!(txn, stan = e.stan, pan = %mask_pan(&e.info.pan), amount = %e.info.amount, ?reason, reversible, "in doubt");
+        if !reversible {
+            e.phase = Phase::Finishing {
+                outcome: Outcome::InDoubt { reason },
+                approved: false,
+            };
+            self.push_record(
+                JournalRecord::Finished {
+                    id: txn,
+                    finish: Finish::Unknown,
+                },
+                Some((txn, Wait::Finished)),
+            );
+            return;
+        }
+        e.phase = Phase::Reversing(new_rev(reason));
+        self.pending_reversals += 1;
+        self.push_record(
+            JournalRecord::Finished {
+                id: txn,
+                finish: Finish::Reverse { reason },
+            },
+            Some((txn, Wait::Reported(reason, true))),
+        );
+        self.ready_reversals.push_back(txn);
+    }
+
+    fn reversal_attempt_failed(&mut self, now: Instant, txn: TxnId) {
+        let max = self.config.max_reversal_tries.max(1);
+        let (base, cap, deferred_retry) = (
+            self.config.backoff_base,
+            self.config.backoff_max,
+            self.config.deferred_retry,
+        );
+        let Some(e) = self.entries.get_mut(&txn) else {
+            return;
+        };
+        let Phase::Reversing(rev) = &mut e.phase else {
+            return;
+        };
+        rev.awaiting = None;
+        rev.ready = false;
+        if rev.tries_conn >= max {
+            rev.deferred = true;
+            let attempts = rev.attempts;
+            rev.next_at = deferred_retry.map(|d| now + d);
+            if let Some(at) = rev.next_at {
+                self.timers.insert((at, txn));
+            }
+            tracing::warn!(txn, stan = e.stan, attempts, "reversal deferred to the next connection");
+            self.events
+                .push_back(EngineEvent::ReversalDeferred { txn, attempts });
+        } else {
+            let exp = rev.attempts.saturating_sub(1).min(20);
+            let wait = base.saturating_mul(1u32 << exp).min(cap);
+            let at = now + wait;
+            rev.next_at = Some(at);
+            self.timers.insert((at, txn));
+        }
+    }
+
+    /// Admits queued transactions (journals their `Started` record) when allowed, and
+    /// fails them when every pending reversal is deferred.
+    fn pump(&mut self) {
+        while let Some(&txn) = self.queue.front() {
+            if self.blocked() {
+                let all_deferred = self.entries.values().all(|e| match &e.phase {
+                    Phase::Reversing(r) => r.deferred,
+                    _ => true,
+                });
+                if all_deferred {
+                    self.queue.pop_front();
+                    tracing::warn!(txn, "not sent: a reversal is pending and undeliverable");
+                    self.entries.remove(&txn);
+                    self.events.push_back(EngineEvent::Completed {
+                        txn,
+                        outcome: Outcome::NotSent {
+                            reason: NotSentReason::ReversalPending,
+                        },
+                    });
+                    continue;
+                }
+                break;
+            }
+            if self.in_flight >= self.config.max_in_flight.max(1) {
+                break;
+            }
+            self.queue.pop_front();
+            let Some(e) = self.entries.get_mut(&txn) else {
+                continue;
+            };
+            let message = match e.message.to_bytes() {
+                Ok(b) => b,
+                Err(err) => {
+                    tracing::warn!(txn, error = %err, "cannot encode: not sent");
+                    self.entries.remove(&txn);
+                    self.events.push_back(EngineEvent::Completed {
+                        txn,
+                        outcome: Outcome::NotSent {
+                            reason: NotSentReason::Seal,
+                        },
+                    });
+                    continue;
+                }
+            };
+            e.phase = Phase::Journaling;
+            self.in_flight += 1;
+            let rec = JournalRecord::Started {
+                id: txn,
+                batch: e.batch,
+                stan: e.stan,
+                info: e.info.clone(),
+                message,
+            };
+            self.push_record(rec, Some((txn, Wait::Started)));
+        }
+    }
+}
+
+fn new_rev(reason: ReversalReason) -> Rev {
+    Rev {
+        reason,
+        attempts: 0,
+        tries_conn: 0,
+        ready: true,
+        deferred: false,
+        next_at: None,
+        awaiting: None,
+    }
+}
+
+fn next_stan_after(stan: u32) -> u32 {
+    if stan >= 999_999 {
+        1
+    } else {
+        stan + 1
+    }
+}

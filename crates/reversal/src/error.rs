@@ -1,0 +1,114 @@
+//! [`ReversalError`], the crate's one error type.
+
+use std::path::PathBuf;
+
+/// Everything that can go wrong in the journal, the stores, the engine, the host
+/// handler and settlement.
+#[derive(Debug, thiserror::Error)]
+pub enum ReversalError {
+    /// An operating-system I/O error on a journal or store file.
+    #[error("{op} {path}: {source}")]
+    Io {
+        /// What was being done (`open`, `append`, `fsync`, `rename`…).
+        op: &'static str,
+        /// The file.
+        path: PathBuf,
+        /// The underlying error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The file does not start with the expected magic bytes: not a journal of this
+    /// version (never truncated or overwritten).
+    #[error("{path} is not a journal of this format (bad magic)")]
+    BadMagic {
+        /// The file.
+        path: PathBuf,
+    },
+    /// A record to write is larger than [`crate::record::MAX_RECORD_LEN`].
+    #[error("record of {len} bytes exceeds the maximum of {max}")]
+    RecordTooLarge {
+        /// The payload length.
+        len: usize,
+        /// The maximum.
+        max: usize,
+    },
+    /// A record whose length and CRC are valid but whose content does not parse
+    /// (another version, or a bug): reported, never truncated away.
+    #[error("bad record at byte {offset}: {what}")]
+    BadRecord {
+        /// Byte offset of the record in its file (0 when not read from a file).
+        offset: u64,
+        /// What was wrong.
+        what: &'static str,
+    },
+    /// A message could not be built, encoded or decoded.
+    #[error("codec: {0}")]
+    Codec(#[from] isoswitch_codec::CodecError),
+    /// Sealing (MAC) or a session-layer check failed.
+    #[error("session: {0}")]
+    Session(#[from] isoswitch_session::SessionError),
+    /// A field the operation needs is absent.
+    #[error("field {field} ({what}) is missing")]
+    MissingField {
+        /// The field number.
+        field: u8,
+        /// What it should hold.
+        what: &'static str,
+    },
+    /// A field holds a value the operation cannot use.
+    #[error("field {field} ({what}) has a bad value")]
+    BadField {
+        /// The field number.
+        field: u8,
+        /// What it should hold.
+        what: &'static str,
+    },
+    /// No reversal profile exists for this dialect name.
+    #[error("no reversal profile for dialect {name}")]
+    UnknownDialect {
+        /// The name asked for.
+        name: String,
+    },
+    /// The operation does not apply to this transaction in its current state.
+    #[error("transaction {txn}: {why}")]
+    WrongState {
+        /// The engine's transaction id.
+        txn: u64,
+        /// Why not.
+        why: &'static str,
+    },
+    /// The message is of a type this operation does not handle.
+    #[error("message {mti}: {why}")]
+    UnexpectedMessage {
+        /// Its MTI.
+        mti: isoswitch_codec::Mti,
+        /// Why it is unexpected.
+        why: &'static str,
+    },
+    /// Settlement cannot start or go on.
+    #[error("settlement: {why}")]
+    Settlement {
+        /// Why.
+        why: &'static str,
+    },
+    /// The driver task is gone (shut down or failed).
+    #[error("the reversal driver has stopped")]
+    DriverStopped,
+}
+
+/// Shorthand for results of this crate.
+pub type Result<T, E = ReversalError> = std::result::Result<T, E>;
+
+impl ReversalError {
+    pub(crate) fn io(op: &'static str, path: &std::path::Path, source: std::io::Error) -> Self {
+        ReversalError::Io {
+            op,
+            path: path.to_path_buf(),
+            source,
+        }
+    }
+
+    pub(crate) fn bad(what: &'static str) -> Self {
+        ReversalError::BadRecord { offset: 0, what }
+    }
+}

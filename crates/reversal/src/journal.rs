@@ -1,0 +1,630 @@
+//! The terminal's write-ahead journal: [`JournalRecord`]s behind the [`Journal`] trait,
+//! the durable [`FileJournal`], the [`MemoryJournal`] for tests, and [`GroupCommit`],
+//! which lets concurrent writers share one fsync.
+//!
+//! The engine never touches a journal itself: it hands out records
+//! ([`crate::engine::ReversalEngine::poll_journal`]) and is told when they are durable
+//! ([`crate::engine::ReversalEngine::handle_journaled`]); nothing is sent before the
+//! `Started` record of its transaction is durable.
+
+use crate::error::{Result, ReversalError};
+use crate::profile::{ReversalReason, TxnInfo, TxnKind};
+use crate::record::{self, Reader, RecordFile, Torn, Writer};
+use bytes::Bytes;
+use rust_decimal::Decimal;
+use std::path::Path;
+use std::sync::{mpsc, Arc, Mutex};
+
+/// How a transaction ended, as journaled.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Finish {
+    /// Approved by the host (DE 39 `00`, or another approval code).
+    Approved {
+        /// DE 39.
+        code: [u8; 2],
+    },
+    /// Declined by the host: nothing to reverse.
+    Declined {
+        /// DE 39.
+        code: [u8; 2],
+    },
+    /// Definitely not sent (the client rejected it, or it could not be sealed).
+    NotSent,
+    /// In doubt but not reversible (inquiry, refund): nothing more to do.
+    Unknown,
+    /// In doubt, or an approved transaction the terminal could not complete: a
+    /// reversal is pending until acknowledged.
+    Reverse {
+        /// Why.
+        reason: ReversalReason,
+    },
+}
+
+/// One journal record.
+#[derive(Debug, Clone, PartialEq)]
+pub enum JournalRecord {
+    /// Counter snapshot (first record after a compaction).
+    Counters {
+        /// Next transaction id.
+        next_id: u64,
+        /// Next STAN.
+        next_stan: u32,
+        /// Current batch.
+        batch: u32,
+        /// Net amount of every batch closed so far (debits − credits).
+        closed_net: Decimal,
+    },
+    /// Written durably before the original is sent.
+    Started {
+        /// Transaction id.
+        id: u64,
+        /// Batch (cup-pos DE 60.2; the engine's batch otherwise).
+        batch: u32,
+        /// DE 11.
+        stan: u32,
+        /// What the transaction does to the cardholder.
+        info: TxnInfo,
+        /// The original, encoded without MAC.
+        message: Bytes,
+    },
+    /// The transaction's outcome (a later one for the same id replaces an earlier one).
+    Finished {
+        /// Transaction id.
+        id: u64,
+        /// The outcome.
+        finish: Finish,
+    },
+    /// Its reversal was acknowledged by a `0410` (any DE 39).
+    ReversalAcked {
+        /// Transaction id.
+        id: u64,
+        /// DE 39 of the `0410`.
+        code: [u8; 2],
+    },
+    /// A batch was settled and closed (after sign-off).
+    BatchClosed {
+        /// The closed batch.
+        batch: u32,
+        /// The new batch.
+        next_batch: u32,
+        /// Its net amount (debits − credits).
+        net: Decimal,
+    },
+}
+
+const T_COUNTERS: u8 = 1;
+const T_STARTED: u8 = 2;
+const T_FINISHED: u8 = 3;
+const T_ACKED: u8 = 4;
+const T_CLOSED: u8 = 5;
+
+impl JournalRecord {
+    /// Appends the payload encoding to `out`.
+    pub fn encode(&self, out: &mut Vec<u8>) {
+        let mut w = Writer::new(out);
+        match self {
+            JournalRecord::Counters {
+                next_id,
+                next_stan,
+                batch,
+                closed_net,
+            } => {
+                w.u8(T_COUNTERS)
+                    .u64(*next_id)
+                    .u32(*next_stan)
+                    .u32(*batch)
+                    .decimal(*closed_net);
+            }
+            JournalRecord::Started {
+                id,
+                batch,
+                stan,
+                info,
+                message,
+            } => {
+                w.u8(T_STARTED)
+                    .u64(*id)
+                    .u32(*batch)
+                    .u32(*stan)
+                    .u8(info.kind.to_u8())
+                    .u8(u8::from(info.foreign))
+                    .u8(info.txn_type)
+                    .decimal(info.amount)
+                    .str(&info.pan)
+                    .bytes(message);
+            }
+            JournalRecord::Finished { id, finish } => {
+                w.u8(T_FINISHED).u64(*id);
+                match finish {
+                    Finish::Approved { code } => w.u8(1).u8(code[0]).u8(code[1]),
+                    Finish::Declined { code } => w.u8(2).u8(code[0]).u8(code[1]),
+                    Finish::NotSent => w.u8(3).u8(0).u8(0),
+                    Finish::Unknown => w.u8(5).u8(0).u8(0),
+                    Finish::Reverse { reason } => w.u8(4).u8(reason.to_u8()).u8(0),
+                };
+            }
+            JournalRecord::ReversalAcked { id, code } => {
+                w.u8(T_ACKED).u64(*id).u8(code[0]).u8(code[1]);
+            }
+            JournalRecord::BatchClosed {
+                batch,
+                next_batch,
+                net,
+            } => {
+                w.u8(T_CLOSED).u32(*batch).u32(*next_batch).decimal(*net);
+            }
+        }
+    }
+
+    /// Parses a payload written by [`JournalRecord::encode`].
+    ///
+    /// # Errors
+    /// [`ReversalError::BadRecord`] for anything else (never panics).
+    pub fn decode(payload: &[u8]) -> Result<JournalRecord> {
+        let mut r = Reader::new(payload);
+        let rec = match r.u8()? {
+            T_COUNTERS => JournalRecord::Counters {
+                next_id: r.u64()?,
+                next_stan: r.u32()?,
+                batch: r.u32()?,
+                closed_net: r.decimal()?,
+            },
+            T_STARTED => {
+                let id = r.u64()?;
+                let batch = r.u32()?;
+                let stan = r.u32()?;
+                let kind = TxnKind::from_u8(r.u8()?)?;
+                let foreign = r.u8()? != 0;
+                let txn_type = r.u8()?;
+                let amount = r.decimal()?;
+                let pan = r.str()?.to_string();
+                let message = Bytes::copy_from_slice(r.bytes()?);
+                JournalRecord::Started {
+                    id,
+                    batch,
+                    stan,
+                    info: TxnInfo {
+                        kind,
+                        foreign,
+                        txn_type,
+                        amount,
+                        pan,
+                    },
+                    message,
+                }
+            }
+            T_FINISHED => {
+                let id = r.u64()?;
+                let tag = r.u8()?;
+                let a = r.u8()?;
+                let b = r.u8()?;
+                let finish = match tag {
+                    1 => Finish::Approved { code: [a, b] },
+                    2 => Finish::Declined { code: [a, b] },
+                    3 => Finish::NotSent,
+                    5 => Finish::Unknown,
+                    4 => Finish::Reverse {
+                        reason: ReversalReason::from_u8(a)?,
+                    },
+                    _ => return Err(ReversalError::bad("unknown outcome")),
+                };
+                JournalRecord::Finished { id, finish }
+            }
+            T_ACKED => JournalRecord::ReversalAcked {
+                id: r.u64()?,
+                code: [r.u8()?, r.u8()?],
+            },
+            T_CLOSED => JournalRecord::BatchClosed {
+                batch: r.u32()?,
+                next_batch: r.u32()?,
+                net: r.decimal()?,
+            },
+            _ => return Err(ReversalError::bad("unknown record type")),
+        };
+        r.finish()?;
+        Ok(rec)
+    }
+}
+
+/// Parses a whole journal image (magic + framed records) the way recovery does: the
+/// valid records, where they end and why reading stopped. Never panics; used by the
+/// fuzz target.
+///
+/// # Errors
+/// [`ReversalError::BadMagic`], or [`ReversalError::BadRecord`] for a CRC-valid record
+/// that does not parse.
+pub fn parse_image(image: &[u8]) -> Result<(Vec<JournalRecord>, Option<Torn>)> {
+    let body = match image.strip_prefix(&record::MAGIC[..]) {
+        Some(b) => b,
+        None if image.is_empty() => return Ok((Vec::new(), None)),
+        None => {
+            return Err(ReversalError::BadMagic {
+                path: std::path::PathBuf::from("<image>"),
+            })
+        }
+    };
+    let mut out = Vec::new();
+    let mut it = record::RecordIter::new(body);
+    let mut torn = None;
+    for item in it.by_ref() {
+        match item {
+            Ok(p) => out.push(JournalRecord::decode(p)?),
+            Err(t) => torn = Some(t),
+        }
+    }
+    Ok((out, torn))
+}
+
+/// Storage for journal records. Implementations must make `append`ed records durable
+/// before returning `Ok`, and keep them in order.
+pub trait Journal: Send + 'static {
+    /// The records found when the journal was opened (recovery input), taken once.
+    ///
+    /// # Errors
+    /// Implementation-specific.
+    fn load(&mut self) -> Result<Vec<JournalRecord>>;
+    /// Appends `records` durably (one fsync for all of them).
+    ///
+    /// # Errors
+    /// I/O errors: the records are then not durable.
+    fn append(&mut self, records: &[JournalRecord]) -> Result<()>;
+    /// Replaces the content with `live` (the engine's
+    /// [`snapshot`](crate::engine::ReversalEngine::snapshot)), atomically.
+    ///
+    /// # Errors
+    /// I/O errors: the old content is then still in place.
+    fn compact(&mut self, live: &[JournalRecord]) -> Result<()>;
+    /// Bytes written since the last compaction (drivers compact past a threshold).
+    fn size(&self) -> u64 {
+        0
+    }
+}
+
+impl<J: Journal + ?Sized> Journal for Box<J> {
+    fn load(&mut self) -> Result<Vec<JournalRecord>> {
+        (**self).load()
+    }
+    fn append(&mut self, records: &[JournalRecord]) -> Result<()> {
+        (**self).append(records)
+    }
+    fn compact(&mut self, live: &[JournalRecord]) -> Result<()> {
+        (**self).compact(live)
+    }
+    fn size(&self) -> u64 {
+        (**self).size()
+    }
+}
+
+/// The durable journal: one append-only file of CRC-framed records (see
+/// [`crate::record`]), `fdatasync` after each append, torn-tail truncation on open,
+/// compaction by atomic rewrite.
+#[derive(Debug)]
+pub struct FileJournal {
+    file: RecordFile,
+    loaded: Option<Vec<JournalRecord>>,
+    torn: Option<Torn>,
+}
+
+impl FileJournal {
+    /// Opens or creates the journal at `path` and reads it (recovery).
+    ///
+    /// # Errors
+    /// I/O errors, a bad magic, a CRC-valid record that does not parse.
+    pub fn open(path: impl AsRef<Path>) -> Result<FileJournal> {
+        let mut records = Vec::new();
+        let (file, torn) = RecordFile::open(path, |_, p| {
+            records.push(JournalRecord::decode(p)?);
+            Ok(())
+        })?;
+        Ok(FileJournal {
+            file,
+            loaded: Some(records),
+            torn,
+        })
+    }
+
+    /// The torn tail that was truncated on open, if any.
+    pub fn torn_tail(&self) -> Option<Torn> {
+        self.torn
+    }
+
+    /// The file's path.
+    pub fn path(&self) -> &Path {
+        self.file.path()
+    }
+}
+
+fn frame_all(records: &[JournalRecord], out: &mut Vec<u8>) -> Result<()> {
+    let mut payload = Vec::with_capacity(256);
+    for r in records {
+        payload.clear();
+        r.encode(&mut payload);
+        record::frame(&payload, out)?;
+    }
+    Ok(())
+}
+
+impl Journal for FileJournal {
+    fn load(&mut self) -> Result<Vec<JournalRecord>> {
+        Ok(self.loaded.take().unwrap_or_default())
+    }
+
+    fn append(&mut self, records: &[JournalRecord]) -> Result<()> {
+        self.file.append_with(|out| frame_all(records, out))
+    }
+
+    fn compact(&mut self, live: &[JournalRecord]) -> Result<()> {
+        let mut framed = Vec::new();
+        frame_all(live, &mut framed)?;
+        self.file.rewrite(&framed)
+    }
+
+    fn size(&self) -> u64 {
+        self.file.len()
+    }
+}
+
+/// An in-memory journal for tests: clones share the same records, so a test can drop an
+/// engine ("crash") and recover a new one from what was appended.
+#[derive(Debug, Clone, Default)]
+pub struct MemoryJournal {
+    records: Arc<Mutex<Vec<JournalRecord>>>,
+}
+
+impl MemoryJournal {
+    /// An empty journal.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// A copy of the records appended so far.
+    pub fn records(&self) -> Vec<JournalRecord> {
+        self.records.lock().map(|r| r.clone()).unwrap_or_default()
+    }
+}
+
+impl Journal for MemoryJournal {
+    fn load(&mut self) -> Result<Vec<JournalRecord>> {
+        Ok(self.records())
+    }
+    fn append(&mut self, records: &[JournalRecord]) -> Result<()> {
+        if let Ok(mut r) = self.records.lock() {
+            r.extend_from_slice(records);
+        }
+        Ok(())
+    }
+    fn compact(&mut self, live: &[JournalRecord]) -> Result<()> {
+        if let Ok(mut r) = self.records.lock() {
+            *r = live.to_vec();
+        }
+        Ok(())
+    }
+    fn size(&self) -> u64 {
+        self.records.lock().map(|r| r.len() as u64 * 64).unwrap_or(0)
+    }
+}
+
+type Reply = tokio::sync::oneshot::Sender<std::result::Result<(), Arc<ReversalError>>>;
+
+enum Command {
+    Append(Vec<JournalRecord>, Reply),
+    Compact(Vec<JournalRecord>, Reply),
+}
+
+/// Group commit: a dedicated thread owns the journal; every batch of records that
+/// arrives while an fsync is running is written with the next single fsync. Clones share
+/// the thread; it ends when the last clone is dropped.
+#[derive(Clone)]
+pub struct GroupCommit {
+    tx: mpsc::Sender<Command>,
+    stats: Arc<GroupStats>,
+}
+
+impl std::fmt::Debug for GroupCommit {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("GroupCommit")
+            .field("fsyncs", &self.fsyncs())
+            .finish_non_exhaustive()
+    }
+}
+
+#[derive(Default)]
+struct GroupStats {
+    fsyncs: std::sync::atomic::AtomicU64,
+    records: std::sync::atomic::AtomicU64,
+}
+
+/// The largest number of records written with one fsync.
+pub const MAX_GROUP: usize = 8192;
+
+impl GroupCommit {
+    /// Starts the writer thread over `journal`.
+    pub fn spawn<J: Journal>(mut journal: J) -> GroupCommit {
+        let (tx, rx) = mpsc::channel::<Command>();
+        let stats = Arc::new(GroupStats::default());
+        let st = stats.clone();
+        std::thread::Builder::new()
+            .name("reversal-journal".into())
+            .spawn(move || {
+                let mut pending: Vec<Reply> = Vec::new();
+                let mut batch: Vec<JournalRecord> = Vec::new();
+                let mut next: Option<Command> = None;
+                loop {
+                    let first = match next.take() {
+                        Some(c) => c,
+                        None => match rx.recv() {
+                            Ok(c) => c,
+                            Err(_) => return,
+                        },
+                    };
+                    match first {
+                        Command::Compact(live, reply) => {
+                            let r = journal.compact(&live).map_err(Arc::new);
+                            let _ = reply.send(r);
+                            continue;
+                        }
+                        Command::Append(recs, reply) => {
+                            batch.extend(recs);
+                            pending.push(reply);
+                        }
+                    }
+                    while batch.len() < MAX_GROUP {
+                        match rx.try_recv() {
+                            Ok(Command::Append(recs, reply)) => {
+                                batch.extend(recs);
+                                pending.push(reply);
+                            }
+                            Ok(c @ Command::Compact(..)) => {
+                                next = Some(c);
+                                break;
+                            }
+                            Err(_) => break,
+                        }
+                    }
+                    let r = journal.append(&batch).map_err(Arc::new);
+                    st.fsyncs.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    st.records
+                        .fetch_add(batch.len() as u64, std::sync::atomic::Ordering::Relaxed);
+                    batch.clear();
+                    for reply in pending.drain(..) {
+                        let _ = reply.send(r.clone());
+                    }
+                }
+            })
+            .map(|_| ())
+            .unwrap_or_else(|e| tracing::error!(error = %e, "cannot start the journal thread"));
+        GroupCommit { tx, stats }
+    }
+
+    /// Appends `records`; resolves when they are durable (sharing the fsync with every
+    /// other append that arrived meanwhile).
+    ///
+    /// # Errors
+    /// The journal's error, or [`ReversalError::DriverStopped`] if the thread is gone.
+    pub async fn append(&self, records: Vec<JournalRecord>) -> std::result::Result<(), Arc<ReversalError>> {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        self.tx
+            .send(Command::Append(records, tx))
+            .map_err(|_| Arc::new(ReversalError::DriverStopped))?;
+        rx.await
+            .map_err(|_| Arc::new(ReversalError::DriverStopped))?
+    }
+
+    /// Replaces the journal's content with `live`, in order with the appends.
+    ///
+    /// # Errors
+    /// As [`GroupCommit::append`].
+    pub async fn compact(&self, live: Vec<JournalRecord>) -> std::result::Result<(), Arc<ReversalError>> {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        self.tx
+            .send(Command::Compact(live, tx))
+            .map_err(|_| Arc::new(ReversalError::DriverStopped))?;
+        rx.await
+            .map_err(|_| Arc::new(ReversalError::DriverStopped))?
+    }
+
+    /// Fsyncs done so far.
+    pub fn fsyncs(&self) -> u64 {
+        self.stats.fsyncs.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Records written so far.
+    pub fn records(&self) -> u64 {
+        self.stats.records.load(std::sync::atomic::Ordering::Relaxed)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn started(id: u64) -> JournalRecord {
+        JournalRecord::Started {
+            id,
+            batch: 1,
+            stan: id as u32,
+            info: TxnInfo {
+                kind: TxnKind::Debit,
+                foreign: false,
+                txn_type: 0,
+                amount: Decimal::new(1234, 2),
+                pan: "6222020000000001".into(),
+            },
+            message: Bytes::from_static(b"\x02\x00abc"),
+        }
+    }
+
+    #[test]
+    fn records_round_trip() {
+        let all = vec![
+            JournalRecord::Counters {
+                next_id: 9,
+                next_stan: 12,
+                batch: 3,
+                closed_net: Decimal::new(-500, 2),
+            },
+            started(7),
+            JournalRecord::Finished {
+                id: 7,
+                finish: Finish::Reverse {
+                    reason: ReversalReason::MacFailure,
+                },
+            },
+            JournalRecord::Finished {
+                id: 7,
+                finish: Finish::Approved { code: *b"00" },
+            },
+            JournalRecord::ReversalAcked { id: 7, code: *b"25" },
+            JournalRecord::BatchClosed {
+                batch: 3,
+                next_batch: 4,
+                net: Decimal::new(1, 2),
+            },
+        ];
+        for r in &all {
+            let mut p = Vec::new();
+            r.encode(&mut p);
+            assert_eq!(&JournalRecord::decode(&p).unwrap(), r);
+            for cut in 0..p.len() {
+                assert!(JournalRecord::decode(&p[..cut]).is_err());
+            }
+        }
+    }
+
+    #[test]
+    fn file_journal_recovers_appends_and_compacts() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("t.journal");
+        let mut j = FileJournal::open(&path).unwrap();
+        assert!(j.load().unwrap().is_empty());
+        j.append(&[started(1), started(2)]).unwrap();
+        drop(j);
+        let mut j = FileJournal::open(&path).unwrap();
+        assert_eq!(j.load().unwrap(), vec![started(1), started(2)]);
+        j.compact(&[started(2)]).unwrap();
+        j.append(&[started(3)]).unwrap();
+        drop(j);
+        let mut j = FileJournal::open(&path).unwrap();
+        assert_eq!(j.load().unwrap(), vec![started(2), started(3)]);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn group_commit_shares_fsyncs() {
+        let dir = tempfile::tempdir().unwrap();
+        let j = FileJournal::open(dir.path().join("g.journal")).unwrap();
+        let g = GroupCommit::spawn(j);
+        let mut tasks = Vec::new();
+        for i in 0..64 {
+            let g = g.clone();
+            tasks.push(tokio::spawn(async move { g.append(vec![started(i)]).await }));
+        }
+        for t in tasks {
+            t.await.unwrap().unwrap();
+        }
+        assert_eq!(g.records(), 64);
+        assert!(g.fsyncs() < 64, "fsyncs {}", g.fsyncs());
+        drop(g);
+        let mut j = FileJournal::open(dir.path().join("g.journal")).unwrap();
+        assert_eq!(j.load().unwrap().len(), 64);
+    }
+}

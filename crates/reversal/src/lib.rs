@@ -1,0 +1,108 @@
+//! # isoswitch-reversal
+//!
+//! Automatic, durable reversals for ISO 8583: a purchase whose response goes missing
+//! may have debited the cardholder, so it is reversed — exactly once in effect, across
+//! crashes, dropped connections and late responses.
+//!
+//! ## Module map
+//! - [`record`] — the on-disk format: magic, then `len u32 | crc32 u32 | payload`
+//!   records; torn-tail truncation; atomic rewrite ([`record::RecordFile`]).
+//! - [`journal`] — the terminal's write-ahead journal: [`JournalRecord`]s, the
+//!   [`Journal`] trait, [`FileJournal`] (fsync, recovery, compaction),
+//!   [`MemoryJournal`], and [`GroupCommit`] (concurrent writers share one fsync).
+//! - [`profile`] — [`ReversalProfile`] per dialect (`cup-pos`, `iso87-*`, `iso93-ascii`):
+//!   building the `0400`/`1420` from the original, DE 39 reasons, DE 90/56/60/61,
+//!   the matching key [`TxnKey`].
+//! - [`security`] — the MAC hook [`Security`]: [`NoMac`], [`ProfileMac`], and
+//!   `isoswitch_session::TerminalSession`.
+//! - [`engine`] — [`ReversalEngine`], the sans-IO terminal/acquirer core.
+//! - [`driver`] — [`ReversalDriver`], the tokio driver over `isoswitch_net::Client`
+//!   and [`GroupCommit`].
+//! - [`host`] — [`ReversalHandler`], the idempotent host side.
+//! - [`store`] — the host's [`IdempotencyStore`] ([`MemoryStore`], durable
+//!   [`FileStore`]) and [`Ledger`].
+//! - [`settlement`] — [`BatchTotals`], terminal [`Settlement`], [`HostSettlement`],
+//!   [`Iso87Totals`].
+//! - [`error`] — [`ReversalError`].
+//!
+//! ## Data flow
+//! ```text
+//! submit ─▶ ReversalEngine ─poll_journal─▶ Journal (fsync) ─handle_journaled─▶
+//!        ─poll_transmit─▶ net Client ─▶ host: ReversalHandler ─commit─▶ IdempotencyStore
+//!        ◀─handle_response / handle_send_failed / handle_timeout ─ in doubt ─▶ 0400/0401…
+//! ```
+//!
+//! ## Example (sans-IO, no MAC, in-memory journal)
+//! ```
+//! use std::time::{Duration, Instant};
+//! use isoswitch_codec::Message;
+//! use isoswitch_reversal::{
+//!     EngineConfig, EngineEvent, Journal, MemoryJournal, MemoryStore, NoMac, Outcome,
+//!     ReversalEngine, ReversalHandler, ReversalProfile, HostConfig, Decision,
+//! };
+//! let profile = ReversalProfile::cup_pos().unwrap();
+//! let dialect = profile.dialect.clone();
+//! let mut journal = MemoryJournal::new();
+//! let mut engine = ReversalEngine::new(EngineConfig::default(), profile.clone(), NoMac::new(dialect.clone()), 1);
+//! let mut host = ReversalHandler::new(profile, MemoryStore::new(), HostConfig::default());
+//!
+//! let mut sale = Message::new(&dialect, "0200".parse().unwrap());
+//! sale.set(2, "6222021234567890").unwrap().set(3, "000000").unwrap()
+//!     .set(4, "000000001000").unwrap().set(41, "TERM0001").unwrap()
+//!     .set(42, "MERCHANT0000001").unwrap().set(49, "156").unwrap();
+//! let t0 = Instant::now();
+//! engine.submit(t0, sale).unwrap();
+//! // Write-ahead: the Started record is durable before anything is sent.
+//! let recs: Vec<_> = std::iter::from_fn(|| engine.poll_journal()).collect();
+//! journal.append(&recs).unwrap();
+//! engine.handle_journaled(t0, engine.journal_seq());
+//! let tx = engine.poll_transmit().unwrap();
+//! // The host approves, but the response is lost: after the timeout the sale is in doubt.
+//! let req = Message::decode(&dialect, tx.bytes.clone()).unwrap();
+//! let _lost = host.handle(&req, |_, _| Decision::Approve { auth_code: None }).unwrap();
+//! let t1 = t0 + Duration::from_secs(31);
+//! engine.handle_timeout(t1);
+//! let rev = engine.poll_transmit().unwrap(); // the 0400, reason 98
+//! let rev_msg = Message::decode(&dialect, rev.bytes.clone()).unwrap();
+//! assert_eq!(rev_msg.mti().as_str(), "0400");
+//! let ack = host.handle(&rev_msg, |_, _| unreachable!()).unwrap();
+//! engine.handle_response(t1, rev.id, ack.to_bytes().unwrap());
+//! let recs: Vec<_> = std::iter::from_fn(|| engine.poll_journal()).collect();
+//! journal.append(&recs).unwrap();
+//! engine.handle_journaled(t1, engine.journal_seq());
+//! assert!(matches!(engine.poll_event(), Some(EngineEvent::Completed { outcome: Outcome::Reversed { .. }, .. })));
+//! assert!(matches!(engine.poll_event(), Some(EngineEvent::ReversalAcknowledged { .. })));
+//! assert_eq!(host.ledger().total(), rust_decimal::Decimal::ZERO);
+//! ```
+
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
+
+pub mod driver;
+pub mod engine;
+pub mod error;
+pub mod host;
+pub mod journal;
+pub mod profile;
+pub mod record;
+pub mod security;
+pub mod settlement;
+pub mod store;
+
+pub use driver::{DriverConfig, ReversalDriver};
+pub use engine::{
+    EngineConfig, EngineEvent, EngineStats, NotSentReason, Outcome, ReversalEngine, SendFailure,
+    Transmit, TransmitId, TransmitKind, TxnId,
+};
+pub use error::{Result, ReversalError};
+pub use host::{Decision, HostConfig, HostStats, ReversalHandler};
+pub use journal::{FileJournal, Finish, GroupCommit, Journal, JournalRecord, MemoryJournal};
+pub use profile::{
+    OriginalData, ReasonCodes, ReversalProfile, ReversalReason, TxnInfo, TxnKey, TxnKind,
+};
+pub use security::{NoMac, ProfileMac, Security, Verify};
+pub use settlement::{
+    BatchTotals, HostSettlement, Iso87Totals, Settlement, SettlementConfig, SettlementOutcome,
+    SettlementState, SideTotals, UploadEntry,
+};
+pub use store::{FileStore, IdempotencyStore, Ledger, MemoryStore, StoreRecord, StoredTxn};

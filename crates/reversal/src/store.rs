@@ -1,0 +1,385 @@
+//! The host's idempotency store: what it knows about each transaction key (original
+//! approved or declined, reversal answered) and the ledger, behind the
+//! [`IdempotencyStore`] trait; [`MemoryStore`] and the durable [`FileStore`].
+//!
+//! Every decision is ONE [`StoreRecord`] that carries both the idempotency record and the
+//! ledger effect, written with one CRC-framed append and fsync (the technique of
+//! [`crate::record`]): a host killed at any point either has the record (and its effect)
+//! or has neither, and the ledger is rebuilt by replaying the records.
+
+use crate::error::{Result, ReversalError};
+use crate::profile::{TxnKey, TxnKind};
+use crate::record::{self, Reader, RecordFile, Writer};
+use crate::settlement::BatchTotals;
+use rust_decimal::Decimal;
+use std::collections::HashMap;
+use std::path::Path;
+
+/// What the host decided about an original.
+#[derive(Clone, PartialEq, Eq)]
+pub struct OriginalState {
+    /// Transaction type (DE 3 positions 1–2).
+    pub txn_type: u8,
+    /// Debit, credit or none.
+    pub kind: TxnKind,
+    /// Foreign card.
+    pub foreign: bool,
+    /// PAN.
+    pub pan: String,
+    /// Amount.
+    pub amount: Decimal,
+    /// DE 39 answered.
+    pub code: [u8; 2],
+    /// Whether it was approved (and so moved the ledger).
+    pub approved: bool,
+}
+
+impl std::fmt::Debug for OriginalState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("OriginalState")
+            .field("txn_type", &self.txn_type)
+            .field("kind", &self.kind)
+            .field("pan", &crate::profile::mask_pan(&self.pan))
+            .field("amount", &self.amount)
+            .field("code", &String::from_utf8_lossy(&self.code))
+            .field("approved", &self.approved)
+            .finish()
+    }
+}
+
+/// What the host answered to the reversal of a key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReversalState {
+    /// DE 39 answered (repeats get the same).
+    pub code: [u8; 2],
+    /// The amount the reversal carried.
+    pub amount: Decimal,
+    /// Transaction type of the reversal.
+    pub txn_type: u8,
+    /// The ledger change it made (zero for a declined or unknown original).
+    pub effect: Decimal,
+}
+
+/// Everything known about one key.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct StoredTxn {
+    /// The original, if it arrived.
+    pub original: Option<OriginalState>,
+    /// The reversal, if one was answered.
+    pub reversal: Option<ReversalState>,
+}
+
+/// One durable decision.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StoreRecord {
+    /// An original was answered (approved → its effect is applied to the ledger).
+    Original {
+        /// The key.
+        key: TxnKey,
+        /// The decision.
+        state: OriginalState,
+    },
+    /// A reversal was answered; `state.effect` is applied to the card of `pan`.
+    Reversal {
+        /// The key.
+        key: TxnKey,
+        /// PAN the effect applies to.
+        pan: String,
+        /// The answer.
+        state: ReversalState,
+    },
+}
+
+/// Ledger totals: per card and overall (debits +, credits −, reversals undo).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Ledger {
+    per_card: HashMap<String, Decimal>,
+    total: Decimal,
+}
+
+impl Ledger {
+    /// The overall total.
+    pub fn total(&self) -> Decimal {
+        self.total
+    }
+
+    /// One card's total (zero when unknown).
+    pub fn card(&self, pan: &str) -> Decimal {
+        self.per_card.get(pan).copied().unwrap_or(Decimal::ZERO)
+    }
+
+    /// Every card's total.
+    pub fn cards(&self) -> impl Iterator<Item = (&str, Decimal)> {
+        self.per_card.iter().map(|(k, v)| (k.as_str(), *v))
+    }
+
+    fn apply(&mut self, pan: &str, effect: Decimal) {
+        if effect.is_zero() {
+            return;
+        }
+        *self.per_card.entry(pan.to_string()).or_default() += effect;
+        self.total += effect;
+    }
+}
+
+/// The host's durable memory of transactions; see the module docs.
+pub trait IdempotencyStore {
+    /// What is known about `key`.
+    fn get(&self, key: &TxnKey) -> Option<&StoredTxn>;
+    /// Makes `record` durable and applies it (state and ledger) — atomically.
+    ///
+    /// # Errors
+    /// I/O errors: then nothing was applied.
+    fn commit(&mut self, record: StoreRecord) -> Result<()>;
+    /// The ledger.
+    fn ledger(&self) -> &Ledger;
+    /// Every key.
+    fn entries(&self) -> Box<dyn Iterator<Item = (&TxnKey, &StoredTxn)> + '_>;
+
+    /// The host's totals of one terminal batch: approved originals not reversed.
+    fn batch_totals(&self, terminal: &str, merchant: &str, batch: u32) -> BatchTotals {
+        let mut t = BatchTotals::default();
+        for (k, v) in self.entries() {
+            if k.terminal != terminal || k.merchant != merchant || k.batch != batch {
+                continue;
+            }
+            if let (Some(o), None) = (&v.original, &v.reversal) {
+                if o.approved {
+                    t.add_parts(o.kind, o.foreign, o.amount);
+                }
+            }
+        }
+        t
+    }
+}
+
+/// The in-memory state both stores share.
+#[derive(Debug, Clone, Default)]
+pub struct MemoryStore {
+    map: HashMap<TxnKey, StoredTxn>,
+    ledger: Ledger,
+}
+
+impl MemoryStore {
+    /// An empty store.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    fn apply(&mut self, rec: StoreRecord) {
+        match rec {
+            StoreRecord::Original { key, state } => {
+                if state.approved {
+                    self.ledger.apply(&state.pan, state.kind.effect(state.amount));
+                }
+                self.map.entry(key).or_default().original = Some(state);
+            }
+            StoreRecord::Reversal { key, pan, state } => {
+                self.ledger.apply(&pan, state.effect);
+                self.map.entry(key).or_default().reversal = Some(state);
+            }
+        }
+    }
+
+    /// The records that rebuild this state (for compaction).
+    pub fn records(&self) -> Vec<StoreRecord> {
+        let mut out = Vec::with_capacity(self.map.len());
+        for (k, v) in &self.map {
+            if let Some(o) = &v.original {
+                out.push(StoreRecord::Original {
+                    key: k.clone(),
+                    state: o.clone(),
+                });
+            }
+            if let Some(r) = &v.reversal {
+                out.push(StoreRecord::Reversal {
+                    key: k.clone(),
+                    pan: v.original.as_ref().map(|o| o.pan.clone()).unwrap_or_default(),
+                    state: r.clone(),
+                });
+            }
+        }
+        out
+    }
+}
+
+impl IdempotencyStore for MemoryStore {
+    fn get(&self, key: &TxnKey) -> Option<&StoredTxn> {
+        self.map.get(key)
+    }
+    fn commit(&mut self, record: StoreRecord) -> Result<()> {
+        self.apply(record);
+        Ok(())
+    }
+    fn ledger(&self) -> &Ledger {
+        &self.ledger
+    }
+    fn entries(&self) -> Box<dyn Iterator<Item = (&TxnKey, &StoredTxn)> + '_> {
+        Box::new(self.map.iter())
+    }
+}
+
+const T_ORIGINAL: u8 = 1;
+const T_REVERSAL: u8 = 2;
+
+fn write_key(w: &mut Writer<'_>, k: &TxnKey) {
+    w.str(&k.terminal).str(&k.merchant).u32(k.batch).u32(k.stan);
+}
+
+fn read_key(r: &mut Reader<'_>) -> Result<TxnKey> {
+    Ok(TxnKey {
+        terminal: r.str()?.to_string(),
+        merchant: r.str()?.to_string(),
+        batch: r.u32()?,
+        stan: r.u32()?,
+    })
+}
+
+impl StoreRecord {
+    /// Appends the payload encoding to `out`.
+    pub fn encode(&self, out: &mut Vec<u8>) {
+        let mut w = Writer::new(out);
+        match self {
+            StoreRecord::Original { key, state } => {
+                w.u8(T_ORIGINAL);
+                write_key(&mut w, key);
+                w.u8(state.txn_type)
+                    .u8(state.kind.to_u8())
+                    .u8(u8::from(state.foreign))
+                    .str(&state.pan)
+                    .decimal(state.amount)
+                    .u8(state.code[0])
+                    .u8(state.code[1])
+                    .u8(u8::from(state.approved));
+            }
+            StoreRecord::Reversal { key, pan, state } => {
+                w.u8(T_REVERSAL);
+                write_key(&mut w, key);
+                w.str(pan)
+                    .u8(state.code[0])
+                    .u8(state.code[1])
+                    .decimal(state.amount)
+                    .u8(state.txn_type)
+                    .decimal(state.effect);
+            }
+        }
+    }
+
+    /// Parses a payload written by [`StoreRecord::encode`] (never panics).
+    ///
+    /// # Errors
+    /// [`ReversalError::BadRecord`].
+    pub fn decode(payload: &[u8]) -> Result<StoreRecord> {
+        let mut r = Reader::new(payload);
+        let rec = match r.u8()? {
+            T_ORIGINAL => {
+                let key = read_key(&mut r)?;
+                let txn_type = r.u8()?;
+                let kind = TxnKind::from_u8(r.u8()?)?;
+                let foreign = r.u8()? != 0;
+                let pan = r.str()?.to_string();
+                let amount = r.decimal()?;
+                let code = [r.u8()?, r.u8()?];
+                let approved = r.u8()? != 0;
+                StoreRecord::Original {
+                    key,
+                    state: OriginalState {
+                        txn_type,
+                        kind,
+                        foreign,
+                        pan,
+                        amount,
+                        code,
+                        approved,
+                    },
+                }
+            }
+            T_REVERSAL => {
+                let key = read_key(&mut r)?;
+                let pan = r.str()?.to_string();
+                let code = [r.u8()?, r.u8()?];
+                let amount = r.decimal()?;
+                let txn_type = r.u8()?;
+                let effect = r.decimal()?;
+                StoreRecord::Reversal {
+                    key,
+                    pan,
+                    state: ReversalState {
+                        code,
+                        amount,
+                        txn_type,
+                        effect,
+                    },
+                }
+            }
+            _ => return Err(ReversalError::bad("unknown store record type")),
+        };
+        r.finish()?;
+        Ok(rec)
+    }
+}
+
+/// The durable store: an append-only file of CRC-framed [`StoreRecord`]s, fsynced per
+/// commit, replayed on open (torn tail truncated).
+#[derive(Debug)]
+pub struct FileStore {
+    state: MemoryStore,
+    file: RecordFile,
+    scratch: Vec<u8>,
+}
+
+impl FileStore {
+    /// Opens or creates the store at `path` and replays it.
+    ///
+    /// # Errors
+    /// I/O errors, bad magic, a CRC-valid record that does not parse.
+    pub fn open(path: impl AsRef<Path>) -> Result<FileStore> {
+        let mut state = MemoryStore::new();
+        let (file, _) = RecordFile::open(path, |_, p| {
+            state.apply(StoreRecord::decode(p)?);
+            Ok(())
+        })?;
+        Ok(FileStore {
+            state,
+            file,
+            scratch: Vec::new(),
+        })
+    }
+
+    /// Rewrites the file with one record per decision (atomic).
+    ///
+    /// # Errors
+    /// I/O errors.
+    pub fn compact(&mut self) -> Result<()> {
+        let mut framed = Vec::new();
+        let mut p = Vec::new();
+        for r in self.state.records() {
+            p.clear();
+            r.encode(&mut p);
+            record::frame(&p, &mut framed)?;
+        }
+        self.file.rewrite(&framed)
+    }
+}
+
+impl IdempotencyStore for FileStore {
+    fn get(&self, key: &TxnKey) -> Option<&StoredTxn> {
+        self.state.get(key)
+    }
+    fn commit(&mut self, rec: StoreRecord) -> Result<()> {
+        self.scratch.clear();
+        rec.encode(&mut self.scratch);
+        let payload = std::mem::take(&mut self.scratch);
+        let r = self.file.append_with(|out| record::frame(&payload, out));
+        self.scratch = payload;
+        r?;
+        self.state.apply(rec);
+        Ok(())
+    }
+    fn ledger(&self) -> &Ledger {
+        self.state.ledger()
+    }
+    fn entries(&self) -> Box<dyn Iterator<Item = (&TxnKey, &StoredTxn)> + '_> {
+        self.state.entries()
+    }
+}
