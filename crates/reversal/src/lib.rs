@@ -89,7 +89,7 @@ pub mod security;
 pub mod settlement;
 pub mod store;
 
-pub use driver::{DriverConfig, ReversalDriver};
+pub use driver::{late_responses, DriverConfig, DriverStatus, ReversalDriver, Transport};
 pub use engine::{
     EngineConfig, EngineEvent, EngineStats, NotSentReason, Outcome, ReversalEngine, SendFailure,
     Transmit, TransmitId, TransmitKind, TxnId,
