@@ -164,7 +164,7 @@ impl ReversalDriver {
         config: DriverConfig,
     ) -> Result<ReversalDriver> {
         let records = journal.load()?;
-        let engine = ReversalEngine::recover(engine_config, profile, security, batch, records)?;
+        let engine = ReversalEngine::recover(now(), engine_config, profile, security, batch, records)?;
         Ok(Self::spawn(engine, journal, transport, late, config))
     }
 

@@ -382,11 +382,12 @@ impl<S: Security> ReversalEngine<S> {
     /// Rebuilds the engine from the journal's records (in order). Every transaction that
     /// was started but not finished, or finished in doubt, becomes a pending reversal
     /// (reported as [`EngineEvent::Recovered`]) and goes out before any new request.
-    /// `batch` is used only when the journal holds no batch.
+    /// `batch` is used only when the journal holds no batch; `now` is the time of the restart.
     ///
     /// # Errors
     /// A `Started` record whose message does not decode in the profile's dialect.
     pub fn recover(
+        now: Instant,
         config: EngineConfig,
         profile: ReversalProfile,
         security: S,
@@ -394,6 +395,7 @@ impl<S: Security> ReversalEngine<S> {
         records: impl IntoIterator<Item = JournalRecord>,
     ) -> Result<Self> {
         let mut e = ReversalEngine::new(config, profile, security, batch);
+        e.now = Some(now);
         let mut started: BTreeMap<TxnId, (u32, u32, TxnInfo, Bytes, Option<Finish>)> =
             BTreeMap::new();
         let mut seen_batch = false;

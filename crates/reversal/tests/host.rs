@@ -1,0 +1,111 @@
+//! The host handler: idempotency, ordering, ledger, durability of the store.
+
+mod common;
+use common::*;
+use isoswitch_codec::Message;
+use isoswitch_reversal::*;
+use rust_decimal::Decimal;
+
+fn host() -> (ReversalProfile, ReversalHandler<MemoryStore>) {
+    let p = ReversalProfile::cup_pos().unwrap();
+    (p.clone(), ReversalHandler::new(p, MemoryStore::new(), HostConfig::default()))
+}
+
+fn stamped(p: &ReversalProfile, cents: i64, stan: u32) -> Message {
+    let mut m = sale(p, cents);
+    p.stamp(&mut m, stan, 7).unwrap();
+    m
+}
+
+fn approve(_: &Message, _: &TxnInfo) -> Decision {
+    Decision::Approve { auth_code: None }
+}
+
+#[test]
+fn duplicate_reversals_get_the_same_answer_and_one_ledger_effect() {
+    let (p, mut h) = host();
+    let o = stamped(&p, 5000, 10);
+    assert_eq!(h.handle(&o, approve).unwrap().get(39).as_deref(), Some("00"));
+    assert_eq!(h.ledger().card(PAN), Decimal::new(5000, 2));
+    let rev = p.build_reversal(&o, ReversalReason::NoResponse).unwrap();
+    let first = h.handle(&rev, approve).unwrap().to_bytes().unwrap();
+    let mut rep = rev.clone();
+    rep.set_mti(rev.mti().repeat_mti());
+    for _ in 0..3 {
+        let again = h.handle(&rep, approve).unwrap().to_bytes().unwrap();
+        assert_eq!(again, first, "identical 0410");
+        assert_eq!(h.handle(&rev, approve).unwrap().to_bytes().unwrap(), first);
+    }
+    assert_eq!(h.ledger().total(), Decimal::ZERO);
+    assert_eq!(h.ledger().card(PAN), Decimal::ZERO);
+    assert_eq!(h.stats().reversals, 1);
+    assert_eq!(h.stats().repeats, 6);
+}
+
+#[test]
+fn reversal_before_original_is_remembered_and_the_late_original_declined() {
+    let (p, mut h) = host();
+    let o = stamped(&p, 5000, 11);
+    let rev = p.build_reversal(&o, ReversalReason::NoResponse).unwrap();
+    assert_eq!(h.handle(&rev, approve).unwrap().get(39).as_deref(), Some("00"));
+    let late = h.handle(&o, approve).unwrap();
+    assert_eq!(late.get(39).as_deref(), Some("12"));
+    assert_eq!(h.ledger().total(), Decimal::ZERO);
+    // A repeat of the reversal still gets its first answer.
+    assert_eq!(h.handle(&rev, approve).unwrap().get(39).as_deref(), Some("00"));
+    assert_eq!(h.stats().late_originals, 1);
+}
+
+#[test]
+fn declined_original_reversal_changes_nothing_amount_mismatch_is_64_reused_stan_is_94() {
+    let (p, mut h) = host();
+    let o = stamped(&p, 100, 12);
+    let r = h.handle(&o, |_, _| Decision::Decline(*b"51")).unwrap();
+    assert_eq!(r.get(39).as_deref(), Some("51"));
+    let rev = p.build_reversal(&o, ReversalReason::NoResponse).unwrap();
+    assert_eq!(h.handle(&rev, approve).unwrap().get(39).as_deref(), Some("00"));
+    assert_eq!(h.ledger().total(), Decimal::ZERO);
+
+    let o2 = stamped(&p, 100, 13);
+    h.handle(&o2, approve).unwrap();
+    let mut wrong = p.build_reversal(&o2, ReversalReason::NoResponse).unwrap();
+    wrong.set(4, "000000000099").unwrap();
+    assert_eq!(h.handle(&wrong, approve).unwrap().get(39).as_deref(), Some("64"));
+    assert_eq!(h.ledger().total(), Decimal::new(100, 2));
+    let again = stamped(&p, 999, 13);
+    assert_eq!(h.handle(&again, approve).unwrap().get(39).as_deref(), Some("94"));
+    // The right reversal still works after the refused one.
+    let rev2 = p.build_reversal(&o2, ReversalReason::NoResponse).unwrap();
+    assert_eq!(h.handle(&rev2, approve).unwrap().get(39).as_deref(), Some("00"));
+    assert_eq!(h.ledger().total(), Decimal::ZERO);
+}
+
+#[test]
+fn file_store_survives_reopen_and_torn_tail() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("host.store");
+    let p = ReversalProfile::cup_pos().unwrap();
+    {
+        let mut h = ReversalHandler::new(p.clone(), FileStore::open(&path).unwrap(), HostConfig::default());
+        h.handle(&stamped(&p, 100, 1), approve).unwrap();
+        h.handle(&stamped(&p, 250, 2), approve).unwrap();
+        let rev = p.build_reversal(&stamped(&p, 100, 1), ReversalReason::NoResponse).unwrap();
+        h.handle(&rev, approve).unwrap();
+        assert_eq!(h.ledger().total(), Decimal::new(250, 2));
+    }
+    // A torn record at the end (a crash during a write) is dropped on open.
+    let mut data = std::fs::read(&path).unwrap();
+    data.extend_from_slice(&[40, 0, 0, 0, 1, 2, 3]);
+    std::fs::write(&path, &data).unwrap();
+    let mut h = ReversalHandler::new(p.clone(), FileStore::open(&path).unwrap(), HostConfig::default());
+    assert_eq!(h.ledger().total(), Decimal::new(250, 2));
+    let rev = p.build_reversal(&stamped(&p, 100, 1), ReversalReason::NoResponse).unwrap();
+    h.handle(&rev, approve).unwrap();
+    assert_eq!(h.ledger().total(), Decimal::new(250, 2), "repeat after restart: no second effect");
+    let mut fs = FileStore::open(&path).unwrap();
+    fs.compact().unwrap();
+    drop(fs);
+    let fs = FileStore::open(&path).unwrap();
+    assert_eq!(fs.ledger().total(), Decimal::new(250, 2));
+    assert_eq!(fs.batch_totals("TERM0001", "MERCHANT0000001", 7).domestic.debit_count, 1);
+}
