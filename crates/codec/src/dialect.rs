@@ -78,7 +78,8 @@ fn yes() -> bool {
 pub(crate) struct DialectInner {
     pub(crate) def: DialectDef,
     pub(crate) fields: Vec<Option<FieldSpec>>,
-    pub(crate) hot: Vec<Hot>,
+    /// Indexed by field number; 256 entries so a `u8` index needs no bounds check.
+    pub(crate) hot: Box<[Hot; 256]>,
 }
 
 /// An ISO 8583 dialect: field specs, MTI and bitmap encodings, echo fields and MAC layout.
@@ -130,10 +131,13 @@ impl Dialect {
                 return Err(bad(format!("echo field {e} is not defined")));
             }
         }
-        let hot = fields
-            .iter()
-            .map(|f| f.as_ref().map(Hot::of).unwrap_or_default())
-            .collect();
+        let hot = Box::new(std::array::from_fn(|i| {
+            fields
+                .get(i)
+                .and_then(Option::as_ref)
+                .map(Hot::of)
+                .unwrap_or_default()
+        }));
         Ok(Dialect(Arc::new(DialectInner { def, fields, hot })))
     }
 

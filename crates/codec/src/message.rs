@@ -78,14 +78,17 @@ impl Message {
         let slots = view.slots();
         for n in view.bitmap().iter() {
             if view.has(n) {
-                let s = slots[n as usize];
+                let start = slots[n as usize];
+                let units = view.units_at(n, start as usize);
+                let h = m.dialect.hot(n);
+                let len = h.wire_len(units);
+                m.wire_total += h.prefix_len as usize + len;
                 m.slots[n as usize] = OwnedSlot {
-                    start: s.start,
-                    len: s.len,
-                    units: s.units,
+                    start,
+                    len: len as u16,
+                    units: units as u16,
                 };
                 m.present.set(n);
-                m.wire_total += m.dialect.hot(n).prefix_len as usize + s.len as usize;
             }
         }
         m

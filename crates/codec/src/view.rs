@@ -7,16 +7,10 @@ use crate::error::{CodecError, ErrorKind, Location, Result};
 use crate::field::FieldRef;
 use crate::mti::Mti;
 
-/// Where one field's content sits in the decoded buffer.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub(crate) struct Slot {
-    /// Offset of the content (after the length prefix).
-    pub(crate) start: u32,
-    /// Content bytes on the wire.
-    pub(crate) len: u16,
-    /// Length in the spec's units (the prefix value, or the fixed length).
-    pub(crate) units: u16,
-}
+/// Where one field's content starts in the decoded buffer (after its length prefix); the
+/// length in units is read back from the (already validated) prefix on access, so the
+/// index is 4 bytes a field.
+pub(crate) type Slot = u32;
 
 /// Number of slots: fields 0..=192 (0 and bitmap numbers unused).
 pub(crate) const SLOTS: usize = 193;
@@ -46,7 +40,7 @@ impl<'a> MessageView<'a> {
             buf,
             mti: Mti::ZERO,
             bitmap: Bitmap::EMPTY,
-            slots: [Slot::default(); SLOTS],
+            slots: [0; SLOTS],
         };
         view.parse()?;
         Ok(view)
@@ -134,11 +128,7 @@ impl<'a> MessageView<'a> {
         if !h.content_ok(content, units) {
             return Err(self.slow_error(n, pos));
         }
-        self.slots[n as usize] = Slot {
-            start: start as u32,
-            len: wire as u16,
-            units: units as u16,
-        };
+        self.slots[n as usize] = start as u32;
         Ok(end)
     }
 
@@ -217,15 +207,31 @@ impl<'a> MessageView<'a> {
             return None;
         }
         let spec = self.dialect.field(n)?;
-        let s = self.slots[n as usize];
-        let start = s.start as usize;
+        let start = self.slots[n as usize] as usize;
+        let units = self.units_at(n, start);
+        let len = self.dialect.hot(n).wire_len(units);
         Some(FieldRef {
             number: n,
             spec,
-            raw: self.buf.get(start..start + s.len as usize)?,
-            units: s.units as usize,
+            raw: self.buf.get(start..start + len)?,
+            units,
             offset: start,
         })
+    }
+
+    /// The length in units of field `n` whose content starts at `start` (validated).
+    #[inline]
+    pub(crate) fn units_at(&self, n: u8, start: usize) -> usize {
+        let h = self.dialect.hot(n);
+        if h.fixed {
+            return h.max as usize;
+        }
+        let plen = h.prefix_len as usize;
+        start
+            .checked_sub(plen)
+            .and_then(|p| self.buf.get(p..start))
+            .and_then(|p| h.prefix(p))
+            .unwrap_or(0)
     }
 
     /// The encoded content of field `n` (no length prefix), if present.
