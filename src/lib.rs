@@ -20,3 +20,6 @@ pub use isoswitch_codec as codec;
 pub use isoswitch_net as net;
 pub use isoswitch_reversal as reversal;
 pub use isoswitch_session as session;
+
+#[doc(hidden)]
+pub mod sim;

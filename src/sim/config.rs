@@ -1,0 +1,103 @@
+//! Key material the simulators load: terminal master keys and the zone master key.
+//!
+//! `terminals.toml`:
+//!
+//! ```toml
+//! [[terminal]]
+//! tid = "TERM0001"            # DE 41, 8 characters
+//! mid = "MERCHANT0000001"     # DE 42, 15 characters
+//! tmk = "0123456789ABCDEFFEDCBA9876543210"   # terminal master key, hex (DES or TDES)
+//! ```
+//!
+//! The zone master key file holds one DES/TDES key in hex (whitespace ignored); the
+//! switch and the host share it and derive nothing else from it: the zone working keys
+//! arrive in the network sign-on response, encrypted under it.
+
+use std::path::Path;
+
+use serde::Deserialize;
+
+use super::{unhex, Result, SimError};
+use crate::session::crypto::Key;
+use crate::session::{MemoryKeyStore, TerminalId};
+
+/// One terminal of `terminals.toml`.
+#[derive(Debug, Clone, Deserialize)]
+pub struct TerminalEntry {
+    pub tid: String,
+    pub mid: String,
+    pub tmk: String,
+}
+
+impl TerminalEntry {
+    pub fn id(&self) -> Result<TerminalId> {
+        Ok(TerminalId::new(&self.tid, &self.mid)?)
+    }
+
+    pub fn key(&self) -> Result<Key> {
+        let bytes = unhex(&self.tmk)
+            .ok_or_else(|| SimError::Config(format!("{}: tmk is not hex", self.tid)))?;
+        Ok(Key::des_or_tdes(&bytes)?)
+    }
+}
+
+#[derive(Debug, Deserialize)]
+struct TerminalsFile {
+    #[serde(default)]
+    terminal: Vec<TerminalEntry>,
+}
+
+/// Parses the text of a terminals file; every entry is checked (ID lengths, key).
+pub fn parse_terminals(text: &str) -> Result<Vec<TerminalEntry>> {
+    let f: TerminalsFile =
+        toml::from_str(text).map_err(|e| SimError::Config(format!("terminals file: {e}")))?;
+    for t in &f.terminal {
+        t.id()?;
+        t.key()?;
+    }
+    if f.terminal.is_empty() {
+        return Err(SimError::Config(
+            "terminals file lists no [[terminal]]".into(),
+        ));
+    }
+    Ok(f.terminal)
+}
+
+/// Reads a terminals file.
+pub fn load_terminals(path: &Path) -> Result<Vec<TerminalEntry>> {
+    let text = std::fs::read_to_string(path).map_err(|e| SimError::io(path.display(), e))?;
+    parse_terminals(&text)
+}
+
+/// The key store of the terminals.
+pub fn key_store(terminals: &[TerminalEntry]) -> Result<MemoryKeyStore> {
+    let mut store = MemoryKeyStore::new();
+    for t in terminals {
+        store.insert(t.id()?, t.key()?)?;
+    }
+    Ok(store)
+}
+
+/// Reads a zone master key file (hex).
+pub fn load_zone_key(path: &Path) -> Result<Key> {
+    let text = std::fs::read_to_string(path).map_err(|e| SimError::io(path.display(), e))?;
+    zone_key_from_hex(&text)
+}
+
+/// A zone master key from hex.
+pub fn zone_key_from_hex(text: &str) -> Result<Key> {
+    let bytes = unhex(text).ok_or_else(|| SimError::Config("zone key is not hex".into()))?;
+    Ok(Key::des_or_tdes(&bytes)?)
+}
+
+/// The shipped sample terminals (`examples/terminals.toml`), for the demo and tests.
+pub const SAMPLE_TERMINALS: &str = include_str!("../../examples/terminals.toml");
+
+/// The shipped sample zone master key (`examples/zmk.hex`).
+pub const SAMPLE_ZONE_KEY: &str = include_str!("../../examples/zmk.hex");
+
+/// The switch's identity on the upstream link (DE 41/42 of its network sign-on).
+pub const SWITCH_TID: &str = "ISWITCH1";
+pub const SWITCH_MID: &str = "ISOSWITCHACQ001";
+/// The switch's acquiring institution (DE 32 upstream).
+pub const ACQUIRER_ID: &str = "00000000001";
