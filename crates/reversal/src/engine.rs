@@ -601,7 +601,7 @@ impl<S: Security> ReversalEngine<S> {
         self.queue.push_back(id);
         if self.config.block_while_reversal_pending {
             // POS rule: a pending reversal is tried again before the next transaction.
-            self.retry_deferred(now);
+            self.retry_deferred(now, false);
         }
         self.pump();
         Ok(id)
@@ -1031,15 +1031,19 @@ impl<S: Security> ReversalEngine<S> {
     /// A new connection is up: deferred reversals get a fresh set of tries.
     pub fn handle_connected(&mut self, now: Instant) {
         self.now = Some(now);
-        self.retry_deferred(now);
+        self.retry_deferred(now, true);
         self.pump();
     }
 
-    fn retry_deferred(&mut self, _now: Instant) {
+    /// Gives deferred reversals (every reversal when `new_connection`) a fresh set of
+    /// tries.
+    fn retry_deferred(&mut self, _now: Instant, new_connection: bool) {
         let mut woken = Vec::new();
         for (&id, e) in self.entries.iter_mut() {
             if let Phase::Reversing(rev) = &mut e.phase {
-                rev.tries_conn = 0;
+                if new_connection || rev.deferred {
+                    rev.tries_conn = 0;
+                }
                 if rev.deferred {
                     rev.deferred = false;
                     rev.ready = true;
@@ -1136,16 +1140,13 @@ impl<S: Security> ReversalEngine<S> {
                 Phase::Done => Some(Finish::Approved { code: *b"00" }),
                 Phase::Reversing(rev) => Some(Finish::Reverse { reason: rev.reason }),
             };
-            let mut bytes = match e.message.to_bytes() {
+            let bytes = match e.message.to_bytes() {
                 Ok(b) => b,
                 Err(err) => {
                     tracing::error!(txn = id, error = %err, "cannot re-encode for compaction");
                     continue;
                 }
             };
-            if bytes.is_empty() {
-                bytes = Bytes::new();
-            }
             out.push(JournalRecord::Started {
                 id,
                 batch: e.batch,

@@ -105,4 +105,6 @@ pub use settlement::{
     BatchTotals, HostSettlement, Iso87Totals, Settlement, SettlementConfig, SettlementOutcome,
     SettlementState, SideTotals, UploadEntry,
 };
+/// The decimal type of amounts and totals (re-exported `rust_decimal`).
+pub use rust_decimal::Decimal;
 pub use store::{FileStore, IdempotencyStore, Ledger, MemoryStore, StoreRecord, StoredTxn};
