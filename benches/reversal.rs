@@ -46,56 +46,62 @@ fn bench(c: &mut Criterion) {
     for submitters in [64usize, 512] {
         let journal = FileJournal::open(dir.join(format!("bench-{submitters}.journal"))).unwrap();
         let gc = GroupCommit::spawn(journal);
-        let hist = Arc::new(Mutex::new(Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).unwrap()));
+        let hist = Arc::new(Mutex::new(
+            Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).unwrap(),
+        ));
         let next_id = Arc::new(std::sync::atomic::AtomicU64::new(1));
         let fsyncs_before = gc.fsyncs();
         let mut total_txns = 0u64;
         let mut total_time = Duration::ZERO;
-        group.bench_function(format!("fsync group commit, {submitters} submitters"), |b| {
-            b.iter_custom(|iters| {
-                let gc = gc.clone();
-                let hist = hist.clone();
-                let next_id = next_id.clone();
-                let elapsed = rt.block_on(async move {
-                    let per = iters.div_ceil(submitters as u64);
-                    let start = Instant::now();
-                    let mut tasks = Vec::with_capacity(submitters);
-                    for _ in 0..submitters {
-                        let gc = gc.clone();
-                        let hist = hist.clone();
-                        let next_id = next_id.clone();
-                        tasks.push(tokio::spawn(async move {
-                            let mut local = Vec::with_capacity(per as usize);
-                            for _ in 0..per {
-                                let id = next_id.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                                let t0 = Instant::now();
-                                gc.append(vec![started(id)]).await.unwrap();
-                                gc.append(vec![JournalRecord::Finished {
-                                    id,
-                                    finish: Finish::Approved { code: *b"00" },
-                                }])
-                                .await
-                                .unwrap();
-                                local.push(t0.elapsed().as_micros() as u64);
-                            }
-                            let mut h = hist.lock().unwrap();
-                            for v in local {
-                                let _ = h.record(v.max(1));
-                            }
-                        }));
-                    }
-                    for t in tasks {
-                        t.await.unwrap();
-                    }
-                    start.elapsed()
-                });
-                // Scale to exactly `iters` transactions.
-                let done = iters.div_ceil(submitters as u64) * submitters as u64;
-                total_txns += done;
-                total_time += elapsed;
-                elapsed.mul_f64(iters as f64 / done as f64)
-            })
-        });
+        group.bench_function(
+            format!("fsync group commit, {submitters} submitters"),
+            |b| {
+                b.iter_custom(|iters| {
+                    let gc = gc.clone();
+                    let hist = hist.clone();
+                    let next_id = next_id.clone();
+                    let elapsed = rt.block_on(async move {
+                        let per = iters.div_ceil(submitters as u64);
+                        let start = Instant::now();
+                        let mut tasks = Vec::with_capacity(submitters);
+                        for _ in 0..submitters {
+                            let gc = gc.clone();
+                            let hist = hist.clone();
+                            let next_id = next_id.clone();
+                            tasks.push(tokio::spawn(async move {
+                                let mut local = Vec::with_capacity(per as usize);
+                                for _ in 0..per {
+                                    let id =
+                                        next_id.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                                    let t0 = Instant::now();
+                                    gc.append(vec![started(id)]).await.unwrap();
+                                    gc.append(vec![JournalRecord::Finished {
+                                        id,
+                                        finish: Finish::Approved { code: *b"00" },
+                                    }])
+                                    .await
+                                    .unwrap();
+                                    local.push(t0.elapsed().as_micros() as u64);
+                                }
+                                let mut h = hist.lock().unwrap();
+                                for v in local {
+                                    let _ = h.record(v.max(1));
+                                }
+                            }));
+                        }
+                        for t in tasks {
+                            t.await.unwrap();
+                        }
+                        start.elapsed()
+                    });
+                    // Scale to exactly `iters` transactions.
+                    let done = iters.div_ceil(submitters as u64) * submitters as u64;
+                    total_txns += done;
+                    total_time += elapsed;
+                    elapsed.mul_f64(iters as f64 / done as f64)
+                })
+            },
+        );
         let h = hist.lock().unwrap();
         report.push(format!(
             "{submitters:>4} submitters: {:>8.0} journaled tx/s (2 durable appends each), {:.1} records/fsync; journal latency per transaction p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms",

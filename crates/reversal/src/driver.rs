@@ -20,8 +20,7 @@
 //! ```
 
 use crate::engine::{
-    EngineConfig, EngineEvent, EngineStats, Outcome, ReversalEngine, SendFailure, TransmitId,
-    TxnId,
+    EngineConfig, EngineEvent, EngineStats, Outcome, ReversalEngine, SendFailure, TransmitId, TxnId,
 };
 use crate::error::{Result, ReversalError};
 use crate::journal::{GroupCommit, Journal, JournalRecord};
@@ -164,7 +163,8 @@ impl ReversalDriver {
         config: DriverConfig,
     ) -> Result<ReversalDriver> {
         let records = journal.load()?;
-        let engine = ReversalEngine::recover(now(), engine_config, profile, security, batch, records)?;
+        let engine =
+            ReversalEngine::recover(now(), engine_config, profile, security, batch, records)?;
         Ok(Self::spawn(engine, journal, transport, late, config))
     }
 

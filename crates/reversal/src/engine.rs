@@ -283,10 +283,18 @@ enum Phase {
     Queued,
     Journaling,
     Ready,
-    Awaiting { transmit: TransmitId, deadline: Instant },
-    Finishing { outcome: Outcome, approved: bool },
+    Awaiting {
+        transmit: TransmitId,
+        deadline: Instant,
+    },
+    Finishing {
+        outcome: Outcome,
+        approved: bool,
+    },
     Reversing(Rev),
-    Acking { code: [u8; 2] },
+    Acking {
+        code: [u8; 2],
+    },
     Done,
 }
 
@@ -446,7 +454,12 @@ impl<S: Security> ReversalEngine<S> {
                         !(s.0 == batch
                             && matches!(
                                 s.4,
-                                Some(Finish::Approved { .. } | Finish::Declined { .. } | Finish::NotSent | Finish::Unknown)
+                                Some(
+                                    Finish::Approved { .. }
+                                        | Finish::Declined { .. }
+                                        | Finish::NotSent
+                                        | Finish::Unknown
+                                )
                             ))
                     });
                     e.batch = next_batch;
@@ -575,7 +588,8 @@ impl<S: Security> ReversalEngine<S> {
         }
         request.remove(64);
         request.remove(128);
-        self.profile.stamp(&mut request, self.next_stan, self.batch)?;
+        self.profile
+            .stamp(&mut request, self.next_stan, self.batch)?;
         let stan = self.profile.stan_of(&request)?;
         if stan >= self.next_stan {
             self.next_stan = next_stan_after(stan);
@@ -699,7 +713,8 @@ impl<S: Security> ReversalEngine<S> {
                     }
                     self.entries.remove(&txn);
                 }
-                self.events.push_back(EngineEvent::Completed { txn, outcome });
+                self.events
+                    .push_back(EngineEvent::Completed { txn, outcome });
             }
             Wait::Reported(reason, reversible) => {
                 let outcome = if reversible {
@@ -707,7 +722,8 @@ impl<S: Security> ReversalEngine<S> {
                 } else {
                     Outcome::InDoubt { reason }
                 };
-                self.events.push_back(EngineEvent::Completed { txn, outcome });
+                self.events
+                    .push_back(EngineEvent::Completed { txn, outcome });
             }
             Wait::Acked => {
                 if let Some(e) = self.entries.remove(&txn) {
@@ -949,7 +965,10 @@ impl<S: Security> ReversalEngine<S> {
         tracing::info!(txn, stan = e.stan, code = %String::from_utf8_lossy(&code), "reversal acknowledged");
         e.phase = Phase::Acking { code };
         self.pending_reversals = self.pending_reversals.saturating_sub(1);
-        self.push_record(JournalRecord::ReversalAcked { id: txn, code }, Some((txn, Wait::Acked)));
+        self.push_record(
+            JournalRecord::ReversalAcked { id: txn, code },
+            Some((txn, Wait::Acked)),
+        );
     }
 
     /// Reports that transmission `transmit` failed.
@@ -1012,7 +1031,10 @@ impl<S: Security> ReversalEngine<S> {
         let code = self.profile.response_code(&msg);
         if let Some(t) = txn {
             if self.is_reversal_answer(t, &msg)
-                && matches!(self.entries.get(&t).map(|e| &e.phase), Some(Phase::Reversing(_)))
+                && matches!(
+                    self.entries.get(&t).map(|e| &e.phase),
+                    Some(Phase::Reversing(_))
+                )
             {
                 self.acknowledge(t, &msg);
                 self.pump();
@@ -1128,7 +1150,10 @@ impl<S: Security> ReversalEngine<S> {
             let finish = match &e.phase {
                 Phase::Queued => continue,
                 Phase::Journaling | Phase::Ready | Phase::Awaiting { .. } => None,
-                Phase::Finishing { approved: true, outcome } => Some(Finish::Approved {
+                Phase::Finishing {
+                    approved: true,
+                    outcome,
+                } => Some(Finish::Approved {
                     code: match outcome {
                         Outcome::Approved { response } => {
                             self.profile.response_code(response).unwrap_or(*b"00")
@@ -1180,7 +1205,9 @@ impl<S: Security> ReversalEngine<S> {
         let entries = self
             .entries
             .values()
-            .filter(|e| matches!(e.phase, Phase::Done) && e.info.kind != crate::profile::TxnKind::None)
+            .filter(|e| {
+                matches!(e.phase, Phase::Done) && e.info.kind != crate::profile::TxnKind::None
+            })
             .map(|e| UploadEntry {
                 foreign: e.info.foreign,
                 stan: e.stan,
@@ -1254,7 +1281,10 @@ impl<S: Security> ReversalEngine<S> {
         let Some(e) = self.entries.get_mut(&txn) else {
             return;
         };
-        if matches!(e.phase, Phase::Journaling | Phase::Ready | Phase::Awaiting { .. }) {
+        if matches!(
+            e.phase,
+            Phase::Journaling | Phase::Ready | Phase::Awaiting { .. }
+        ) {
             self.in_flight = self.in_flight.saturating_sub(1);
         }
         e.phase = Phase::Finishing { outcome, approved };
@@ -1268,7 +1298,10 @@ impl<S: Security> ReversalEngine<S> {
         let Some(e) = self.entries.get_mut(&txn) else {
             return;
         };
-        if matches!(e.phase, Phase::Journaling | Phase::Ready | Phase::Awaiting { .. }) {
+        if matches!(
+            e.phase,
+            Phase::Journaling | Phase::Ready | Phase::Awaiting { .. }
+        ) {
             self.in_flight = self.in_flight.saturating_sub(1);
         }
         self.stats.in_doubt += 1;
@@ -1322,7 +1355,12 @@ impl<S: Security> ReversalEngine<S> {
             if let Some(at) = rev.next_at {
                 self.timers.insert((at, txn));
             }
-            tracing::warn!(txn, stan = e.stan, attempts, "reversal deferred to the next connection");
+            tracing::warn!(
+                txn,
+                stan = e.stan,
+                attempts,
+                "reversal deferred to the next connection"
+            );
             self.events
                 .push_back(EngineEvent::ReversalDeferred { txn, attempts });
         } else {

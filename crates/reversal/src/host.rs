@@ -24,7 +24,7 @@ use crate::error::{Result, ReversalError};
 use crate::profile::{ReversalProfile, TxnInfo, TxnKey};
 use crate::settlement::BatchTotals;
 use crate::store::{IdempotencyStore, Ledger, OriginalState, ReversalState, StoreRecord};
-use isoswitch_codec::{MessageClass, Message};
+use isoswitch_codec::{Message, MessageClass};
 use rust_decimal::Decimal;
 
 /// The authorizer's decision on a new original.
@@ -247,7 +247,10 @@ impl<S: IdempotencyStore> ReversalHandler<S> {
             }
             None => {
                 self.stats.unknown_reversals += 1;
-                tracing::info!(?key, "reversal of an unknown original: acknowledged and remembered");
+                tracing::info!(
+                    ?key,
+                    "reversal of an unknown original: acknowledged and remembered"
+                );
                 (Decimal::ZERO, info.pan.clone())
             }
         };

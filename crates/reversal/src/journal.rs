@@ -400,7 +400,10 @@ impl Journal for MemoryJournal {
         Ok(())
     }
     fn size(&self) -> u64 {
-        self.records.lock().map(|r| r.len() as u64 * 64).unwrap_or(0)
+        self.records
+            .lock()
+            .map(|r| r.len() as u64 * 64)
+            .unwrap_or(0)
     }
 }
 
@@ -501,7 +504,10 @@ impl GroupCommit {
     ///
     /// # Errors
     /// The journal's error, or [`ReversalError::DriverStopped`] if the thread is gone.
-    pub async fn append(&self, records: Vec<JournalRecord>) -> std::result::Result<(), Arc<ReversalError>> {
+    pub async fn append(
+        &self,
+        records: Vec<JournalRecord>,
+    ) -> std::result::Result<(), Arc<ReversalError>> {
         let (tx, rx) = tokio::sync::oneshot::channel();
         self.tx
             .send(Command::Append(records, tx))
@@ -514,7 +520,10 @@ impl GroupCommit {
     ///
     /// # Errors
     /// As [`GroupCommit::append`].
-    pub async fn compact(&self, live: Vec<JournalRecord>) -> std::result::Result<(), Arc<ReversalError>> {
+    pub async fn compact(
+        &self,
+        live: Vec<JournalRecord>,
+    ) -> std::result::Result<(), Arc<ReversalError>> {
         let (tx, rx) = tokio::sync::oneshot::channel();
         self.tx
             .send(Command::Compact(live, tx))
@@ -530,7 +539,9 @@ impl GroupCommit {
 
     /// Records written so far.
     pub fn records(&self) -> u64 {
-        self.stats.records.load(std::sync::atomic::Ordering::Relaxed)
+        self.stats
+            .records
+            .load(std::sync::atomic::Ordering::Relaxed)
     }
 }
 
@@ -574,7 +585,10 @@ mod tests {
                 id: 7,
                 finish: Finish::Approved { code: *b"00" },
             },
-            JournalRecord::ReversalAcked { id: 7, code: *b"25" },
+            JournalRecord::ReversalAcked {
+                id: 7,
+                code: *b"25",
+            },
             JournalRecord::BatchClosed {
                 batch: 3,
                 next_batch: 4,
@@ -616,7 +630,9 @@ mod tests {
         let mut tasks = Vec::new();
         for i in 0..64 {
             let g = g.clone();
-            tasks.push(tokio::spawn(async move { g.append(vec![started(i)]).await }));
+            tasks.push(tokio::spawn(
+                async move { g.append(vec![started(i)]).await },
+            ));
         }
         for t in tasks {
             t.await.unwrap().unwrap();

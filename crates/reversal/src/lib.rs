@@ -100,11 +100,11 @@ pub use journal::{FileJournal, Finish, GroupCommit, Journal, JournalRecord, Memo
 pub use profile::{
     OriginalData, ReasonCodes, ReversalProfile, ReversalReason, TxnInfo, TxnKey, TxnKind,
 };
+/// The decimal type of amounts and totals (re-exported `rust_decimal`).
+pub use rust_decimal::Decimal;
 pub use security::{NoMac, ProfileMac, Security, Verify};
 pub use settlement::{
     BatchTotals, HostSettlement, Iso87Totals, Settlement, SettlementConfig, SettlementOutcome,
     SettlementState, SideTotals, UploadEntry,
 };
-/// The decimal type of amounts and totals (re-exported `rust_decimal`).
-pub use rust_decimal::Decimal;
 pub use store::{FileStore, IdempotencyStore, Ledger, MemoryStore, StoreRecord, StoredTxn};

@@ -496,9 +496,7 @@ impl ReversalProfile {
         } else {
             Decimal::ZERO
         };
-        let foreign = msg
-            .get(49)
-            .is_some_and(|c| c != self.domestic_currency);
+        let foreign = msg.get(49).is_some_and(|c| c != self.domestic_currency);
         let pan = msg.get(2).unwrap_or_else(|| {
             msg.get(35)
                 .map(|t| t.split(['=', 'D', 'd']).next().unwrap_or("").to_string())
@@ -578,7 +576,10 @@ mod tests {
         o.set(7, "1125093000").unwrap();
         o.set(32, "123456").unwrap();
         let r = p.build_reversal(&o, ReversalReason::NoResponse).unwrap();
-        assert_eq!(r.get(90).as_deref(), Some("020000004211250930000000012345600000000000"));
+        assert_eq!(
+            r.get(90).as_deref(),
+            Some("020000004211250930000000012345600000000000")
+        );
         assert_eq!(r.get(39).as_deref(), Some("98"));
         assert!(p.classify(&o).foreign);
     }

@@ -112,7 +112,9 @@ impl<'a> Iterator for RecordIter<'a> {
         };
         let rest = &self.buf[self.pos..];
         let result = (|| {
-            let header = rest.get(..HEADER_LEN).ok_or(torn(TornReason::ShortHeader))?;
+            let header = rest
+                .get(..HEADER_LEN)
+                .ok_or(torn(TornReason::ShortHeader))?;
             let len = u32::from_le_bytes([header[0], header[1], header[2], header[3]]) as usize;
             let crc = u32::from_le_bytes([header[4], header[5], header[6], header[7]]);
             if len > MAX_RECORD_LEN {
@@ -205,10 +207,15 @@ impl RecordFile {
         let mut torn = None;
         loop {
             let mut header = [0u8; HEADER_LEN];
-            match read_full(&mut reader, &mut header).map_err(|e| ReversalError::io("read", &path, e))? {
+            match read_full(&mut reader, &mut header)
+                .map_err(|e| ReversalError::io("read", &path, e))?
+            {
                 0 => break,
                 n if n < HEADER_LEN => {
-                    torn = Some(Torn { offset: pos, reason: TornReason::ShortHeader });
+                    torn = Some(Torn {
+                        offset: pos,
+                        reason: TornReason::ShortHeader,
+                    });
                     break;
                 }
                 _ => {}
@@ -216,21 +223,33 @@ impl RecordFile {
             let len = u32::from_le_bytes([header[0], header[1], header[2], header[3]]) as usize;
             let crc = u32::from_le_bytes([header[4], header[5], header[6], header[7]]);
             if len > MAX_RECORD_LEN {
-                torn = Some(Torn { offset: pos, reason: TornReason::TooLong });
+                torn = Some(Torn {
+                    offset: pos,
+                    reason: TornReason::TooLong,
+                });
                 break;
             }
             payload.resize(len, 0);
-            let got = read_full(&mut reader, &mut payload).map_err(|e| ReversalError::io("read", &path, e))?;
+            let got = read_full(&mut reader, &mut payload)
+                .map_err(|e| ReversalError::io("read", &path, e))?;
             if got < len {
-                torn = Some(Torn { offset: pos, reason: TornReason::ShortPayload });
+                torn = Some(Torn {
+                    offset: pos,
+                    reason: TornReason::ShortPayload,
+                });
                 break;
             }
             if crc32fast::hash(&payload) != crc {
-                torn = Some(Torn { offset: pos, reason: TornReason::BadCrc });
+                torn = Some(Torn {
+                    offset: pos,
+                    reason: TornReason::BadCrc,
+                });
                 break;
             }
             each(pos, &payload).map_err(|e| match e {
-                ReversalError::BadRecord { what, .. } => ReversalError::BadRecord { offset: pos, what },
+                ReversalError::BadRecord { what, .. } => {
+                    ReversalError::BadRecord { offset: pos, what }
+                }
                 other => other,
             })?;
             pos += (HEADER_LEN + len) as u64;
@@ -527,7 +546,10 @@ mod tests {
         buf.extend_from_slice(&u32::MAX.to_le_bytes());
         buf.extend_from_slice(&[0; 4]);
         let mut it = RecordIter::new(&buf);
-        assert_eq!(it.next().map(|r| r.map_err(|t| t.reason)), Some(Err(TornReason::TooLong)));
+        assert_eq!(
+            it.next().map(|r| r.map_err(|t| t.reason)),
+            Some(Err(TornReason::TooLong))
+        );
         assert!(it.next().is_none());
     }
 

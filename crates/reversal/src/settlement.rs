@@ -226,10 +226,13 @@ pub fn parse_upload_field48(s: &str) -> Result<Vec<UploadEntry>> {
         field: 48,
         what: "batch upload entries",
     };
-    let count: usize = s.get(..2).and_then(|c| c.parse().ok()).ok_or(ReversalError::BadField {
-        field: 48,
-        what: "batch upload count",
-    })?;
+    let count: usize = s
+        .get(..2)
+        .and_then(|c| c.parse().ok())
+        .ok_or(ReversalError::BadField {
+            field: 48,
+            what: "batch upload count",
+        })?;
     if count > 8 || s.len() != 2 + count * 40 {
         return Err(bad);
     }
@@ -237,7 +240,9 @@ pub fn parse_upload_field48(s: &str) -> Result<Vec<UploadEntry>> {
     for i in 0..count {
         let e = &s[2 + i * 40..2 + (i + 1) * 40];
         let num = |a: usize, b: usize| e.get(a..b).and_then(|t| t.parse::<u64>().ok());
-        let (Some(org), Some(stan), Some(amount)) = (num(0, 2), num(8, 28).and(num(2, 8)), num(28, 40)) else {
+        let (Some(org), Some(stan), Some(amount)) =
+            (num(0, 2), num(8, 28).and(num(2, 8)), num(28, 40))
+        else {
             return Err(ReversalError::BadField {
                 field: 48,
                 what: "batch upload entry",
@@ -393,13 +398,21 @@ impl Settlement {
             balanced: self.balanced.unwrap_or(false),
             uploaded: self.upload_pos,
             balanced_after_upload: self.balanced_after,
-            next_batch: if self.batch >= 999_999 { 1 } else { self.batch + 1 },
+            next_batch: if self.batch >= 999_999 {
+                1
+            } else {
+                self.batch + 1
+            },
         })
     }
 
     fn stan(&mut self) -> String {
         let s = format!("{:06}", self.next_stan % 1_000_000);
-        self.next_stan = if self.next_stan >= 999_999 { 1 } else { self.next_stan + 1 };
+        self.next_stan = if self.next_stan >= 999_999 {
+            1
+        } else {
+            self.next_stan + 1
+        };
         s
     }
 
@@ -469,7 +482,9 @@ impl Settlement {
     pub fn handle_response(&mut self, _now: Instant, bytes: Bytes) -> Result<()> {
         let msg = Message::decode(&self.dialect, bytes)?;
         let Some(cur) = &self.current else {
-            return Err(ReversalError::Settlement { why: "nothing sent" });
+            return Err(ReversalError::Settlement {
+                why: "nothing sent",
+            });
         };
         if cur.mti().response_mti() != Some(msg.mti()) || cur.get(11) != msg.get(11) {
             return Err(ReversalError::UnexpectedMessage {
@@ -531,7 +546,11 @@ impl Settlement {
             self.set_current(m);
         } else {
             self.state = SettlementState::EndingUpload;
-            let code = if self.balanced == Some(true) { "207" } else { "202" };
+            let code = if self.balanced == Some(true) {
+                "207"
+            } else {
+                "202"
+            };
             let mut m = self.base(320, code)?;
             m.set(48, format!("{:04}", self.entries.len() % 10_000))?;
             self.set_current(m);
@@ -593,7 +612,12 @@ impl HostSettlement {
                     for e in &self.uploaded {
                         t.add_parts(TxnKind::Debit, e.foreign, e.amount);
                     }
-                    let claims = |s: &SideTotals| (s.debit_amount + s.credit_amount, s.debit_count + s.credit_count);
+                    let claims = |s: &SideTotals| {
+                        (
+                            s.debit_amount + s.credit_amount,
+                            s.debit_count + s.credit_count,
+                        )
+                    };
                     claims(&t.domestic) == claims(&terminal.domestic)
                         && claims(&t.foreign) == claims(&terminal.foreign)
                 } else {
@@ -701,9 +725,15 @@ impl Iso87Totals {
             u64::try_from(v.mantissa().abs()).unwrap_or(0)
         };
         msg.set(74, format!("{:010}", self.credits_count % 10_000_000_000))?;
-        msg.set(75, format!("{:010}", self.credit_reversals_count % 10_000_000_000))?;
+        msg.set(
+            75,
+            format!("{:010}", self.credit_reversals_count % 10_000_000_000),
+        )?;
         msg.set(76, format!("{:010}", self.debits_count % 10_000_000_000))?;
-        msg.set(77, format!("{:010}", self.debit_reversals_count % 10_000_000_000))?;
+        msg.set(
+            77,
+            format!("{:010}", self.debit_reversals_count % 10_000_000_000),
+        )?;
         msg.set(86, format!("{:016}", m(self.credits_amount)))?;
         msg.set(87, format!("{:016}", m(self.credit_reversals_amount)))?;
         msg.set(88, format!("{:016}", m(self.debits_amount)))?;

@@ -170,7 +170,8 @@ impl MemoryStore {
         match rec {
             StoreRecord::Original { key, state } => {
                 if state.approved {
-                    self.ledger.apply(&state.pan, state.kind.effect(state.amount));
+                    self.ledger
+                        .apply(&state.pan, state.kind.effect(state.amount));
                 }
                 self.map.entry(key).or_default().original = Some(state);
             }
@@ -194,7 +195,11 @@ impl MemoryStore {
             if let Some(r) = &v.reversal {
                 out.push(StoreRecord::Reversal {
                     key: k.clone(),
-                    pan: v.original.as_ref().map(|o| o.pan.clone()).unwrap_or_default(),
+                    pan: v
+                        .original
+                        .as_ref()
+                        .map(|o| o.pan.clone())
+                        .unwrap_or_default(),
                     state: r.clone(),
                 });
             }

@@ -24,19 +24,33 @@ enum Run {
     Finished(String),
 }
 
-fn run(dir: &std::path::Path, seed: u64, txns: u64, pause: Option<(&str, u32)>, kill_after: Option<Duration>) -> Run {
+fn run(
+    dir: &std::path::Path,
+    seed: u64,
+    txns: u64,
+    pause: Option<(&str, u32)>,
+    kill_after: Option<Duration>,
+) -> Run {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_reversal_crash"));
     cmd.arg(dir).arg(seed.to_string()).arg(txns.to_string());
     if let Some((p, n)) = pause {
         cmd.arg(format!("{p}:{n}"));
     }
-    let mut child = cmd.stdout(Stdio::piped()).stderr(Stdio::inherit()).spawn().unwrap();
+    let mut child = cmd
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .unwrap();
     let stdout = child.stdout.take().unwrap();
     if let Some(after) = kill_after {
         std::thread::sleep(after);
         let _ = child.kill(); // SIGKILL
         let status = child.wait().unwrap();
-        let out: String = BufReader::new(stdout).lines().map_while(Result::ok).filter(|l| l.starts_with("RESULT")).collect();
+        let out: String = BufReader::new(stdout)
+            .lines()
+            .map_while(Result::ok)
+            .filter(|l| l.starts_with("RESULT"))
+            .collect();
         if status.success() && !out.is_empty() {
             return Run::Finished(out);
         }
@@ -65,7 +79,10 @@ fn parse(result: &str) -> HashMap<String, String> {
     result
         .split_whitespace()
         .skip(1)
-        .filter_map(|kv| kv.split_once('=').map(|(k, v)| (k.to_string(), v.to_string())))
+        .filter_map(|kv| {
+            kv.split_once('=')
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+        })
         .collect()
 }
 
@@ -84,10 +101,22 @@ fn sigkill_at_every_phase_keeps_host_and_terminal_equal() {
             let i = (scenario * 6 + k) as usize;
             let r = if k == 5 {
                 // A kill at a random moment.
-                run(dir.path(), scenario * 100 + k, txns, None, Some(Duration::from_millis(5 + (i as u64 * 37) % 80)))
+                run(
+                    dir.path(),
+                    scenario * 100 + k,
+                    txns,
+                    None,
+                    Some(Duration::from_millis(5 + (i as u64 * 37) % 80)),
+                )
             } else {
                 let phase = PHASES[i % PHASES.len()];
-                run(dir.path(), scenario * 100 + k, txns, Some((phase, 1 + (i as u32 % 3))), None)
+                run(
+                    dir.path(),
+                    scenario * 100 + k,
+                    txns,
+                    Some((phase, 1 + (i as u32 % 3))),
+                    None,
+                )
             };
             match r {
                 Run::Killed(p) => {
@@ -113,9 +142,15 @@ fn sigkill_at_every_phase_keeps_host_and_terminal_equal() {
         assert_eq!(m["pending"], "0");
         assert_eq!(m["started"], txns.to_string());
     }
-    eprintln!("{runs} runs, {kills} SIGKILLs, by phase {killed_at:?}, {:?}", started.elapsed());
+    eprintln!(
+        "{runs} runs, {kills} SIGKILLs, by phase {killed_at:?}, {:?}",
+        started.elapsed()
+    );
     assert!(kills >= 50, "{kills} kills");
     for p in PHASES {
-        assert!(killed_at.get(*p).copied().unwrap_or(0) > 0, "phase {p} never killed: {killed_at:?}");
+        assert!(
+            killed_at.get(*p).copied().unwrap_or(0) > 0,
+            "phase {p} never killed: {killed_at:?}"
+        );
     }
 }

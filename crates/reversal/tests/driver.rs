@@ -55,7 +55,11 @@ async fn driver_reverses_a_lost_response_and_reports_it() {
     let profile = ReversalProfile::cup_pos().unwrap();
     let transport = Arc::new(HostTransport {
         profile: profile.clone(),
-        host: Mutex::new(ReversalHandler::new(profile.clone(), MemoryStore::new(), HostConfig::default())),
+        host: Mutex::new(ReversalHandler::new(
+            profile.clone(),
+            MemoryStore::new(),
+            HostConfig::default(),
+        )),
         mac: Mutex::new(security()),
         lose_originals: AtomicU32::new(1),
     });
@@ -73,7 +77,12 @@ async fn driver_reverses_a_lost_response_and_reports_it() {
     .unwrap();
     let started = tokio::time::Instant::now();
     let first = driver.submit(sale(&profile, 1500)).await.unwrap();
-    assert!(matches!(first, Outcome::Reversed { reason: ReversalReason::NoResponse }));
+    assert!(matches!(
+        first,
+        Outcome::Reversed {
+            reason: ReversalReason::NoResponse
+        }
+    ));
     assert_eq!(first.display_text(), "transaction failed, reversed");
     assert!(started.elapsed() >= Duration::from_secs(30));
     // The next sale waits for the reversal, then is approved.

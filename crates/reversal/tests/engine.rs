@@ -35,7 +35,12 @@ fn response_lost_is_reversed_with_98() {
     let _lost = s.host_answer(&t);
     assert_eq!(s.ledger(), Decimal::new(2500, 2));
     s.advance(SECS31);
-    assert!(matches!(s.outcome_of(id), Some(Outcome::Reversed { reason: ReversalReason::NoResponse })));
+    assert!(matches!(
+        s.outcome_of(id),
+        Some(Outcome::Reversed {
+            reason: ReversalReason::NoResponse
+        })
+    ));
     let r = s.transmit().unwrap();
     assert_eq!(r.kind, TransmitKind::Reversal { attempt: 1 });
     let m = decode(&s.profile, &r.bytes);
@@ -47,7 +52,10 @@ fn response_lost_is_reversed_with_98() {
     assert_eq!(s.ledger(), Decimal::ZERO);
     assert_eq!(s.engine.pending_reversals(), 0);
     assert_eq!(s.engine.lifetime_net(), Decimal::ZERO);
-    assert!(s.events.iter().any(|e| matches!(e, EngineEvent::ReversalAcknowledged { code, .. } if code == b"00")));
+    assert!(s
+        .events
+        .iter()
+        .any(|e| matches!(e, EngineEvent::ReversalAcknowledged { code, .. } if code == b"00")));
 }
 
 #[test]
@@ -63,7 +71,10 @@ fn response_late_does_not_cancel_the_reversal() {
     s.flush();
     assert_eq!(s.engine.stats().late_responses, 2);
     assert!(matches!(s.outcome_of(id), Some(Outcome::Reversed { .. })));
-    assert!(s.events.iter().any(|e| matches!(e, EngineEvent::LateResponse { txn: Some(t), .. } if *t == id)));
+    assert!(s
+        .events
+        .iter()
+        .any(|e| matches!(e, EngineEvent::LateResponse { txn: Some(t), .. } if *t == id)));
     let r = s.transmit().unwrap();
     s.deliver(&r);
     assert_eq!(s.ledger(), Decimal::ZERO);
@@ -74,13 +85,27 @@ fn connection_lost_before_sending_is_not_reversed() {
     let mut s = Sim::new(EngineConfig::default());
     let id = s.submit(700);
     let t = s.transmit().unwrap();
-    s.engine.handle_send_failed(s.now, t.id, SendFailure::NotSent);
+    s.engine
+        .handle_send_failed(s.now, t.id, SendFailure::NotSent);
     s.flush();
-    assert!(matches!(s.outcome_of(id), Some(Outcome::NotSent { reason: NotSentReason::Rejected })));
+    assert!(matches!(
+        s.outcome_of(id),
+        Some(Outcome::NotSent {
+            reason: NotSentReason::Rejected
+        })
+    ));
     assert_eq!(s.engine.pending_reversals(), 0);
     assert!(s.transmit().is_none());
     // And a restart does not reverse it either (its outcome is journaled).
-    let e = ReversalEngine::recover(s.now, EngineConfig::default(), s.profile.clone(), security(), 1, s.journal.records()).unwrap();
+    let e = ReversalEngine::recover(
+        s.now,
+        EngineConfig::default(),
+        s.profile.clone(),
+        security(),
+        1,
+        s.journal.records(),
+    )
+    .unwrap();
     assert_eq!(e.pending_reversals(), 0);
 }
 
@@ -90,9 +115,15 @@ fn connection_lost_after_sending_is_reversed() {
     let id = s.submit(700);
     let t = s.transmit().unwrap();
     let _ = s.host_answer(&t);
-    s.engine.handle_send_failed(s.now, t.id, SendFailure::ConnectionLost);
+    s.engine
+        .handle_send_failed(s.now, t.id, SendFailure::ConnectionLost);
     s.flush();
-    assert!(matches!(s.outcome_of(id), Some(Outcome::Reversed { reason: ReversalReason::NoResponse })));
+    assert!(matches!(
+        s.outcome_of(id),
+        Some(Outcome::Reversed {
+            reason: ReversalReason::NoResponse
+        })
+    ));
     let r = s.transmit().unwrap();
     s.deliver(&r);
     assert_eq!(s.ledger(), Decimal::ZERO);
@@ -101,11 +132,19 @@ fn connection_lost_after_sending_is_reversed() {
 #[test]
 fn bad_mac_on_the_response_is_reversed_with_a0() {
     let mut s = Sim::new(EngineConfig::default());
-    s.host_mac = ProfileMac::new(isoswitch_session::SessionProfile::cup_pos().unwrap(), wrong_mak());
+    s.host_mac = ProfileMac::new(
+        isoswitch_session::SessionProfile::cup_pos().unwrap(),
+        wrong_mak(),
+    );
     let id = s.submit(990);
     let t = s.transmit().unwrap();
     s.deliver(&t);
-    assert!(matches!(s.outcome_of(id), Some(Outcome::Reversed { reason: ReversalReason::MacFailure })));
+    assert!(matches!(
+        s.outcome_of(id),
+        Some(Outcome::Reversed {
+            reason: ReversalReason::MacFailure
+        })
+    ));
     let r = s.transmit().unwrap();
     assert_eq!(decode(&s.profile, &r.bytes).get(39).as_deref(), Some("A0"));
     // A 0410 with a bad MAC does not acknowledge: the reversal is repeated.
@@ -125,9 +164,15 @@ fn undecodable_response_is_reversed_with_06() {
     let mut s = Sim::new(EngineConfig::default());
     let id = s.submit(990);
     let t = s.transmit().unwrap();
-    s.engine.handle_response(s.now, t.id, bytes::Bytes::from_static(b"\x02\x10garbage"));
+    s.engine
+        .handle_response(s.now, t.id, bytes::Bytes::from_static(b"\x02\x10garbage"));
     s.flush();
-    assert!(matches!(s.outcome_of(id), Some(Outcome::Reversed { reason: ReversalReason::Undecodable })));
+    assert!(matches!(
+        s.outcome_of(id),
+        Some(Outcome::Reversed {
+            reason: ReversalReason::Undecodable
+        })
+    ));
     let r = s.transmit().unwrap();
     assert_eq!(decode(&s.profile, &r.bytes).get(39).as_deref(), Some("06"));
 }
@@ -177,21 +222,31 @@ fn reversal_lost_twice_then_repeated() {
     s.deliver(&r);
     assert_eq!(s.engine.pending_reversals(), 0);
     assert_eq!(s.ledger(), Decimal::ZERO);
-    assert_eq!(s.host.stats().reversals, 1, "the copy that reached the host was applied once");
+    assert_eq!(
+        s.host.stats().reversals,
+        1,
+        "the copy that reached the host was applied once"
+    );
     assert_eq!(s.host.stats().repeats, 1);
 }
 
 #[test]
 fn reversal_lost_always_stays_pending_and_blocks_new_sales() {
     let mut s = lose_reversal_n_times(3);
-    assert!(s.events.iter().any(|e| matches!(e, EngineEvent::ReversalDeferred { attempts: 3, .. })));
+    assert!(s
+        .events
+        .iter()
+        .any(|e| matches!(e, EngineEvent::ReversalDeferred { attempts: 3, .. })));
     assert_eq!(s.engine.pending_reversals(), 1);
     assert!(s.transmit().is_none());
     // A new sale first retries the reversal (POS rule) and does not go out meanwhile.
     let sale2 = s.submit(500);
     let r = s.transmit().unwrap();
     assert!(matches!(r.kind, TransmitKind::Reversal { .. }));
-    assert!(s.transmit().is_none(), "no financial request while a reversal is pending");
+    assert!(
+        s.transmit().is_none(),
+        "no financial request while a reversal is pending"
+    );
     // This round fails too: the sale is refused, not sent.
     s.advance(SECS31);
     for i in 0..2u64 {
@@ -201,7 +256,12 @@ fn reversal_lost_always_stays_pending_and_blocks_new_sales() {
             s.advance(SECS31);
         }
     }
-    assert!(matches!(s.outcome_of(sale2), Some(Outcome::NotSent { reason: NotSentReason::ReversalPending })));
+    assert!(matches!(
+        s.outcome_of(sale2),
+        Some(Outcome::NotSent {
+            reason: NotSentReason::ReversalPending
+        })
+    ));
     // Next connection: the reversal goes through, then business resumes.
     s.engine.handle_connected(s.now);
     let r = s.transmit().unwrap();
@@ -242,9 +302,23 @@ fn crash_after_send_recovers_a_reversal_before_anything_else() {
     let _ = s.host_answer(&t); // approved at the host; the terminal dies before the answer
     assert_eq!(s.ledger(), Decimal::new(4200, 2));
     let records = s.journal.records();
-    s.engine = ReversalEngine::recover(s.now, EngineConfig::default(), s.profile.clone(), security(), 1, records).unwrap();
+    s.engine = ReversalEngine::recover(
+        s.now,
+        EngineConfig::default(),
+        s.profile.clone(),
+        security(),
+        1,
+        records,
+    )
+    .unwrap();
     let evs = s.take_events();
-    assert!(matches!(evs[0], EngineEvent::Recovered { reason: ReversalReason::Recovered, .. }));
+    assert!(matches!(
+        evs[0],
+        EngineEvent::Recovered {
+            reason: ReversalReason::Recovered,
+            ..
+        }
+    ));
     // A new sale is submitted right away, but the reversal goes first.
     let next = s.submit(100);
     let r = s.transmit().unwrap();
@@ -254,7 +328,11 @@ fn crash_after_send_recovers_a_reversal_before_anything_else() {
     let t2 = s.transmit().unwrap();
     assert_eq!(t2.kind, TransmitKind::Original);
     let m = decode(&s.profile, &t2.bytes);
-    assert_ne!(m.get(11), decode(&s.profile, &t.bytes).get(11), "STAN not reused after a crash");
+    assert_ne!(
+        m.get(11),
+        decode(&s.profile, &t.bytes).get(11),
+        "STAN not reused after a crash"
+    );
     s.deliver(&t2);
     assert!(s.outcome_of(next).unwrap().is_approved());
     assert_eq!(s.ledger(), Decimal::new(100, 2));
@@ -267,7 +345,15 @@ fn crash_before_send_reverses_an_original_the_host_never_saw() {
     s.submit(4200);
     let _t = s.transmit().unwrap(); // journaled; the process dies before sending
     let records = s.journal.records();
-    s.engine = ReversalEngine::recover(s.now, EngineConfig::default(), s.profile.clone(), security(), 1, records).unwrap();
+    s.engine = ReversalEngine::recover(
+        s.now,
+        EngineConfig::default(),
+        s.profile.clone(),
+        security(),
+        1,
+        records,
+    )
+    .unwrap();
     let r = s.transmit().unwrap();
     s.deliver(&r);
     assert_eq!(s.host.stats().unknown_reversals, 1);
@@ -282,7 +368,9 @@ fn approved_then_terminal_failure_is_reversed_with_96() {
     let t = s.transmit().unwrap();
     s.deliver(&t);
     assert_eq!(s.engine.totals().domestic.debit_count, 1);
-    s.engine.reverse(s.now, id, ReversalReason::TerminalFailure).unwrap();
+    s.engine
+        .reverse(s.now, id, ReversalReason::TerminalFailure)
+        .unwrap();
     assert_eq!(s.engine.totals().domestic.debit_count, 0);
     let r = s.transmit().unwrap();
     assert_eq!(decode(&s.profile, &r.bytes).get(39).as_deref(), Some("96"));
@@ -305,7 +393,15 @@ fn compaction_keeps_what_recovery_needs() {
     s.flush();
     let snap = s.engine.snapshot();
     s.journal.compact(&snap).unwrap();
-    let e = ReversalEngine::recover(s.now, EngineConfig::default(), s.profile.clone(), security(), 1, s.journal.records()).unwrap();
+    let e = ReversalEngine::recover(
+        s.now,
+        EngineConfig::default(),
+        s.profile.clone(),
+        security(),
+        1,
+        s.journal.records(),
+    )
+    .unwrap();
     assert_eq!(e.pending_reversals(), 1);
     assert_eq!(e.totals(), s.engine.totals());
     assert_eq!(e.next_stan(), s.engine.next_stan());

@@ -8,7 +8,10 @@ use rust_decimal::Decimal;
 
 fn host() -> (ReversalProfile, ReversalHandler<MemoryStore>) {
     let p = ReversalProfile::cup_pos().unwrap();
-    (p.clone(), ReversalHandler::new(p, MemoryStore::new(), HostConfig::default()))
+    (
+        p.clone(),
+        ReversalHandler::new(p, MemoryStore::new(), HostConfig::default()),
+    )
 }
 
 fn stamped(p: &ReversalProfile, cents: i64, stan: u32) -> Message {
@@ -25,7 +28,10 @@ fn approve(_: &Message, _: &TxnInfo) -> Decision {
 fn duplicate_reversals_get_the_same_answer_and_one_ledger_effect() {
     let (p, mut h) = host();
     let o = stamped(&p, 5000, 10);
-    assert_eq!(h.handle(&o, approve).unwrap().get(39).as_deref(), Some("00"));
+    assert_eq!(
+        h.handle(&o, approve).unwrap().get(39).as_deref(),
+        Some("00")
+    );
     assert_eq!(h.ledger().card(PAN), Decimal::new(5000, 2));
     let rev = p.build_reversal(&o, ReversalReason::NoResponse).unwrap();
     let first = h.handle(&rev, approve).unwrap().to_bytes().unwrap();
@@ -47,12 +53,18 @@ fn reversal_before_original_is_remembered_and_the_late_original_declined() {
     let (p, mut h) = host();
     let o = stamped(&p, 5000, 11);
     let rev = p.build_reversal(&o, ReversalReason::NoResponse).unwrap();
-    assert_eq!(h.handle(&rev, approve).unwrap().get(39).as_deref(), Some("00"));
+    assert_eq!(
+        h.handle(&rev, approve).unwrap().get(39).as_deref(),
+        Some("00")
+    );
     let late = h.handle(&o, approve).unwrap();
     assert_eq!(late.get(39).as_deref(), Some("12"));
     assert_eq!(h.ledger().total(), Decimal::ZERO);
     // A repeat of the reversal still gets its first answer.
-    assert_eq!(h.handle(&rev, approve).unwrap().get(39).as_deref(), Some("00"));
+    assert_eq!(
+        h.handle(&rev, approve).unwrap().get(39).as_deref(),
+        Some("00")
+    );
     assert_eq!(h.stats().late_originals, 1);
 }
 
@@ -63,20 +75,32 @@ fn declined_original_reversal_changes_nothing_amount_mismatch_is_64_reused_stan_
     let r = h.handle(&o, |_, _| Decision::Decline(*b"51")).unwrap();
     assert_eq!(r.get(39).as_deref(), Some("51"));
     let rev = p.build_reversal(&o, ReversalReason::NoResponse).unwrap();
-    assert_eq!(h.handle(&rev, approve).unwrap().get(39).as_deref(), Some("00"));
+    assert_eq!(
+        h.handle(&rev, approve).unwrap().get(39).as_deref(),
+        Some("00")
+    );
     assert_eq!(h.ledger().total(), Decimal::ZERO);
 
     let o2 = stamped(&p, 100, 13);
     h.handle(&o2, approve).unwrap();
     let mut wrong = p.build_reversal(&o2, ReversalReason::NoResponse).unwrap();
     wrong.set(4, "000000000099").unwrap();
-    assert_eq!(h.handle(&wrong, approve).unwrap().get(39).as_deref(), Some("64"));
+    assert_eq!(
+        h.handle(&wrong, approve).unwrap().get(39).as_deref(),
+        Some("64")
+    );
     assert_eq!(h.ledger().total(), Decimal::new(100, 2));
     let again = stamped(&p, 999, 13);
-    assert_eq!(h.handle(&again, approve).unwrap().get(39).as_deref(), Some("94"));
+    assert_eq!(
+        h.handle(&again, approve).unwrap().get(39).as_deref(),
+        Some("94")
+    );
     // The right reversal still works after the refused one.
     let rev2 = p.build_reversal(&o2, ReversalReason::NoResponse).unwrap();
-    assert_eq!(h.handle(&rev2, approve).unwrap().get(39).as_deref(), Some("00"));
+    assert_eq!(
+        h.handle(&rev2, approve).unwrap().get(39).as_deref(),
+        Some("00")
+    );
     assert_eq!(h.ledger().total(), Decimal::ZERO);
 }
 
@@ -86,10 +110,16 @@ fn file_store_survives_reopen_and_torn_tail() {
     let path = dir.path().join("host.store");
     let p = ReversalProfile::cup_pos().unwrap();
     {
-        let mut h = ReversalHandler::new(p.clone(), FileStore::open(&path).unwrap(), HostConfig::default());
+        let mut h = ReversalHandler::new(
+            p.clone(),
+            FileStore::open(&path).unwrap(),
+            HostConfig::default(),
+        );
         h.handle(&stamped(&p, 100, 1), approve).unwrap();
         h.handle(&stamped(&p, 250, 2), approve).unwrap();
-        let rev = p.build_reversal(&stamped(&p, 100, 1), ReversalReason::NoResponse).unwrap();
+        let rev = p
+            .build_reversal(&stamped(&p, 100, 1), ReversalReason::NoResponse)
+            .unwrap();
         h.handle(&rev, approve).unwrap();
         assert_eq!(h.ledger().total(), Decimal::new(250, 2));
     }
@@ -97,15 +127,30 @@ fn file_store_survives_reopen_and_torn_tail() {
     let mut data = std::fs::read(&path).unwrap();
     data.extend_from_slice(&[40, 0, 0, 0, 1, 2, 3]);
     std::fs::write(&path, &data).unwrap();
-    let mut h = ReversalHandler::new(p.clone(), FileStore::open(&path).unwrap(), HostConfig::default());
+    let mut h = ReversalHandler::new(
+        p.clone(),
+        FileStore::open(&path).unwrap(),
+        HostConfig::default(),
+    );
     assert_eq!(h.ledger().total(), Decimal::new(250, 2));
-    let rev = p.build_reversal(&stamped(&p, 100, 1), ReversalReason::NoResponse).unwrap();
+    let rev = p
+        .build_reversal(&stamped(&p, 100, 1), ReversalReason::NoResponse)
+        .unwrap();
     h.handle(&rev, approve).unwrap();
-    assert_eq!(h.ledger().total(), Decimal::new(250, 2), "repeat after restart: no second effect");
+    assert_eq!(
+        h.ledger().total(),
+        Decimal::new(250, 2),
+        "repeat after restart: no second effect"
+    );
     let mut fs = FileStore::open(&path).unwrap();
     fs.compact().unwrap();
     drop(fs);
     let fs = FileStore::open(&path).unwrap();
     assert_eq!(fs.ledger().total(), Decimal::new(250, 2));
-    assert_eq!(fs.batch_totals("TERM0001", "MERCHANT0000001", 7).domestic.debit_count, 1);
+    assert_eq!(
+        fs.batch_totals("TERM0001", "MERCHANT0000001", 7)
+            .domestic
+            .debit_count,
+        1
+    );
 }

@@ -64,7 +64,8 @@ fn sale(profile: &ReversalProfile, id: u64) -> Message {
     let pan = format!("62220200000000{:02}", id % 5);
     m.set(2, pan).expect("2");
     m.set(3, "000000").expect("3");
-    m.set_amount(4, Decimal::new(cents as i64, 2), 156).expect("4");
+    m.set_amount(4, Decimal::new(cents as i64, 2), 156)
+        .expect("4");
     m.set(41, "TERM0001").expect("41");
     m.set(42, "MERCHANT0000001").expect("42");
     m.set(49, "156").expect("49");
@@ -126,7 +127,9 @@ fn main() {
         let recs: Vec<_> = std::iter::from_fn(|| engine.poll_journal()).collect();
         let mut progressed = false;
         if !recs.is_empty() {
-            let has_start = recs.iter().any(|r| matches!(r, JournalRecord::Started { .. }));
+            let has_start = recs
+                .iter()
+                .any(|r| matches!(r, JournalRecord::Started { .. }));
             if has_start {
                 phases.at("before_journal");
             }
@@ -153,7 +156,11 @@ fn main() {
                 .handle(&req, |_, _| Decision::Approve { auth_code: None })
                 .expect("host");
             let mut bytes = host_mac.seal(&mut resp).expect("seal");
-            phases.at(if original { "after_send" } else { "during_reversal" });
+            phases.at(if original {
+                "after_send"
+            } else {
+                "during_reversal"
+            });
             let roll = rng.next() % 100;
             if roll < 20 {
                 continue; // response lost
@@ -218,7 +225,8 @@ fn main() {
                 if rng.chance(10) {
                     continue;
                 }
-                st.handle_response(now, resp.to_bytes().expect("enc")).expect("answer");
+                st.handle_response(now, resp.to_bytes().expect("enc"))
+                    .expect("answer");
             } else if let Some(t) = st.poll_timeout() {
                 now = now.max(t);
                 st.handle_timeout(now);

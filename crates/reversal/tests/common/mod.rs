@@ -71,7 +71,8 @@ impl Sim {
             let seq = self.engine.journal_seq();
             self.engine.handle_journaled(self.now, seq);
         }
-        self.events.extend(std::iter::from_fn(|| self.engine.poll_event()));
+        self.events
+            .extend(std::iter::from_fn(|| self.engine.poll_event()));
     }
 
     pub fn submit(&mut self, cents: i64) -> TxnId {
@@ -91,7 +92,9 @@ impl Sim {
         let req = Message::decode(&self.profile.dialect, t.bytes.clone()).unwrap();
         let mut resp = self
             .host
-            .handle(&req, |_, _| Decision::Approve { auth_code: Some("123456".into()) })
+            .handle(&req, |_, _| Decision::Approve {
+                auth_code: Some("123456".into()),
+            })
             .unwrap();
         self.host_mac.seal(&mut resp).unwrap()
     }
