@@ -631,9 +631,22 @@ async fn write_side<H>(
         };
         let batch = async {
             write_reply(ctx, &mut writer, first).await?;
-            for _ in 1..WRITE_BATCH {
+            let mut written = 1;
+            let mut yielded = false;
+            while written < WRITE_BATCH {
                 match rx.try_recv() {
-                    Ok(next) => write_reply(ctx, &mut writer, next).await?,
+                    Ok(next) => {
+                        write_reply(ctx, &mut writer, next).await?;
+                        written += 1;
+                    }
+                    // Handlers finishing together each wake this task right after their
+                    // send; while some are still running (each holds a sender, the reader
+                    // one more), yield once so that their replies queue first and share
+                    // one write syscall, instead of one each.
+                    Err(_) if !yielded && rx.sender_strong_count() > 1 => {
+                        yielded = true;
+                        crate::client::yield_to_ready_tasks().await;
+                    }
                     Err(_) => break,
                 }
             }
