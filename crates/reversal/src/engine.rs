@@ -326,6 +326,7 @@ pub struct ReversalEngine<S: Security> {
     next_stan: u32,
     batch: u32,
     closed_net: Decimal,
+    unkept: BatchTotals,
     entries: BTreeMap<TxnId, Entry>,
     queue: VecDeque<TxnId>,
     ready_originals: VecDeque<TxnId>,
@@ -368,6 +369,7 @@ impl<S: Security> ReversalEngine<S> {
             next_stan: 1,
             batch,
             closed_net: Decimal::ZERO,
+            unkept: BatchTotals::default(),
             entries: BTreeMap::new(),
             queue: VecDeque::new(),
             ready_originals: VecDeque::new(),
@@ -415,11 +417,13 @@ impl<S: Security> ReversalEngine<S> {
                     next_stan,
                     batch,
                     closed_net,
+                    unkept,
                 } => {
                     e.next_id = e.next_id.max(next_id);
                     e.next_stan = next_stan;
                     e.batch = batch;
                     e.closed_net = closed_net;
+                    e.unkept = unkept;
                     seen_batch = true;
                 }
                 JournalRecord::Started {
@@ -464,6 +468,7 @@ impl<S: Security> ReversalEngine<S> {
                     });
                     e.batch = next_batch;
                     e.closed_net += net;
+                    e.unkept = BatchTotals::default();
                     seen_batch = true;
                 }
             }
@@ -483,11 +488,11 @@ impl<S: Security> ReversalEngine<S> {
             };
             match &phase {
                 Phase::Done => {
-                    if e.config.keep_approved {
-                        e.totals.add(&info);
-                    } else {
+                    if !e.config.keep_approved {
+                        e.unkept.add(&info);
                         continue;
                     }
+                    e.totals.add(&info);
                 }
                 Phase::Reversing(r) => {
                     tracing::warn!(txn = id, stan, pan = %mask_pan(&info.pan), amount = %info.amount, reason = ?r.reason, "recovered: reversal pending");
@@ -512,6 +517,8 @@ impl<S: Security> ReversalEngine<S> {
                 },
             );
         }
+        let unkept = e.unkept;
+        e.totals.merge(&unkept);
         Ok(e)
     }
 
@@ -710,6 +717,7 @@ impl<S: Security> ReversalEngine<S> {
                 } else {
                     if *approved {
                         self.totals.add(&e.info);
+                        self.unkept.add(&e.info);
                     }
                     self.entries.remove(&txn);
                 }
@@ -1145,6 +1153,7 @@ impl<S: Security> ReversalEngine<S> {
             next_stan: self.next_stan,
             batch: self.batch,
             closed_net: self.closed_net,
+            unkept: self.unkept,
         }];
         for (&id, e) in &self.entries {
             let finish = match &e.phase {
@@ -1241,6 +1250,7 @@ impl<S: Security> ReversalEngine<S> {
         tracing::info!(batch, next_batch, %net, "batch closed");
         self.closed_net += net;
         self.totals = BatchTotals::default();
+        self.unkept = BatchTotals::default();
         self.batch = next_batch;
         Ok(())
     }

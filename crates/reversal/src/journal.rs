@@ -10,6 +10,7 @@
 use crate::error::{Result, ReversalError};
 use crate::profile::{ReversalReason, TxnInfo, TxnKind};
 use crate::record::{self, Reader, RecordFile, Torn, Writer};
+use crate::settlement::{BatchTotals, SideTotals};
 use bytes::Bytes;
 use rust_decimal::Decimal;
 use std::path::Path;
@@ -53,6 +54,9 @@ pub enum JournalRecord {
         batch: u32,
         /// Net amount of every batch closed so far (debits − credits).
         closed_net: Decimal,
+        /// Totals of the open batch's approved transactions that are not kept as
+        /// entries ([`crate::engine::EngineConfig::keep_approved`] off).
+        unkept: BatchTotals,
     },
     /// Written durably before the original is sent.
     Started {
@@ -108,12 +112,19 @@ impl JournalRecord {
                 next_stan,
                 batch,
                 closed_net,
+                unkept,
             } => {
                 w.u8(T_COUNTERS)
                     .u64(*next_id)
                     .u32(*next_stan)
                     .u32(*batch)
                     .decimal(*closed_net);
+                for side in [&unkept.domestic, &unkept.foreign] {
+                    w.decimal(side.debit_amount)
+                        .u32(side.debit_count)
+                        .decimal(side.credit_amount)
+                        .u32(side.credit_count);
+                }
             }
             JournalRecord::Started {
                 id,
@@ -168,6 +179,19 @@ impl JournalRecord {
                 next_stan: r.u32()?,
                 batch: r.u32()?,
                 closed_net: r.decimal()?,
+                unkept: {
+                    let mut side = || -> Result<SideTotals> {
+                        Ok(SideTotals {
+                            debit_amount: r.decimal()?,
+                            debit_count: r.u32()?,
+                            credit_amount: r.decimal()?,
+                            credit_count: r.u32()?,
+                        })
+                    };
+                    let domestic = side()?;
+                    let foreign = side()?;
+                    BatchTotals { domestic, foreign }
+                },
             },
             T_STARTED => {
                 let id = r.u64()?;
@@ -573,6 +597,14 @@ mod tests {
                 next_stan: 12,
                 batch: 3,
                 closed_net: Decimal::new(-500, 2),
+                unkept: BatchTotals {
+                    foreign: SideTotals {
+                        debit_amount: Decimal::new(77, 1),
+                        debit_count: 2,
+                        ..SideTotals::default()
+                    },
+                    ..BatchTotals::default()
+                },
             },
             started(7),
             JournalRecord::Finished {

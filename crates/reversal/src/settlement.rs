@@ -68,9 +68,12 @@ impl SideTotals {
     }
 }
 
+/// Minor units (2 decimals) of a non-negative amount, wrapped to n12.
 fn minor(d: Decimal) -> u64 {
-    let mut v = d * Decimal::ONE_HUNDRED;
-    v = v.round();
+    let v = d
+        .checked_mul(Decimal::ONE_HUNDRED)
+        .unwrap_or(Decimal::ZERO)
+        .round();
     u64::try_from(v.mantissa().max(0)).unwrap_or(0) % 1_000_000_000_000
 }
 
@@ -129,6 +132,19 @@ impl BatchTotals {
         }
     }
 
+    /// Adds every total of `other`.
+    pub fn merge(&mut self, other: &BatchTotals) {
+        for (a, b) in [
+            (&mut self.domestic, &other.domestic),
+            (&mut self.foreign, &other.foreign),
+        ] {
+            a.debit_amount += b.debit_amount;
+            a.debit_count += b.debit_count;
+            a.credit_amount += b.credit_amount;
+            a.credit_count += b.credit_count;
+        }
+    }
+
     /// Debits − credits over both classes.
     pub fn net(&self) -> Decimal {
         self.domestic.debit_amount - self.domestic.credit_amount + self.foreign.debit_amount
@@ -148,7 +164,7 @@ impl BatchTotals {
     /// # Errors
     /// [`ReversalError::BadField`] unless 62 digits.
     pub fn parse_field48(s: &str) -> Result<(BatchTotals, u8, u8)> {
-        if s.len() != 62 {
+        if s.len() != 62 || !s.is_ascii() {
             return Err(ReversalError::BadField {
                 field: 48,
                 what: "settlement totals (n62)",
@@ -233,7 +249,7 @@ pub fn parse_upload_field48(s: &str) -> Result<Vec<UploadEntry>> {
             field: 48,
             what: "batch upload count",
         })?;
-    if count > 8 || s.len() != 2 + count * 40 {
+    if count > 8 || s.len() != 2 + count * 40 || !s.is_ascii() {
         return Err(bad);
     }
     let mut out = Vec::with_capacity(count);
@@ -719,10 +735,10 @@ impl Iso87Totals {
     /// # Errors
     /// Codec errors (e.g. a dialect without these fields).
     pub fn apply(&self, msg: &mut Message, exponent: u32) -> Result<()> {
+        let scale = Decimal::from(10u64.pow(exponent.min(18)));
         let m = |d: Decimal| -> u64 {
-            let mut v = d * Decimal::from(10u64.pow(exponent));
-            v = v.round();
-            u64::try_from(v.mantissa().abs()).unwrap_or(0)
+            let v = d.checked_mul(scale).unwrap_or(Decimal::ZERO).round();
+            u64::try_from(v.mantissa().abs()).unwrap_or(0) % 10_000_000_000_000_000
         };
         msg.set(74, format!("{:010}", self.credits_count % 10_000_000_000))?;
         msg.set(
@@ -760,7 +776,12 @@ impl Iso87Totals {
         };
         let amt = |n: u8| -> Result<Decimal> {
             let v = num(n)?;
-            Ok(Decimal::new(i64::try_from(v).unwrap_or(i64::MAX), exponent))
+            Decimal::try_new(i64::try_from(v).unwrap_or(i64::MAX), exponent).map_err(|_| {
+                ReversalError::BadField {
+                    field: n,
+                    what: "reconciliation amount",
+                }
+            })
         };
         Ok(Iso87Totals {
             credits_count: num(74)?,

@@ -94,19 +94,19 @@ fn sigkill_at_every_phase_keeps_host_and_terminal_equal() {
     let mut kills = 0;
     for scenario in 0..12u64 {
         let dir = tempfile::tempdir().unwrap();
-        for k in 0..6u64 {
+        for k in 0..8u64 {
             runs += 1;
-            // Every restart has new work: 4 more transactions.
-            let txns = 4 * (k + 1);
-            let i = (scenario * 6 + k) as usize;
-            let r = if k == 5 {
+            // Every restart has new work: 3 more transactions.
+            let txns = 3 * (k + 1);
+            let i = (scenario * 8 + k) as usize;
+            let r = if k == 7 {
                 // A kill at a random moment.
                 run(
                     dir.path(),
                     scenario * 100 + k,
                     txns,
                     None,
-                    Some(Duration::from_millis(5 + (i as u64 * 37) % 80)),
+                    Some(Duration::from_millis(1 + (i as u64 * 37) % 15)),
                 )
             } else {
                 let phase = PHASES[i % PHASES.len()];
@@ -133,7 +133,7 @@ fn sigkill_at_every_phase_keeps_host_and_terminal_equal() {
         }
         // Restart without faults injected by kills until done.
         runs += 1;
-        let txns = 4 * 7;
+        let txns = 3 * 9;
         let Run::Finished(line) = run(dir.path(), scenario * 100 + 99, txns, None, None) else {
             unreachable!()
         };
