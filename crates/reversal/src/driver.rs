@@ -44,6 +44,12 @@ pub trait Transport: Send + Sync + 'static {
         msg: Bytes,
         timeout: Duration,
     ) -> impl Future<Output = std::result::Result<Bytes, RequestError>> + Send;
+
+    /// Connections established so far: when it grows, the driver tells the engine a new
+    /// connection is up (deferred reversals get fresh tries). `0` when unknown.
+    fn connections(&self) -> u64 {
+        0
+    }
 }
 
 impl Transport for Client {
@@ -54,6 +60,10 @@ impl Transport for Client {
     ) -> impl Future<Output = std::result::Result<Bytes, RequestError>> + Send {
         Client::request(self, msg, timeout)
     }
+
+    fn connections(&self) -> u64 {
+        self.metrics().connects
+    }
 }
 
 impl<T: Transport> Transport for Arc<T> {
@@ -63,6 +73,10 @@ impl<T: Transport> Transport for Arc<T> {
         timeout: Duration,
     ) -> impl Future<Output = std::result::Result<Bytes, RequestError>> + Send {
         (**self).request(msg, timeout)
+    }
+
+    fn connections(&self) -> u64 {
+        (**self).connections()
     }
 }
 
@@ -251,6 +265,7 @@ async fn run<S: Security, T: Transport>(
     let mut waiters: HashMap<TxnId, oneshot::Sender<Result<Outcome>>> = HashMap::new();
     let mut since_compaction = 0u64;
     let mut commands_open = true;
+    let mut connections = transport.connections();
     loop {
         // Journal: everything produced since the last turn goes in one group.
         let batch: Vec<JournalRecord> = std::iter::from_fn(|| engine.poll_journal()).collect();
@@ -291,6 +306,12 @@ async fn run<S: Security, T: Transport>(
                 }
                 other => tracing::info!(event = ?other, "reversal engine"),
             }
+        }
+        let c = transport.connections();
+        if c != connections {
+            connections = c;
+            engine.handle_connected(now());
+            continue;
         }
         if !commands_open && waiters.is_empty() && engine.pending_reversals() == 0 {
             return;

@@ -1,0 +1,115 @@
+//! The driver over a real `isoswitch_net::Client` and `Server` on loopback (cup-pos
+//! framing): a lost response is reversed, a late one is only counted, the ledgers agree.
+
+mod common;
+use common::*;
+use isoswitch_codec::Message;
+use isoswitch_net::{
+    Client, ClientConfig, DialectCorrelator, Framing, Request, Server, ServerConfig, TcpConnector,
+};
+use isoswitch_reversal::*;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn driver_over_net_client_reverses_lost_and_late_responses() {
+    let profile = ReversalProfile::cup_pos().unwrap();
+    let host = Arc::new(Mutex::new(ReversalHandler::new(
+        profile.clone(),
+        MemoryStore::new(),
+        HostConfig::default(),
+    )));
+    let seen = Arc::new(AtomicU32::new(0));
+    let (h, p, n) = (host.clone(), profile.clone(), seen.clone());
+    let handler = move |req: Request| {
+        let (h, p, n) = (h.clone(), p.clone(), n.clone());
+        async move {
+            let msg = Message::decode(&p.dialect, req.frame.payload.clone()).ok()?;
+            let mut resp = h
+                .lock()
+                .unwrap()
+                .handle(&msg, |_, _| Decision::Approve { auth_code: None })
+                .ok()?;
+            let bytes = security().seal(&mut resp).ok()?;
+            match (msg.mti().as_u16(), n.fetch_add(1, Ordering::SeqCst)) {
+                // First sale: the response is lost.
+                (200, 0) => None,
+                // Second sale: the response comes after the terminal's timeout.
+                (200, _) if n.load(Ordering::SeqCst) <= 3 => {
+                    tokio::time::sleep(Duration::from_millis(400)).await;
+                    Some(req.reply(bytes))
+                }
+                _ => Some(req.reply(bytes)),
+            }
+        }
+    };
+    let server = Server::bind(
+        "127.0.0.1:0",
+        Framing::CupPos,
+        ServerConfig::default(),
+        handler,
+    )
+    .await
+    .unwrap();
+    let addr = server.local_addr();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    tokio::spawn(server.serve(async move {
+        let _ = stopped.await;
+    }));
+
+    let (late_tx, late_rx) = driver::late_responses();
+    let client = Client::builder(
+        ClientConfig::new(Framing::CupPos),
+        DialectCorrelator::new(profile.dialect.clone()),
+    )
+    .unmatched(late_tx)
+    .connect(TcpConnector::new(addr.to_string()))
+    .await
+    .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let journal = FileJournal::open(dir.path().join("t.journal")).unwrap();
+    let config = EngineConfig {
+        response_timeout: Duration::from_millis(200),
+        reversal_timeout: Duration::from_millis(500),
+        backoff_base: Duration::from_millis(10),
+        ..EngineConfig::default()
+    };
+    let driver = ReversalDriver::open(
+        config,
+        profile.clone(),
+        security(),
+        1,
+        journal,
+        client.clone(),
+        Some(late_rx),
+        DriverConfig::default(),
+    )
+    .unwrap();
+
+    let lost = driver.submit(sale(&profile, 1000)).await.unwrap();
+    assert!(
+        matches!(
+            lost,
+            Outcome::Reversed {
+                reason: ReversalReason::NoResponse
+            }
+        ),
+        "{lost:?}"
+    );
+    let late = driver.submit(sale(&profile, 2000)).await.unwrap();
+    assert!(matches!(late, Outcome::Reversed { .. }), "{late:?}");
+    let ok = driver.submit(sale(&profile, 3000)).await.unwrap();
+    assert!(ok.is_approved(), "{ok:?}");
+    // Let the late approval arrive.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let status = driver.status().await.unwrap();
+    assert_eq!(status.pending_reversals, 0);
+    assert_eq!(status.stats.reversals_acked, 2);
+    assert_eq!(status.stats.late_responses, 1);
+    let ledger = host.lock().unwrap().ledger().total();
+    assert_eq!(ledger, Decimal::new(3000, 2));
+    assert_eq!(status.totals.net(), ledger);
+    client.close(Duration::from_secs(1)).await;
+    let _ = stop.send(());
+}
