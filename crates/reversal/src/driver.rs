@@ -26,7 +26,9 @@ use crate::error::{Result, ReversalError};
 use crate::journal::{GroupCommit, Journal, JournalRecord};
 use crate::profile::{ReversalProfile, ReversalReason};
 use crate::security::Security;
-use crate::settlement::BatchTotals;
+use crate::settlement::{
+    BatchTotals, Settlement, SettlementConfig, SettlementOutcome, SettlementState, UploadEntry,
+};
 use bytes::Bytes;
 use isoswitch_codec::Message;
 use isoswitch_net::{Client, RequestError, Unmatched, UnmatchedHandler, UnmatchedKind};
@@ -145,7 +147,11 @@ enum Command {
     Reverse(TxnId, ReversalReason, oneshot::Sender<Result<()>>),
     Connected,
     Status(oneshot::Sender<DriverStatus>),
+    SettlementData(oneshot::Sender<Result<SettlementData>>),
+    CloseBatch(u32, oneshot::Sender<Result<()>>),
 }
+
+type SettlementData = (BatchTotals, Vec<UploadEntry>, u32, u32);
 
 enum Inner {
     Journaled(u64, std::result::Result<(), Arc<ReversalError>>),
@@ -248,6 +254,70 @@ impl ReversalDriver {
     }
 }
 
+impl ReversalDriver {
+    /// Settles the open batch over `transport` (`cup-pos` 0500 / 0320 upload / 0500 /
+    /// 0820, see [`Settlement`]) and, when it completes, closes the batch in the journal.
+    /// Fails while reversals are pending or transactions are in flight.
+    ///
+    /// # Errors
+    /// [`ReversalError::Settlement`] (pending reversals, no answer after the retries),
+    /// codec errors, [`ReversalError::DriverStopped`].
+    pub async fn settle<T: Transport>(
+        &self,
+        transport: &T,
+        dialect: isoswitch_codec::Dialect,
+        config: SettlementConfig,
+    ) -> Result<SettlementOutcome> {
+        let (tx, rx) = oneshot::channel();
+        self.tx
+            .send(Command::SettlementData(tx))
+            .await
+            .map_err(|_| ReversalError::DriverStopped)?;
+        let (totals, entries, batch, stan) =
+            rx.await.map_err(|_| ReversalError::DriverStopped)??;
+        let timeout = config.timeout;
+        let mut st = Settlement::new(config, dialect, batch, totals, entries, stan)?;
+        loop {
+            match st.state() {
+                SettlementState::Done => break,
+                SettlementState::Failed => {
+                    return Err(ReversalError::Settlement {
+                        why: "no answer from the host",
+                    })
+                }
+                _ => {}
+            }
+            let t = now();
+            let Some(bytes) = st.poll_transmit(t) else {
+                st.handle_timeout(t + timeout);
+                continue;
+            };
+            match transport.request(bytes, timeout).await {
+                Ok(resp) => {
+                    if let Err(e) = st.handle_response(now(), resp) {
+                        tracing::warn!(error = %e, "settlement answer not accepted");
+                        st.handle_timeout(now() + timeout);
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "settlement message failed");
+                    st.handle_timeout(now() + timeout);
+                }
+            }
+        }
+        let outcome = st.outcome().ok_or(ReversalError::Settlement {
+            why: "settlement did not complete",
+        })?;
+        let (tx, rx) = oneshot::channel();
+        self.tx
+            .send(Command::CloseBatch(outcome.next_batch, tx))
+            .await
+            .map_err(|_| ReversalError::DriverStopped)?;
+        rx.await.map_err(|_| ReversalError::DriverStopped)??;
+        Ok(outcome)
+    }
+}
+
 fn now() -> std::time::Instant {
     tokio::time::Instant::now().into_std()
 }
@@ -342,6 +412,16 @@ async fn run<S: Security, T: Transport>(
                     let _ = reply.send(engine.reverse(now(), txn, reason));
                 }
                 Some(Command::Connected) => engine.handle_connected(now()),
+                Some(Command::SettlementData(reply)) => {
+                    let r = engine.settlement_data().map(|(totals, entries)| {
+                        let n = entries.len().div_ceil(8) as u32 + 5;
+                        (totals, entries, engine.batch(), engine.reserve_stans(n))
+                    });
+                    let _ = reply.send(r);
+                }
+                Some(Command::CloseBatch(next, reply)) => {
+                    let _ = reply.send(engine.close_batch(next));
+                }
                 Some(Command::Status(reply)) => {
                     let _ = reply.send(DriverStatus {
                         stats: engine.stats(),

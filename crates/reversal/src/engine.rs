@@ -547,6 +547,16 @@ impl<S: Security> ReversalEngine<S> {
         self.next_stan
     }
 
+    /// Takes `n` consecutive STANs for messages outside the journal (settlement, batch
+    /// upload, sign-off) and returns the first.
+    pub fn reserve_stans(&mut self, n: u32) -> u32 {
+        let first = self.next_stan;
+        for _ in 0..n {
+            self.next_stan = next_stan_after(self.next_stan);
+        }
+        first
+    }
+
     /// Reversals not yet acknowledged.
     pub fn pending_reversals(&self) -> usize {
         self.pending_reversals

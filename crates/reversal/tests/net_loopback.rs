@@ -21,11 +21,37 @@ async fn driver_over_net_client_reverses_lost_and_late_responses() {
         HostConfig::default(),
     )));
     let seen = Arc::new(AtomicU32::new(0));
-    let (h, p, n) = (host.clone(), profile.clone(), seen.clone());
+    let settlement: Arc<Mutex<Option<HostSettlement>>> = Arc::new(Mutex::new(None));
+    let (h, p, n, hs) = (
+        host.clone(),
+        profile.clone(),
+        seen.clone(),
+        settlement.clone(),
+    );
     let handler = move |req: Request| {
-        let (h, p, n) = (h.clone(), p.clone(), n.clone());
+        let (h, p, n, hs) = (h.clone(), p.clone(), n.clone(), hs.clone());
         async move {
             let msg = Message::decode(&p.dialect, req.frame.payload.clone()).ok()?;
+            match msg.mti().as_u16() {
+                500 | 320 => {
+                    let mut g = hs.lock().unwrap();
+                    let st = g.get_or_insert_with(|| {
+                        HostSettlement::new(h.lock().unwrap().batch_totals(
+                            "TERM0001",
+                            "MERCHANT0000001",
+                            1,
+                        ))
+                    });
+                    let resp = st.handle(&msg).ok()?;
+                    return Some(req.reply(resp.to_bytes().ok()?));
+                }
+                820 => {
+                    let mut resp = Message::response_to(&msg).ok()?;
+                    resp.set(39, "00").ok()?;
+                    return Some(req.reply(resp.to_bytes().ok()?));
+                }
+                _ => {}
+            }
             let mut resp = h
                 .lock()
                 .unwrap()
@@ -110,6 +136,20 @@ async fn driver_over_net_client_reverses_lost_and_late_responses() {
     let ledger = host.lock().unwrap().ledger().total();
     assert_eq!(ledger, Decimal::new(3000, 2));
     assert_eq!(status.totals.net(), ledger);
+    // Settle the batch over the same client: balanced, then the batch is closed.
+    let outcome = driver
+        .settle(
+            &client,
+            profile.dialect.clone(),
+            SettlementConfig::new("TERM0001", "MERCHANT0000001"),
+        )
+        .await
+        .unwrap();
+    assert!(outcome.balanced);
+    assert_eq!(outcome.next_batch, 2);
+    let status = driver.status().await.unwrap();
+    assert_eq!(status.batch, 2);
+    assert_eq!(status.totals, BatchTotals::default());
     client.close(Duration::from_secs(1)).await;
     let _ = stop.send(());
 }
