@@ -34,6 +34,9 @@ struct Args {
     /// No progress bar.
     #[arg(long)]
     quiet: bool,
+    /// Keep the data (journals, ledger) in this directory instead of a temporary one.
+    #[arg(long)]
+    data_dir: Option<std::path::PathBuf>,
 }
 
 #[tokio::main]
@@ -51,6 +54,7 @@ async fn main() -> ExitCode {
         terminal_hop: hop,
         host_hop: hop,
         progress: !args.quiet,
+        data_dir: args.data_dir.clone(),
         ..demo::DemoConfig::default()
     };
     match demo::run(cfg).await {

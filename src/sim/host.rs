@@ -330,7 +330,13 @@ impl HostSim {
 
     async fn handle(&self, req: Request) -> Option<Frame> {
         let bytes = req.frame.payload;
-        match self.answer(bytes).await {
+        // Run to the end even if the connection (and so this future) goes away.
+        let h = self.clone();
+        let answered = match tokio::spawn(async move { h.answer(bytes).await }).await {
+            Ok(r) => r,
+            Err(e) => Err(SimError::Protocol(format!("handler task: {e}"))),
+        };
+        match answered {
             Ok(Some(reply)) => Some(Frame::new(reply)),
             Ok(None) => None,
             Err(e) => {

@@ -405,8 +405,8 @@ impl Switch {
         cc.max_in_flight = config.upstream_in_flight.max(1);
         cc.write_queue = 4096;
         cc.reconnect = Some(crate::net::ReconnectPolicy {
-            initial_delay: Duration::from_millis(50),
-            max_delay: Duration::from_millis(500),
+            initial_delay: Duration::from_millis(5),
+            max_delay: Duration::from_millis(300),
             ..Default::default()
         });
         let client = Client::builder(cc, DialectCorrelator::new(iso.dialect.clone()))
@@ -650,12 +650,19 @@ impl Switch {
             .iso
             .seal(&mak, &mut msg)
             .map_err(|_| UpFail::NotSent)?;
-        let resp = match inner
-            .up
-            .client
-            .request(bytes, inner.config.upstream_timeout)
-            .await
-        {
+        let limit = inner.config.upstream_timeout;
+        let start = Instant::now();
+        let mut result = inner.up.client.request(bytes.clone(), limit).await;
+        // Not sent (link down): wait for the link within the same time budget.
+        while matches!(result, Err(RequestError::Rejected(_))) && start.elapsed() < limit {
+            let left = limit.saturating_sub(start.elapsed());
+            if inner.up.client.wait_connected(left).await.is_err() {
+                break;
+            }
+            let left = limit.saturating_sub(start.elapsed());
+            result = inner.up.client.request(bytes.clone(), left).await;
+        }
+        let resp = match result {
             Ok(r) => r,
             Err(RequestError::Rejected(_)) => return Err(UpFail::NotSent),
             Err(_) => {
@@ -694,7 +701,15 @@ impl Switch {
 
     async fn handle(&self, req: Request) -> Option<Frame> {
         let header = req.reply_header();
-        match self.answer(&req).await {
+        // The server drops a connection's handler futures when the terminal goes away; the
+        // work itself (journal, upstream, outcome) must run to its end all the same.
+        let sw = self.clone();
+        let r2 = req.clone();
+        let answered = match tokio::spawn(async move { sw.answer(&r2).await }).await {
+            Ok(r) => r,
+            Err(e) => Err(SimError::Protocol(format!("handler task: {e}"))),
+        };
+        match answered {
             Ok(Some((bytes, sign_on_again))) => Some(match (header, sign_on_again) {
                 (Some(h), true) => Frame::with_header(h.reply_sign_on_again(), bytes),
                 _ => req.reply(bytes),

@@ -106,6 +106,9 @@ struct Counts {
     reversals_acked: AtomicU64,
     repeats: AtomicU64,
     late: AtomicU64,
+    sign_ons: AtomicU64,
+    mac_failures: AtomicU64,
+    not_sent: AtomicU64,
 }
 
 /// What a run did.
@@ -120,6 +123,9 @@ pub struct Report {
     pub reversals_acked: u64,
     pub advice_repeats: u64,
     pub late: u64,
+    pub sign_ons: u64,
+    pub mac_failures: u64,
+    pub not_sent: u64,
     pub elapsed: Duration,
     /// Response latency in microseconds (answered transactions).
     pub latency: Histogram<u64>,
@@ -153,6 +159,10 @@ impl Report {
         s.push_str(&format!(
             "reversals sent {}  acknowledged {}  advice repeats {}  late responses {}\n",
             self.reversals_sent, self.reversals_acked, self.advice_repeats, self.late
+        ));
+        s.push_str(&format!(
+            "sign-ons {}  response MAC failures {}  requests not sent (link down) {}\n",
+            self.sign_ons, self.mac_failures, self.not_sent
         ));
         s.push_str(&format!(
             "elapsed {:.2} s  throughput {:.0} tx/s  latency p50 {:?}  p99 {:?}  p99.9 {:?}  max {:?}\n",
@@ -308,6 +318,16 @@ impl Term {
             if lock(&self.session).state() == TerminalState::Ready {
                 return true;
             }
+            // New keys only once nothing sealed under the old ones is in flight: their
+            // answers would fail the new MAC and force yet another sign-on.
+            let drain_end = Instant::now() + self.timeout * 2;
+            while Instant::now() < drain_end {
+                lock(&self.session).handle_timeout(Instant::now());
+                if lock(&self.session).in_flight() == 0 {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
             let bytes = match lock(&self.session).sign_on(Instant::now(), local_now()) {
                 Ok(b) => b,
                 Err(e) => {
@@ -319,12 +339,13 @@ impl Term {
                 Ok(resp) => {
                     let r = lock(&self.session).handle_message(Instant::now(), resp);
                     if let Ok(Inbound::SignedOn { .. }) = r {
+                        self.counts.sign_ons.fetch_add(1, Ordering::Relaxed);
                         return true;
                     }
                     tracing::warn!(tid = %self.entry.tid, result = ?r.map(|_| ()), "sign-on not accepted");
                 }
                 Err(e) => {
-                    lock(&self.session).handle_timeout(Instant::now() + self.timeout * 2);
+                    lock(&self.session).handle_timeout(Instant::now());
                     tracing::debug!(tid = %self.entry.tid, error = %e, "sign-on: no answer");
                 }
             }
@@ -338,7 +359,11 @@ impl Term {
         if !self.ensure_signed_on().await {
             return Outcome::Failed("98");
         }
-        let sealed = lock(&self.session).seal_request(Instant::now(), msg);
+        let sealed = {
+            let mut session = lock(&self.session);
+            session.handle_timeout(Instant::now());
+            session.seal_request(Instant::now(), msg)
+        };
         let sealed = match sealed {
             Ok(s) => s,
             Err(e) => {
@@ -347,18 +372,39 @@ impl Term {
             }
         };
         let start = Instant::now();
-        match self.client.request(sealed.bytes, self.timeout).await {
+        let mut result = self
+            .client
+            .request(sealed.bytes.clone(), self.timeout)
+            .await;
+        // Definitely not sent (the link is down): wait for it and send the same bytes.
+        while matches!(result, Err(crate::net::RequestError::Rejected(_)))
+            && start.elapsed() < self.timeout
+        {
+            let left = self.timeout.saturating_sub(start.elapsed());
+            if self.client.wait_connected(left).await.is_err() {
+                break;
+            }
+            let left = self.timeout.saturating_sub(start.elapsed());
+            result = self.client.request(sealed.bytes.clone(), left).await;
+        }
+        match result {
             Ok(resp) => {
                 let _ = lock(&self.hist).record(start.elapsed().as_micros() as u64);
                 let r = lock(&self.session).handle_message(Instant::now(), resp);
                 match r {
                     Ok(Inbound::Verified(m)) => Outcome::Answered(m),
-                    Ok(Inbound::MacFailure(_)) => Outcome::Failed("A0"),
+                    Ok(Inbound::MacFailure(_)) => {
+                        self.counts.mac_failures.fetch_add(1, Ordering::Relaxed);
+                        Outcome::Failed("A0")
+                    }
                     Ok(_) | Err(_) => Outcome::Failed("98"),
                 }
             }
-            Err(_) => {
-                lock(&self.session).handle_timeout(Instant::now() + self.timeout * 2);
+            Err(e) => {
+                if !e.maybe_delivered() {
+                    self.counts.not_sent.fetch_add(1, Ordering::Relaxed);
+                }
+                lock(&self.session).handle_timeout(Instant::now());
                 Outcome::Failed("98")
             }
         }
@@ -579,6 +625,7 @@ impl Term {
                     break;
                 }
             }
+            tokio::time::sleep(Duration::from_millis(100)).await;
         }
         if theirs.is_some() && !balanced {
             self.upload(&batch).await;
@@ -639,7 +686,7 @@ impl Term {
             Ok(resp) => {
                 let _ = lock(&self.session).handle_message(Instant::now(), resp);
             }
-            Err(_) => lock(&self.session).handle_timeout(Instant::now() + self.timeout * 2),
+            Err(_) => lock(&self.session).handle_timeout(Instant::now()),
         }
         // A new batch either way (the terminal clears its journal).
         if lock(&self.session).state() != TerminalState::NotSignedOn {
@@ -711,7 +758,7 @@ pub async fn run(config: TerminalSimConfig) -> Result<Report> {
     let mut tasks = Vec::new();
     for entry in config.terminals.clone() {
         let mut cc = ClientConfig::new(Framing::CupPos);
-        cc.max_in_flight = config.window + 4;
+        cc.max_in_flight = config.window * 4 + 8;
         cc.reconnect = Some(ReconnectPolicy {
             initial_delay: Duration::from_millis(20),
             max_delay: Duration::from_millis(500),
@@ -727,7 +774,7 @@ pub async fn run(config: TerminalSimConfig) -> Result<Report> {
             .spawn(TcpConnector::new(target.clone()))?;
         let mut tc = TerminalConfig::new(entry.id()?);
         tc.response_timeout = config.timeout;
-        tc.max_in_flight = config.window + 2;
+        tc.max_in_flight = config.window * 4 + 8;
         let session =
             TerminalSession::new(profile.clone(), tc, entry.key()?, MemoryCounters::new())?;
         let (journal, _) = Wal::open::<serde_json::Value>(
@@ -863,6 +910,9 @@ pub async fn run(config: TerminalSimConfig) -> Result<Report> {
         reversals_acked: c.reversals_acked.load(Ordering::Relaxed),
         advice_repeats: c.repeats.load(Ordering::Relaxed),
         late: c.late.load(Ordering::Relaxed),
+        sign_ons: c.sign_ons.load(Ordering::Relaxed),
+        mac_failures: c.mac_failures.load(Ordering::Relaxed),
+        not_sent: c.not_sent.load(Ordering::Relaxed),
         elapsed,
         latency,
         chaos: proxy.as_ref().map(|p| p.summary()),
