@@ -146,14 +146,14 @@ impl<S: IdempotencyStore> ReversalHandler<S> {
         }
     }
 
-    fn answer(request: &Message, code: [u8; 2]) -> Result<Message> {
+    fn answer(&self, request: &Message, code: [u8; 2]) -> Result<Message> {
         let mut r = Message::response_to(request)?;
         for n in [11, 41, 42] {
             if let (Some(v), false) = (request.get(n), r.has(n)) {
                 r.set(n, v)?;
             }
         }
-        r.set(39, code)?;
+        r.set(39, self.profile.wire_code(code))?;
         Ok(r)
     }
 
@@ -171,7 +171,7 @@ impl<S: IdempotencyStore> ReversalHandler<S> {
             if known.original.is_some() {
                 self.stats.duplicates += 1;
                 tracing::warn!(?key, "original with a reused STAN: duplicate");
-                return Self::answer(request, self.config.duplicate_code);
+                return self.answer(request, self.config.duplicate_code);
             }
         }
         let info = self.profile.classify(request);
@@ -207,7 +207,7 @@ impl<S: IdempotencyStore> ReversalHandler<S> {
             }
         }
         tracing::debug!(?key, pan = %crate::profile::mask_pan(&info.pan), amount = %info.amount, code = %String::from_utf8_lossy(&code), "original answered");
-        let mut r = Self::answer(request, code)?;
+        let mut r = self.answer(request, code)?;
         if let Some(a) = auth {
             r.set(38, a)?;
         }
@@ -225,18 +225,18 @@ impl<S: IdempotencyStore> ReversalHandler<S> {
         if let Some(r) = &known.reversal {
             self.stats.repeats += 1;
             tracing::info!(?key, "reversal repeat: same answer");
-            return Self::answer(request, r.code);
+            return self.answer(request, r.code);
         }
         let (effect, pan) = match &known.original {
             Some(o) => {
                 if o.txn_type != info.txn_type {
                     self.stats.refused += 1;
-                    return Self::answer(request, self.config.type_mismatch_code);
+                    return self.answer(request, self.config.type_mismatch_code);
                 }
                 if o.amount != info.amount {
                     self.stats.refused += 1;
                     tracing::warn!(?key, original = %o.amount, reversal = %info.amount, "reversal amount differs");
-                    return Self::answer(request, self.config.amount_mismatch_code);
+                    return self.answer(request, self.config.amount_mismatch_code);
                 }
                 let effect = if o.approved {
                     -o.kind.effect(o.amount)
@@ -268,6 +268,6 @@ impl<S: IdempotencyStore> ReversalHandler<S> {
         if known.original.is_some() {
             self.stats.reversals += 1;
         }
-        Self::answer(request, code)
+        self.answer(request, code)
     }
 }

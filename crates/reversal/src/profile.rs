@@ -226,6 +226,10 @@ pub struct ReversalProfile {
     pub approval_codes: Vec<[u8; 2]>,
     /// Whether the batch travels in DE 60.2 (`cup-pos`).
     pub batch_in_de60: bool,
+    /// How two-character response codes are written in DE 39 when the dialect uses
+    /// other codes (ISO 1993 three-digit action codes); empty: written as they are.
+    /// Pairs of (two-character code, wire code); unmapped wire codes read as `05`.
+    pub code_map: Vec<(String, String)>,
 }
 
 fn mti(n: u16) -> Mti {
@@ -253,6 +257,7 @@ impl ReversalProfile {
             domestic_currency: "156".into(),
             approval_codes: vec![*b"00", *b"10", *b"11"],
             batch_in_de60: true,
+            code_map: Vec::new(),
         })
     }
 
@@ -279,6 +284,7 @@ impl ReversalProfile {
             domestic_currency: "840".into(),
             approval_codes: vec![*b"00", *b"10", *b"11"],
             batch_in_de60: false,
+            code_map: Vec::new(),
         })
     }
 
@@ -306,6 +312,22 @@ impl ReversalProfile {
             domestic_currency: "840".into(),
             approval_codes: vec![*b"00", *b"10", *b"11"],
             batch_in_de60: false,
+            // ISO 8583:1993 action codes (convention; adjust per host).
+            code_map: [
+                ("00", "000"),
+                ("05", "100"),
+                ("13", "110"),
+                ("51", "116"),
+                ("12", "902"),
+                ("96", "909"),
+                ("94", "913"),
+                ("A0", "916"),
+                ("25", "480"),
+                ("64", "481"),
+            ]
+            .iter()
+            .map(|(a, b)| (a.to_string(), b.to_string()))
+            .collect(),
         })
     }
 
@@ -445,12 +467,32 @@ impl ReversalProfile {
         })
     }
 
-    /// DE 39 of a response as two bytes.
+    /// DE 39 of a response as a two-character code (mapped back through
+    /// [`ReversalProfile::code_map`]).
     pub fn response_code(&self, msg: &Message) -> Option<[u8; 2]> {
         let f = msg.field(39)?;
         let t = f.text();
+        if !self.code_map.is_empty() {
+            let code = self
+                .code_map
+                .iter()
+                .find(|(_, w)| *w == t)
+                .map_or("05", |(c, _)| c.as_str());
+            let b = code.as_bytes();
+            return (b.len() == 2).then(|| [b[0], b[1]]);
+        }
         let b = t.as_bytes();
         (b.len() == 2).then(|| [b[0], b[1]])
+    }
+
+    /// The DE 39 wire form of a two-character code (through
+    /// [`ReversalProfile::code_map`]).
+    pub fn wire_code(&self, code: [u8; 2]) -> String {
+        let c = String::from_utf8_lossy(&code).into_owned();
+        self.code_map
+            .iter()
+            .find(|(k, _)| *k == c)
+            .map_or(c, |(_, w)| w.clone())
     }
 
     /// Whether DE 39 `code` means approved.

@@ -154,3 +154,38 @@ fn file_store_survives_reopen_and_torn_tail() {
         1
     );
 }
+
+#[test]
+fn iso87_and_iso93_reversals_match_their_originals() {
+    for p in [
+        ReversalProfile::iso87_binary().unwrap(),
+        ReversalProfile::iso93_ascii().unwrap(),
+    ] {
+        let mut h = ReversalHandler::new(p.clone(), MemoryStore::new(), HostConfig::default());
+        let mti = if p.reversal_mti.as_u16() == 1420 {
+            "1200"
+        } else {
+            "0200"
+        };
+        let mut o = Message::new(&p.dialect, mti.parse().unwrap());
+        o.set(2, PAN).unwrap();
+        o.set(3, "000000").unwrap();
+        o.set(4, "000000004200").unwrap();
+        o.set(11, "000321").unwrap();
+        o.set(41, "TERM0001").unwrap();
+        o.set(42, "MERCHANT0000001").unwrap();
+        o.set(49, "840").unwrap();
+        let resp = h.handle(&o, approve).unwrap();
+        assert_eq!(p.response_code(&resp), Some(*b"00"), "{}", p.dialect.name());
+        assert_eq!(h.ledger().total(), Decimal::new(4200, 2));
+        let rev = p.build_reversal(&o, ReversalReason::NoResponse).unwrap();
+        assert!(rev.has(90) || rev.has(56));
+        let resp = h.handle(&rev, approve).unwrap();
+        assert_eq!(Some(resp.mti()), rev.mti().response_mti());
+        assert_eq!(p.response_code(&resp), Some(*b"00"));
+        // A reused STAN is a duplicate in every dialect (94, or 913 in 1993).
+        let dup = h.handle(&o, approve).unwrap();
+        assert_eq!(p.response_code(&dup), Some(*b"94"));
+        assert_eq!(h.ledger().total(), Decimal::ZERO, "{}", p.dialect.name());
+    }
+}
