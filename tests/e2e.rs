@@ -64,8 +64,7 @@ impl Proc {
         let _ = Command::new("kill")
             .args(["-TERM", &self.child.id().to_string()])
             .status();
-        let out = self.child_output();
-        out
+        self.child_output()
     }
 
     fn child_output(&mut self) -> (bool, String) {

@@ -431,9 +431,9 @@ impl HostSim {
             let mut book = lock(&inner.book);
             if let Some(e) = book.txns.get(&key) {
                 if advice {
-                    (e.code.clone(), e.auth.clone(), false)
+                    (e.code.clone(), e.auth.clone(), None)
                 } else {
-                    ("94".to_string(), String::new(), false)
+                    ("94".to_string(), String::new(), None)
                 }
             } else {
                 let code = if book.tombstones.contains(&key) {
@@ -479,12 +479,12 @@ impl HostSim {
                     void_of: void_of.clone(),
                 };
                 book.apply(&rec);
-                inner.wal.append_nowait(&rec)?;
-                (code.to_string(), auth, true)
+                let durable = inner.wal.append_then(&rec)?;
+                (code.to_string(), auth, Some(durable))
             }
         };
-        if wrote {
-            inner.wal.barrier().await?;
+        if let Some(d) = wrote {
+            d.wait().await?;
         }
         tracing::debug!(pan = %masked_pan(&pan), %stan, ?kind, amount, %code, "host: financial");
         let mut r = Message::response_to(msg)?;
@@ -521,14 +521,15 @@ impl HostSim {
                 Some(e) if amount.is_some_and(|a| a != e.amount) => ("64", None),
                 Some(_) => ("00", Some(Rec::Rev { key: okey.clone() })),
             };
+            let mut durable = None;
             if let Some(r) = &rec {
                 book.apply(r);
-                inner.wal.append_nowait(r)?;
+                durable = Some(inner.wal.append_then(r)?);
             }
-            (code, rec, auth)
+            (code, durable, auth)
         };
-        if rec.is_some() {
-            inner.wal.barrier().await?;
+        if let Some(d) = rec {
+            d.wait().await?;
         }
         tracing::debug!(original = %okey, %code, "host: reversal");
         let mut r = Message::response_to(msg)?;

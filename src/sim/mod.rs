@@ -107,8 +107,12 @@ pub fn unhex(t: &str) -> Option<Vec<u8>> {
 }
 
 /// The local date and time now.
+/// (The UTC offset is read once: looking up the local zone on every message costs more
+/// than the rest of the date handling.)
 pub fn local_now() -> chrono::NaiveDateTime {
-    chrono::Local::now().naive_local()
+    static OFFSET: std::sync::OnceLock<chrono::FixedOffset> = std::sync::OnceLock::new();
+    let off = *OFFSET.get_or_init(|| *chrono::Local::now().offset());
+    chrono::Utc::now().with_timezone(&off).naive_local()
 }
 
 /// A PAN masked for logs (first 6, last 4).

@@ -864,7 +864,7 @@ impl Switch {
             }
         };
         let up = self.up_ref().await?;
-        let begin = {
+        let (begin, durable) = {
             let mut book = lock(&inner.book);
             if book.tombs.contains(&key) {
                 drop(book);
@@ -915,10 +915,10 @@ impl Switch {
                 void_of,
             };
             book.apply(&rec);
-            inner.wal.append_nowait(&rec)?;
-            rec
+            let durable = inner.wal.append_then(&rec)?;
+            (rec, durable)
         };
-        inner.wal.barrier().await?;
+        durable.wait().await?;
         // Map to iso87-binary.
         let mut m = Message::new(&inner.iso.dialect, Mti::from_u16(kind.request_mti())?);
         m.set(2, pan.as_str())?;
@@ -970,13 +970,12 @@ impl Switch {
             auth: auth.clone(),
             reverse,
         };
-        let newly = {
+        let (newly, durable) = {
             let mut book = lock(&inner.book);
             let newly = book.apply(&done);
-            inner.wal.append_nowait(&done)?;
-            newly
+            (newly, inner.wal.append_then(&done)?)
         };
-        inner.wal.barrier().await?;
+        durable.wait().await?;
         if newly {
             self.enqueue_reversal(key);
         }
@@ -1017,9 +1016,12 @@ impl Switch {
         };
         let mut newly = false;
         if let Some(r) = &rec {
-            newly = lock(&inner.book).apply(r);
-            inner.wal.append_nowait(r)?;
-            inner.wal.barrier().await?;
+            let durable = {
+                let mut book = lock(&inner.book);
+                newly = book.apply(r);
+                inner.wal.append_then(r)?
+            };
+            durable.wait().await?;
         }
         if newly {
             self.enqueue_reversal(key.clone());

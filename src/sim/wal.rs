@@ -35,11 +35,35 @@ struct Cmd {
 }
 
 /// A handle on a record log; cheap to clone. The writer thread ends when the last handle
-/// is dropped.
+/// is dropped. With [`Sync::Os`] there is no thread: each append is one `write` in the
+/// caller.
 #[derive(Clone)]
 pub struct Wal {
-    tx: mpsc::Sender<Cmd>,
+    tx: Option<mpsc::Sender<Cmd>>,
+    inline: Option<std::sync::Arc<std::sync::Mutex<File>>>,
     path: PathBuf,
+}
+
+/// Resolves when a record handed to [`Wal::append_then`] is durable.
+#[derive(Debug)]
+pub struct Durable {
+    rx: Option<oneshot::Receiver<std::result::Result<(), std::io::ErrorKind>>>,
+    path: PathBuf,
+}
+
+impl Durable {
+    /// Waits for the sync.
+    pub async fn wait(self) -> Result<()> {
+        let Some(rx) = self.rx else { return Ok(()) };
+        match rx.await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(kind)) => Err(SimError::io(self.path.display(), kind.into())),
+            Err(_) => Err(SimError::Journal {
+                path: self.path.display().to_string(),
+                what: "writer stopped".into(),
+            }),
+        }
+    }
 }
 
 impl std::fmt::Debug for Wal {
@@ -92,6 +116,16 @@ impl Wal {
             file.set_len(good_end as u64)
                 .map_err(|e| SimError::io(path.display(), e))?;
         }
+        if sync == Sync::Os {
+            return Ok((
+                Wal {
+                    tx: None,
+                    inline: Some(std::sync::Arc::new(std::sync::Mutex::new(file))),
+                    path: path.to_path_buf(),
+                },
+                records,
+            ));
+        }
         let (tx, rx) = mpsc::channel::<Cmd>();
         let thread_path = path.to_path_buf();
         std::thread::Builder::new()
@@ -100,7 +134,8 @@ impl Wal {
             .map_err(|e| SimError::io("wal writer thread", e))?;
         Ok((
             Wal {
-                tx,
+                tx: Some(tx),
+                inline: None,
                 path: path.to_path_buf(),
             },
             records,
@@ -121,56 +156,65 @@ impl Wal {
         Ok(line)
     }
 
-    /// Appends `rec` and returns once it is durable (see [`Sync`]).
-    pub async fn append<R: Serialize>(&self, rec: &R) -> Result<()> {
-        let line = self.encode(rec)?;
-        let (ack, done) = oneshot::channel();
-        let closed = || SimError::Journal {
+    fn closed(&self) -> SimError {
+        SimError::Journal {
             path: self.path.display().to_string(),
             what: "writer stopped".into(),
-        };
-        self.tx
-            .send(Cmd {
-                line,
-                ack: Some(ack),
-            })
-            .map_err(|_| closed())?;
-        match done.await {
-            Ok(Ok(())) => Ok(()),
-            Ok(Err(kind)) => Err(SimError::io(self.path.display(), kind.into())),
-            Err(_) => Err(closed()),
         }
+    }
+
+    /// Hands `rec` to the log now (records keep the order of these calls) and returns what
+    /// resolves once it is durable: call it under the lock that orders the records, wait
+    /// outside.
+    pub fn append_then<R: Serialize>(&self, rec: &R) -> Result<Durable> {
+        let line = self.encode(rec)?;
+        self.submit(line)
+    }
+
+    fn submit(&self, line: Vec<u8>) -> Result<Durable> {
+        if let Some(f) = &self.inline {
+            if !line.is_empty() {
+                let mut f = f.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+                f.write_all(&line)
+                    .map_err(|e| SimError::io(self.path.display(), e))?;
+            }
+            return Ok(Durable {
+                rx: None,
+                path: self.path.clone(),
+            });
+        }
+        let tx = self.tx.as_ref().ok_or_else(|| self.closed())?;
+        let (ack, done) = oneshot::channel();
+        tx.send(Cmd {
+            line,
+            ack: Some(ack),
+        })
+        .map_err(|_| self.closed())?;
+        Ok(Durable {
+            rx: Some(done),
+            path: self.path.clone(),
+        })
+    }
+
+    /// Appends `rec` and returns once it is durable (see [`Sync`]).
+    pub async fn append<R: Serialize>(&self, rec: &R) -> Result<()> {
+        self.append_then(rec)?.wait().await
     }
 
     /// Returns once everything appended before the call is durable.
     pub async fn barrier(&self) -> Result<()> {
-        let (ack, done) = oneshot::channel();
-        let closed = || SimError::Journal {
-            path: self.path.display().to_string(),
-            what: "writer stopped".into(),
-        };
-        self.tx
-            .send(Cmd {
-                line: Vec::new(),
-                ack: Some(ack),
-            })
-            .map_err(|_| closed())?;
-        match done.await {
-            Ok(Ok(())) => Ok(()),
-            Ok(Err(kind)) => Err(SimError::io(self.path.display(), kind.into())),
-            Err(_) => Err(closed()),
-        }
+        self.submit(Vec::new())?.wait().await
     }
 
     /// Appends `rec` without waiting (it is ordered before any later append).
     pub fn append_nowait<R: Serialize>(&self, rec: &R) -> Result<()> {
         let line = self.encode(rec)?;
-        self.tx
-            .send(Cmd { line, ack: None })
-            .map_err(|_| SimError::Journal {
-                path: self.path.display().to_string(),
-                what: "writer stopped".into(),
-            })
+        if self.inline.is_some() {
+            self.submit(line)?;
+            return Ok(());
+        }
+        let tx = self.tx.as_ref().ok_or_else(|| self.closed())?;
+        tx.send(Cmd { line, ack: None }).map_err(|_| self.closed())
     }
 }
 
