@@ -61,6 +61,10 @@ struct Args {
     /// No progress bar.
     #[arg(long)]
     quiet: bool,
+    /// `builtin` (sales, voids, refund advices) or `reversal-crate` (sales through the
+    /// isoswitch-reversal driver, journal and settlement).
+    #[arg(long, default_value = "builtin", value_parser = ["builtin", "reversal-crate"])]
+    engine: String,
 }
 
 #[tokio::main]
@@ -94,7 +98,11 @@ async fn main() -> ExitCode {
             progress: !args.quiet,
             batch_max: args.batch_max,
         };
-        terminal::run(cfg).await
+        if args.engine == "reversal-crate" {
+            sim::crate_terminal::run(cfg).await
+        } else {
+            terminal::run(cfg).await
+        }
     };
     match run.await {
         Ok(report) => {

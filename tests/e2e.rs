@@ -283,3 +283,84 @@ fn e2e_host_sim_killed_and_restarted_loses_and_doubles_nothing() {
 fn e2e_switchd_killed_and_restarted_loses_and_doubles_nothing() {
     scenario(Kill::Switch);
 }
+
+/// Terminals driven by the `isoswitch-reversal` crate (its driver, journal and
+/// settlement) against the same switch and host, in-process, chaos on both hops.
+#[test]
+fn e2e_reversal_crate_terminals_settle_and_match_the_ledger() {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    rt.block_on(async {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let chaos = ChaosConfig {
+            drop: 0.05,
+            delay: Duration::ZERO,
+            reset: 0.01,
+        };
+        let zone_key = config::zone_key_from_hex(SAMPLE_ZONE_KEY).expect("zone key");
+        let terminals = parse_terminals(SAMPLE_TERMINALS).expect("terminals");
+        let h = host::HostSim::open(&host::HostSimConfig {
+            zone_key: zone_key.clone(),
+            data_dir: dir.path().join("host"),
+            sync: wal::Sync::Data,
+        })
+        .expect("host");
+        let hr = h.spawn("127.0.0.1:0").await.expect("host up");
+        let hop = ChaosProxy::start("127.0.0.1:0", hr.addr.to_string(), chaos)
+            .await
+            .expect("proxy");
+        let sw = switch::Switch::start(switch::SwitchConfig {
+            terminals: terminals.clone(),
+            zone_key,
+            host_addr: hop.local_addr().to_string(),
+            data_dir: dir.path().join("switch"),
+            sync: wal::Sync::Data,
+            upstream_timeout: Duration::from_millis(500),
+            upstream_in_flight: 4096,
+        })
+        .await
+        .expect("switch");
+        let sr = sw.spawn("127.0.0.1:0").await.expect("switch up");
+        let report = isoswitch::sim::crate_terminal::run(TerminalSimConfig {
+            switch_addr: sr.addr.to_string(),
+            terminals: terminals[..10].to_vec(),
+            count: 10 * 100,
+            duration: None,
+            rate: 0.0,
+            window: 1,
+            timeout: Duration::from_millis(1500),
+            chaos,
+            data_dir: dir.path().join("terminals"),
+            progress: false,
+            batch_max: 900,
+        })
+        .await
+        .expect("terminals");
+        println!("{}", report.render());
+        assert!(
+            sw.drain(Duration::from_secs(30)).await,
+            "upstream reversals drained"
+        );
+        let recon = sw.reconcile().await.expect("reconcile");
+        let ledger = h.summary();
+        sr.stop().await;
+        hr.stop().await;
+        assert!(
+            report.transactions >= 900,
+            "too few: {}",
+            report.transactions
+        );
+        assert!(
+            report.all_balanced(),
+            "not every batch balanced:\n{}",
+            report.render()
+        );
+        assert_eq!(ledger.total, report.net(), "host ledger ≠ terminals' total");
+        assert!(
+            recon.is_some_and(|r| r.balanced),
+            "switch/host reconciliation"
+        );
+    });
+}

@@ -25,6 +25,7 @@
 
 pub mod chaos;
 pub mod config;
+pub mod crate_terminal;
 pub mod demo;
 pub mod host;
 pub mod money;
