@@ -217,6 +217,7 @@ fn scenario(kill: Kill) {
     }));
     if kill != Kill::Nothing {
         std::thread::sleep(Duration::from_secs(4));
+        assert!(!run.is_finished(), "the kill must land mid-run");
         match kill {
             Kill::Host => {
                 if let Some(mut p) = host_proc.take() {

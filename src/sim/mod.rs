@@ -16,6 +16,9 @@
 //!   upstream out; MACs, PIN translation, STAN/RRN mapping, reversals, settlement.
 //! - [`terminal`] — `terminal_sim`: N terminals, load at a target rate, reversals, batch
 //!   settlement, and the report (latency percentiles, throughput).
+//! - [`crate_terminal`] — `terminal_sim --engine reversal-crate`: terminals driven by the
+//!   `isoswitch-reversal` crate (its driver, write-ahead journal and settlement).
+//! - [`demo`] — all three in one process with temporary data directories.
 //! - [`money`] — the transaction kinds and the totals both sides of a settlement compute.
 //!
 //! Data flows: terminal ─`cup-pos`─▶ switch ─`iso87-binary`─▶ host, and back; every hop
