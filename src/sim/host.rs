@@ -542,8 +542,9 @@ impl HostSim {
 
     fn reconcile(&self, msg: &Message, mak: &Key) -> Result<Bytes> {
         let ours = lock(&self.inner.book).recon();
-        let theirs = ReconTotals::read(msg);
-        let balanced = ours == theirs;
+        let theirs = ReconTotals::read(msg)?;
+        let code = ours.settlement_code(&theirs);
+        let balanced = code == "1";
         if balanced {
             tracing::info!(net = ours.net(), "host: reconciliation in balance");
         } else {
@@ -551,7 +552,7 @@ impl HostSim {
         }
         let mut r = Message::response_to(msg)?;
         r.set(39, "00")?;
-        r.set(66, if balanced { "1" } else { "2" })?;
+        r.set(66, code)?;
         ours.write(&mut r)?;
         Ok(self.inner.profile.seal(mak, &mut r)?)
     }

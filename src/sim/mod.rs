@@ -55,6 +55,8 @@ pub enum SimError {
     Codec(#[from] crate::codec::CodecError),
     #[error(transparent)]
     Net(#[from] crate::net::NetError),
+    #[error(transparent)]
+    Reversal(#[from] crate::reversal::ReversalError),
     #[error("journal {path}: {what}")]
     Journal { path: String, what: String },
     #[error("protocol: {0}")]

@@ -188,42 +188,58 @@ impl ReconTotals {
             - (i128::from(self.credits_amount) - i128::from(self.credit_reversals_amount))
     }
 
-    /// Writes DE 74–77, 86–89 and 97.
-    pub fn write(&self, m: &mut crate::codec::Message) -> crate::codec::Result<()> {
-        m.set(74, format!("{:010}", self.credits % 10_000_000_000))?;
-        m.set(
-            75,
-            format!("{:010}", self.credit_reversals % 10_000_000_000),
-        )?;
-        m.set(76, format!("{:010}", self.debits % 10_000_000_000))?;
-        m.set(77, format!("{:010}", self.debit_reversals % 10_000_000_000))?;
-        let a = |v: u64| format!("{:016}", v % 10_000_000_000_000_000);
-        m.set(86, a(self.credits_amount))?;
-        m.set(87, a(self.credit_reversals_amount))?;
-        m.set(88, a(self.debits_amount))?;
-        m.set(89, a(self.debit_reversals_amount))?;
-        let net = self.net();
-        let sign = if net >= 0 { 'D' } else { 'C' };
-        m.set(
-            97,
-            format!("{sign}{:016}", net.unsigned_abs() % 10_000_000_000_000_000),
-        )?;
+    /// As the `isoswitch-reversal` crate's totals (amounts in currency units, 2 decimals).
+    pub fn to_iso87(&self) -> crate::reversal::Iso87Totals {
+        let d = |v: u64| crate::reversal::Decimal::new(i64::try_from(v).unwrap_or(i64::MAX), 2);
+        crate::reversal::Iso87Totals {
+            credits_count: self.credits,
+            credit_reversals_count: self.credit_reversals,
+            debits_count: self.debits,
+            debit_reversals_count: self.debit_reversals,
+            credits_amount: d(self.credits_amount),
+            credit_reversals_amount: d(self.credit_reversals_amount),
+            debits_amount: d(self.debits_amount),
+            debit_reversals_amount: d(self.debit_reversals_amount),
+        }
+    }
+
+    /// From the crate's totals (amounts rounded to minor units).
+    pub fn from_iso87(t: &crate::reversal::Iso87Totals) -> ReconTotals {
+        let m = |v: crate::reversal::Decimal| {
+            let mut x = v;
+            x.rescale(2);
+            u64::try_from(x.mantissa()).unwrap_or(0)
+        };
+        ReconTotals {
+            credits: t.credits_count,
+            credit_reversals: t.credit_reversals_count,
+            debits: t.debits_count,
+            debit_reversals: t.debit_reversals_count,
+            credits_amount: m(t.credits_amount),
+            credit_reversals_amount: m(t.credit_reversals_amount),
+            debits_amount: m(t.debits_amount),
+            debit_reversals_amount: m(t.debit_reversals_amount),
+        }
+    }
+
+    /// Writes DE 74–77, 86–89 and 97 (through the crate's [`Iso87Totals::apply`]).
+    ///
+    /// [`Iso87Totals::apply`]: crate::reversal::Iso87Totals::apply
+    pub fn write(&self, m: &mut crate::codec::Message) -> super::Result<()> {
+        self.to_iso87().apply(m, 2)?;
         Ok(())
     }
 
     /// Reads DE 74–77, 86–89 (absent fields count as zero).
-    pub fn read(m: &crate::codec::Message) -> ReconTotals {
-        let g = |n: u8| m.field(n).and_then(|f| f.as_u64().ok()).unwrap_or(0);
-        ReconTotals {
-            credits: g(74),
-            credit_reversals: g(75),
-            debits: g(76),
-            debit_reversals: g(77),
-            credits_amount: g(86),
-            credit_reversals_amount: g(87),
-            debits_amount: g(88),
-            debit_reversals_amount: g(89),
-        }
+    pub fn read(m: &crate::codec::Message) -> super::Result<ReconTotals> {
+        Ok(ReconTotals::from_iso87(
+            &crate::reversal::Iso87Totals::from_message(m, 2)?,
+        ))
+    }
+
+    /// DE 66: `1` in balance with `other`, `2` out of balance.
+    pub fn settlement_code(&self, other: &ReconTotals) -> &'static str {
+        self.to_iso87().settlement_code(&other.to_iso87())
     }
 }
 

@@ -1177,7 +1177,7 @@ impl Switch {
             ours.write(&mut m)?;
             match self.upstream(m).await {
                 Ok(r) => {
-                    let theirs = ReconTotals::read(&r);
+                    let theirs = ReconTotals::read(&r)?;
                     let balanced = r.get(66).as_deref() == Some("1");
                     return Ok(Some(Reconciliation {
                         balanced,
