@@ -34,6 +34,7 @@ impl<'a> MessageView<'a> {
     ///
     /// Makes no heap allocation. Any malformed input is an error naming the field and
     /// byte offset; bytes left over after the last field are an error too.
+    #[inline]
     pub fn decode(dialect: &'a Dialect, buf: &'a [u8]) -> Result<MessageView<'a>> {
         let mut view = MessageView {
             dialect,
@@ -46,6 +47,7 @@ impl<'a> MessageView<'a> {
         Ok(view)
     }
 
+    #[inline(never)]
     fn parse(&mut self) -> Result<()> {
         let d = self.dialect;
         let buf = self.buf;
@@ -73,11 +75,18 @@ impl<'a> MessageView<'a> {
             bitmap.0[2] = Bitmap::decode_word(benc, &buf[pos..], 3, pos)?;
             pos += benc.len();
         }
-        for n in bitmap.iter() {
-            if d.is_bitmap_field(n) {
-                continue;
+        let mut data = bitmap;
+        data.clear(1);
+        if d.has_tertiary() {
+            data.clear(65);
+        }
+        for (wi, &word) in data.0.iter().enumerate() {
+            let mut w = word;
+            while w != 0 {
+                let lz = w.leading_zeros();
+                w &= !(1u64 << (63 - lz));
+                pos = self.parse_field((wi * 64 + lz as usize + 1) as u8, pos)?;
             }
-            pos = self.parse_field(n, pos)?;
         }
         self.bitmap = bitmap;
         if pos != buf.len() {
