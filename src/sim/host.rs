@@ -7,20 +7,41 @@
 //!   `77` when the switch has not signed on since the host started).
 //! - 0200 sale / void, 0220/0221 refund advice: the PIN block (DE 52, format 0 under the
 //!   zone PIK) must decipher; approval rule: amount ending in 51 → `51`, in 55 → `55`,
-//!   otherwise `00`. A void (DE 3 `020000`) cancels the sale named by its DE 90.
+//!   otherwise `00`. A void (DE 3 `020000`) cancels the sale named by its DE 90. A reused
+//!   STAN gets `94`; a repeated advice gets its first answer again.
 //! - 0400/0401/0420/0421 reversals, matched by DE 90 (original STAN + DE 7), idempotent:
 //!   already reversed → `25`, original declined → `00` without effect, amount differs →
-//!   `64`, original unknown → `00` and remembered, so that a late original is declined.
+//!   `64`, original unknown → `00` and remembered, so that a late original is declined
+//!   (`12`). The 0410 carries DE 38 of the original when the host had approved it.
 //! - 0500 reconciliation: DE 74–77, 86–89, 97 compared with the host's own; 0510 DE 66
 //!   `1` (in balance) or `2` (out of balance, the host's totals returned).
 //!
-//! Every decision is written to the ledger log (`<data-dir>/host-ledger.log`, group
-//! committed) **before** the response leaves, so a restarted host answers repeats and
-//! reversals exactly as before.
+//! Originals, reversals, the idempotency records and the ledger per card are
+//! `isoswitch-reversal`'s: a [`ReversalHandler`] over a [`FileStore`]
+//! (`<data-dir>/host-store.rev`, one CRC record per decision holding both the idempotency
+//! entry and its ledger effect). The crate keys a transaction by DE 41 + DE 42 + DE 11;
+//! the switch gives every upstream message (0400/0401 included) its own STAN and names the
+//! original in DE 90, so the host hands the crate a *canonical* view of each request:
+//! DE 11 = the original's STAN and DE 42 = the original's DE 7 (both from DE 90 in a
+//! reversal), DE 41 as sent, no DE 49 (amounts are counted in DE 4 minor units, as the
+//! switch's reconciliation counts them). Answers are built from the request as received.
+//!
+//! What the crate does not know stays here: the PIN check and the approval rule (its
+//! authorizer), which sale a void cancels (`<data-dir>/host-voids.log`, written before the
+//! void is decided and read against the store, so a link only counts once its void is
+//! approved and not reversed), the authorization code (derived from the key, so repeats
+//! and restarts give the same one), and the wire codes host_sim always answered where the
+//! crate answers differently (`25` to a repeated reversal of an approved original, where
+//! the crate repeats its stored `00`; `00` to any reversal of a declined original).
+//!
+//! Every decision is written to the store **before** the response leaves: with
+//! `Sync::Data`, answers wait for an `fdatasync` shared by concurrent decisions (group
+//! commit), so a restarted host answers repeats and reversals exactly as before.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::future::Future;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
@@ -33,6 +54,11 @@ use super::wal::{Sync, Wal};
 use super::{local_now, masked_pan, Result, Running, SimError};
 use crate::codec::{Message, MessageClass, MessageView};
 use crate::net::{Frame, Framing, Request, Server, ServerConfig};
+use crate::reversal::record::SyncHandle;
+use crate::reversal::{
+    Decimal, Decision, FileStore, HostConfig as ReversalConfig, IdempotencyStore, ReversalHandler,
+    ReversalProfile, StoredTxn, TxnKey,
+};
 use crate::session::crypto::{Key, Pan, Pin, PinBlock, PinBlockFormat};
 use crate::session::{
     HostConfig, HostOutcome, HostSession, MemoryKeyStore, SessionProfile, TerminalId,
@@ -46,152 +72,137 @@ pub const CARD_PIN: &str = "1234";
 pub struct HostSimConfig {
     /// The zone master key shared with the switch.
     pub zone_key: Key,
-    /// Where the ledger log lives.
+    /// Where the store (idempotency records and ledger) and the void links live.
     pub data_dir: PathBuf,
-    /// Durability of the ledger log.
+    /// Durability: [`Sync::Data`] answers after an `fdatasync` (shared by concurrent
+    /// decisions); [`Sync::Os`] after the `write` (survives a killed process).
     pub sync: Sync,
 }
 
+const STORE_FILE: &str = "host-store.rev";
+const VOIDS_FILE: &str = "host-voids.log";
+/// The ledger log of host_sim before it used `isoswitch-reversal`.
+const LEGACY_FILE: &str = "host-ledger.log";
+
+/// DE 41 of the canonical view when a request has none.
+const NO_TERMINAL: &str = "00000000";
+
+/// A void names the sale it cancels (DE 90): written before the void is decided.
 #[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(tag = "t")]
-enum Rec {
-    Tx {
-        key: String,
-        kind: Kind,
-        pan: String,
-        amount: u64,
-        code: String,
-        auth: String,
-        #[serde(default, skip_serializing_if = "Option::is_none")]
-        void_of: Option<String>,
-    },
-    Rev {
-        key: String,
-    },
-    Tomb {
-        key: String,
-    },
+struct VoidLink {
+    void: (String, String, u32),
+    sale: (String, String, u32),
 }
 
-#[derive(Debug, Clone)]
-struct Entry {
-    kind: Kind,
-    pan: String,
-    amount: u64,
-    code: String,
-    auth: String,
-    void_of: Option<String>,
-    reversed: bool,
-    voided_by: Option<String>,
+fn key_tuple(k: &TxnKey) -> (String, String, u32) {
+    (k.terminal.clone(), k.merchant.clone(), k.stan)
 }
 
-impl Entry {
-    fn approved(&self) -> bool {
-        self.code == "00"
+fn tuple_key((terminal, merchant, stan): &(String, String, u32)) -> TxnKey {
+    TxnKey {
+        terminal: terminal.clone(),
+        merchant: merchant.clone(),
+        batch: 0,
+        stan: *stan,
     }
 }
 
+/// Which sale each void names, read against the store: a void cancels its sale while
+/// the void is approved and not reversed.
 #[derive(Debug, Default)]
-struct Book {
-    txns: HashMap<String, Entry>,
-    tombstones: HashSet<String>,
-    ledger: HashMap<String, i128>,
-    next_auth: u64,
+struct Voids {
+    sale_of: HashMap<TxnKey, TxnKey>,
+    voids_of: HashMap<TxnKey, Vec<TxnKey>>,
 }
 
-impl Book {
-    fn effect(&mut self, pan: &str, delta: i128) {
-        *self.ledger.entry(pan.to_string()).or_insert(0) += delta;
-    }
+/// Approved and not reversed.
+fn standing(t: Option<&StoredTxn>) -> bool {
+    t.is_some_and(|t| t.reversal.is_none() && t.original.as_ref().is_some_and(|o| o.approved))
+}
 
-    fn apply(&mut self, rec: &Rec) {
-        match rec {
-            Rec::Tx {
-                key,
-                kind,
-                pan,
-                amount,
-                code,
-                auth,
-                void_of,
-            } => {
-                let e = Entry {
-                    kind: *kind,
-                    pan: pan.clone(),
-                    amount: *amount,
-                    code: code.clone(),
-                    auth: auth.clone(),
-                    void_of: void_of.clone(),
-                    reversed: false,
-                    voided_by: None,
-                };
-                if e.approved() {
-                    let a = i128::from(*amount);
-                    match kind {
-                        Kind::Sale => self.effect(pan, a),
-                        Kind::Refund => self.effect(pan, -a),
-                        Kind::Void => {
-                            self.effect(pan, -a);
-                            if let Some(o) = void_of.as_ref().and_then(|o| self.txns.get_mut(o)) {
-                                o.voided_by = Some(key.clone());
-                            }
-                        }
-                    }
-                }
-                self.next_auth += 1;
-                self.txns.insert(key.clone(), e);
-            }
-            Rec::Rev { key } => {
-                let Some(e) = self.txns.get_mut(key) else {
-                    return;
-                };
-                if !e.approved() || e.reversed {
-                    return;
-                }
-                e.reversed = true;
-                let (kind, pan, a, void_of) = (
-                    e.kind,
-                    e.pan.clone(),
-                    i128::from(e.amount),
-                    e.void_of.clone(),
-                );
-                match kind {
-                    Kind::Sale => self.effect(&pan, -a),
-                    Kind::Refund => self.effect(&pan, a),
-                    Kind::Void => {
-                        self.effect(&pan, a);
-                        if let Some(o) = void_of.as_ref().and_then(|o| self.txns.get_mut(o)) {
-                            o.voided_by = None;
-                        }
-                    }
-                }
-            }
-            Rec::Tomb { key } => {
-                self.tombstones.insert(key.clone());
-            }
+impl Voids {
+    fn insert(&mut self, void: TxnKey, sale: TxnKey) {
+        if self.sale_of.insert(void.clone(), sale.clone()).is_none() {
+            self.voids_of.entry(sale).or_default().push(void);
         }
     }
 
-    fn recon(&self) -> ReconTotals {
-        let mut t = ReconTotals::default();
-        for e in self.txns.values() {
-            let undone = e.reversed || e.voided_by.is_some();
-            t.count(e.kind, e.approved(), undone, e.amount);
-        }
-        t
+    fn voided(&self, store: &impl IdempotencyStore, sale: &TxnKey) -> bool {
+        self.voids_of
+            .get(sale)
+            .is_some_and(|vs| vs.iter().any(|v| standing(store.get(v))))
     }
+}
 
-    fn summary(&self) -> LedgerSummary {
-        LedgerSummary {
-            total: self.ledger.values().sum(),
-            cards: self.ledger.len(),
-            transactions: self.txns.len(),
-            approved: self.txns.values().filter(|e| e.approved()).count(),
-            reversed: self.txns.values().filter(|e| e.reversed).count(),
-            unknown_reversals: self.tombstones.len(),
-            recon: self.recon(),
+/// Minor units of an amount the crate holds (the canonical view has no DE 49: two
+/// decimals).
+fn minor(d: Decimal) -> i128 {
+    let mut x = d;
+    x.rescale(2);
+    x.mantissa()
+}
+
+fn kind_of(txn_type: u8) -> Option<Kind> {
+    Kind::from_processing_code(&format!("{txn_type:02}0000"))
+}
+
+/// The authorization code (DE 38) of an approved original: derived from its key, so a
+/// repeated advice, a reversal and a restarted host all give the same one.
+fn auth_code(k: &TxnKey) -> String {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in k
+        .terminal
+        .bytes()
+        .chain(k.merchant.bytes())
+        .chain(k.stan.to_le_bytes())
+    {
+        h ^= u64::from(b);
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    }
+    format!("{:06}", h % 1_000_000)
+}
+
+fn recon(store: &FileStore, voids: &Voids) -> ReconTotals {
+    let mut t = ReconTotals::default();
+    for (k, v) in store.entries() {
+        let Some(o) = &v.original else { continue };
+        let Some(kind) = kind_of(o.txn_type) else {
+            continue;
+        };
+        let undone = (o.approved && v.reversal.is_some()) || voids.voided(store, k);
+        let amount = u64::try_from(minor(o.amount)).unwrap_or(0);
+        t.count(kind, o.approved, undone, amount);
+    }
+    t
+}
+
+fn summarize(store: &FileStore, voids: &Voids) -> LedgerSummary {
+    let mut s = LedgerSummary {
+        total: minor(store.ledger().total()),
+        cards: store.ledger().cards().count(),
+        transactions: 0,
+        approved: 0,
+        reversed: 0,
+        unknown_reversals: 0,
+        recon: recon(store, voids),
+    };
+    for (_, v) in store.entries() {
+        match (&v.original, &v.reversal) {
+            (Some(o), r) => {
+                s.transactions += 1;
+                if o.approved {
+                    s.approved += 1;
+                    s.reversed += usize::from(r.is_some());
+                } else if r.is_some() && o.code == ReversalConfig::default().late_original_code {
+                    // The reversal came first; the late original was declined.
+                    s.unknown_reversals += 1;
+                }
+            }
+            (None, Some(_)) => s.unknown_reversals += 1,
+            (None, None) => {}
         }
     }
+    s
 }
 
 /// What the host's ledger holds.
@@ -213,24 +224,53 @@ pub struct LedgerSummary {
     pub recon: ReconTotals,
 }
 
-const LEDGER_FILE: &str = "host-ledger.log";
+fn open_store(data_dir: &Path) -> Result<FileStore> {
+    let legacy = data_dir.join(LEGACY_FILE);
+    let path = data_dir.join(STORE_FILE);
+    if legacy.exists() && !path.exists() {
+        return Err(SimError::Config(format!(
+            "{} was written by an older host_sim (its ledger is now {}); start with an empty --data-dir",
+            legacy.display(),
+            STORE_FILE
+        )));
+    }
+    Ok(FileStore::open(&path)?)
+}
+
+fn open_voids(data_dir: &Path, sync: Sync) -> Result<(Wal, Voids)> {
+    let (wal, links) = Wal::open::<VoidLink>(&data_dir.join(VOIDS_FILE), sync)?;
+    let mut voids = Voids::default();
+    for l in &links {
+        voids.insert(tuple_key(&l.void), tuple_key(&l.sale));
+    }
+    Ok((wal, voids))
+}
 
 /// Reads the ledger a host left in `data_dir` (the host must not be running).
 pub fn read_ledger(data_dir: &Path) -> Result<LedgerSummary> {
-    let (_wal, recs) = Wal::open::<Rec>(&data_dir.join(LEDGER_FILE), Sync::Os)?;
-    let mut book = Book::default();
-    for r in &recs {
-        book.apply(r);
-    }
-    Ok(book.summary())
+    let store = open_store(data_dir)?;
+    let (_wal, voids) = open_voids(data_dir, Sync::Os)?;
+    Ok(summarize(&store, &voids))
+}
+
+struct Book {
+    handler: ReversalHandler<FileStore>,
+    voids: Voids,
 }
 
 struct Inner {
     profile: SessionProfile,
+    /// The crate's profile (`iso87-binary`): the key of a canonical view.
+    matching: ReversalProfile,
     session: Mutex<HostSession<MemoryKeyStore>>,
     switch: TerminalId,
     book: Mutex<Book>,
-    wal: Wal,
+    voids_wal: Wal,
+    /// `Some` with [`Sync::Data`]: answers wait until the store is synced past them.
+    syncer: Option<SyncHandle>,
+    /// Store bytes known durable.
+    synced: AtomicU64,
+    sync_gate: tokio::sync::Mutex<()>,
 }
 
 /// The host; cheap to clone.
@@ -249,45 +289,85 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
-/// The key a host files an upstream transaction under: its STAN and DE 7.
-fn up_key(stan: &str, de7: &str) -> String {
-    format!("{stan}{de7}")
+/// The original's STAN and DE 7 named by DE 90 (n42: MTI, STAN, DE 7, …).
+fn de90_original(msg: &Message) -> Option<(String, String)> {
+    let d = msg.get(90)?;
+    Some((d.get(4..10)?.to_string(), d.get(10..20)?.to_string()))
+}
+
+/// The canonical view of a request for the crate (see the module docs) and its key;
+/// `None` when the original's STAN is not a number.
+fn canonical(
+    profile: &ReversalProfile,
+    msg: &Message,
+    stan: &str,
+    de7: &str,
+) -> Option<(Message, TxnKey)> {
+    if stan.is_empty() || !stan.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    let mut c = msg.clone();
+    c.set(11, stan).ok()?;
+    c.set(42, format!("{de7:0>15}")).ok()?;
+    if !c.has(41) {
+        c.set(41, NO_TERMINAL).ok()?;
+    }
+    c.remove(49);
+    let key = profile.key_of(&c).ok()?;
+    Some((c, key))
 }
 
 impl HostSim {
-    /// Opens the ledger in `config.data_dir` (replaying it).
+    /// Opens the store and the void links in `config.data_dir` (replaying them).
     pub fn open(config: &HostSimConfig) -> Result<HostSim> {
         std::fs::create_dir_all(&config.data_dir)
             .map_err(|e| SimError::io(config.data_dir.display(), e))?;
-        let (wal, recs) = Wal::open::<Rec>(&config.data_dir.join(LEDGER_FILE), config.sync)?;
-        let mut book = Book::default();
-        for r in &recs {
-            book.apply(r);
-        }
+        let mut store = open_store(&config.data_dir)?;
+        // Commits are one `write`; with Sync::Data the answers wait for a shared fsync.
+        store.set_sync_on_commit(false);
+        let syncer = match config.sync {
+            Sync::Data => {
+                // What a killed host wrote but never synced is answered from: sync it.
+                store.sync()?;
+                Some(store.sync_handle()?)
+            }
+            Sync::Os => None,
+        };
+        let written = store.written();
+        let (voids_wal, voids) = open_voids(&config.data_dir, config.sync)?;
+        let matching = ReversalProfile::iso87("iso87-binary")?;
+        let handler = ReversalHandler::new(matching.clone(), store, ReversalConfig::default());
+        let book = Book { handler, voids };
+        let s = summarize(book.handler.store(), &book.voids);
         tracing::info!(
-            records = recs.len(),
-            transactions = book.txns.len(),
-            "host ledger replayed"
+            transactions = s.transactions,
+            cards = s.cards,
+            "host store replayed"
         );
         let profile = SessionProfile::iso87_binary()?;
         let switch = TerminalId::new(SWITCH_TID, SWITCH_MID)?;
-        let mut store = MemoryKeyStore::new();
-        store.insert(switch, config.zone_key.clone())?;
-        let session = HostSession::new(profile.clone(), HostConfig::default(), store)?;
+        let mut keys = MemoryKeyStore::new();
+        keys.insert(switch, config.zone_key.clone())?;
+        let session = HostSession::new(profile.clone(), HostConfig::default(), keys)?;
         Ok(HostSim {
             inner: Arc::new(Inner {
                 profile,
+                matching,
                 session: Mutex::new(session),
                 switch,
                 book: Mutex::new(book),
-                wal,
+                voids_wal,
+                syncer,
+                synced: AtomicU64::new(written),
+                sync_gate: tokio::sync::Mutex::new(()),
             }),
         })
     }
 
     /// The ledger now.
     pub fn summary(&self) -> LedgerSummary {
-        lock(&self.inner.book).summary()
+        let book = lock(&self.inner.book);
+        summarize(book.handler.store(), &book.voids)
     }
 
     /// Binds `listen` and serves in the background.
@@ -324,7 +404,33 @@ impl HostSim {
         println!("host_sim listening on {}", running.addr);
         shutdown.await;
         running.stop().await;
-        self.inner.wal.barrier().await?;
+        self.inner.voids_wal.barrier().await?;
+        if self.inner.syncer.is_some() {
+            lock(&self.inner.book).handler.store().sync()?;
+        }
+        Ok(())
+    }
+
+    /// Waits until the store is durable up to `upto` bytes: one `fdatasync` covers every
+    /// decision written before it started (group commit).
+    async fn durable(&self, upto: u64) -> Result<()> {
+        let inner = &self.inner;
+        let Some(h) = &inner.syncer else {
+            return Ok(());
+        };
+        if inner.synced.load(Ordering::Acquire) >= upto {
+            return Ok(());
+        }
+        let _gate = inner.sync_gate.lock().await;
+        if inner.synced.load(Ordering::Acquire) >= upto {
+            return Ok(());
+        }
+        let target = lock(&inner.book).handler.store().written();
+        let h = h.clone();
+        tokio::task::spawn_blocking(move || h.sync())
+            .await
+            .map_err(|e| SimError::Protocol(format!("store sync task: {e}")))??;
+        inner.synced.fetch_max(target, Ordering::AcqRel);
         Ok(())
     }
 
@@ -353,6 +459,16 @@ impl HostSim {
             Some(k) => self.inner.profile.seal(k, &mut r)?,
             None => r.to_bytes()?,
         })
+    }
+
+    /// The answer with DE 39 `code` and DE 38 `auth`, sealed.
+    fn sealed(&self, msg: &Message, code: &str, auth: Option<&str>, mak: &Key) -> Result<Bytes> {
+        let mut r = Message::response_to(msg)?;
+        r.set(39, code)?;
+        if let Some(a) = auth.filter(|a| !a.is_empty()) {
+            r.set(38, a)?;
+        }
+        Ok(self.inner.profile.seal(mak, &mut r)?)
     }
 
     async fn answer(&self, bytes: Bytes) -> Result<Option<Bytes>> {
@@ -404,7 +520,9 @@ impl HostSim {
         ) else {
             return self.reply(msg, "30", Some(mak));
         };
-        let key = up_key(&stan, &de7);
+        let Some((canon, key)) = canonical(&inner.matching, msg, &stan, &de7) else {
+            return self.reply(msg, "30", Some(mak));
+        };
         let advice = matches!(msg.mti().as_u16(), 220 | 221);
         // PIN: format 0 under the zone PIK.
         let pin_code = match msg.field(52) {
@@ -418,130 +536,123 @@ impl HostSim {
                     .map(|pin| Pin::new(CARD_PIN).is_ok_and(|c| c == pin));
                 match ok {
                     Ok(true) => None,
-                    Ok(false) => Some("55"),
-                    Err(_) => Some("99"),
+                    Ok(false) => Some(*b"55"),
+                    Err(_) => Some(*b"99"),
                 }
             }
         };
-        let void_of = msg
-            .get(90)
-            .filter(|_| kind == Kind::Void)
-            .and_then(|d| Some(up_key(d.get(4..10)?, d.get(10..20)?)));
-        let (code, auth, wrote) = {
+        // A void names its sale in DE 90; the link is durable before the void is decided.
+        let sale = if kind == Kind::Void {
+            de90_original(msg)
+                .and_then(|(s, d)| canonical(&inner.matching, msg, &s, &d))
+                .map(|(_, k)| k)
+        } else {
+            None
+        };
+        if let Some(sale) = &sale {
+            let link = VoidLink {
+                void: key_tuple(&key),
+                sale: key_tuple(sale),
+            };
+            inner.voids_wal.append_then(&link)?.wait().await?;
+        }
+        let (code, auth, upto) = {
             let mut book = lock(&inner.book);
-            if let Some(e) = book.txns.get(&key) {
-                if advice {
-                    (e.code.clone(), e.auth.clone(), None)
-                } else {
-                    ("94".to_string(), String::new(), None)
+            let Book { handler, voids } = &mut *book;
+            if let Some(sale) = &sale {
+                voids.insert(key.clone(), sale.clone());
+            }
+            let known = handler.store().get(&key).and_then(|t| t.original.clone());
+            match known {
+                // A repeated advice gets its first answer again.
+                Some(o) if advice => {
+                    let code = String::from_utf8_lossy(&o.code).into_owned();
+                    let auth = o.approved.then(|| auth_code(&key));
+                    (code, auth, handler.store().written())
                 }
-            } else {
-                let code = if book.tombstones.contains(&key) {
-                    "12"
-                } else if let Some(c) = pin_code {
-                    c
-                } else {
-                    match kind {
-                        Kind::Sale | Kind::Refund => match amount % 100 {
-                            51 => "51",
-                            55 => "55",
-                            _ => "00",
+                _ => {
+                    let decision = match (pin_code, kind) {
+                        (Some(c), _) => Decision::Decline(c),
+                        (None, Kind::Sale | Kind::Refund) => match amount % 100 {
+                            51 => Decision::Decline(*b"51"),
+                            55 => Decision::Decline(*b"55"),
+                            _ => Decision::Approve { auth_code: None },
                         },
-                        Kind::Void => match void_of.as_ref().and_then(|o| book.txns.get(o)) {
-                            Some(o)
-                                if o.kind == Kind::Sale
-                                    && o.approved()
-                                    && !o.reversed
-                                    && o.voided_by.is_none() =>
-                            {
-                                if o.amount == amount {
-                                    "00"
-                                } else {
-                                    "64"
+                        (None, Kind::Void) => {
+                            let store = handler.store();
+                            let target = sale.as_ref().and_then(|s| {
+                                let t = store.get(s)?;
+                                Some((s, t, t.original.as_ref()?))
+                            });
+                            match target {
+                                Some((s, t, o))
+                                    if kind_of(o.txn_type) == Some(Kind::Sale)
+                                        && o.approved
+                                        && t.reversal.is_none()
+                                        && !voids.voided(store, s) =>
+                                {
+                                    if minor(o.amount) == i128::from(amount) {
+                                        Decision::Approve { auth_code: None }
+                                    } else {
+                                        Decision::Decline(*b"64")
+                                    }
                                 }
+                                _ => Decision::Decline(*b"25"),
                             }
-                            _ => "25",
-                        },
-                    }
-                };
-                let auth = if code == "00" {
-                    format!("{:06}", book.next_auth % 1_000_000)
-                } else {
-                    String::new()
-                };
-                let rec = Rec::Tx {
-                    key: key.clone(),
-                    kind,
-                    pan: pan.clone(),
-                    amount,
-                    code: code.to_string(),
-                    auth: auth.clone(),
-                    void_of: void_of.clone(),
-                };
-                book.apply(&rec);
-                let durable = inner.wal.append_then(&rec)?;
-                (code.to_string(), auth, Some(durable))
+                        }
+                    };
+                    let r = handler.handle(&canon, move |_, _| decision)?;
+                    let code = r.get(39).unwrap_or_else(|| "96".into());
+                    let auth = (code == "00").then(|| auth_code(&key));
+                    (code, auth, handler.store().written())
+                }
             }
         };
-        if let Some(d) = wrote {
-            d.wait().await?;
-        }
+        self.durable(upto).await?;
         tracing::debug!(pan = %masked_pan(&pan), %stan, ?kind, amount, %code, "host: financial");
-        let mut r = Message::response_to(msg)?;
-        r.set(39, code.as_str())?;
-        if !auth.is_empty() {
-            r.set(38, auth.as_str())?;
-        }
-        Ok(inner.profile.seal(mak, &mut r)?)
+        self.sealed(msg, &code, auth.as_deref(), mak)
     }
 
     async fn reversal(&self, msg: &Message, mak: &Key) -> Result<Bytes> {
         let inner = &self.inner;
-        let Some(okey) = msg
-            .get(90)
-            .and_then(|d| Some(up_key(d.get(4..10)?, d.get(10..20)?)))
+        let Some((canon, key)) =
+            de90_original(msg).and_then(|(stan, de7)| canonical(&inner.matching, msg, &stan, &de7))
         else {
             return self.reply(msg, "30", Some(mak));
         };
-        let amount = msg.field(4).and_then(|f| f.as_u64().ok());
-        let (code, rec, auth) = {
+        let (code, auth, upto) = {
             let mut book = lock(&inner.book);
+            let handler = &mut book.handler;
+            let prior = handler.store().get(&key).cloned().unwrap_or_default();
             // DE 38 of the answer: the original's approval code, when the host had
             // approved it (tells the switch what its reconciliation must count).
-            let auth = book
-                .txns
-                .get(&okey)
-                .filter(|e| e.approved())
-                .map(|e| e.auth.clone());
-            let (code, rec) = match book.txns.get(&okey) {
-                None if book.tombstones.contains(&okey) => ("00", None),
-                None => ("00", Some(Rec::Tomb { key: okey.clone() })),
-                Some(e) if e.reversed => ("25", None),
-                Some(e) if !e.approved() => ("00", None),
-                Some(e) if amount.is_some_and(|a| a != e.amount) => ("64", None),
-                Some(_) => ("00", Some(Rec::Rev { key: okey.clone() })),
+            let auth = prior
+                .original
+                .as_ref()
+                .filter(|o| o.approved)
+                .map(|_| auth_code(&key));
+            let r = handler.handle(&canon, |_, _| Decision::Decline(*b"12"))?;
+            let decided = r.get(39).unwrap_or_else(|| "96".into());
+            // The crate repeats its stored answer (`00`) to a repeated reversal and refuses
+            // (`64`, `25`) a mismatched reversal of a declined original; host_sim has
+            // always answered those `25` and `00`.
+            let code = match &prior.original {
+                Some(o) if o.approved && prior.reversal.is_some() => "25".to_string(),
+                Some(o) if !o.approved => "00".to_string(),
+                _ => decided,
             };
-            let mut durable = None;
-            if let Some(r) = &rec {
-                book.apply(r);
-                durable = Some(inner.wal.append_then(r)?);
-            }
-            (code, durable, auth)
+            tracing::debug!(original = ?key, %code, "host: reversal");
+            (code, auth, handler.store().written())
         };
-        if let Some(d) = rec {
-            d.wait().await?;
-        }
-        tracing::debug!(original = %okey, %code, "host: reversal");
-        let mut r = Message::response_to(msg)?;
-        r.set(39, code)?;
-        if let Some(a) = auth.filter(|a| !a.is_empty()) {
-            r.set(38, a.as_str())?;
-        }
-        Ok(inner.profile.seal(mak, &mut r)?)
+        self.durable(upto).await?;
+        self.sealed(msg, &code, auth.as_deref(), mak)
     }
 
     fn reconcile(&self, msg: &Message, mak: &Key) -> Result<Bytes> {
-        let ours = lock(&self.inner.book).recon();
+        let ours = {
+            let book = lock(&self.inner.book);
+            recon(book.handler.store(), &book.voids)
+        };
         let theirs = ReconTotals::read(msg)?;
         let code = ours.settlement_code(&theirs);
         let balanced = code == "1";
@@ -555,5 +666,150 @@ impl HostSim {
         r.set(66, code)?;
         ours.write(&mut r)?;
         Ok(self.inner.profile.seal(mak, &mut r)?)
+    }
+}
+
+#[cfg(test)]
+/// The answers host_sim gave before it used `isoswitch-reversal` (this sequence passed
+/// against that version too), and its ledger, across a restart.
+mod wire_tests {
+    use super::*;
+    use crate::codec::Mti;
+
+    fn key() -> Key {
+        Key::des_or_tdes(&[
+            0x01, 0x23, 0x45, 0x67, 0x89, 0xAB, 0xCD, 0xEF, 0xFE, 0xDC, 0xBA, 0x98, 0x76, 0x54,
+            0x32, 0x10,
+        ])
+        .unwrap()
+    }
+
+    fn fin(
+        h: &HostSim,
+        mti: u16,
+        stan: &str,
+        pc: &str,
+        amount: u64,
+        de90: Option<&str>,
+    ) -> Message {
+        let d = h.inner.profile.dialect.clone();
+        let mut m = Message::new(&d, Mti::from_u16(mti).unwrap());
+        m.set(2, "6222020000001234").unwrap();
+        m.set(3, pc).unwrap();
+        m.set_number(4, amount).unwrap();
+        m.set(7, "1125093000").unwrap();
+        m.set(11, stan).unwrap();
+        m.set(32, "12345678").unwrap();
+        m.set(41, "TERM0001").unwrap();
+        m.set(42, "MERCHANT0000001").unwrap();
+        m.set(49, "156").unwrap();
+        if let Some(v) = de90 {
+            m.set(90, v).unwrap();
+        }
+        m
+    }
+
+    fn rev(h: &HostSim, mti: u16, stan: &str, of: &str, pc: &str, amount: u64) -> Message {
+        let de90 = format!("0200{of}1125093000{:0>11}{:0>11}", "12345678", "12345678");
+        let mut m = fin(h, mti, stan, pc, amount, Some(&de90));
+        m.set(7, "1125093100").unwrap();
+        m.set(42, "SWITCH000000001").unwrap();
+        m
+    }
+
+    async fn go(h: &HostSim, m: Message) -> (String, bool) {
+        let k = key();
+        let b = match m.mti().as_u16() {
+            200 | 220 | 221 => h.financial(&m, &k, &k).await.unwrap(),
+            _ => h.reversal(&m, &k).await.unwrap(),
+        };
+        let r = Message::decode(&h.inner.profile.dialect, b).unwrap();
+        (r.get(39).unwrap(), r.has(38))
+    }
+
+    /// One request: MTI, STAN, DE 3, amount, and the STAN its DE 90 names.
+    type Step = (u16, &'static str, &'static str, u64, Option<&'static str>);
+
+    async fn run(h: &HostSim, steps: &[(Step, &str)]) {
+        for &((mti, stan, pc, amount, of), want) in steps {
+            let m = match (mti, of) {
+                (400 | 401, Some(of)) => rev(h, mti, stan, of, pc, amount),
+                (_, of) => {
+                    let de90 =
+                        of.map(|o| format!("0200{o}1125093000{:0>11}{:0>11}", 12345678, 12345678));
+                    fin(h, mti, stan, pc, amount, de90.as_deref())
+                }
+            };
+            let (code, auth) = go(h, m).await;
+            let got = format!("{code}{}", if auth { "+38" } else { "" });
+            assert_eq!(got, want, "{mti} STAN {stan} (of {of:?})");
+        }
+    }
+
+    #[tokio::test]
+    async fn answers_and_ledger_are_those_of_the_pre_crate_host() {
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = HostSimConfig {
+            zone_key: key(),
+            data_dir: dir.path().to_path_buf(),
+            sync: Sync::Data,
+        };
+        let (sale, void, refund) = ("000000", "020000", "200000");
+        let h = HostSim::open(&cfg).unwrap();
+        run(
+            &h,
+            &[
+                ((200, "000001", sale, 1000, None), "00+38"),
+                ((200, "000001", sale, 1000, None), "94"),
+                ((400, "000002", sale, 999, Some("000001")), "64+38"),
+                ((400, "000003", sale, 1000, Some("000001")), "00+38"),
+                ((401, "000004", sale, 1000, Some("000001")), "25+38"),
+                ((400, "000005", sale, 500, Some("000009")), "00"),
+                ((200, "000009", sale, 500, None), "12"),
+                ((401, "000006", sale, 500, Some("000009")), "00"),
+                ((200, "000010", sale, 151, None), "51"),
+                ((400, "000011", sale, 999, Some("000010")), "00"),
+                ((200, "000020", sale, 2000, None), "00+38"),
+                ((200, "000021", void, 1999, Some("000020")), "64"),
+                ((200, "000022", void, 2000, Some("000020")), "00+38"),
+                ((200, "000023", void, 2000, Some("000020")), "25"),
+                ((220, "000030", refund, 700, None), "00+38"),
+                ((221, "000030", refund, 700, None), "00+38"),
+                ((220, "000031", refund, 755, None), "55"),
+            ],
+        )
+        .await;
+        let s = h.summary();
+        assert_eq!(
+            (
+                s.total,
+                s.transactions,
+                s.approved,
+                s.reversed,
+                s.unknown_reversals
+            ),
+            (-700, 9, 4, 1, 1)
+        );
+        assert_eq!((s.recon.debits, s.recon.debit_reversals), (2, 2));
+        assert_eq!((s.recon.credits, s.recon.credits_amount), (1, 700));
+        drop(h);
+        // After a restart: the void reversed (its sale stands again), voided again.
+        let h = HostSim::open(&cfg).unwrap();
+        run(
+            &h,
+            &[
+                ((400, "000040", void, 2000, Some("000022")), "00+38"),
+                ((200, "000041", void, 2000, Some("000020")), "00+38"),
+                ((401, "000042", sale, 1000, Some("000001")), "25+38"),
+                ((221, "000030", refund, 700, None), "00+38"),
+            ],
+        )
+        .await;
+        let s2 = h.summary();
+        assert_eq!(s2.total, -700);
+        assert_eq!((s2.transactions, s2.reversed), (10, 2));
+        assert_eq!((s2.recon.debits, s2.recon.debit_reversals), (2, 2));
+        drop(h);
+        assert_eq!(read_ledger(dir.path()).unwrap(), s2);
     }
 }

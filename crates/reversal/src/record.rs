@@ -150,6 +150,30 @@ pub struct RecordFile {
     file: File,
     len: u64,
     buf: Vec<u8>,
+    sync: bool,
+}
+
+/// Makes what was appended to a [`RecordFile`] durable (`fdatasync`) from any thread,
+/// without access to the file itself: for callers that append with
+/// [`RecordFile::set_sync_on_append`] off and share one sync among many appends (group
+/// commit). Cheap to clone. A handle taken before [`RecordFile::rewrite`] syncs the
+/// replaced file: take handles after compacting.
+#[derive(Debug, Clone)]
+pub struct SyncHandle {
+    file: std::sync::Arc<File>,
+    path: PathBuf,
+}
+
+impl SyncHandle {
+    /// `fdatasync`: every append made before this call is durable when it returns.
+    ///
+    /// # Errors
+    /// I/O errors.
+    pub fn sync(&self) -> Result<()> {
+        self.file
+            .sync_data()
+            .map_err(|e| ReversalError::io("fsync", &self.path, e))
+    }
 }
 
 impl RecordFile {
@@ -190,6 +214,7 @@ impl RecordFile {
                     file,
                     len: MAGIC.len() as u64,
                     buf: Vec::new(),
+                    sync: true,
                 },
                 None,
             ));
@@ -270,6 +295,7 @@ impl RecordFile {
                 file,
                 len: pos,
                 buf: Vec::new(),
+                sync: true,
             },
             torn,
         ))
@@ -285,13 +311,46 @@ impl RecordFile {
         self.len
     }
 
+    /// Whether appends `fdatasync` before they return (the default). Off: an append is
+    /// one `write` (it survives the death of the process, not a power loss) and becomes
+    /// durable at the next [`RecordFile::sync`] or [`SyncHandle::sync`].
+    pub fn set_sync_on_append(&mut self, on: bool) {
+        self.sync = on;
+    }
+
+    /// `fdatasync` of everything appended so far.
+    ///
+    /// # Errors
+    /// I/O errors.
+    pub fn sync(&self) -> Result<()> {
+        self.file
+            .sync_data()
+            .map_err(|e| ReversalError::io("fsync", &self.path, e))
+    }
+
+    /// A handle that syncs this file from another thread; see [`SyncHandle`].
+    ///
+    /// # Errors
+    /// I/O errors (duplicating the file descriptor).
+    pub fn sync_handle(&self) -> Result<SyncHandle> {
+        let file = self
+            .file
+            .try_clone()
+            .map_err(|e| ReversalError::io("dup", &self.path, e))?;
+        Ok(SyncHandle {
+            file: std::sync::Arc::new(file),
+            path: self.path.clone(),
+        })
+    }
+
     /// Whether the file holds no record.
     pub fn is_empty(&self) -> bool {
         self.len <= MAGIC.len() as u64
     }
 
     /// Appends the payloads written by `fill` (one call per record, into a reused
-    /// buffer) with one `write` and one `fdatasync`: durable when this returns.
+    /// buffer) with one `write` and one `fdatasync`: durable when this returns (unless
+    /// [`RecordFile::set_sync_on_append`] turned the `fdatasync` off).
     ///
     /// # Errors
     /// I/O errors (the file is then truncated back to its previous length when
@@ -303,10 +362,13 @@ impl RecordFile {
             return Ok(());
         }
         let before = self.len;
-        let written = self
-            .file
-            .write_all(&self.buf)
-            .and_then(|()| self.file.sync_data());
+        let written = self.file.write_all(&self.buf).and_then(|()| {
+            if self.sync {
+                self.file.sync_data()
+            } else {
+                Ok(())
+            }
+        });
         if let Err(e) = written {
             // Leave no half-written record behind an error we report.
             let _ = self.file.set_len(before);

@@ -351,6 +351,40 @@ impl FileStore {
         })
     }
 
+    /// Whether [`IdempotencyStore::commit`] fsyncs before it returns (the default).
+    ///
+    /// Off, a commit is one `write` — it survives the death of the process but not a
+    /// power loss — and the caller must make it durable with [`FileStore::sync`] or a
+    /// [`FileStore::sync_handle`] **before** it sends the answer: that lets many
+    /// concurrent decisions share one fsync (group commit) outside the store's lock.
+    pub fn set_sync_on_commit(&mut self, on: bool) {
+        self.file.set_sync_on_append(on);
+    }
+
+    /// Bytes written to the file so far (grows with every commit): a caller that syncs
+    /// through a [`FileStore::sync_handle`] can tell whether a commit is covered by a
+    /// sync that started after it.
+    pub fn written(&self) -> u64 {
+        self.file.len()
+    }
+
+    /// `fdatasync` of every commit so far.
+    ///
+    /// # Errors
+    /// I/O errors.
+    pub fn sync(&self) -> Result<()> {
+        self.file.sync()
+    }
+
+    /// A handle that syncs the store's file from another thread (see
+    /// [`record::SyncHandle`]); take it after [`FileStore::compact`].
+    ///
+    /// # Errors
+    /// I/O errors.
+    pub fn sync_handle(&self) -> Result<record::SyncHandle> {
+        self.file.sync_handle()
+    }
+
     /// Rewrites the file with one record per decision (atomic).
     ///
     /// # Errors

@@ -189,3 +189,26 @@ fn iso87_and_iso93_reversals_match_their_originals() {
         assert_eq!(h.ledger().total(), Decimal::ZERO, "{}", p.dialect.name());
     }
 }
+
+#[test]
+fn file_store_with_deferred_sync_commits_on_write_and_syncs_through_a_handle() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("host.store");
+    let p = ReversalProfile::cup_pos().unwrap();
+    let mut store = FileStore::open(&path).unwrap();
+    store.set_sync_on_commit(false);
+    let before = store.written();
+    let handle = store.sync_handle().unwrap();
+    let mut h = ReversalHandler::new(p.clone(), store, HostConfig::default());
+    h.handle(&stamped(&p, 300, 1), approve).unwrap();
+    assert!(h.store().written() > before, "the commit was written");
+    std::thread::spawn(move || handle.sync())
+        .join()
+        .unwrap()
+        .unwrap();
+    h.store().sync().unwrap();
+    drop(h);
+    // Written without fsync is still in the file (what a killed process leaves).
+    let fs = FileStore::open(&path).unwrap();
+    assert_eq!(fs.ledger().total(), Decimal::new(300, 2));
+}
