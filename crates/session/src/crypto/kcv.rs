@@ -88,11 +88,11 @@ impl Kcv {
         let mut value = [0u8; 16];
         let len = match method {
             KcvMethod::DesZeros => {
-                key.cipher()?.encrypt_ecb(&mut value[..8])?;
+                key.cipher().encrypt_ecb(&mut value[..8])?;
                 8
             }
             KcvMethod::AesEcbZeros => {
-                key.cipher()?.encrypt_ecb(&mut value)?;
+                key.cipher().encrypt_ecb(&mut value)?;
                 16
             }
             KcvMethod::AesCmac => {

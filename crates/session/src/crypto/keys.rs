@@ -1,9 +1,10 @@
 //! Symmetric keys: DES, two- and three-key TDES, AES.
 //!
-//! A [`Key`] owns its material in a fixed buffer that is wiped on drop
-//! ([`zeroize::ZeroizeOnDrop`]). Its `Debug` shows the algorithm and the key check value,
-//! never the bytes, and there is no `Display`. The material never leaves the crate in
-//! clear: to store or send a key, encrypt it under a master key with
+//! A [`Key`] owns its material in a fixed buffer and its cipher key schedule, built
+//! once when the key is constructed; both are wiped on drop
+//! ([`zeroize::ZeroizeOnDrop`]). Its `Debug` shows the algorithm and the key check
+//! value, never the bytes, and there is no `Display`. The material never leaves the
+//! crate in clear: to store or send a key, encrypt it under a master key with
 //! [`encrypt_key_under`].
 //!
 //! Working keys (PIK, MAK, TDK) arrive in a `cup-pos` 0810 field 62 encrypted under the
@@ -13,9 +14,10 @@
 use std::fmt;
 
 use aes::{Aes128, Aes192, Aes256};
+use cipher::consts::U16;
 use cipher::generic_array::GenericArray;
 use cipher::{BlockDecrypt, BlockEncrypt, KeyInit};
-use des::{Des, TdesEde2, TdesEde3};
+use des::{Des, TdesEde3};
 use rand::rngs::OsRng;
 use rand::{CryptoRng, RngCore};
 use zeroize::{Zeroize, ZeroizeOnDrop, Zeroizing};
@@ -142,14 +144,39 @@ impl KeyKind {
 /// assert_eq!(format!("{key:?}"), "Key { kind: Tdes2, kcv: 08D7B4 }");
 /// # Ok::<(), isoswitch_session::SessionError>(())
 /// ```
-#[derive(Clone, Zeroize, ZeroizeOnDrop)]
+#[derive(Clone)]
 pub struct Key {
-    #[zeroize(skip)]
     kind: KeyKind,
     material: [u8; MAX_KEY_LEN],
-    #[zeroize(skip)]
     kcv: Kcv,
+    /// The keyed cipher (key schedule, and for AES the CMAC subkeys), built once by
+    /// [`Key::new`] so that MACs, check values and PIN blocks never redo the schedule.
+    /// Boxed: the schedules are up to about 1 KiB (software AES-256), which would
+    /// otherwise be copied on every move of the key; the boxed value is wiped in place
+    /// when dropped (the `zeroize` features of `des` and `aes`, and [`CmacSubkeys`]).
+    cipher: Box<BlockCipher>,
 }
+
+impl Zeroize for Key {
+    /// Wipes the material and replaces the key schedule with that of the (now zero)
+    /// material, the old schedule being wiped as it is dropped: the key then behaves as
+    /// an all-zero key of the same kind, as it did when only the material was kept.
+    fn zeroize(&mut self) {
+        self.material.zeroize();
+        if let Ok(cipher) = BlockCipher::new(self.kind, self.material()) {
+            *self.cipher = cipher;
+        }
+    }
+}
+
+impl Drop for Key {
+    fn drop(&mut self) {
+        // The boxed cipher wipes its own schedule and subkeys when it is dropped next.
+        self.material.zeroize();
+    }
+}
+
+impl ZeroizeOnDrop for Key {}
 
 const DES_LENS: &[usize] = &[8];
 const TDES_LENS: &[usize] = &[16, 24];
@@ -166,12 +193,14 @@ impl Key {
                 found: bytes.len(),
             });
         }
+        let cipher = Box::new(BlockCipher::new(kind, bytes)?);
         let mut material = [0u8; MAX_KEY_LEN];
         material[..bytes.len()].copy_from_slice(bytes);
         let mut key = Key {
             kind,
             material,
             kcv: Kcv::placeholder(),
+            cipher,
         };
         key.kcv = Kcv::compute(&key, kind.default_kcv_method())?;
         Ok(key)
@@ -279,9 +308,9 @@ impl Key {
         &self.material[..self.kind.key_len()]
     }
 
-    /// A block cipher keyed with this key.
-    pub(crate) fn cipher(&self) -> Result<BlockCipher> {
-        BlockCipher::new(self)
+    /// The block cipher keyed with this key (its schedule was built with the key).
+    pub(crate) fn cipher(&self) -> &BlockCipher {
+        &self.cipher
     }
 
     /// Fails with [`SessionError::WrongKeyAlgorithm`] unless the key is DES or TDES.
@@ -335,9 +364,8 @@ pub fn set_odd_parity(bytes: &mut [u8]) {
 /// this way too, its length being a multiple of 8; no check value is appended.
 pub fn encrypt_key_under(master: &Key, key: &Key) -> Result<Vec<u8>> {
     master.require_des_family("DES or TDES master key")?;
-    let cipher = master.cipher()?;
     let mut out = key.material().to_vec();
-    cipher.encrypt_ecb(&mut out)?;
+    master.cipher().encrypt_ecb(&mut out)?;
     Ok(out)
 }
 
@@ -364,47 +392,107 @@ pub fn decrypt_key_under_as(master: &Key, encrypted: &[u8], kind: KeyKind) -> Re
             found: encrypted.len(),
         });
     }
-    let cipher = master.cipher()?;
     let mut clear = Zeroizing::new([0u8; MAX_KEY_LEN]);
     let clear = &mut clear[..encrypted.len()];
     clear.copy_from_slice(encrypted);
-    cipher.decrypt_ecb(clear)?;
+    master.cipher().decrypt_ecb(clear)?;
     Key::new(kind, clear)
 }
 
 /// A keyed block cipher: the one place where the crate touches the `des` and `aes`
-/// crates. Key schedules are wiped on drop by those crates' `zeroize` feature.
+/// crates. Key schedules are wiped on drop by those crates' `zeroize` feature, the
+/// CMAC subkeys by [`CmacSubkeys`]' own `ZeroizeOnDrop`.
+///
+/// Two-key TDES is kept as its two single-DES halves rather than a `des::TdesEde2`:
+/// ANSI X9.19 needs K1 and K2 as single-DES ciphers, which `TdesEde2` does not expose,
+/// and E(K1)·D(K2)·E(K1) over the halves is exactly what `TdesEde2` computes, so one
+/// pair of schedules serves both uses.
+// Large variants (AES) are fine: the enum lives boxed inside `Key`.
+#[allow(clippy::large_enum_variant)]
+#[derive(Clone)]
 pub(crate) enum BlockCipher {
     Des(Des),
-    Tdes2(TdesEde2),
+    Tdes2 { k1: Des, k2: Des },
     Tdes3(TdesEde3),
-    Aes128(Aes128),
-    Aes192(Aes192),
-    Aes256(Aes256),
+    Aes128(Aes128, CmacSubkeys),
+    Aes192(Aes192, CmacSubkeys),
+    Aes256(Aes256, CmacSubkeys),
+}
+
+/// The AES-CMAC subkeys K1 and K2 (RFC 4493 section 2.3), derived once per key.
+/// Secret: wiped on drop.
+#[derive(Clone, Zeroize, ZeroizeOnDrop)]
+pub(crate) struct CmacSubkeys {
+    /// For a complete last block.
+    pub(crate) k1: [u8; 16],
+    /// For a padded last block.
+    pub(crate) k2: [u8; 16],
+}
+
+impl CmacSubkeys {
+    /// K1 = dbl(L), K2 = dbl(K1), with L = E(K, 0^128).
+    fn derive<C: BlockEncrypt<BlockSize = U16>>(cipher: &C) -> CmacSubkeys {
+        let mut l = Zeroizing::new([0u8; 16]);
+        cipher.encrypt_block((&mut *l).into());
+        let k1 = dbl(&l);
+        let k2 = dbl(&k1);
+        CmacSubkeys { k1, k2 }
+    }
+}
+
+/// Doubling in GF(2^128) (RFC 4493 / NIST SP 800-38B): shift left one bit and, if the
+/// bit shifted out was set, XOR 0x87 into the last byte. Constant time.
+fn dbl(block: &[u8; 16]) -> [u8; 16] {
+    let mut out = [0u8; 16];
+    for i in 0..16 {
+        let next = if i + 1 < 16 { block[i + 1] >> 7 } else { 0 };
+        out[i] = (block[i] << 1) | next;
+    }
+    out[15] ^= 0x87 & (block[0] >> 7).wrapping_neg();
+    out
 }
 
 impl BlockCipher {
-    fn new(key: &Key) -> Result<BlockCipher> {
-        let m = key.material();
+    fn new(kind: KeyKind, m: &[u8]) -> Result<BlockCipher> {
         let bad = |_| SessionError::WrongKeyLength {
-            algorithm: key.kind.name(),
-            expected: key.kind.len_slice(),
+            algorithm: kind.name(),
+            expected: kind.len_slice(),
             found: m.len(),
         };
-        Ok(match key.kind {
+        Ok(match kind {
             KeyKind::Des => BlockCipher::Des(Des::new_from_slice(m).map_err(bad)?),
-            KeyKind::Tdes2 => BlockCipher::Tdes2(TdesEde2::new_from_slice(m).map_err(bad)?),
+            KeyKind::Tdes2 => {
+                if m.len() != 16 {
+                    return Err(bad(cipher::InvalidLength));
+                }
+                BlockCipher::Tdes2 {
+                    k1: Des::new_from_slice(&m[..8]).map_err(bad)?,
+                    k2: Des::new_from_slice(&m[8..]).map_err(bad)?,
+                }
+            }
             KeyKind::Tdes3 => BlockCipher::Tdes3(TdesEde3::new_from_slice(m).map_err(bad)?),
-            KeyKind::Aes128 => BlockCipher::Aes128(Aes128::new_from_slice(m).map_err(bad)?),
-            KeyKind::Aes192 => BlockCipher::Aes192(Aes192::new_from_slice(m).map_err(bad)?),
-            KeyKind::Aes256 => BlockCipher::Aes256(Aes256::new_from_slice(m).map_err(bad)?),
+            KeyKind::Aes128 => {
+                let c = Aes128::new_from_slice(m).map_err(bad)?;
+                let sk = CmacSubkeys::derive(&c);
+                BlockCipher::Aes128(c, sk)
+            }
+            KeyKind::Aes192 => {
+                let c = Aes192::new_from_slice(m).map_err(bad)?;
+                let sk = CmacSubkeys::derive(&c);
+                BlockCipher::Aes192(c, sk)
+            }
+            KeyKind::Aes256 => {
+                let c = Aes256::new_from_slice(m).map_err(bad)?;
+                let sk = CmacSubkeys::derive(&c);
+                BlockCipher::Aes256(c, sk)
+            }
         })
     }
 
     /// 8 for DES/TDES, 16 for AES.
     pub(crate) fn block_len(&self) -> usize {
         match self {
-            BlockCipher::Des(_) | BlockCipher::Tdes2(_) | BlockCipher::Tdes3(_) => 8,
+            BlockCipher::Des(_) | BlockCipher::Tdes2 { .. } | BlockCipher::Tdes3(_) => 8,
             _ => 16,
         }
     }
@@ -447,11 +535,16 @@ impl BlockCipher {
         }
         match self {
             BlockCipher::Des(c) => c.encrypt_block(GenericArray::from_mut_slice(block)),
-            BlockCipher::Tdes2(c) => c.encrypt_block(GenericArray::from_mut_slice(block)),
+            BlockCipher::Tdes2 { k1, k2 } => {
+                let b = GenericArray::from_mut_slice(block);
+                k1.encrypt_block(b);
+                k2.decrypt_block(b);
+                k1.encrypt_block(b);
+            }
             BlockCipher::Tdes3(c) => c.encrypt_block(GenericArray::from_mut_slice(block)),
-            BlockCipher::Aes128(c) => c.encrypt_block(GenericArray::from_mut_slice(block)),
-            BlockCipher::Aes192(c) => c.encrypt_block(GenericArray::from_mut_slice(block)),
-            BlockCipher::Aes256(c) => c.encrypt_block(GenericArray::from_mut_slice(block)),
+            BlockCipher::Aes128(c, _) => c.encrypt_block(GenericArray::from_mut_slice(block)),
+            BlockCipher::Aes192(c, _) => c.encrypt_block(GenericArray::from_mut_slice(block)),
+            BlockCipher::Aes256(c, _) => c.encrypt_block(GenericArray::from_mut_slice(block)),
         }
     }
 
@@ -462,11 +555,16 @@ impl BlockCipher {
         }
         match self {
             BlockCipher::Des(c) => c.decrypt_block(GenericArray::from_mut_slice(block)),
-            BlockCipher::Tdes2(c) => c.decrypt_block(GenericArray::from_mut_slice(block)),
+            BlockCipher::Tdes2 { k1, k2 } => {
+                let b = GenericArray::from_mut_slice(block);
+                k1.decrypt_block(b);
+                k2.encrypt_block(b);
+                k1.decrypt_block(b);
+            }
             BlockCipher::Tdes3(c) => c.decrypt_block(GenericArray::from_mut_slice(block)),
-            BlockCipher::Aes128(c) => c.decrypt_block(GenericArray::from_mut_slice(block)),
-            BlockCipher::Aes192(c) => c.decrypt_block(GenericArray::from_mut_slice(block)),
-            BlockCipher::Aes256(c) => c.decrypt_block(GenericArray::from_mut_slice(block)),
+            BlockCipher::Aes128(c, _) => c.decrypt_block(GenericArray::from_mut_slice(block)),
+            BlockCipher::Aes192(c, _) => c.decrypt_block(GenericArray::from_mut_slice(block)),
+            BlockCipher::Aes256(c, _) => c.decrypt_block(GenericArray::from_mut_slice(block)),
         }
     }
 }
@@ -474,6 +572,7 @@ impl BlockCipher {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use des::TdesEde2;
 
     fn hex(s: &str) -> Vec<u8> {
         crate::crypto::test_hex(s)
@@ -602,5 +701,82 @@ mod tests {
             decrypt_key_under_as(&tmk, &[0u8; 16], KeyKind::Aes256),
             Err(SessionError::BadEncryptedKeyLength { found: 16, .. })
         ));
+    }
+
+    /// Compile-time proof that every cached schedule is wiped on drop (fails to build
+    /// if a `zeroize` feature of `des`/`aes` is lost).
+    #[test]
+    fn cached_schedules_are_zeroize_on_drop() {
+        fn wiped<T: ZeroizeOnDrop>() {}
+        wiped::<Des>();
+        wiped::<TdesEde2>();
+        wiped::<TdesEde3>();
+        wiped::<Aes128>();
+        wiped::<Aes192>();
+        wiped::<Aes256>();
+        wiped::<CmacSubkeys>();
+        wiped::<Key>();
+    }
+
+    #[test]
+    fn two_key_tdes_halves_match_tdes_ede2() {
+        let mut rng = rand::thread_rng();
+        for _ in 0..64 {
+            let mut k = [0u8; 16];
+            rng.fill_bytes(&mut k);
+            let key = Key::tdes(&k).expect("key");
+            let reference = TdesEde2::new_from_slice(&k).expect("tdes");
+            let mut block = [0u8; 8];
+            rng.fill_bytes(&mut block);
+            let mut ours = block;
+            key.cipher().encrypt_block(&mut ours);
+            let mut theirs = block;
+            reference.encrypt_block((&mut theirs).into());
+            assert_eq!(ours, theirs);
+            key.cipher().decrypt_block(&mut ours);
+            assert_eq!(ours, block);
+        }
+    }
+
+    #[test]
+    fn clones_and_zeroize_keep_schedule_and_material_in_step() {
+        let data = b"Now is the time for all ";
+        let alg = crate::crypto::MacAlgorithm::X919(crate::crypto::Padding::Method1);
+        let key = Key::tdes(&hex("0123456789ABCDEFFEDCBA9876543210")).expect("key");
+        let copy = key.clone();
+        drop(key);
+        let mac = crate::crypto::compute(alg, &copy, data).expect("mac");
+        assert_eq!(mac.to_hex(), "A1C72E74EA3FA9B6");
+        assert_eq!(format!("{copy:?}"), "Key { kind: Tdes2, kcv: 08D7B4 }");
+
+        // Zeroize wipes the material and re-keys the schedule to match it.
+        for kind in [
+            KeyKind::Des,
+            KeyKind::Tdes2,
+            KeyKind::Tdes3,
+            KeyKind::Aes192,
+        ] {
+            let mut k = Key::generate(kind).expect("rng");
+            k.zeroize();
+            assert!(k.material().iter().all(|&b| b == 0));
+            let zero = Key::new(kind, &[0u8; MAX_KEY_LEN][..kind.key_len()]).expect("zero");
+            let mut a = [0x5Au8; 16];
+            let mut b = a;
+            let n = kind.block_len();
+            k.cipher().encrypt_ecb(&mut a[..n]).expect("ecb");
+            zero.cipher().encrypt_ecb(&mut b[..n]).expect("ecb");
+            assert_eq!(a, b);
+        }
+    }
+
+    #[test]
+    fn cmac_subkeys_match_rfc4493() {
+        // RFC 4493 section 4, subkey generation.
+        let key = Key::aes(&hex("2b7e151628aed2a6abf7158809cf4f3c")).expect("key");
+        let BlockCipher::Aes128(_, sk) = key.cipher() else {
+            panic!("AES-128 cipher expected");
+        };
+        assert_eq!(sk.k1.to_vec(), hex("fbeed618357133667c85e08f7236a8de"));
+        assert_eq!(sk.k2.to_vec(), hex("f7ddac306ae266ccf90bc11ee46d513b"));
     }
 }

@@ -13,15 +13,18 @@
 //! | `CupPos` | China UnionPay POS "ECB" MAC, 8 ASCII hex characters | DES or 2-key TDES |
 //!
 //! [`verify`] compares in constant time.
+//!
+//! Every algorithm runs on the cipher (key schedule, CMAC subkeys) cached in the
+//! [`Key`], and streams the data through one fixed block buffer: a MAC computes no
+//! key schedule and allocates nothing.
 
 use std::fmt;
 
-use aes::{Aes128, Aes192, Aes256};
-use cmac::digest::KeyInit;
-use cmac::{Cmac, Mac};
+use cipher::consts::U16;
+use cipher::{BlockDecrypt, BlockEncrypt};
 use subtle::ConstantTimeEq;
 
-use crate::crypto::keys::{BlockCipher, Key, KeyKind};
+use crate::crypto::keys::{BlockCipher, CmacSubkeys, Key, KeyKind};
 use crate::error::{Result, SessionError};
 
 /// Shortest MAC that [`verify`] accepts and [`MacValue::truncated`] produces (32 bits,
@@ -168,12 +171,12 @@ pub fn compute(alg: MacAlgorithm, key: &Key, data: &[u8]) -> Result<MacValue> {
     match alg {
         MacAlgorithm::CbcDes(padding) => {
             require(key, KeyKind::Des == key.kind(), "DES key")?;
-            Ok(MacValue::new(&cbc_mac(&key.cipher()?, data, padding)))
+            Ok(MacValue::new(&cbc_mac(key.cipher(), data, padding)))
         }
         MacAlgorithm::CbcTdes(padding) => {
             let ok = matches!(key.kind(), KeyKind::Tdes2 | KeyKind::Tdes3);
             require(key, ok, "two- or three-key TDES key")?;
-            Ok(MacValue::new(&cbc_mac(&key.cipher()?, data, padding)))
+            Ok(MacValue::new(&cbc_mac(key.cipher(), data, padding)))
         }
         MacAlgorithm::X919(padding) => {
             require(key, key.kind() == KeyKind::Tdes2, "two-key TDES key")?;
@@ -183,7 +186,7 @@ pub fn compute(alg: MacAlgorithm, key: &Key, data: &[u8]) -> Result<MacValue> {
         MacAlgorithm::CupPos => {
             let ok = matches!(key.kind(), KeyKind::Des | KeyKind::Tdes2);
             require(key, ok, "DES or two-key TDES key")?;
-            let steps = cup_pos_steps(&key.cipher()?, data);
+            let steps = cup_pos_steps(key.cipher(), data);
             Ok(MacValue::new(&steps.mac))
         }
     }
@@ -244,42 +247,77 @@ fn cbc_mac(cipher: &BlockCipher, data: &[u8], padding: Padding) -> [u8; 8] {
 }
 
 /// ISO/IEC 9797-1 algorithm 3 (X9.19): CBC under K1, then D(K2), E(K1) on the result.
+/// Uses the single-DES halves kept by a two-key TDES [`Key`].
 fn x919(key: &Key, data: &[u8], padding: Padding) -> Result<[u8; 8]> {
-    let material = key.material();
-    let k1 = Key::des(&material[..8])?.cipher()?;
-    let k2 = Key::des(&material[8..16])?.cipher()?;
-    let mut state = cbc_mac(&k1, data, padding);
-    k2.decrypt_block(&mut state);
-    k1.encrypt_block(&mut state);
+    let BlockCipher::Tdes2 { k1, k2 } = key.cipher() else {
+        return Err(SessionError::WrongKeyAlgorithm {
+            expected: "two-key TDES key",
+            found: key.kind(),
+        });
+    };
+    let mut state = [0u8; 8];
+    for_each_padded_block(data, padding, |block| {
+        xor_into(&mut state, block);
+        k1.encrypt_block((&mut state).into());
+    });
+    k2.decrypt_block((&mut state).into());
+    k1.encrypt_block((&mut state).into());
     Ok(state)
 }
 
 /// AES-CMAC of `data` (RFC 4493; NIST SP 800-38B for AES-192/256).
 pub(crate) fn aes_cmac(key: &Key, data: &[u8]) -> Result<[u8; 16]> {
     key.require_aes("AES key")?;
-    let bad = |_| SessionError::WrongKeyLength {
-        algorithm: "AES",
-        expected: &[16, 24, 32],
-        found: key.material().len(),
-    };
-    let tag = match key.kind() {
-        KeyKind::Aes128 => {
-            let mut m = <Cmac<Aes128> as KeyInit>::new_from_slice(key.material()).map_err(bad)?;
-            m.update(data);
-            m.finalize().into_bytes()
-        }
-        KeyKind::Aes192 => {
-            let mut m = <Cmac<Aes192> as KeyInit>::new_from_slice(key.material()).map_err(bad)?;
-            m.update(data);
-            m.finalize().into_bytes()
-        }
+    Ok(match key.cipher() {
+        BlockCipher::Aes128(c, sk) => cmac(c, sk, data),
+        BlockCipher::Aes192(c, sk) => cmac(c, sk, data),
+        BlockCipher::Aes256(c, sk) => cmac(c, sk, data),
         _ => {
-            let mut m = <Cmac<Aes256> as KeyInit>::new_from_slice(key.material()).map_err(bad)?;
-            m.update(data);
-            m.finalize().into_bytes()
+            return Err(SessionError::WrongKeyAlgorithm {
+                expected: "AES key",
+                found: key.kind(),
+            })
         }
-    };
-    Ok(tag.into())
+    })
+}
+
+/// CMAC (RFC 4493 section 2.4) with a keyed 128-bit block cipher and its subkeys.
+///
+/// Every block but the last is CBC-chained; the last is XORed with K1 when complete,
+/// or padded with `0x80 00..` and XORed with K2 (an empty message is one padded
+/// block). The subkey is XORed straight into the chaining state, so no buffer ever
+/// holds a message block masked with a subkey.
+fn cmac<C: BlockEncrypt<BlockSize = U16>>(
+    cipher: &C,
+    subkeys: &CmacSubkeys,
+    data: &[u8],
+) -> [u8; 16] {
+    // Split off the last block: 1 to 16 bytes, or none for an empty message.
+    let body_len = data.len().saturating_sub(1) / 16 * 16;
+    let (body, last) = data.split_at(body_len);
+    let mut state = [0u8; 16];
+    for chunk in body.chunks_exact(16) {
+        xor16(&mut state, chunk);
+        cipher.encrypt_block((&mut state).into());
+    }
+    if last.len() == 16 {
+        xor16(&mut state, last);
+        xor16(&mut state, &subkeys.k1);
+    } else {
+        let mut padded = [0u8; 16];
+        padded[..last.len()].copy_from_slice(last);
+        padded[last.len()] = 0x80;
+        xor16(&mut state, &padded);
+        xor16(&mut state, &subkeys.k2);
+    }
+    cipher.encrypt_block((&mut state).into());
+    state
+}
+
+fn xor16(acc: &mut [u8; 16], block: &[u8]) {
+    for (a, b) in acc.iter_mut().zip(block) {
+        *a ^= b;
+    }
 }
 
 /// The intermediate values of the `cup-pos` MAC, kept for testing against the
@@ -449,7 +487,7 @@ mod tests {
     fn domain_cup_pos_worked_example() {
         let key = Key::des(&hex("2222222222222222")).expect("key");
         let data = hex("1234567890ABCDEFABCDEF1234567890");
-        let steps = cup_pos_steps(&key.cipher().expect("cipher"), &data);
+        let steps = cup_pos_steps(key.cipher(), &data);
         assert_eq!(steps.r.to_vec(), hex("B9F9B96AA4FDB57F"));
         assert_eq!(steps.e1.to_vec(), hex("9FDE90A34CF73B2E"));
         assert_eq!(steps.t.to_vec(), hex("DEEAD6E70EC20C68"));
@@ -657,5 +695,37 @@ mod tests {
             .as_bytes()
             .iter()
             .all(|c| c.is_ascii_hexdigit() && !c.is_ascii_lowercase()));
+    }
+
+    // ---- cross-check against the RustCrypto `cmac` crate ----
+
+    fn reference_cmac(key: &[u8], data: &[u8]) -> Vec<u8> {
+        use aes::{Aes128, Aes192, Aes256};
+        use cmac::{Cmac, Mac};
+        fn run<M: Mac + cmac::digest::KeyInit>(key: &[u8], data: &[u8]) -> Vec<u8> {
+            let mut m = <M as cmac::digest::KeyInit>::new_from_slice(key).expect("key");
+            m.update(data);
+            m.finalize().into_bytes().to_vec()
+        }
+        match key.len() {
+            16 => run::<Cmac<Aes128>>(key, data),
+            24 => run::<Cmac<Aes192>>(key, data),
+            _ => run::<Cmac<Aes256>>(key, data),
+        }
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn aes_cmac_matches_cmac_crate(
+            key_len in proptest::sample::select(vec![16usize, 24, 32]),
+            key_bytes in proptest::collection::vec(proptest::prelude::any::<u8>(), 32),
+            data in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..80),
+        ) {
+            let raw = &key_bytes[..key_len];
+            let key = Key::aes(raw).expect("key");
+            let ours = compute(AesCmac, &key, &data).expect("mac");
+            let reference = reference_cmac(raw, &data);
+            proptest::prop_assert_eq!(ours.as_bytes(), reference.as_slice());
+        }
     }
 }
