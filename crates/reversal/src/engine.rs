@@ -1184,7 +1184,7 @@ impl<S: Security> ReversalEngine<S> {
                 Phase::Done => Some(Finish::Approved { code: *b"00" }),
                 Phase::Reversing(rev) => Some(Finish::Reverse { reason: rev.reason }),
             };
-            let bytes = match e.message.to_bytes() {
+            let bytes = match journal_copy(&e.message) {
                 Ok(b) => b,
                 Err(err) => {
                     tracing::error!(txn = id, error = %err, "cannot re-encode for compaction");
@@ -1422,7 +1422,7 @@ impl<S: Security> ReversalEngine<S> {
             let Some(e) = self.entries.get_mut(&txn) else {
                 continue;
             };
-            let message = match e.message.to_bytes() {
+            let message = match journal_copy(&e.message) {
                 Ok(b) => b,
                 Err(err) => {
                     tracing::warn!(txn, error = %err, "cannot encode: not sent");
@@ -1448,6 +1448,24 @@ impl<S: Security> ReversalEngine<S> {
             self.push_record(rec, Some((txn, Wait::Started)));
         }
     }
+}
+
+/// Sensitive authentication data that is never written to disk: track 2, track 3,
+/// track 1 and the PIN block. A reversal does not carry them (domain notes §3), and the
+/// journal only ever rebuilds reversals and settlement entries from what it stored.
+const NOT_JOURNALED: [u8; 4] = [35, 36, 45, 52];
+
+/// The original as the journal stores it: encoded without the fields of
+/// [`NOT_JOURNALED`].
+fn journal_copy(message: &Message) -> std::result::Result<Bytes, isoswitch_codec::CodecError> {
+    if NOT_JOURNALED.iter().all(|&n| !message.has(n)) {
+        return message.to_bytes();
+    }
+    let mut copy = message.clone();
+    for n in NOT_JOURNALED {
+        copy.remove(n);
+    }
+    copy.to_bytes()
 }
 
 fn new_rev(reason: ReversalReason) -> Rev {
