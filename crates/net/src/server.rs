@@ -298,6 +298,9 @@ struct Ctx<H> {
     rate_limit: Option<RateLimit>,
     on_close: Option<CloseHook>,
     metrics: Arc<ServerMetrics>,
+    /// When set, each message's span carries its MTI, STAN (DE 11), TID (DE 41) and the
+    /// masked PAN (DE 2), read zero-copy with the codec.
+    dialect: Option<isoswitch_codec::Dialect>,
 }
 
 /// A bound TCP server; [`Server::serve`] runs it.
@@ -344,6 +347,7 @@ impl<H: Handler> Server<H> {
                 rate_limit: None,
                 on_close: None,
                 metrics: Arc::new(ServerMetrics::default()),
+                dialect: None,
             },
         })
     }
@@ -356,6 +360,14 @@ impl<H: Handler> Server<H> {
     /// The server's counters (the handle stays valid after [`Server::serve`] consumed it).
     pub fn metrics(&self) -> Arc<ServerMetrics> {
         self.ctx.metrics.clone()
+    }
+
+    /// Names the dialect of the messages on this server, so that each message's tracing
+    /// span records its MTI, STAN (DE 11), terminal ID (DE 41) and masked PAN (DE 2).
+    /// Without it, spans carry the connection and the length only.
+    pub fn with_dialect(mut self, dialect: isoswitch_codec::Dialect) -> Self {
+        self.ctx.dialect = Some(dialect);
+        self
     }
 
     /// Enables the per-terminal rate limit.
@@ -564,6 +576,40 @@ fn log_task(done: Result<(), tokio::task::JoinError>) {
     }
 }
 
+/// The span of one inbound message: connection and length, and with a dialect the MTI,
+/// STAN, terminal ID and masked PAN (never the clear PAN). Fields are only decoded when the
+/// span is enabled.
+fn message_span(
+    dialect: Option<&isoswitch_codec::Dialect>,
+    conn: u64,
+    payload: &[u8],
+) -> tracing::Span {
+    let span = tracing::debug_span!(
+        "message",
+        conn,
+        len = payload.len(),
+        mti = tracing::field::Empty,
+        stan = tracing::field::Empty,
+        tid = tracing::field::Empty,
+        pan = tracing::field::Empty,
+    );
+    if let (false, Some(d)) = (span.is_disabled(), dialect) {
+        if let Ok(view) = isoswitch_codec::MessageView::decode(d, payload) {
+            span.record("mti", tracing::field::display(view.mti()));
+            if let Some(f) = view.field(11) {
+                span.record("stan", tracing::field::display(f.text()));
+            }
+            if let Some(f) = view.field(41) {
+                span.record("tid", tracing::field::display(f.text()));
+            }
+            if let Some(f) = view.field(2) {
+                span.record("pan", tracing::field::display(f.masked()));
+            }
+        }
+    }
+    span
+}
+
 fn dispatch<H: Handler>(
     ctx: &Ctx<H>,
     info: &Arc<ConnectionInfo>,
@@ -575,7 +621,7 @@ fn dispatch<H: Handler>(
         conn: info.clone(),
         frame,
     };
-    let span = tracing::debug_span!("message", conn = info.id, len = request.frame.payload.len());
+    let span = message_span(ctx.dialect.as_ref(), info.id, &request.frame.payload);
     let reply_header = request.reply_header();
     if let Some(limit) = &ctx.rate_limit {
         if let Some(terminal) = (limit.key)(&request.frame) {
