@@ -238,10 +238,23 @@ pub async fn run(config: TerminalSimConfig) -> Result<Report> {
                     credit_count: s.totals.domestic.credit_count,
                 })
                 .unwrap_or_default();
-            let mut sc = SettlementConfig::new(entry.tid.as_str(), entry.mid.as_str());
-            sc.timeout = timeout;
-            sc.max_tries = 20;
-            let settled = driver.settle(&client, dialect.clone(), sc).await;
+            // Settlement runs over the same chaotic link: a settlement cut short (reset,
+            // dropped answers) is started again once the link is back, as a terminal
+            // operator would, up to three times.
+            let mut settled = Err(crate::reversal::ReversalError::DriverStopped);
+            for attempt in 0..3 {
+                if attempt > 0 {
+                    let _ = driver.connected().await;
+                    tokio::time::sleep(Duration::from_millis(500)).await;
+                }
+                let mut sc = SettlementConfig::new(entry.tid.as_str(), entry.mid.as_str());
+                sc.timeout = timeout;
+                sc.max_tries = 20;
+                settled = driver.settle(&client, dialect.clone(), sc).await;
+                if settled.is_ok() {
+                    break;
+                }
+            }
             client.close(Duration::from_secs(1)).await;
             let balanced = matches!(&settled, Ok(o) if o.balanced);
             if let Err(e) = &settled {

@@ -384,7 +384,9 @@ impl HostSim {
             shutdown_timeout: Duration::from_secs(5),
             ..ServerConfig::default()
         };
-        let server = Server::bind(listen, Framing::Len2, config, handler).await?;
+        let server = Server::bind(listen, Framing::Len2, config, handler)
+            .await?
+            .with_dialect(self.inner.profile.dialect.clone());
         let addr = server.local_addr();
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         let task = tokio::spawn(async move {

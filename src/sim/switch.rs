@@ -503,7 +503,9 @@ impl Switch {
             max_connections: 4096,
             ..ServerConfig::default()
         };
-        let server = Server::bind(listen, Framing::CupPos, config, handler).await?;
+        let server = Server::bind(listen, Framing::CupPos, config, handler)
+            .await?
+            .with_dialect(self.inner.cup.dialect.clone());
         let addr = server.local_addr();
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         let task = tokio::spawn(async move {
