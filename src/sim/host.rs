@@ -387,17 +387,9 @@ impl HostSim {
         let server = Server::bind(listen, Framing::Len2, config, handler)
             .await?
             .with_dialect(self.inner.profile.dialect.clone());
-        let addr = server.local_addr();
-        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        let task = tokio::spawn(async move {
-            let _ = server
-                .serve(async move {
-                    let _ = stopped.await;
-                })
-                .await;
-        });
-        tracing::info!(%addr, "host listening (iso87-binary, len2)");
-        Ok(Running::new(addr, stop, task))
+        let running = Running::serve(server);
+        tracing::info!(addr = %running.addr, "host listening (iso87-binary, len2)");
+        Ok(running)
     }
 
     /// Serves on `listen` until `shutdown` completes.

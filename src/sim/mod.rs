@@ -183,6 +183,20 @@ impl Running {
         }
     }
 
+    /// Runs a bound server in a task until [`Running::stop`].
+    pub(crate) fn serve<H: crate::net::Handler>(server: crate::net::Server<H>) -> Running {
+        let addr = server.local_addr();
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let task = tokio::spawn(async move {
+            let _ = server
+                .serve(async move {
+                    let _ = stopped.await;
+                })
+                .await;
+        });
+        Running::new(addr, stop, task)
+    }
+
     /// Stops accepting, lets in-flight messages finish (bounded), and waits.
     pub async fn stop(mut self) {
         if let Some(s) = self.stop.take() {

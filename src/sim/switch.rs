@@ -506,17 +506,9 @@ impl Switch {
         let server = Server::bind(listen, Framing::CupPos, config, handler)
             .await?
             .with_dialect(self.inner.cup.dialect.clone());
-        let addr = server.local_addr();
-        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        let task = tokio::spawn(async move {
-            let _ = server
-                .serve(async move {
-                    let _ = stopped.await;
-                })
-                .await;
-        });
-        tracing::info!(%addr, "switch listening for terminals (cup-pos)");
-        Ok(Running::new(addr, stop, task))
+        let running = Running::serve(server);
+        tracing::info!(addr = %running.addr, "switch listening for terminals (cup-pos)");
+        Ok(running)
     }
 
     /// Serves on `listen` until `shutdown`; then drains reversals and reconciles with the
