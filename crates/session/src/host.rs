@@ -419,6 +419,33 @@ impl<K: KeyStore> HostSession<K> {
         Ok((reply, bytes))
     }
 
+    /// The terminal of `msg` if DE 41/42 are well formed (else 30) and it is in the key
+    /// store (else 97); the rejection is the inner `Err`.
+    fn registered_terminal(
+        &self,
+        msg: &Message,
+    ) -> Result<std::result::Result<TerminalId, HostOutcome>> {
+        let Ok(id) = TerminalId::from_message(msg) else {
+            let rejected = self.reject(
+                msg,
+                ResponseCode::FORMAT_ERROR,
+                RejectReason::Malformed,
+                None,
+            )?;
+            return Ok(Err(rejected));
+        };
+        if !self.store.contains(&id) {
+            let rejected = self.reject(
+                msg,
+                ResponseCode::NOT_REGISTERED,
+                RejectReason::UnknownTerminal,
+                None,
+            )?;
+            return Ok(Err(rejected));
+        }
+        Ok(Ok(id))
+    }
+
     fn reject(
         &self,
         req: &Message,
@@ -462,22 +489,10 @@ impl<K: KeyStore> HostSession<K> {
             });
         }
         let msg = Message::decode(&dialect, bytes.clone())?;
-        let Ok(id) = TerminalId::from_message(&msg) else {
-            return self.reject(
-                &msg,
-                ResponseCode::FORMAT_ERROR,
-                RejectReason::Malformed,
-                None,
-            );
+        let id = match self.registered_terminal(&msg)? {
+            Ok(id) => id,
+            Err(rejected) => return Ok(rejected),
         };
-        if !self.store.contains(&id) {
-            return self.reject(
-                &msg,
-                ResponseCode::NOT_REGISTERED,
-                RejectReason::UnknownTerminal,
-                None,
-            );
-        }
         let Some(keys) = self.terminals.get(&id).and_then(|r| r.keys.clone()) else {
             return self.reject(
                 &msg,
@@ -550,22 +565,10 @@ impl<K: KeyStore> HostSession<K> {
                 why: "unknown network-management code for this MTI",
             });
         };
-        let Ok(id) = TerminalId::from_message(&msg) else {
-            return self.reject(
-                &msg,
-                ResponseCode::FORMAT_ERROR,
-                RejectReason::Malformed,
-                None,
-            );
+        let id = match self.registered_terminal(&msg)? {
+            Ok(id) => id,
+            Err(rejected) => return Ok(rejected),
         };
-        if !self.store.contains(&id) {
-            return self.reject(
-                &msg,
-                ResponseCode::NOT_REGISTERED,
-                RejectReason::UnknownTerminal,
-                None,
-            );
-        }
         match code {
             NetworkCode::SignOn(scheme) => self.sign_on(local, &msg, id, scheme),
             NetworkCode::SignOff => {
