@@ -289,6 +289,7 @@ fn e2e_switchd_killed_and_restarted_loses_and_doubles_nothing() {
 /// settlement) against the same switch and host, in-process, chaos on both hops.
 #[test]
 fn e2e_reversal_crate_terminals_settle_and_match_the_ledger() {
+    isoswitch::sim::init_tracing("error");
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

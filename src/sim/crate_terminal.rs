@@ -157,6 +157,7 @@ pub async fn run(config: TerminalSimConfig) -> Result<Report> {
                 }
             };
             for i in 0..per_terminal {
+                tracing::trace!(%tid, i, "transaction");
                 let (amount, pan) = {
                     let mut r = rand::thread_rng();
                     (
@@ -211,6 +212,7 @@ pub async fn run(config: TerminalSimConfig) -> Result<Report> {
                     Err(e) => tracing::warn!(%tid, error = %e, "submit"),
                 }
             }
+            tracing::debug!(%tid, "transactions sent; waiting for pending reversals");
             // Every reversal acknowledged before settling.
             let mut pending = usize::MAX;
             for _ in 0..300 {
@@ -247,6 +249,7 @@ pub async fn run(config: TerminalSimConfig) -> Result<Report> {
                     let _ = driver.connected().await;
                     tokio::time::sleep(Duration::from_millis(500)).await;
                 }
+                tracing::debug!(%tid, attempt, pending, "settling");
                 let mut sc = SettlementConfig::new(entry.tid.as_str(), entry.mid.as_str());
                 sc.timeout = timeout;
                 sc.max_tries = 20;
@@ -255,6 +258,7 @@ pub async fn run(config: TerminalSimConfig) -> Result<Report> {
                     break;
                 }
             }
+            tracing::debug!(%tid, settled = settled.is_ok(), "closing");
             client.close(Duration::from_secs(1)).await;
             let balanced = matches!(&settled, Ok(o) if o.balanced);
             if let Err(e) = &settled {

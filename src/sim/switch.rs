@@ -22,9 +22,17 @@
 //!   0510 field 48 flag `1` (balanced) or `2` (the switch's totals returned). 0320 batch
 //!   upload and end of upload are acknowledged (and logged).
 //!
-//! Upstream reversals (0400, repeated as 0401, DE 90 = the original's data elements) are
-//! retried until the host answers; they survive a restart: the journal is replayed on
-//! start and every transaction whose outcome is unknown is reversed.
+//! Upstream reversals go through `isoswitch-reversal`: a [`ReversalEngine`] in switch
+//! mode ([`EngineConfig::switch`]: reversals in parallel with new traffic) behind a
+//! [`ReversalDriver`], with its own write-ahead journal (`switch-reversals.journal`) and
+//! the zone MAK as its MAC hook ([`ZoneMac`], which follows every upstream re-sign-on).
+//! The switch hands it the upstream original of every transaction that needs reversing
+//! (no answer in time, a bad MAC on the answer, a terminal reversal of an approved
+//! sale, an outcome lost in a crash) with [`ReversalDriver::reverse_message`]; the engine
+//! journals it, sends the 0400 (repeated as 0401, DE 90 = the original's data elements)
+//! until the host acknowledges it, across restarts too, and reports the acknowledgement,
+//! which the switch records in its own journal. On start the switch replays its journal
+//! and hands over every reversal its books need that the engine's journal does not hold.
 //!
 //! Reconciliation with the host (0500 with DE 74–89 and 97) runs at shutdown, after the
 //! reversal queue drained, and on demand ([`Switch::reconcile`]).
@@ -33,12 +41,13 @@ use std::collections::{HashMap, HashSet};
 use std::future::Future;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::Weak;
 use std::sync::{Arc, Mutex, PoisonError, RwLock};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
-use tokio::sync::{mpsc, Semaphore};
+use tokio::sync::mpsc;
 
 use super::config::{TerminalEntry, ACQUIRER_ID, SWITCH_MID, SWITCH_TID};
 use super::money::{BatchTotals, Kind, ReconTotals};
@@ -46,8 +55,13 @@ use super::wal::{Sync, Wal};
 use super::{local_now, masked_pan, Result, Running, SimError};
 use crate::codec::{Message, MessageClass, MessageView, Mti};
 use crate::net::{
-    Client, ClientConfig, DialectCorrelator, Frame, Framing, Request, RequestError, Server,
-    ServerConfig, TcpConnector,
+    Client, ClientConfig, DialectCorrelator, Frame, Framing, RejectReason, Request, RequestError,
+    Server, ServerConfig, TcpConnector,
+};
+use crate::reversal::{
+    late_responses, DriverConfig, EngineConfig, EngineEvent, FileJournal, Journal, ReversalDriver,
+    ReversalEngine, ReversalError, ReversalProfile, ReversalReason, Security, Transport, TxnId,
+    Verify,
 };
 use crate::session::counters::MemoryCounters;
 use crate::session::crypto::{translate, Key, Pan, PinBlock, PinBlockFormat};
@@ -303,8 +317,150 @@ pub struct SwitchStats {
 struct Upstream {
     client: Client,
     session: tokio::sync::Mutex<TerminalSession<MemoryCounters>>,
-    keys: RwLock<Option<(Key, Key)>>,
+    zone: Arc<Zone>,
+}
+
+/// (MAK, PIK) of the last sign-on, and the MAK before it.
+type ZoneKeys = (Option<(Key, Key)>, Option<Key>);
+
+/// The zone working keys of the last upstream sign-on, shared by the switch and the
+/// reversal engine's MAC hook ([`ZoneMac`]).
+struct Zone {
+    /// (MAK, PIK) of the last sign-on, and the MAK before it (an answer in flight across
+    /// a re-sign-on may carry it).
+    keys: RwLock<ZoneKeys>,
+    /// Bumped by every sign-on.
     generation: AtomicU64,
+    /// Asks the switch to sign on again unless it did since the generation given.
+    resign: mpsc::UnboundedSender<u64>,
+}
+
+impl Zone {
+    fn current(&self) -> (u64, Option<(Key, Key)>) {
+        let g = self.generation.load(Ordering::Acquire);
+        let k = self
+            .keys
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .0
+            .clone();
+        (g, k)
+    }
+
+    fn install(&self, mak: Key, pik: Key) {
+        let mut k = self.keys.write().unwrap_or_else(PoisonError::into_inner);
+        let previous = k.0.take().map(|(m, _)| m);
+        *k = (Some((mak, pik)), previous);
+        self.generation.fetch_add(1, Ordering::AcqRel);
+    }
+}
+
+/// The reversal engine's MAC hook on the host link: X9.19 (`iso87-binary`) under the
+/// switch's current zone MAK. Sealing without zone keys, or an answer that asks for a
+/// new sign-on (`77`, `A0`) or whose MAC does not verify, asks the switch to sign on
+/// again; such an answer does not acknowledge a reversal (it is repeated).
+pub struct ZoneMac {
+    iso: SessionProfile,
+    zone: Arc<Zone>,
+}
+
+impl std::fmt::Debug for ZoneMac {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ZoneMac").finish_non_exhaustive()
+    }
+}
+
+impl Security for ZoneMac {
+    fn seal(&mut self, msg: &mut Message) -> crate::reversal::Result<Bytes> {
+        let (generation, keys) = self.zone.current();
+        let Some((mak, _)) = keys else {
+            let _ = self.zone.resign.send(generation);
+            return Err(ReversalError::Session(
+                crate::session::SessionError::NotSignedOn {
+                    terminal: SWITCH_TID.to_string(),
+                },
+            ));
+        };
+        Ok(self.iso.seal(&mak, msg)?)
+    }
+
+    fn verify(&mut self, bytes: &Bytes) -> std::result::Result<Message, Verify> {
+        let generation = self.zone.generation.load(Ordering::Acquire);
+        let view =
+            MessageView::decode(&self.iso.dialect, bytes).map_err(|_| Verify::Undecodable)?;
+        let mac_ok = !self.iso.requires_mac(view.mti()) || {
+            let k = self
+                .zone
+                .keys
+                .read()
+                .unwrap_or_else(PoisonError::into_inner);
+            let current = k.0.as_ref().map(|(m, _)| m);
+            current
+                .into_iter()
+                .chain(k.1.as_ref())
+                .any(|mak| self.iso.verify_mac(mak, &view).is_ok())
+        };
+        let code = view.raw(39).unwrap_or_default();
+        if code == b"77" || code == b"A0" || !mac_ok {
+            tracing::warn!(code = %String::from_utf8_lossy(code), mac_ok, "reversal answer calls for a new sign-on");
+            let _ = self.zone.resign.send(generation);
+            return Err(Verify::BadMac);
+        }
+        Message::decode(&self.iso.dialect, bytes.clone()).map_err(|_| Verify::Undecodable)
+    }
+}
+
+/// The upstream link (also the reversal engine's transport): a request refused because
+/// the link is down waits for the link within its own time budget.
+#[derive(Clone)]
+struct UpLink(Client);
+
+impl UpLink {
+    async fn send(
+        &self,
+        bytes: Bytes,
+        limit: Duration,
+    ) -> std::result::Result<Bytes, RequestError> {
+        let start = Instant::now();
+        let mut result = self.0.request(bytes.clone(), limit).await;
+        while matches!(
+            result,
+            Err(RequestError::Rejected(RejectReason::NotConnected))
+        ) && start.elapsed() < limit
+        {
+            let left = limit.saturating_sub(start.elapsed());
+            if self.0.wait_connected(left).await.is_err() {
+                break;
+            }
+            let left = limit.saturating_sub(start.elapsed());
+            result = self.0.request(bytes.clone(), left).await;
+        }
+        result
+    }
+}
+
+impl Transport for UpLink {
+    fn request(
+        &self,
+        msg: Bytes,
+        timeout: Duration,
+    ) -> impl Future<Output = std::result::Result<Bytes, RequestError>> + Send {
+        let link = self.clone();
+        async move { link.send(msg, timeout).await }
+    }
+
+    fn connections(&self) -> u64 {
+        self.0.metrics().connects
+    }
+}
+
+/// Which engine transaction reverses which switch transaction.
+#[derive(Default)]
+struct Handed {
+    txns: HashMap<TxnId, Tk>,
+    /// Acknowledgements reported before the hand-off returned its id (whether the host
+    /// had approved the original).
+    early: HashMap<TxnId, bool>,
 }
 
 struct Inner {
@@ -317,7 +473,9 @@ struct Inner {
     lease_lock: tokio::sync::Mutex<()>,
     up: Upstream,
     config: SwitchConfig,
-    reversals: mpsc::UnboundedSender<Tk>,
+    /// Upstream reversals (`isoswitch-reversal`, switch mode).
+    reversals: ReversalDriver,
+    handed: Mutex<Handed>,
     pending_reversals: AtomicUsize,
     stats: SwitchStats,
 }
@@ -339,6 +497,8 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 }
 
 const JOURNAL_FILE: &str = "switch-journal.log";
+/// The reversal engine's write-ahead journal (upstream reversals).
+const REVERSAL_JOURNAL_FILE: &str = "switch-reversals.journal";
 const LEASE_BLOCK: u64 = 1_000_000;
 
 /// Result of a reconciliation with the host.
@@ -409,10 +569,11 @@ impl Switch {
             max_delay: Duration::from_millis(300),
             ..Default::default()
         });
+        // Late answers go to the reversal engine (a late 0410 still acknowledges); the
+        // client logs the rest.
+        let (late, late_inbox) = late_responses();
         let client = Client::builder(cc, DialectCorrelator::new(iso.dialect.clone()))
-            .unmatched(|u: crate::net::Unmatched| {
-                tracing::info!(kind = ?u.kind, "late or unsolicited message from the host (logged only)");
-            })
+            .unmatched(late)
             .spawn(TcpConnector::new(config.host_addr.clone()))?;
         let mut tc = TerminalConfig::new(TerminalId::new(SWITCH_TID, SWITCH_MID)?);
         tc.response_timeout = Duration::from_secs(5);
@@ -422,7 +583,52 @@ impl Switch {
             config.zone_key.clone(),
             MemoryCounters::new(),
         )?;
-        let (rtx, rrx) = mpsc::unbounded_channel();
+        // The reversal engine: its journal says which reversals it still holds.
+        let (resign_tx, mut resign_rx) = mpsc::unbounded_channel();
+        let zone = Arc::new(Zone {
+            keys: RwLock::new((None, None)),
+            generation: AtomicU64::new(0),
+            resign: resign_tx,
+        });
+        let mut journal = FileJournal::open(config.data_dir.join(REVERSAL_JOURNAL_FILE))?;
+        let records = journal.load()?;
+        let engine = ReversalEngine::recover(
+            Instant::now(),
+            reversal_engine_config(config.upstream_timeout),
+            ReversalProfile::iso87(iso.dialect.name())?,
+            ZoneMac {
+                iso: iso.clone(),
+                zone: zone.clone(),
+            },
+            0,
+            records,
+        )?;
+        let held: HashMap<String, TxnId> = engine
+            .reversing()
+            .filter_map(|(id, m)| Some((m.get(37)?, id)))
+            .collect();
+        let mut handed = Handed::default();
+        let mut to_hand = Vec::new();
+        for k in &to_reverse {
+            let rrn = &book.txns[k].up.rrn;
+            match held.get(rrn) {
+                Some(&id) => {
+                    handed.txns.insert(id, k.clone());
+                }
+                None => to_hand.push(k.clone()),
+            }
+        }
+        let (events_tx, mut events_rx) = mpsc::unbounded_channel();
+        let reversals = ReversalDriver::spawn(
+            engine,
+            journal,
+            UpLink(client.clone()),
+            Some(late_inbox),
+            DriverConfig {
+                events: Some(events_tx),
+                ..DriverConfig::default()
+            },
+        );
         let sw = Switch {
             inner: Arc::new(Inner {
                 cup,
@@ -435,18 +641,35 @@ impl Switch {
                 up: Upstream {
                     client,
                     session: tokio::sync::Mutex::new(up_session),
-                    keys: RwLock::new(None),
-                    generation: AtomicU64::new(0),
+                    zone,
                 },
                 config,
-                reversals: rtx,
-                pending_reversals: AtomicUsize::new(0),
+                reversals,
+                handed: Mutex::new(handed),
+                pending_reversals: AtomicUsize::new(to_reverse.len() - to_hand.len()),
                 stats: SwitchStats::default(),
             }),
         };
-        tokio::spawn(sw.clone().reversal_engine(rrx));
-        for k in to_reverse {
-            sw.enqueue_reversal(k);
+        // Acknowledged reversals go into the switch's books; re-sign-ons asked for by the
+        // engine's MAC hook run here. Both hold the switch weakly (the engine holds them).
+        let weak = Arc::downgrade(&sw.inner);
+        tokio::spawn(async move {
+            while let Some(ev) = events_rx.recv().await {
+                let Some(sw) = upgrade(&weak) else { return };
+                if let EngineEvent::ReversalAcknowledged { txn, response, .. } = ev {
+                    sw.reversal_acknowledged(txn, response.has(38)).await;
+                }
+            }
+        });
+        let weak = Arc::downgrade(&sw.inner);
+        tokio::spawn(async move {
+            while let Some(seen) = resign_rx.recv().await {
+                let Some(sw) = upgrade(&weak) else { return };
+                sw.sign_on(seen).await;
+            }
+        });
+        for k in to_hand {
+            sw.reverse_upstream(k).await;
         }
         let s2 = sw.clone();
         tokio::spawn(async move {
@@ -543,7 +766,7 @@ impl Switch {
     async fn sign_on(&self, seen: u64) -> bool {
         let inner = &self.inner;
         let mut session = inner.up.session.lock().await;
-        if inner.up.generation.load(Ordering::Acquire) != seen {
+        if inner.up.zone.generation.load(Ordering::Acquire) != seen {
             return true;
         }
         let now = Instant::now();
@@ -560,13 +783,7 @@ impl Switch {
         match session.handle_message(Instant::now(), resp) {
             Ok(Inbound::SignedOn { .. }) => {
                 if let Some(k) = session.working_keys() {
-                    let keys = (k.mak().clone(), k.pik().clone());
-                    *inner
-                        .up
-                        .keys
-                        .write()
-                        .unwrap_or_else(PoisonError::into_inner) = Some(keys);
-                    inner.up.generation.fetch_add(1, Ordering::AcqRel);
+                    inner.up.zone.install(k.mak().clone(), k.pik().clone());
                     inner.stats.sign_ons.fetch_add(1, Ordering::Relaxed);
                     tracing::info!(mak_kcv = %k.mak().kcv(), "signed on upstream (zone keys)");
                     return true;
@@ -585,15 +802,7 @@ impl Switch {
     }
 
     fn zone_keys(&self) -> (u64, Option<(Key, Key)>) {
-        let g = self.inner.up.generation.load(Ordering::Acquire);
-        let k = self
-            .inner
-            .up
-            .keys
-            .read()
-            .unwrap_or_else(PoisonError::into_inner)
-            .clone();
-        (g, k)
+        self.inner.up.zone.current()
     }
 
     fn resign(&self, seen: u64) {
@@ -644,18 +853,9 @@ impl Switch {
             .iso
             .seal(&mak, &mut msg)
             .map_err(|_| UpFail::NotSent)?;
-        let limit = inner.config.upstream_timeout;
-        let start = Instant::now();
-        let mut result = inner.up.client.request(bytes.clone(), limit).await;
-        // Not sent (link down): wait for the link within the same time budget.
-        while matches!(result, Err(RequestError::Rejected(_))) && start.elapsed() < limit {
-            let left = limit.saturating_sub(start.elapsed());
-            if inner.up.client.wait_connected(left).await.is_err() {
-                break;
-            }
-            let left = limit.saturating_sub(start.elapsed());
-            result = inner.up.client.request(bytes.clone(), left).await;
-        }
+        let result = UpLink(inner.up.client.clone())
+            .send(bytes, inner.config.upstream_timeout)
+            .await;
         let resp = match result {
             Ok(r) => r,
             Err(RequestError::Rejected(_)) => return Err(UpFail::NotSent),
@@ -971,7 +1171,7 @@ impl Switch {
         };
         durable.wait().await?;
         if newly {
-            self.enqueue_reversal(key);
+            self.reverse_upstream(key).await;
         }
         Ok(Some(self.terminal_reply(
             msg,
@@ -1018,7 +1218,7 @@ impl Switch {
             durable.wait().await?;
         }
         if newly {
-            self.enqueue_reversal(key.clone());
+            self.reverse_upstream(key.clone()).await;
         }
         tracing::debug!(terminal = %id, %stan, %code, "terminal reversal");
         let mut r = Message::response_to(msg)?;
@@ -1071,89 +1271,102 @@ impl Switch {
 
     // ---- upstream reversals ----
 
-    fn enqueue_reversal(&self, key: Tk) {
-        self.inner.pending_reversals.fetch_add(1, Ordering::AcqRel);
-        if self.inner.reversals.send(key).is_err() {
-            self.inner.pending_reversals.fetch_sub(1, Ordering::AcqRel);
-        }
-    }
-
-    async fn reversal_engine(self, mut rx: mpsc::UnboundedReceiver<Tk>) {
-        let slots = Arc::new(Semaphore::new(64));
-        while let Some(key) = rx.recv().await {
-            let Ok(permit) = slots.clone().acquire_owned().await else {
-                return;
-            };
-            let s = self.clone();
-            tokio::spawn(async move {
-                s.reverse_upstream(key).await;
-                drop(permit);
-            });
-        }
-    }
-
+    /// Hands the upstream original of `key` to the reversal engine, which sends the
+    /// reversal until the host acknowledges it.
     async fn reverse_upstream(&self, key: Tk) {
         let inner = &self.inner;
         let Some(tx) = lock(&inner.book).txns.get(&key).cloned() else {
-            inner.pending_reversals.fetch_sub(1, Ordering::AcqRel);
             return;
         };
-        let mut attempt: u32 = 0;
-        loop {
-            let built = async {
-                let up = self.up_ref().await?;
-                let mti = if attempt == 0 { 400 } else { 401 };
-                let mut m = Message::new(&inner.iso.dialect, Mti::from_u16(mti)?);
-                m.set(2, tx.pan.as_str())?;
-                m.set(3, tx.kind.processing_code())?;
-                m.set_number(4, tx.amount)?;
-                m.set(7, up.de7.as_str())?;
-                m.set(11, up.stan.as_str())?;
-                m.set(32, ACQUIRER_ID)?;
-                m.set(37, tx.up.rrn.as_str())?;
-                m.set(39, if tx.term_reversed { "96" } else { "98" })?;
-                let tid = key.split(':').next().unwrap_or_default();
-                m.set(41, tid)?;
-                m.set(42, SWITCH_MID)?;
-                m.set(49, tx.currency.as_str())?;
-                m.set(90, de90(&tx.up))?;
-                Ok::<Message, SimError>(m)
+        inner.pending_reversals.fetch_add(1, Ordering::AcqRel);
+        let reason = if tx.term_reversed {
+            ReversalReason::TerminalFailure
+        } else {
+            ReversalReason::NoResponse
+        };
+        let handed = match self.upstream_original(&key, &tx) {
+            Ok(original) => inner
+                .reversals
+                .reverse_message(original, reason)
+                .await
+                .map_err(SimError::from),
+            Err(e) => Err(e),
+        };
+        let id = match handed {
+            Ok(id) => id,
+            Err(e) => {
+                // The switch's journal still says it needs reversing: handed over again
+                // at the next start.
+                tracing::error!(%key, error = %e, "upstream reversal not handed to the reversal engine");
+                inner.pending_reversals.fetch_sub(1, Ordering::AcqRel);
+                return;
             }
-            .await;
-            let m = match built {
-                Ok(m) => m,
-                Err(e) => {
-                    tracing::error!(error = %e, "cannot build upstream reversal");
-                    inner.pending_reversals.fetch_sub(1, Ordering::AcqRel);
-                    return;
-                }
-            };
-            match self.upstream(m).await {
-                Ok(r) => {
-                    let had = r.has(38);
-                    let rec = Rec::UpRev {
-                        tk: key.clone(),
-                        had,
-                    };
-                    lock(&inner.book).apply(&rec);
-                    if inner.wal.append(&rec).await.is_err() {
-                        tracing::error!("journal write failed for an acknowledged reversal");
-                    }
-                    inner
-                        .stats
-                        .upstream_reversals
-                        .fetch_add(1, Ordering::Relaxed);
-                    tracing::debug!(%key, code = ?r.get(39), had, "upstream reversal acknowledged");
-                    inner.pending_reversals.fetch_sub(1, Ordering::AcqRel);
-                    return;
-                }
-                Err(_) => {
-                    attempt = attempt.saturating_add(1);
-                    let wait = Duration::from_millis(100 * u64::from(attempt.min(20)));
-                    tokio::time::sleep(wait).await;
+        };
+        let early = {
+            let mut h = lock(&inner.handed);
+            match h.early.remove(&id) {
+                Some(had) => Some(had),
+                None => {
+                    h.txns.insert(id, key.clone());
+                    None
                 }
             }
+        };
+        if let Some(had) = early {
+            self.record_reversal(key, had).await;
         }
+    }
+
+    /// The upstream original of a transaction as it was sent (what its reversal names).
+    fn upstream_original(&self, key: &Tk, tx: &Tx) -> Result<Message> {
+        let mut m = Message::new(
+            &self.inner.iso.dialect,
+            Mti::from_u16(tx.kind.request_mti())?,
+        );
+        m.set(2, tx.pan.as_str())?;
+        m.set(3, tx.kind.processing_code())?;
+        m.set_number(4, tx.amount)?;
+        m.set(7, tx.up.de7.as_str())?;
+        m.set(11, tx.up.stan.as_str())?;
+        m.set(32, ACQUIRER_ID)?;
+        m.set(37, tx.up.rrn.as_str())?;
+        m.set(41, key.split(':').next().unwrap_or_default())?;
+        m.set(42, SWITCH_MID)?;
+        m.set(49, tx.currency.as_str())?;
+        Ok(m)
+    }
+
+    /// The engine reports an acknowledged reversal.
+    async fn reversal_acknowledged(&self, txn: TxnId, had: bool) {
+        let key = {
+            let mut h = lock(&self.inner.handed);
+            match h.txns.remove(&txn) {
+                Some(k) => k,
+                None => {
+                    h.early.insert(txn, had);
+                    return;
+                }
+            }
+        };
+        self.record_reversal(key, had).await;
+    }
+
+    async fn record_reversal(&self, key: Tk, had: bool) {
+        let inner = &self.inner;
+        let rec = Rec::UpRev {
+            tk: key.clone(),
+            had,
+        };
+        lock(&inner.book).apply(&rec);
+        if inner.wal.append(&rec).await.is_err() {
+            tracing::error!("journal write failed for an acknowledged reversal");
+        }
+        inner
+            .stats
+            .upstream_reversals
+            .fetch_add(1, Ordering::Relaxed);
+        tracing::debug!(%key, had, "upstream reversal acknowledged");
+        inner.pending_reversals.fetch_sub(1, Ordering::AcqRel);
     }
 
     /// Reconciles with the host (0500 with DE 74–89, 97).
@@ -1195,6 +1408,24 @@ enum UpFail {
     Refused,
     /// Sent; the host may have acted on it (timeout, connection lost, bad MAC).
     Unknown,
+}
+
+/// The reversal engine's settings: switch mode, waiting for a 0410 as long as for any
+/// upstream answer, repeating quickly (the host is on the same network), never giving up.
+fn reversal_engine_config(upstream_timeout: Duration) -> EngineConfig {
+    EngineConfig {
+        reversal_timeout: upstream_timeout.max(Duration::from_millis(100)),
+        max_reversal_tries: 5,
+        max_reversals_in_flight: 8,
+        backoff_base: Duration::from_millis(100),
+        backoff_max: Duration::from_secs(2),
+        deferred_retry: Some(Duration::from_secs(1)),
+        ..EngineConfig::switch()
+    }
+}
+
+fn upgrade(weak: &Weak<Inner>) -> Option<Switch> {
+    weak.upgrade().map(|inner| Switch { inner })
 }
 
 /// DE 90 (n42) of an original: MTI 0200 + STAN + DE 7 + acquirer + forwarding institution.

@@ -89,6 +89,9 @@ pub struct DriverConfig {
     pub compact_every: u64,
     /// Commands queued before `submit` waits.
     pub queue: usize,
+    /// Where every [`EngineEvent`] also goes (besides the log), e.g. a switch that
+    /// records acknowledged reversals in its own books.
+    pub events: Option<mpsc::UnboundedSender<EngineEvent>>,
 }
 
 impl Default for DriverConfig {
@@ -96,6 +99,7 @@ impl Default for DriverConfig {
         DriverConfig {
             compact_every: 100_000,
             queue: 4096,
+            events: None,
         }
     }
 }
@@ -145,6 +149,7 @@ pub struct DriverStatus {
 enum Command {
     Submit(Box<Message>, oneshot::Sender<Result<Outcome>>),
     Reverse(TxnId, ReversalReason, oneshot::Sender<Result<()>>),
+    ReverseMessage(Box<Message>, ReversalReason, oneshot::Sender<Result<TxnId>>),
     Connected,
     Status(oneshot::Sender<DriverStatus>),
     SettlementData(oneshot::Sender<Result<SettlementData>>),
@@ -229,6 +234,24 @@ impl ReversalDriver {
         rx.await.map_err(|_| ReversalError::DriverStopped)?
     }
 
+    /// Reverses a transaction the engine does not hold (see
+    /// [`ReversalEngine::reverse_message`]); returns once it is queued.
+    ///
+    /// # Errors
+    /// As [`ReversalEngine::reverse_message`], [`ReversalError::DriverStopped`].
+    pub async fn reverse_message(
+        &self,
+        original: Message,
+        reason: ReversalReason,
+    ) -> Result<TxnId> {
+        let (tx, rx) = oneshot::channel();
+        self.tx
+            .send(Command::ReverseMessage(Box::new(original), reason, tx))
+            .await
+            .map_err(|_| ReversalError::DriverStopped)?;
+        rx.await.map_err(|_| ReversalError::DriverStopped)?
+    }
+
     /// Tells the engine a new connection is up (deferred reversals are retried).
     ///
     /// # Errors
@@ -289,6 +312,12 @@ impl ReversalDriver {
             }
             let t = now();
             let Some(bytes) = st.poll_transmit(t) else {
+                if st.poll_timeout().is_none() {
+                    // Nothing to send and nothing awaited: never spin.
+                    return Err(ReversalError::Settlement {
+                        why: "settlement stalled",
+                    });
+                }
                 st.handle_timeout(t + timeout);
                 continue;
             };
@@ -374,7 +403,12 @@ async fn run<S: Security, T: Transport>(
                         let _ = w.send(Ok(outcome));
                     }
                 }
-                other => tracing::info!(event = ?other, "reversal engine"),
+                other => {
+                    tracing::info!(event = ?other, "reversal engine");
+                    if let Some(tx) = &config.events {
+                        let _ = tx.send(other);
+                    }
+                }
             }
         }
         let c = transport.connections();
@@ -410,6 +444,9 @@ async fn run<S: Security, T: Transport>(
                 }
                 Some(Command::Reverse(txn, reason, reply)) => {
                     let _ = reply.send(engine.reverse(now(), txn, reason));
+                }
+                Some(Command::ReverseMessage(msg, reason, reply)) => {
+                    let _ = reply.send(engine.reverse_message(now(), *msg, reason));
                 }
                 Some(Command::Connected) => engine.handle_connected(now()),
                 Some(Command::SettlementData(reply)) => {

@@ -64,6 +64,10 @@ pub struct EngineConfig {
     pub block_while_reversal_pending: bool,
     /// Originals in flight at once (journaling, ready or awaiting a response).
     pub max_in_flight: usize,
+    /// Reversal messages awaiting an answer at once; the rest wait their turn (a switch
+    /// with hundreds of reversals pending after an outage must not flood the link that
+    /// just came back).
+    pub max_reversals_in_flight: usize,
     /// Retry a deferred reversal after this long even without a new connection.
     pub deferred_retry: Option<Duration>,
     /// Keep approved transactions of the open batch (for settlement and batch upload).
@@ -81,6 +85,7 @@ impl Default for EngineConfig {
             backoff_max: Duration::from_secs(60),
             block_while_reversal_pending: true,
             max_in_flight: 1,
+            max_reversals_in_flight: usize::MAX,
             deferred_retry: Some(Duration::from_secs(60)),
             keep_approved: true,
         }
@@ -88,14 +93,15 @@ impl Default for EngineConfig {
 }
 
 impl EngineConfig {
-    /// A switch: 10 s timeouts, reversals in parallel with new traffic, 4096 in flight,
-    /// no batch detail kept.
+    /// A switch: 10 s timeouts, reversals in parallel with new traffic, 4096 originals
+    /// and 16 reversals in flight, no batch detail kept.
     pub fn switch() -> Self {
         EngineConfig {
             response_timeout: Duration::from_secs(10),
             reversal_timeout: Duration::from_secs(10),
             block_while_reversal_pending: false,
             max_in_flight: 4096,
+            max_reversals_in_flight: 16,
             keep_approved: false,
             ..EngineConfig::default()
         }
@@ -212,12 +218,15 @@ pub enum EngineEvent {
         /// The outcome.
         outcome: Outcome,
     },
-    /// A reversal was acknowledged by a `0410` (any DE 39).
+    /// A reversal was acknowledged by a `0410` (any DE 39); reported once the
+    /// acknowledgement is durable.
     ReversalAcknowledged {
         /// The transaction.
         txn: TxnId,
         /// DE 39 of the `0410`.
         code: [u8; 2],
+        /// The `0410` itself (a switch reads what its host puts there, e.g. DE 37/38).
+        response: Box<Message>,
     },
     /// A reversal got no answer after the configured tries on this connection: it stays
     /// pending.
@@ -294,6 +303,7 @@ enum Phase {
     Reversing(Rev),
     Acking {
         code: [u8; 2],
+        response: Box<Message>,
     },
     Done,
 }
@@ -304,6 +314,8 @@ enum Wait {
     Finished,
     Reported(ReversalReason, bool),
     Acked,
+    /// A handed-over reversal ([`ReversalEngine::reverse_message`]) is durable.
+    ReversalJournaled,
 }
 
 #[derive(Debug)]
@@ -332,6 +344,8 @@ pub struct ReversalEngine<S: Security> {
     ready_originals: VecDeque<TxnId>,
     ready_reversals: VecDeque<TxnId>,
     transmits: HashMap<TransmitId, (TxnId, TransmitKind)>,
+    /// Reversal transmissions in `transmits`.
+    reversal_transmits: usize,
     next_transmit: u64,
     timers: BTreeSet<(Instant, TxnId)>,
     journal_out: VecDeque<JournalRecord>,
@@ -375,6 +389,7 @@ impl<S: Security> ReversalEngine<S> {
             ready_originals: VecDeque::new(),
             ready_reversals: VecDeque::new(),
             transmits: HashMap::new(),
+            reversal_transmits: 0,
             next_transmit: 1,
             timers: BTreeSet::new(),
             journal_out: VecDeque::new(),
@@ -562,6 +577,16 @@ impl<S: Security> ReversalEngine<S> {
         self.pending_reversals
     }
 
+    /// The transactions whose reversal is not yet acknowledged, with their originals as
+    /// journaled (without DE 35/36/45/52). A switch recovering its own records asks this
+    /// to know which reversals the engine already holds.
+    pub fn reversing(&self) -> impl Iterator<Item = (TxnId, &Message)> + '_ {
+        self.entries
+            .iter()
+            .filter(|(_, e)| matches!(e.phase, Phase::Reversing(_)))
+            .map(|(&id, e)| (id, &e.message))
+    }
+
     /// Transactions queued or in flight (not yet finished).
     pub fn in_flight(&self) -> usize {
         self.in_flight + self.queue.len()
@@ -671,6 +696,67 @@ impl<S: Security> ReversalEngine<S> {
         Ok(())
     }
 
+    /// Reverses a transaction the engine does not hold (an acquirer switch keeps its
+    /// approved transactions itself: [`EngineConfig::switch`] does not): `original` is the
+    /// request as it was sent (its DE 11 is the reversal's). The reversal is journaled
+    /// (`Started` + `Finished` reverse, so it survives a restart), sent once durable and until
+    /// acknowledged, like any other; the batch totals are not touched.
+    ///
+    /// # Errors
+    /// Codec errors, a missing DE 11.
+    pub fn reverse_message(
+        &mut self,
+        now: Instant,
+        mut original: Message,
+        reason: ReversalReason,
+    ) -> Result<TxnId> {
+        self.now = Some(now);
+        original.remove(64);
+        original.remove(128);
+        let stan = self.profile.stan_of(&original)?;
+        let bytes = original.to_bytes()?;
+        let batch = self.profile.batch_of(&original).unwrap_or(self.batch);
+        let info = self.profile.classify(&original);
+        let id = self.next_id;
+        self.next_id += 1;
+        tracing::info!(txn = id, stan, pan = %mask_pan(&info.pan), amount = %info.amount, ?reason, "reversal requested");
+        self.push_record(
+            JournalRecord::Started {
+                id,
+                batch,
+                stan,
+                info: info.clone(),
+                message: bytes,
+            },
+            None,
+        );
+        self.push_record(
+            JournalRecord::Finished {
+                id,
+                finish: Finish::Reverse { reason },
+            },
+            Some((id, Wait::ReversalJournaled)),
+        );
+        // Sent once both records are durable (see `on_durable`).
+        let rev = Rev {
+            ready: false,
+            ..new_rev(reason)
+        };
+        self.entries.insert(
+            id,
+            Entry {
+                batch,
+                stan,
+                info,
+                message: original,
+                reversible: true,
+                phase: Phase::Reversing(rev),
+            },
+        );
+        self.pending_reversals += 1;
+        Ok(id)
+    }
+
     /// The next record to make durable (in order). Report with
     /// [`ReversalEngine::handle_journaled`] once it and all before it are durable.
     pub fn poll_journal(&mut self) -> Option<JournalRecord> {
@@ -743,12 +829,25 @@ impl<S: Security> ReversalEngine<S> {
                 self.events
                     .push_back(EngineEvent::Completed { txn, outcome });
             }
+            Wait::ReversalJournaled => {
+                if let Some(Phase::Reversing(rev)) =
+                    self.entries.get_mut(&txn).map(|e| &mut e.phase)
+                {
+                    if rev.attempts == 0 && !rev.ready && rev.awaiting.is_none() {
+                        rev.ready = true;
+                        self.ready_reversals.push_back(txn);
+                    }
+                }
+            }
             Wait::Acked => {
                 if let Some(e) = self.entries.remove(&txn) {
-                    if let Phase::Acking { code } = e.phase {
+                    if let Phase::Acking { code, response } = e.phase {
                         self.stats.reversals_acked += 1;
-                        self.events
-                            .push_back(EngineEvent::ReversalAcknowledged { txn, code });
+                        self.events.push_back(EngineEvent::ReversalAcknowledged {
+                            txn,
+                            code,
+                            response,
+                        });
                     }
                 }
             }
@@ -759,7 +858,10 @@ impl<S: Security> ReversalEngine<S> {
     /// reversal blocks them).
     pub fn poll_transmit(&mut self) -> Option<Transmit> {
         let now = self.now?;
-        while let Some(txn) = self.ready_reversals.pop_front() {
+        while self.reversal_transmits < self.config.max_reversals_in_flight.max(1) {
+            let Some(txn) = self.ready_reversals.pop_front() else {
+                break;
+            };
             if let Some(t) = self.send_reversal(now, txn) {
                 return Some(t);
             }
@@ -775,6 +877,14 @@ impl<S: Security> ReversalEngine<S> {
         None
     }
 
+    fn take_transmit(&mut self, id: TransmitId) -> Option<(TxnId, TransmitKind)> {
+        let t = self.transmits.remove(&id)?;
+        if matches!(t.1, TransmitKind::Reversal { .. }) {
+            self.reversal_transmits = self.reversal_transmits.saturating_sub(1);
+        }
+        Some(t)
+    }
+
     fn blocked(&self) -> bool {
         self.config.block_while_reversal_pending && self.pending_reversals > 0
     }
@@ -783,6 +893,9 @@ impl<S: Security> ReversalEngine<S> {
         let id = TransmitId(self.next_transmit);
         self.next_transmit += 1;
         self.transmits.insert(id, (txn, kind));
+        if matches!(kind, TransmitKind::Reversal { .. }) {
+            self.reversal_transmits += 1;
+        }
         id
     }
 
@@ -870,7 +983,7 @@ impl<S: Security> ReversalEngine<S> {
             }
             Err(err) => {
                 tracing::warn!(txn, error = %err, "reversal cannot be built or sealed");
-                self.transmits.remove(&id);
+                self.take_transmit(id);
                 self.reversal_attempt_failed(now, txn);
                 None
             }
@@ -880,7 +993,7 @@ impl<S: Security> ReversalEngine<S> {
     /// Handles the response to transmission `transmit` (its exact bytes).
     pub fn handle_response(&mut self, now: Instant, transmit: TransmitId, bytes: Bytes) {
         self.now = Some(now);
-        let Some((txn, kind)) = self.transmits.remove(&transmit) else {
+        let Some((txn, kind)) = self.take_transmit(transmit) else {
             self.handle_late(now, bytes);
             return;
         };
@@ -981,7 +1094,10 @@ impl<S: Security> ReversalEngine<S> {
             return;
         }
         tracing::info!(txn, stan = e.stan, code = %String::from_utf8_lossy(&code), "reversal acknowledged");
-        e.phase = Phase::Acking { code };
+        e.phase = Phase::Acking {
+            code,
+            response: Box::new(msg.clone()),
+        };
         self.pending_reversals = self.pending_reversals.saturating_sub(1);
         self.push_record(
             JournalRecord::ReversalAcked { id: txn, code },
@@ -992,7 +1108,7 @@ impl<S: Security> ReversalEngine<S> {
     /// Reports that transmission `transmit` failed.
     pub fn handle_send_failed(&mut self, now: Instant, transmit: TransmitId, failure: SendFailure) {
         self.now = Some(now);
-        let Some((txn, kind)) = self.transmits.remove(&transmit) else {
+        let Some((txn, kind)) = self.take_transmit(transmit) else {
             return;
         };
         match kind {
@@ -1015,7 +1131,8 @@ impl<S: Security> ReversalEngine<S> {
                     }
                 }
             }
-            TransmitKind::Reversal { .. } => {
+            TransmitKind::Reversal { attempt } => {
+                tracing::debug!(txn, attempt, ?failure, "reversal not answered");
                 let awaiting = matches!(
                     self.entries.get(&txn).map(|e| &e.phase),
                     Some(Phase::Reversing(Rev { awaiting: Some((t, _)), .. })) if *t == transmit
@@ -1129,7 +1246,7 @@ impl<S: Security> ReversalEngine<S> {
                 Phase::Reversing(rev) => {
                     if let Some((tid, deadline)) = rev.awaiting {
                         if deadline == t {
-                            self.transmits.remove(&tid);
+                            self.take_transmit(tid);
                             self.reversal_attempt_failed(now, txn);
                             continue;
                         }

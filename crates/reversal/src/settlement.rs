@@ -495,7 +495,18 @@ impl Settlement {
     /// # Errors
     /// An answer that does not decode or does not answer the message sent (ignored: the
     /// state does not change).
-    pub fn handle_response(&mut self, _now: Instant, bytes: Bytes) -> Result<()> {
+    pub fn handle_response(&mut self, now: Instant, bytes: Bytes) -> Result<()> {
+        // An answer that is not accepted changes nothing: the message sent stays awaited
+        // (and is repeated or given up at its deadline).
+        let deadline = self.deadline;
+        let r = self.apply_response(now, bytes);
+        if r.is_err() {
+            self.deadline = deadline;
+        }
+        r
+    }
+
+    fn apply_response(&mut self, _now: Instant, bytes: Bytes) -> Result<()> {
         let msg = Message::decode(&self.dialect, bytes)?;
         let Some(cur) = &self.current else {
             return Err(ReversalError::Settlement {

@@ -406,3 +406,139 @@ fn compaction_keeps_what_recovery_needs() {
     assert_eq!(e.totals(), s.engine.totals());
     assert_eq!(e.next_stan(), s.engine.next_stan());
 }
+
+/// A switch hands over an original it sent itself (the engine never held it): the
+/// reversal is journaled, sent with the original's STAN, and its acknowledgement is
+/// reported with the host's `0410`.
+#[test]
+fn reverse_message_reverses_an_original_the_engine_never_held() {
+    let mut s = Sim::new(EngineConfig::switch());
+    let mut original = sale(&s.profile, 3300);
+    original.set(11, "000777").unwrap();
+    // The original reached the host (approved there); its answer never came back.
+    let req = original.clone();
+    let _ = s
+        .host
+        .handle(&req, |_, _| Decision::Approve {
+            auth_code: Some("654321".into()),
+        })
+        .unwrap();
+    assert_eq!(s.ledger(), Decimal::new(3300, 2));
+    let id = s
+        .engine
+        .reverse_message(s.now, original, ReversalReason::NoResponse)
+        .unwrap();
+    assert_eq!(s.engine.pending_reversals(), 1);
+    assert_eq!(
+        s.engine.reversing().map(|(t, _)| t).collect::<Vec<_>>(),
+        [id]
+    );
+    // Nothing leaves before the journal has it.
+    assert!(s.engine.poll_transmit().is_none());
+    let r = s.transmit().unwrap();
+    assert_eq!(r.kind, TransmitKind::Reversal { attempt: 1 });
+    let m = decode(&s.profile, &r.bytes);
+    assert_eq!(m.mti().as_str(), "0400");
+    assert_eq!(m.get(11).as_deref(), Some("000777"));
+    s.deliver(&r);
+    assert_eq!(s.ledger(), Decimal::ZERO);
+    assert_eq!(s.engine.pending_reversals(), 0);
+    let ack = s.events.iter().find_map(|e| match e {
+        EngineEvent::ReversalAcknowledged {
+            txn,
+            code,
+            response,
+        } if *txn == id => Some((*code, response.mti())),
+        _ => None,
+    });
+    assert_eq!(ack, Some((*b"00", "0410".parse().unwrap())));
+    // Totals are the switch's business: untouched.
+    assert_eq!(s.engine.lifetime_net(), Decimal::ZERO);
+}
+
+#[test]
+fn reverse_message_survives_a_restart() {
+    let mut s = Sim::new(EngineConfig::switch());
+    let mut original = sale(&s.profile, 1200);
+    original.set(11, "000888").unwrap();
+    let id = s
+        .engine
+        .reverse_message(s.now, original, ReversalReason::NoResponse)
+        .unwrap();
+    let r = s.transmit().unwrap();
+    let _lost = s.host_answer(&r);
+    // Crash: the engine comes back from its journal and still holds the reversal.
+    let records = s.journal.records();
+    s.engine = ReversalEngine::recover(
+        s.now,
+        EngineConfig::switch(),
+        s.profile.clone(),
+        security(),
+        1,
+        records,
+    )
+    .unwrap();
+    let held: Vec<_> = s.engine.reversing().map(|(t, m)| (t, m.get(11))).collect();
+    assert_eq!(held, [(id, Some("000888".to_string()))]);
+    let r = s.transmit().unwrap();
+    s.deliver(&r);
+    assert_eq!(s.engine.pending_reversals(), 0);
+    // Acknowledged before the next restart: nothing left to reverse.
+    let records = s.journal.records();
+    let e = ReversalEngine::recover(
+        s.now,
+        EngineConfig::switch(),
+        s.profile.clone(),
+        security(),
+        1,
+        records,
+    )
+    .unwrap();
+    assert_eq!(e.reversing().count(), 0);
+    assert_eq!(e.pending_reversals(), 0);
+}
+
+#[test]
+fn reversals_in_flight_are_capped() {
+    let config = EngineConfig {
+        max_reversals_in_flight: 2,
+        ..EngineConfig::switch()
+    };
+    let mut s = Sim::new(config);
+    for stan in 1..=5 {
+        let mut m = sale(&s.profile, 100 * stan);
+        m.set(11, format!("{stan:06}")).unwrap();
+        s.engine
+            .reverse_message(s.now, m, ReversalReason::NoResponse)
+            .unwrap();
+    }
+    s.flush();
+    let first: Vec<Transmit> = std::iter::from_fn(|| s.engine.poll_transmit()).collect();
+    assert_eq!(first.len(), 2, "only two reversals at once");
+    // One answered: one more may go; one failed: it waits for its backoff, another goes.
+    s.deliver(&first[0]);
+    let next: Vec<Transmit> = std::iter::from_fn(|| s.engine.poll_transmit()).collect();
+    assert_eq!(next.len(), 1);
+    s.engine
+        .handle_send_failed(s.now, first[1].id, SendFailure::ConnectionLost);
+    let more: Vec<Transmit> = std::iter::from_fn(|| s.engine.poll_transmit()).collect();
+    assert_eq!(more.len(), 1);
+    let mut sent = 0;
+    for t in next.iter().chain(&more) {
+        s.deliver(t);
+        sent += 1;
+    }
+    // The rest (including the failed one after its backoff) go out two at a time.
+    for _ in 0..10 {
+        s.advance(Duration::from_millis(1500));
+        let batch: Vec<Transmit> = std::iter::from_fn(|| s.engine.poll_transmit()).collect();
+        assert!(batch.len() <= 2);
+        for t in &batch {
+            s.deliver(t);
+            sent += 1;
+        }
+    }
+    assert_eq!(sent, 4);
+    assert_eq!(s.engine.pending_reversals(), 0);
+    assert_eq!(s.engine.stats().reversals_acked, 5);
+}

@@ -148,3 +148,32 @@ fn settlement_answer_for_another_message_is_ignored() {
         .is_err());
     assert_eq!(st.state(), SettlementState::Settling);
 }
+
+/// A 0510 that answers the 0500 but cannot be used (here `77`, no DE 48: the terminal is
+/// not signed on at the host) is not accepted, and the 0500 is still awaited: it is sent
+/// again at its deadline and the settlement fails after `max_tries` (it must never stall
+/// with nothing sent and nothing awaited).
+#[test]
+fn unusable_settlement_answer_keeps_the_request_awaited() {
+    let s = sim_with_sales(1);
+    let (totals, entries) = s.engine.settlement_data().unwrap();
+    let mut config = SettlementConfig::new("TERM0001", "MERCHANT0000001");
+    config.max_tries = 2;
+    let mut st =
+        Settlement::new(config, s.profile.dialect.clone(), 1, totals, entries, 50).unwrap();
+    let mut now = s.now;
+    for _ in 0..2 {
+        let b = st.poll_transmit(now).unwrap();
+        let req = decode(&s.profile, &b);
+        let mut refusal = Message::response_to(&req).unwrap();
+        refusal.set(39, "77").unwrap();
+        assert!(st
+            .handle_response(now, refusal.to_bytes().unwrap())
+            .is_err());
+        assert!(st.poll_transmit(now).is_none(), "still awaiting its answer");
+        assert!(st.poll_timeout().is_some(), "and its deadline stands");
+        now += Duration::from_secs(31);
+        st.handle_timeout(now);
+    }
+    assert_eq!(st.state(), SettlementState::Failed);
+}
