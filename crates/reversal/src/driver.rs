@@ -330,6 +330,11 @@ impl ReversalDriver {
                 }
                 Err(e) => {
                     tracing::warn!(error = %e, "settlement message failed");
+                    if matches!(e, RequestError::Rejected(_)) {
+                        // Not sent (link down): the try lasts its whole timeout, so a
+                        // short outage does not use up every try at once.
+                        tokio::time::sleep_until((t + timeout).into()).await;
+                    }
                     st.handle_timeout(now() + timeout);
                 }
             }
