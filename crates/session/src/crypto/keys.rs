@@ -12,6 +12,7 @@
 //! caller compares the 4-byte check value that follows each key with [`Key::check_kcv`].
 
 use std::fmt;
+use std::sync::Arc;
 
 use aes::{Aes128, Aes192, Aes256};
 use cipher::consts::U16;
@@ -151,28 +152,36 @@ pub struct Key {
     kcv: Kcv,
     /// The keyed cipher (key schedule, and for AES the CMAC subkeys), built once by
     /// [`Key::new`] so that MACs, check values and PIN blocks never redo the schedule.
-    /// Boxed: the schedules are up to about 1 KiB (software AES-256), which would
-    /// otherwise be copied on every move of the key; the boxed value is wiped in place
-    /// when dropped (the DES schedules of [`crate::crypto::des_fast`], the `zeroize`
-    /// feature of `aes`, and [`CmacSubkeys`]).
-    cipher: Box<BlockCipher>,
+    /// Shared, immutable, behind an `Arc`: the schedules are up to about 1 KiB
+    /// (software AES-256), and a switch clones its working keys out of their lock for
+    /// every message, so a clone must not allocate and copy them. The schedule is
+    /// wiped in place when the last clone of the key drops it (the DES schedules of
+    /// [`crate::crypto::des_fast`], the `zeroize` feature of `aes`, and
+    /// [`CmacSubkeys`]); until then each clone also holds the material itself, so
+    /// sharing the schedule keeps no secret alive longer than the clones do.
+    cipher: Arc<BlockCipher>,
 }
 
 impl Zeroize for Key {
     /// Wipes the material and replaces the key schedule with that of the (now zero)
-    /// material, the old schedule being wiped as it is dropped: the key then behaves as
-    /// an all-zero key of the same kind, as it did when only the material was kept.
+    /// material, the old schedule being wiped as it is dropped (or, if clones of this
+    /// key still share it, when the last of them is): the key then behaves as an
+    /// all-zero key of the same kind, as it did when only the material was kept.
     fn zeroize(&mut self) {
         self.material.zeroize();
         if let Ok(cipher) = BlockCipher::new(self.kind, self.material()) {
-            *self.cipher = cipher;
+            match Arc::get_mut(&mut self.cipher) {
+                Some(own) => *own = cipher,
+                None => self.cipher = Arc::new(cipher),
+            }
         }
     }
 }
 
 impl Drop for Key {
     fn drop(&mut self) {
-        // The boxed cipher wipes its own schedule and subkeys when it is dropped next.
+        // The shared cipher wipes its own schedule and subkeys when the last clone
+        // drops it, next.
         self.material.zeroize();
     }
 }
@@ -194,7 +203,7 @@ impl Key {
                 found: bytes.len(),
             });
         }
-        let cipher = Box::new(BlockCipher::new(kind, bytes)?);
+        let cipher = Arc::new(BlockCipher::new(kind, bytes)?);
         let mut material = [0u8; MAX_KEY_LEN];
         material[..bytes.len()].copy_from_slice(bytes);
         let mut key = Key {
@@ -409,7 +418,7 @@ pub fn decrypt_key_under_as(master: &Key, encrypted: &[u8], kind: KeyKind) -> Re
 ///
 /// A two-key TDES schedule also exposes its single-DES halves ([`Tdes2::k1`],
 /// [`Tdes2::k2`]), which ANSI X9.19 needs, so one pair of schedules serves both uses.
-// Large variants (AES) are fine: the enum lives boxed inside `Key`.
+// Large variants (AES) are fine: the enum lives behind an `Arc` inside `Key`.
 #[allow(clippy::large_enum_variant)]
 #[derive(Clone)]
 pub(crate) enum BlockCipher {
@@ -765,6 +774,24 @@ mod tests {
             zero.cipher().encrypt_ecb(&mut b[..n]).expect("ecb");
             assert_eq!(a, b);
         }
+    }
+
+    #[test]
+    fn clones_share_the_schedule_and_zeroizing_one_leaves_the_other() {
+        let key = Key::tdes(&hex("0123456789ABCDEFFEDCBA9876543210")).expect("key");
+        let mut copy = key.clone();
+        assert!(Arc::ptr_eq(&key.cipher, &copy.cipher));
+        copy.zeroize();
+        assert!(!Arc::ptr_eq(&key.cipher, &copy.cipher));
+        let alg = crate::crypto::MacAlgorithm::X919(crate::crypto::Padding::Method1);
+        let data = b"Now is the time for all ";
+        let mac = crate::crypto::compute(alg, &key, data).expect("mac");
+        assert_eq!(mac.to_hex(), "A1C72E74EA3FA9B6");
+        let zero = Key::tdes(&[0u8; 16]).expect("zero");
+        assert_eq!(
+            crate::crypto::compute(alg, &copy, data).expect("mac"),
+            crate::crypto::compute(alg, &zero, data).expect("mac")
+        );
     }
 
     #[test]
