@@ -7,7 +7,7 @@
 //! host seals, the switch verifies), the `cup-pos` MACs on the terminal link and a TDES
 //! PIN translation. RustCrypto's `des` crate computes the S-boxes and the P permutation
 //! bit by bit (it is written to be constant time), about 2,400 instructions per DES
-//! block, which made DES the largest single cost of the end-to-end path (about 20% of
+//! block, which made DES the largest single cost of the end-to-end path (about 19% of
 //! the CPU time of `switchd` and 25% of `host_sim` under load, by `perf`).
 //!
 //! This module is the classic design used by OpenSSL's `DES_encrypt1`, libtomcrypt and
@@ -23,12 +23,21 @@
 //! - triple DES applies the initial permutation once and the final permutation once
 //!   around its 48 rounds (the FP/IP pairs between the stages cancel).
 //!
-//! Measured (valgrind `callgrind`, instructions per single-DES block, release build):
-//! about 690 here against about 2,450 in `des` 0.8; and in time (`cargo bench --bench
-//! session -- des_block`, a chained block, on a shared 2-core AMD EPYC machine) about
-//! 80–95 ns against 225–230 ns. A chained block (CBC-MAC) is bound by the latency of
-//! the round function's dependency chain rather than by instruction count.
-//! X9.19 over a 100-byte message went from about 40,000 to 10,000 instructions.
+//! Measured (valgrind `callgrind`, release build, instructions):
+//!
+//! | | this module | `des` 0.8 |
+//! |---|---|---|
+//! | one single-DES block | 690 | 2,450 |
+//! | one two- or three-key TDES block | 1,870 | 7,320 |
+//! | X9.19 MAC of 100 bytes | 10,400 | 37,000 |
+//! | key setup, single DES | 2,050 (with the wipe on drop) | 1,500 |
+//!
+//! In time (`cargo bench --bench session -- des_block`, on a shared 2-core AMD EPYC
+//! machine) a chained single-DES block takes about 90 ns against 230 ns: a CBC chain
+//! is bound by the latency of the round function's dependency chain (about a dozen
+//! cycles a round) more than by its instruction count. Under load, DES went from about
+//! 19% of `switchd`'s CPU time and 25% of `host_sim`'s (`perf`, cpu-clock samples) to
+//! about 7% and 12%.
 //!
 //! The SP tables are generated at compile time from the S-boxes and P of FIPS 46-3
 //! (below), not typed in. RustCrypto's `des` stays in the crate's dev-dependencies as
@@ -43,9 +52,10 @@
 //! tables, 32 cache lines) and stay resident in L1 in a busy process, which is the
 //! same trade-off OpenSSL's non-bitsliced DES makes; a local attacker sharing the core
 //! and able to evict and time those lines (Flush+Reload, Prime+Probe) could in
-//! principle learn key bits. The switch and host simulators run on machines they own;
-//! a deployment that shares cores with untrusted code should use an HSM for its keys,
-//! as payment networks require anyway.
+//! principle learn key bits (the key schedule itself has no key-dependent memory
+//! access or branch). Where untrusted code can share a core with the process, keep
+//! the keys in an HSM, as payment networks require of production keys anyway, or
+//! use RustCrypto's constant-time `des` instead.
 //!
 //! # Key material
 //!
