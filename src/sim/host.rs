@@ -432,7 +432,9 @@ impl HostSim {
         let bytes = req.frame.payload;
         // Run to the end even if the connection (and so this future) goes away.
         let h = self.clone();
-        let answered = match tokio::spawn(async move { h.answer(bytes).await }).await {
+        // Boxed: `answer`'s future is about 5 KiB (decoded messages live in it), which
+        // tokio would otherwise copy into the task cell and again over it when it ends.
+        let answered = match tokio::spawn(async move { Box::pin(h.answer(bytes)).await }).await {
             Ok(r) => r,
             Err(e) => Err(SimError::Protocol(format!("handler task: {e}"))),
         };

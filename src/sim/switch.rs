@@ -899,7 +899,10 @@ impl Switch {
         // work itself (journal, upstream, outcome) must run to its end all the same.
         let sw = self.clone();
         let r2 = req.clone();
-        let answered = match tokio::spawn(async move { sw.answer(&r2).await }).await {
+        // Boxed: `answer`'s future is about 9 KiB (decoded messages live in it), which
+        // tokio would otherwise copy into the task cell and again over it when the task
+        // ends; the task itself stays small.
+        let answered = match tokio::spawn(async move { Box::pin(sw.answer(&r2)).await }).await {
             Ok(r) => r,
             Err(e) => Err(SimError::Protocol(format!("handler task: {e}"))),
         };

@@ -12,16 +12,17 @@
 //! caller compares the 4-byte check value that follows each key with [`Key::check_kcv`].
 
 use std::fmt;
+use std::sync::Arc;
 
 use aes::{Aes128, Aes192, Aes256};
 use cipher::consts::U16;
 use cipher::generic_array::GenericArray;
 use cipher::{BlockDecrypt, BlockEncrypt, KeyInit};
-use des::{Des, TdesEde3};
 use rand::rngs::OsRng;
 use rand::{CryptoRng, RngCore};
 use zeroize::{Zeroize, ZeroizeOnDrop, Zeroizing};
 
+use crate::crypto::des_fast::{Des, Tdes2, Tdes3};
 use crate::crypto::kcv::{Kcv, KcvMethod};
 use crate::error::{Result, SessionError};
 
@@ -151,27 +152,36 @@ pub struct Key {
     kcv: Kcv,
     /// The keyed cipher (key schedule, and for AES the CMAC subkeys), built once by
     /// [`Key::new`] so that MACs, check values and PIN blocks never redo the schedule.
-    /// Boxed: the schedules are up to about 1 KiB (software AES-256), which would
-    /// otherwise be copied on every move of the key; the boxed value is wiped in place
-    /// when dropped (the `zeroize` features of `des` and `aes`, and [`CmacSubkeys`]).
-    cipher: Box<BlockCipher>,
+    /// Shared, immutable, behind an `Arc`: the schedules are up to about 1 KiB
+    /// (software AES-256), and a switch clones its working keys out of their lock for
+    /// every message, so a clone must not allocate and copy them. The schedule is
+    /// wiped in place when the last clone of the key drops it (the DES schedules of
+    /// [`crate::crypto::des_fast`], the `zeroize` feature of `aes`, and
+    /// [`CmacSubkeys`]); until then each clone also holds the material itself, so
+    /// sharing the schedule keeps no secret alive longer than the clones do.
+    cipher: Arc<BlockCipher>,
 }
 
 impl Zeroize for Key {
     /// Wipes the material and replaces the key schedule with that of the (now zero)
-    /// material, the old schedule being wiped as it is dropped: the key then behaves as
-    /// an all-zero key of the same kind, as it did when only the material was kept.
+    /// material, the old schedule being wiped as it is dropped (or, if clones of this
+    /// key still share it, when the last of them is): the key then behaves as an
+    /// all-zero key of the same kind, as it did when only the material was kept.
     fn zeroize(&mut self) {
         self.material.zeroize();
         if let Ok(cipher) = BlockCipher::new(self.kind, self.material()) {
-            *self.cipher = cipher;
+            match Arc::get_mut(&mut self.cipher) {
+                Some(own) => *own = cipher,
+                None => self.cipher = Arc::new(cipher),
+            }
         }
     }
 }
 
 impl Drop for Key {
     fn drop(&mut self) {
-        // The boxed cipher wipes its own schedule and subkeys when it is dropped next.
+        // The shared cipher wipes its own schedule and subkeys when the last clone
+        // drops it, next.
         self.material.zeroize();
     }
 }
@@ -193,7 +203,7 @@ impl Key {
                 found: bytes.len(),
             });
         }
-        let cipher = Box::new(BlockCipher::new(kind, bytes)?);
+        let cipher = Arc::new(BlockCipher::new(kind, bytes)?);
         let mut material = [0u8; MAX_KEY_LEN];
         material[..bytes.len()].copy_from_slice(bytes);
         let mut key = Key {
@@ -399,21 +409,22 @@ pub fn decrypt_key_under_as(master: &Key, encrypted: &[u8], kind: KeyKind) -> Re
     Key::new(kind, clear)
 }
 
-/// A keyed block cipher: the one place where the crate touches the `des` and `aes`
-/// crates. Key schedules are wiped on drop by those crates' `zeroize` feature, the
-/// CMAC subkeys by [`CmacSubkeys`]' own `ZeroizeOnDrop`.
+/// A keyed block cipher: the one place where the crate holds key schedules. DES and
+/// TDES are the crate's own table-driven implementation ([`crate::crypto::des_fast`],
+/// about 8× faster than RustCrypto's `des`, which stays as its test oracle); AES is the
+/// `aes` crate. Key schedules are wiped on drop (`des_fast`'s `ZeroizeOnDrop`, the
+/// `aes` crate's `zeroize` feature), the CMAC subkeys by [`CmacSubkeys`]' own
+/// `ZeroizeOnDrop`.
 ///
-/// Two-key TDES is kept as its two single-DES halves rather than a `des::TdesEde2`:
-/// ANSI X9.19 needs K1 and K2 as single-DES ciphers, which `TdesEde2` does not expose,
-/// and E(K1)·D(K2)·E(K1) over the halves is exactly what `TdesEde2` computes, so one
-/// pair of schedules serves both uses.
-// Large variants (AES) are fine: the enum lives boxed inside `Key`.
+/// A two-key TDES schedule also exposes its single-DES halves ([`Tdes2::k1`],
+/// [`Tdes2::k2`]), which ANSI X9.19 needs, so one pair of schedules serves both uses.
+// Large variants (AES) are fine: the enum lives behind an `Arc` inside `Key`.
 #[allow(clippy::large_enum_variant)]
 #[derive(Clone)]
 pub(crate) enum BlockCipher {
     Des(Des),
-    Tdes2 { k1: Des, k2: Des },
-    Tdes3(TdesEde3),
+    Tdes2(Tdes2),
+    Tdes3(Tdes3),
     Aes128(Aes128, CmacSubkeys),
     Aes192(Aes192, CmacSubkeys),
     Aes256(Aes256, CmacSubkeys),
@@ -460,17 +471,15 @@ impl BlockCipher {
             found: m.len(),
         };
         Ok(match kind {
-            KeyKind::Des => BlockCipher::Des(Des::new_from_slice(m).map_err(bad)?),
-            KeyKind::Tdes2 => {
-                if m.len() != 16 {
-                    return Err(bad(cipher::InvalidLength));
-                }
-                BlockCipher::Tdes2 {
-                    k1: Des::new_from_slice(&m[..8]).map_err(bad)?,
-                    k2: Des::new_from_slice(&m[8..]).map_err(bad)?,
-                }
-            }
-            KeyKind::Tdes3 => BlockCipher::Tdes3(TdesEde3::new_from_slice(m).map_err(bad)?),
+            KeyKind::Des => BlockCipher::Des(Des::new(
+                m.try_into().map_err(|_| bad(cipher::InvalidLength))?,
+            )),
+            KeyKind::Tdes2 => BlockCipher::Tdes2(Tdes2::new(
+                m.try_into().map_err(|_| bad(cipher::InvalidLength))?,
+            )),
+            KeyKind::Tdes3 => BlockCipher::Tdes3(Tdes3::new(
+                m.try_into().map_err(|_| bad(cipher::InvalidLength))?,
+            )),
             KeyKind::Aes128 => {
                 let c = Aes128::new_from_slice(m).map_err(bad)?;
                 let sk = CmacSubkeys::derive(&c);
@@ -492,7 +501,7 @@ impl BlockCipher {
     /// 8 for DES/TDES, 16 for AES.
     pub(crate) fn block_len(&self) -> usize {
         match self {
-            BlockCipher::Des(_) | BlockCipher::Tdes2 { .. } | BlockCipher::Tdes3(_) => 8,
+            BlockCipher::Des(_) | BlockCipher::Tdes2(_) | BlockCipher::Tdes3(_) => 8,
             _ => 16,
         }
     }
@@ -534,14 +543,9 @@ impl BlockCipher {
             return;
         }
         match self {
-            BlockCipher::Des(c) => c.encrypt_block(GenericArray::from_mut_slice(block)),
-            BlockCipher::Tdes2 { k1, k2 } => {
-                let b = GenericArray::from_mut_slice(block);
-                k1.encrypt_block(b);
-                k2.decrypt_block(b);
-                k1.encrypt_block(b);
-            }
-            BlockCipher::Tdes3(c) => c.encrypt_block(GenericArray::from_mut_slice(block)),
+            BlockCipher::Des(c) => des_block(block, |b| c.encrypt_block(b)),
+            BlockCipher::Tdes2(c) => des_block(block, |b| c.encrypt_block(b)),
+            BlockCipher::Tdes3(c) => des_block(block, |b| c.encrypt_block(b)),
             BlockCipher::Aes128(c, _) => c.encrypt_block(GenericArray::from_mut_slice(block)),
             BlockCipher::Aes192(c, _) => c.encrypt_block(GenericArray::from_mut_slice(block)),
             BlockCipher::Aes256(c, _) => c.encrypt_block(GenericArray::from_mut_slice(block)),
@@ -554,18 +558,21 @@ impl BlockCipher {
             return;
         }
         match self {
-            BlockCipher::Des(c) => c.decrypt_block(GenericArray::from_mut_slice(block)),
-            BlockCipher::Tdes2 { k1, k2 } => {
-                let b = GenericArray::from_mut_slice(block);
-                k1.decrypt_block(b);
-                k2.encrypt_block(b);
-                k1.decrypt_block(b);
-            }
-            BlockCipher::Tdes3(c) => c.decrypt_block(GenericArray::from_mut_slice(block)),
+            BlockCipher::Des(c) => des_block(block, |b| c.decrypt_block(b)),
+            BlockCipher::Tdes2(c) => des_block(block, |b| c.decrypt_block(b)),
+            BlockCipher::Tdes3(c) => des_block(block, |b| c.decrypt_block(b)),
             BlockCipher::Aes128(c, _) => c.decrypt_block(GenericArray::from_mut_slice(block)),
             BlockCipher::Aes192(c, _) => c.decrypt_block(GenericArray::from_mut_slice(block)),
             BlockCipher::Aes256(c, _) => c.decrypt_block(GenericArray::from_mut_slice(block)),
         }
+    }
+}
+
+/// Calls `f` on `block` as an 8-byte array (callers have checked the length).
+#[inline]
+fn des_block(block: &mut [u8], f: impl FnOnce(&mut [u8; 8])) {
+    if let Ok(b) = <&mut [u8; 8]>::try_from(block) {
+        f(b);
     }
 }
 
@@ -709,8 +716,8 @@ mod tests {
     fn cached_schedules_are_zeroize_on_drop() {
         fn wiped<T: ZeroizeOnDrop>() {}
         wiped::<Des>();
-        wiped::<TdesEde2>();
-        wiped::<TdesEde3>();
+        wiped::<Tdes2>();
+        wiped::<Tdes3>();
         wiped::<Aes128>();
         wiped::<Aes192>();
         wiped::<Aes256>();
@@ -767,6 +774,24 @@ mod tests {
             zero.cipher().encrypt_ecb(&mut b[..n]).expect("ecb");
             assert_eq!(a, b);
         }
+    }
+
+    #[test]
+    fn clones_share_the_schedule_and_zeroizing_one_leaves_the_other() {
+        let key = Key::tdes(&hex("0123456789ABCDEFFEDCBA9876543210")).expect("key");
+        let mut copy = key.clone();
+        assert!(Arc::ptr_eq(&key.cipher, &copy.cipher));
+        copy.zeroize();
+        assert!(!Arc::ptr_eq(&key.cipher, &copy.cipher));
+        let alg = crate::crypto::MacAlgorithm::X919(crate::crypto::Padding::Method1);
+        let data = b"Now is the time for all ";
+        let mac = crate::crypto::compute(alg, &key, data).expect("mac");
+        assert_eq!(mac.to_hex(), "A1C72E74EA3FA9B6");
+        let zero = Key::tdes(&[0u8; 16]).expect("zero");
+        assert_eq!(
+            crate::crypto::compute(alg, &copy, data).expect("mac"),
+            crate::crypto::compute(alg, &zero, data).expect("mac")
+        );
     }
 
     #[test]

@@ -21,7 +21,7 @@
 use std::fmt;
 
 use cipher::consts::U16;
-use cipher::{BlockDecrypt, BlockEncrypt};
+use cipher::BlockEncrypt;
 use subtle::ConstantTimeEq;
 
 use crate::crypto::keys::{BlockCipher, CmacSubkeys, Key, KeyKind};
@@ -238,10 +238,29 @@ fn for_each_padded_block(data: &[u8], padding: Padding, mut f: impl FnMut(&[u8; 
 
 /// ISO/IEC 9797-1 algorithm 1 with a DES or TDES cipher: the final CBC block.
 fn cbc_mac(cipher: &BlockCipher, data: &[u8], padding: Padding) -> [u8; 8] {
-    let mut state = [0u8; 8];
+    match cipher {
+        BlockCipher::Des(c) => cbc_u64(data, padding, |s| c.encrypt_u64(s)).to_be_bytes(),
+        BlockCipher::Tdes2(c) => cbc_u64(data, padding, |s| c.encrypt_u64(s)).to_be_bytes(),
+        BlockCipher::Tdes3(c) => cbc_u64(data, padding, |s| c.encrypt_u64(s)).to_be_bytes(),
+        // Not reached (the callers check for a DES-family key); the generic path.
+        _ => {
+            let mut state = [0u8; 8];
+            for_each_padded_block(data, padding, |block| {
+                xor_into(&mut state, block);
+                cipher.encrypt_block(&mut state);
+            });
+            state
+        }
+    }
+}
+
+/// The CBC chain (zero IV) of the padded `data` under a block function on big-endian
+/// `u64` blocks: the final chaining value.
+#[inline]
+fn cbc_u64(data: &[u8], padding: Padding, encrypt: impl Fn(u64) -> u64) -> u64 {
+    let mut state = 0u64;
     for_each_padded_block(data, padding, |block| {
-        xor_into(&mut state, block);
-        cipher.encrypt_block(&mut state);
+        state = encrypt(state ^ u64::from_be_bytes(*block));
     });
     state
 }
@@ -249,20 +268,15 @@ fn cbc_mac(cipher: &BlockCipher, data: &[u8], padding: Padding) -> [u8; 8] {
 /// ISO/IEC 9797-1 algorithm 3 (X9.19): CBC under K1, then D(K2), E(K1) on the result.
 /// Uses the single-DES halves kept by a two-key TDES [`Key`].
 fn x919(key: &Key, data: &[u8], padding: Padding) -> Result<[u8; 8]> {
-    let BlockCipher::Tdes2 { k1, k2 } = key.cipher() else {
+    let BlockCipher::Tdes2(tdes) = key.cipher() else {
         return Err(SessionError::WrongKeyAlgorithm {
             expected: "two-key TDES key",
             found: key.kind(),
         });
     };
-    let mut state = [0u8; 8];
-    for_each_padded_block(data, padding, |block| {
-        xor_into(&mut state, block);
-        k1.encrypt_block((&mut state).into());
-    });
-    k2.decrypt_block((&mut state).into());
-    k1.encrypt_block((&mut state).into());
-    Ok(state)
+    let (k1, k2) = (tdes.k1(), tdes.k2());
+    let state = cbc_u64(data, padding, |s| k1.encrypt_u64(s));
+    Ok(k1.encrypt_u64(k2.decrypt_u64(state)).to_be_bytes())
 }
 
 /// AES-CMAC of `data` (RFC 4493; NIST SP 800-38B for AES-192/256).
