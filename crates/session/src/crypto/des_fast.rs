@@ -30,7 +30,7 @@
 //! | one single-DES block | 690 | 2,450 |
 //! | one two- or three-key TDES block | 1,870 | 7,320 |
 //! | X9.19 MAC of 100 bytes | 10,400 | 37,000 |
-//! | key setup, single DES | 2,050 (with the wipe on drop) | 1,500 |
+//! | key setup, single DES (at key load, not per message) | 12,200 | 1,500 |
 //!
 //! In time (`cargo bench --bench session -- des_block`, on a shared 2-core AMD EPYC
 //! machine) a chained single-DES block takes about 90 ns against 230 ns: a CBC chain
@@ -127,9 +127,7 @@ const P: [u8; 32] = [
 ];
 
 /// Permuted choice 1: the 56 key bits (1-based positions in the 64-bit key) that form
-/// C (first 28) and D (last 28). The key schedule uses the equivalent `pc1`; the table
-/// is its test reference.
-#[cfg(test)]
+/// C (first 28) and D (last 28).
 const PC1: [u8; 56] = [
     57, 49, 41, 33, 25, 17, 9, 1, 58, 50, 42, 34, 26, 18, //
     10, 2, 59, 51, 43, 35, 27, 19, 11, 3, 60, 52, 44, 36, //
@@ -137,9 +135,7 @@ const PC1: [u8; 56] = [
     14, 6, 61, 53, 45, 37, 29, 21, 13, 5, 28, 20, 12, 4,
 ];
 
-/// Permuted choice 2: the 48 bits of C‖D (1-based) that form a round subkey (test
-/// reference of `pc2`).
-#[cfg(test)]
+/// Permuted choice 2: the 48 bits of C‖D (1-based) that form a round subkey.
 const PC2: [u8; 48] = [
     14, 17, 11, 24, 1, 5, 3, 28, 15, 6, 21, 10, //
     23, 19, 12, 4, 26, 8, 16, 7, 27, 20, 13, 2, //
@@ -191,9 +187,9 @@ struct Schedule([u32; 32]);
 
 impl Schedule {
     fn new(key: &[u8; 8]) -> Schedule {
-        // PC1, then per round the C and D rotations and PC2, with the bit-gathering
-        // permutations of RustCrypto's `des` 0.8 (`pc1`, `pc2` below): about 1,500
-        // instructions per key, branch-free and without key-dependent memory access.
+        // PC1, then per round the C and D rotations and PC2, each a branch-free gather
+        // over its FIPS 46-3 table (`pc1`, `pc2` below): no key-dependent branch or
+        // memory access. Key setup runs at key load (sign-on), not per message.
         let cd = pc1(u64::from_be_bytes(*key)) >> 8;
         let mut c = cd >> 28;
         let mut d = cd & 0x0FFF_FFFF;
@@ -246,55 +242,29 @@ fn rotate28(v: u64, shift: u8) -> u64 {
     ((v << shift) | (v >> (28 - shift))) & 0x0FFF_FFFF
 }
 
-/// A delta swap within one word: exchanges the bits selected by `mask` with those
-/// `delta` positions above them.
+/// Gathers bits of `word` (positions 1-based from the most significant bit, as the
+/// FIPS 46-3 tables give them) into the top bits of the result, in table order. The
+/// loop visits every table entry whatever the key: no key-dependent branch or memory
+/// access.
 #[inline(always)]
-fn delta_swap64(a: u64, delta: u32, mask: u64) -> u64 {
-    let b = (a ^ (a >> delta)) & mask;
-    a ^ b ^ (b << delta)
+fn gather(word: u64, table: &[u8]) -> u64 {
+    let mut out = 0u64;
+    for (i, &from) in table.iter().enumerate() {
+        out |= ((word >> (64 - u32::from(from))) & 1) << (63 - i);
+    }
+    out
 }
-
-// `pc1` and `pc2` are RustCrypto's (`des` 0.8.1, src/des.rs; MIT OR Apache-2.0,
-// copyright 2017 Gulshan Singh, Antoni Boucher, Artyom Pavlov): permuted choices 1 and 2
-// as delta swaps and multiply-gathers. Checked here against the plain table-driven
-// permutation (`tests::reference_schedule`) and, through whole blocks, against `des`.
 
 /// Permuted choice 1 of a key given as a big-endian `u64`: the 56 bits C‖D in the top
 /// 56 bits (bit 1 of C in bit 63).
-#[allow(clippy::unreadable_literal)]
-fn pc1(mut key: u64) -> u64 {
-    key = delta_swap64(key, 2, 0x3333000033330000);
-    key = delta_swap64(key, 4, 0x0f0f0f0f00000000);
-    key = delta_swap64(key, 8, 0x009a000a00a200a8);
-    key = delta_swap64(key, 16, 0x00006c6c0000cccc);
-    key = delta_swap64(key, 1, 0x1045500500550550);
-    key = delta_swap64(key, 32, 0x00000000f0f0f5fa);
-    key = delta_swap64(key, 8, 0x00550055006a00aa);
-    key = delta_swap64(key, 2, 0x0000333330000300);
-    key & 0xFFFFFFFFFFFFFF00
+fn pc1(key: u64) -> u64 {
+    gather(key, &PC1)
 }
 
 /// Permuted choice 2 of C‖D given in the top 56 bits: the 48-bit subkey in the top 48
 /// bits (bit 1 in bit 63).
-#[allow(clippy::unreadable_literal)]
-fn pc2(key: u64) -> u64 {
-    let key = key.rotate_left(61);
-    let b1 = (key & 0x0021000002000000) >> 7;
-    let b2 = (key & 0x0008020010080000) << 1;
-    let b3 = key & 0x0002200000000000;
-    let b4 = (key & 0x0000000000100020) << 19;
-    let b5 = (key.rotate_left(54) & 0x0005312400000011).wrapping_mul(0x0000000094200201)
-        & 0xea40100880000000;
-    let b6 = (key.rotate_left(7) & 0x0022110000012001).wrapping_mul(0x0001000000610006)
-        & 0x1185004400000000;
-    let b7 = (key.rotate_left(6) & 0x0000520040200002).wrapping_mul(0x00000080000000c1)
-        & 0x0028811000200000;
-    let b8 = (key & 0x01000004c0011100).wrapping_mul(0x0000000000004284) & 0x0400082244400000;
-    let b9 = (key.rotate_left(60) & 0x0000000000820280).wrapping_mul(0x0000000000089001)
-        & 0x0000000110880000;
-    let b10 = (key.rotate_left(49) & 0x0000000000024084).wrapping_mul(0x0000000002040005)
-        & 0x000000000a030000;
-    b1 | b2 | b3 | b4 | b5 | b6 | b7 | b8 | b9 | b10
+fn pc2(cd: u64) -> u64 {
+    gather(cd, &PC2)
 }
 
 /// The round function on a (rotated) half `r` with one round's two subkey words.
@@ -577,7 +547,7 @@ mod tests {
     }
 
     /// The key schedule computed bit by bit from the FIPS 46-3 tables (PC1, the shifts,
-    /// PC2), as the check of the fast `pc1`/`pc2`.
+    /// PC2) on separate 28-bit halves, as the check of `Schedule::new`'s packing.
     fn reference_schedule(key: &[u8; 8]) -> [u32; 32] {
         let key = u64::from_be_bytes(*key);
         let mut c = 0u32;
