@@ -123,6 +123,14 @@ impl Bitmap {
                 Ok(u64::from_be_bytes(a))
             }
             BitmapEncoding::Hex | BitmapEncoding::EbcdicHex => {
+                if enc == BitmapEncoding::Hex {
+                    let mut a = [0u8; 16];
+                    a.copy_from_slice(b);
+                    if let Some(v) = crate::hot::hex16(&a) {
+                        return Ok(v);
+                    }
+                }
+                // EBCDIC, or a bad character to name.
                 let mut v = 0u64;
                 for (i, &c0) in b.iter().enumerate() {
                     let c = if enc == BitmapEncoding::EbcdicHex {

@@ -82,35 +82,100 @@ static BCD: [u8; 256] = {
     t
 };
 
-/// Whether every byte is within `lo..=hi` (`hi` < 0x80), eight bytes at a time (SWAR).
+const ONES: u64 = 0x0101_0101_0101_0101;
+const HIGH: u64 = 0x8080_8080_8080_8080;
+
+/// One 8-byte chunk, little-endian (the first byte in the low lane).
 #[inline(always)]
-fn in_range(bytes: &[u8], lo: u8, hi: u8) -> bool {
-    const ONES: u64 = 0x0101_0101_0101_0101;
-    const HIGH: u64 = 0x8080_8080_8080_8080;
-    let below = ONES * lo as u64;
-    let above = ONES * (hi as u64 + 1);
-    let chunk_ok = |x: u64| {
-        // With the high bit forced on, a per-byte subtraction never borrows across bytes:
-        // the high bit of ((b | 0x80) - k) is set exactly when b >= k.
-        let y = x | HIGH;
-        let ge_lo = y.wrapping_sub(below) & HIGH;
-        let gt_hi = y.wrapping_sub(above) & HIGH;
-        x & HIGH == 0 && ge_lo & !gt_hi == HIGH
+fn le(c: &[u8]) -> u64 {
+    let mut a = [0u8; 8];
+    a.copy_from_slice(c);
+    u64::from_le_bytes(a)
+}
+
+/// SWAR: the high bit of each lane of `x` whose byte is outside `lo..=hi` (`hi` < 0x80).
+#[inline(always)]
+fn range_bad(x: u64, lo: u8, hi: u8) -> u64 {
+    // With the high bit forced on, a per-byte subtraction never borrows across bytes:
+    // the high bit of ((b | 0x80) - k) is set exactly when (b & 0x7F) >= k.
+    let y = x | HIGH;
+    let ge_lo = y.wrapping_sub(ONES * lo as u64);
+    let gt_hi = y.wrapping_sub(ONES * (hi as u64 + 1));
+    (x | !ge_lo | gt_hi) & HIGH
+}
+
+/// SWAR: the high bit of each lane that is not an ASCII hex digit (`0-9`, `A-F`, `a-f`).
+#[inline(always)]
+fn hex_bad(x: u64) -> u64 {
+    let y = x | HIGH;
+    let digit = y.wrapping_sub(ONES * 0x30) & !y.wrapping_sub(ONES * 0x3A);
+    // `| 0x20` folds `A-F` onto `a-f` and maps nothing else into `a-f`.
+    let l = y | (ONES * 0x20);
+    let letter = l.wrapping_sub(ONES * 0x61) & !l.wrapping_sub(ONES * 0x67);
+    (x | !(digit | letter)) & HIGH
+}
+
+/// SWAR: a nonzero bit in each lane holding a nibble over 9 (packed BCD digits).
+#[inline(always)]
+fn bcd_bad(x: u64) -> u64 {
+    const LOW: u64 = ONES * 0x0F;
+    let lo = x & LOW;
+    let hi = (x >> 4) & LOW;
+    (lo.wrapping_add(ONES * 6) | hi.wrapping_add(ONES * 6)) & (ONES * 0x10)
+}
+
+/// Whether `bad` finds nothing in `buf[start..end]`, eight bytes at a time. `bad` maps a
+/// chunk to per-lane flags (nonzero lanes are bad). A short tail is read as the eight
+/// bytes ending at `end` (bytes before `start` are shifted out), so no partial copy is
+/// needed unless the whole buffer is shorter than eight bytes.
+#[inline(always)]
+fn scan(buf: &[u8], start: usize, end: usize, bad: impl Fn(u64) -> u64) -> bool {
+    let Some(content) = buf.get(start..end) else {
+        return false;
     };
-    let mut chunks = bytes.chunks_exact(8);
-    let mut ok = true;
+    let mut chunks = content.chunks_exact(8);
+    let mut acc = 0u64;
     for c in &mut chunks {
-        let mut a = [0u8; 8];
-        a.copy_from_slice(c);
-        ok &= chunk_ok(u64::from_le_bytes(a));
+        acc |= bad(le(c));
     }
-    let rest = chunks.remainder();
-    if !rest.is_empty() {
-        let mut a = [lo; 8];
-        a[..rest.len()].copy_from_slice(rest);
-        ok &= chunk_ok(u64::from_le_bytes(a));
+    let rem = chunks.remainder();
+    if !rem.is_empty() {
+        let x = match end.checked_sub(8).and_then(|s| buf.get(s..end)) {
+            Some(w) => le(w),
+            None => tail(rem),
+        };
+        acc |= bad(x) >> ((8 - rem.len()) * 8);
     }
-    ok
+    acc == 0
+}
+
+/// A remainder of 1..=7 bytes placed in the top lanes of a chunk (cold: only for buffers
+/// under eight bytes).
+#[cold]
+#[inline(never)]
+fn tail(rem: &[u8]) -> u64 {
+    let mut a = [0u8; 8];
+    a[8 - rem.len()..].copy_from_slice(rem);
+    u64::from_le_bytes(a)
+}
+
+/// Sixteen hex characters as a 64-bit number (first character most significant), or
+/// `None` if one is not a hex digit.
+#[inline]
+pub(crate) fn hex16(b: &[u8; 16]) -> Option<u64> {
+    let (a, c) = (le(&b[..8]), le(&b[8..]));
+    if hex_bad(a) | hex_bad(c) != 0 {
+        return None;
+    }
+    // Nibble values: low four bits, plus 9 for letters (bit 6 set).
+    let nib = |x: u64| (x & (ONES * 0x0F)) + 9 * ((x >> 6) & ONES);
+    let pack = |x: u64| {
+        let v = nib(x).swap_bytes();
+        let v = (v | v >> 4) & 0x00FF_00FF_00FF_00FF;
+        let v = (v | v >> 8) & 0x0000_FFFF_0000_FFFF;
+        (v | v >> 16) & 0xFFFF_FFFF
+    };
+    Some(pack(a) << 32 | pack(c))
 }
 
 /// How content bytes relate to length units.
@@ -141,44 +206,65 @@ pub(crate) enum Check {
     Bcd { z: bool, left: bool, digits: bool },
 }
 
+/// How the hot loop checks a field's content.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) enum Kind {
+    /// Not in the dialect: always fails (the slow path names the error).
+    #[default]
+    Undefined,
+    /// Anything goes (binary).
+    Any,
+    /// ASCII digits, eight at a time (SWAR).
+    Digits,
+    /// ASCII `ans` (0x20–0x7E), eight at a time.
+    Ans,
+    /// ASCII hex digits, eight at a time; `even` on the [`Hot`] applies.
+    Hex,
+    /// Packed BCD digits, eight bytes at a time, with an optional pad nibble.
+    Bcd,
+    /// One table lookup per byte (other classes, EBCDIC).
+    Table,
+    /// Signed amounts and BCD with nibble D: the general (slower) check.
+    Special,
+}
+
 /// What the decoder needs to know about one field.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Hot {
-    /// Fast check: every content byte's table entry has `bit` (bit 0: no check).
-    table: &'static [u8; 256],
-    bit: u8,
-    /// Fast check: an odd number of units is an error (hex text counting characters).
-    even: bool,
-    /// The check needs the slow path (BCD pad nibbles, signed amounts).
-    special: bool,
-    /// Classes that are one byte range (`n`: 0x30–0x39, `ans`: 0x20–0x7E): checked eight
-    /// bytes at a time instead of one lookup per byte.
-    range: Option<(u8, u8)>,
-    pub(crate) defined: bool,
+    pub(crate) kind: Kind,
     pub(crate) fixed: bool,
     pub(crate) prefix_len: u8,
     pub(crate) prefix: LengthEncoding,
+    pub(crate) wire: Wire,
+    /// Table check: every content byte's table entry has `bit`.
+    bit: u8,
+    /// Hex: an odd number of units is an error (hex text counting characters).
+    even: bool,
+    /// BCD: the length counts digits (an odd count has a pad nibble).
+    bcd_digits: bool,
+    /// BCD: left-justified (the pad nibble is the last one).
+    bcd_left: bool,
     pub(crate) max: u16,
     pub(crate) fixed_wire: u16,
-    pub(crate) wire: Wire,
+    table: &'static [u8; 256],
     pub(crate) check: Check,
 }
 
 impl Default for Hot {
     fn default() -> Self {
         Hot {
-            table: &ASCII,
-            bit: 0,
-            even: false,
-            special: false,
-            range: None,
-            defined: false,
+            kind: Kind::Undefined,
             fixed: false,
             prefix_len: 0,
             prefix: LengthEncoding::Ascii,
+            wire: Wire::Same,
+            bit: 0,
+            even: false,
+            bcd_digits: false,
+            bcd_left: false,
             max: 0,
             fixed_wire: 0,
-            wire: Wire::Same,
+            table: &ASCII,
             check: Check::Any,
         }
     }
@@ -221,41 +307,53 @@ impl Hot {
             },
             ContentEncoding::Binary => Check::Any,
         };
-        let (table, fast_bit, even, special): (&'static [u8; 256], u8, bool, bool) = match check {
-            Check::Any => (&ASCII, 0, false, false),
-            Check::Table { bit, ebcdic } => {
-                (if ebcdic { &EBCDIC } else { &ASCII }, bit, false, false)
-            }
-            Check::Hex { even } => (&ASCII, HEX, even, false),
-            Check::Signed { .. } | Check::Bcd { .. } => (&ASCII, 0, false, true),
-        };
-        // Single-range classes are cheaper as SWAR; multi-range ones as table lookups.
-        let range = match check {
-            Check::Table {
-                bit: N,
-                ebcdic: false,
-            } => Some((b'0', b'9')),
-            Check::Table {
-                bit: ANS,
-                ebcdic: false,
-            } => Some((0x20, 0x7E)),
-            _ => None,
-        };
-        Hot {
-            table,
-            bit: fast_bit,
-            even,
-            special,
-            range,
-            defined: true,
+        let mut hot = Hot {
+            kind: Kind::Special,
             fixed: spec.is_fixed(),
             prefix_len: spec.prefix_len() as u8,
             prefix: spec.length_encoding,
+            wire,
+            bit: 0,
+            even: false,
+            bcd_digits: false,
+            bcd_left: false,
             max: spec.max,
             fixed_wire: spec.wire_len(spec.max as usize) as u16,
-            wire,
+            table: &ASCII,
             check,
+        };
+        match check {
+            Check::Any => hot.kind = Kind::Any,
+            // Single-range classes (and hex) are cheaper as SWAR; the others as lookups.
+            Check::Table {
+                bit: N,
+                ebcdic: false,
+            } => hot.kind = Kind::Digits,
+            Check::Table {
+                bit: ANS,
+                ebcdic: false,
+            } => hot.kind = Kind::Ans,
+            Check::Table { bit, ebcdic } => {
+                hot.kind = Kind::Table;
+                hot.bit = bit;
+                hot.table = if ebcdic { &EBCDIC } else { &ASCII };
+            }
+            Check::Hex { even } => {
+                hot.kind = Kind::Hex;
+                hot.even = even;
+            }
+            Check::Bcd {
+                z: false,
+                left,
+                digits,
+            } => {
+                hot.kind = Kind::Bcd;
+                hot.bcd_left = left;
+                hot.bcd_digits = digits;
+            }
+            Check::Signed { .. } | Check::Bcd { z: true, .. } => hot.kind = Kind::Special,
         }
+        hot
     }
 
     /// Content bytes for `units`.
@@ -354,22 +452,55 @@ impl Hot {
         (b, n)
     }
 
-    /// Whether the content passes the field's check (fast path; no error detail).
+    /// Whether the content `buf[start..end]` (in bounds) passes the field's check (fast
+    /// path; no error detail).
     #[inline(always)]
-    pub(crate) fn content_ok(&self, content: &[u8], units: usize) -> bool {
-        if self.special {
-            return self.special_ok(content, units);
+    pub(crate) fn content_ok(&self, buf: &[u8], start: usize, end: usize, units: usize) -> bool {
+        match self.kind {
+            Kind::Any => true,
+            Kind::Digits => scan(buf, start, end, |x| range_bad(x, b'0', b'9')),
+            Kind::Ans => scan(buf, start, end, |x| range_bad(x, 0x20, 0x7E)),
+            Kind::Hex => !(self.even && units % 2 == 1) && scan(buf, start, end, hex_bad),
+            Kind::Bcd => self.bcd_ok(buf, start, end, units),
+            Kind::Table => {
+                let mut acc = 0xFFu8;
+                for &c in buf.get(start..end).unwrap_or(&[]) {
+                    acc &= self.table[c as usize];
+                }
+                acc & self.bit != 0
+            }
+            Kind::Special => match buf.get(start..end) {
+                Some(content) => self.special_ok(content, units),
+                None => false,
+            },
+            Kind::Undefined => false,
         }
-        if let Some((lo, hi)) = self.range {
-            return in_range(content, lo, hi);
+    }
+
+    /// Packed BCD digits; with an odd digit count, the pad nibble is 0 or F and its
+    /// partner a digit.
+    #[inline(always)]
+    fn bcd_ok(&self, buf: &[u8], start: usize, end: usize, units: usize) -> bool {
+        if !(self.bcd_digits && units % 2 == 1) {
+            return scan(buf, start, end, bcd_bad);
         }
-        // One uniform, branch-free loop for the other text, hex and binary fields.
-        let n = if self.bit == 0 { 0 } else { content.len() };
-        let mut acc = 0xFFu8;
-        for &c in &content[..n] {
-            acc &= self.table[c as usize];
+        if end <= start {
+            return false;
         }
-        acc & self.bit == self.bit && !(self.even && units % 2 == 1)
+        let (pad_at, body) = if self.bcd_left {
+            (end - 1, (start, end - 1))
+        } else {
+            (start, (start + 1, end))
+        };
+        let Some(&b) = buf.get(pad_at) else {
+            return false;
+        };
+        let (digit, pad) = if self.bcd_left {
+            (b >> 4, b & 15)
+        } else {
+            (b & 15, b >> 4)
+        };
+        digit <= 9 && (pad == 0 || pad == 0x0F) && scan(buf, body.0, body.1, bcd_bad)
     }
 
     #[inline(never)]
@@ -432,7 +563,10 @@ mod tests {
         let mut x = 0x1234_5678_9ABC_DEF1u64;
         for (bit, lo, hi) in [(N, b'0', b'9'), (ANS, 0x20u8, 0x7Eu8)] {
             for b in 0..=255u8 {
-                assert_eq!(in_range(&[b], lo, hi), ASCII[b as usize] & bit != 0);
+                assert_eq!(
+                    scan(&[b], 0, 1, |x| range_bad(x, lo, hi)),
+                    ASCII[b as usize] & bit != 0
+                );
             }
             for len in 0..40usize {
                 for _ in 0..1000 {
@@ -450,9 +584,99 @@ mod tests {
                         })
                         .collect();
                     let plain = bytes.iter().all(|&b| ASCII[b as usize] & bit != 0);
-                    assert_eq!(in_range(&bytes, lo, hi), plain, "{bytes:02X?}");
+                    assert_eq!(
+                        scan(&bytes, 0, len, |x| range_bad(x, lo, hi)),
+                        plain,
+                        "{bytes:02X?}"
+                    );
+                    if len > 0 {
+                        assert_eq!(
+                            scan(&bytes, 1, len, |x| range_bad(x, lo, hi)),
+                            bytes[1..].iter().all(|&b| ASCII[b as usize] & bit != 0),
+                            "{bytes:02X?}"
+                        );
+                    }
                 }
             }
+        }
+    }
+
+    #[test]
+    fn fast_checks_agree_with_the_specs() {
+        let mut x = 0x9E37_79B9_7F4A_7C15u64;
+        let mut rnd = move || {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x
+        };
+        for name in crate::Dialect::builtin_names() {
+            let d = crate::Dialect::builtin(name).unwrap();
+            for n in 2..=192u8 {
+                let Some(spec) = d.field(n) else { continue };
+                let h = d.hot(n);
+                for _ in 0..3000 {
+                    let units = if spec.is_fixed() || rnd() % 4 == 0 {
+                        spec.max as usize
+                    } else {
+                        (rnd() % (spec.max as u64 + 1)) as usize
+                    };
+                    let wire = spec.wire_len(units);
+                    let before = (rnd() % 12) as usize;
+                    let after = (rnd() % 12) as usize;
+                    let mode = rnd() % 4;
+                    let buf: Vec<u8> = (0..before + wire + after)
+                        .map(|_| {
+                            let r = rnd();
+                            let pick = |set: &[u8]| set[(r >> 8) as usize % set.len()];
+                            match (r % 16, mode) {
+                                (0, _) => (r >> 8) as u8,
+                                (1, _) => pick(&[
+                                    0x1F, 0x2F, 0x3A, 0x40, 0x47, 0x60, 0x67, 0x7F, 0x80, 0xFF,
+                                    0x00, 0xCF, 0x9D, 0xDD, 0x0F,
+                                ]),
+                                (_, 0) => pick(b"0123456789"),
+                                (_, 1) => pick(b"0123456789abcdefABCDEF"),
+                                (_, 2) => pick(&[
+                                    0x00, 0x12, 0x99, 0x90, 0x09, 0x45, 0x0F, 0xF0, 0x3D, 0xD7,
+                                ]),
+                                _ => 0x20 + (r >> 8) as u8 % 0x5F,
+                            }
+                        })
+                        .collect();
+                    let (start, end) = (before, before + wire);
+                    let slow = spec
+                        .validate_wire(n, &buf[start..end], units, start)
+                        .is_ok();
+                    assert_eq!(
+                        h.content_ok(&buf, start, end, units),
+                        slow,
+                        "{name} field {n} units {units}: {:02X?}",
+                        &buf[start..end]
+                    );
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn hex16_matches_from_str_radix() {
+        let mut x = 0x1234_5678_9ABC_DEF1u64;
+        for i in 0..20000 {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            let mut s = *format!("{x:016x}").as_bytes().first_chunk::<16>().unwrap();
+            if i % 2 == 0 {
+                s.make_ascii_uppercase();
+            }
+            if i % 3 == 0 {
+                s[(x >> 60) as usize] = [b'g', b'G', b'/', b':', b'@', 0xC1, b' '][i % 7];
+            }
+            let want = std::str::from_utf8(&s)
+                .ok()
+                .and_then(|t| u64::from_str_radix(t, 16).ok());
+            assert_eq!(hex16(&s), want, "{s:?}");
         }
     }
 

@@ -84,7 +84,7 @@ impl Message {
                 let len = h.wire_len(units);
                 m.wire_total += h.prefix_len as usize + len;
                 m.slots[n as usize] = OwnedSlot {
-                    start,
+                    start: start as u32,
                     len: len as u16,
                     units: units as u16,
                 };
