@@ -191,6 +191,12 @@ impl Dialect {
         &self.0.hot[n as usize]
     }
 
+    /// The decoder's compact entry for field index `i` (an unused entry past 192).
+    #[inline(always)]
+    pub(crate) fn hot_at(&self, i: usize) -> &Hot {
+        &self.0.hot[i & 255]
+    }
+
     /// MTI encoding.
     #[inline]
     pub fn mti_encoding(&self) -> MtiEncoding {

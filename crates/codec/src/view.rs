@@ -104,15 +104,22 @@ impl<'a> MessageView<'a> {
             while w != 0 {
                 let lz = w.leading_zeros();
                 w &= !(1u64 << (63 - lz));
-                let n = (wi * 64 + lz as usize + 1) as u8;
-                match Self::field_at(d.hot(n), buf, pos) {
-                    Some((start, end)) => {
-                        // `start` <= `buf.len()` <= `MAX_LEN` fits.
-                        self.slots[n as usize] = start as Slot;
-                        pos = end;
-                    }
-                    None => return Err(self.slow_error(n, pos)),
-                }
+                // 1..=192: `wi` < 3 and `lz` < 64.
+                let i = wi * 64 + lz as usize + 1;
+                let h = d.hot_at(i);
+                let short = h.short(buf, pos);
+                let (start, end) = match short {
+                    Some(end) => (pos, end),
+                    // Not a short fixed field, or not a valid one: the general path (which
+                    // also accepts what the short paths cannot see, e.g. the first bytes).
+                    None => match Self::field_at(h, buf, pos) {
+                        Some(se) => se,
+                        None => return Err(self.slow_error(i as u8, pos)),
+                    },
+                };
+                // `start` <= `buf.len()` <= `MAX_LEN` fits.
+                self.slots[i] = start as Slot;
+                pos = end;
             }
         }
         if pos != buf.len() {
