@@ -191,10 +191,10 @@ impl Dialect {
         &self.0.hot[n as usize]
     }
 
-    /// The decoder's compact entry for field index `i` (an unused entry past 192).
+    /// The decoder's compact table, indexed by field number.
     #[inline(always)]
-    pub(crate) fn hot_at(&self, i: usize) -> &Hot {
-        &self.0.hot[i & 255]
+    pub(crate) fn hot_table(&self) -> &[Hot; 256] {
+        &self.0.hot
     }
 
     /// MTI encoding.

@@ -487,27 +487,43 @@ impl Hot {
     pub(crate) fn prefix(&self, p: &[u8]) -> Option<usize> {
         let v = match self.prefix {
             LengthEncoding::Ascii => {
-                let mut v = 0usize;
-                let mut ok = true;
-                for &c in p {
-                    let d = c.wrapping_sub(b'0');
-                    ok &= d <= 9;
-                    v = v * 10 + d as usize;
+                // LL and LLL straight-line; other lengths by the loop.
+                let d = |c: u8| c.wrapping_sub(b'0') as usize;
+                match *p {
+                    [a, b] => {
+                        let (a, b) = (d(a), d(b));
+                        if a > 9 || b > 9 {
+                            return None;
+                        }
+                        a * 10 + b
+                    }
+                    [a, b, c] => {
+                        let (a, b, c) = (d(a), d(b), d(c));
+                        if a > 9 || b > 9 || c > 9 {
+                            return None;
+                        }
+                        a * 100 + b * 10 + c
+                    }
+                    _ => Self::ascii_prefix(p)?,
                 }
-                if !ok {
-                    return None;
-                }
-                v
             }
             LengthEncoding::Bcd => {
-                let mut v = 0usize;
-                for &c in p {
-                    if BCD[c as usize] & 1 == 0 {
-                        return None;
+                let ok = |c: u8| BCD[c as usize] & 1 != 0;
+                let v = |c: u8| ((c >> 4) * 10 + (c & 15)) as usize;
+                match *p {
+                    [a] if ok(a) => v(a),
+                    [a, b] if ok(a) && ok(b) => v(a) * 100 + v(b),
+                    _ => {
+                        let mut n = 0usize;
+                        for &c in p {
+                            if !ok(c) {
+                                return None;
+                            }
+                            n = n * 100 + v(c);
+                        }
+                        n
                     }
-                    v = v * 100 + ((c >> 4) * 10 + (c & 15)) as usize;
                 }
-                v
             }
             LengthEncoding::Binary => p.iter().fold(0usize, |v, &c| (v << 8) | c as usize),
             LengthEncoding::Ebcdic => {
@@ -523,6 +539,19 @@ impl Hot {
             }
         };
         (v <= self.max as usize).then_some(v)
+    }
+
+    /// An ASCII length prefix of any length (not LL or LLL).
+    #[inline(never)]
+    fn ascii_prefix(p: &[u8]) -> Option<usize> {
+        let mut v = 0usize;
+        let mut ok = true;
+        for &c in p {
+            let d = c.wrapping_sub(b'0');
+            ok &= d <= 9;
+            v = v * 10 + d as usize;
+        }
+        ok.then_some(v)
     }
 
     /// The length prefix for `units` (nothing for fixed fields): bytes and count.
@@ -834,6 +863,42 @@ mod tests {
                         slow,
                         "{name} field {n} units {units}: {:02X?}",
                         &buf[start..end]
+                    );
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn prefixes_agree_with_the_specs() {
+        let mut x = 0x2545_F491_4F6C_DD1Du64;
+        for name in crate::Dialect::builtin_names() {
+            let d = crate::Dialect::builtin(name).unwrap();
+            for n in 2..=192u8 {
+                let Some(spec) = d.field(n).filter(|s| !s.is_fixed()) else {
+                    continue;
+                };
+                let h = d.hot(n);
+                let plen = spec.prefix_len();
+                for _ in 0..2000 {
+                    let p: Vec<u8> = (0..plen)
+                        .map(|_| {
+                            x ^= x << 13;
+                            x ^= x >> 7;
+                            x ^= x << 17;
+                            match x % 4 {
+                                0 => (x >> 8) as u8,
+                                1 => [0x2F, 0x3A, 0xEF, 0xFA, 0x0A, 0xA0, 0x99, 0x09]
+                                    [(x >> 8) as usize % 8],
+                                2 => ((x >> 8) as u8 % 10) << 4 | ((x >> 16) as u8 % 10),
+                                _ => b'0' + (x >> 8) as u8 % 10,
+                            }
+                        })
+                        .collect();
+                    assert_eq!(
+                        h.prefix(&p),
+                        spec.read_prefix(n, &p, 0).ok(),
+                        "{name} {n} {p:02X?}"
                     );
                 }
             }

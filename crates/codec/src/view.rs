@@ -13,7 +13,8 @@ use crate::mti::Mti;
 /// index is 2 bytes a field (messages are at most [`MessageView::MAX_LEN`] bytes).
 pub(crate) type Slot = u16;
 
-/// Number of slots: fields 0..=192 (0 and bitmap numbers unused).
+/// Number of fields an owned [`crate::Message`] indexes: 0..=192 (0 and bitmap numbers
+/// unused). The view keeps 256 slots so a field index needs no bounds check.
 pub(crate) const SLOTS: usize = 193;
 
 /// A decoded message borrowing the caller's buffer.
@@ -27,7 +28,7 @@ pub struct MessageView<'a> {
     buf: &'a [u8],
     mti: Mti,
     bitmap: Bitmap,
-    slots: [Slot; SLOTS],
+    slots: [Slot; 256],
 }
 
 impl<'a> MessageView<'a> {
@@ -49,7 +50,7 @@ impl<'a> MessageView<'a> {
             buf,
             mti: Mti::ZERO,
             bitmap: Bitmap::EMPTY,
-            slots: [0; SLOTS],
+            slots: [0; 256],
         };
         view.parse()?;
         Ok(view)
@@ -99,6 +100,7 @@ impl<'a> MessageView<'a> {
         if d.has_tertiary() {
             data.clear(65);
         }
+        let hot = d.hot_table();
         for (wi, &word) in data.0.iter().enumerate() {
             let mut w = word;
             while w != 0 {
@@ -106,7 +108,7 @@ impl<'a> MessageView<'a> {
                 w &= !(1u64 << (63 - lz));
                 // 1..=192: `wi` < 3 and `lz` < 64.
                 let i = wi * 64 + lz as usize + 1;
-                let h = d.hot_at(i);
+                let h = &hot[i & 255];
                 let short = h.short(buf, pos);
                 let (start, end) = match short {
                     Some(end) => (pos, end),
@@ -118,7 +120,7 @@ impl<'a> MessageView<'a> {
                     },
                 };
                 // `start` <= `buf.len()` <= `MAX_LEN` fits.
-                self.slots[i] = start as Slot;
+                self.slots[i & 255] = start as Slot;
                 pos = end;
             }
         }
@@ -303,7 +305,7 @@ impl<'a> MessageView<'a> {
         Some((self.buf.get(..start)?, self.raw(n)?))
     }
 
-    pub(crate) fn slots(&self) -> &[Slot; SLOTS] {
+    pub(crate) fn slots(&self) -> &[Slot; 256] {
         &self.slots
     }
 }
