@@ -259,7 +259,12 @@ impl<'a> MessageView<'a> {
     /// The encoded content of field `n` (no length prefix), if present.
     #[inline]
     pub fn raw(&self, n: u8) -> Option<&'a [u8]> {
-        self.field(n).map(|f| f.raw())
+        if !self.has(n) {
+            return None;
+        }
+        let start = self.slots[n as usize] as usize;
+        let len = self.dialect.hot(n).wire_len(self.units_at(n, start));
+        self.buf.get(start..start + len)
     }
 
     /// Amount field `n` (DE 4, 5, 6…) as a decimal with the ISO 4217 exponent of the
