@@ -239,15 +239,14 @@ pub(crate) enum Op {
     General,
     /// Fixed, no check: only the length.
     Any,
-    /// Fixed, 1–8 bytes: one chunk ending at the field's end.
-    Digits8,
-    Ans8,
+    /// Fixed, 1–8 bytes: one chunk ending at the field's end; a one-range class (`n`,
+    /// `ans`) with the range in the entry.
+    Range8,
     Hex8,
     /// Packed BCD; `pad` masks the pad nibble (0 or F) of an odd digit count.
     Bcd8,
     /// Fixed, 9–16 bytes: the chunk at the start and the chunk ending at the end.
-    Digits16,
-    Ans16,
+    Range16,
     Hex16,
     /// Packed BCD, an even digit count.
     Bcd16,
@@ -262,6 +261,9 @@ pub(crate) struct Hot {
     shift: u8,
     /// `Op::Bcd8`: the pad nibble in the last chunk (0 if none).
     pad: u64,
+    /// `Op::Range*`: the class range `lo..=hi` as lanes of `lo` and of `hi + 1`.
+    lo: u64,
+    hi1: u64,
     pub(crate) kind: Kind,
     pub(crate) fixed: bool,
     pub(crate) prefix_len: u8,
@@ -287,6 +289,8 @@ impl Default for Hot {
             op: Op::General,
             shift: 0,
             pad: 0,
+            lo: 0,
+            hi1: 0,
             kind: Kind::Undefined,
             fixed: false,
             prefix_len: 0,
@@ -345,6 +349,8 @@ impl Hot {
             op: Op::General,
             shift: 0,
             pad: 0,
+            lo: 0,
+            hi1: 0,
             kind: Kind::Special,
             fixed: spec.is_fixed(),
             prefix_len: spec.prefix_len() as u8,
@@ -397,10 +403,20 @@ impl Hot {
             let odd = hot.bcd_digits && hot.max % 2 == 1;
             hot.op = match (hot.kind, short) {
                 (Kind::Any, _) => Op::Any,
-                (Kind::Digits, true) => Op::Digits8,
-                (Kind::Digits, false) => Op::Digits16,
-                (Kind::Ans, true) => Op::Ans8,
-                (Kind::Ans, false) => Op::Ans16,
+                (Kind::Digits | Kind::Ans, _) => {
+                    let (lo, hi) = if hot.kind == Kind::Digits {
+                        (b'0', b'9')
+                    } else {
+                        (0x20, 0x7E)
+                    };
+                    hot.lo = ONES * lo as u64;
+                    hot.hi1 = ONES * (hi as u64 + 1);
+                    if short {
+                        Op::Range8
+                    } else {
+                        Op::Range16
+                    }
+                }
                 (Kind::Hex, _) if hot.even && hot.max % 2 == 1 => Op::General,
                 (Kind::Hex, true) => Op::Hex8,
                 (Kind::Hex, false) => Op::Hex16,
@@ -427,17 +443,17 @@ impl Hot {
     /// not valid or not a short field (then the general path decides).
     #[inline(always)]
     pub(crate) fn short(&self, buf: &[u8], pos: usize) -> Option<usize> {
-        let digits = |x| range_bad(x, b'0', b'9');
-        let ans = |x| range_bad(x, 0x20, 0x7E);
+        let range = |x: u64| {
+            let y = x | HIGH;
+            (x | !y.wrapping_sub(self.lo) | y.wrapping_sub(self.hi1)) & HIGH
+        };
         match self.op {
             Op::General => None,
             Op::Any => Some(pos + self.fixed_wire as usize).filter(|&e| e <= buf.len()),
-            Op::Digits8 => self.short8(buf, pos, digits),
-            Op::Ans8 => self.short8(buf, pos, ans),
+            Op::Range8 => self.short8(buf, pos, range),
             Op::Hex8 => self.short8(buf, pos, hex_bad),
             Op::Bcd8 => self.bcd8(buf, pos),
-            Op::Digits16 => self.short16(buf, pos, digits),
-            Op::Ans16 => self.short16(buf, pos, ans),
+            Op::Range16 => self.short16(buf, pos, range),
             Op::Hex16 => self.short16(buf, pos, hex_bad),
             Op::Bcd16 => self.short16(buf, pos, bcd_bad),
         }
