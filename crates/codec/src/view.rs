@@ -109,16 +109,15 @@ impl<'a> MessageView<'a> {
                 // 1..=192: `wi` < 3 and `lz` < 64.
                 let i = wi * 64 + lz as usize + 1;
                 let h = &hot[i & 255];
-                if let Some(end) = h.short(buf, pos) {
-                    self.slots[i & 255] = pos as Slot;
-                    pos = end;
-                    continue;
-                }
-                // Not a short fixed field, or not a valid one: the general path (which also
-                // accepts what the short paths cannot see, e.g. the first bytes).
-                let (start, end) = match Self::field_at(h, buf, pos) {
-                    Some(se) => se,
-                    None => return Err(self.slow_error(i as u8, pos)),
+                let short = h.short(buf, pos);
+                let (start, end) = match short {
+                    Some(end) => (pos, end),
+                    // Not a short fixed field, or not a valid one: the general path (which
+                    // also accepts what the short paths cannot see, e.g. the first bytes).
+                    None => match Self::field_at(h, buf, pos) {
+                        Some(se) => se,
+                        None => return Err(self.slow_error(i as u8, pos)),
+                    },
                 };
                 // `start` <= `buf.len()` <= `MAX_LEN` fits.
                 self.slots[i & 255] = start as Slot;
