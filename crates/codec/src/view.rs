@@ -102,12 +102,14 @@ impl<'a> MessageView<'a> {
         }
         let hot = d.hot_table();
         for (wi, &word) in data.0.iter().enumerate() {
-            let mut w = word;
+            // Bit-reversed, so the next field is the lowest set bit: clearing it (`w & (w - 1)`)
+            // is a short loop-carried dependency.
+            let mut w = word.reverse_bits();
             while w != 0 {
-                let lz = w.leading_zeros();
-                w &= !(1u64 << (63 - lz));
-                // 1..=192: `wi` < 3 and `lz` < 64.
-                let i = wi * 64 + lz as usize + 1;
+                let tz = w.trailing_zeros();
+                w &= w - 1;
+                // 1..=192: `wi` < 3 and `tz` < 64.
+                let i = wi * 64 + tz as usize + 1;
                 let h = &hot[i & 255];
                 let short = h.short(buf, pos);
                 let (start, end) = match short {
