@@ -1,8 +1,10 @@
 //! The decoder's compact per-field table: what the hot loop needs about each field, in a
 //! few bytes, precomputed from the [`FieldSpec`]s when a dialect is built.
 //!
-//! Charset checks are table lookups AND-ed over the content (no branch per byte); on a
-//! failure the full [`FieldSpec`] check runs again to name the exact byte.
+//! Digits, `ans`, hex text and packed BCD are checked eight bytes at a time (SWAR on `u64`
+//! loads; a fixed field of up to 16 bytes in one or two loads, see [`Op`]); other classes
+//! by table lookups AND-ed over the content. On a failure the full [`FieldSpec`] check runs
+//! again to name the exact byte.
 
 use crate::ebcdic;
 use crate::spec::{ContentClass, ContentEncoding, FieldSpec, Justify, LengthEncoding, LengthUnit};

@@ -64,6 +64,9 @@ impl Message {
     }
 
     /// Decodes `bytes` into a message that shares the buffer (no copy of any field).
+    ///
+    /// Errors as [`MessageView::decode`] (including messages over
+    /// [`MessageView::MAX_LEN`] bytes).
     pub fn decode(dialect: &Dialect, bytes: Bytes) -> Result<Message> {
         let mut m = {
             let view = MessageView::decode(dialect, &bytes)?;
