@@ -99,7 +99,32 @@ impl Bitmap {
     }
 
     /// Decodes one 64-bit bitmap from the start of `buf`.
+    #[inline(always)]
     pub(crate) fn decode_word(
+        enc: BitmapEncoding,
+        buf: &[u8],
+        which: u8,
+        offset: usize,
+    ) -> Result<u64> {
+        match enc {
+            BitmapEncoding::Binary => {
+                if let Some(b) = buf.first_chunk::<8>() {
+                    return Ok(u64::from_be_bytes(*b));
+                }
+            }
+            BitmapEncoding::Hex => {
+                if let Some(v) = buf.first_chunk::<16>().and_then(crate::hot::hex16) {
+                    return Ok(v);
+                }
+            }
+            BitmapEncoding::EbcdicHex => {}
+        }
+        Self::decode_word_general(enc, buf, which, offset)
+    }
+
+    /// [`Bitmap::decode_word`] for EBCDIC and errors.
+    #[inline(never)]
+    fn decode_word_general(
         enc: BitmapEncoding,
         buf: &[u8],
         which: u8,
@@ -123,6 +148,7 @@ impl Bitmap {
                 Ok(u64::from_be_bytes(a))
             }
             BitmapEncoding::Hex | BitmapEncoding::EbcdicHex => {
+                // EBCDIC, or a bad character to name.
                 let mut v = 0u64;
                 for (i, &c0) in b.iter().enumerate() {
                     let c = if enc == BitmapEncoding::EbcdicHex {

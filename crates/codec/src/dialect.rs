@@ -191,6 +191,12 @@ impl Dialect {
         &self.0.hot[n as usize]
     }
 
+    /// The decoder's compact table, indexed by field number.
+    #[inline(always)]
+    pub(crate) fn hot_table(&self) -> &[Hot; 256] {
+        &self.0.hot
+    }
+
     /// MTI encoding.
     #[inline]
     pub fn mti_encoding(&self) -> MtiEncoding {

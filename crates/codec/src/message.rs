@@ -67,6 +67,9 @@ impl Message {
     }
 
     /// Decodes `bytes` into a message that shares the buffer (no copy of any field).
+    ///
+    /// Errors as [`MessageView::decode`] (including messages over
+    /// [`MessageView::MAX_LEN`] bytes).
     pub fn decode(dialect: &Dialect, bytes: Bytes) -> Result<Message> {
         let mut m = {
             let view = MessageView::decode(dialect, &bytes)?;
@@ -87,7 +90,7 @@ impl Message {
                 let len = h.wire_len(units);
                 m.wire_total += h.prefix_len as usize + len;
                 m.slots[n as usize] = OwnedSlot {
-                    start,
+                    start: start as u32,
                     len: len as u16,
                     units: units as u16,
                 };

@@ -213,7 +213,25 @@ impl Mti {
     }
 
     /// Decodes an MTI from the start of `buf`.
+    #[inline]
     pub fn decode(enc: MtiEncoding, buf: &[u8]) -> Result<Mti> {
+        // Four ASCII digits: checked at once (SWAR); anything else takes the general path.
+        if enc == MtiEncoding::Ascii {
+            if let Some(b) = buf.first_chunk::<4>() {
+                const HIGH: u32 = 0x8080_8080;
+                let x = u32::from_le_bytes(*b);
+                let y = x | HIGH;
+                let bad = (x | !y.wrapping_sub(0x3030_3030) | y.wrapping_sub(0x3A3A_3A3A)) & HIGH;
+                if bad == 0 {
+                    return Ok(Mti(*b));
+                }
+            }
+        }
+        Self::decode_general(enc, buf)
+    }
+
+    #[inline(never)]
+    fn decode_general(enc: MtiEncoding, buf: &[u8]) -> Result<Mti> {
         let need = enc.len();
         let Some(b) = buf.get(..need) else {
             return Err(CodecError::new(

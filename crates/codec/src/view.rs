@@ -5,14 +5,16 @@ use crate::bitmap::Bitmap;
 use crate::dialect::Dialect;
 use crate::error::{CodecError, ErrorKind, Location, Result};
 use crate::field::FieldRef;
+use crate::hot::Hot;
 use crate::mti::Mti;
 
 /// Where one field's content starts in the decoded buffer (after its length prefix); the
 /// length in units is read back from the (already validated) prefix on access, so the
-/// index is 4 bytes a field.
-pub(crate) type Slot = u32;
+/// index is 2 bytes a field (messages are at most [`MessageView::MAX_LEN`] bytes).
+pub(crate) type Slot = u16;
 
-/// Number of slots: fields 0..=192 (0 and bitmap numbers unused).
+/// Number of fields an owned [`crate::Message`] indexes: 0..=192 (0 and bitmap numbers
+/// unused). The view keeps 256 slots so a field index needs no bounds check.
 pub(crate) const SLOTS: usize = 193;
 
 /// A decoded message borrowing the caller's buffer.
@@ -26,14 +28,21 @@ pub struct MessageView<'a> {
     buf: &'a [u8],
     mti: Mti,
     bitmap: Bitmap,
-    slots: [Slot; SLOTS],
+    slots: [Slot; 256],
 }
 
 impl<'a> MessageView<'a> {
+    /// The longest message [`MessageView::decode`] (and [`crate::Message::decode`]) accepts:
+    /// 65,535 bytes, what a two-byte length header can frame. Every built-in dialect's
+    /// largest possible message is well under it (about 36 KB).
+    pub const MAX_LEN: usize = u16::MAX as usize;
+
     /// Decodes one message (exactly its bytes: no length header) in `dialect`.
     ///
     /// Makes no heap allocation. Any malformed input is an error naming the field and
-    /// byte offset; bytes left over after the last field are an error too.
+    /// byte offset; bytes left over after the last field are an error too. A buffer longer
+    /// than [`MessageView::MAX_LEN`] is rejected before anything else with
+    /// [`ErrorKind::TooLong`] (location [`Location::Message`], offset 0, `max` 65,535).
     #[inline]
     pub fn decode(dialect: &'a Dialect, buf: &'a [u8]) -> Result<MessageView<'a>> {
         let mut view = MessageView {
@@ -41,7 +50,7 @@ impl<'a> MessageView<'a> {
             buf,
             mti: Mti::ZERO,
             bitmap: Bitmap::EMPTY,
-            slots: [0; SLOTS],
+            slots: [0; 256],
         };
         view.parse()?;
         Ok(view)
@@ -51,6 +60,16 @@ impl<'a> MessageView<'a> {
     fn parse(&mut self) -> Result<()> {
         let d = self.dialect;
         let buf = self.buf;
+        if buf.len() > Self::MAX_LEN {
+            return Err(CodecError::new(
+                Location::Message,
+                0,
+                ErrorKind::TooLong {
+                    max: Self::MAX_LEN,
+                    found: buf.len(),
+                },
+            ));
+        }
         self.mti = Mti::decode(d.mti_encoding(), buf)?;
         let mut pos = d.mti_encoding().len();
         let benc = d.bitmap_encoding();
@@ -75,20 +94,38 @@ impl<'a> MessageView<'a> {
             bitmap.0[2] = Bitmap::decode_word(benc, &buf[pos..], 3, pos)?;
             pos += benc.len();
         }
+        self.bitmap = bitmap;
         let mut data = bitmap;
         data.clear(1);
         if d.has_tertiary() {
             data.clear(65);
         }
+        let hot = d.hot_table();
         for (wi, &word) in data.0.iter().enumerate() {
-            let mut w = word;
+            // Bit-reversed, so the next field is the lowest set bit: clearing it (`w & (w - 1)`)
+            // is a short loop-carried dependency.
+            let mut w = word.reverse_bits();
             while w != 0 {
-                let lz = w.leading_zeros();
-                w &= !(1u64 << (63 - lz));
-                pos = self.parse_field((wi * 64 + lz as usize + 1) as u8, pos)?;
+                let tz = w.trailing_zeros();
+                w &= w - 1;
+                // 1..=192: `wi` < 3 and `tz` < 64.
+                let i = wi * 64 + tz as usize + 1;
+                let h = &hot[i & 255];
+                let short = h.short(buf, pos);
+                let (start, end) = match short {
+                    Some(end) => (pos, end),
+                    // Not a short fixed field, or not a valid one: the general path (which
+                    // also accepts what the short paths cannot see, e.g. the first bytes).
+                    None => match Self::field_at(h, buf, pos) {
+                        Some(se) => se,
+                        None => return Err(self.slow_error(i as u8, pos)),
+                    },
+                };
+                // `start` <= `buf.len()` <= `MAX_LEN` fits.
+                self.slots[i & 255] = start as Slot;
+                pos = end;
             }
         }
-        self.bitmap = bitmap;
         if pos != buf.len() {
             return Err(CodecError::new(
                 Location::Message,
@@ -101,44 +138,22 @@ impl<'a> MessageView<'a> {
         Ok(())
     }
 
+    /// Field with entry `h` at `pos`: where its content starts and ends, or `None` on any
+    /// error (the slow path then names it).
     #[inline(always)]
-    fn parse_field(&mut self, n: u8, pos: usize) -> Result<usize> {
-        let d = self.dialect;
-        let h = d.hot(n);
-        if !h.defined {
-            return Err(self.slow_error(n, pos));
-        }
-        let buf = self.buf;
-        let (units, start) = if h.fixed {
-            (h.max as usize, pos)
+    fn field_at(h: &Hot, buf: &[u8], pos: usize) -> Option<(usize, usize)> {
+        let (units, start, len) = if h.fixed {
+            (h.max as usize, pos, h.fixed_wire as usize)
         } else {
             let plen = h.prefix_len as usize;
-            let units = match buf.get(pos..pos + plen).and_then(|p| h.prefix(p)) {
-                Some(u) => u,
-                None => return Err(self.slow_error(n, pos)),
-            };
-            (units, pos + plen)
+            let units = h.prefix(buf.get(pos..pos + plen)?)?;
+            (units, pos + plen, h.wire_len(units))
         };
-        let wire = if h.fixed {
-            h.fixed_wire as usize
-        } else {
-            h.wire_len(units)
-        };
-        let end = start + wire;
-        let Some(content) = buf.get(start..end) else {
-            return Err(CodecError::field(
-                n,
-                start,
-                ErrorKind::Truncated {
-                    needed: end - buf.len(),
-                },
-            ));
-        };
-        if !h.content_ok(content, units) {
-            return Err(self.slow_error(n, pos));
+        let end = start + len;
+        if end > buf.len() || !h.content_ok(buf, start, end, units) {
+            return None;
         }
-        self.slots[n as usize] = start as u32;
-        Ok(end)
+        Some((start, end))
     }
 
     /// Re-checks field `n` at `pos` with the full spec to name the exact error.
@@ -246,7 +261,12 @@ impl<'a> MessageView<'a> {
     /// The encoded content of field `n` (no length prefix), if present.
     #[inline]
     pub fn raw(&self, n: u8) -> Option<&'a [u8]> {
-        self.field(n).map(|f| f.raw())
+        if !self.has(n) {
+            return None;
+        }
+        let start = self.slots[n as usize] as usize;
+        let len = self.dialect.hot(n).wire_len(self.units_at(n, start));
+        self.buf.get(start..start + len)
     }
 
     /// Amount field `n` (DE 4, 5, 6…) as a decimal with the ISO 4217 exponent of the
@@ -292,7 +312,7 @@ impl<'a> MessageView<'a> {
         Some((self.buf.get(..start)?, self.raw(n)?))
     }
 
-    pub(crate) fn slots(&self) -> &[Slot; SLOTS] {
+    pub(crate) fn slots(&self) -> &[Slot; 256] {
         &self.slots
     }
 }

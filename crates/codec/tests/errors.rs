@@ -297,3 +297,25 @@ encoding = "ebcdic"
     assert_eq!(r.get(11).as_deref(), Some("000042"));
     assert!(!r.has(48));
 }
+
+#[test]
+fn message_over_64_kib() {
+    let mut m = ascii_0200("164761739001010119000000000000001000");
+    m.resize(MessageView::MAX_LEN + 1, b'0');
+    let e = err("iso87-ascii", &m);
+    assert_eq!(e.location, Location::Message);
+    assert_eq!(e.offset, 0);
+    assert_eq!(
+        e.kind,
+        ErrorKind::TooLong {
+            max: 65_535,
+            found: 65_536
+        }
+    );
+    // At the limit, the usual error: the bytes after the last field.
+    m.truncate(MessageView::MAX_LEN);
+    assert!(matches!(
+        err("iso87-ascii", &m).kind,
+        ErrorKind::TrailingBytes { .. }
+    ));
+}
