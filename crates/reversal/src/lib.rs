@@ -15,9 +15,12 @@
 //!   the matching key [`TxnKey`].
 //! - [`security`] — the MAC hook [`Security`]: [`NoMac`], [`ProfileMac`], and
 //!   `isoswitch_session::TerminalSession`.
-//! - [`engine`] — [`ReversalEngine`], the sans-IO terminal/acquirer core.
+//! - [`engine`] — [`ReversalEngine`], the sans-IO terminal/acquirer core (a switch that
+//!   sends its originals itself hands over only those to reverse:
+//!   [`ReversalEngine::reverse_message`]).
 //! - [`driver`] — [`ReversalDriver`], the tokio driver over `isoswitch_net::Client`
-//!   and [`GroupCommit`].
+//!   and [`GroupCommit`]; engine events (acknowledged reversals) on
+//!   [`DriverConfig::events`].
 //! - [`host`] — [`ReversalHandler`], the idempotent host side.
 //! - [`store`] — the host's [`IdempotencyStore`] ([`MemoryStore`], durable
 //!   [`FileStore`]) and [`Ledger`].
