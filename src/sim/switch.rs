@@ -805,11 +805,10 @@ impl Switch {
         self.inner.up.zone.current()
     }
 
+    /// Asks for a new upstream sign-on unless one happened since generation `seen`; the
+    /// one re-sign-on task (also fed by the reversal engine's [`ZoneMac`]) runs it.
     fn resign(&self, seen: u64) {
-        let s = self.clone();
-        tokio::spawn(async move {
-            s.sign_on(seen).await;
-        });
+        let _ = self.inner.up.zone.resign.send(seen);
     }
 
     /// The next upstream sequence number (STAN and RRN come from it), under a durable lease.
