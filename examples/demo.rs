@@ -11,7 +11,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::Parser;
-use isoswitch::sim::{self, chaos::ChaosConfig, demo};
+use isoswitch_sim::{self as sim, chaos::ChaosConfig, demo};
 
 #[derive(Parser, Debug)]
 #[command(

@@ -3,13 +3,13 @@
 //! ```sh
 //! cargo run --release --example host_sim -- --zone-key examples/zmk.hex --data-dir /tmp/isoswitch/host
 //! ```
-//! See `isoswitch::sim::host` for what it does.
+//! See `isoswitch_sim::host` for what it does.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::Parser;
-use isoswitch::sim::{self, config, host, wal};
+use isoswitch_sim::{self as sim, config, host, wal};
 
 #[derive(Parser, Debug)]
 #[command(

@@ -5,13 +5,13 @@
 //!     --zone-key examples/zmk.hex --host 127.0.0.1:9583 --data-dir /tmp/isoswitch/switch
 //! ```
 //! Ctrl-C / SIGTERM: stop taking terminals, drain upstream reversals, reconcile with the
-//! host (0500/0510), exit 0 if in balance. See `isoswitch::sim::switch`.
+//! host (0500/0510), exit 0 if in balance. See `isoswitch_sim::switch`.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::Parser;
-use isoswitch::sim::{self, config, switch, wal};
+use isoswitch_sim::{self as sim, config, switch, wal};
 
 #[derive(Parser, Debug)]
 #[command(

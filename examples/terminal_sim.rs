@@ -4,14 +4,14 @@
 //! cargo run --release --example terminal_sim -- --terminals examples/terminals.toml \
 //!     --count 20 --transactions 10000 --drop-responses 5%
 //! ```
-//! See `isoswitch::sim::terminal`.
+//! See `isoswitch_sim::terminal`.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::Parser;
-use isoswitch::sim::{self, chaos, config, terminal};
+use isoswitch_sim::{self as sim, chaos, config, terminal};
 
 #[derive(Parser, Debug)]
 #[command(

@@ -1,7 +1,9 @@
 //! # isoswitch
 //!
 //! An ISO 8583 switch library with a reversal engine. This facade re-exports the member
-//! crates; the `isoswitch` binary is the command-line tool.
+//! crates. The `isoswitch` command-line tool (`crates/cli`) and the simulators
+//! (`simulators/`) are workspace members of their own, so depending on this crate compiles
+//! none of their dependencies (clap, indicatif, hdrhistogram, tracing-subscriber, …).
 //!
 //! ## Module map
 //! - [`codec`] — `isoswitch-codec`: zero-copy ISO 8583 (MTI, bitmaps, field specs,
@@ -20,6 +22,3 @@ pub use isoswitch_codec as codec;
 pub use isoswitch_net as net;
 pub use isoswitch_reversal as reversal;
 pub use isoswitch_session as session;
-
-#[doc(hidden)]
-pub mod sim;

@@ -10,10 +10,10 @@ use isoswitch::codec::{Dialect, Message, MessageView};
 use isoswitch::session::crypto::{
     compute, decrypt_key_under, Fill, Key, MacAlgorithm, Pan, Pin, PinBlock, PinBlockFormat,
 };
-use isoswitch::sim::config::{
+use isoswitch_sim::config::{
     parse_terminals, zone_key_from_hex, SAMPLE_TERMINALS, SAMPLE_ZONE_KEY,
 };
-use isoswitch::sim::{host, switch, unhex, wal};
+use isoswitch_sim::{host, switch, unhex, wal};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 

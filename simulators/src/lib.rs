@@ -27,6 +27,9 @@
 
 #![allow(missing_docs)]
 
+// The library crates, under the names the modules use (`crate::codec::…`).
+pub(crate) use isoswitch::{codec, net, reversal, session};
+
 pub mod chaos;
 pub mod config;
 pub mod crate_terminal;

@@ -12,10 +12,10 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use isoswitch::sim::chaos::{ChaosConfig, ChaosProxy};
-use isoswitch::sim::config::{self, parse_terminals, SAMPLE_TERMINALS, SAMPLE_ZONE_KEY};
-use isoswitch::sim::terminal::{self, TerminalSimConfig};
-use isoswitch::sim::{host, money::cents, switch, wal};
+use isoswitch_sim::chaos::{ChaosConfig, ChaosProxy};
+use isoswitch_sim::config::{self, parse_terminals, SAMPLE_TERMINALS, SAMPLE_ZONE_KEY};
+use isoswitch_sim::terminal::{self, TerminalSimConfig};
+use isoswitch_sim::{host, money::cents, switch, wal};
 
 const ROLE: &str = "ISOSWITCH_E2E_ROLE";
 
@@ -116,7 +116,7 @@ fn e2e_child() {
     let listen = std::env::var("E2E_LISTEN").expect("E2E_LISTEN");
     let data = PathBuf::from(std::env::var("E2E_DATA").expect("E2E_DATA"));
     let upstream = std::env::var("E2E_UPSTREAM").unwrap_or_default();
-    isoswitch::sim::init_tracing("error");
+    isoswitch_sim::init_tracing("error");
     let rt = tokio::runtime::Runtime::new().expect("runtime");
     let code = rt.block_on(async move {
         let zone_key = config::zone_key_from_hex(SAMPLE_ZONE_KEY).expect("zone key");
@@ -128,7 +128,7 @@ fn e2e_child() {
                     sync: wal::Sync::Data,
                 })
                 .expect("host");
-                h.serve(&listen, isoswitch::sim::shutdown_signal())
+                h.serve(&listen, isoswitch_sim::shutdown_signal())
                     .await
                     .expect("serve");
                 0
@@ -146,7 +146,7 @@ fn e2e_child() {
                 .await
                 .expect("switch");
                 match sw
-                    .serve(&listen, isoswitch::sim::shutdown_signal())
+                    .serve(&listen, isoswitch_sim::shutdown_signal())
                     .await
                     .expect("serve")
                 {
@@ -289,7 +289,7 @@ fn e2e_switchd_killed_and_restarted_loses_and_doubles_nothing() {
 /// settlement) against the same switch and host, in-process, chaos on both hops.
 #[test]
 fn e2e_reversal_crate_terminals_settle_and_match_the_ledger() {
-    isoswitch::sim::init_tracing("error");
+    isoswitch_sim::init_tracing("error");
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -325,7 +325,7 @@ fn e2e_reversal_crate_terminals_settle_and_match_the_ledger() {
         .await
         .expect("switch");
         let sr = sw.spawn("127.0.0.1:0").await.expect("switch up");
-        let report = isoswitch::sim::crate_terminal::run(TerminalSimConfig {
+        let report = isoswitch_sim::crate_terminal::run(TerminalSimConfig {
             switch_addr: sr.addr.to_string(),
             terminals: terminals[..10].to_vec(),
             count: 10 * 100,
