@@ -1,0 +1,374 @@
+//! The upstream link: a net [`Client`] and a [`TerminalSession`] (the switch is a
+//! terminal to its host), with the zone keys it holds as numbered generations.
+//!
+//! - [`ZoneKeys`]: one generation of working keys (MAK, PIK) received at a network
+//!   sign-on, plus the previous MAK (answers in flight during a key change still verify).
+//! - [`ZoneKeyRing`]: the current generation, shared by everything that seals or
+//!   verifies upstream messages. A sign-on installs generation `g + 1`; a caller that saw
+//!   `77`/`A0` under generation `g` asks for a new sign-on *only if `g` is still current*,
+//!   so a burst of refusals causes one sign-on, not one each.
+//! - [`ZoneMac`]: the reversal engine's MAC hook over the ring. A message prepared under
+//!   generation `g` (PIN block translated to `g`'s PIK and MACed under `g`'s MAK, in one
+//!   step: [`ZoneKeys::seal`]) is sent as it is while `g` is current; if the keys changed
+//!   before it left, a message with a PIN block is refused (the caller prepares it again
+//!   under the new keys) and one without is MACed again.
+//! - [`UpstreamLink`]: the client and the session; [`UpstreamLink::sign_on`] runs the
+//!   0800/0810 exchange and installs the keys; [`UpstreamLink::keep_signed_on`] signs on at
+//!   every (re)connection and when asked.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use isoswitch_codec::{Message, MessageView};
+use isoswitch_net::{Client, ConnState};
+use isoswitch_reversal::{ReversalError, Security, Verify};
+use isoswitch_session::counters::Counters;
+use isoswitch_session::crypto::Key;
+use isoswitch_session::{Inbound, SessionProfile, TerminalSession};
+use tokio::sync::{watch, Mutex};
+
+use crate::error::{Result, SwitchError};
+
+/// One generation of zone working keys.
+pub struct ZoneKeys {
+    /// 1 for the first sign-on of this process, then counting up.
+    pub generation: u64,
+    /// MAC key.
+    pub mak: Key,
+    /// PIN key.
+    pub pik: Key,
+    /// The MAK of the generation before (answers to messages sealed under it still
+    /// verify during a key change).
+    pub previous_mak: Option<Key>,
+}
+
+impl std::fmt::Debug for ZoneKeys {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ZoneKeys")
+            .field("generation", &self.generation)
+            .field("mak_kcv", &self.mak.kcv())
+            .field("pik_kcv", &self.pik.kcv())
+            .finish_non_exhaustive()
+    }
+}
+
+impl ZoneKeys {
+    /// Seals `msg` under this generation's MAK (messages the profile does not MAC are
+    /// only encoded).
+    ///
+    /// # Errors
+    /// Codec and session errors.
+    pub fn seal(&self, profile: &SessionProfile, msg: &mut Message) -> Result<Bytes> {
+        if !profile.requires_mac(msg.mti()) {
+            return Ok(msg.to_bytes()?);
+        }
+        Ok(profile.seal(&self.mak, msg)?)
+    }
+
+    /// Checks the MAC of an answer under the current MAK, then the previous one.
+    pub fn verify(&self, profile: &SessionProfile, view: &MessageView<'_>) -> bool {
+        if !profile.requires_mac(view.mti()) {
+            return true;
+        }
+        profile.verify_mac(&self.mak, view).is_ok()
+            || self
+                .previous_mak
+                .as_ref()
+                .is_some_and(|k| profile.verify_mac(k, view).is_ok())
+    }
+}
+
+/// The current zone keys and a channel asking for a new sign-on; see the module docs.
+#[derive(Debug)]
+pub struct ZoneKeyRing {
+    current: RwLock<Option<Arc<ZoneKeys>>>,
+    generation: AtomicU64,
+    resign: watch::Sender<u64>,
+}
+
+impl ZoneKeyRing {
+    /// No keys yet (generation 0).
+    pub fn new() -> Arc<ZoneKeyRing> {
+        let (resign, _) = watch::channel(0);
+        Arc::new(ZoneKeyRing {
+            current: RwLock::new(None),
+            generation: AtomicU64::new(0),
+            resign,
+        })
+    }
+
+    /// The current keys, if signed on.
+    pub fn current(&self) -> Option<Arc<ZoneKeys>> {
+        self.current
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+    }
+
+    /// The current generation (0 before the first sign-on).
+    pub fn generation(&self) -> u64 {
+        self.generation.load(Ordering::Acquire)
+    }
+
+    /// Installs new keys as the next generation; returns it.
+    pub fn install(&self, mak: Key, pik: Key) -> u64 {
+        let mut cur = self
+            .current
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let generation = self.generation.load(Ordering::Acquire) + 1;
+        let previous_mak = cur.as_ref().map(|k| k.mak.clone());
+        *cur = Some(Arc::new(ZoneKeys {
+            generation,
+            mak,
+            pik,
+            previous_mak,
+        }));
+        self.generation.store(generation, Ordering::Release);
+        generation
+    }
+
+    /// Asks for a new sign-on because generation `seen` was refused (77, A0, a MAC that
+    /// does not verify); ignored when a newer generation is already installed.
+    pub fn request_sign_on(&self, seen: u64) {
+        if self.generation() == seen {
+            self.resign.send_replace(seen.wrapping_add(1));
+        }
+    }
+
+    /// Sign-on requests, for the task that carries them out.
+    pub fn sign_on_requests(&self) -> watch::Receiver<u64> {
+        self.resign.subscribe()
+    }
+}
+
+/// The reversal engine's MAC hook over a [`ZoneKeyRing`]; see the module docs.
+#[derive(Debug, Clone)]
+pub struct ZoneMac {
+    profile: SessionProfile,
+    ring: Arc<ZoneKeyRing>,
+}
+
+impl ZoneMac {
+    /// Over `profile` (the upstream dialect's) and `ring`.
+    pub fn new(profile: SessionProfile, ring: Arc<ZoneKeyRing>) -> ZoneMac {
+        ZoneMac { profile, ring }
+    }
+}
+
+/// A message prepared under an older key generation carries a PIN block under that
+/// generation's PIK: it must be prepared again.
+fn stale_pin_block(msg: &Message) -> ReversalError {
+    ReversalError::Session(isoswitch_session::SessionError::NotSignedOn {
+        terminal: msg.get(41).unwrap_or_default(),
+    })
+}
+
+impl Security for ZoneMac {
+    fn seal(&mut self, msg: &mut Message) -> isoswitch_reversal::Result<Bytes> {
+        let Some(keys) = self.ring.current() else {
+            return Err(stale_pin_block(msg));
+        };
+        if !self.profile.requires_mac(msg.mti()) {
+            return Ok(msg.to_bytes()?);
+        }
+        // Prepared (PIN translated and MACed) under the current generation: as it is.
+        if mac_field(msg).is_some() {
+            let bytes = msg.to_bytes()?;
+            if let Ok(view) = MessageView::decode(msg.dialect(), &bytes) {
+                if self.profile.verify_mac(&keys.mak, &view).is_ok() {
+                    return Ok(bytes);
+                }
+            }
+            if msg.has(52) {
+                return Err(stale_pin_block(msg));
+            }
+        }
+        Ok(self.profile.seal(&keys.mak, msg)?)
+    }
+
+    fn verify(&mut self, bytes: &Bytes) -> std::result::Result<Message, Verify> {
+        let view =
+            MessageView::decode(&self.profile.dialect, bytes).map_err(|_| Verify::Undecodable)?;
+        let code = view.raw(39);
+        if code == Some(b"77".as_slice()) || code == Some(b"A0".as_slice()) {
+            self.ring.request_sign_on(self.ring.generation());
+        }
+        match self.ring.current() {
+            Some(keys) if keys.verify(&self.profile, &view) => {}
+            _ if !self.profile.requires_mac(view.mti()) => {}
+            _ => {
+                self.ring.request_sign_on(self.ring.generation());
+                return Err(Verify::BadMac);
+            }
+        }
+        Message::decode(&self.profile.dialect, bytes.clone()).map_err(|_| Verify::Undecodable)
+    }
+}
+
+/// The MAC field a message of its dialect carries (64, or 128 with a secondary bitmap),
+/// when it is present.
+fn mac_field(msg: &Message) -> Option<u8> {
+    [64u8, 128].into_iter().find(|n| msg.has(*n))
+}
+
+/// Settings of an [`UpstreamLink`].
+#[derive(Debug, Clone)]
+pub struct UpstreamConfig {
+    /// The link's name (logs, metrics).
+    pub name: String,
+    /// How long to wait for the 0810.
+    pub sign_on_timeout: Duration,
+    /// Wait between failed sign-on attempts.
+    pub retry: Duration,
+}
+
+impl Default for UpstreamConfig {
+    fn default() -> Self {
+        UpstreamConfig {
+            name: "host".into(),
+            sign_on_timeout: Duration::from_secs(2),
+            retry: Duration::from_millis(200),
+        }
+    }
+}
+
+/// The switch as a terminal of its host; see the module docs.
+pub struct UpstreamLink<C: Counters + Send + 'static> {
+    config: UpstreamConfig,
+    client: Client,
+    session: Mutex<TerminalSession<C>>,
+    ring: Arc<ZoneKeyRing>,
+    profile: SessionProfile,
+    sign_ons: AtomicU64,
+}
+
+impl<C: Counters + Send + 'static> std::fmt::Debug for UpstreamLink<C> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("UpstreamLink")
+            .field("name", &self.config.name)
+            .field("generation", &self.ring.generation())
+            .finish_non_exhaustive()
+    }
+}
+
+impl<C: Counters + Send + 'static> UpstreamLink<C> {
+    /// Over a client (already spawned) and the switch's terminal session to the host.
+    pub fn new(config: UpstreamConfig, client: Client, session: TerminalSession<C>) -> Arc<Self> {
+        let profile = session.profile().clone();
+        Arc::new(UpstreamLink {
+            config,
+            client,
+            session: Mutex::new(session),
+            ring: ZoneKeyRing::new(),
+            profile,
+            sign_ons: AtomicU64::new(0),
+        })
+    }
+
+    /// The client.
+    pub fn client(&self) -> &Client {
+        &self.client
+    }
+
+    /// The zone keys.
+    pub fn ring(&self) -> &Arc<ZoneKeyRing> {
+        &self.ring
+    }
+
+    /// The upstream session profile.
+    pub fn profile(&self) -> &SessionProfile {
+        &self.profile
+    }
+
+    /// The MAC hook for the reversal engine.
+    pub fn zone_mac(&self) -> ZoneMac {
+        ZoneMac::new(self.profile.clone(), self.ring.clone())
+    }
+
+    /// Sign-ons completed by this link.
+    pub fn sign_ons(&self) -> u64 {
+        self.sign_ons.load(Ordering::Relaxed)
+    }
+
+    /// Signs on (0800/0810) unless a generation newer than `seen` is installed already;
+    /// returns the current generation.
+    ///
+    /// # Errors
+    /// The host did not answer, or the answer was not a good sign-on.
+    pub async fn sign_on(&self, seen: u64, local: chrono::NaiveDateTime) -> Result<u64> {
+        let mut session = self.session.lock().await;
+        let current = self.ring.generation();
+        if current != seen {
+            return Ok(current);
+        }
+        let bytes = session.sign_on(Instant::now(), local)?;
+        let resp = self
+            .client
+            .request(bytes, self.config.sign_on_timeout)
+            .await
+            .map_err(|e| SwitchError::Security(format!("sign-on: {e}")))?;
+        match session.handle_message(Instant::now(), resp)? {
+            Inbound::SignedOn { .. } => {
+                let keys = session
+                    .working_keys()
+                    .ok_or_else(|| SwitchError::NotSignedOn {
+                        link: self.config.name.clone(),
+                    })?;
+                let g = self.ring.install(keys.mak().clone(), keys.pik().clone());
+                self.sign_ons.fetch_add(1, Ordering::Relaxed);
+                tracing::info!(link = %self.config.name, generation = g, mak_kcv = %keys.mak().kcv(), "signed on upstream");
+                Ok(g)
+            }
+            other => Err(SwitchError::Security(format!(
+                "sign-on: unexpected answer {other:?}"
+            ))),
+        }
+    }
+
+    /// Keeps the link signed on until the client closes: at every (re)connection and
+    /// whenever [`ZoneKeyRing::request_sign_on`] asks. Run it as a task.
+    pub async fn keep_signed_on(self: Arc<Self>, local: fn() -> chrono::NaiveDateTime) {
+        let mut requests = self.ring.sign_on_requests();
+        let mut was_connected = false;
+        let mut connections = 0u64;
+        loop {
+            let state = self.client.state();
+            if state == ConnState::Closed {
+                return;
+            }
+            let now_connected = state == ConnState::Connected;
+            let reconnected = self.client.metrics().connects != connections;
+            connections = self.client.metrics().connects;
+            let asked = requests.has_changed().unwrap_or(false);
+            if asked {
+                requests.borrow_and_update();
+            }
+            if now_connected
+                && (!was_connected || reconnected || asked || self.ring.current().is_none())
+            {
+                let seen = if asked || !was_connected || reconnected {
+                    self.ring.generation()
+                } else {
+                    0
+                };
+                match self.sign_on(seen, local()).await {
+                    Ok(_) => was_connected = true,
+                    Err(e) => {
+                        tracing::warn!(link = %self.config.name, error = %e, "upstream sign-on failed");
+                        tokio::time::sleep(self.config.retry).await;
+                        continue;
+                    }
+                }
+            } else if !now_connected {
+                was_connected = false;
+            }
+            tokio::select! {
+                _ = requests.changed() => {}
+                _ = tokio::time::sleep(Duration::from_millis(50)) => {}
+            }
+        }
+    }
+}
