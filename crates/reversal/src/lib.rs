@@ -13,6 +13,8 @@
 //! - [`profile`] — [`ReversalProfile`] per dialect (`cup-pos`, `iso87-*`, `iso93-ascii`):
 //!   building the `0400`/`1420` from the original, DE 39 reasons, DE 90/56/60/61,
 //!   the matching key [`TxnKey`].
+//! - [`original`] — [`OriginalDataElements`]: DE 90 as a value type (reversals, voids,
+//!   advices name their original with it).
 //! - [`security`] — the MAC hook [`Security`]: [`NoMac`], [`ProfileMac`], and
 //!   `isoswitch_session::TerminalSession`.
 //! - [`engine`] — [`ReversalEngine`], the sans-IO terminal/acquirer core (a switch that
@@ -86,6 +88,7 @@ pub mod engine;
 pub mod error;
 pub mod host;
 pub mod journal;
+pub mod original;
 pub mod profile;
 pub mod record;
 pub mod security;
@@ -100,6 +103,7 @@ pub use engine::{
 pub use error::{Result, ReversalError};
 pub use host::{Decision, HostConfig, HostStats, ReversalHandler};
 pub use journal::{FileJournal, Finish, GroupCommit, Journal, JournalRecord, MemoryJournal};
+pub use original::OriginalDataElements;
 pub use profile::{
     OriginalData, ReasonCodes, ReversalProfile, ReversalReason, TxnInfo, TxnKey, TxnKind,
 };

@@ -375,19 +375,8 @@ impl ReversalProfile {
                 acquirer,
                 forwarding,
             } => {
-                let stan = digits(original, 11, 6)?;
-                let de7 = original.get(7).unwrap_or_else(|| "0".repeat(10));
-                let acq = original.get(32).unwrap_or_else(|| acquirer.clone());
-                let fwd = original.get(33).unwrap_or_else(|| forwarding.clone());
-                let v = format!(
-                    "{}{}{:0>10}{:0>11}{:0>11}",
-                    orig_mti.as_str(),
-                    stan,
-                    de7,
-                    acq,
-                    fwd
-                );
-                r.set(90, v)?;
+                crate::original::OriginalDataElements::of(original, acquirer, forwarding)?
+                    .write(&mut r)?;
             }
             OriginalData::De56 { acquirer } => {
                 let stan = digits(original, 11, 6)?;
