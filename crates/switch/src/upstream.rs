@@ -12,7 +12,8 @@
 //!   step: [`ZoneKeys::seal`]) is sent as it is while `g` is current; if the keys changed
 //!   before it left, a message with a PIN block is refused (the caller prepares it again
 //!   under the new keys) and one without is MACed again.
-//! - [`UpstreamLink`]: the client and the session; [`UpstreamLink::sign_on`] runs the
+//! - [`UpstreamLink`]: the transport (a net `Client`, or an in-memory host in tests) and
+//!   the session; [`UpstreamLink::sign_on`] runs the
 //!   0800/0810 exchange and installs the keys; [`UpstreamLink::keep_signed_on`] signs on at
 //!   every (re)connection and when asked.
 
@@ -22,8 +23,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use isoswitch_codec::{Message, MessageView};
-use isoswitch_net::{Client, ConnState};
-use isoswitch_reversal::{ReversalError, Security, Verify};
+use isoswitch_reversal::{ReversalError, Security, Transport, Verify};
 use isoswitch_session::counters::Counters;
 use isoswitch_session::crypto::Key;
 use isoswitch_session::{Inbound, SessionProfile, TerminalSession};
@@ -236,16 +236,16 @@ impl Default for UpstreamConfig {
 }
 
 /// The switch as a terminal of its host; see the module docs.
-pub struct UpstreamLink<C: Counters + Send + 'static> {
+pub struct UpstreamLink<T: Transport, C: Counters + Send + 'static> {
     config: UpstreamConfig,
-    client: Client,
+    transport: T,
     session: Mutex<TerminalSession<C>>,
     ring: Arc<ZoneKeyRing>,
     profile: SessionProfile,
     sign_ons: AtomicU64,
 }
 
-impl<C: Counters + Send + 'static> std::fmt::Debug for UpstreamLink<C> {
+impl<T: Transport, C: Counters + Send + 'static> std::fmt::Debug for UpstreamLink<T, C> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("UpstreamLink")
             .field("name", &self.config.name)
@@ -254,13 +254,14 @@ impl<C: Counters + Send + 'static> std::fmt::Debug for UpstreamLink<C> {
     }
 }
 
-impl<C: Counters + Send + 'static> UpstreamLink<C> {
-    /// Over a client (already spawned) and the switch's terminal session to the host.
-    pub fn new(config: UpstreamConfig, client: Client, session: TerminalSession<C>) -> Arc<Self> {
+impl<T: Transport, C: Counters + Send + 'static> UpstreamLink<T, C> {
+    /// Over a transport (e.g. a spawned net `Client`) and the switch's terminal session to
+    /// the host.
+    pub fn new(config: UpstreamConfig, transport: T, session: TerminalSession<C>) -> Arc<Self> {
         let profile = session.profile().clone();
         Arc::new(UpstreamLink {
             config,
-            client,
+            transport,
             session: Mutex::new(session),
             ring: ZoneKeyRing::new(),
             profile,
@@ -268,9 +269,9 @@ impl<C: Counters + Send + 'static> UpstreamLink<C> {
         })
     }
 
-    /// The client.
-    pub fn client(&self) -> &Client {
-        &self.client
+    /// The transport.
+    pub fn transport(&self) -> &T {
+        &self.transport
     }
 
     /// The zone keys.
@@ -306,7 +307,7 @@ impl<C: Counters + Send + 'static> UpstreamLink<C> {
         }
         let bytes = session.sign_on(Instant::now(), local)?;
         let resp = self
-            .client
+            .transport
             .request(bytes, self.config.sign_on_timeout)
             .await
             .map_err(|e| SwitchError::Security(format!("sign-on: {e}")))?;
@@ -328,45 +329,36 @@ impl<C: Counters + Send + 'static> UpstreamLink<C> {
         }
     }
 
-    /// Keeps the link signed on until the client closes: at every (re)connection and
-    /// whenever [`ZoneKeyRing::request_sign_on`] asks. Run it as a task.
+    /// Keeps the link signed on for as long as the returned task runs: at start, at every
+    /// new connection of the transport ([`Transport::connections`] grows) and whenever
+    /// [`ZoneKeyRing::request_sign_on`] asks. `local` gives the local time for DE 12/13.
     pub async fn keep_signed_on(self: Arc<Self>, local: fn() -> chrono::NaiveDateTime) {
         let mut requests = self.ring.sign_on_requests();
-        let mut was_connected = false;
-        let mut connections = 0u64;
+        let mut connections = None;
         loop {
-            let state = self.client.state();
-            if state == ConnState::Closed {
-                return;
-            }
-            let now_connected = state == ConnState::Connected;
-            let reconnected = self.client.metrics().connects != connections;
-            connections = self.client.metrics().connects;
+            let now = self.transport.connections();
+            let reconnected = connections != Some(now);
             let asked = requests.has_changed().unwrap_or(false);
             if asked {
                 requests.borrow_and_update();
             }
-            if now_connected
-                && (!was_connected || reconnected || asked || self.ring.current().is_none())
-            {
-                let seen = if asked || !was_connected || reconnected {
-                    self.ring.generation()
-                } else {
-                    0
-                };
+            if reconnected || asked || self.ring.current().is_none() {
+                let seen = self.ring.generation();
                 match self.sign_on(seen, local()).await {
-                    Ok(_) => was_connected = true,
+                    Ok(_) => connections = Some(now),
                     Err(e) => {
                         tracing::warn!(link = %self.config.name, error = %e, "upstream sign-on failed");
                         tokio::time::sleep(self.config.retry).await;
                         continue;
                     }
                 }
-            } else if !now_connected {
-                was_connected = false;
             }
             tokio::select! {
-                _ = requests.changed() => {}
+                changed = requests.changed() => {
+                    if changed.is_err() {
+                        return;
+                    }
+                }
                 _ = tokio::time::sleep(Duration::from_millis(50)) => {}
             }
         }
