@@ -340,14 +340,13 @@ impl ClientBuilder {
             shutdown: shutdown.clone(),
             next_id: AtomicU64::new(1),
         });
-        let task = tokio::spawn(
-            supervise(shared.clone(), connector, initial)
-                .instrument(tracing::info_span!(
-                    "client",
-                    link = %shared.config.link,
-                    framing = ?shared.config.framing
-                )),
-        );
+        let task = tokio::spawn(supervise(shared.clone(), connector, initial).instrument(
+            tracing::info_span!(
+                "client",
+                link = %shared.config.link,
+                framing = ?shared.config.framing
+            ),
+        ));
         Ok(Client {
             shared,
             handle: Arc::new(Handle {

@@ -373,7 +373,11 @@ mod tests {
         for name in ["iso87-ascii", "iso87-binary", "iso87-ebcdic", "cup-pos"] {
             let d = Dialect::builtin(name).unwrap();
             let c = DialectCorrelator::new(d.clone());
-            let req = build(&d, "0200", &[(3, "000000"), (11, "000123"), (41, "TERM0001")]);
+            let req = build(
+                &d,
+                "0200",
+                &[(3, "000000"), (11, "000123"), (41, "TERM0001")],
+            );
             let (key, mti) = c.inspect_request(&req).unwrap();
             assert_eq!(key, c.request_key(&req).unwrap(), "{name}");
             assert_eq!(mti.map(|m| m.as_u16()), Some(200));

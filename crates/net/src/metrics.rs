@@ -303,7 +303,8 @@ pub(crate) enum Role {
 impl LinkMetrics {
     pub(crate) fn new(link: &str, role: Role) -> Self {
         let link = SharedString::from(link.to_owned());
-        let key = |name: &'static str| Key::from_parts(name, vec![Label::new("link", link.clone())]);
+        let key =
+            |name: &'static str| Key::from_parts(name, vec![Label::new("link", link.clone())]);
         let counter = |name: &'static str, wanted: bool| {
             if wanted {
                 ::metrics::with_recorder(|r| r.register_counter(&key(name), &META))
@@ -410,8 +411,11 @@ impl LinkMetrics {
     }
 }
 
-static META: ::metrics::Metadata<'static> =
-    ::metrics::Metadata::new("isoswitch_net", ::metrics::Level::INFO, Some(module_path!()));
+static META: ::metrics::Metadata<'static> = ::metrics::Metadata::new(
+    "isoswitch_net",
+    ::metrics::Level::INFO,
+    Some(module_path!()),
+);
 
 #[cfg(test)]
 mod tests {

@@ -556,7 +556,9 @@ impl<H: Handler> Server<H> {
         tls: ServerTls,
         handler: H,
     ) -> Result<Self, NetError> {
-        Ok(Self::bind(addr, framing, config, handler).await?.with_tls(tls))
+        Ok(Self::bind(addr, framing, config, handler)
+            .await?
+            .with_tls(tls))
     }
 
     /// Serves every connection over TLS: the handshake runs on the connection's task,
@@ -1044,7 +1046,10 @@ fn dispatch<H: Handler>(
         control: ctx.control.clone(),
         started: Instant::now(),
     };
-    let (in_flight, duration) = (ctx.link.in_flight.clone(), ctx.link.handler_duration.clone());
+    let (in_flight, duration) = (
+        ctx.link.in_flight.clone(),
+        ctx.link.handler_duration.clone(),
+    );
     tasks.spawn(
         async move {
             let reply = handler.handle(request).await;
