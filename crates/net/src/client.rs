@@ -34,7 +34,8 @@ use tracing::{debug, error, info, warn, Instrument};
 use crate::correlate::{CorrelationKey, Correlator};
 use crate::error::{NetError, RejectReason, RequestError};
 use crate::framing::{CupHeader, Frame, FrameCodec, Framing};
-use crate::metrics::{inc, ClientMetrics, ClientMetricsSnapshot};
+use crate::metrics::{inc, ClientMetrics, ClientMetricsSnapshot, Direction, LinkMetrics, Role};
+use isoswitch_codec::{Message, Mti};
 
 /// Most frames written between two flushes.
 const WRITE_BATCH: usize = 64;
@@ -110,6 +111,9 @@ pub struct ClientConfig {
     pub connect_timeout: Duration,
     /// Reconnect policy; `None` closes the client when its connection is lost.
     pub reconnect: Option<ReconnectPolicy>,
+    /// The link's name: the `link` label of every metric this client records through the
+    /// `metrics` facade (see [`crate::metrics`]). Default `"client"`.
+    pub link: String,
 }
 
 impl ClientConfig {
@@ -125,6 +129,7 @@ impl ClientConfig {
             write_timeout: Duration::from_secs(10),
             connect_timeout: Duration::from_secs(10),
             reconnect: Some(ReconnectPolicy::default()),
+            link: "client".to_owned(),
         }
     }
 
@@ -318,7 +323,9 @@ impl ClientBuilder {
             .with_default_header(self.config.cup_header);
         let shutdown = CancellationToken::new();
         let (state, _) = watch::channel(ConnState::Connecting);
+        let link_metrics = LinkMetrics::new(&self.config.link, Role::Client);
         let shared = Arc::new(Shared {
+            link_metrics,
             permits: Semaphore::new(self.config.max_in_flight),
             config: self.config,
             codec,
@@ -333,10 +340,13 @@ impl ClientBuilder {
             shutdown: shutdown.clone(),
             next_id: AtomicU64::new(1),
         });
-        let task = tokio::spawn(
-            supervise(shared.clone(), connector, initial)
-                .instrument(tracing::info_span!("client", framing = ?shared.config.framing)),
-        );
+        let task = tokio::spawn(supervise(shared.clone(), connector, initial).instrument(
+            tracing::info_span!(
+                "client",
+                link = %shared.config.link,
+                framing = ?shared.config.framing
+            ),
+        ));
         Ok(Client {
             shared,
             handle: Arc::new(Handle {
@@ -410,7 +420,28 @@ impl Client {
         frame: Frame,
         timeout: Duration,
     ) -> Result<Frame, RequestError> {
-        self.shared.request(frame, timeout, true).await
+        self.shared
+            .request(frame, timeout, true)
+            .await
+            .map(|(frame, _)| frame)
+    }
+
+    /// Like [`Client::request_frame`], also handing over the response as the correlator
+    /// decoded it ([`Response::message`]; with a
+    /// [`DialectCorrelator`](crate::correlate::DialectCorrelator) a zero-copy
+    /// [`Message`]), so the caller does not decode it a second time.
+    ///
+    /// # Errors
+    /// As [`Client::request`].
+    pub async fn request_decoded(
+        &self,
+        frame: Frame,
+        timeout: Duration,
+    ) -> Result<Response, RequestError> {
+        self.shared
+            .request(frame, timeout, true)
+            .await
+            .map(|(frame, message)| Response { frame, message })
     }
 
     /// Queues a message that expects no response (e.g. an answer to a host-initiated
@@ -429,6 +460,7 @@ impl Client {
             shared.codec.check(&frame).map_err(RejectReason::Invalid)?;
             let tx = shared.current_link().ok_or(RejectReason::NotConnected)?.1;
             let out = Outgoing {
+                mti: shared.correlator.mti(&frame.payload),
                 frame,
                 ticket: None,
             };
@@ -441,6 +473,7 @@ impl Client {
         .await;
         result.map_err(|r| {
             inc(&shared.metrics.rejected);
+            shared.link_metrics.rejected.increment(1);
             RequestError::Rejected(r)
         })
     }
@@ -508,7 +541,19 @@ impl Client {
     }
 }
 
+/// A response with the form the correlator decoded it into
+/// ([`Client::request_decoded`]).
+#[derive(Clone, Debug)]
+pub struct Response {
+    /// The response as received.
+    pub frame: Frame,
+    /// The response decoded by the correlator
+    /// ([`Inspected::message`](crate::correlate::Inspected::message)), if it decodes.
+    pub message: Option<Message>,
+}
+
 struct Shared {
+    link_metrics: LinkMetrics,
     config: ClientConfig,
     codec: FrameCodec,
     correlator: Arc<dyn Correlator>,
@@ -524,7 +569,7 @@ struct Shared {
     next_id: AtomicU64,
 }
 
-type Outcome = Result<Frame, RequestError>;
+type Outcome = Result<(Frame, Option<Message>), RequestError>;
 
 struct Pending {
     id: u64,
@@ -545,6 +590,8 @@ impl Pending {
 }
 
 struct Outgoing {
+    /// For the metrics' `mti` label.
+    mti: Option<Mti>,
     frame: Frame,
     ticket: Option<(CorrelationKey, u64)>,
 }
@@ -592,22 +639,29 @@ impl Shared {
             len = frame.payload.len(),
             key = tracing::field::Empty
         );
+        let started = Instant::now();
+        let m = &self.link_metrics;
+        m.in_flight.increment(1.0);
         let outcome = self
             .request_inner(frame, timeout, use_permit, &span)
             .instrument(span.clone())
             .await;
+        m.in_flight.decrement(1.0);
         match &outcome {
-            Ok(_) => {}
+            Ok(_) => m.request_duration.record(started.elapsed().as_secs_f64()),
             Err(RequestError::Rejected(reason)) => {
                 inc(&self.metrics.rejected);
+                m.rejected.increment(1);
                 span.in_scope(|| debug!(%reason, "request rejected"));
             }
             Err(RequestError::Timeout) => {
                 inc(&self.metrics.timeouts);
+                m.timeouts.increment(1);
                 span.in_scope(|| debug!("request timed out"));
             }
             Err(RequestError::ConnectionLost) => {
                 inc(&self.metrics.connection_lost);
+                m.connection_lost.increment(1);
                 span.in_scope(|| debug!("connection lost with request in flight"));
             }
         }
@@ -626,9 +680,9 @@ impl Shared {
             return Err(RejectReason::Closed.into());
         }
         self.codec.check(&frame).map_err(RejectReason::Invalid)?;
-        let key = self
+        let (key, mti) = self
             .correlator
-            .request_key(&frame.payload)
+            .inspect_request(&frame.payload)
             .map_err(RejectReason::Invalid)?;
         span.record("key", tracing::field::debug(&key));
         let _permit = if use_permit {
@@ -668,6 +722,7 @@ impl Shared {
             armed: true,
         };
         let out = Outgoing {
+            mti,
             frame,
             ticket: Some((key, id)),
         };
@@ -800,6 +855,7 @@ async fn supervise<C: Connector>(
                     Ok(Ok(s)) => s,
                     failed => {
                         inc(&shared.metrics.connect_failures);
+                        shared.link_metrics.connect_failures.increment(1);
                         let error = match failed {
                             Ok(Err(e)) => NetError::Io(e),
                             _ => NetError::ConnectTimeout { after },
@@ -825,6 +881,7 @@ async fn supervise<C: Connector>(
             break;
         }
         warn!(%reason, "connection lost");
+        shared.link_metrics.link_down.increment(1);
         // A link that carried traffic resets the backoff; one that dropped at once does not.
         if shared.metrics.received.load(Ordering::Relaxed) > received_before {
             failures = 0;
@@ -871,6 +928,11 @@ where
     let activity = Activity::new();
     *lock(&shared.link) = Some((generation, tx));
     inc(&shared.metrics.connects);
+    shared.link_metrics.connects.increment(1);
+    if generation > 1 {
+        shared.link_metrics.reconnects.increment(1);
+    }
+    shared.link_metrics.link_up.set(1.0);
     shared.set_state(ConnState::Connected);
     info!("connected");
 
@@ -884,6 +946,7 @@ where
     // Teardown order matters: no new sends, then drop the queued ones, then fail every
     // request of this connection (queued ones as not sent, written ones as maybe sent).
     *lock(&shared.link) = None;
+    shared.link_metrics.link_up.set(0.0);
     shared.set_state(ConnState::Disconnected);
     rx.close();
     while rx.try_recv().is_ok() {}
@@ -916,7 +979,13 @@ where
         };
         activity.touch();
         inc(&shared.metrics.received);
-        match shared.correlator.response_key(&frame.payload) {
+        let seen = shared.correlator.inspect_response(&frame.payload);
+        let m = &shared.link_metrics;
+        m.message(Direction::In, seen.mti);
+        if seen.mti.is_some_and(Mti::is_response) {
+            m.response(Direction::In, seen.rc.as_ref().map(|rc| &rc[..]));
+        }
+        match seen.key {
             Some(key) => {
                 let pending = lock(&shared.pending).remove(&key);
                 match pending {
@@ -924,8 +993,10 @@ where
                         inc(&shared.metrics.matched);
                         activity.answered.fetch_add(1, Ordering::Relaxed);
                         // The requester may have just given up; then the response is late.
-                        if let Err(Ok(frame)) = p.tx.send(Ok(frame)) {
+                        if let Err(Ok((frame, _))) = p.tx.send(Ok((frame, seen.message))) {
                             inc(&shared.metrics.late);
+                            m.late.increment(1);
+                            m.unmatched.increment(1);
                             shared.deliver_unmatched(Unmatched {
                                 kind: UnmatchedKind::Late,
                                 key: Some(key),
@@ -935,6 +1006,8 @@ where
                     }
                     None => {
                         inc(&shared.metrics.late);
+                        m.late.increment(1);
+                        m.unmatched.increment(1);
                         debug!(?key, "late response");
                         shared.deliver_unmatched(Unmatched {
                             kind: UnmatchedKind::Late,
@@ -946,6 +1019,7 @@ where
             }
             None => {
                 inc(&shared.metrics.unsolicited);
+                m.unmatched.increment(1);
                 shared.deliver_unmatched(Unmatched {
                     kind: UnmatchedKind::Unsolicited,
                     key: None,
@@ -1047,6 +1121,7 @@ where
     match writer.feed(out.frame).await {
         Ok(()) => {
             inc(&shared.metrics.sent);
+            shared.link_metrics.message(Direction::Out, out.mti);
             Ok(())
         }
         Err(NetError::Io(e)) => Err(NetError::Io(e)),

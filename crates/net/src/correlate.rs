@@ -9,7 +9,8 @@
 use std::fmt;
 use std::hash::{Hash, Hasher};
 
-use isoswitch_codec::{Dialect, MessageView};
+use bytes::Bytes;
+use isoswitch_codec::{Dialect, Message, MessageView, Mti};
 
 use crate::error::NetError;
 
@@ -120,6 +121,48 @@ pub trait Correlator: Send + Sync + 'static {
     /// The key of an incoming message, or `None` when it is not a response (a
     /// host-initiated request, for instance), which then goes to the unmatched handler.
     fn response_key(&self, msg: &[u8]) -> Option<CorrelationKey>;
+
+    /// The key of an outgoing request and its MTI (for the metrics' `mti` label), read in
+    /// one pass. The default calls [`Correlator::request_key`] and reports no MTI.
+    ///
+    /// # Errors
+    /// As [`Correlator::request_key`].
+    fn inspect_request(&self, msg: &[u8]) -> Result<(CorrelationKey, Option<Mti>), NetError> {
+        Ok((self.request_key(msg)?, None))
+    }
+
+    /// Everything the client reads from one incoming message, in one pass: its key and,
+    /// for the metrics and the caller, its MTI, response code and decoded form. The
+    /// default calls [`Correlator::response_key`] and reports nothing else.
+    fn inspect_response(&self, msg: &Bytes) -> Inspected {
+        Inspected {
+            key: self.response_key(msg),
+            ..Inspected::default()
+        }
+    }
+
+    /// The MTI of a message, if it can be read cheaply (for the metrics' `mti` label of
+    /// messages that are not requests, such as [`Client::send`](crate::client::Client::send)).
+    /// The default reports none.
+    fn mti(&self, msg: &[u8]) -> Option<Mti> {
+        let _ = msg;
+        None
+    }
+}
+
+/// What [`Correlator::inspect_response`] read from an incoming message.
+#[derive(Clone, Debug, Default)]
+pub struct Inspected {
+    /// The response key; `None` when the message is not a response.
+    pub key: Option<CorrelationKey>,
+    /// The MTI, when known.
+    pub mti: Option<Mti>,
+    /// The response code (DE 39 content as text bytes), when the message has one.
+    pub rc: Option<[u8; 2]>,
+    /// The message decoded, when the correlator decodes into a [`Message`]: handed to the
+    /// requester by [`Client::request_decoded`](crate::client::Client::request_decoded) so
+    /// that it need not decode the response again.
+    pub message: Option<Message>,
 }
 
 impl<C: Correlator + ?Sized> Correlator for std::sync::Arc<C> {
@@ -129,6 +172,18 @@ impl<C: Correlator + ?Sized> Correlator for std::sync::Arc<C> {
 
     fn response_key(&self, msg: &[u8]) -> Option<CorrelationKey> {
         (**self).response_key(msg)
+    }
+
+    fn inspect_request(&self, msg: &[u8]) -> Result<(CorrelationKey, Option<Mti>), NetError> {
+        (**self).inspect_request(msg)
+    }
+
+    fn inspect_response(&self, msg: &Bytes) -> Inspected {
+        (**self).inspect_response(msg)
+    }
+
+    fn mti(&self, msg: &[u8]) -> Option<Mti> {
+        (**self).mti(msg)
     }
 }
 
@@ -156,11 +211,19 @@ impl DialectCorrelator {
         &self.dialect
     }
 
-    fn key(view: &MessageView<'_>, mti: isoswitch_codec::Mti) -> Result<CorrelationKey, NetError> {
-        let terminal = view.raw(41).ok_or(NetError::NoCorrelationKey {
+    fn key(view: &MessageView<'_>, mti: Mti) -> Result<CorrelationKey, NetError> {
+        Self::key_of(view.raw(41), view.raw(11), mti)
+    }
+
+    fn key_of(
+        terminal: Option<&[u8]>,
+        stan: Option<&[u8]>,
+        mti: Mti,
+    ) -> Result<CorrelationKey, NetError> {
+        let terminal = terminal.ok_or(NetError::NoCorrelationKey {
             reason: "DE 41 (terminal ID) absent",
         })?;
-        let stan = view.raw(11).ok_or(NetError::NoCorrelationKey {
+        let stan = stan.ok_or(NetError::NoCorrelationKey {
             reason: "DE 11 (STAN) absent",
         })?;
         let terminal_len = u8::try_from(terminal.len()).map_err(|_| NetError::KeyTooLong {
@@ -191,6 +254,46 @@ impl Correlator for DialectCorrelator {
             return None;
         }
         Self::key(&view, mti).ok()
+    }
+
+    fn inspect_request(&self, msg: &[u8]) -> Result<(CorrelationKey, Option<Mti>), NetError> {
+        let view = MessageView::decode(&self.dialect, msg)?;
+        let mti = view.mti();
+        let response = mti.response_mti().ok_or(NetError::NoCorrelationKey {
+            reason: "the MTI expects no response",
+        })?;
+        Ok((Self::key(&view, response)?, Some(mti)))
+    }
+
+    /// One zero-copy [`Message::decode`] gives the key, the MTI, DE 39 and the message
+    /// itself. A message that does not decode is not a response (its MTI is still read).
+    fn inspect_response(&self, msg: &Bytes) -> Inspected {
+        let Ok(message) = Message::decode(&self.dialect, msg.clone()) else {
+            return Inspected {
+                mti: self.mti(msg),
+                ..Inspected::default()
+            };
+        };
+        let mti = message.mti();
+        let raw = |n| message.field(n).map(|f| f.raw());
+        let key = if mti.is_response() {
+            Self::key_of(raw(41), raw(11), mti).ok()
+        } else {
+            None
+        };
+        let rc = message
+            .field(39)
+            .and_then(|f| <[u8; 2]>::try_from(f.text().as_bytes()).ok());
+        Inspected {
+            key,
+            mti: Some(mti),
+            rc,
+            message: Some(message),
+        }
+    }
+
+    fn mti(&self, msg: &[u8]) -> Option<Mti> {
+        Mti::decode(self.dialect.mti_encoding(), msg).ok()
     }
 }
 
@@ -263,6 +366,37 @@ mod tests {
                 Some(c.request_key(&rev_repeat).unwrap())
             );
         }
+    }
+
+    #[test]
+    fn inspect_reads_key_mti_and_code_in_one_decode() {
+        for name in ["iso87-ascii", "iso87-binary", "iso87-ebcdic", "cup-pos"] {
+            let d = Dialect::builtin(name).unwrap();
+            let c = DialectCorrelator::new(d.clone());
+            let req = build(
+                &d,
+                "0200",
+                &[(3, "000000"), (11, "000123"), (41, "TERM0001")],
+            );
+            let (key, mti) = c.inspect_request(&req).unwrap();
+            assert_eq!(key, c.request_key(&req).unwrap(), "{name}");
+            assert_eq!(mti.map(|m| m.as_u16()), Some(200));
+            let resp = build(&d, "0210", &[(11, "000123"), (39, "A0"), (41, "TERM0001")]);
+            let seen = c.inspect_response(&resp);
+            assert_eq!(seen.key, Some(key), "{name}");
+            assert_eq!(seen.mti.map(|m| m.as_u16()), Some(210));
+            assert_eq!(seen.rc, Some(*b"A0"), "{name}");
+            let message = seen.message.expect("decoded");
+            assert_eq!(message.get(39).as_deref(), Some("A0"));
+            // Not a response: no key, still the MTI.
+            let seen = c.inspect_response(&req);
+            assert_eq!((seen.key, seen.mti.map(|m| m.as_u16())), (None, Some(200)));
+            assert_eq!(c.mti(&resp).map(|m| m.as_u16()), Some(210));
+        }
+        let c = DialectCorrelator::new(Dialect::builtin("iso87-ascii").unwrap());
+        let seen = c.inspect_response(&Bytes::from_static(b"0210garbage"));
+        assert!(seen.key.is_none() && seen.message.is_none());
+        assert_eq!(seen.mti.map(|m| m.as_u16()), Some(210));
     }
 
     #[test]

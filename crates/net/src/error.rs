@@ -110,6 +110,10 @@ pub enum NetError {
     /// [`DialectCorrelator`](crate::correlate::DialectCorrelator)).
     #[error("message does not decode: {0}")]
     Codec(#[from] isoswitch_codec::CodecError),
+    /// A server-side TLS handshake failed or timed out (an untrusted or missing client
+    /// certificate under mutual TLS, a peer that does not speak TLS...).
+    #[error("TLS handshake failed: {0}")]
+    TlsHandshake(#[source] std::io::Error),
     /// An operating-system I/O error.
     #[error("i/o error: {0}")]
     Io(#[from] std::io::Error),

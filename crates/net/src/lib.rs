@@ -13,9 +13,15 @@
 //! - [`client`]: [`Client`], many requests in flight on one reconnecting connection,
 //!   matched by key; unmatched messages go to an [`UnmatchedHandler`]; idle echo tests.
 //! - [`server`]: [`Server`], per-connection read/write tasks calling an async [`Handler`]
-//!   concurrently, with connection cap, idle timeout, per-terminal [`RateLimit`] and
-//!   graceful shutdown.
-//! - [`metrics`]: counters of the client and the server.
+//!   concurrently, with connection cap, idle timeout, per-terminal [`RateLimit`], optional
+//!   TLS, handlers that run to completion when the peer goes away, one shared decode per
+//!   message ([`Request::message`]) and a graceful drain ([`ServerControl::drain`]).
+//! - [`tls`]: rustls on both sides: [`ServerTls`] (certificate, optional mutual TLS),
+//!   [`ClientTls`] and the [`TlsConnector`], PEM loading with errors naming the file.
+//! - [`metrics`]: counters of the client and the server, as snapshots and through the
+//!   `metrics` facade (the table of every `isoswitch_*` metric is there).
+//! - [`admin`]: the HTTP/1.1 admin endpoint mechanism (`/livez`, `/readyz`, `/metrics`,
+//!   `POST /reload`) with caller-provided checks, render function and reload hook.
 //! - [`error`]: [`NetError`], and [`RequestError`] whose variants tell "definitely not sent"
 //!   ([`RequestError::Rejected`]) from "maybe delivered" (`Timeout`, `ConnectionLost`).
 //!
@@ -59,19 +65,25 @@
 
 #![warn(missing_docs)]
 
+pub mod admin;
 pub mod client;
 pub mod correlate;
 pub mod error;
 pub mod framing;
 pub mod metrics;
 pub mod server;
+pub mod tls;
 
 pub use client::{
     Client, ClientBuilder, ClientConfig, ConnState, Connector, EchoConfig, ReconnectPolicy,
-    TcpConnector, Unmatched, UnmatchedHandler, UnmatchedKind,
+    Response, TcpConnector, Unmatched, UnmatchedHandler, UnmatchedKind,
 };
-pub use correlate::{CorrelationKey, Correlator, DialectCorrelator, TerminalKey};
+pub use correlate::{CorrelationKey, Correlator, DialectCorrelator, Inspected, TerminalKey};
 pub use error::{NetError, RejectReason, RequestError};
 pub use framing::{AppHeader, CupHeader, Frame, FrameCodec, Framing, Tpdu};
 pub use metrics::{ClientMetrics, ClientMetricsSnapshot, ServerMetrics, ServerMetricsSnapshot};
-pub use server::{CloseReason, ConnectionInfo, Handler, RateLimit, Request, Server, ServerConfig};
+pub use server::{
+    CloseReason, ConnectionInfo, DisconnectPolicy, DrainReport, Handler, RateLimit, Request,
+    Server, ServerConfig, ServerControl,
+};
+pub use tls::{ClientTls, ServerTls, TlsConnector, TlsError, TlsInfo};

@@ -1,7 +1,18 @@
 //! The concurrent server: one task per connection reading frames and dispatching each to the
 //! user's async [`Handler`] on its own task (so responses may leave out of order), one
 //! bounded writer per connection, a connection cap, an idle timeout, a per-terminal
-//! [`RateLimit`], and graceful shutdown driven by a future the caller passes.
+//! [`RateLimit`], optional TLS ([`Server::with_tls`]), and graceful shutdown driven by a
+//! future the caller passes or by a [`ServerControl`] ([`ServerControl::drain`]).
+//!
+//! **A handler runs to completion.** When the peer goes away (closes, resets, stops
+//! reading) while its messages are being handled, the handlers finish and only their
+//! replies are dropped: a payment's journal and outcome are not cut short by a terminal
+//! hanging up ([`ServerConfig::on_disconnect`], [`DisconnectPolicy::Finish`], the
+//! default). Only the drain deadline aborts a handler ([`DrainReport::aborted_handlers`]).
+//!
+//! **One decode per message.** With [`Server::with_dialect`], [`Request::message`] decodes
+//! the message once (lazily, zero-copy) and caches it: the server's span and the handler
+//! share that decode.
 //!
 //! Data flow per connection: socket → `FramedRead` → (rate limit) → handler task → bounded
 //! write channel → `FramedWrite` → socket. Every stage is bounded: at most
@@ -14,14 +25,16 @@ use std::collections::HashMap;
 use std::fmt;
 use std::future::Future;
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 use std::time::Duration;
 
 use bytes::Bytes;
 use futures::{SinkExt, StreamExt};
-use tokio::io::AsyncWriteExt;
+use isoswitch_codec::{CodecError, Dialect, Message, MessageView, Mti};
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream, ToSocketAddrs};
-use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
+use tokio::sync::{mpsc, watch, OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinSet;
 use tokio::time::{timeout, timeout_at, Instant};
 use tokio_util::codec::{FramedRead, FramedWrite};
@@ -31,7 +44,8 @@ use tracing::{debug, error, info, warn, Instrument};
 use crate::correlate::TerminalKey;
 use crate::error::NetError;
 use crate::framing::{CupHeader, Frame, FrameCodec, Framing};
-use crate::metrics::{inc, ServerMetrics};
+use crate::metrics::{inc, Direction, LinkMetrics, Role, ServerMetrics};
+use crate::tls::{ServerTls, TlsInfo};
 
 /// Most frames written between two flushes.
 const WRITE_BATCH: usize = 64;
@@ -53,13 +67,36 @@ pub struct ServerConfig {
     /// A batch of writes must complete within this, or the connection is closed.
     pub write_timeout: Duration,
     /// After the shutdown signal, connections get this long to finish in-flight messages
-    /// before they are aborted.
+    /// before they are aborted (the deadline of a drain started by the `serve` future;
+    /// [`ServerControl::drain`] takes its own).
     pub shutdown_timeout: Duration,
+    /// What happens to the handlers of a connection that goes away (peer closed or reset,
+    /// write failed or timed out, idle timeout, framing error). Default
+    /// [`DisconnectPolicy::Finish`]: the handlers run to completion and their replies are
+    /// dropped.
+    pub on_disconnect: DisconnectPolicy,
+    /// The link's name: the `link` label of every metric this server records through the
+    /// `metrics` facade (see [`crate::metrics`]). Default `"server"`.
+    pub link: String,
+}
+
+/// What happens to running handlers when their connection goes away.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum DisconnectPolicy {
+    /// Let every handler finish; its reply is dropped. The default: a handler doing a
+    /// payment (journal, upstream request, outcome) must not be cut short by the terminal
+    /// hanging up.
+    #[default]
+    Finish,
+    /// Abort the handlers when a write fails (the old behaviour, for handlers whose work
+    /// is worthless without the reply). A peer that merely closes still gets its handlers
+    /// finished, since their replies may still be written.
+    Abort,
 }
 
 impl Default for ServerConfig {
     /// 8 KiB frames, 1024 connections, 64 in flight per connection, 60 s idle, 10 s write,
-    /// 30 s shutdown grace.
+    /// 30 s shutdown grace, handlers finish when the peer goes away, link `"server"`.
     fn default() -> Self {
         Self {
             max_frame_len: 8192,
@@ -69,6 +106,8 @@ impl Default for ServerConfig {
             idle_timeout: Duration::from_secs(60),
             write_timeout: Duration::from_secs(10),
             shutdown_timeout: Duration::from_secs(30),
+            on_disconnect: DisconnectPolicy::Finish,
+            link: "server".to_owned(),
         }
     }
 }
@@ -103,6 +142,9 @@ pub struct ConnectionInfo {
     pub local_addr: SocketAddr,
     /// The framing of the link.
     pub framing: Framing,
+    /// The TLS session, for a connection accepted over TLS (with the client's certificate
+    /// chain under mutual TLS).
+    pub tls: Option<Arc<TlsInfo>>,
 }
 
 /// One inbound message with its connection's metadata.
@@ -112,9 +154,60 @@ pub struct Request {
     pub conn: Arc<ConnectionInfo>,
     /// The message and, for `cup-pos`, its header.
     pub frame: Frame,
+    decoded: Decoded,
+}
+
+/// The request decoded at most once, on first use.
+#[derive(Clone, Debug, Default)]
+struct Decoded {
+    dialect: Option<Dialect>,
+    cell: OnceLock<Result<Message, CodecError>>,
 }
 
 impl Request {
+    /// A request as the server makes it (for calling a handler directly in tests); without
+    /// a dialect, [`Request::message`] is `None`.
+    pub fn new(conn: Arc<ConnectionInfo>, frame: Frame, dialect: Option<Dialect>) -> Self {
+        Self {
+            conn,
+            frame,
+            decoded: Decoded {
+                dialect,
+                cell: OnceLock::new(),
+            },
+        }
+    }
+
+    /// The message decoded with the server's dialect ([`Server::with_dialect`]): a
+    /// zero-copy [`Message::decode`] done at most once per request and shared by the
+    /// server's span, the metrics and every caller of this method. `None` without a
+    /// dialect.
+    pub fn message(&self) -> Option<Result<&Message, &CodecError>> {
+        let dialect = self.decoded.dialect.as_ref()?;
+        Some(
+            self.decoded
+                .cell
+                .get_or_init(|| Message::decode(dialect, self.frame.payload.clone()))
+                .as_ref(),
+        )
+    }
+
+    /// Takes the decoded message out of the request (decoding it now if nobody has yet).
+    /// `None` without a dialect.
+    pub fn into_message(self) -> Option<Result<Message, CodecError>> {
+        let Decoded { dialect, cell } = self.decoded;
+        let dialect = dialect?;
+        Some(match cell.into_inner() {
+            Some(decoded) => decoded,
+            None => Message::decode(&dialect, self.frame.payload),
+        })
+    }
+
+    /// The dialect the server decodes with, if any.
+    pub fn dialect(&self) -> Option<&Dialect> {
+        self.decoded.dialect.as_ref()
+    }
+
     /// The message bytes (from the MTI on).
     pub fn payload(&self) -> &Bytes {
         &self.frame.payload
@@ -198,6 +291,7 @@ impl NetError {
 type KeyFn = Arc<dyn Fn(&Frame) -> Option<TerminalKey> + Send + Sync>;
 type ExceededFn = Arc<dyn Fn(&Request) -> Option<Frame> + Send + Sync>;
 type CloseHook = Arc<dyn Fn(&ConnectionInfo, CloseReason) + Send + Sync>;
+type DrainFn = Arc<dyn Fn(&Request) -> Option<Frame> + Send + Sync>;
 
 /// Per-terminal token-bucket rate limit, shared by all connections.
 ///
@@ -300,7 +394,11 @@ struct Ctx<H> {
     metrics: Arc<ServerMetrics>,
     /// When set, each message's span carries its MTI, STAN (DE 11), TID (DE 41) and the
     /// masked PAN (DE 2), read zero-copy with the codec.
-    dialect: Option<isoswitch_codec::Dialect>,
+    dialect: Option<Dialect>,
+    tls: Option<(ServerTls, tokio_rustls::TlsAcceptor)>,
+    on_drain: Option<DrainFn>,
+    link: LinkMetrics,
+    control: Arc<ControlInner>,
 }
 
 /// A bound TCP server; [`Server::serve`] runs it.
@@ -309,6 +407,90 @@ pub struct Server<H> {
     local_addr: SocketAddr,
     framing: Framing,
     ctx: Ctx<H>,
+}
+
+/// Drives a server's graceful drain from outside [`Server::serve`], and tells how it is
+/// doing. Cheap to clone; get it with [`Server::control`] before serving.
+#[derive(Clone, Debug)]
+pub struct ServerControl {
+    inner: Arc<ControlInner>,
+}
+
+#[derive(Debug)]
+struct ControlInner {
+    drain: CancellationToken,
+    deadline: Mutex<Option<Duration>>,
+    draining: AtomicBool,
+    in_flight: AtomicUsize,
+    connections: AtomicUsize,
+    report: watch::Sender<Option<DrainReport>>,
+}
+
+/// How a drain ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct DrainReport {
+    /// Every connection finished its in-flight handlers before the deadline.
+    pub completed: bool,
+    /// Handlers still running at the deadline, aborted.
+    pub aborted_handlers: usize,
+    /// Connections still open at the deadline, closed.
+    pub aborted_connections: usize,
+}
+
+impl ServerControl {
+    /// Starts draining (if not already) and waits until the server has stopped.
+    ///
+    /// Draining: the listener is closed at once (new connections are refused); messages
+    /// already being handled run to completion; messages arriving on open connections
+    /// are answered by the [`Server::answer_while_draining`] hook (e.g. with a "retry"
+    /// response code) or, without a hook, not read; each connection closes once its
+    /// handlers are done. Whatever still runs after `timeout` is aborted and counted in the
+    /// report. A drain started by the `serve` future uses
+    /// [`ServerConfig::shutdown_timeout`]; the first deadline given wins.
+    pub async fn drain(&self, timeout: Duration) -> DrainReport {
+        self.begin_drain(timeout);
+        self.stopped().await
+    }
+
+    /// Starts draining with `timeout` and returns at once (see [`ServerControl::drain`]).
+    pub fn begin_drain(&self, timeout: Duration) {
+        {
+            let mut deadline = self
+                .inner
+                .deadline
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner);
+            deadline.get_or_insert(timeout);
+        }
+        self.inner.drain.cancel();
+    }
+
+    /// Waits until the server has stopped and returns how its drain ended.
+    pub async fn stopped(&self) -> DrainReport {
+        let mut rx = self.inner.report.subscribe();
+        let report = rx.wait_for(Option::is_some).await.ok().and_then(|r| *r);
+        // `None`: the server was dropped without serving, so nothing ran.
+        report.unwrap_or(DrainReport {
+            completed: true,
+            aborted_handlers: 0,
+            aborted_connections: 0,
+        })
+    }
+
+    /// `true` from the start of the drain on (e.g. for a readiness check).
+    pub fn is_draining(&self) -> bool {
+        self.inner.draining.load(Ordering::Acquire)
+    }
+
+    /// Handlers running now, across every connection.
+    pub fn in_flight(&self) -> usize {
+        self.inner.in_flight.load(Ordering::Acquire)
+    }
+
+    /// Connections open now.
+    pub fn connections(&self) -> usize {
+        self.inner.connections.load(Ordering::Acquire)
+    }
 }
 
 impl<H> fmt::Debug for Server<H> {
@@ -343,13 +525,68 @@ impl<H: Handler> Server<H> {
             ctx: Ctx {
                 handler: Arc::new(handler),
                 codec: FrameCodec::new(framing, config.max_frame_len),
+                link: LinkMetrics::new(&config.link, Role::Server),
                 config,
                 rate_limit: None,
                 on_close: None,
                 metrics: Arc::new(ServerMetrics::default()),
                 dialect: None,
+                tls: None,
+                on_drain: None,
+                control: Arc::new(ControlInner {
+                    drain: CancellationToken::new(),
+                    deadline: Mutex::new(None),
+                    draining: AtomicBool::new(false),
+                    in_flight: AtomicUsize::new(0),
+                    connections: AtomicUsize::new(0),
+                    report: watch::channel(None).0,
+                }),
             },
         })
+    }
+
+    /// [`Server::bind`], then [`Server::with_tls`]: every connection is TLS.
+    ///
+    /// # Errors
+    /// As [`Server::bind`].
+    pub async fn bind_tls(
+        addr: impl ToSocketAddrs,
+        framing: Framing,
+        config: ServerConfig,
+        tls: ServerTls,
+        handler: H,
+    ) -> Result<Self, NetError> {
+        Ok(Self::bind(addr, framing, config, handler)
+            .await?
+            .with_tls(tls))
+    }
+
+    /// Serves every connection over TLS: the handshake runs on the connection's task,
+    /// bounded by [`ServerTls::handshake_timeout`]; a failed handshake (an untrusted
+    /// client certificate under mutual TLS, a client that does not speak TLS) closes the
+    /// connection before any message is read.
+    pub fn with_tls(mut self, tls: ServerTls) -> Self {
+        let acceptor = tls.acceptor();
+        self.ctx.tls = Some((tls, acceptor));
+        self
+    }
+
+    /// While draining, messages arriving on open connections are answered by `hook`
+    /// instead of the handler (`None` = no answer), e.g. with a "retry later" response
+    /// code. Without a hook, a draining connection stops reading.
+    pub fn answer_while_draining(
+        mut self,
+        hook: impl Fn(&Request) -> Option<Frame> + Send + Sync + 'static,
+    ) -> Self {
+        self.ctx.on_drain = Some(Arc::new(hook));
+        self
+    }
+
+    /// The handle that drains this server and reports on it.
+    pub fn control(&self) -> ServerControl {
+        ServerControl {
+            inner: self.ctx.control.clone(),
+        }
     }
 
     /// The address actually bound.
@@ -365,7 +602,10 @@ impl<H: Handler> Server<H> {
     /// Names the dialect of the messages on this server, so that each message's tracing
     /// span records its MTI, STAN (DE 11), terminal ID (DE 41) and masked PAN (DE 2).
     /// Without it, spans carry the connection and the length only.
-    pub fn with_dialect(mut self, dialect: isoswitch_codec::Dialect) -> Self {
+    ///
+    /// The dialect also makes [`Request::message`] available to the handler (one shared
+    /// decode) and gives the metrics their `mti` and `rc` labels.
+    pub fn with_dialect(mut self, dialect: Dialect) -> Self {
         self.ctx.dialect = Some(dialect);
         self
     }
@@ -386,9 +626,12 @@ impl<H: Handler> Server<H> {
         self
     }
 
-    /// Accepts and serves connections until `shutdown` completes; then stops accepting,
-    /// lets every connection finish its in-flight messages (for at most
-    /// `shutdown_timeout`), closes them and returns.
+    /// Accepts and serves connections until `shutdown` completes or a drain is started by
+    /// [`ServerControl`]; then drains (see [`ServerControl::drain`]: stops accepting, lets
+    /// every connection finish its in-flight messages for at most `shutdown_timeout`),
+    /// closes the connections and returns.
+    ///
+    /// Dropping the future returned by `serve` aborts every connection and handler.
     ///
     /// # Errors
     /// None at present: accept errors (e.g. out of file descriptors) are logged and retried.
@@ -400,16 +643,18 @@ impl<H: Handler> Server<H> {
             ctx,
         } = self;
         let ctx = Arc::new(ctx);
+        let control = ctx.control.clone();
         let token = CancellationToken::new();
         let slots = Arc::new(Semaphore::new(ctx.config.max_connections));
         let mut conns = JoinSet::new();
         let mut next_id = 0u64;
-        info!(%local_addr, ?framing, "server listening");
+        info!(%local_addr, ?framing, tls = ctx.tls.is_some(), link = %ctx.config.link, "server listening");
         tokio::pin!(shutdown);
         loop {
             tokio::select! {
                 biased;
                 () = &mut shutdown => break,
+                () = control.drain.cancelled() => break,
                 Some(done) = conns.join_next(), if !conns.is_empty() => {
                     if let Err(e) = done {
                         error!(error = %e, "connection task failed");
@@ -419,18 +664,21 @@ impl<H: Handler> Server<H> {
                     Ok((stream, peer_addr)) => {
                         let Ok(slot) = slots.clone().try_acquire_owned() else {
                             inc(&ctx.metrics.refused);
+                            ctx.link.refused.increment(1);
                             warn!(%peer_addr, "connection refused: maximum reached");
                             drop(stream);
                             continue;
                         };
                         next_id += 1;
                         inc(&ctx.metrics.accepted);
-                        let info = Arc::new(ConnectionInfo {
+                        ctx.link.accepted.increment(1);
+                        let info = ConnectionInfo {
                             id: next_id,
                             peer_addr,
                             local_addr,
                             framing,
-                        });
+                            tls: None,
+                        };
                         let span = tracing::info_span!("conn", id = next_id, peer = %peer_addr);
                         conns.spawn(
                             serve_connection(ctx.clone(), stream, info, token.clone(), slot)
@@ -445,21 +693,41 @@ impl<H: Handler> Server<H> {
             }
         }
         drop(listener);
+        control.draining.store(true, Ordering::Release);
+        let deadline = *control
+            .deadline
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get_or_insert(ctx.config.shutdown_timeout);
         info!(
             connections = conns.len(),
-            "shutting down: finishing in-flight messages"
+            handlers = control.in_flight.load(Ordering::Acquire),
+            ?deadline,
+            "draining: no new connections, finishing in-flight messages"
         );
         token.cancel();
         let drain = async { while conns.join_next().await.is_some() {} };
-        if timeout(ctx.config.shutdown_timeout, drain).await.is_err() {
+        let mut report = DrainReport {
+            completed: true,
+            aborted_handlers: 0,
+            aborted_connections: 0,
+        };
+        if timeout(deadline, drain).await.is_err() {
+            report = DrainReport {
+                completed: false,
+                aborted_handlers: control.in_flight.load(Ordering::Acquire),
+                aborted_connections: conns.len(),
+            };
             warn!(
-                remaining = conns.len(),
-                "shutdown timeout: aborting connections"
+                connections = report.aborted_connections,
+                handlers = report.aborted_handlers,
+                "drain deadline passed: aborting connections and their handlers"
             );
             conns.abort_all();
             while conns.join_next().await.is_some() {}
         }
-        info!("server stopped");
+        info!(?report, "server stopped");
+        control.report.send_replace(Some(report));
         Ok(())
     }
 }
@@ -467,23 +735,107 @@ impl<H: Handler> Server<H> {
 async fn serve_connection<H: Handler>(
     ctx: Arc<Ctx<H>>,
     stream: TcpStream,
-    info: Arc<ConnectionInfo>,
+    mut info: ConnectionInfo,
     shutdown: CancellationToken,
     _slot: OwnedSemaphorePermit,
 ) {
     if let Err(e) = stream.set_nodelay(true) {
         debug!(error = %e, "set_nodelay failed");
     }
-    info!("connection accepted");
-    let (rd, wr) = stream.into_split();
+    let _open = ConnectionGuard::new(&ctx);
+    match &ctx.tls {
+        None => {
+            info!("connection accepted");
+            let (rd, wr) = stream.into_split();
+            run_connection(&ctx, rd, wr, Arc::new(info), &shutdown).await;
+        }
+        Some((tls, acceptor)) => {
+            let handshake = tokio::select! {
+                _ = shutdown.cancelled() => return,
+                r = timeout(tls.timeout(), acceptor.accept(stream)) => r,
+            };
+            let stream = match handshake {
+                Ok(Ok(stream)) => stream,
+                failed => {
+                    let error = match failed {
+                        Ok(Err(e)) => e,
+                        _ => std::io::Error::new(
+                            std::io::ErrorKind::TimedOut,
+                            "TLS handshake timed out",
+                        ),
+                    };
+                    inc(&ctx.metrics.closed);
+                    ctx.link.tls_failures.increment(1);
+                    warn!(%error, "TLS handshake failed: connection closed");
+                    if let Some(hook) = &ctx.on_close {
+                        hook(&info, CloseReason::Error(NetError::TlsHandshake(error)));
+                    }
+                    return;
+                }
+            };
+            let tls_info = TlsInfo::of(stream.get_ref().1);
+            info!(
+                protocol = %tls_info.protocol,
+                suite = %tls_info.cipher_suite,
+                client_certificate = !tls_info.peer_certificates.is_empty(),
+                "TLS connection accepted"
+            );
+            info.tls = Some(Arc::new(tls_info));
+            let (rd, wr) = tokio::io::split(stream);
+            run_connection(&ctx, rd, wr, Arc::new(info), &shutdown).await;
+        }
+    }
+}
+
+/// Keeps the open-connection gauges in step (also when the task is aborted).
+struct ConnectionGuard<'a> {
+    control: &'a ControlInner,
+    link: &'a LinkMetrics,
+}
+
+impl<'a> ConnectionGuard<'a> {
+    fn new<H>(ctx: &'a Ctx<H>) -> Self {
+        ctx.control.connections.fetch_add(1, Ordering::AcqRel);
+        ctx.link.connections.increment(1.0);
+        Self {
+            control: &ctx.control,
+            link: &ctx.link,
+        }
+    }
+}
+
+impl Drop for ConnectionGuard<'_> {
+    fn drop(&mut self) {
+        self.control.connections.fetch_sub(1, Ordering::AcqRel);
+        self.link.connections.decrement(1.0);
+    }
+}
+
+/// Keeps the in-flight handler counts in step (also when the handler is aborted).
+struct HandlerGuard {
+    control: Arc<ControlInner>,
+    started: Instant,
+}
+
+async fn run_connection<H, R, W>(
+    ctx: &Arc<Ctx<H>>,
+    rd: R,
+    wr: W,
+    info: Arc<ConnectionInfo>,
+    shutdown: &CancellationToken,
+) where
+    H: Handler,
+    R: AsyncRead + Unpin + Send,
+    W: AsyncWrite + Unpin + Send,
+{
     let reader = FramedRead::new(rd, ctx.codec.clone());
     let writer = FramedWrite::new(wr, ctx.codec.clone());
     let (tx, rx) = mpsc::channel(ctx.config.write_queue);
     let write_failed = CancellationToken::new();
 
     let (read_reason, write_result) = tokio::join!(
-        read_side(&ctx, &info, reader, tx, &shutdown, &write_failed),
-        write_side(&ctx, writer, rx, &write_failed),
+        read_side(ctx, &info, reader, tx, shutdown, &write_failed),
+        write_side(ctx, writer, rx, &write_failed),
     );
     let reason = match write_result {
         Err(e) => CloseReason::Error(e),
@@ -494,6 +846,7 @@ async fn serve_connection<H: Handler>(
     match &reason {
         CloseReason::Error(e) if e.is_framing() => {
             inc(&ctx.metrics.protocol_errors);
+            ctx.link.protocol_errors.increment(1);
             warn!(error = %e, "connection closed: framing error");
         }
         CloseReason::Error(e @ NetError::IdleTimeout { .. }) => {
@@ -512,10 +865,10 @@ async fn serve_connection<H: Handler>(
     }
 }
 
-async fn read_side<H: Handler>(
+async fn read_side<H: Handler, R: AsyncRead + Unpin>(
     ctx: &Ctx<H>,
     info: &Arc<ConnectionInfo>,
-    mut reader: FramedRead<tokio::net::tcp::OwnedReadHalf, FrameCodec>,
+    mut reader: FramedRead<R, FrameCodec>,
     tx: mpsc::Sender<Frame>,
     shutdown: &CancellationToken,
     write_failed: &CancellationToken,
@@ -524,11 +877,22 @@ async fn read_side<H: Handler>(
     let max_in_flight = ctx.config.max_in_flight_per_connection;
     let mut tasks: JoinSet<()> = JoinSet::new();
     let mut deadline = Instant::now() + idle;
+    // Draining with a drain hook: keep reading (answering through the hook) until this
+    // connection's handlers are done.
+    let mut draining = false;
     let reason = loop {
+        if draining && tasks.is_empty() {
+            break CloseReason::Shutdown;
+        }
         if tasks.len() >= max_in_flight {
             tokio::select! {
                 biased;
-                _ = shutdown.cancelled() => break CloseReason::Shutdown,
+                _ = shutdown.cancelled(), if !draining => {
+                    if ctx.on_drain.is_none() {
+                        break CloseReason::Shutdown;
+                    }
+                    draining = true;
+                }
                 _ = write_failed.cancelled() => break CloseReason::Shutdown,
                 Some(done) = tasks.join_next() => log_task(done),
             }
@@ -538,7 +902,13 @@ async fn read_side<H: Handler>(
         }
         let next = tokio::select! {
             biased;
-            _ = shutdown.cancelled() => break CloseReason::Shutdown,
+            _ = shutdown.cancelled(), if !draining => {
+                if ctx.on_drain.is_none() {
+                    break CloseReason::Shutdown;
+                }
+                draining = true;
+                continue;
+            }
             _ = write_failed.cancelled() => break CloseReason::Shutdown,
             Some(done) = tasks.join_next(), if !tasks.is_empty() => {
                 log_task(done);
@@ -554,14 +924,15 @@ async fn read_side<H: Handler>(
         };
         inc(&ctx.metrics.frames_in);
         deadline = Instant::now() + idle;
-        dispatch(ctx, info, frame, &mut tasks, tx.clone());
+        dispatch(ctx, info, frame, &mut tasks, tx.clone(), draining);
     };
     drop(tx);
-    if write_failed.is_cancelled() {
-        // Nothing more can be written: stop the handlers.
+    if write_failed.is_cancelled() && ctx.config.on_disconnect == DisconnectPolicy::Abort {
+        // Nothing more can be written and the handlers' work is worthless without it.
         tasks.abort_all();
     }
-    // Finish in-flight messages (bounded by the server's shutdown timeout on shutdown).
+    // Finish in-flight messages: their replies are dropped when the writer is gone
+    // (bounded by the drain deadline on shutdown).
     while let Some(done) = tasks.join_next().await {
         log_task(done);
     }
@@ -577,37 +948,56 @@ fn log_task(done: Result<(), tokio::task::JoinError>) {
 }
 
 /// The span of one inbound message: connection and length, and with a dialect the MTI,
-/// STAN, terminal ID and masked PAN (never the clear PAN). Fields are only decoded when the
-/// span is enabled.
-fn message_span(
-    dialect: Option<&isoswitch_codec::Dialect>,
-    conn: u64,
-    payload: &[u8],
-) -> tracing::Span {
+/// STAN, terminal ID and masked PAN (never the clear PAN). The message is only decoded
+/// when the span is enabled, through [`Request::message`], so the handler reuses that
+/// decode.
+fn message_span(request: &Request) -> tracing::Span {
     let span = tracing::debug_span!(
         "message",
-        conn,
-        len = payload.len(),
+        conn = request.conn.id,
+        len = request.frame.payload.len(),
         mti = tracing::field::Empty,
         stan = tracing::field::Empty,
         tid = tracing::field::Empty,
         pan = tracing::field::Empty,
     );
-    if let (false, Some(d)) = (span.is_disabled(), dialect) {
-        if let Ok(view) = isoswitch_codec::MessageView::decode(d, payload) {
-            span.record("mti", tracing::field::display(view.mti()));
-            if let Some(f) = view.field(11) {
-                span.record("stan", tracing::field::display(f.text()));
-            }
-            if let Some(f) = view.field(41) {
-                span.record("tid", tracing::field::display(f.text()));
-            }
-            if let Some(f) = view.field(2) {
-                span.record("pan", tracing::field::display(f.masked()));
-            }
+    if span.is_disabled() {
+        return span;
+    }
+    if let Some(Ok(message)) = request.message() {
+        span.record("mti", tracing::field::display(message.mti()));
+        if let Some(f) = message.field(11) {
+            span.record("stan", tracing::field::display(f.text()));
+        }
+        if let Some(f) = message.field(41) {
+            span.record("tid", tracing::field::display(f.text()));
+        }
+        if let Some(f) = message.field(2) {
+            span.record("pan", tracing::field::display(f.masked()));
         }
     }
     span
+}
+
+/// Queues a reply produced by a hook (rate limit, drain) on its own small task.
+fn spawn_reply(
+    tasks: &mut JoinSet<()>,
+    tx: mpsc::Sender<Frame>,
+    mut out: Frame,
+    reply_header: Option<CupHeader>,
+    span: tracing::Span,
+) {
+    if out.header.is_none() {
+        out.header = reply_header;
+    }
+    tasks.spawn(
+        async move {
+            if tx.send(out).await.is_err() {
+                debug!("connection writer gone; reply dropped");
+            }
+        }
+        .instrument(span),
+    );
 }
 
 fn dispatch<H: Handler>(
@@ -616,39 +1006,58 @@ fn dispatch<H: Handler>(
     frame: Frame,
     tasks: &mut JoinSet<()>,
     tx: mpsc::Sender<Frame>,
+    draining: bool,
 ) {
-    let request = Request {
-        conn: info.clone(),
-        frame,
-    };
-    let span = message_span(ctx.dialect.as_ref(), info.id, &request.frame.payload);
+    let mti = ctx
+        .dialect
+        .as_ref()
+        .and_then(|d| Mti::decode(d.mti_encoding(), &frame.payload).ok());
+    ctx.link.message(Direction::In, mti);
+    let request = Request::new(info.clone(), frame, ctx.dialect.clone());
+    let span = message_span(&request);
     let reply_header = request.reply_header();
+    if draining {
+        if let Some(hook) = &ctx.on_drain {
+            ctx.link.drain_answered.increment(1);
+            span.in_scope(|| debug!("draining: answered by the drain hook"));
+            if let Some(out) = hook(&request) {
+                spawn_reply(tasks, tx, out, reply_header, span);
+            }
+        }
+        return;
+    }
     if let Some(limit) = &ctx.rate_limit {
         if let Some(terminal) = (limit.key)(&request.frame) {
             if !limit.check(terminal, Instant::now()) {
                 inc(&ctx.metrics.rate_limited);
+                ctx.link.rate_limited.increment(1);
                 span.in_scope(|| warn!(?terminal, "rate limit exceeded"));
-                if let Some(mut out) = (limit.on_exceeded)(&request) {
-                    if out.header.is_none() {
-                        out.header = reply_header;
-                    }
-                    tasks.spawn(
-                        async move {
-                            if tx.send(out).await.is_err() {
-                                debug!("connection writer gone; reply dropped");
-                            }
-                        }
-                        .instrument(span),
-                    );
+                if let Some(out) = (limit.on_exceeded)(&request) {
+                    spawn_reply(tasks, tx, out, reply_header, span);
                 }
                 return;
             }
         }
     }
     let handler = ctx.handler.clone();
+    ctx.control.in_flight.fetch_add(1, Ordering::AcqRel);
+    ctx.link.in_flight.increment(1.0);
+    let guard = HandlerGuard {
+        control: ctx.control.clone(),
+        started: Instant::now(),
+    };
+    let (in_flight, duration) = (
+        ctx.link.in_flight.clone(),
+        ctx.link.handler_duration.clone(),
+    );
     tasks.spawn(
         async move {
-            match handler.handle(request).await {
+            let reply = handler.handle(request).await;
+            duration.record(guard.started.elapsed().as_secs_f64());
+            // Done: no longer in flight, whatever happens to the reply.
+            drop(guard);
+            in_flight.decrement(1.0);
+            match reply {
                 Some(mut out) => {
                     if out.header.is_none() {
                         out.header = reply_header;
@@ -664,9 +1073,15 @@ fn dispatch<H: Handler>(
     );
 }
 
-async fn write_side<H>(
+impl Drop for HandlerGuard {
+    fn drop(&mut self) {
+        self.control.in_flight.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+async fn write_side<H, W: AsyncWrite + Unpin>(
     ctx: &Ctx<H>,
-    mut writer: FramedWrite<tokio::net::tcp::OwnedWriteHalf, FrameCodec>,
+    mut writer: FramedWrite<W, FrameCodec>,
     mut rx: mpsc::Receiver<Frame>,
     write_failed: &CancellationToken,
 ) -> Result<(), NetError> {
@@ -719,14 +1134,33 @@ async fn write_side<H>(
     result
 }
 
-async fn write_reply<H>(
+/// Counts a reply in the facade metrics: its MTI, and for a response its DE 39 (which
+/// takes a zero-copy view decode of the reply; only with a dialect).
+fn record_out<H>(ctx: &Ctx<H>, payload: &[u8]) {
+    let Some(dialect) = &ctx.dialect else {
+        ctx.link.message(Direction::Out, None);
+        return;
+    };
+    let mti = Mti::decode(dialect.mti_encoding(), payload).ok();
+    ctx.link.message(Direction::Out, mti);
+    if mti.is_some_and(Mti::is_response) {
+        let view = MessageView::decode(dialect, payload).ok();
+        let rc = view.as_ref().and_then(|v| v.field(39)).map(|f| f.text());
+        ctx.link
+            .response(Direction::Out, rc.as_ref().map(|t| t.as_bytes()));
+    }
+}
+
+async fn write_reply<H, W: AsyncWrite + Unpin>(
     ctx: &Ctx<H>,
-    writer: &mut FramedWrite<tokio::net::tcp::OwnedWriteHalf, FrameCodec>,
+    writer: &mut FramedWrite<W, FrameCodec>,
     frame: Frame,
 ) -> Result<(), NetError> {
+    let payload = frame.payload.clone();
     match writer.feed(frame).await {
         Ok(()) => {
             inc(&ctx.metrics.frames_out);
+            record_out(ctx, &payload);
             Ok(())
         }
         Err(NetError::Io(e)) => Err(NetError::Io(e)),

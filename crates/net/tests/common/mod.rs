@@ -59,3 +59,5 @@ pub fn init_tracing() {
         .with_test_writer()
         .try_init();
 }
+
+pub mod pki;
