@@ -943,6 +943,14 @@ pub fn wrap_with_padding(kbpk: &Key, header: &Header, key: &Key, padding: &[u8])
     Ok(out)
 }
 
+/// The key block encryption key (KBEK) and authentication key (KBAK) that `kbpk`
+/// gives for `version`, for diagnostics and tests against published derivations;
+/// [`wrap`] and [`unwrap`] derive them themselves.
+pub fn binding_keys(version: Version, kbpk: &Key) -> Result<(Key, Key)> {
+    let k = BindingKeys::derive(version, kbpk)?;
+    Ok((k.enc, k.auth))
+}
+
 /// The key block encryption and authentication keys.
 struct BindingKeys {
     enc: Key,
