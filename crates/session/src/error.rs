@@ -10,6 +10,7 @@ use isoswitch_codec::{CodecError, Mti};
 
 use crate::crypto::keys::KeyKind;
 use crate::crypto::pin::PinBlockFormat;
+use crate::crypto::tr31::{KeyOperation, KeyUsage, ModeOfUse};
 use crate::response_code::ResponseCode;
 use crate::terminal::TerminalState;
 use crate::working_keys::{KeyRole, KeyScheme};
@@ -363,6 +364,15 @@ pub enum SessionError {
         max: usize,
     },
 
+    /// A DUKPT input or state that cannot work (see [`DukptError`]).
+    #[error("DUKPT: {0}")]
+    Dukpt(#[from] DukptError),
+
+    /// A TR-31 / ANSI X9.143 key block that cannot be parsed, built, unwrapped or used
+    /// as asked (see [`KeyBlockError`]).
+    #[error("TR-31 key block: {0}")]
+    KeyBlock(#[from] KeyBlockError),
+
     /// A terminal or merchant identifier of the wrong length or character set.
     #[error("bad {what}: must be {len} printable ASCII characters")]
     BadTerminalId {
@@ -455,4 +465,167 @@ impl std::fmt::Display for CorruptReason {
             CorruptReason::Encoding => f.write_str("not UTF-8"),
         }
     }
+}
+
+/// What is wrong with a DUKPT input or device (ANSI X9.24-1 TDES, X9.24-3 AES).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum DukptError {
+    /// A key serial number of the wrong length (10 bytes for TDES, 12 for AES).
+    #[error("KSN must be {expected} bytes, found {found}")]
+    KsnLength {
+        /// 10 (TDES) or 12 (AES).
+        expected: usize,
+        /// The length supplied.
+        found: usize,
+    },
+    /// A base derivation key (or initial key) of a kind the scheme does not use.
+    #[error("{scheme} needs {expected}, found a {found:?} key")]
+    BaseKeyKind {
+        /// "TDES DUKPT" or "AES DUKPT".
+        scheme: &'static str,
+        /// What is accepted.
+        expected: &'static str,
+        /// What was supplied.
+        found: KeyKind,
+    },
+    /// A working key stronger than the key it would be derived from (X9.24-3 6.1: an
+    /// AES-256 working key cannot come from an AES-128 BDK).
+    #[error("a {working:?} working key cannot be derived from a {base:?} BDK")]
+    WorkingKeyTooStrong {
+        /// The BDK's kind.
+        base: KeyKind,
+        /// The working key asked for.
+        working: KeyKind,
+    },
+    /// A transaction counter a device never uses: zero, or more 1 bits than the
+    /// scheme allows (10 for TDES, 16 for AES).
+    #[error("transaction counter {counter:#X} has {ones} one bits (a device uses 1..={max})")]
+    CounterNotUsable {
+        /// The counter.
+        counter: u32,
+        /// Its number of 1 bits.
+        ones: u32,
+        /// The largest number of 1 bits allowed.
+        max: u32,
+    },
+    /// The device has used its last transaction counter and must be reloaded.
+    #[error("the device's transaction counter is exhausted; load a new initial key")]
+    Exhausted,
+}
+
+/// What is wrong with a TR-31 / ANSI X9.143 key block. Never carries key material.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum KeyBlockError {
+    /// The block (or header) is shorter than its fixed part or than a length says.
+    #[error("truncated at offset {offset}: {what} needs {needed} more characters")]
+    Truncated {
+        /// What was being read.
+        what: &'static str,
+        /// Character offset where it starts.
+        offset: usize,
+        /// How many characters were missing.
+        needed: usize,
+    },
+    /// A character outside what the field allows.
+    #[error("{field} at offset {offset}: invalid character {found:?}")]
+    BadCharacter {
+        /// The header field (or "key data", "MAC").
+        field: &'static str,
+        /// Character offset in the block.
+        offset: usize,
+        /// The character found (printable) or `?` for a non-ASCII byte.
+        found: char,
+    },
+    /// A key block version this crate does not handle (A, B, C, D are handled).
+    #[error("unsupported key block version {0:?}")]
+    UnsupportedVersion(char),
+    /// The length field does not match the block's length.
+    #[error("length field says {declared}, block has {actual} characters")]
+    LengthMismatch {
+        /// What the header says.
+        declared: usize,
+        /// What was received.
+        actual: usize,
+    },
+    /// An optional block whose length is impossible (shorter than its own ID and
+    /// length, or running past the header).
+    #[error("optional block {id} at offset {offset}: bad length {length}")]
+    OptionalBlockLength {
+        /// The block's two-character ID.
+        id: String,
+        /// Character offset of the block.
+        offset: usize,
+        /// The length it declared.
+        length: usize,
+    },
+    /// A header whose length (with its optional blocks) is not a whole number of
+    /// cipher blocks, or an optional block that is not allowed where it is.
+    #[error("header: {0}")]
+    BadHeader(&'static str),
+    /// The encrypted key data is not a whole number of cipher blocks, or too short to
+    /// hold a key length.
+    #[error("encrypted key data of {found} bytes does not fit the version")]
+    KeyDataLength {
+        /// The length in bytes.
+        found: usize,
+    },
+    /// The key block MAC does not verify (wrong KBPK, or the block was altered).
+    #[error("key block MAC does not verify")]
+    MacMismatch,
+    /// The decrypted key length field is impossible (longer than the key data, not a
+    /// whole number of bytes, or not a length the algorithm has).
+    #[error("decrypted key length {bits} bits does not fit")]
+    KeyLength {
+        /// The length field, in bits.
+        bits: usize,
+    },
+    /// A KBPK of the wrong kind for the block's version (A/C: DES/TDES, B: TDES, D: AES).
+    #[error("version {version} needs {expected} KBPK, found {found:?}")]
+    KbpkKind {
+        /// The version character.
+        version: char,
+        /// What is accepted.
+        expected: &'static str,
+        /// What was supplied.
+        found: KeyKind,
+    },
+    /// The wrapped key's kind does not match the header's algorithm.
+    #[error("header algorithm {algorithm:?} does not match a {found:?} key")]
+    AlgorithmMismatch {
+        /// The header's algorithm character.
+        algorithm: char,
+        /// The key's kind.
+        found: KeyKind,
+    },
+    /// The key block's usage and mode of use do not permit the operation asked for.
+    #[error("a key with usage {usage} and mode of use {mode} may not be used to {operation}")]
+    NotPermitted {
+        /// The header's key usage.
+        usage: KeyUsage,
+        /// The header's mode of use.
+        mode: ModeOfUse,
+        /// What was asked.
+        operation: KeyOperation,
+    },
+    /// The header marks the key non-exportable.
+    #[error("the key is marked non-exportable")]
+    NotExportable,
+    /// Padding supplied for a wrap that does not bring the key data to a whole number of
+    /// cipher blocks.
+    #[error("{found} padding bytes do not complete a {block}-byte block")]
+    BadPadding {
+        /// The cipher block length.
+        block: usize,
+        /// The padding length supplied.
+        found: usize,
+    },
+    /// A wrapped key of an algorithm this crate has no key type for (RSA, EC, DSA,
+    /// HMAC).
+    #[error("algorithm {0:?} keys are not supported")]
+    UnsupportedAlgorithm(char),
+    /// The block would be longer than the 4-digit length field can say.
+    #[error("key block of {0} characters is too long")]
+    TooLong(usize),
 }

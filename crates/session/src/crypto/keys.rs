@@ -313,6 +313,14 @@ impl Key {
         }
     }
 
+    /// The clear key bytes (wiped when the returned buffer drops). For key-management
+    /// tools that must show a key to a person (the `isoswitch dukpt` and `tr31 unwrap`
+    /// commands) and for tests against published vectors; a switch or host never
+    /// needs it, and nothing in this crate calls it.
+    pub fn expose_secret(&self) -> Zeroizing<Vec<u8>> {
+        Zeroizing::new(self.material().to_vec())
+    }
+
     /// The secret bytes, for the crate's own cipher operations only.
     pub(crate) fn material(&self) -> &[u8] {
         &self.material[..self.kind.key_len()]

@@ -6,15 +6,22 @@
 //! - [`mac`]: [`compute`] and [`verify`] for every [`MacAlgorithm`] (ISO 9797-1
 //!   algorithms 1 and 3, AES-CMAC, the `cup-pos` MAC) over a caller-chosen byte span.
 //! - [`pin`]: ISO 9564 PIN blocks, formats 0, 1, 3, 4, and [`translate`].
+//! - [`dukpt`]: TDES DUKPT (ANSI X9.24-1:2009) and AES DUKPT (ANSI X9.24-3-2017),
+//!   host side (working keys from the BDK and the KSN) and device side (future-key
+//!   registers).
+//! - [`tr31`]: TR-31 / ANSI X9.143 key blocks, versions A, B, C, D: header parse and
+//!   build, wrap and unwrap under a KBPK, usage enforcement ([`tr31::KeyOperation`]).
 //!
 //! Nothing here does I/O, reads a clock or logs; the only outside input is the OS
 //! random number generator (key generation and PIN block fill).
 
 pub mod des_fast;
+pub mod dukpt;
 pub mod kcv;
 pub mod keys;
 pub mod mac;
 pub mod pin;
+pub mod tr31;
 
 pub use kcv::{check_kcv, Kcv, KcvMethod};
 pub use keys::{decrypt_key_under, decrypt_key_under_as, encrypt_key_under, Key, KeyKind};
