@@ -6,6 +6,7 @@
 //! - [`mac`]: [`compute`] and [`verify`] for every [`MacAlgorithm`] (ISO 9797-1
 //!   algorithms 1 and 3, AES-CMAC, the `cup-pos` MAC) over a caller-chosen byte span.
 //! - [`pin`]: ISO 9564 PIN blocks, formats 0, 1, 3, 4, and [`translate`].
+//! - [`pvv`]: the Visa PIN verification value ([`pvv::visa_pvv`]).
 //!
 //! Nothing here does I/O, reads a clock or logs; the only outside input is the OS
 //! random number generator (key generation and PIN block fill).
@@ -15,6 +16,7 @@ pub mod kcv;
 pub mod keys;
 pub mod mac;
 pub mod pin;
+pub mod pvv;
 
 pub use kcv::{check_kcv, Kcv, KcvMethod};
 pub use keys::{decrypt_key_under, decrypt_key_under_as, encrypt_key_under, Key, KeyKind};
