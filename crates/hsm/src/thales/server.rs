@@ -101,7 +101,7 @@ pub fn handle_message(
 /// Carries out one command with `hsm`'s local master key and keys.
 pub fn handle(hsm: &SoftHsm, cmd: &Command<'_>) -> Reply<'static> {
     let code = cmd.code();
-    match run(hsm, cmd) {
+    match execute(hsm, cmd) {
         Ok(r) => Reply::ok(code, r),
         Err(e) => Reply::error(code, e),
     }
@@ -109,7 +109,7 @@ pub fn handle(hsm: &SoftHsm, cmd: &Command<'_>) -> Reply<'static> {
 
 type Outcome = Result<Response<'static>, [u8; 2]>;
 
-fn run(hsm: &SoftHsm, cmd: &Command<'_>) -> Outcome {
+fn execute(hsm: &SoftHsm, cmd: &Command<'_>) -> Outcome {
     match cmd {
         Command::GenerateKey { key_type, under } => {
             if !matches!(key_type, b"000" | b"001" | b"002" | b"003" | b"008") {
@@ -331,4 +331,23 @@ pub async fn serve_connection(
         out.clear();
     }
     Ok(())
+}
+
+/// What `hsm_sim` runs: a [`SoftHsm`] whose LMK is read from `lmk_file`, serving
+/// the command subset on `listen` until `shutdown` completes. Reports the bound
+/// address through `on_listening` (the port may have been 0).
+pub async fn run(
+    listen: &str,
+    lmk_file: &std::path::Path,
+    config: ServerConfig,
+    on_listening: impl FnOnce(std::net::SocketAddr),
+    shutdown: impl std::future::Future<Output = ()>,
+) -> crate::Result<()> {
+    let hsm = Arc::new(SoftHsm::from_master_key_file(lmk_file)?);
+    let listener = TcpListener::bind(listen).await?;
+    on_listening(listener.local_addr()?);
+    tokio::select! {
+        r = serve(listener, hsm, config) => Ok(r?),
+        () = shutdown => Ok(()),
+    }
 }
