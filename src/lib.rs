@@ -14,11 +14,15 @@
 //!   a multiplexing client with per-request timeouts, a bounded concurrent server.
 //! - [`reversal`] — `isoswitch-reversal`: durable automatic reversals (write-ahead journal
 //!   with group commit, sans-IO engine, tokio driver), idempotent host handler, settlement.
+//! - [`hsm`] — `isoswitch-hsm`: the `SecurityModule` trait (keys as handles, never in
+//!   clear), `SoftHsm` (software, local master key from a file), and a pipelining client
+//!   and a server for a Thales payShield host command subset (`hsm_sim`).
 //!
 //! Data flows: bytes from [`net`] framing → [`codec`] view/message → [`session`] checks
 //! the MAC and keys → the application; and back the same way.
 
 pub use isoswitch_codec as codec;
+pub use isoswitch_hsm as hsm;
 pub use isoswitch_net as net;
 pub use isoswitch_reversal as reversal;
 pub use isoswitch_session as session;

@@ -79,6 +79,18 @@ impl MacValue {
         }
     }
 
+    /// A MAC received or computed elsewhere (e.g. by an HSM): 4 to 16 bytes.
+    pub fn from_bytes(bytes: &[u8]) -> Result<MacValue> {
+        if bytes.len() < MIN_MAC_LEN || bytes.len() > 16 {
+            return Err(SessionError::BadMacLength {
+                min: MIN_MAC_LEN,
+                max: 16,
+                found: bytes.len(),
+            });
+        }
+        Ok(MacValue::new(bytes))
+    }
+
     /// The MAC bytes: 8 for the DES-based algorithms, 16 for AES-CMAC, 8 ASCII
     /// characters for `CupPos` (what field 64 carries).
     pub fn as_bytes(&self) -> &[u8] {

@@ -11,6 +11,7 @@
 //!   registers).
 //! - [`tr31`]: TR-31 / ANSI X9.143 key blocks, versions A, B, C, D: header parse and
 //!   build, wrap and unwrap under a KBPK, usage enforcement ([`tr31::KeyOperation`]).
+//! - [`pvv`]: the Visa PIN verification value ([`pvv::visa_pvv`]).
 //!
 //! Nothing here does I/O, reads a clock or logs; the only outside input is the OS
 //! random number generator (key generation and PIN block fill).
@@ -22,6 +23,7 @@ pub mod keys;
 pub mod mac;
 pub mod pin;
 pub mod tr31;
+pub mod pvv;
 
 pub use kcv::{check_kcv, Kcv, KcvMethod};
 pub use keys::{decrypt_key_under, decrypt_key_under_as, encrypt_key_under, Key, KeyKind};

@@ -150,7 +150,7 @@ impl Pin {
         self.len == 0
     }
 
-    fn values(&self) -> &[u8] {
+    pub(crate) fn values(&self) -> &[u8] {
         &self.digits[..self.len()]
     }
 }

@@ -1,0 +1,251 @@
+//! The Thales client against the crate's own server on a SoftHsm (what `hsm_sim`
+//! serves), over loopback TCP: every command of the subset, M6/M8 against session's
+//! MAC functions, typed refusals, and pipelining (many requests in flight on one
+//! connection, each answer matched to its request by the header id).
+
+mod common;
+
+use std::sync::Arc;
+
+use common::*;
+use futures::future::join_all;
+use isoswitch_hsm::thales::codec::CommandCode;
+use isoswitch_hsm::thales::{serve, ClientConfig, ServerConfig, ThalesClient};
+use isoswitch_hsm::{
+    HsmError, KeyBlob, KeyUsage, PinReference, PinSource, PinTranslation, PinVerification,
+    SecurityModule, SoftHsm,
+};
+use isoswitch_session::crypto::keys::{decrypt_key_under, Key, KeyKind};
+use isoswitch_session::crypto::mac::{compute, MacAlgorithm, Padding};
+use isoswitch_session::crypto::pin::{Fill, Pan, Pin, PinBlock, PinBlockFormat};
+use isoswitch_session::crypto::pvv::{visa_pvv, Pvki};
+use tokio::net::TcpListener;
+
+async fn start() -> ThalesClient {
+    let hsm = Arc::new(SoftHsm::from_master_key_hex(LMK_HEX).unwrap());
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(serve(listener, hsm, ServerConfig::default()));
+    ThalesClient::connect(addr, ClientConfig::default()).await.unwrap()
+}
+
+#[tokio::test]
+async fn diagnostics_reports_the_lmk_check_value() {
+    let c = start().await;
+    let d = c.diagnostics().await.unwrap();
+    assert_eq!(d.lmk_kcv.as_bytes(), lmk().kcv().full());
+    assert_eq!(d.firmware, "isoswitch-hsm");
+}
+
+#[tokio::test]
+async fn a0_generates_under_a_zmk_and_bu_checks_it() {
+    let c = start().await;
+    let zmk_clear = tdes(ZMK);
+    let zmk = c.register_key(under(&lmk(), &zmk_clear), KeyUsage::ZoneMaster);
+    let g = c
+        .generate_working_key(zmk, KeyUsage::ZonePin, KeyKind::Tdes2)
+        .await
+        .unwrap();
+    // The key under the ZMK decrypts (with the clear ZMK) to a key with that KCV…
+    let clear = decrypt_key_under(&zmk_clear, g.under_master.as_bytes()).unwrap();
+    assert_eq!(g.kcv.as_bytes(), &clear.kcv().full()[..3]);
+    // …and the copy under the LMK is the same key (BU on it).
+    assert!(c.check_kcv(g.handle, g.kcv.as_bytes()).await.unwrap());
+    assert!(!c.check_kcv(g.handle, &[0, 0, 0]).await.unwrap());
+    let under_lmk = c.key_under_lmk(g.handle).unwrap();
+    let via_lmk = decrypt_key_under(&lmk(), under_lmk.as_bytes()).unwrap();
+    assert_eq!(via_lmk.kcv().full(), clear.kcv().full());
+}
+
+#[tokio::test]
+async fn hc_changes_the_terminal_master_key() {
+    let c = start().await;
+    let tmk_clear = tdes(TMK);
+    let tmk = c.register_key(under(&lmk(), &tmk_clear), KeyUsage::TerminalMaster);
+    let g = c
+        .generate_working_key(tmk, KeyUsage::TerminalMaster, KeyKind::Tdes2)
+        .await
+        .unwrap();
+    let new = decrypt_key_under(&tmk_clear, g.under_master.as_bytes()).unwrap();
+    assert_eq!(g.kcv.as_bytes(), new.kcv().full());
+}
+
+#[tokio::test]
+async fn fa_imports_a_zpk_from_its_zmk() {
+    let c = start().await;
+    let zmk_clear = tdes(ZMK);
+    let zpk_clear = tdes(ZPK);
+    let zmk = c.register_key(under(&lmk(), &zmk_clear), KeyUsage::ZoneMaster);
+    let kcv = &zpk_clear.kcv().full()[..3];
+    let zpk = c
+        .import_key(
+            zmk,
+            &KeyBlob::Ecb(under(&zmk_clear, &zpk_clear)),
+            KeyUsage::ZonePin,
+            Some(kcv),
+        )
+        .await
+        .unwrap();
+    assert_eq!(c.key_under_lmk(zpk).unwrap(), under(&lmk(), &zpk_clear));
+    let e = c
+        .import_key(
+            zmk,
+            &KeyBlob::Ecb(under(&zmk_clear, &zpk_clear)),
+            KeyUsage::ZonePin,
+            Some(&[1, 2, 3]),
+        )
+        .await;
+    assert!(matches!(e, Err(HsmError::Crypto(_))), "{e:?}");
+}
+
+#[tokio::test]
+async fn ca_translates_tpk_to_zpk_in_formats_0_1_3() {
+    let c = start().await;
+    let tpk = c.register_key(under(&lmk(), &tdes(TPK)), KeyUsage::TerminalPin);
+    let zpk = c.register_key(under(&lmk(), &tdes(ZPK)), KeyUsage::ZonePin);
+    let pan = Pan::new("4000001234562000").unwrap();
+    let pin = Pin::new("8137").unwrap();
+    for from in [PinBlockFormat::Iso0, PinBlockFormat::Iso1, PinBlockFormat::Iso3] {
+        for to in [PinBlockFormat::Iso0, PinBlockFormat::Iso3, PinBlockFormat::Iso1] {
+            let block = PinBlock::encipher(from, &pin, Some(&pan), &tdes(TPK), Fill::Random).unwrap();
+            let out = c
+                .translate_pin(PinTranslation {
+                    source: PinSource::Key(tpk),
+                    block: &block,
+                    pan: Some(&pan),
+                    destination: zpk,
+                    to_format: to,
+                })
+                .await
+                .unwrap();
+            assert_eq!(out.decipher(Some(&pan), &tdes(ZPK)).unwrap(), pin);
+        }
+    }
+    // A block that does not decipher: error 20 from the HSM.
+    let garbage = PinBlock::from_bytes(PinBlockFormat::Iso0, &[0x55; 8]).unwrap();
+    let e = c
+        .translate_pin(PinTranslation {
+            source: PinSource::Key(tpk),
+            block: &garbage,
+            pan: Some(&pan),
+            destination: zpk,
+            to_format: PinBlockFormat::Iso0,
+        })
+        .await;
+    assert!(matches!(e, Err(HsmError::Refused { command: "CA", ref code }) if code == "20"), "{e:?}");
+}
+
+#[tokio::test]
+async fn dc_and_ec_verify_against_a_visa_pvv() {
+    let c = start().await;
+    let tpk = c.register_key(under(&lmk(), &tdes(TPK)), KeyUsage::TerminalPin);
+    let zpk = c.register_key(under(&lmk(), &tdes(ZPK)), KeyUsage::ZonePin);
+    let pvk = c.register_key(under(&lmk(), &tdes(PVK)), KeyUsage::PinVerification);
+    let pan = Pan::new("4000001234562000").unwrap();
+    let pvki = Pvki::new(1).unwrap();
+    let pvv = visa_pvv(&tdes(PVK), &pan, pvki, &Pin::new("2468").unwrap()).unwrap();
+    for (key, clear) in [(tpk, tdes(TPK)), (zpk, tdes(ZPK))] {
+        for (pin, expected) in [("2468", true), ("2469", false)] {
+            let block = PinBlock::encipher(PinBlockFormat::Iso0, &Pin::new(pin).unwrap(), Some(&pan), &clear, Fill::Random).unwrap();
+            let ok = c
+                .verify_pin(PinVerification {
+                    key,
+                    block: &block,
+                    pan: &pan,
+                    reference: PinReference::VisaPvv { pvk, pvki, pvv },
+                })
+                .await
+                .unwrap();
+            assert_eq!(ok, expected, "PIN {pin}");
+        }
+    }
+}
+
+#[tokio::test]
+async fn m6_m8_match_the_session_mac_functions() {
+    let c = start().await;
+    let tak_clear = tdes(TAK);
+    let tak = c.register_key(under(&lmk(), &tak_clear), KeyUsage::TerminalMac);
+    let data: Vec<u8> = (0..=200u8).collect();
+    for alg in [
+        MacAlgorithm::X919(Padding::Method1),
+        MacAlgorithm::X919(Padding::Method2),
+        MacAlgorithm::CbcTdes(Padding::Method1),
+        MacAlgorithm::CbcTdes(Padding::Method2),
+    ] {
+        let expected = compute(alg, &tak_clear, &data).unwrap();
+        let mac = c.generate_mac(tak, alg, &data).await.unwrap();
+        assert_eq!(mac, expected, "{alg:?}");
+        assert!(c.verify_mac(tak, alg, &data, mac.as_bytes()).await.unwrap());
+        assert!(c.verify_mac(tak, alg, &data, &mac.as_bytes()[..4]).await.unwrap());
+        assert!(!c.verify_mac(tak, alg, &data[1..], mac.as_bytes()).await.unwrap());
+    }
+    assert!(matches!(
+        c.generate_mac(tak, MacAlgorithm::AesCmac, &data).await,
+        Err(HsmError::Unsupported(_))
+    ));
+}
+
+#[tokio::test]
+async fn usage_and_unsupported_paths_are_typed() {
+    let c = start().await;
+    let tak = c.register_key(under(&lmk(), &tdes(TAK)), KeyUsage::TerminalMac);
+    let zpk = c.register_key(under(&lmk(), &tdes(ZPK)), KeyUsage::ZonePin);
+    let pan = Pan::new("4000001234562000").unwrap();
+    let block = PinBlock::from_bytes(PinBlockFormat::Iso0, &[0; 8]).unwrap();
+    let r = c
+        .translate_pin(PinTranslation {
+            source: PinSource::Key(tak),
+            block: &block,
+            pan: Some(&pan),
+            destination: zpk,
+            to_format: PinBlockFormat::Iso0,
+        })
+        .await;
+    assert!(matches!(r, Err(HsmError::WrongUsage { .. })));
+    let r = c
+        .translate_pin(PinTranslation {
+            source: PinSource::Dukpt {
+                bdk: tak,
+                ksn: isoswitch_hsm::Ksn::new(&[0; 10]).unwrap(),
+            },
+            block: &block,
+            pan: Some(&pan),
+            destination: zpk,
+            to_format: PinBlockFormat::Iso0,
+        })
+        .await;
+    assert!(matches!(r, Err(HsmError::Unsupported(_))));
+    let _ = CommandCode::ALL;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pipelined_translations_all_come_back_right() {
+    let c = start().await;
+    let tpk = c.register_key(under(&lmk(), &tdes(TPK)), KeyUsage::TerminalPin);
+    let zpk = c.register_key(under(&lmk(), &tdes(ZPK)), KeyUsage::ZonePin);
+    let pan = Pan::new("5555555551234567").unwrap();
+    // 300 distinct PINs in flight at once on one connection; each answer must be the
+    // translation of its own request (ids, not arrival order, match them).
+    let cases: Vec<(Pin, PinBlock)> = (0..300u32)
+        .map(|i| {
+            let pin = Pin::new(&format!("{:06}", i * 3301 % 1_000_000)).unwrap();
+            let block = PinBlock::encipher(PinBlockFormat::Iso0, &pin, Some(&pan), &tdes(TPK), Fill::Random).unwrap();
+            (pin, block)
+        })
+        .collect();
+    let results = join_all(cases.iter().map(|(_, block)| {
+        c.translate_pin(PinTranslation {
+            source: PinSource::Key(tpk),
+            block,
+            pan: Some(&pan),
+            destination: zpk,
+            to_format: PinBlockFormat::Iso3,
+        })
+    }))
+    .await;
+    let zpk_clear: Key = tdes(ZPK);
+    for ((pin, _), out) in cases.iter().zip(results) {
+        assert_eq!(&out.unwrap().decipher(Some(&pan), &zpk_clear).unwrap(), pin);
+    }
+}
