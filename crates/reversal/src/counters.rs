@@ -140,18 +140,23 @@ impl FileCounters {
             },
             None => CounterState::default(),
         };
-        let mut c = FileCounters {
+        let mut c = FileCounters::assemble(file, state, lease, torn);
+        if count > 1 {
+            c.compact()?;
+        }
+        Ok(c)
+    }
+
+    /// Counters at `state` on `file`, nothing leased yet.
+    fn assemble(file: RecordFile, state: CounterState, lease: u32, torn: Option<Torn>) -> Self {
+        FileCounters {
             file,
             state,
             stan_limit: state.next_stan,
             rrn_limit: state.next_rrn,
             lease: lease.clamp(1, MAX_LEASE),
             torn,
-        };
-        if count > 1 {
-            c.compact()?;
         }
-        Ok(c)
     }
 
     /// Replaces whatever is at `path` with counters at `state` (the deliberate recovery
@@ -169,14 +174,7 @@ impl FileCounters {
             Err(e) => return Err(ReversalError::io("remove", path, e)),
         }
         let (file, _) = RecordFile::open(path, |_, _| Ok(()))?;
-        let mut c = FileCounters {
-            file,
-            state,
-            stan_limit: state.next_stan,
-            rrn_limit: state.next_rrn,
-            lease: lease.clamp(1, MAX_LEASE),
-            torn: None,
-        };
+        let mut c = FileCounters::assemble(file, state, lease, None);
         c.compact()?;
         Ok(c)
     }
