@@ -41,6 +41,43 @@ pub enum ReversalError {
         /// What was wrong.
         what: &'static str,
     },
+    /// A file of the data directory is damaged before its end (a record that fails its
+    /// CRC is followed by valid records, or a CRC-valid record does not parse or holds
+    /// a value out of range): not a torn write, so nothing is truncated; the file is
+    /// left as it is for inspection.
+    #[error("{path} is damaged at byte {offset}: {what}")]
+    Corrupt {
+        /// The file.
+        path: PathBuf,
+        /// Byte offset of the damaged record in the file.
+        offset: u64,
+        /// What is wrong.
+        what: &'static str,
+    },
+    /// Another process (or another [`crate::datadir::DataDir`] in this one) holds the
+    /// data directory's lock.
+    #[error("data directory {path} is in use by another process (lock held on {lock})")]
+    Locked {
+        /// The data directory.
+        path: PathBuf,
+        /// Its lock file.
+        lock: PathBuf,
+    },
+    /// A store part name that is not 1–64 of `A–Z a–z 0–9 _ - .` (not starting with `.`).
+    #[error("bad store part name {name:?}: 1-64 of A-Z a-z 0-9 _ - . expected")]
+    BadPartName {
+        /// The name asked for.
+        name: String,
+    },
+    /// A store part is already open (each journal, store, counters or session store is
+    /// owned by one handle at a time).
+    #[error("{kind} {name:?} is already open")]
+    PartInUse {
+        /// `journal`, `idempotency store`, `counters` or `session store`.
+        kind: &'static str,
+        /// Its name.
+        name: String,
+    },
     /// A message could not be built, encoded or decoded.
     #[error("codec: {0}")]
     Codec(#[from] isoswitch_codec::CodecError),

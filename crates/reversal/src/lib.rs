@@ -5,8 +5,10 @@
 //! crashes, dropped connections and late responses.
 //!
 //! ## Module map
-//! - [`record`] — the on-disk format: magic, then `len u32 | crc32 u32 | payload`
-//!   records; torn-tail truncation; atomic rewrite ([`record::RecordFile`]).
+//! - [`record`] — the one on-disk format of every file (journal, store, counters,
+//!   sessions): magic, then `len u32 | crc32 u32 | payload` records; torn-tail
+//!   truncation, damage before the end reported as [`ReversalError::Corrupt`]; atomic
+//!   rewrite ([`record::RecordFile`]).
 //! - [`journal`] — the terminal's write-ahead journal: [`JournalRecord`]s, the
 //!   [`Journal`] trait, [`FileJournal`] (fsync, recovery, compaction),
 //!   [`MemoryJournal`], and [`GroupCommit`] (concurrent writers share one fsync).
@@ -28,6 +30,14 @@
 //!   [`FileStore`]) and [`Ledger`].
 //! - [`settlement`] — [`BatchTotals`], terminal [`Settlement`], [`HostSettlement`],
 //!   [`Iso87Totals`].
+//! - [`durable`] — the one store abstraction: [`Store`] hands out a switch's or host's
+//!   durable parts by name (journal, idempotency store + ledger, counters, session
+//!   store); [`SessionStore`] keeps sealed terminal and upstream-link snapshots.
+//! - [`datadir`] — [`DataDir`], the embedded [`Store`]: one locked directory, one
+//!   record file per part.
+//! - [`counters`] — [`FileCounters`]: STAN/RRN leased in blocks, batch, behind
+//!   `isoswitch_session::counters::Counters`.
+//! - [`sessions`] — [`FileSessionStore`]: the data directory's [`SessionStore`].
 //! - [`error`] — [`ReversalError`].
 //!
 //! ## Data flow
@@ -83,7 +93,10 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+pub mod counters;
+pub mod datadir;
 pub mod driver;
+pub mod durable;
 pub mod engine;
 pub mod error;
 pub mod host;
@@ -92,10 +105,14 @@ pub mod original;
 pub mod profile;
 pub mod record;
 pub mod security;
+pub mod sessions;
 pub mod settlement;
 pub mod store;
 
+pub use counters::FileCounters;
+pub use datadir::{DataDir, DataDirConfig, Part, TornReport};
 pub use driver::{late_responses, DriverConfig, DriverStatus, ReversalDriver, Transport};
+pub use durable::{SessionStore, Store, UpstreamSave};
 pub use engine::{
     EngineConfig, EngineEvent, EngineStats, NotSentReason, Outcome, ReversalEngine, SendFailure,
     Transmit, TransmitId, TransmitKind, TxnId,
@@ -110,6 +127,7 @@ pub use profile::{
 /// The decimal type of amounts and totals (re-exported `rust_decimal`).
 pub use rust_decimal::Decimal;
 pub use security::{NoMac, ProfileMac, Security, Verify};
+pub use sessions::{FileSessionStore, SessionRecord};
 pub use settlement::{
     BatchTotals, HostSettlement, Iso87Totals, Settlement, SettlementConfig, SettlementOutcome,
     SettlementState, SideTotals, UploadEntry,

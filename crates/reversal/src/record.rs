@@ -14,8 +14,12 @@
 //! anything is allocated. Recovery reads records in order and stops at the first one that
 //! is incomplete, too long or fails its CRC: that is the torn tail of a write that a
 //! crash interrupted, and [`RecordFile::open`] truncates the file there (and fsyncs)
-//! before anything new is appended. A record that passes its CRC but whose payload does
-//! not parse is *not* a torn write: the owner reports [`ReversalError::BadRecord`].
+//! before anything new is appended, and reports it ([`Torn`]). Two kinds of damage are
+//! *not* a torn write and are reported as [`ReversalError::Corrupt`] naming the file and
+//! the record's offset, leaving the file untouched: a record that passes its CRC but
+//! whose payload does not parse, and a damaged record that is followed by a CRC-valid
+//! one (a flipped byte in the middle of the file; a crash only tears the end of the
+//! last write).
 //!
 //! Payloads are a small binary encoding written with [`Writer`] and read with [`Reader`]
 //! (integers little-endian, byte strings with a `u32` length checked against what is
@@ -272,14 +276,28 @@ impl RecordFile {
                 break;
             }
             each(pos, &payload).map_err(|e| match e {
-                ReversalError::BadRecord { what, .. } => {
-                    ReversalError::BadRecord { offset: pos, what }
-                }
+                ReversalError::BadRecord { what, .. } => ReversalError::Corrupt {
+                    path: path.clone(),
+                    offset: pos,
+                    what,
+                },
                 other => other,
             })?;
             pos += (HEADER_LEN + len) as u64;
         }
         drop(reader);
+        if let Some(t) = torn {
+            if t.reason != TornReason::ShortHeader {
+                if let Some(next) = valid_record_after(&mut file, &path, pos, size)? {
+                    tracing::error!(path = %path.display(), offset = pos, next, reason = ?t.reason, "damaged record before valid ones");
+                    return Err(ReversalError::Corrupt {
+                        path,
+                        offset: pos,
+                        what: "damaged record followed by valid records (not a torn tail)",
+                    });
+                }
+            }
+        }
         if pos != size {
             tracing::warn!(path = %path.display(), valid = pos, size, ?torn, "truncating torn journal tail");
             file.set_len(pos)
@@ -421,6 +439,44 @@ impl RecordFile {
         self.len = len;
         Ok(())
     }
+}
+
+/// How far past a damaged record [`RecordFile::open`] looks for a valid one.
+pub const DAMAGE_SCAN_LIMIT: u64 = 4 << 20;
+
+/// Whether a CRC-valid, non-empty record starts anywhere in `(pos, size)` (looking at
+/// most [`DAMAGE_SCAN_LIMIT`] bytes): then the damage at `pos` is corruption in the
+/// middle of the file, not the torn tail of an interrupted append (a crash only ever
+/// leaves the *end* of the last write incomplete). Returns the first such offset.
+fn valid_record_after(file: &mut File, path: &Path, pos: u64, size: u64) -> Result<Option<u64>> {
+    let span = size.saturating_sub(pos).min(DAMAGE_SCAN_LIMIT);
+    let span = usize::try_from(span).unwrap_or(0);
+    if span <= HEADER_LEN {
+        return Ok(None);
+    }
+    let mut tail = vec![0u8; span];
+    file.seek(SeekFrom::Start(pos))
+        .map_err(|e| ReversalError::io("seek", path, e))?;
+    let got = read_full(file, &mut tail).map_err(|e| ReversalError::io("read", path, e))?;
+    tail.truncate(got);
+    Ok(first_valid_record(&tail, 1).map(|o| pos + o as u64))
+}
+
+/// The first offset `>= from` in `buf` where a CRC-valid record with a non-empty
+/// payload starts (every record this crate writes has at least a tag byte, and an
+/// all-zero region would otherwise read as empty records with CRC 0).
+pub fn first_valid_record(buf: &[u8], from: usize) -> Option<usize> {
+    let last = buf.len().checked_sub(HEADER_LEN)?;
+    (from..=last).find(|&o| {
+        let h = &buf[o..o + HEADER_LEN];
+        let len = u32::from_le_bytes([h[0], h[1], h[2], h[3]]) as usize;
+        let crc = u32::from_le_bytes([h[4], h[5], h[6], h[7]]);
+        len != 0
+            && len <= MAX_RECORD_LEN
+            && buf
+                .get(o + HEADER_LEN..o + HEADER_LEN + len)
+                .is_some_and(|p| crc32fast::hash(p) == crc)
+    })
 }
 
 fn read_full(r: &mut impl Read, buf: &mut [u8]) -> std::io::Result<usize> {

@@ -113,12 +113,28 @@ impl Ledger {
         self.per_card.iter().map(|(k, v)| (k.as_str(), *v))
     }
 
-    fn apply(&mut self, pan: &str, effect: Decimal) {
+    /// The card's and the overall total after `effect`, checked (amounts come from disk
+    /// and peers: an overflow is an error, never a panic).
+    fn after(&self, pan: &str, effect: Decimal) -> Result<(Decimal, Decimal)> {
+        let card = self
+            .card(pan)
+            .checked_add(effect)
+            .ok_or(ReversalError::bad("amount overflows the ledger"))?;
+        let total = self
+            .total
+            .checked_add(effect)
+            .ok_or(ReversalError::bad("amount overflows the ledger"))?;
+        Ok((card, total))
+    }
+
+    fn apply(&mut self, pan: &str, effect: Decimal) -> Result<()> {
         if effect.is_zero() {
-            return;
+            return Ok(());
         }
-        *self.per_card.entry(pan.to_string()).or_default() += effect;
-        self.total += effect;
+        let (card, total) = self.after(pan, effect)?;
+        self.per_card.insert(pan.to_string(), card);
+        self.total = total;
+        Ok(())
     }
 }
 
@@ -166,20 +182,39 @@ impl MemoryStore {
         Self::default()
     }
 
-    fn apply(&mut self, rec: StoreRecord) {
+    /// The ledger effect of `rec`: (PAN, change).
+    fn effect(rec: &StoreRecord) -> Option<(&str, Decimal)> {
+        match rec {
+            StoreRecord::Original { state, .. } if state.approved => {
+                Some((&state.pan, state.kind.effect(state.amount)))
+            }
+            StoreRecord::Original { .. } => None,
+            StoreRecord::Reversal { pan, state, .. } => Some((pan, state.effect)),
+        }
+    }
+
+    /// Fails (changing nothing) when `rec` cannot be applied: its amount would
+    /// overflow the ledger.
+    fn check(&self, rec: &StoreRecord) -> Result<()> {
+        match Self::effect(rec) {
+            Some((pan, effect)) => self.ledger.after(pan, effect).map(|_| ()),
+            None => Ok(()),
+        }
+    }
+
+    fn apply(&mut self, rec: StoreRecord) -> Result<()> {
+        if let Some((pan, effect)) = Self::effect(&rec) {
+            self.ledger.apply(pan, effect)?;
+        }
         match rec {
             StoreRecord::Original { key, state } => {
-                if state.approved {
-                    self.ledger
-                        .apply(&state.pan, state.kind.effect(state.amount));
-                }
                 self.map.entry(key).or_default().original = Some(state);
             }
-            StoreRecord::Reversal { key, pan, state } => {
-                self.ledger.apply(&pan, state.effect);
+            StoreRecord::Reversal { key, state, .. } => {
                 self.map.entry(key).or_default().reversal = Some(state);
             }
         }
+        Ok(())
     }
 
     /// The records that rebuild this state (for compaction).
@@ -213,8 +248,7 @@ impl IdempotencyStore for MemoryStore {
         self.map.get(key)
     }
     fn commit(&mut self, record: StoreRecord) -> Result<()> {
-        self.apply(record);
-        Ok(())
+        self.apply(record)
     }
     fn ledger(&self) -> &Ledger {
         &self.ledger
@@ -331,6 +365,7 @@ pub struct FileStore {
     state: MemoryStore,
     file: RecordFile,
     scratch: Vec<u8>,
+    torn: Option<record::Torn>,
 }
 
 impl FileStore {
@@ -340,15 +375,23 @@ impl FileStore {
     /// I/O errors, bad magic, a CRC-valid record that does not parse.
     pub fn open(path: impl AsRef<Path>) -> Result<FileStore> {
         let mut state = MemoryStore::new();
-        let (file, _) = RecordFile::open(path, |_, p| {
-            state.apply(StoreRecord::decode(p)?);
-            Ok(())
-        })?;
+        let (file, torn) = RecordFile::open(path, |_, p| state.apply(StoreRecord::decode(p)?))?;
         Ok(FileStore {
             state,
             file,
             scratch: Vec::new(),
+            torn,
         })
+    }
+
+    /// The torn tail that was truncated on open, if any.
+    pub fn torn_tail(&self) -> Option<record::Torn> {
+        self.torn
+    }
+
+    /// The file's path.
+    pub fn path(&self) -> &Path {
+        self.file.path()
     }
 
     /// Whether [`IdempotencyStore::commit`] fsyncs before it returns (the default).
@@ -406,14 +449,15 @@ impl IdempotencyStore for FileStore {
         self.state.get(key)
     }
     fn commit(&mut self, rec: StoreRecord) -> Result<()> {
+        // Nothing is written that could not be replayed.
+        self.state.check(&rec)?;
         self.scratch.clear();
         rec.encode(&mut self.scratch);
         let payload = std::mem::take(&mut self.scratch);
         let r = self.file.append_with(|out| record::frame(&payload, out));
         self.scratch = payload;
         r?;
-        self.state.apply(rec);
-        Ok(())
+        self.state.apply(rec)
     }
     fn ledger(&self) -> &Ledger {
         self.state.ledger()

@@ -9,23 +9,15 @@
 //!   alphanumeric or space characters.
 //!
 //! The [`Counters`] trait lets a terminal keep them where it likes. [`MemoryCounters`]
-//! keeps them in memory (tests, hosts that assign nothing). [`FileCounters`] writes the
-//! new state to a temporary file, fsyncs it, renames it over the counters file and
-//! fsyncs the directory *before* handing out a value, so a value is never handed out
-//! twice, even across a crash: after a crash the file holds either the state before
-//! or the state after the last call.
-//!
-//! File behaviour: an **absent** file starts fresh (STAN 1, batch 1, RRN 1) and is
-//! created at once; a **corrupt** file (bad header, missing or malformed field, value
-//! out of range, checksum mismatch) is [`SessionError::CounterFileCorrupt`] and is left
-//! untouched for inspection; [`FileCounters::create`] overwrites it deliberately.
+//! keeps them in memory (tests, hosts that assign nothing). The durable implementation,
+//! `isoswitch_reversal::counters::FileCounters`, lives with the rest of the data directory
+//! in `isoswitch-reversal` (records in the one CRC-framed file format, values leased in
+//! blocks); an implementation hands out no value that it has not made durable first, so
+//! no value is handed out twice, even across a crash.
 
 use std::fmt;
-use std::fs::{self, OpenOptions};
-use std::io::{self, Write};
-use std::path::{Path, PathBuf};
 
-use crate::error::{CorruptReason, Result, SessionError};
+use crate::error::{Result, SessionError};
 
 /// Largest STAN and batch number.
 pub const MAX_SIX_DIGIT: u32 = 999_999;
@@ -171,6 +163,12 @@ impl Default for CounterState {
 }
 
 impl CounterState {
+    /// Checks the RRN sequence value (the STAN and batch types are valid by
+    /// construction).
+    pub fn validate(&self) -> Result<()> {
+        check_rrn(self.next_rrn)
+    }
+
     fn after_stan(self) -> CounterState {
         CounterState {
             next_stan: self.next_stan.next(),
@@ -261,83 +259,6 @@ impl Counters for MemoryCounters {
     }
 }
 
-/// Counters persisted in a small text file, replaced atomically on every change.
-#[derive(Debug)]
-pub struct FileCounters {
-    path: PathBuf,
-    state: CounterState,
-}
-
-const HEADER: &str = "isoswitch-counters 1";
-
-impl FileCounters {
-    /// Opens the counters file at `path`. An absent file starts fresh and is written at
-    /// once; a corrupt one is an error ([`SessionError::CounterFileCorrupt`]) and is
-    /// not modified.
-    pub fn open(path: impl AsRef<Path>) -> Result<FileCounters> {
-        let path = path.as_ref().to_path_buf();
-        match fs::read(&path) {
-            Ok(bytes) => {
-                let state = parse(&bytes).map_err(|reason| SessionError::CounterFileCorrupt {
-                    path: path.clone(),
-                    reason,
-                })?;
-                Ok(FileCounters { path, state })
-            }
-            Err(e) if e.kind() == io::ErrorKind::NotFound => {
-                FileCounters::create(path, CounterState::default())
-            }
-            Err(source) => Err(SessionError::CounterIo { path, source }),
-        }
-    }
-
-    /// Writes `state` to `path`, replacing any existing file (the deliberate recovery
-    /// from a corrupt file), and returns counters on it.
-    pub fn create(path: impl AsRef<Path>, state: CounterState) -> Result<FileCounters> {
-        check_rrn(state.next_rrn)?;
-        let path = path.as_ref().to_path_buf();
-        persist(&path, &state)?;
-        Ok(FileCounters { path, state })
-    }
-
-    /// The counters file.
-    pub fn path(&self) -> &Path {
-        &self.path
-    }
-
-    /// Persists `next` and only then adopts it.
-    fn commit(&mut self, next: CounterState) -> Result<()> {
-        persist(&self.path, &next)?;
-        self.state = next;
-        Ok(())
-    }
-}
-
-impl Counters for FileCounters {
-    fn state(&self) -> CounterState {
-        self.state
-    }
-
-    fn next_stan(&mut self) -> Result<Stan> {
-        let stan = self.state.next_stan;
-        self.commit(self.state.after_stan())?;
-        Ok(stan)
-    }
-
-    fn set_batch(&mut self, batch: BatchNumber) -> Result<()> {
-        self.commit(CounterState {
-            batch,
-            ..self.state
-        })
-    }
-
-    fn next_rrn(&mut self) -> Result<Rrn> {
-        let rrn = Rrn::from_sequence(self.state.next_rrn)?;
-        self.commit(self.state.after_rrn())?;
-        Ok(rrn)
-    }
-}
-
 fn six_digit(counter: &'static str, value: u32) -> Result<u32> {
     if value == 0 || value > MAX_SIX_DIGIT {
         Err(SessionError::CounterOutOfRange {
@@ -368,115 +289,6 @@ fn check_rrn(value: u64) -> Result<()> {
     } else {
         Ok(())
     }
-}
-
-fn body(state: &CounterState) -> String {
-    format!(
-        "{HEADER}\nnext_stan={}\nbatch={}\nnext_rrn={:012}\n",
-        state.next_stan, state.batch, state.next_rrn
-    )
-}
-
-fn render(state: &CounterState) -> String {
-    let body = body(state);
-    let crc = crc32fast::hash(body.as_bytes());
-    format!("{body}crc32={crc:08X}\n")
-}
-
-fn parse(bytes: &[u8]) -> std::result::Result<CounterState, CorruptReason> {
-    let text = std::str::from_utf8(bytes).map_err(|_| CorruptReason::Encoding)?;
-    let mut lines = text.split_terminator('\n');
-    if lines.next() != Some(HEADER) {
-        return Err(CorruptReason::Header);
-    }
-    let mut field = |name: &'static str, digits: usize| -> Result<u64, CorruptReason> {
-        let line = lines.next().ok_or(CorruptReason::Field(name))?;
-        let value = line
-            .strip_prefix(name)
-            .and_then(|rest| rest.strip_prefix('='))
-            .filter(|v| v.len() == digits && v.bytes().all(|b| b.is_ascii_digit()))
-            .ok_or(CorruptReason::Field(name))?;
-        value.parse::<u64>().map_err(|_| CorruptReason::Field(name))
-    };
-    let stan = field("next_stan", 6)?;
-    let batch = field("batch", 6)?;
-    let rrn = field("next_rrn", 12)?;
-    let crc_line = lines.next().ok_or(CorruptReason::Field("crc32"))?;
-    if lines.next().is_some() {
-        return Err(CorruptReason::Field("crc32"));
-    }
-    let crc = crc_line
-        .strip_prefix("crc32=")
-        .filter(|v| {
-            v.len() == 8
-                && v.bytes()
-                    .all(|b| b.is_ascii_digit() || (b'A'..=b'F').contains(&b))
-        })
-        .and_then(|v| u32::from_str_radix(v, 16).ok())
-        .ok_or(CorruptReason::Field("crc32"))?;
-
-    let next_stan = u32::try_from(stan)
-        .ok()
-        .and_then(|v| Stan::new(v).ok())
-        .ok_or(CorruptReason::Range("next_stan"))?;
-    let batch = u32::try_from(batch)
-        .ok()
-        .and_then(|v| BatchNumber::new(v).ok())
-        .ok_or(CorruptReason::Range("batch"))?;
-    check_rrn(rrn).map_err(|_| CorruptReason::Range("next_rrn"))?;
-    let state = CounterState {
-        next_stan,
-        batch,
-        next_rrn: rrn,
-    };
-    if crc32fast::hash(body(&state).as_bytes()) != crc {
-        return Err(CorruptReason::Checksum);
-    }
-    Ok(state)
-}
-
-/// Writes `state` durably: temporary sibling, fsync, rename over `path`, fsync the
-/// directory.
-fn persist(path: &Path, state: &CounterState) -> Result<()> {
-    let io_err = |p: &Path| {
-        let p = p.to_path_buf();
-        move |source| SessionError::CounterIo { path: p, source }
-    };
-    let mut tmp_name = path
-        .file_name()
-        .map(|n| n.to_os_string())
-        .unwrap_or_default();
-    tmp_name.push(".tmp");
-    let tmp = path.with_file_name(tmp_name);
-
-    let mut file = OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .open(&tmp)
-        .map_err(io_err(&tmp))?;
-    file.write_all(render(state).as_bytes())
-        .map_err(io_err(&tmp))?;
-    file.sync_all().map_err(io_err(&tmp))?;
-    drop(file);
-    fs::rename(&tmp, path).map_err(io_err(path))?;
-    sync_dir(path).map_err(io_err(path))?;
-    Ok(())
-}
-
-#[cfg(unix)]
-fn sync_dir(path: &Path) -> io::Result<()> {
-    let dir = match path.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p,
-        _ => Path::new("."),
-    };
-    fs::File::open(dir)?.sync_all()
-}
-
-#[cfg(not(unix))]
-fn sync_dir(_path: &Path) -> io::Result<()> {
-    // Directories cannot be opened for syncing here; the rename is still atomic.
-    Ok(())
 }
 
 #[cfg(test)]
@@ -540,176 +352,5 @@ mod tests {
             Rrn::from_sequence(42).expect("rrn").as_str(),
             "000000000042"
         );
-    }
-
-    #[test]
-    fn file_counters_start_fresh_and_survive_reopen() {
-        let dir = tempfile::tempdir().expect("dir");
-        let path = dir.path().join("counters");
-        {
-            let mut c = FileCounters::open(&path).expect("open");
-            assert!(path.exists(), "created on open");
-            assert_eq!(c.state(), CounterState::default());
-            assert_eq!(c.next_stan().expect("stan").get(), 1);
-            assert_eq!(c.next_stan().expect("stan").get(), 2);
-            c.set_batch(BatchNumber::new(17).expect("b")).expect("set");
-            assert_eq!(c.next_rrn().expect("rrn").as_str(), "000000000001");
-            // Dropped without any "close": every change is already on disk.
-        }
-        let mut c = FileCounters::open(&path).expect("reopen");
-        assert_eq!(c.next_stan().expect("stan").get(), 3);
-        assert_eq!(c.batch().get(), 17);
-        assert_eq!(c.next_rrn().expect("rrn").as_str(), "000000000002");
-        assert!(!dir.path().join("counters.tmp").exists());
-    }
-
-    #[test]
-    fn file_counters_wrap_and_persist_the_wrap() {
-        let dir = tempfile::tempdir().expect("dir");
-        let path = dir.path().join("c");
-        let start = CounterState {
-            next_stan: Stan::new(999_999).expect("stan"),
-            batch: BatchNumber::new(999_999).expect("b"),
-            next_rrn: 5,
-        };
-        let mut c = FileCounters::create(&path, start).expect("create");
-        assert_eq!(c.next_stan().expect("stan").get(), 999_999);
-        assert_eq!(c.next_batch().expect("b").get(), 1);
-        let c2 = FileCounters::open(&path).expect("reopen");
-        assert_eq!(c2.state().next_stan, Stan::FIRST);
-        assert_eq!(c2.state().batch, BatchNumber::FIRST);
-    }
-
-    #[test]
-    fn corrupt_files_are_typed_errors_and_left_alone() {
-        let dir = tempfile::tempdir().expect("dir");
-        let path = dir.path().join("c");
-        FileCounters::create(&path, CounterState::default()).expect("create");
-        let good = fs::read_to_string(&path).expect("read");
-
-        let cases: Vec<(String, CorruptReason)> = vec![
-            (String::new(), CorruptReason::Header),
-            ("garbage\n".into(), CorruptReason::Header),
-            (
-                good.replace("next_stan=000001", "next_stan=000002"),
-                CorruptReason::Checksum,
-            ),
-            (
-                good.replace("next_stan=000001", "next_stan=0001"),
-                CorruptReason::Field("next_stan"),
-            ),
-            (
-                good.replace("batch=000001\n", ""),
-                CorruptReason::Field("batch"),
-            ),
-            (
-                good.replace("crc32=", "crc="),
-                CorruptReason::Field("crc32"),
-            ),
-            (format!("{good}extra\n"), CorruptReason::Field("crc32")),
-            (
-                good.replace("next_stan=000001", "next_stan=000000"),
-                CorruptReason::Range("next_stan"),
-            ),
-        ];
-        for (content, want) in cases {
-            fs::write(&path, &content).expect("write");
-            match FileCounters::open(&path) {
-                Err(SessionError::CounterFileCorrupt { reason, .. }) => {
-                    assert_eq!(reason, want, "{content:?}")
-                }
-                other => panic!("{content:?}: {other:?}"),
-            }
-            assert_eq!(
-                fs::read_to_string(&path).expect("read"),
-                content,
-                "untouched"
-            );
-        }
-        fs::write(&path, [0xFF, 0xFE]).expect("write");
-        assert!(matches!(
-            FileCounters::open(&path),
-            Err(SessionError::CounterFileCorrupt {
-                reason: CorruptReason::Encoding,
-                ..
-            })
-        ));
-        // Deliberate recovery.
-        let c = FileCounters::create(&path, CounterState::default()).expect("reset");
-        assert_eq!(c.state(), CounterState::default());
-        assert!(FileCounters::open(&path).is_ok());
-    }
-
-    proptest::proptest! {
-        /// Any single-byte change to a valid file is detected.
-        #[test]
-        fn any_single_byte_change_is_rejected(
-            stan in 1u32..=999_999,
-            batch in 1u32..=999_999,
-            rrn in 1u64..=MAX_RRN_SEQUENCE,
-            at in proptest::prelude::any::<proptest::sample::Index>(),
-            flip in 1u8..=255,
-        ) {
-            let state = CounterState {
-                next_stan: Stan::new(stan).expect("stan"),
-                batch: BatchNumber::new(batch).expect("batch"),
-                next_rrn: rrn,
-            };
-            let mut bytes = render(&state).into_bytes();
-            proptest::prop_assert_eq!(parse(&bytes), Ok(state));
-            let i = at.index(bytes.len());
-            bytes[i] ^= flip;
-            proptest::prop_assert!(parse(&bytes).is_err());
-        }
-
-        /// Truncation (a torn write without the atomic rename) is detected.
-        #[test]
-        fn truncated_files_are_rejected(stan in 1u32..=999_999, cut in 0usize..64) {
-            let state = CounterState {
-                next_stan: Stan::new(stan).expect("stan"),
-                ..CounterState::default()
-            };
-            let bytes = render(&state).into_bytes();
-            let cut = cut.min(bytes.len() - 1);
-            proptest::prop_assert!(parse(&bytes[..cut]).is_err());
-        }
-    }
-
-    #[test]
-    fn leftover_temp_file_from_a_crash_is_ignored() {
-        let dir = tempfile::tempdir().expect("dir");
-        let path = dir.path().join("c");
-        let mut c = FileCounters::open(&path).expect("open");
-        c.next_stan().expect("stan");
-        // A crash between writing the temporary file and the rename leaves it behind,
-        // possibly half written; the counters file still holds the previous state.
-        fs::write(dir.path().join("c.tmp"), "isoswitch-counters 1\nnext_st").expect("tmp");
-        let mut c = FileCounters::open(&path).expect("reopen");
-        assert_eq!(c.next_stan().expect("stan").get(), 2);
-        assert_eq!(
-            FileCounters::open(&path)
-                .expect("again")
-                .state()
-                .next_stan
-                .get(),
-            3
-        );
-    }
-
-    #[test]
-    fn failed_persist_hands_out_nothing() {
-        let dir = tempfile::tempdir().expect("dir");
-        let path = dir.path().join("sub").join("c");
-        assert!(matches!(
-            FileCounters::open(&path),
-            Err(SessionError::CounterIo { .. })
-        ));
-        // A counters object whose directory disappears keeps its state on failure.
-        let sub = dir.path().join("sub2");
-        fs::create_dir(&sub).expect("mkdir");
-        let mut c = FileCounters::open(sub.join("c")).expect("open");
-        fs::remove_dir_all(&sub).expect("rm");
-        assert!(matches!(c.next_stan(), Err(SessionError::CounterIo { .. })));
-        assert_eq!(c.state().next_stan, Stan::FIRST);
     }
 }

@@ -194,23 +194,41 @@ pub enum SessionError {
     #[error("RRN must be 12 ASCII alphanumeric or space characters")]
     BadRrn,
 
-    /// An I/O failure on the counters file.
+    /// An I/O failure on a durable counters file (the file implementation lives in
+    /// `isoswitch-reversal`; the [`crate::counters::Counters`] trait returns this).
     #[error("counters file {path}: {source}")]
     CounterIo {
-        /// The file (or its temporary sibling) being accessed.
+        /// The file being accessed.
         path: PathBuf,
         /// The underlying error.
         #[source]
         source: std::io::Error,
     },
 
-    /// The counters file exists but cannot be trusted.
-    #[error("counters file {path} is corrupt: {reason}")]
-    CounterFileCorrupt {
-        /// The file.
-        path: PathBuf,
-        /// What is wrong.
-        reason: CorruptReason,
+    /// A sealed session snapshot did not authenticate under the key-encryption key:
+    /// the wrong KEK, or the snapshot was altered (or belongs to another terminal).
+    #[error("session snapshot of {terminal} does not authenticate (wrong key-encryption key or altered)")]
+    SnapshotAuth {
+        /// The terminal the snapshot claims to be for.
+        terminal: String,
+    },
+
+    /// A sealed session snapshot (or its decrypted content) is malformed.
+    #[error("session snapshot malformed at byte {offset}: {what}")]
+    SnapshotFormat {
+        /// Byte offset in the sealed snapshot (or its plaintext) where reading stopped.
+        offset: usize,
+        /// What was wrong.
+        what: &'static str,
+    },
+
+    /// A snapshot was offered to the session of another terminal.
+    #[error("snapshot of {found} cannot be restored into the session of {expected}")]
+    SnapshotMismatch {
+        /// The session's terminal.
+        expected: String,
+        /// The snapshot's terminal.
+        found: String,
     },
 
     /// A clear PIN block was asked for a format whose output is only ever enciphered
@@ -436,33 +454,6 @@ impl std::fmt::Display for PinBlockDefect {
             PinBlockDefect::PinLength { found } => write!(f, "PIN length nibble {found:X}"),
             PinBlockDefect::PinDigit => f.write_str("non-decimal PIN digit"),
             PinBlockDefect::Fill => f.write_str("bad fill"),
-        }
-    }
-}
-
-/// Why a counters file was rejected.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum CorruptReason {
-    /// The first line is not the expected header.
-    Header,
-    /// A required `name=value` line is missing or malformed.
-    Field(&'static str),
-    /// A value is outside its counter's range.
-    Range(&'static str),
-    /// The checksum line does not match the content.
-    Checksum,
-    /// The file is not UTF-8 text.
-    Encoding,
-}
-
-impl std::fmt::Display for CorruptReason {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            CorruptReason::Header => f.write_str("bad header"),
-            CorruptReason::Field(name) => write!(f, "missing or malformed field `{name}`"),
-            CorruptReason::Range(name) => write!(f, "field `{name}` out of range"),
-            CorruptReason::Checksum => f.write_str("checksum mismatch"),
-            CorruptReason::Encoding => f.write_str("not UTF-8"),
         }
     }
 }

@@ -27,10 +27,19 @@
 //! keys are invalid) or passive ([`HostSession::invalidate`]: the next request is
 //! answered `77`).
 //!
+//! # Surviving a restart
+//!
+//! Every change of a terminal's session (sign-on, sign-off, invalidation, key change)
+//! queues the terminal for [`HostSession::poll_snapshot`]; the caller seals the
+//! [`TerminalSnapshot`] under its key-encryption key and stores it. After a restart,
+//! [`HostSession::restore`] puts each stored snapshot back and the terminal's next MACed
+//! request is accepted without a new sign-on. The replay window is not part of a
+//! snapshot (see [`crate::snapshot`] for how duplicates after a restart are caught).
+//!
 //! Memory is bounded: the host keeps state only for registered terminals that signed
 //! on, at most [`HostConfig::max_terminals`], each with a fixed-size replay window.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::fmt;
 use std::sync::Arc;
 
@@ -44,6 +53,7 @@ use crate::error::{Result, SessionError};
 use crate::profile::{MacFailureReason, ManagementStyle, NetworkCode, SessionProfile};
 use crate::replay::ReplayWindow;
 use crate::response_code::ResponseCode;
+use crate::snapshot::TerminalSnapshot;
 use crate::terminal_id::TerminalId;
 use crate::working_keys::{KeyScheme, WorkingKeys};
 
@@ -242,6 +252,7 @@ struct Record {
     keys: Option<WorkingKeys>,
     batch: BatchNumber,
     window: ReplayWindow,
+    generation: u64,
 }
 
 /// The host side of terminal sessions; see the module docs.
@@ -253,6 +264,7 @@ pub struct HostSession<K: KeyStore = MemoryKeyStore> {
     terminals: HashMap<TerminalId, Record>,
     stan: Stan,
     rrn: u64,
+    changed: HashSet<TerminalId>,
 }
 
 impl<K: KeyStore> fmt::Debug for HostSession<K> {
@@ -284,6 +296,7 @@ impl<K: KeyStore> HostSession<K> {
             terminals: HashMap::new(),
             stan: Stan::FIRST,
             rrn: 1,
+            changed: HashSet::new(),
         })
     }
 
@@ -331,9 +344,70 @@ impl<K: KeyStore> HostSession<K> {
             .and_then(|r| r.keys.take())
             .is_some();
         if had {
+            self.changed.insert(*id);
             tracing::info!(terminal = %id, "working keys invalidated");
         }
         had
+    }
+
+    /// The session state of terminal `id` as a snapshot (keys included, to be sealed
+    /// before it is stored), if the host holds any.
+    pub fn export(&self, id: &TerminalId) -> Option<TerminalSnapshot> {
+        self.terminals.get(id).map(|r| TerminalSnapshot {
+            terminal: *id,
+            batch: r.batch,
+            generation: r.generation,
+            keys: r.keys.clone(),
+        })
+    }
+
+    /// Every terminal's snapshot (e.g. to write a full copy when compacting a store).
+    pub fn snapshots(&self) -> impl Iterator<Item = TerminalSnapshot> + '_ {
+        self.terminals.keys().filter_map(|id| self.export(id))
+    }
+
+    /// The snapshot of a terminal whose session changed since it was last polled
+    /// (sign-on, sign-off, invalidation, key change), for the caller to store.
+    pub fn poll_snapshot(&mut self) -> Option<TerminalSnapshot> {
+        loop {
+            let id = *self.changed.iter().next()?;
+            self.changed.remove(&id);
+            if let Some(s) = self.export(&id) {
+                return Some(s);
+            }
+        }
+    }
+
+    /// Puts a stored session back (after a restart): the terminal's working keys,
+    /// batch and generation; its replay window starts empty. Replaces what the host
+    /// held for it. Does not queue the terminal for [`HostSession::poll_snapshot`].
+    ///
+    /// # Errors
+    /// [`SessionError::UnknownTerminal`] for a terminal that is not in the key store
+    /// (any longer), [`SessionError::SessionTableFull`] when there is no room.
+    pub fn restore(&mut self, snapshot: TerminalSnapshot) -> Result<()> {
+        let id = snapshot.terminal;
+        if !self.store.contains(&id) {
+            return Err(SessionError::UnknownTerminal {
+                terminal: id.to_string(),
+            });
+        }
+        if !self.make_room(&id) {
+            return Err(SessionError::SessionTableFull {
+                max: self.config.max_terminals,
+            });
+        }
+        let window = ReplayWindow::new(self.config.replay_window);
+        self.terminals.insert(
+            id,
+            Record {
+                keys: snapshot.keys,
+                batch: snapshot.batch,
+                window,
+                generation: snapshot.generation,
+            },
+        );
+        Ok(())
     }
 
     fn next_stan(&mut self) -> Stan {
@@ -380,6 +454,7 @@ impl<K: KeyStore> HostSession<K> {
         let keys = record.keys.take().ok_or(SessionError::NotSignedOn {
             terminal: id.to_string(),
         })?;
+        self.changed.insert(*id);
         let bytes = self.profile.seal(keys.mak(), &mut m)?;
         tracing::info!(terminal = %id, %stan, "key change requested");
         Ok(bytes)
@@ -576,6 +651,7 @@ impl<K: KeyStore> HostSession<K> {
                     Some(r) => {
                         if r.keys.take().is_some() {
                             r.batch = r.batch.next();
+                            self.changed.insert(id);
                         }
                         r.window.clear();
                         r.batch
@@ -709,9 +785,12 @@ impl<K: KeyStore> HostSession<K> {
             keys: None,
             batch,
             window: ReplayWindow::new(window),
+            generation: 0,
         });
         record.keys = Some(keys);
         record.window.clear();
+        record.generation = record.generation.wrapping_add(1);
+        self.changed.insert(id);
         Ok(HostOutcome::Replied {
             reply: bytes,
             action: HostAction::SignedOn {

@@ -17,7 +17,8 @@
 //! | [`crypto::kcv`] | key check values, compared in constant time |
 //! | [`crypto::mac`] | MACs over a byte span: ISO 9797-1 alg. 1 and 3 (X9.19), AES-CMAC, `cup-pos` |
 //! | [`crypto::pin`] | ISO 9564 PIN blocks 0, 1, 3, 4; encipher, decipher, translate |
-//! | [`counters`] | STAN, batch number, RRN behind the [`Counters`](counters::Counters) trait; in memory or in a crash-safe file |
+//! | [`counters`] | STAN, batch number, RRN behind the [`Counters`](counters::Counters) trait; [`MemoryCounters`](counters::MemoryCounters) here, the durable file implementation in `isoswitch-reversal` (`counters::FileCounters`) |
+//! | [`snapshot`] | [`TerminalSnapshot`] of a session (keys, batch, generation) for restarts; [`SealedSnapshot`]: AES-256-GCM under a key-encryption key [`Kek`] |
 //! | [`error`] | [`SessionError`], the crate's one error type |
 //!
 //! # Data flow
@@ -39,9 +40,16 @@
 //! without ever holding the clear PIN itself. The MACed span is the codec's
 //! ([`isoswitch_codec::MessageView::mac_span`]); the MAC is [`crypto::compute`].
 //!
-//! Everything is sans-IO (no sockets, no clock reads: time is passed in) except
-//! [`counters::FileCounters`], which persists to a file, and key generation, which reads
-//! the OS random number generator.
+//! Everything is sans-IO (no sockets, no files, no clock reads: time is passed in)
+//! except key and nonce generation, which read the OS random number generator (each
+//! has a `_with_rng` variant taking the generator as an input).
+//!
+//! # Restarts
+//!
+//! [`HostSession::poll_snapshot`] and [`TerminalSession::poll_snapshot`] hand out the
+//! state that changed; the caller seals it ([`TerminalSnapshot::seal`]) and stores it
+//! (`isoswitch_reversal::SessionStore`); after a restart `restore` puts it back and the
+//! terminal carries on without a new sign-on.
 
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
@@ -53,6 +61,7 @@ pub mod host;
 pub mod profile;
 pub mod replay;
 pub mod response_code;
+pub mod snapshot;
 pub mod terminal;
 pub mod terminal_id;
 pub mod working_keys;
@@ -67,6 +76,7 @@ pub use profile::{
 };
 pub use replay::ReplayWindow;
 pub use response_code::ResponseCode;
+pub use snapshot::{Kek, SealedSnapshot, TerminalSnapshot};
 pub use terminal::{
     Inbound, MacFailure, Sealed, SignOnFailure, SignOnReason, TerminalConfig, TerminalEvent,
     TerminalSession, TerminalState,

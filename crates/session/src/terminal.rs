@@ -36,6 +36,15 @@
 //! - Working keys never leave the session except as [`Key`] references (whose `Debug`
 //!   shows only the check value); logs carry MTIs, STANs, response codes and KCVs.
 //!
+//! # Surviving a restart
+//!
+//! A switch's upstream link is a terminal session towards its host. Its keys and sign-on
+//! generation are exported with [`TerminalSession::export`] (queued after every sign-on
+//! and every loss of the keys: [`TerminalSession::poll_snapshot`]), sealed under a
+//! key-encryption key ([`crate::snapshot`]) and stored; after a restart
+//! [`TerminalSession::restore`] puts them back, and if the host restored its side too,
+//! the next request is sealed and answered under the same keys without a sign-on.
+//!
 //! Network-management messages carry no MAC (as on `cup-pos` and most 1987 hosts),
 //! except the host's key change, which is MACed under the current MAK so that nobody
 //! else can force a terminal off. A sign-on response is authenticated by the check
@@ -54,6 +63,7 @@ use crate::crypto::keys::Key;
 use crate::error::{Result, SessionError};
 use crate::profile::{MacFailureReason, ManagementStyle, NetworkCode, SessionProfile};
 use crate::response_code::ResponseCode;
+use crate::snapshot::TerminalSnapshot;
 use crate::terminal_id::TerminalId;
 use crate::working_keys::{KeyRole, KeyScheme, WorkingKeys};
 
@@ -255,6 +265,8 @@ pub struct TerminalSession<C: Counters = MemoryCounters> {
     pending: Option<Pending>,
     outstanding: Vec<Outstanding>,
     events: VecDeque<TerminalEvent>,
+    generation: u64,
+    changed: bool,
 }
 
 impl<C: Counters> fmt::Debug for TerminalSession<C> {
@@ -304,6 +316,8 @@ impl<C: Counters> TerminalSession<C> {
             pending: None,
             outstanding: Vec::new(),
             events: VecDeque::new(),
+            generation: 0,
+            changed: false,
         })
     }
 
@@ -340,6 +354,63 @@ impl<C: Counters> TerminalSession<C> {
     /// The installed working keys (in `Ready`), e.g. the PIK for PIN blocks.
     pub fn working_keys(&self) -> Option<&WorkingKeys> {
         self.keys.as_ref()
+    }
+
+    /// Sign-ons completed by this session (restored ones included): the key
+    /// generation. A link that sees `77`/`A0` under generation `g` signs on again only
+    /// if `g` is still the current one.
+    pub fn generation(&self) -> u64 {
+        self.generation
+    }
+
+    /// The session's durable state: identity, batch, generation and (in `Ready`) the
+    /// working keys, to be sealed before it is stored.
+    pub fn export(&self) -> TerminalSnapshot {
+        TerminalSnapshot {
+            terminal: self.config.id,
+            batch: self.counters.batch(),
+            generation: self.generation,
+            keys: self.keys.clone(),
+        }
+    }
+
+    /// The snapshot, if the keys changed since the last call (a sign-on, or the keys
+    /// were dropped), for the caller to store.
+    pub fn poll_snapshot(&mut self) -> Option<TerminalSnapshot> {
+        std::mem::take(&mut self.changed).then(|| self.export())
+    }
+
+    /// Puts a stored session back after a restart: with keys, the session is `Ready`
+    /// at once (no sign-on); without, `NotSignedOn`. The generation is adopted; the
+    /// batch is the counters' (they are durable on their own). Only while no exchange
+    /// is pending and nothing is in flight.
+    ///
+    /// # Errors
+    /// [`SessionError::SnapshotMismatch`] for another terminal's snapshot,
+    /// [`SessionError::WrongState`] while an exchange is pending or a request is in
+    /// flight.
+    pub fn restore(&mut self, snapshot: TerminalSnapshot) -> Result<()> {
+        if snapshot.terminal != self.config.id {
+            return Err(SessionError::SnapshotMismatch {
+                expected: self.config.id.to_string(),
+                found: snapshot.terminal.to_string(),
+            });
+        }
+        if self.pending.is_some() || !self.outstanding.is_empty() {
+            return Err(SessionError::WrongState {
+                operation: "restore",
+                state: self.state,
+            });
+        }
+        self.generation = snapshot.generation;
+        self.state = if snapshot.keys.is_some() {
+            TerminalState::Ready
+        } else {
+            TerminalState::NotSignedOn
+        };
+        self.keys = snapshot.keys;
+        tracing::info!(terminal = %self.config.id, generation = self.generation, state = ?self.state, "session restored");
+        Ok(())
     }
 
     /// How many online requests await a response.
@@ -408,7 +479,7 @@ impl<C: Counters> TerminalSession<C> {
     }
 
     fn drop_keys(&mut self, reason: SignOnReason) {
-        self.keys = None;
+        self.changed |= self.keys.take().is_some();
         if matches!(self.state, TerminalState::Ready | TerminalState::SigningOff) {
             self.state = TerminalState::NotSignedOn;
             if matches!(
@@ -450,7 +521,7 @@ impl<C: Counters> TerminalSession<C> {
             m.set(63, self.config.operator.as_bytes())?;
         }
         let bytes = m.to_bytes()?;
-        self.keys = None;
+        self.changed |= self.keys.take().is_some();
         self.state = TerminalState::SignOnPending;
         self.pending = Some(Pending {
             exchange: Exchange::SignOn(scheme),
@@ -534,7 +605,7 @@ impl<C: Counters> TerminalSession<C> {
             self.pending = None;
         }
         let bytes = self.management_request(now, local, Exchange::SignOff)?;
-        self.keys = None;
+        self.changed |= self.keys.take().is_some();
         self.state = TerminalState::SigningOff;
         tracing::info!(terminal = %self.config.id, "sign-off sent");
         Ok(bytes)
@@ -769,6 +840,8 @@ impl<C: Counters> TerminalSession<C> {
                 );
                 self.keys = Some(keys);
                 self.state = TerminalState::Ready;
+                self.generation = self.generation.wrapping_add(1);
+                self.changed = true;
                 self.push_event(TerminalEvent::SignedOn { batch });
                 Ok(Inbound::SignedOn { batch })
             }
@@ -780,7 +853,7 @@ impl<C: Counters> TerminalSession<C> {
                 };
                 tracing::warn!(terminal = %self.config.id, error = %e, "sign-on failed");
                 self.state = TerminalState::NotSignedOn;
-                self.keys = None;
+                self.changed |= self.keys.take().is_some();
                 self.push_event(TerminalEvent::SignOnFailed(failure));
                 Err(e)
             }

@@ -139,7 +139,7 @@ fn main() {
             }
             engine.handle_journaled(now, engine.journal_seq());
             appends += 1;
-            if appends % 7 == 0 {
+            if appends.is_multiple_of(7) {
                 phases.at("compaction");
                 journal.compact(&engine.snapshot()).expect("compact");
             }

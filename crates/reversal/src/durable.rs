@@ -1,0 +1,194 @@
+//! The store abstraction: everything a switch or a host keeps across a restart, handed
+//! out by name from one [`Store`].
+//!
+//! | part | trait | what | embedded default ([`crate::datadir::DataDir`]) |
+//! |---|---|---|---|
+//! | journal | [`Journal`] | the reversal engine's write-ahead records | `<name>.journal` ([`crate::FileJournal`]) |
+//! | idempotency | [`IdempotencyStore`] | the host's decisions per transaction key and the ledger | `<name>.store` ([`crate::FileStore`]) |
+//! | counters | [`Counters`] | STAN, RRN (leased in blocks), batch | `<name>.counters` ([`crate::counters::FileCounters`]) |
+//! | sessions | [`SessionStore`] | terminal session snapshots and the upstream link's zone keys, sealed under a KEK | `<name>.sessions` ([`crate::sessions::FileSessionStore`]) |
+//!
+//! The engine, the handlers and the sessions see only these traits: they do not know
+//! whether they write files or a database. Each part is owned by one handle at a time;
+//! the traits are synchronous (a database implementation runs its queries on a thread
+//! of its own, as [`crate::GroupCommit`] does for the journal: one transaction per
+//! group of appends).
+//!
+//! Session keys never reach a store in clear: a [`SessionStore`] keeps
+//! [`SealedSnapshot`]s, AES-256-GCM under the caller's key-encryption key
+//! ([`isoswitch_session::snapshot`]); the store sees identities and generations only.
+
+use crate::error::Result;
+use crate::journal::Journal;
+use crate::store::IdempotencyStore;
+use isoswitch_session::counters::Counters;
+use isoswitch_session::{SealedSnapshot, TerminalId};
+
+/// Where a switch or host keeps its durable state; see the module docs.
+///
+/// Parts are named (`1`–`64` of `A–Z a–z 0–9 _ - .`, not starting with `.`:
+/// [`check_part_name`]); opening a part that is already open is
+/// [`crate::ReversalError::PartInUse`].
+pub trait Store: Send + Sync + 'static {
+    /// The engine journal.
+    type Journal: Journal;
+    /// The host's idempotency store and ledger.
+    type Idempotency: IdempotencyStore + Send + 'static;
+    /// Counters (STAN, RRN, batch).
+    type Counters: Counters + Send + 'static;
+    /// Terminal sessions and upstream zone keys.
+    type Sessions: SessionStore;
+
+    /// Opens (recovers) journal `name`.
+    ///
+    /// # Errors
+    /// I/O or database errors, a damaged part ([`crate::ReversalError::Corrupt`]), a
+    /// bad or busy name.
+    fn journal(&self, name: &str) -> Result<Self::Journal>;
+    /// Opens idempotency store `name` (its ledger is rebuilt from it).
+    ///
+    /// # Errors
+    /// As [`Store::journal`].
+    fn idempotency(&self, name: &str) -> Result<Self::Idempotency>;
+    /// Opens counters `name`.
+    ///
+    /// # Errors
+    /// As [`Store::journal`].
+    fn counters(&self, name: &str) -> Result<Self::Counters>;
+    /// Opens session store `name`.
+    ///
+    /// # Errors
+    /// As [`Store::journal`].
+    fn sessions(&self, name: &str) -> Result<Self::Sessions>;
+    /// Where the state lives, for logs (`data directory /var/lib/switchd`).
+    fn describe(&self) -> String;
+}
+
+/// The result of [`SessionStore::save_upstream`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UpstreamSave {
+    /// Stored.
+    Saved,
+    /// Not stored: the stored generation is not the one expected (another node
+    /// signed on meanwhile); adopt the stored snapshot instead.
+    Stale {
+        /// The generation stored.
+        current: Option<u64>,
+    },
+}
+
+/// Durable terminal sessions and upstream link keys, as sealed snapshots (see
+/// [`isoswitch_session::snapshot`]): the latest per terminal and per link.
+pub trait SessionStore: Send + 'static {
+    /// Every terminal's latest snapshot (to restore a host's sessions at start).
+    ///
+    /// # Errors
+    /// I/O or database errors.
+    fn terminals(&self) -> Result<Vec<SealedSnapshot>>;
+    /// One terminal's latest snapshot.
+    ///
+    /// # Errors
+    /// I/O or database errors.
+    fn terminal(&self, id: &TerminalId) -> Result<Option<SealedSnapshot>>;
+    /// Stores `snapshots` durably (one write and one sync for all of them: a sign-on
+    /// storm is saved in groups), each replacing the terminal's previous one.
+    ///
+    /// # Errors
+    /// I/O or database errors: then none of them is stored.
+    fn save(&mut self, snapshots: &[SealedSnapshot]) -> Result<()>;
+    /// The latest snapshot of upstream link `link` (its zone keys and generation).
+    ///
+    /// # Errors
+    /// I/O or database errors.
+    fn upstream(&self, link: &str) -> Result<Option<SealedSnapshot>>;
+    /// Stores link `link`'s snapshot durably if the stored generation is `expected`
+    /// (`None`: nothing stored yet) — compare-and-set, so that nodes sharing one
+    /// upstream identity do not sign on in turn against each other.
+    ///
+    /// # Errors
+    /// I/O or database errors.
+    fn save_upstream(
+        &mut self,
+        link: &str,
+        snapshot: &SealedSnapshot,
+        expected: Option<u64>,
+    ) -> Result<UpstreamSave>;
+}
+
+impl<S: SessionStore + ?Sized> SessionStore for Box<S> {
+    fn terminals(&self) -> Result<Vec<SealedSnapshot>> {
+        (**self).terminals()
+    }
+    fn terminal(&self, id: &TerminalId) -> Result<Option<SealedSnapshot>> {
+        (**self).terminal(id)
+    }
+    fn save(&mut self, snapshots: &[SealedSnapshot]) -> Result<()> {
+        (**self).save(snapshots)
+    }
+    fn upstream(&self, link: &str) -> Result<Option<SealedSnapshot>> {
+        (**self).upstream(link)
+    }
+    fn save_upstream(
+        &mut self,
+        link: &str,
+        snapshot: &SealedSnapshot,
+        expected: Option<u64>,
+    ) -> Result<UpstreamSave> {
+        (**self).save_upstream(link, snapshot, expected)
+    }
+}
+
+/// Longest part (and upstream link) name.
+pub const MAX_PART_NAME: usize = 64;
+
+/// Checks a part or link name: 1–[`MAX_PART_NAME`] of `A–Z a–z 0–9 _ - .`, not
+/// starting with `.` (so a name is a plain file name: no separators, no `..`).
+///
+/// # Errors
+/// [`crate::ReversalError::BadPartName`].
+pub fn check_part_name(name: &str) -> Result<()> {
+    let ok = !name.is_empty()
+        && name.len() <= MAX_PART_NAME
+        && !name.starts_with('.')
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.'));
+    if ok {
+        Ok(())
+    } else {
+        Err(crate::ReversalError::BadPartName {
+            name: name.chars().take(MAX_PART_NAME + 1).collect(),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn part_names() {
+        for ok in ["switch", "host-1", "a.b_c", "T"] {
+            assert!(check_part_name(ok).is_ok(), "{ok}");
+        }
+        let long = "x".repeat(MAX_PART_NAME + 1);
+        for bad in [
+            "",
+            ".hidden",
+            "..",
+            "a/b",
+            "a\\b",
+            "é",
+            "a b",
+            long.as_str(),
+        ] {
+            assert!(
+                matches!(
+                    check_part_name(bad),
+                    Err(crate::ReversalError::BadPartName { .. })
+                ),
+                "{bad}"
+            );
+        }
+    }
+}
