@@ -17,6 +17,7 @@ use std::time::{Duration, Instant};
 fn started(id: u64) -> JournalRecord {
     JournalRecord::Started {
         id,
+        tag: id,
         batch: 1,
         stan: (id % 999_999) as u32 + 1,
         info: TxnInfo {

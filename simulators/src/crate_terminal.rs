@@ -26,7 +26,7 @@ use super::{local_now, Result, SimError};
 use crate::codec::{Message, Mti};
 use crate::net::{Client, ClientConfig, DialectCorrelator, Framing, ReconnectPolicy, TcpConnector};
 use crate::reversal::{
-    late_responses, DriverConfig, EngineConfig, FileJournal, Outcome, ReversalDriver,
+    EngineConfig, FileJournal, Journal, LateResponses, Outcome, ReversalDriver, ReversalEngine,
     ReversalProfile, SettlementConfig,
 };
 use crate::session::counters::MemoryCounters;
@@ -74,7 +74,7 @@ pub async fn run(config: TerminalSimConfig) -> Result<Report> {
     let start = Instant::now();
     let mut tasks = Vec::new();
     for entry in config.terminals.clone() {
-        let (late_tx, late_rx) = late_responses();
+        let late = LateResponses::new();
         let mut cc = ClientConfig::new(Framing::CupPos);
         cc.reconnect = Some(ReconnectPolicy {
             initial_delay: Duration::from_millis(20),
@@ -82,7 +82,7 @@ pub async fn run(config: TerminalSimConfig) -> Result<Report> {
             ..Default::default()
         });
         let client = Client::builder(cc, DialectCorrelator::new(profile.dialect.clone()))
-            .unmatched(late_tx)
+            .unmatched(late.clone())
             .spawn(TcpConnector::new(target.clone()))?;
         let mut tc = TerminalConfig::new(entry.id()?);
         tc.response_timeout = config.timeout;
@@ -140,17 +140,14 @@ pub async fn run(config: TerminalSimConfig) -> Result<Report> {
             let Ok(rp) = ReversalProfile::cup_pos() else {
                 return fail("profile");
             };
-            let driver = match ReversalDriver::open(
-                ec,
-                rp,
-                session,
-                batch,
-                journal,
-                client.clone(),
-                Some(late_rx),
-                DriverConfig::default(),
-            ) {
-                Ok(d) => d,
+            let mut journal = journal;
+            let recovered = journal.load().and_then(|records| {
+                ReversalEngine::recover(Instant::now(), ec, rp, session, batch, records)
+            });
+            let driver = match recovered {
+                Ok(engine) => ReversalDriver::builder(engine, journal, client.clone())
+                    .late(late)
+                    .spawn(),
                 Err(e) => {
                     tracing::error!(%tid, error = %e, "driver");
                     return fail("driver");

@@ -59,9 +59,8 @@ use crate::net::{
     Server, ServerConfig, TcpConnector,
 };
 use crate::reversal::{
-    late_responses, DriverConfig, EngineConfig, EngineEvent, FileJournal, Journal, ReversalDriver,
-    ReversalEngine, ReversalError, ReversalProfile, ReversalReason, Security, Transport, TxnId,
-    Verify,
+    EngineConfig, EngineEvent, FileJournal, Journal, LateResponses, ReversalDriver, ReversalEngine,
+    ReversalError, ReversalProfile, ReversalReason, Security, Transport, TxnId, Verify,
 };
 use crate::session::counters::MemoryCounters;
 use crate::session::crypto::{translate, Key, Pan, PinBlock, PinBlockFormat};
@@ -571,9 +570,9 @@ impl Switch {
         });
         // Late answers go to the reversal engine (a late 0410 still acknowledges); the
         // client logs the rest.
-        let (late, late_inbox) = late_responses();
+        let late_handler = LateResponses::new();
         let client = Client::builder(cc, DialectCorrelator::new(iso.dialect.clone()))
-            .unmatched(late)
+            .unmatched(late_handler.clone())
             .spawn(TcpConnector::new(config.host_addr.clone()))?;
         let mut tc = TerminalConfig::new(TerminalId::new(SWITCH_TID, SWITCH_MID)?);
         tc.response_timeout = Duration::from_secs(5);
@@ -619,16 +618,10 @@ impl Switch {
             }
         }
         let (events_tx, mut events_rx) = mpsc::unbounded_channel();
-        let reversals = ReversalDriver::spawn(
-            engine,
-            journal,
-            UpLink(client.clone()),
-            Some(late_inbox),
-            DriverConfig {
-                events: Some(events_tx),
-                ..DriverConfig::default()
-            },
-        );
+        let reversals = ReversalDriver::builder(engine, journal, UpLink(client.clone()))
+            .late(late_handler)
+            .events(events_tx)
+            .spawn();
         let sw = Switch {
             inner: Arc::new(Inner {
                 cup,

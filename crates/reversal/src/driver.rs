@@ -3,28 +3,42 @@
 //! One task owns the engine and shuttles between it and the world: records go to a
 //! [`GroupCommit`] journal thread (everything produced while one fsync runs shares the
 //! next one), transmissions go to a [`Transport`] (an `isoswitch_net::Client`), results
-//! and the timer come back as `handle_*` calls. Late responses from the client's
-//! unmatched handler reach the engine through [`late_responses`].
+//! and the timer come back as `handle_*` calls. Each turn of the loop takes up to
+//! [`DriverConfig::max_batch`] commands (and as many results) at once, so their records
+//! go to the journal as one group. Late responses from the client's unmatched handler
+//! reach the engine through a [`LateResponses`] handler.
 //!
 //! ```no_run
-//! # async fn demo(client: isoswitch_net::Client, sale: isoswitch_codec::Message) -> Result<(), Box<dyn std::error::Error>> {
-//! use isoswitch_reversal::{driver, DriverConfig, EngineConfig, FileJournal, NoMac, ReversalDriver, ReversalProfile};
+//! # async fn demo(sale: isoswitch_codec::Message) -> Result<(), Box<dyn std::error::Error>> {
+//! use isoswitch_net::{Client, ClientConfig, DialectCorrelator, Framing, TcpConnector};
+//! use isoswitch_reversal::{
+//!     EngineConfig, FileJournal, Journal, LateResponses, NoMac, ReversalDriver,
+//!     ReversalEngine, ReversalProfile,
+//! };
 //! let profile = ReversalProfile::cup_pos()?;
+//! let late = LateResponses::new();
+//! let client = Client::builder(ClientConfig::new(Framing::Len2), DialectCorrelator::new(profile.dialect.clone()))
+//!     .unmatched(late.clone())
+//!     .spawn(TcpConnector::new("127.0.0.1:5000"))?;
+//! let mut journal = FileJournal::open("/var/lib/pos/reversal.journal")?;
 //! let security = NoMac::new(profile.dialect.clone());
-//! let journal = FileJournal::open("/var/lib/pos/reversal.journal")?;
-//! // Build the client with `.unmatched(late_tx)` from `driver::late_responses()`.
-//! let driver = ReversalDriver::open(EngineConfig::default(), profile, security, 1, journal, client, None, DriverConfig::default())?;
+//! let now = std::time::Instant::now();
+//! let engine = ReversalEngine::recover(now, EngineConfig::default(), profile, security, 1, journal.load()?)?;
+//! let driver = ReversalDriver::builder(engine, journal, client)
+//!     .late(late)
+//!     .on_sign_on(|ev| tracing::warn!(?ev, "sign on again"))
+//!     .spawn();
 //! let outcome = driver.submit(sale).await?;
 //! println!("{}", outcome.display_text());
 //! # Ok(()) }
 //! ```
 
 use crate::engine::{
-    EngineConfig, EngineEvent, EngineStats, Outcome, ReversalEngine, SendFailure, TransmitId, TxnId,
+    CallerTag, EngineEvent, EngineStats, Outcome, ReversalEngine, SendFailure, TransmitId, TxnId,
 };
 use crate::error::{Result, ReversalError};
 use crate::journal::{GroupCommit, Journal, JournalRecord};
-use crate::profile::{ReversalProfile, ReversalReason};
+use crate::profile::ReversalReason;
 use crate::security::Security;
 use crate::settlement::{
     BatchTotals, Settlement, SettlementConfig, SettlementOutcome, SettlementState, UploadEntry,
@@ -34,7 +48,7 @@ use isoswitch_codec::Message;
 use isoswitch_net::{Client, RequestError, Unmatched, UnmatchedHandler, UnmatchedKind};
 use std::collections::HashMap;
 use std::future::Future;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 use tokio::sync::{mpsc, oneshot};
 
@@ -82,16 +96,17 @@ impl<T: Transport> Transport for Arc<T> {
     }
 }
 
-/// Configuration of a [`ReversalDriver`].
+/// Configuration of a [`ReversalDriver`] (see [`DriverBuilder`]).
 #[derive(Debug, Clone)]
 pub struct DriverConfig {
     /// Compact the journal after this many records.
     pub compact_every: u64,
     /// Commands queued before `submit` waits.
     pub queue: usize,
-    /// Where every [`EngineEvent`] also goes (besides the log), e.g. a switch that
-    /// records acknowledged reversals in its own books.
-    pub events: Option<mpsc::UnboundedSender<EngineEvent>>,
+    /// Commands (and, separately, results) handled per turn of the driver loop: their
+    /// records share one journal group (one fsync), their transmissions go out together.
+    /// `1` handles one command per turn (the driver before batching).
+    pub max_batch: usize,
 }
 
 impl Default for DriverConfig {
@@ -99,24 +114,23 @@ impl Default for DriverConfig {
         DriverConfig {
             compact_every: 100_000,
             queue: 4096,
-            events: None,
+            max_batch: 512,
         }
     }
 }
 
-/// The client's unmatched handler that forwards late responses to the driver; create with
-/// [`late_responses`].
-#[derive(Debug, Clone)]
-pub struct LateResponses(mpsc::Sender<Bytes>);
+/// The client's unmatched handler that forwards late responses to the driver: install a
+/// clone with `ClientBuilder::unmatched` and give one to [`DriverBuilder::late`], which
+/// creates the channel behind it. Until a driver is attached, late responses are given back
+/// to the client (logged and counted there).
+#[derive(Debug, Clone, Default)]
+pub struct LateResponses(Arc<OnceLock<mpsc::Sender<Bytes>>>);
 
-/// The receiving end for [`ReversalDriver::open`] / [`ReversalDriver::spawn`].
-#[derive(Debug)]
-pub struct LateInbox(mpsc::Receiver<Bytes>);
-
-/// A pair: install the first with `ClientBuilder::unmatched`, give the second to the driver.
-pub fn late_responses() -> (LateResponses, LateInbox) {
-    let (tx, rx) = mpsc::channel(1024);
-    (LateResponses(tx), LateInbox(rx))
+impl LateResponses {
+    /// A handler not yet attached to a driver.
+    pub fn new() -> Self {
+        Self::default()
+    }
 }
 
 impl UnmatchedHandler for LateResponses {
@@ -124,7 +138,10 @@ impl UnmatchedHandler for LateResponses {
         if msg.kind != UnmatchedKind::Late {
             return Err(msg);
         }
-        match self.0.try_send(msg.frame.payload.clone()) {
+        let Some(tx) = self.0.get() else {
+            return Err(msg);
+        };
+        match tx.try_send(msg.frame.payload.clone()) {
             Ok(()) => Ok(()),
             Err(_) => Err(msg),
         }
@@ -140,17 +157,27 @@ pub struct DriverStatus {
     pub totals: BatchTotals,
     /// Reversals not yet acknowledged.
     pub pending_reversals: usize,
+    /// Advices not yet answered.
+    pub pending_advices: usize,
     /// Current batch.
     pub batch: u32,
     /// Fsyncs done by the journal thread.
     pub fsyncs: u64,
 }
 
+type Waiter = oneshot::Sender<Result<Outcome>>;
+
 enum Command {
-    Submit(Box<Message>, oneshot::Sender<Result<Outcome>>),
+    Submit(Box<Message>, CallerTag, Option<Waiter>),
     Reverse(TxnId, ReversalReason, oneshot::Sender<Result<()>>),
-    ReverseMessage(Box<Message>, ReversalReason, oneshot::Sender<Result<TxnId>>),
+    ReverseMessage(
+        Box<Message>,
+        ReversalReason,
+        CallerTag,
+        oneshot::Sender<Result<TxnId>>,
+    ),
     Connected,
+    SignedOn,
     Status(oneshot::Sender<DriverStatus>),
     SettlementData(oneshot::Sender<Result<SettlementData>>),
     CloseBatch(u32, oneshot::Sender<Result<()>>),
@@ -163,6 +190,87 @@ enum Inner {
     Response(TransmitId, std::result::Result<Bytes, RequestError>),
 }
 
+/// The hook [`DriverBuilder::on_sign_on`] installs.
+type SignOnHook = Arc<dyn Fn(&EngineEvent) + Send + Sync>;
+
+/// Builds a [`ReversalDriver`]: `ReversalDriver::builder(engine, journal, transport)`,
+/// then optional [`late`](DriverBuilder::late), [`events`](DriverBuilder::events),
+/// [`on_sign_on`](DriverBuilder::on_sign_on), [`config`](DriverBuilder::config), and
+/// [`spawn`](DriverBuilder::spawn).
+pub struct DriverBuilder<S: Security, J: Journal, T: Transport> {
+    engine: ReversalEngine<S>,
+    journal: J,
+    transport: T,
+    late: Option<LateResponses>,
+    events: Option<mpsc::UnboundedSender<EngineEvent>>,
+    sign_on: Option<SignOnHook>,
+    config: DriverConfig,
+}
+
+impl<S: Security, J: Journal, T: Transport> std::fmt::Debug for DriverBuilder<S, J, T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DriverBuilder")
+            .field("engine", &self.engine)
+            .field("config", &self.config)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<S: Security, J: Journal, T: Transport> DriverBuilder<S, J, T> {
+    /// Late responses from the client's unmatched handler reach the engine (a late `0410`
+    /// still acknowledges a reversal). The driver creates the channel behind `late`.
+    pub fn late(mut self, late: LateResponses) -> Self {
+        self.late = Some(late);
+        self
+    }
+
+    /// Every [`EngineEvent`] except [`EngineEvent::Completed`] of a transaction submitted
+    /// with a waiting call (whose outcome goes to that call) also goes here: acknowledged
+    /// reversals, stored advices, sign-on requests, and the outcomes of transactions
+    /// submitted with [`ReversalDriver::enqueue`].
+    pub fn events(mut self, events: mpsc::UnboundedSender<EngineEvent>) -> Self {
+        self.events = Some(events);
+        self
+    }
+
+    /// Called (on the driver task: do not block; hand over to a task) with the
+    /// [`EngineEvent::SignOnRequired`] event when the security hook asks to sign on again.
+    /// After signing on, call [`ReversalDriver::signed_on`].
+    pub fn on_sign_on(mut self, hook: impl Fn(&EngineEvent) + Send + Sync + 'static) -> Self {
+        self.sign_on = Some(Arc::new(hook));
+        self
+    }
+
+    /// Queue size, batch size and compaction threshold.
+    pub fn config(mut self, config: DriverConfig) -> Self {
+        self.config = config;
+        self
+    }
+
+    /// Starts the journal thread ([`GroupCommit`]) and the driver task on the current
+    /// tokio runtime.
+    pub fn spawn(self) -> ReversalDriver {
+        let (tx, rx) = mpsc::channel(self.config.queue.max(1));
+        let group = GroupCommit::spawn(self.journal);
+        let late = self.late.map(|l| {
+            let (ltx, lrx) = mpsc::channel(1024);
+            if l.0.set(ltx).is_err() {
+                tracing::warn!("late-response handler already attached to another driver");
+            }
+            lrx
+        });
+        let shell = Shell {
+            group,
+            transport: Arc::new(self.transport),
+            events: self.events,
+            sign_on: self.sign_on,
+            config: self.config,
+        };
+        tokio::spawn(run(self.engine, shell, rx, late));
+        ReversalDriver { tx }
+    }
+}
+
 /// Handle to a running driver; clones share it. The task ends when every handle is
 /// dropped (after the work in flight is abandoned: the journal has it).
 #[derive(Debug, Clone)]
@@ -171,54 +279,63 @@ pub struct ReversalDriver {
 }
 
 impl ReversalDriver {
-    /// Loads `journal`, recovers the engine from it (pending reversals first) and spawns
-    /// the driver on the current tokio runtime.
-    ///
-    /// # Errors
-    /// Journal load errors, recovery errors.
-    #[allow(clippy::too_many_arguments)]
-    pub fn open<S: Security, J: Journal, T: Transport>(
-        engine_config: EngineConfig,
-        profile: ReversalProfile,
-        security: S,
-        batch: u32,
-        mut journal: J,
-        transport: T,
-        late: Option<LateInbox>,
-        config: DriverConfig,
-    ) -> Result<ReversalDriver> {
-        let records = journal.load()?;
-        let engine =
-            ReversalEngine::recover(now(), engine_config, profile, security, batch, records)?;
-        Ok(Self::spawn(engine, journal, transport, late, config))
-    }
-
-    /// Spawns the driver over an engine (already recovered) and its journal.
-    pub fn spawn<S: Security, J: Journal, T: Transport>(
+    /// A builder over an engine (new, or recovered from `journal`'s records with
+    /// [`ReversalEngine::recover`]), its journal and the transport.
+    pub fn builder<S: Security, J: Journal, T: Transport>(
         engine: ReversalEngine<S>,
         journal: J,
         transport: T,
-        late: Option<LateInbox>,
-        config: DriverConfig,
-    ) -> ReversalDriver {
-        let (tx, rx) = mpsc::channel(config.queue.max(1));
-        let group = GroupCommit::spawn(journal);
-        tokio::spawn(run(engine, group, Arc::new(transport), rx, late, config));
-        ReversalDriver { tx }
+    ) -> DriverBuilder<S, J, T> {
+        DriverBuilder {
+            engine,
+            journal,
+            transport,
+            late: None,
+            events: None,
+            sign_on: None,
+            config: DriverConfig::default(),
+        }
+    }
+
+    async fn send(&self, cmd: Command) -> Result<()> {
+        self.tx
+            .send(cmd)
+            .await
+            .map_err(|_| ReversalError::DriverStopped)
     }
 
     /// Submits a financial request and waits for its outcome (approved, declined,
-    /// reversed, not sent).
+    /// reversed, not sent, not acted); untagged.
     ///
     /// # Errors
     /// Submission errors of the engine, journal failures, [`ReversalError::DriverStopped`].
     pub async fn submit(&self, request: Message) -> Result<Outcome> {
+        self.submit_tagged(request, 0).await
+    }
+
+    /// Submits a request or advice with the caller's tag (see
+    /// [`ReversalEngine::submit_tagged`]) and waits for its outcome (for an advice: once
+    /// answered, however many repeats that takes).
+    ///
+    /// # Errors
+    /// As [`ReversalDriver::submit`].
+    pub async fn submit_tagged(&self, request: Message, tag: CallerTag) -> Result<Outcome> {
         let (tx, rx) = oneshot::channel();
-        self.tx
-            .send(Command::Submit(Box::new(request), tx))
-            .await
-            .map_err(|_| ReversalError::DriverStopped)?;
+        self.send(Command::Submit(Box::new(request), tag, Some(tx)))
+            .await?;
         rx.await.map_err(|_| ReversalError::DriverStopped)?
+    }
+
+    /// Submits a request or advice with the caller's tag without waiting: its
+    /// [`EngineEvent::Completed`] (with the tag) goes to [`DriverBuilder::events`]; a
+    /// submission the engine refuses is logged. No per-call channel: the path for a
+    /// switch forwarding at load.
+    ///
+    /// # Errors
+    /// [`ReversalError::DriverStopped`].
+    pub async fn enqueue(&self, request: Message, tag: CallerTag) -> Result<()> {
+        self.send(Command::Submit(Box::new(request), tag, None))
+            .await
     }
 
     /// Reverses an approved transaction the terminal could not complete.
@@ -227,10 +344,7 @@ impl ReversalDriver {
     /// As [`ReversalEngine::reverse`].
     pub async fn reverse(&self, txn: TxnId, reason: ReversalReason) -> Result<()> {
         let (tx, rx) = oneshot::channel();
-        self.tx
-            .send(Command::Reverse(txn, reason, tx))
-            .await
-            .map_err(|_| ReversalError::DriverStopped)?;
+        self.send(Command::Reverse(txn, reason, tx)).await?;
         rx.await.map_err(|_| ReversalError::DriverStopped)?
     }
 
@@ -244,11 +358,22 @@ impl ReversalDriver {
         original: Message,
         reason: ReversalReason,
     ) -> Result<TxnId> {
+        self.reverse_message_tagged(original, reason, 0).await
+    }
+
+    /// [`ReversalDriver::reverse_message`] with the caller's tag.
+    ///
+    /// # Errors
+    /// As [`ReversalDriver::reverse_message`].
+    pub async fn reverse_message_tagged(
+        &self,
+        original: Message,
+        reason: ReversalReason,
+        tag: CallerTag,
+    ) -> Result<TxnId> {
         let (tx, rx) = oneshot::channel();
-        self.tx
-            .send(Command::ReverseMessage(Box::new(original), reason, tx))
-            .await
-            .map_err(|_| ReversalError::DriverStopped)?;
+        self.send(Command::ReverseMessage(Box::new(original), reason, tag, tx))
+            .await?;
         rx.await.map_err(|_| ReversalError::DriverStopped)?
     }
 
@@ -257,10 +382,16 @@ impl ReversalDriver {
     /// # Errors
     /// [`ReversalError::DriverStopped`].
     pub async fn connected(&self) -> Result<()> {
-        self.tx
-            .send(Command::Connected)
-            .await
-            .map_err(|_| ReversalError::DriverStopped)
+        self.send(Command::Connected).await
+    }
+
+    /// Tells the engine its owner signed on again after
+    /// [`EngineEvent::SignOnRequired`] (see [`ReversalEngine::handle_signed_on`]).
+    ///
+    /// # Errors
+    /// [`ReversalError::DriverStopped`].
+    pub async fn signed_on(&self) -> Result<()> {
+        self.send(Command::SignedOn).await
     }
 
     /// Counters, totals and pending reversals.
@@ -269,10 +400,7 @@ impl ReversalDriver {
     /// [`ReversalError::DriverStopped`].
     pub async fn status(&self) -> Result<DriverStatus> {
         let (tx, rx) = oneshot::channel();
-        self.tx
-            .send(Command::Status(tx))
-            .await
-            .map_err(|_| ReversalError::DriverStopped)?;
+        self.send(Command::Status(tx)).await?;
         rx.await.map_err(|_| ReversalError::DriverStopped)
     }
 }
@@ -356,26 +484,44 @@ fn now() -> std::time::Instant {
     tokio::time::Instant::now().into_std()
 }
 
-async fn run<S: Security, T: Transport>(
-    mut engine: ReversalEngine<S>,
+/// What the driver task owns besides the engine.
+struct Shell<T: Transport> {
     group: GroupCommit,
     transport: Arc<T>,
-    mut rx: mpsc::Receiver<Command>,
-    late: Option<LateInbox>,
+    events: Option<mpsc::UnboundedSender<EngineEvent>>,
+    sign_on: Option<SignOnHook>,
     config: DriverConfig,
+}
+
+async fn run<S: Security, T: Transport>(
+    mut engine: ReversalEngine<S>,
+    shell: Shell<T>,
+    mut rx: mpsc::Receiver<Command>,
+    mut late: Option<mpsc::Receiver<Bytes>>,
 ) {
+    let Shell {
+        group,
+        transport,
+        events,
+        sign_on,
+        config,
+    } = shell;
+    let max_batch = config.max_batch.max(1);
     let (itx, mut irx) = mpsc::unbounded_channel::<Inner>();
-    let mut late = late.map(|l| l.0);
-    let mut waiters: HashMap<TxnId, oneshot::Sender<Result<Outcome>>> = HashMap::new();
+    let mut waiters: HashMap<TxnId, Waiter> = HashMap::new();
     let mut since_compaction = 0u64;
     let mut commands_open = true;
     let mut connections = transport.connections();
+    let mut cmds: Vec<Command> = Vec::with_capacity(max_batch);
+    let mut inner: Vec<Inner> = Vec::with_capacity(max_batch);
+    let mut records: Vec<JournalRecord> = Vec::new();
     loop {
         // Journal: everything produced since the last turn goes in one group.
-        let batch: Vec<JournalRecord> = std::iter::from_fn(|| engine.poll_journal()).collect();
-        if !batch.is_empty() {
-            since_compaction += batch.len() as u64;
+        records.extend(std::iter::from_fn(|| engine.poll_journal()));
+        if !records.is_empty() {
+            since_compaction += records.len() as u64;
             let seq = engine.journal_seq();
+            let batch = std::mem::take(&mut records);
             let g = group.clone();
             let itx = itx.clone();
             tokio::spawn(async move {
@@ -402,18 +548,26 @@ async fn run<S: Security, T: Transport>(
             });
         }
         while let Some(ev) = engine.poll_event() {
-            match ev {
-                EngineEvent::Completed { txn, outcome } => {
-                    if let Some(w) = waiters.remove(&txn) {
+            if let EngineEvent::Completed { txn, .. } = &ev {
+                if let Some(w) = waiters.remove(txn) {
+                    if let EngineEvent::Completed { outcome, .. } = ev {
                         let _ = w.send(Ok(outcome));
                     }
+                    continue;
                 }
-                other => {
-                    tracing::info!(event = ?other, "reversal engine");
-                    if let Some(tx) = &config.events {
-                        let _ = tx.send(other);
+            }
+            match &ev {
+                EngineEvent::Completed { .. } => tracing::debug!(event = ?ev, "reversal engine"),
+                EngineEvent::SignOnRequired { .. } => {
+                    tracing::warn!(event = ?ev, "reversal engine");
+                    if let Some(h) = &sign_on {
+                        h(&ev);
                     }
                 }
+                _ => tracing::info!(event = ?ev, "reversal engine"),
+            }
+            if let Some(tx) = &events {
+                let _ = tx.send(ev);
             }
         }
         let c = transport.connections();
@@ -422,7 +576,12 @@ async fn run<S: Security, T: Transport>(
             engine.handle_connected(now());
             continue;
         }
-        if !commands_open && waiters.is_empty() && engine.pending_reversals() == 0 {
+        if !commands_open
+            && waiters.is_empty()
+            && engine.pending_reversals() == 0
+            && engine.pending_advices() == 0
+            && engine.in_flight() == 0
+        {
             return;
         }
         let deadline = engine.poll_timeout().map(tokio::time::Instant::from_std);
@@ -439,67 +598,95 @@ async fn run<S: Security, T: Transport>(
             }
         };
         tokio::select! {
-            cmd = rx.recv(), if commands_open => match cmd {
-                None => commands_open = false,
-                Some(Command::Submit(msg, reply)) => {
-                    match engine.submit(now(), *msg) {
-                        Ok(id) => { waiters.insert(id, reply); }
-                        Err(e) => { let _ = reply.send(Err(e)); }
+            n = rx.recv_many(&mut cmds, max_batch), if commands_open => {
+                if n == 0 {
+                    commands_open = false;
+                }
+                let t = now();
+                for cmd in cmds.drain(..) {
+                    command(&mut engine, &group, &mut waiters, t, cmd);
+                }
+            }
+            _ = irx.recv_many(&mut inner, max_batch) => {
+                let t = now();
+                for i in inner.drain(..) {
+                    match i {
+                        Inner::Journaled(seq, Ok(())) => engine.handle_journaled(t, seq),
+                        Inner::Journaled(_, Err(e)) => {
+                            // Not durable: nothing more may be sent. Fail every caller.
+                            tracing::error!(error = %e, "journal append failed: the driver stops sending");
+                            for (_, w) in waiters.drain() {
+                                let _ = w.send(Err(ReversalError::Io {
+                                    op: "journal",
+                                    path: std::path::PathBuf::new(),
+                                    source: std::io::Error::other(e.to_string()),
+                                }));
+                            }
+                            return;
+                        }
+                        Inner::Response(id, Ok(bytes)) => engine.handle_response(t, id, bytes),
+                        Inner::Response(id, Err(e)) => {
+                            let f = match e {
+                                RequestError::Rejected(_) => SendFailure::NotSent,
+                                RequestError::Timeout => SendFailure::Timeout,
+                                RequestError::ConnectionLost => SendFailure::ConnectionLost,
+                            };
+                            engine.handle_send_failed(t, id, f);
+                        }
                     }
                 }
-                Some(Command::Reverse(txn, reason, reply)) => {
-                    let _ = reply.send(engine.reverse(now(), txn, reason));
-                }
-                Some(Command::ReverseMessage(msg, reason, reply)) => {
-                    let _ = reply.send(engine.reverse_message(now(), *msg, reason));
-                }
-                Some(Command::Connected) => engine.handle_connected(now()),
-                Some(Command::SettlementData(reply)) => {
-                    let r = engine.settlement_data().map(|(totals, entries)| {
-                        let n = entries.len().div_ceil(8) as u32 + 5;
-                        (totals, entries, engine.batch(), engine.reserve_stans(n))
-                    });
-                    let _ = reply.send(r);
-                }
-                Some(Command::CloseBatch(next, reply)) => {
-                    let _ = reply.send(engine.close_batch(next));
-                }
-                Some(Command::Status(reply)) => {
-                    let _ = reply.send(DriverStatus {
-                        stats: engine.stats(),
-                        totals: engine.totals(),
-                        pending_reversals: engine.pending_reversals(),
-                        batch: engine.batch(),
-                        fsyncs: group.fsyncs(),
-                    });
-                }
-            },
-            Some(inner) = irx.recv() => match inner {
-                Inner::Journaled(seq, Ok(())) => engine.handle_journaled(now(), seq),
-                Inner::Journaled(_, Err(e)) => {
-                    // Not durable: nothing more may be sent. Fail every caller.
-                    tracing::error!(error = %e, "journal append failed: the driver stops sending");
-                    for (_, w) in waiters.drain() {
-                        let _ = w.send(Err(ReversalError::Io {
-                            op: "journal",
-                            path: std::path::PathBuf::new(),
-                            source: std::io::Error::other(e.to_string()),
-                        }));
-                    }
-                    return;
-                }
-                Inner::Response(id, Ok(bytes)) => engine.handle_response(now(), id, bytes),
-                Inner::Response(id, Err(e)) => {
-                    let f = match e {
-                        RequestError::Rejected(_) => SendFailure::NotSent,
-                        RequestError::Timeout => SendFailure::Timeout,
-                        RequestError::ConnectionLost => SendFailure::ConnectionLost,
-                    };
-                    engine.handle_send_failed(now(), id, f);
-                }
-            },
+            }
             Some(bytes) = late_next => engine.handle_late(now(), bytes),
             () = sleep => engine.handle_timeout(now()),
+        }
+    }
+}
+
+fn command<S: Security>(
+    engine: &mut ReversalEngine<S>,
+    group: &GroupCommit,
+    waiters: &mut HashMap<TxnId, Waiter>,
+    now: std::time::Instant,
+    cmd: Command,
+) {
+    match cmd {
+        Command::Submit(msg, tag, reply) => match (engine.submit_tagged(now, *msg, tag), reply) {
+            (Ok(id), Some(reply)) => {
+                waiters.insert(id, reply);
+            }
+            (Ok(_), None) => {}
+            (Err(e), Some(reply)) => {
+                let _ = reply.send(Err(e));
+            }
+            (Err(e), None) => tracing::warn!(tag, error = %e, "submission refused"),
+        },
+        Command::Reverse(txn, reason, reply) => {
+            let _ = reply.send(engine.reverse(now, txn, reason));
+        }
+        Command::ReverseMessage(msg, reason, tag, reply) => {
+            let _ = reply.send(engine.reverse_message_tagged(now, *msg, reason, tag));
+        }
+        Command::Connected => engine.handle_connected(now),
+        Command::SignedOn => engine.handle_signed_on(now),
+        Command::SettlementData(reply) => {
+            let r = engine.settlement_data().map(|(totals, entries)| {
+                let n = entries.len().div_ceil(8) as u32 + 5;
+                (totals, entries, engine.batch(), engine.reserve_stans(n))
+            });
+            let _ = reply.send(r);
+        }
+        Command::CloseBatch(next, reply) => {
+            let _ = reply.send(engine.close_batch(next));
+        }
+        Command::Status(reply) => {
+            let _ = reply.send(DriverStatus {
+                stats: engine.stats(),
+                totals: engine.totals(),
+                pending_reversals: engine.pending_reversals(),
+                pending_advices: engine.pending_advices(),
+                batch: engine.batch(),
+                fsyncs: group.fsyncs(),
+            });
         }
     }
 }

@@ -7,7 +7,19 @@
 //!   ─handle_response: valid MAC, other ─▶ Finished(Declined) ─durable─▶ Completed(Declined)
 //!   ─timeout / connection lost / bad MAC / undecodable ─▶ Finished(Reverse) ─▶ reversal
 //!        0400, 0401, 0401… with exponential backoff until any 0410 ─▶ ReversalAcked record
+//!   ─handle_response: 77 / A0 (Verify::SignOnAgain) ─▶ Finished(NotActed) ─▶
+//!        Completed(NotActed) + SignOnRequired (nothing to reverse; prepare it again)
+//!
+//! submit(now, 0220 advice) ─▶ Started record ─durable─▶ AdviceStored ─▶ sent
+//!   ─answer (DE 39 not in advice_retry_codes) ─▶ Finished ─▶ Completed(Approved/Declined)
+//!   ─timeout / connection lost / bad MAC / retry code (91, 96) ─▶ 0221 repeats with
+//!        backoff until answered, across restarts; never reversed
 //! ```
+//!
+//! Every transaction carries the caller's [`CallerTag`], journaled in its `Started`
+//! record and reported in its events; after a restart [`ReversalEngine::recovered`] lists
+//! what the journal held (tag and state), so a switch needs no journal of its own to know
+//! which terminal transaction an upstream one serves.
 //!
 //! The engine reads no clock and does no I/O: the caller passes `now`, persists the
 //! records from [`ReversalEngine::poll_journal`] (group commit: as many as it likes per
@@ -30,7 +42,7 @@
 
 use crate::error::{Result, ReversalError};
 use crate::journal::{Finish, JournalRecord};
-use crate::profile::{mask_pan, ReversalProfile, ReversalReason, TxnInfo};
+use crate::profile::{is_advice, mask_pan, ReversalProfile, ReversalReason, TxnInfo};
 use crate::security::{Security, Verify};
 use crate::settlement::{BatchTotals, UploadEntry};
 use bytes::Bytes;
@@ -41,6 +53,14 @@ use std::time::{Duration, Instant};
 
 /// The engine's id of a transaction (also its journal id).
 pub type TxnId = u64;
+
+/// The caller's opaque id of a transaction, a `u64` of its choosing (a switch: the id of
+/// the terminal transaction an upstream one serves). Journaled in the `Started` record,
+/// reported in [`EngineEvent`]s and by [`ReversalEngine::recovered`], so a restarted
+/// caller knows what each journaled transaction was for without a journal of its own.
+/// `0` means untagged ([`ReversalEngine::submit`]); records written before tags existed
+/// read as `0`.
+pub type CallerTag = u64;
 
 /// Identifies one transmission (an original or one reversal attempt).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -72,6 +92,10 @@ pub struct EngineConfig {
     pub deferred_retry: Option<Duration>,
     /// Keep approved transactions of the open batch (for settlement and batch upload).
     pub keep_approved: bool,
+    /// DE 39 values that do not count as an answer to an advice: it is repeated (jPOS
+    /// SAF's `retry-response-codes`). Default `91` (issuer unavailable), `96` (system
+    /// malfunction).
+    pub advice_retry_codes: Vec<[u8; 2]>,
 }
 
 impl Default for EngineConfig {
@@ -88,6 +112,7 @@ impl Default for EngineConfig {
             max_reversals_in_flight: usize::MAX,
             deferred_retry: Some(Duration::from_secs(60)),
             keep_approved: true,
+            advice_retry_codes: vec![*b"91", *b"96"],
         }
     }
 }
@@ -116,6 +141,11 @@ pub enum TransmitKind {
     /// A reversal: attempt 1 is the `0400`, later ones the `0401` repeats.
     Reversal {
         /// 1-based attempt number over the reversal's life.
+        attempt: u32,
+    },
+    /// A repeat of an advice (`0221`, `0121`) that was not answered.
+    AdviceRepeat {
+        /// 2-based attempt number over the advice's life (the original was attempt 1).
         attempt: u32,
     },
 }
@@ -188,6 +218,14 @@ pub enum Outcome {
         /// Why.
         reason: NotSentReason,
     },
+    /// Refused without being acted on: the host answered `77` (sign on again) or `A0`
+    /// (MAC failure at the host), as reported by the [`Security`] hook
+    /// ([`Verify::SignOnAgain`]). Nothing to reverse; the caller may prepare the request
+    /// again under new keys (after [`EngineEvent::SignOnRequired`]) and submit it anew.
+    NotActed {
+        /// DE 39.
+        code: [u8; 2],
+    },
 }
 
 impl Outcome {
@@ -199,6 +237,7 @@ impl Outcome {
             Outcome::Reversed { .. } => "transaction failed, reversed",
             Outcome::InDoubt { .. } => "transaction status unknown",
             Outcome::NotSent { .. } => "transaction not sent",
+            Outcome::NotActed { .. } => "transaction refused, sign on again",
         }
     }
 
@@ -215,6 +254,8 @@ pub enum EngineEvent {
     Completed {
         /// The transaction.
         txn: TxnId,
+        /// The caller's tag.
+        tag: CallerTag,
         /// The outcome.
         outcome: Outcome,
     },
@@ -223,6 +264,8 @@ pub enum EngineEvent {
     ReversalAcknowledged {
         /// The transaction.
         txn: TxnId,
+        /// The caller's tag.
+        tag: CallerTag,
         /// DE 39 of the `0410`.
         code: [u8; 2],
         /// The `0410` itself (a switch reads what its host puts there, e.g. DE 37/38).
@@ -233,6 +276,8 @@ pub enum EngineEvent {
     ReversalDeferred {
         /// The transaction.
         txn: TxnId,
+        /// The caller's tag.
+        tag: CallerTag,
         /// Attempts so far.
         attempts: u32,
     },
@@ -240,8 +285,27 @@ pub enum EngineEvent {
     Recovered {
         /// The transaction.
         txn: TxnId,
+        /// The caller's tag.
+        tag: CallerTag,
         /// Why.
         reason: ReversalReason,
+    },
+    /// An advice's `Started` record is durable: it is stored and will be forwarded
+    /// (repeated) until answered; its [`EngineEvent::Completed`] comes with the answer.
+    AdviceStored {
+        /// The transaction.
+        txn: TxnId,
+        /// The caller's tag.
+        tag: CallerTag,
+    },
+    /// The security hook asked to sign on again ([`Verify::SignOnAgain`], or
+    /// [`Verify::BadMac`]: a MAC that verifies under neither the current nor the previous
+    /// key). Reported once until [`ReversalEngine::handle_signed_on`].
+    SignOnRequired {
+        /// The transaction whose response asked for it.
+        txn: TxnId,
+        /// DE 39 when the host said so (`77`, `A0`); `None` for a MAC that does not verify.
+        code: Option<[u8; 2]>,
     },
     /// A response that came after its request was declared in doubt (or a repeat): logged
     /// and counted only; the reversal stands.
@@ -274,6 +338,10 @@ pub struct EngineStats {
     pub late_responses: u64,
     /// Responses that matched nothing at all.
     pub unmatched: u64,
+    /// Advice repeats sent (`xx21`).
+    pub advice_repeats: u64,
+    /// Refused without being acted on (`77`, `A0`).
+    pub not_acted: u64,
 }
 
 #[derive(Debug, Clone)]
@@ -283,6 +351,16 @@ struct Rev {
     tries_conn: u32,
     ready: bool,
     deferred: bool,
+    next_at: Option<Instant>,
+    awaiting: Option<(TransmitId, Instant)>,
+}
+
+/// An advice waiting to be answered (store-and-forward).
+#[derive(Debug, Clone)]
+struct Repeat {
+    /// Sends so far (the original counts).
+    attempts: u32,
+    ready: bool,
     next_at: Option<Instant>,
     awaiting: Option<(TransmitId, Instant)>,
 }
@@ -301,6 +379,8 @@ enum Phase {
         approved: bool,
     },
     Reversing(Rev),
+    /// An advice sent without answer: repeated with backoff until answered.
+    Repeating(Repeat),
     Acking {
         code: [u8; 2],
         response: Box<Message>,
@@ -320,12 +400,24 @@ enum Wait {
 
 #[derive(Debug)]
 struct Entry {
+    tag: CallerTag,
     batch: u32,
     stan: u32,
     info: TxnInfo,
     message: Message,
     reversible: bool,
+    advice: bool,
     phase: Phase,
+}
+
+/// A `Started` record during recovery, with the last outcome journaled for it.
+struct Journaled {
+    tag: CallerTag,
+    batch: u32,
+    stan: u32,
+    info: TxnInfo,
+    message: Bytes,
+    finish: Option<Finish>,
 }
 
 /// The sans-IO reversal engine; see the module docs.
@@ -343,6 +435,7 @@ pub struct ReversalEngine<S: Security> {
     queue: VecDeque<TxnId>,
     ready_originals: VecDeque<TxnId>,
     ready_reversals: VecDeque<TxnId>,
+    ready_repeats: VecDeque<TxnId>,
     transmits: HashMap<TransmitId, (TxnId, TransmitKind)>,
     /// Reversal transmissions in `transmits`.
     reversal_transmits: usize,
@@ -355,8 +448,38 @@ pub struct ReversalEngine<S: Security> {
     events: VecDeque<EngineEvent>,
     in_flight: usize,
     pending_reversals: usize,
+    pending_advices: usize,
+    sign_on_reported: bool,
     totals: BatchTotals,
     stats: EngineStats,
+    recovered: Vec<RecoveredTxn>,
+}
+
+/// What [`ReversalEngine::recover`] found about one journaled transaction.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RecoveredTxn {
+    /// The transaction.
+    pub txn: TxnId,
+    /// The caller's tag.
+    pub tag: CallerTag,
+    /// Its state as the journal left it (and what the engine does about it now).
+    pub state: RecoveredState,
+}
+
+/// The state of a journaled transaction after a restart.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RecoveredState {
+    /// The last outcome journaled. [`Finish::Reverse`]: a reversal is pending and the
+    /// engine sends it before anything else (a transaction started without an outcome
+    /// reads as `Reverse { reason: Recovered }`, or `Unknown` when not reversible).
+    Finished(Finish),
+    /// An advice not yet answered: the engine repeats it (`xx21`) until answered.
+    Repeating,
+    /// Its reversal was acknowledged (DE 39 of the `0410`).
+    ReversalAcked {
+        /// DE 39.
+        code: [u8; 2],
+    },
 }
 
 impl<S: Security> std::fmt::Debug for ReversalEngine<S> {
@@ -388,6 +511,7 @@ impl<S: Security> ReversalEngine<S> {
             queue: VecDeque::new(),
             ready_originals: VecDeque::new(),
             ready_reversals: VecDeque::new(),
+            ready_repeats: VecDeque::new(),
             transmits: HashMap::new(),
             reversal_transmits: 0,
             next_transmit: 1,
@@ -399,8 +523,11 @@ impl<S: Security> ReversalEngine<S> {
             events: VecDeque::new(),
             in_flight: 0,
             pending_reversals: 0,
+            pending_advices: 0,
+            sign_on_reported: false,
             totals: BatchTotals::default(),
             stats: EngineStats::default(),
+            recovered: Vec::new(),
         }
     }
 
@@ -421,8 +548,9 @@ impl<S: Security> ReversalEngine<S> {
     ) -> Result<Self> {
         let mut e = ReversalEngine::new(config, profile, security, batch);
         e.now = Some(now);
-        let mut started: BTreeMap<TxnId, (u32, u32, TxnInfo, Bytes, Option<Finish>)> =
-            BTreeMap::new();
+        let over = |what| ReversalError::bad(what);
+        let mut started: BTreeMap<TxnId, Journaled> = BTreeMap::new();
+        let mut acked: Vec<RecoveredTxn> = Vec::new();
         let mut seen_batch = false;
         let mut max_stan = 0u32;
         for rec in records {
@@ -443,26 +571,46 @@ impl<S: Security> ReversalEngine<S> {
                 }
                 JournalRecord::Started {
                     id,
+                    tag,
                     batch,
                     stan,
                     info,
                     message,
                 } => {
-                    e.next_id = e.next_id.max(id + 1);
+                    let next = id
+                        .checked_add(1)
+                        .ok_or_else(|| over("transaction id overflows"))?;
+                    e.next_id = e.next_id.max(next);
                     max_stan = max_stan.max(stan);
                     if !seen_batch {
                         e.batch = batch;
                         seen_batch = true;
                     }
-                    started.insert(id, (batch, stan, info, message, None));
+                    started.insert(
+                        id,
+                        Journaled {
+                            tag,
+                            batch,
+                            stan,
+                            info,
+                            message,
+                            finish: None,
+                        },
+                    );
                 }
                 JournalRecord::Finished { id, finish } => {
                     if let Some(s) = started.get_mut(&id) {
-                        s.4 = Some(finish);
+                        s.finish = Some(finish);
                     }
                 }
-                JournalRecord::ReversalAcked { id, .. } => {
-                    started.remove(&id);
+                JournalRecord::ReversalAcked { id, code } => {
+                    if let Some(s) = started.remove(&id) {
+                        acked.push(RecoveredTxn {
+                            txn: id,
+                            tag: s.tag,
+                            state: RecoveredState::ReversalAcked { code },
+                        });
+                    }
                 }
                 JournalRecord::BatchClosed {
                     batch,
@@ -470,19 +618,23 @@ impl<S: Security> ReversalEngine<S> {
                     net,
                 } => {
                     started.retain(|_, s| {
-                        !(s.0 == batch
+                        !(s.batch == batch
                             && matches!(
-                                s.4,
+                                s.finish,
                                 Some(
                                     Finish::Approved { .. }
                                         | Finish::Declined { .. }
                                         | Finish::NotSent
                                         | Finish::Unknown
+                                        | Finish::NotActed { .. }
                                 )
                             ))
                     });
                     e.batch = next_batch;
-                    e.closed_net += net;
+                    e.closed_net = e
+                        .closed_net
+                        .checked_add(net)
+                        .ok_or_else(|| over("closed batches' net amount overflows"))?;
                     e.unkept = BatchTotals::default();
                     seen_batch = true;
                 }
@@ -491,50 +643,112 @@ impl<S: Security> ReversalEngine<S> {
         if max_stan >= e.next_stan {
             e.next_stan = next_stan_after(max_stan);
         }
-        for (id, (batch, stan, info, bytes, finish)) in started {
+        let mut recovered = acked;
+        for (id, j) in started {
+            let Journaled {
+                tag,
+                batch,
+                stan,
+                info,
+                message: bytes,
+                finish,
+            } = j;
             let message = Message::decode(&e.profile.dialect, bytes)?;
             let reversible = e.profile.is_reversible(&message);
-            let phase = match finish {
-                Some(Finish::Approved { .. }) => Phase::Done,
-                Some(Finish::Declined { .. } | Finish::NotSent | Finish::Unknown) => continue,
-                Some(Finish::Reverse { reason }) => Phase::Reversing(new_rev(reason)),
-                None if !reversible => continue,
-                None => Phase::Reversing(new_rev(ReversalReason::Recovered)),
+            let advice = is_advice(message.mti());
+            let finish = match finish {
+                None if advice => None,
+                None if !reversible => Some(Finish::Unknown),
+                None => Some(Finish::Reverse {
+                    reason: ReversalReason::Recovered,
+                }),
+                f => f,
             };
+            let (phase, state) = match finish {
+                Some(Finish::Approved { code }) => (
+                    Phase::Done,
+                    RecoveredState::Finished(Finish::Approved { code }),
+                ),
+                Some(Finish::Reverse { reason }) => (
+                    Phase::Reversing(new_rev(reason)),
+                    RecoveredState::Finished(Finish::Reverse { reason }),
+                ),
+                Some(f) => {
+                    recovered.push(RecoveredTxn {
+                        txn: id,
+                        tag,
+                        state: RecoveredState::Finished(f),
+                    });
+                    continue;
+                }
+                None => (Phase::Repeating(new_repeat(1)), RecoveredState::Repeating),
+            };
+            recovered.push(RecoveredTxn {
+                txn: id,
+                tag,
+                state,
+            });
             match &phase {
                 Phase::Done => {
                     if !e.config.keep_approved {
-                        e.unkept.add(&info);
+                        e.unkept.checked_add(&info)?;
                         continue;
                     }
-                    e.totals.add(&info);
+                    e.totals.checked_add(&info)?;
                 }
                 Phase::Reversing(r) => {
-                    tracing::warn!(txn = id, stan, pan = %mask_pan(&info.pan), amount = %info.amount, reason = ?r.reason, "recovered: reversal pending");
+                    tracing::warn!(txn = id, tag, stan, pan = %mask_pan(&info.pan), amount = %info.amount, reason = ?r.reason, "recovered: reversal pending");
                     e.events.push_back(EngineEvent::Recovered {
                         txn: id,
+                        tag,
                         reason: r.reason,
                     });
                     e.pending_reversals += 1;
                     e.ready_reversals.push_back(id);
+                }
+                Phase::Repeating(_) => {
+                    tracing::warn!(
+                        txn = id,
+                        tag,
+                        stan,
+                        "recovered: advice not answered, repeated"
+                    );
+                    e.pending_advices += 1;
+                    e.ready_repeats.push_back(id);
                 }
                 _ => {}
             }
             e.entries.insert(
                 id,
                 Entry {
+                    tag,
                     batch,
                     stan,
                     info,
                     message,
                     reversible,
+                    advice,
                     phase,
                 },
             );
         }
         let unkept = e.unkept;
-        e.totals.merge(&unkept);
+        e.totals.checked_merge(&unkept)?;
+        e.recovered = recovered;
         Ok(e)
+    }
+
+    /// What recovery found in the journal: every transaction still in it with its tag and
+    /// state (pending reversals and unanswered advices, which the engine now sends, and the
+    /// outcomes of finished ones), in id order except acknowledged reversals, which come
+    /// first. Empty for an engine made with [`ReversalEngine::new`].
+    pub fn recovered(&self) -> &[RecoveredTxn] {
+        &self.recovered
+    }
+
+    /// The caller's tag of a transaction the engine still holds.
+    pub fn tag_of(&self, txn: TxnId) -> Option<CallerTag> {
+        self.entries.get(&txn).map(|e| e.tag)
     }
 
     /// The profile.
@@ -577,6 +791,11 @@ impl<S: Security> ReversalEngine<S> {
         self.pending_reversals
     }
 
+    /// Advices sent but not yet answered (being repeated).
+    pub fn pending_advices(&self) -> usize {
+        self.pending_advices
+    }
+
     /// The transactions whose reversal is not yet acknowledged, with their originals as
     /// journaled (without DE 35/36/45/52). A switch recovering its own records asks this
     /// to know which reversals the engine already holds.
@@ -607,16 +826,38 @@ impl<S: Security> ReversalEngine<S> {
         self.closed_net + self.totals.net()
     }
 
-    /// Submits a financial request (DE 11 and, in `cup-pos`, DE 60 are filled when
-    /// absent). Its outcome comes as [`EngineEvent::Completed`].
+    /// Submits a financial request, untagged (tag `0`); see
+    /// [`ReversalEngine::submit_tagged`].
+    ///
+    /// # Errors
+    /// As [`ReversalEngine::submit_tagged`].
+    pub fn submit(&mut self, now: Instant, request: Message) -> Result<TxnId> {
+        self.submit_tagged(now, request, 0)
+    }
+
+    /// Submits a financial or authorization request or advice (DE 11 and, in `cup-pos`,
+    /// DE 60 are filled when absent) with the caller's `tag`. Its outcome comes as
+    /// [`EngineEvent::Completed`].
+    ///
+    /// A request (`0100`, `0200`) in doubt is reversed when the profile says its kind is
+    /// reversible ([`ReversalProfile::is_reversible`]). An advice (`0120`, `0220`: a
+    /// refund in `cup-pos`) is stored and forwarded: journaled, sent, repeated as `xx21`
+    /// with backoff until answered (any answer whose DE 39 is not in
+    /// [`EngineConfig::advice_retry_codes`]), across restarts, and never reversed.
     ///
     /// # Errors
     /// Codec errors; [`ReversalError::UnexpectedMessage`] for a message that is not a
-    /// financial/authorization request.
-    pub fn submit(&mut self, now: Instant, mut request: Message) -> Result<TxnId> {
+    /// financial/authorization request or advice.
+    pub fn submit_tagged(
+        &mut self,
+        now: Instant,
+        mut request: Message,
+        tag: CallerTag,
+    ) -> Result<TxnId> {
         self.now = Some(now);
         let mti = request.mti();
         if mti.response_mti().is_none()
+            || mti.is_repeat()
             || !matches!(
                 mti.class(),
                 isoswitch_codec::MessageClass::Authorization
@@ -625,9 +866,10 @@ impl<S: Security> ReversalEngine<S> {
         {
             return Err(ReversalError::UnexpectedMessage {
                 mti,
-                why: "only authorization and financial requests are submitted",
+                why: "only authorization and financial requests and advices are submitted",
             });
         }
+        let advice = is_advice(mti);
         request.remove(64);
         request.remove(128);
         self.profile
@@ -642,15 +884,17 @@ impl<S: Security> ReversalEngine<S> {
         let id = self.next_id;
         self.next_id += 1;
         self.stats.submitted += 1;
-        tracing::debug!(txn = id, stan, pan = %mask_pan(&info.pan), amount = %info.amount, "submitted");
+        tracing::debug!(txn = id, tag, stan, pan = %mask_pan(&info.pan), amount = %info.amount, advice, "submitted");
         self.entries.insert(
             id,
             Entry {
+                tag,
                 batch,
                 stan,
                 info,
                 message: request,
                 reversible,
+                advice,
                 phase: Phase::Queued,
             },
         );
@@ -682,6 +926,12 @@ impl<S: Security> ReversalEngine<S> {
                 why: "only an approved transaction can be reversed",
             });
         }
+        if !e.reversible {
+            return Err(ReversalError::WrongState {
+                txn,
+                why: "the profile says this kind is not reversible",
+            });
+        }
         self.totals.sub(&e.info);
         e.phase = Phase::Reversing(new_rev(reason));
         self.pending_reversals += 1;
@@ -703,14 +953,35 @@ impl<S: Security> ReversalEngine<S> {
     /// acknowledged, like any other; the batch totals are not touched.
     ///
     /// # Errors
-    /// Codec errors, a missing DE 11.
+    /// Codec errors, a missing DE 11; [`ReversalError::UnexpectedMessage`] for an advice
+    /// or a kind the profile says is not reversible (a refund is repeated, never reversed).
     pub fn reverse_message(
+        &mut self,
+        now: Instant,
+        original: Message,
+        reason: ReversalReason,
+    ) -> Result<TxnId> {
+        self.reverse_message_tagged(now, original, reason, 0)
+    }
+
+    /// [`ReversalEngine::reverse_message`] with the caller's `tag`.
+    ///
+    /// # Errors
+    /// As [`ReversalEngine::reverse_message`].
+    pub fn reverse_message_tagged(
         &mut self,
         now: Instant,
         mut original: Message,
         reason: ReversalReason,
+        tag: CallerTag,
     ) -> Result<TxnId> {
         self.now = Some(now);
+        if is_advice(original.mti()) || !self.profile.is_reversible(&original) {
+            return Err(ReversalError::UnexpectedMessage {
+                mti: original.mti(),
+                why: "not reversible (advices and refunds are repeated, never reversed)",
+            });
+        }
         original.remove(64);
         original.remove(128);
         let stan = self.profile.stan_of(&original)?;
@@ -719,10 +990,11 @@ impl<S: Security> ReversalEngine<S> {
         let info = self.profile.classify(&original);
         let id = self.next_id;
         self.next_id += 1;
-        tracing::info!(txn = id, stan, pan = %mask_pan(&info.pan), amount = %info.amount, ?reason, "reversal requested");
+        tracing::info!(txn = id, tag, stan, pan = %mask_pan(&info.pan), amount = %info.amount, ?reason, "reversal requested");
         self.push_record(
             JournalRecord::Started {
                 id,
+                tag,
                 batch,
                 stan,
                 info: info.clone(),
@@ -745,11 +1017,13 @@ impl<S: Security> ReversalEngine<S> {
         self.entries.insert(
             id,
             Entry {
+                tag,
                 batch,
                 stan,
                 info,
                 message: original,
                 reversible: true,
+                advice: false,
                 phase: Phase::Reversing(rev),
             },
         );
@@ -761,6 +1035,27 @@ impl<S: Security> ReversalEngine<S> {
     /// [`ReversalEngine::handle_journaled`] once it and all before it are durable.
     pub fn poll_journal(&mut self) -> Option<JournalRecord> {
         self.journal_out.pop_front()
+    }
+
+    /// Synchronous journaling for callers without a journal thread (tests, tools): drains
+    /// [`ReversalEngine::poll_journal`] into one `journal.append` and reports it durable.
+    /// Returns the number of records written.
+    ///
+    /// # Errors
+    /// The journal's error (the records are then not reported durable).
+    pub fn journal_to(
+        &mut self,
+        now: Instant,
+        journal: &mut impl crate::journal::Journal,
+    ) -> Result<usize> {
+        let recs: Vec<_> = std::iter::from_fn(|| self.poll_journal()).collect();
+        if recs.is_empty() {
+            return Ok(0);
+        }
+        journal.append(&recs)?;
+        let seq = self.journal_seq();
+        self.handle_journaled(now, seq);
+        Ok(recs.len())
     }
 
     /// Sequence number of the last record handed out by `poll_journal` + those still
@@ -796,6 +1091,10 @@ impl<S: Security> ReversalEngine<S> {
                     if matches!(e.phase, Phase::Journaling) {
                         e.phase = Phase::Ready;
                         self.ready_originals.push_back(txn);
+                        if e.advice {
+                            self.events
+                                .push_back(EngineEvent::AdviceStored { txn, tag: e.tag });
+                        }
                     }
                 }
             }
@@ -807,6 +1106,7 @@ impl<S: Security> ReversalEngine<S> {
                     return;
                 };
                 let outcome = outcome.clone();
+                let tag = e.tag;
                 if *approved && self.config.keep_approved {
                     self.totals.add(&e.info);
                     e.phase = Phase::Done;
@@ -818,16 +1118,17 @@ impl<S: Security> ReversalEngine<S> {
                     self.entries.remove(&txn);
                 }
                 self.events
-                    .push_back(EngineEvent::Completed { txn, outcome });
+                    .push_back(EngineEvent::Completed { txn, tag, outcome });
             }
             Wait::Reported(reason, reversible) => {
+                let tag = self.entries.get(&txn).map_or(0, |e| e.tag);
                 let outcome = if reversible {
                     Outcome::Reversed { reason }
                 } else {
                     Outcome::InDoubt { reason }
                 };
                 self.events
-                    .push_back(EngineEvent::Completed { txn, outcome });
+                    .push_back(EngineEvent::Completed { txn, tag, outcome });
             }
             Wait::ReversalJournaled => {
                 if let Some(Phase::Reversing(rev)) =
@@ -845,6 +1146,7 @@ impl<S: Security> ReversalEngine<S> {
                         self.stats.reversals_acked += 1;
                         self.events.push_back(EngineEvent::ReversalAcknowledged {
                             txn,
+                            tag: e.tag,
                             code,
                             response,
                         });
@@ -866,6 +1168,14 @@ impl<S: Security> ReversalEngine<S> {
                 return Some(t);
             }
         }
+        while self.reversal_transmits < self.config.max_reversals_in_flight.max(1) {
+            let Some(txn) = self.ready_repeats.pop_front() else {
+                break;
+            };
+            if let Some(t) = self.send_repeat(now, txn) {
+                return Some(t);
+            }
+        }
         if self.blocked() {
             return None;
         }
@@ -879,7 +1189,10 @@ impl<S: Security> ReversalEngine<S> {
 
     fn take_transmit(&mut self, id: TransmitId) -> Option<(TxnId, TransmitKind)> {
         let t = self.transmits.remove(&id)?;
-        if matches!(t.1, TransmitKind::Reversal { .. }) {
+        if matches!(
+            t.1,
+            TransmitKind::Reversal { .. } | TransmitKind::AdviceRepeat { .. }
+        ) {
             self.reversal_transmits = self.reversal_transmits.saturating_sub(1);
         }
         Some(t)
@@ -893,7 +1206,10 @@ impl<S: Security> ReversalEngine<S> {
         let id = TransmitId(self.next_transmit);
         self.next_transmit += 1;
         self.transmits.insert(id, (txn, kind));
-        if matches!(kind, TransmitKind::Reversal { .. }) {
+        if matches!(
+            kind,
+            TransmitKind::Reversal { .. } | TransmitKind::AdviceRepeat { .. }
+        ) {
             self.reversal_transmits += 1;
         }
         id
@@ -1000,6 +1316,7 @@ impl<S: Security> ReversalEngine<S> {
         match kind {
             TransmitKind::Original => self.original_response(now, txn, transmit, bytes),
             TransmitKind::Reversal { .. } => self.reversal_response(now, txn, transmit, bytes),
+            TransmitKind::AdviceRepeat { .. } => self.repeat_response(now, txn, transmit, bytes),
         }
         self.pump();
     }
@@ -1014,18 +1331,31 @@ impl<S: Security> ReversalEngine<S> {
             return;
         }
         let checked = self.security.verify(&bytes);
+        self.answer_of(now, txn, checked);
+    }
+
+    /// The verified answer to an original or an advice repeat.
+    fn answer_of(
+        &mut self,
+        now: Instant,
+        txn: TxnId,
+        checked: std::result::Result<Message, Verify>,
+    ) {
         let Some(e) = self.entries.get(&txn) else {
             return;
         };
+        let (advice, stan) = (e.advice, e.stan);
         let expected = e.message.mti().response_mti();
         match checked {
             Ok(msg)
-                if Some(msg.mti()) == expected
-                    && self.profile.stan_of(&msg).ok() == Some(e.stan) =>
+                if Some(msg.mti()) == expected && self.profile.stan_of(&msg).ok() == Some(stan) =>
             {
                 let code = self.profile.response_code(&msg).unwrap_or(*b"  ");
                 self.clear_timer(txn);
-                if self.profile.is_approval(code) {
+                if advice && self.config.advice_retry_codes.contains(&code) {
+                    tracing::info!(txn, stan, code = %String::from_utf8_lossy(&code), "advice answered with a retry code: repeated");
+                    self.repeat_later(now, txn);
+                } else if self.profile.is_approval(code) {
                     self.stats.approved += 1;
                     self.finish(
                         txn,
@@ -1050,10 +1380,141 @@ impl<S: Security> ReversalEngine<S> {
             }
             Ok(msg) => {
                 tracing::warn!(txn, mti = %msg.mti(), "response does not answer the request: in doubt");
+                self.clear_timer(txn);
                 self.in_doubt(now, txn, ReversalReason::Undecodable);
             }
-            Err(Verify::BadMac) => self.in_doubt(now, txn, ReversalReason::MacFailure),
-            Err(Verify::Undecodable) => self.in_doubt(now, txn, ReversalReason::Undecodable),
+            Err(Verify::SignOnAgain { code }) => {
+                self.clear_timer(txn);
+                self.sign_on_required(txn, Some(code));
+                if advice {
+                    self.repeat_later(now, txn);
+                } else {
+                    tracing::warn!(txn, stan, code = %String::from_utf8_lossy(&code), "refused without being acted on: sign on again");
+                    self.stats.not_acted += 1;
+                    self.finish(
+                        txn,
+                        Finish::NotActed { code },
+                        Outcome::NotActed { code },
+                        false,
+                    );
+                }
+            }
+            Err(Verify::BadMac) => {
+                self.clear_timer(txn);
+                self.sign_on_required(txn, None);
+                self.in_doubt(now, txn, ReversalReason::MacFailure);
+            }
+            Err(Verify::Undecodable) => {
+                self.clear_timer(txn);
+                self.in_doubt(now, txn, ReversalReason::Undecodable);
+            }
+        }
+    }
+
+    fn sign_on_required(&mut self, txn: TxnId, code: Option<[u8; 2]>) {
+        if !self.sign_on_reported {
+            self.sign_on_reported = true;
+            tracing::warn!(txn, code = ?code.map(|c| String::from_utf8_lossy(&c).into_owned()), "sign on again");
+            self.events
+                .push_back(EngineEvent::SignOnRequired { txn, code });
+        }
+    }
+
+    /// The owner signed on again (new keys): the next "sign on again" is reported anew,
+    /// and deferred reversals and waiting advice repeats get a fresh set of tries now.
+    pub fn handle_signed_on(&mut self, now: Instant) {
+        self.sign_on_reported = false;
+        self.handle_connected(now);
+    }
+
+    fn repeat_response(&mut self, now: Instant, txn: TxnId, transmit: TransmitId, bytes: Bytes) {
+        let awaiting = matches!(
+            self.entries.get(&txn).map(|e| &e.phase),
+            Some(Phase::Repeating(Repeat { awaiting: Some((t, _)), .. })) if *t == transmit
+        );
+        if !awaiting {
+            self.handle_late(now, bytes);
+            return;
+        }
+        let checked = self.security.verify(&bytes);
+        self.answer_of(now, txn, checked);
+    }
+
+    /// An advice got no acceptable answer (or could not be sent): it waits
+    /// `backoff_base · 2^(attempts−1)` (at most `backoff_max`) and is repeated as `xx21`.
+    fn repeat_later(&mut self, now: Instant, txn: TxnId) {
+        let (base, cap) = (self.config.backoff_base, self.config.backoff_max);
+        let Some(e) = self.entries.get_mut(&txn) else {
+            return;
+        };
+        match &e.phase {
+            Phase::Journaling | Phase::Ready | Phase::Awaiting { .. } => {
+                self.in_flight = self.in_flight.saturating_sub(1);
+                self.pending_advices += 1;
+                e.phase = Phase::Repeating(new_repeat(1));
+            }
+            Phase::Repeating(_) => {}
+            _ => return,
+        }
+        let Phase::Repeating(rep) = &mut e.phase else {
+            return;
+        };
+        rep.awaiting = None;
+        rep.ready = false;
+        let exp = rep.attempts.saturating_sub(1).min(20);
+        let at = now + base.saturating_mul(1u32 << exp).min(cap);
+        rep.next_at = Some(at);
+        self.timers.insert((at, txn));
+        tracing::debug!(
+            txn,
+            stan = e.stan,
+            attempts = rep.attempts,
+            "advice not answered: repeat scheduled"
+        );
+    }
+
+    fn send_repeat(&mut self, now: Instant, txn: TxnId) -> Option<Transmit> {
+        let e = self.entries.get(&txn)?;
+        let Phase::Repeating(rep) = &e.phase else {
+            return None;
+        };
+        if !rep.ready || rep.awaiting.is_some() {
+            return None;
+        }
+        let attempt = rep.attempts + 1;
+        let mut m = e.message.clone();
+        let repeat = m.mti().repeat_mti();
+        m.set_mti(repeat);
+        let built = self.security.seal(&mut m);
+        let kind = TransmitKind::AdviceRepeat { attempt };
+        let id = self.new_transmit(txn, kind);
+        let timeout = self.config.response_timeout;
+        let e = self.entries.get_mut(&txn)?;
+        let Phase::Repeating(rep) = &mut e.phase else {
+            return None;
+        };
+        rep.ready = false;
+        rep.attempts = attempt;
+        match built {
+            Ok(bytes) => {
+                rep.awaiting = Some((id, now + timeout));
+                self.timers.insert((now + timeout, txn));
+                self.stats.advice_repeats += 1;
+                tracing::info!(txn, stan = e.stan, attempt, "advice repeated");
+                Some(Transmit {
+                    id,
+                    txn,
+                    kind,
+                    bytes,
+                    timeout,
+                })
+            }
+            Err(err) => {
+                tracing::warn!(txn, error = %err, "advice repeat cannot be sealed");
+                self.take_transmit(id);
+                self.repeat_later(now, txn);
+                None
+            }
         }
     }
 
@@ -1069,6 +1530,11 @@ impl<S: Security> ReversalEngine<S> {
         match self.security.verify(&bytes) {
             Ok(msg) if self.is_reversal_answer(txn, &msg) => self.acknowledge(txn, &msg),
             other => {
+                match &other {
+                    Err(Verify::SignOnAgain { code }) => self.sign_on_required(txn, Some(*code)),
+                    Err(Verify::BadMac) => self.sign_on_required(txn, None),
+                    _ => {}
+                }
                 tracing::warn!(txn, answer = ?other.as_ref().map(|m| m.mti()).err(), "reversal answer not accepted: will repeat");
                 self.clear_timer(txn);
                 self.reversal_attempt_failed(now, txn);
@@ -1117,7 +1583,10 @@ impl<S: Security> ReversalEngine<S> {
                     return;
                 }
                 self.clear_timer(txn);
+                let advice = self.entries.get(&txn).is_some_and(|e| e.advice);
                 match failure {
+                    // An advice is stored: it is forwarded until answered.
+                    SendFailure::NotSent if advice => self.repeat_later(now, txn),
                     SendFailure::NotSent => self.finish(
                         txn,
                         Finish::NotSent,
@@ -1140,6 +1609,17 @@ impl<S: Security> ReversalEngine<S> {
                 if awaiting {
                     self.clear_timer(txn);
                     self.reversal_attempt_failed(now, txn);
+                }
+            }
+            TransmitKind::AdviceRepeat { attempt } => {
+                tracing::debug!(txn, attempt, ?failure, "advice repeat not answered");
+                let awaiting = matches!(
+                    self.entries.get(&txn).map(|e| &e.phase),
+                    Some(Phase::Repeating(Repeat { awaiting: Some((t, _)), .. })) if *t == transmit
+                );
+                if awaiting {
+                    self.clear_timer(txn);
+                    self.repeat_later(now, txn);
                 }
             }
         }
@@ -1172,6 +1652,15 @@ impl<S: Security> ReversalEngine<S> {
                 )
             {
                 self.acknowledge(t, &msg);
+                self.pump();
+                return;
+            }
+            let answers_advice = self.entries.get(&t).is_some_and(|e| {
+                matches!(e.phase, Phase::Repeating(_))
+                    && e.message.mti().response_mti() == Some(msg.mti())
+            });
+            if answers_advice {
+                self.answer_of(now, t, Ok(msg));
                 self.pump();
                 return;
             }
@@ -1218,6 +1707,24 @@ impl<S: Security> ReversalEngine<S> {
             }
             self.ready_reversals.push_back(id);
         }
+        if new_connection {
+            // Advices waiting for their next repeat go now.
+            let mut woken = Vec::new();
+            for (&id, e) in self.entries.iter_mut() {
+                if let Phase::Repeating(rep) = &mut e.phase {
+                    if rep.awaiting.is_none() {
+                        if let Some(at) = rep.next_at.take() {
+                            woken.push((id, at));
+                            rep.ready = true;
+                        }
+                    }
+                }
+            }
+            for (id, at) in woken {
+                self.timers.remove(&(at, id));
+                self.ready_repeats.push_back(id);
+            }
+        }
     }
 
     /// When to call [`ReversalEngine::handle_timeout`] next.
@@ -1261,6 +1768,20 @@ impl<S: Security> ReversalEngine<S> {
                         self.ready_reversals.push_back(txn);
                     }
                 }
+                Phase::Repeating(rep) => {
+                    if let Some((tid, deadline)) = rep.awaiting {
+                        if deadline == t {
+                            self.take_transmit(tid);
+                            self.repeat_later(now, txn);
+                            continue;
+                        }
+                    }
+                    if rep.next_at == Some(t) {
+                        rep.next_at = None;
+                        rep.ready = true;
+                        self.ready_repeats.push_back(txn);
+                    }
+                }
                 _ => {}
             }
         }
@@ -1285,7 +1806,9 @@ impl<S: Security> ReversalEngine<S> {
         for (&id, e) in &self.entries {
             let finish = match &e.phase {
                 Phase::Queued => continue,
-                Phase::Journaling | Phase::Ready | Phase::Awaiting { .. } => None,
+                Phase::Journaling | Phase::Ready | Phase::Awaiting { .. } | Phase::Repeating(_) => {
+                    None
+                }
                 Phase::Finishing {
                     approved: true,
                     outcome,
@@ -1310,6 +1833,7 @@ impl<S: Security> ReversalEngine<S> {
             };
             out.push(JournalRecord::Started {
                 id,
+                tag: e.tag,
                 batch: e.batch,
                 stan: e.stan,
                 info: e.info.clone(),
@@ -1336,6 +1860,11 @@ impl<S: Security> ReversalEngine<S> {
         if self.in_flight > 0 || !self.queue.is_empty() {
             return Err(ReversalError::Settlement {
                 why: "transactions are in flight",
+            });
+        }
+        if self.pending_advices > 0 {
+            return Err(ReversalError::Settlement {
+                why: "advices are not yet answered",
             });
         }
         let entries = self
@@ -1406,11 +1935,26 @@ impl<S: Security> ReversalEngine<S> {
                     self.timers.remove(&(d, txn));
                 }
             }
+            Phase::Repeating(rep) => {
+                if let Some((_, d)) = rep.awaiting {
+                    self.timers.remove(&(d, txn));
+                }
+                if let Some(d) = rep.next_at {
+                    self.timers.remove(&(d, txn));
+                }
+            }
             _ => {}
         }
-        if let Some(Phase::Reversing(rev)) = self.entries.get_mut(&txn).map(|e| &mut e.phase) {
-            rev.awaiting = None;
-            rev.next_at = None;
+        match self.entries.get_mut(&txn).map(|e| &mut e.phase) {
+            Some(Phase::Reversing(rev)) => {
+                rev.awaiting = None;
+                rev.next_at = None;
+            }
+            Some(Phase::Repeating(rep)) => {
+                rep.awaiting = None;
+                rep.next_at = None;
+            }
+            _ => {}
         }
     }
 
@@ -1418,11 +1962,12 @@ impl<S: Security> ReversalEngine<S> {
         let Some(e) = self.entries.get_mut(&txn) else {
             return;
         };
-        if matches!(
-            e.phase,
-            Phase::Journaling | Phase::Ready | Phase::Awaiting { .. }
-        ) {
-            self.in_flight = self.in_flight.saturating_sub(1);
+        match e.phase {
+            Phase::Journaling | Phase::Ready | Phase::Awaiting { .. } => {
+                self.in_flight = self.in_flight.saturating_sub(1);
+            }
+            Phase::Repeating(_) => self.pending_advices = self.pending_advices.saturating_sub(1),
+            _ => {}
         }
         e.phase = Phase::Finishing { outcome, approved };
         self.push_record(
@@ -1431,7 +1976,12 @@ impl<S: Security> ReversalEngine<S> {
         );
     }
 
-    fn in_doubt(&mut self, _now: Instant, txn: TxnId, reason: ReversalReason) {
+    fn in_doubt(&mut self, now: Instant, txn: TxnId, reason: ReversalReason) {
+        if self.entries.get(&txn).is_some_and(|e| e.advice) {
+            // Store-and-forward: an advice is repeated, never reversed.
+            self.repeat_later(now, txn);
+            return;
+        }
         let Some(e) = self.entries.get_mut(&txn) else {
             return;
         };
@@ -1498,8 +2048,9 @@ impl<S: Security> ReversalEngine<S> {
                 attempts,
                 "reversal deferred to the next connection"
             );
+            let tag = e.tag;
             self.events
-                .push_back(EngineEvent::ReversalDeferred { txn, attempts });
+                .push_back(EngineEvent::ReversalDeferred { txn, tag, attempts });
         } else {
             let exp = rev.attempts.saturating_sub(1).min(20);
             let wait = base.saturating_mul(1u32 << exp).min(cap);
@@ -1521,9 +2072,10 @@ impl<S: Security> ReversalEngine<S> {
                 if all_deferred {
                     self.queue.pop_front();
                     tracing::warn!(txn, "not sent: a reversal is pending and undeliverable");
-                    self.entries.remove(&txn);
+                    let tag = self.entries.remove(&txn).map_or(0, |e| e.tag);
                     self.events.push_back(EngineEvent::Completed {
                         txn,
+                        tag,
                         outcome: Outcome::NotSent {
                             reason: NotSentReason::ReversalPending,
                         },
@@ -1543,9 +2095,10 @@ impl<S: Security> ReversalEngine<S> {
                 Ok(b) => b,
                 Err(err) => {
                     tracing::warn!(txn, error = %err, "cannot encode: not sent");
-                    self.entries.remove(&txn);
+                    let tag = self.entries.remove(&txn).map_or(0, |e| e.tag);
                     self.events.push_back(EngineEvent::Completed {
                         txn,
+                        tag,
                         outcome: Outcome::NotSent {
                             reason: NotSentReason::Seal,
                         },
@@ -1557,6 +2110,7 @@ impl<S: Security> ReversalEngine<S> {
             self.in_flight += 1;
             let rec = JournalRecord::Started {
                 id: txn,
+                tag: e.tag,
                 batch: e.batch,
                 stan: e.stan,
                 info: e.info.clone(),
@@ -1597,10 +2151,493 @@ fn new_rev(reason: ReversalReason) -> Rev {
     }
 }
 
+fn new_repeat(attempts: u32) -> Repeat {
+    Repeat {
+        attempts,
+        ready: true,
+        next_at: None,
+        awaiting: None,
+    }
+}
+
 fn next_stan_after(stan: u32) -> u32 {
     if stan >= 999_999 {
         1
     } else {
         stan + 1
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::journal::MemoryJournal;
+    use crate::security::NoMac;
+
+    const T0_SECS: u64 = 0;
+
+    struct Rig {
+        profile: ReversalProfile,
+        engine: ReversalEngine<NoMac>,
+        journal: MemoryJournal,
+        now: Instant,
+        events: Vec<EngineEvent>,
+    }
+
+    impl Rig {
+        fn new(config: EngineConfig) -> Rig {
+            let profile = ReversalProfile::cup_pos().unwrap();
+            let engine = ReversalEngine::new(
+                config,
+                profile.clone(),
+                NoMac::new(profile.dialect.clone()),
+                1,
+            );
+            Rig {
+                profile,
+                engine,
+                journal: MemoryJournal::new(),
+                now: Instant::now() + Duration::from_secs(T0_SECS),
+                events: Vec::new(),
+            }
+        }
+
+        /// Makes every record durable, collects events.
+        fn flush(&mut self) {
+            self.engine.journal_to(self.now, &mut self.journal).unwrap();
+            self.events
+                .extend(std::iter::from_fn(|| self.engine.poll_event()));
+        }
+
+        fn transmit(&mut self) -> Option<Transmit> {
+            self.flush();
+            self.engine.poll_transmit()
+        }
+
+        fn advance(&mut self, d: Duration) {
+            self.now += d;
+            self.engine.handle_timeout(self.now);
+            self.flush();
+        }
+
+        /// Answers `t` with DE 39 `code`.
+        fn answer(&mut self, t: &Transmit, code: &str) {
+            let req = Message::decode(&self.profile.dialect, t.bytes.clone()).unwrap();
+            let mut r = Message::response_to(&req).unwrap();
+            for n in [11, 41, 42] {
+                if let (Some(v), false) = (req.get(n), r.has(n)) {
+                    r.set(n, v).unwrap();
+                }
+            }
+            r.set(39, code).unwrap();
+            self.engine
+                .handle_response(self.now, t.id, r.to_bytes().unwrap());
+            self.flush();
+        }
+
+        fn recover(&self, config: EngineConfig) -> Result<ReversalEngine<NoMac>> {
+            ReversalEngine::recover(
+                self.now,
+                config,
+                self.profile.clone(),
+                NoMac::new(self.profile.dialect.clone()),
+                1,
+                self.journal.records(),
+            )
+        }
+    }
+
+    fn sale(p: &ReversalProfile, mti: &str, cup_type: &str) -> Message {
+        let mut m = Message::new(&p.dialect, mti.parse().unwrap());
+        m.set(2, "6222021234567890").unwrap();
+        m.set(3, "000000").unwrap();
+        m.set(4, "000000001000").unwrap();
+        m.set(41, "TERM0001").unwrap();
+        m.set(42, "MERCHANT0000001").unwrap();
+        m.set(49, "156").unwrap();
+        m.set(60, format!("{cup_type}000001000")).unwrap();
+        m
+    }
+
+    fn mti_of(r: &Rig, t: &Transmit) -> String {
+        Message::decode(&r.profile.dialect, t.bytes.clone())
+            .unwrap()
+            .mti()
+            .as_str()
+            .to_string()
+    }
+
+    #[test]
+    fn caller_tag_is_journaled_reported_and_recovered() {
+        let mut r = Rig::new(EngineConfig::switch());
+        let p = r.profile.clone();
+        let approved = r
+            .engine
+            .submit_tagged(r.now, sale(&p, "0200", "22"), 1001)
+            .unwrap();
+        let lost = r
+            .engine
+            .submit_tagged(r.now, sale(&p, "0200", "22"), 1002)
+            .unwrap();
+        let declined = r
+            .engine
+            .submit_tagged(r.now, sale(&p, "0200", "22"), 1003)
+            .unwrap();
+        let t1 = r.transmit().unwrap();
+        let t2 = r.engine.poll_transmit().unwrap();
+        let t3 = r.engine.poll_transmit().unwrap();
+        assert_eq!((t1.txn, t2.txn, t3.txn), (approved, lost, declined));
+        r.answer(&t1, "00");
+        r.answer(&t3, "51");
+        // One still in flight when the process dies.
+        let in_flight = r
+            .engine
+            .submit_tagged(r.now, sale(&p, "0200", "22"), 1004)
+            .unwrap();
+        r.flush();
+        let tags: Vec<_> = r
+            .events
+            .iter()
+            .filter_map(|e| match e {
+                EngineEvent::Completed { txn, tag, .. } => Some((*txn, *tag)),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(tags, vec![(approved, 1001), (declined, 1003)]);
+        assert_eq!(r.engine.tag_of(lost), Some(1002));
+        // The lost one times out and is reversed; the 0410 event carries the tag.
+        r.advance(Duration::from_secs(11));
+        assert!(r.events.iter().any(|e| matches!(
+            e,
+            EngineEvent::Completed { txn, tag: 1002, outcome: Outcome::Reversed { .. } } if *txn == lost
+        )));
+        // Crash before the reversal is answered; recover.
+        let mut rec = r.recover(EngineConfig::switch()).unwrap();
+        let mut found: Vec<_> = rec.recovered().to_vec();
+        found.sort_by_key(|t| t.txn);
+        assert_eq!(
+            found,
+            vec![
+                RecoveredTxn {
+                    txn: approved,
+                    tag: 1001,
+                    state: RecoveredState::Finished(Finish::Approved { code: *b"00" })
+                },
+                RecoveredTxn {
+                    txn: lost,
+                    tag: 1002,
+                    state: RecoveredState::Finished(Finish::Reverse {
+                        reason: ReversalReason::NoResponse
+                    })
+                },
+                RecoveredTxn {
+                    txn: declined,
+                    tag: 1003,
+                    state: RecoveredState::Finished(Finish::Declined { code: *b"51" })
+                },
+                RecoveredTxn {
+                    txn: in_flight,
+                    tag: 1004,
+                    state: RecoveredState::Finished(Finish::Reverse {
+                        reason: ReversalReason::Recovered
+                    })
+                },
+            ]
+        );
+        let evs: Vec<_> = std::iter::from_fn(|| rec.poll_event()).collect();
+        assert!(evs.iter().any(
+            |e| matches!(e, EngineEvent::Recovered { txn, tag: 1004, .. } if *txn == in_flight)
+        ));
+        // After the reversal is acknowledged, the acknowledgement carries the tag, and a
+        // second recovery reports it as acknowledged.
+        r.engine = rec;
+        r.events.clear();
+        let rev = r.transmit().unwrap();
+        assert_eq!(mti_of(&r, &rev), "0400");
+        r.answer(&rev, "00");
+        let acked_tag = r.events.iter().find_map(|e| match e {
+            EngineEvent::ReversalAcknowledged { txn, tag, .. } if *txn == rev.txn => Some(*tag),
+            _ => None,
+        });
+        assert!(matches!(acked_tag, Some(1002 | 1004)));
+        let again = r.recover(EngineConfig::switch()).unwrap();
+        assert!(again.recovered().iter().any(|t| t.txn == rev.txn
+            && Some(t.tag) == acked_tag
+            && t.state == RecoveredState::ReversalAcked { code: *b"00" }));
+        assert_eq!(
+            again.tag_of(in_flight).or(again.tag_of(lost)),
+            Some(1002 + 1004 - acked_tag.unwrap())
+        );
+    }
+
+    #[test]
+    fn advice_is_repeated_until_answered_and_never_reversed() {
+        let config = EngineConfig {
+            backoff_base: Duration::from_secs(1),
+            ..EngineConfig::default()
+        };
+        let mut r = Rig::new(config.clone());
+        let p = r.profile.clone();
+        // A refund is an advice in cup-pos: 0220, DE 60.1 = 25.
+        let refund = r
+            .engine
+            .submit_tagged(r.now, sale(&p, "0220", "25"), 7)
+            .unwrap();
+        r.flush();
+        assert!(matches!(
+            r.events.as_slice(),
+            [EngineEvent::AdviceStored { txn, tag: 7 }] if *txn == refund
+        ));
+        let first = r.transmit().unwrap();
+        assert_eq!(mti_of(&r, &first), "0220");
+        // Timeout: no reversal, a repeat after the backoff.
+        r.advance(Duration::from_secs(30));
+        assert!(
+            r.engine.poll_transmit().is_none(),
+            "nothing before the backoff"
+        );
+        assert_eq!(r.engine.pending_reversals(), 0);
+        assert_eq!(r.engine.pending_advices(), 1);
+        r.advance(Duration::from_secs(1));
+        let second = r.engine.poll_transmit().unwrap();
+        assert_eq!(mti_of(&r, &second), "0221");
+        assert_eq!(second.kind, TransmitKind::AdviceRepeat { attempt: 2 });
+        // The connection drops: repeated again.
+        r.engine
+            .handle_send_failed(r.now, second.id, SendFailure::ConnectionLost);
+        r.advance(Duration::from_secs(2));
+        let third = r.engine.poll_transmit().unwrap();
+        assert_eq!(mti_of(&r, &third), "0221");
+        // 96 is in the retry set: not an answer.
+        r.answer(&third, "96");
+        r.advance(Duration::from_secs(4));
+        let fourth = r.engine.poll_transmit().unwrap();
+        // A crash now: the journal says "unanswered advice", recovery repeats it.
+        let mut rec = r.recover(config.clone()).unwrap();
+        assert_eq!(
+            rec.recovered(),
+            &[RecoveredTxn {
+                txn: refund,
+                tag: 7,
+                state: RecoveredState::Repeating
+            }]
+        );
+        rec.handle_timeout(r.now);
+        let after = rec.poll_transmit().unwrap();
+        assert_eq!(mti_of(&r, &after), "0221");
+        // Back on the first engine: answered 00.
+        r.answer(&fourth, "00");
+        let outcome = r.events.iter().find_map(|e| match e {
+            EngineEvent::Completed {
+                txn,
+                tag: 7,
+                outcome,
+            } if *txn == refund => Some(outcome),
+            _ => None,
+        });
+        match outcome {
+            Some(Outcome::Approved { response }) => assert_eq!(response.mti().as_str(), "0230"),
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(r.engine.pending_advices(), 0);
+        assert!(!r.journal.records().iter().any(|rec| matches!(
+            rec,
+            JournalRecord::Finished {
+                finish: Finish::Reverse { .. },
+                ..
+            }
+        )));
+        assert!(r.engine.stats().reversals_sent == 0 && r.engine.stats().advice_repeats == 3);
+    }
+
+    #[test]
+    fn refunds_and_advices_are_not_reversed_on_request() {
+        let mut r = Rig::new(EngineConfig::switch());
+        let p = r.profile.clone();
+        let mut refund = sale(&p, "0200", "25");
+        refund.set(11, "000009").unwrap();
+        assert!(r
+            .engine
+            .reverse_message(r.now, refund, ReversalReason::NoResponse)
+            .is_err());
+        let mut advice = sale(&p, "0220", "25");
+        advice.set(11, "000010").unwrap();
+        assert!(r
+            .engine
+            .reverse_message(r.now, advice, ReversalReason::NoResponse)
+            .is_err());
+        let mut sale_ = sale(&p, "0200", "22");
+        sale_.set(11, "000011").unwrap();
+        assert!(r
+            .engine
+            .reverse_message(r.now, sale_, ReversalReason::NoResponse)
+            .is_ok());
+    }
+
+    #[test]
+    fn sign_on_again_is_reported_once_and_the_request_not_acted() {
+        let mut r = Rig::new(EngineConfig::switch());
+        let p = r.profile.clone();
+        let a = r
+            .engine
+            .submit_tagged(r.now, sale(&p, "0200", "22"), 1)
+            .unwrap();
+        let b = r
+            .engine
+            .submit_tagged(r.now, sale(&p, "0200", "22"), 2)
+            .unwrap();
+        let ta = r.transmit().unwrap();
+        let tb = r.engine.poll_transmit().unwrap();
+        r.answer(&ta, "77");
+        r.answer(&tb, "A0");
+        let sign_ons: Vec<_> = r
+            .events
+            .iter()
+            .filter(|e| matches!(e, EngineEvent::SignOnRequired { .. }))
+            .collect();
+        assert_eq!(sign_ons.len(), 1, "{:?}", r.events);
+        assert!(matches!(
+            sign_ons[0],
+            EngineEvent::SignOnRequired { txn, code: Some(c) } if *txn == a && c == b"77"
+        ));
+        for (txn, code) in [(a, *b"77"), (b, *b"A0")] {
+            assert!(r.events.iter().any(|e| matches!(
+                e,
+                EngineEvent::Completed { txn: t, outcome: Outcome::NotActed { code: c }, .. }
+                    if *t == txn && *c == code
+            )));
+        }
+        assert!(r.engine.poll_transmit().is_none(), "nothing reversed");
+        assert_eq!(r.engine.pending_reversals(), 0);
+        assert_eq!(r.engine.stats().not_acted, 2);
+        // After the owner signed on, the next refusal is reported again.
+        r.engine.handle_signed_on(r.now);
+        let c = r
+            .engine
+            .submit_tagged(r.now, sale(&p, "0200", "22"), 3)
+            .unwrap();
+        let tc = r.transmit().unwrap();
+        assert_eq!(tc.txn, c);
+        r.answer(&tc, "77");
+        assert_eq!(
+            r.events
+                .iter()
+                .filter(|e| matches!(e, EngineEvent::SignOnRequired { .. }))
+                .count(),
+            2
+        );
+        let rec = r.recover(EngineConfig::switch()).unwrap();
+        assert!(rec
+            .recovered()
+            .iter()
+            .all(|t| matches!(t.state, RecoveredState::Finished(Finish::NotActed { .. }))));
+        assert_eq!(rec.pending_reversals(), 0);
+    }
+
+    #[test]
+    fn a_reversal_answered_77_is_repeated_after_sign_on() {
+        let mut r = Rig::new(EngineConfig::switch());
+        let p = r.profile.clone();
+        let id = r.engine.submit(r.now, sale(&p, "0200", "22")).unwrap();
+        let t = r.transmit().unwrap();
+        r.engine
+            .handle_send_failed(r.now, t.id, SendFailure::Timeout);
+        let rev = r.transmit().unwrap();
+        assert_eq!(rev.txn, id);
+        r.answer(&rev, "77");
+        assert!(r
+            .events
+            .iter()
+            .any(|e| matches!(e, EngineEvent::SignOnRequired { .. })));
+        assert_eq!(r.engine.pending_reversals(), 1);
+        r.engine.handle_signed_on(r.now);
+        r.advance(Duration::from_secs(60));
+        let again = r.engine.poll_transmit().unwrap();
+        assert_eq!(mti_of(&r, &again), "0401");
+        r.answer(&again, "00");
+        assert_eq!(r.engine.pending_reversals(), 0);
+    }
+
+    #[test]
+    fn recovery_of_overflowing_records_is_an_error_not_a_panic() {
+        let p = ReversalProfile::cup_pos().unwrap();
+        let mk = |records: Vec<JournalRecord>| {
+            ReversalEngine::recover(
+                Instant::now(),
+                EngineConfig::default(),
+                p.clone(),
+                NoMac::new(p.dialect.clone()),
+                1,
+                records,
+            )
+        };
+        let mut msg = sale(&p, "0200", "22");
+        msg.set(11, "000001").unwrap();
+        let started = JournalRecord::Started {
+            id: u64::MAX,
+            tag: 0,
+            batch: 1,
+            stan: 1,
+            info: p.classify(&msg),
+            message: msg.to_bytes().unwrap(),
+        };
+        assert!(matches!(
+            mk(vec![started]),
+            Err(ReversalError::BadRecord { .. })
+        ));
+        let closed = JournalRecord::BatchClosed {
+            batch: 1,
+            next_batch: 2,
+            net: Decimal::MAX,
+        };
+        assert!(matches!(
+            mk(vec![closed.clone(), closed]),
+            Err(ReversalError::BadRecord { .. })
+        ));
+        let big = BatchTotals {
+            domestic: crate::settlement::SideTotals {
+                debit_amount: Decimal::MAX,
+                debit_count: u32::MAX,
+                ..Default::default()
+            },
+            ..BatchTotals::default()
+        };
+        let counters = JournalRecord::Counters {
+            next_id: 1,
+            next_stan: 1,
+            batch: 1,
+            closed_net: Decimal::ZERO,
+            unkept: big,
+        };
+        let mut approved = msg.clone();
+        approved.set(11, "000002").unwrap();
+        let recs = vec![
+            counters,
+            JournalRecord::Started {
+                id: 5,
+                tag: 0,
+                batch: 1,
+                stan: 2,
+                info: p.classify(&approved),
+                message: approved.to_bytes().unwrap(),
+            },
+            JournalRecord::Finished {
+                id: 5,
+                finish: Finish::Approved { code: *b"00" },
+            },
+        ];
+        let config = EngineConfig {
+            keep_approved: false,
+            ..EngineConfig::default()
+        };
+        let r = ReversalEngine::recover(
+            Instant::now(),
+            config,
+            p.clone(),
+            NoMac::new(p.dialect.clone()),
+            1,
+            recs,
+        );
+        assert!(matches!(r, Err(ReversalError::BadRecord { .. })), "{r:?}");
     }
 }

@@ -39,6 +39,12 @@ pub enum Finish {
         /// Why.
         reason: ReversalReason,
     },
+    /// Refused without being acted on (DE 39 `77` sign on again, `A0` MAC failure at
+    /// the host): nothing to reverse; the caller may prepare it again under new keys.
+    NotActed {
+        /// DE 39.
+        code: [u8; 2],
+    },
 }
 
 /// One journal record.
@@ -62,6 +68,9 @@ pub enum JournalRecord {
     Started {
         /// Transaction id.
         id: u64,
+        /// The caller's opaque tag ([`crate::engine::CallerTag`]; `0` when untagged and
+        /// in records written before tags existed).
+        tag: u64,
         /// Batch (cup-pos DE 60.2; the engine's batch otherwise).
         batch: u32,
         /// DE 11.
@@ -101,6 +110,9 @@ const T_STARTED: u8 = 2;
 const T_FINISHED: u8 = 3;
 const T_ACKED: u8 = 4;
 const T_CLOSED: u8 = 5;
+/// `Started` with a caller tag (type 2 is the untagged form older journals hold; it is
+/// still read, as tag 0).
+const T_STARTED_TAGGED: u8 = 6;
 
 impl JournalRecord {
     /// Appends the payload encoding to `out`.
@@ -128,14 +140,18 @@ impl JournalRecord {
             }
             JournalRecord::Started {
                 id,
+                tag,
                 batch,
                 stan,
                 info,
                 message,
             } => {
-                w.u8(T_STARTED)
-                    .u64(*id)
-                    .u32(*batch)
+                if *tag == 0 {
+                    w.u8(T_STARTED).u64(*id);
+                } else {
+                    w.u8(T_STARTED_TAGGED).u64(*id).u64(*tag);
+                }
+                w.u32(*batch)
                     .u32(*stan)
                     .u8(info.kind.to_u8())
                     .u8(u8::from(info.foreign))
@@ -152,6 +168,7 @@ impl JournalRecord {
                     Finish::NotSent => w.u8(3).u8(0).u8(0),
                     Finish::Unknown => w.u8(5).u8(0).u8(0),
                     Finish::Reverse { reason } => w.u8(4).u8(reason.to_u8()).u8(0),
+                    Finish::NotActed { code } => w.u8(6).u8(code[0]).u8(code[1]),
                 };
             }
             JournalRecord::ReversalAcked { id, code } => {
@@ -193,8 +210,9 @@ impl JournalRecord {
                     BatchTotals { domestic, foreign }
                 },
             },
-            T_STARTED => {
+            t @ (T_STARTED | T_STARTED_TAGGED) => {
                 let id = r.u64()?;
+                let tag = if t == T_STARTED_TAGGED { r.u64()? } else { 0 };
                 let batch = r.u32()?;
                 let stan = r.u32()?;
                 let kind = TxnKind::from_u8(r.u8()?)?;
@@ -205,6 +223,7 @@ impl JournalRecord {
                 let message = Bytes::copy_from_slice(r.bytes()?);
                 JournalRecord::Started {
                     id,
+                    tag,
                     batch,
                     stan,
                     info: TxnInfo {
@@ -227,6 +246,7 @@ impl JournalRecord {
                     2 => Finish::Declined { code: [a, b] },
                     3 => Finish::NotSent,
                     5 => Finish::Unknown,
+                    6 => Finish::NotActed { code: [a, b] },
                     4 => Finish::Reverse {
                         reason: ReversalReason::from_u8(a)?,
                     },
@@ -576,6 +596,7 @@ mod tests {
     fn started(id: u64) -> JournalRecord {
         JournalRecord::Started {
             id,
+            tag: 0,
             batch: 1,
             stan: id as u32,
             info: TxnInfo {
@@ -591,7 +612,7 @@ mod tests {
 
     #[test]
     fn records_round_trip() {
-        let all = vec![
+        let all = [
             JournalRecord::Counters {
                 next_id: 9,
                 next_stan: 12,
@@ -627,14 +648,55 @@ mod tests {
                 net: Decimal::new(1, 2),
             },
         ];
-        for r in &all {
-            let mut p = Vec::new();
-            r.encode(&mut p);
-            assert_eq!(&JournalRecord::decode(&p).unwrap(), r);
-            for cut in 0..p.len() {
-                assert!(JournalRecord::decode(&p[..cut]).is_err());
-            }
+        all.iter().for_each(assert_round_trip);
+    }
+
+    /// Encodes, decodes back, and checks that every truncation fails.
+    fn assert_round_trip(r: &JournalRecord) {
+        let mut p = Vec::new();
+        r.encode(&mut p);
+        assert_eq!(&JournalRecord::decode(&p).unwrap(), r);
+        for cut in 0..p.len() {
+            assert!(JournalRecord::decode(&p[..cut]).is_err());
         }
+    }
+
+    #[test]
+    fn tagged_started_and_not_acted_round_trip() {
+        let mut tagged = started(8);
+        if let JournalRecord::Started { tag, .. } = &mut tagged {
+            *tag = 0xDEAD_BEEF_0000_0001;
+        }
+        let not_acted = JournalRecord::Finished {
+            id: 8,
+            finish: Finish::NotActed { code: *b"77" },
+        };
+        assert_round_trip(&tagged);
+        assert_round_trip(&not_acted);
+    }
+
+    /// A `Started` record exactly as the code before caller tags wrote it (type 2, no
+    /// tag), spelled out byte by byte: it still decodes, as tag 0.
+    #[test]
+    fn untagged_started_from_older_journals_decodes_as_tag_0() {
+        let mut p = vec![2u8];
+        p.extend_from_slice(&7u64.to_le_bytes()); // id
+        p.extend_from_slice(&1u32.to_le_bytes()); // batch
+        p.extend_from_slice(&7u32.to_le_bytes()); // stan
+        p.extend_from_slice(&[1, 0, 0]); // kind debit, domestic, type 00
+        p.extend_from_slice(&1234i128.to_le_bytes()); // amount mantissa
+        p.push(2); // scale
+        let pan = b"6222020000000001";
+        p.extend_from_slice(&(pan.len() as u32).to_le_bytes());
+        p.extend_from_slice(pan);
+        let msg = b"\x02\x00abc";
+        p.extend_from_slice(&(msg.len() as u32).to_le_bytes());
+        p.extend_from_slice(msg);
+        assert_eq!(JournalRecord::decode(&p).unwrap(), started(7));
+        // And the new code writes an untagged record the same way.
+        let mut again = Vec::new();
+        started(7).encode(&mut again);
+        assert_eq!(again, p);
     }
 
     #[test]

@@ -18,13 +18,19 @@
 //! - [`original`] — [`OriginalDataElements`]: DE 90 as a value type (reversals, voids,
 //!   advices name their original with it).
 //! - [`security`] — the MAC hook [`Security`]: [`NoMac`], [`ProfileMac`], and
-//!   `isoswitch_session::TerminalSession`.
-//! - [`engine`] — [`ReversalEngine`], the sans-IO terminal/acquirer core (a switch that
-//!   sends its originals itself hands over only those to reverse:
-//!   [`ReversalEngine::reverse_message`]).
+//!   `isoswitch_session::TerminalSession`; [`Verify`] says bad MAC, undecodable, or
+//!   "sign on again" (DE 39 `77`/`A0`, [`SIGN_ON_CODES`]).
+//! - [`engine`] — [`ReversalEngine`], the sans-IO terminal/acquirer core: originals
+//!   (reversed when in doubt and the profile says the kind is reversible), advices
+//!   (stored and forwarded: repeated `xx21` until answered, never reversed), the caller's
+//!   [`CallerTag`] on every transaction (journaled, in events, in
+//!   [`ReversalEngine::recovered`]), "sign on again" ([`EngineEvent::SignOnRequired`],
+//!   [`Outcome::NotActed`]); a switch that sends an original itself can hand over only its
+//!   reversal ([`ReversalEngine::reverse_message`]).
 //! - [`driver`] — [`ReversalDriver`], the tokio driver over `isoswitch_net::Client`
-//!   and [`GroupCommit`]; engine events (acknowledged reversals) on
-//!   [`DriverConfig::events`].
+//!   and [`GroupCommit`], built with [`ReversalDriver::builder`] ([`DriverBuilder`]:
+//!   late responses through [`LateResponses`], engine events, a sign-on hook); commands
+//!   are handled in batches, one journal group per batch.
 //! - [`host`] — [`ReversalHandler`], the idempotent host side.
 //! - [`store`] — the host's [`IdempotencyStore`] ([`MemoryStore`], durable
 //!   [`FileStore`]) and [`Ledger`].
@@ -111,22 +117,24 @@ pub mod store;
 
 pub use counters::FileCounters;
 pub use datadir::{DataDir, DataDirConfig, Part, TornReport};
-pub use driver::{late_responses, DriverConfig, DriverStatus, ReversalDriver, Transport};
+pub use driver::{
+    DriverBuilder, DriverConfig, DriverStatus, LateResponses, ReversalDriver, Transport,
+};
 pub use durable::{SessionStore, Store, UpstreamSave};
 pub use engine::{
-    EngineConfig, EngineEvent, EngineStats, NotSentReason, Outcome, ReversalEngine, SendFailure,
-    Transmit, TransmitId, TransmitKind, TxnId,
+    CallerTag, EngineConfig, EngineEvent, EngineStats, NotSentReason, Outcome, RecoveredState,
+    RecoveredTxn, ReversalEngine, SendFailure, Transmit, TransmitId, TransmitKind, TxnId,
 };
 pub use error::{Result, ReversalError};
 pub use host::{Decision, HostConfig, HostStats, ReversalHandler};
 pub use journal::{FileJournal, Finish, GroupCommit, Journal, JournalRecord, MemoryJournal};
 pub use original::OriginalDataElements;
 pub use profile::{
-    OriginalData, ReasonCodes, ReversalProfile, ReversalReason, TxnInfo, TxnKey, TxnKind,
+    is_advice, OriginalData, ReasonCodes, ReversalProfile, ReversalReason, TxnInfo, TxnKey, TxnKind,
 };
 /// The decimal type of amounts and totals (re-exported `rust_decimal`).
 pub use rust_decimal::Decimal;
-pub use security::{NoMac, ProfileMac, Security, Verify};
+pub use security::{sign_on_code, NoMac, ProfileMac, Security, Verify, SIGN_ON_CODES};
 pub use sessions::{FileSessionStore, SessionRecord};
 pub use settlement::{
     BatchTotals, HostSettlement, Iso87Totals, Settlement, SettlementConfig, SettlementOutcome,

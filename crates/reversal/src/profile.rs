@@ -543,13 +543,28 @@ impl ReversalProfile {
     }
 
     /// Whether a transaction of this kind is reversed when in doubt (domain §5: sales,
-    /// voids, pre-authorizations and completions are; inquiries and refunds are not).
+    /// voids, pre-authorizations and completions are; inquiries and refunds are not, and
+    /// no advice is: advices are repeated until answered, see [`is_advice`]).
     pub fn is_reversible(&self, msg: &Message) -> bool {
+        if is_advice(msg.mti()) {
+            return false;
+        }
         match self.cup_type(msg) {
             Some(t) => matches!(t, 10 | 11 | 20 | 21 | 22 | 23),
             None => !matches!(self.txn_type(msg), 20 | 30 | 31),
         }
     }
+}
+
+/// Whether `mti` is an advice that is stored and forwarded (`0120`, `0220` and their
+/// repeats): authorization or financial class, function digit 2. An advice is repeated
+/// until answered and never reversed.
+pub fn is_advice(mti: Mti) -> bool {
+    mti.function() == isoswitch_codec::MessageFunction::Advice
+        && matches!(
+            mti.class(),
+            isoswitch_codec::MessageClass::Authorization | isoswitch_codec::MessageClass::Financial
+        )
 }
 
 fn digits(msg: &Message, n: u8, width: usize) -> Result<String> {

@@ -15,10 +15,40 @@ use isoswitch_session::{SessionProfile, TerminalSession};
 /// Why a response was not accepted.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Verify {
-    /// The MAC is missing or wrong (reversal reason `A0`).
+    /// The MAC is missing or verifies under neither the current nor (where the hook keeps
+    /// one) the previous key: in doubt (reversal reason `A0`), and the engine asks its
+    /// owner to sign on again ([`crate::EngineEvent::SignOnRequired`]).
     BadMac,
     /// The bytes do not decode in the dialect.
     Undecodable,
+    /// The host refused the request without acting on it and asks for a new sign-on: DE 39
+    /// `77` (sign on again) or `A0` (MAC failure at the host), see [`SIGN_ON_CODES`].
+    /// Such an answer usually carries no MAC (the host has no keys for the sender), so
+    /// hooks check DE 39 before the MAC. The engine reports the original as
+    /// [`crate::Outcome::NotActed`] (not reversed), repeats reversals and advices, and
+    /// asks its owner to sign on again.
+    SignOnAgain {
+        /// DE 39.
+        code: [u8; 2],
+    },
+}
+
+/// DE 39 values with which a host refuses a request without acting on it and asks the
+/// sender to sign on again: `77` and `A0`.
+pub const SIGN_ON_CODES: [[u8; 2]; 2] = [*b"77", *b"A0"];
+
+/// [`Verify::SignOnAgain`] when the response's DE 39 is one of [`SIGN_ON_CODES`].
+pub fn sign_on_code(view: &MessageView<'_>) -> Option<Verify> {
+    if !view.mti().is_response() {
+        return None;
+    }
+    let t = view.field(39)?.text();
+    let [a, b] = *t.as_bytes() else {
+        return None;
+    };
+    SIGN_ON_CODES
+        .contains(&[a, b])
+        .then_some(Verify::SignOnAgain { code: [a, b] })
 }
 
 /// Seals outgoing messages and verifies incoming ones.
@@ -53,7 +83,16 @@ impl Security for NoMac {
         Ok(msg.to_bytes()?)
     }
     fn verify(&mut self, bytes: &Bytes) -> std::result::Result<Message, Verify> {
-        Message::decode(&self.dialect, bytes.clone()).map_err(|_| Verify::Undecodable)
+        let m = Message::decode(&self.dialect, bytes.clone()).map_err(|_| Verify::Undecodable)?;
+        let code = m.get(39);
+        if let (true, Some(c)) = (m.mti().is_response(), code.as_deref()) {
+            if let [a, b] = *c.as_bytes() {
+                if SIGN_ON_CODES.contains(&[a, b]) {
+                    return Err(Verify::SignOnAgain { code: [a, b] });
+                }
+            }
+        }
+        Ok(m)
     }
 }
 
@@ -98,6 +137,9 @@ fn verify_with(
     bytes: &Bytes,
 ) -> std::result::Result<Message, Verify> {
     let view = MessageView::decode(&profile.dialect, bytes).map_err(|_| Verify::Undecodable)?;
+    if let Some(sign_on) = sign_on_code(&view) {
+        return Err(sign_on);
+    }
     if profile.requires_mac(view.mti()) {
         let mak = mak.ok_or(Verify::BadMac)?;
         profile.verify_mac(mak, &view).map_err(|_| Verify::BadMac)?;

@@ -95,60 +95,126 @@ impl BatchTotals {
         }
     }
 
-    /// Adds an approved transaction.
+    /// Adds an approved transaction (saturating: never panics; amounts from one message
+    /// cannot reach the limits, see [`BatchTotals::checked_add`] for disk input).
     pub fn add(&mut self, info: &TxnInfo) {
         self.add_parts(info.kind, info.foreign, info.amount);
     }
 
-    /// Adds a transaction given by parts.
+    /// Adds a transaction given by parts (saturating, as [`BatchTotals::add`]).
     pub fn add_parts(&mut self, kind: TxnKind, foreign: bool, amount: Decimal) {
         let s = self.side(foreign);
         match kind {
             TxnKind::Debit => {
-                s.debit_amount += amount;
-                s.debit_count += 1;
+                s.debit_amount = s.debit_amount.saturating_add(amount);
+                s.debit_count = s.debit_count.saturating_add(1);
             }
             TxnKind::Credit => {
-                s.credit_amount += amount;
-                s.credit_count += 1;
+                s.credit_amount = s.credit_amount.saturating_add(amount);
+                s.credit_count = s.credit_count.saturating_add(1);
             }
             TxnKind::None => {}
         }
     }
 
-    /// Removes a transaction (it was reversed).
+    /// Adds an approved transaction read from disk or a peer.
+    ///
+    /// # Errors
+    /// [`ReversalError::BadRecord`] when an amount or count overflows (nothing changed).
+    pub fn checked_add(&mut self, info: &TxnInfo) -> Result<()> {
+        let mut one = BatchTotals::default();
+        let s = one.side(info.foreign);
+        match info.kind {
+            TxnKind::Debit => {
+                s.debit_amount = info.amount;
+                s.debit_count = 1;
+            }
+            TxnKind::Credit => {
+                s.credit_amount = info.amount;
+                s.credit_count = 1;
+            }
+            TxnKind::None => return Ok(()),
+        }
+        self.checked_merge(&one)
+    }
+
+    /// Removes a transaction (it was reversed; saturating, never panics).
     pub fn sub(&mut self, info: &TxnInfo) {
         let s = self.side(info.foreign);
         match info.kind {
             TxnKind::Debit => {
-                s.debit_amount -= info.amount;
+                s.debit_amount = s.debit_amount.saturating_sub(info.amount);
                 s.debit_count = s.debit_count.saturating_sub(1);
             }
             TxnKind::Credit => {
-                s.credit_amount -= info.amount;
+                s.credit_amount = s.credit_amount.saturating_sub(info.amount);
                 s.credit_count = s.credit_count.saturating_sub(1);
             }
             TxnKind::None => {}
         }
     }
 
-    /// Adds every total of `other`.
+    /// Adds every total of `other` (saturating, never panics).
     pub fn merge(&mut self, other: &BatchTotals) {
         for (a, b) in [
             (&mut self.domestic, &other.domestic),
             (&mut self.foreign, &other.foreign),
         ] {
-            a.debit_amount += b.debit_amount;
-            a.debit_count += b.debit_count;
-            a.credit_amount += b.credit_amount;
-            a.credit_count += b.credit_count;
+            a.debit_amount = a.debit_amount.saturating_add(b.debit_amount);
+            a.debit_count = a.debit_count.saturating_add(b.debit_count);
+            a.credit_amount = a.credit_amount.saturating_add(b.credit_amount);
+            a.credit_count = a.credit_count.saturating_add(b.credit_count);
         }
     }
 
+    /// Adds every total of `other` read from disk.
+    ///
+    /// # Errors
+    /// [`ReversalError::BadRecord`] when an amount or count overflows (nothing changed).
+    pub fn checked_merge(&mut self, other: &BatchTotals) -> Result<()> {
+        let over = || ReversalError::bad("batch totals overflow");
+        let mut out = *self;
+        for (a, b) in [
+            (&mut out.domestic, &other.domestic),
+            (&mut out.foreign, &other.foreign),
+        ] {
+            a.debit_amount = a
+                .debit_amount
+                .checked_add(b.debit_amount)
+                .ok_or_else(over)?;
+            a.debit_count = a.debit_count.checked_add(b.debit_count).ok_or_else(over)?;
+            a.credit_amount = a
+                .credit_amount
+                .checked_add(b.credit_amount)
+                .ok_or_else(over)?;
+            a.credit_count = a
+                .credit_count
+                .checked_add(b.credit_count)
+                .ok_or_else(over)?;
+        }
+        out.checked_net().ok_or_else(over)?;
+        *self = out;
+        Ok(())
+    }
+
+    /// Debits − credits, `None` when it overflows.
+    pub fn checked_net(&self) -> Option<Decimal> {
+        self.domestic
+            .debit_amount
+            .checked_sub(self.domestic.credit_amount)?
+            .checked_add(self.foreign.debit_amount)?
+            .checked_sub(self.foreign.credit_amount)
+    }
+
     /// Debits − credits over both classes.
+    ///
+    /// Saturating (never panics); [`BatchTotals::checked_net`] says whether it overflows.
     pub fn net(&self) -> Decimal {
-        self.domestic.debit_amount - self.domestic.credit_amount + self.foreign.debit_amount
-            - self.foreign.credit_amount
+        self.domestic
+            .debit_amount
+            .saturating_sub(self.domestic.credit_amount)
+            .saturating_add(self.foreign.debit_amount)
+            .saturating_sub(self.foreign.credit_amount)
     }
 
     /// The `cup-pos` field 48 (n62) with the given flags (position 31 and 62).

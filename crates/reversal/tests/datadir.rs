@@ -54,6 +54,7 @@ fn started(id: u64) -> JournalRecord {
             pan: "6222020000000001".into(),
         },
         message: Bytes::from_static(b"\x02\x00abc"),
+        tag: id,
     }
 }
 

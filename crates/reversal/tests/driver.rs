@@ -64,17 +64,8 @@ async fn driver_reverses_a_lost_response_and_reports_it() {
         lose_originals: AtomicU32::new(1),
     });
     let journal = MemoryJournal::new();
-    let driver = ReversalDriver::open(
-        EngineConfig::default(),
-        profile.clone(),
-        security(),
-        1,
-        journal.clone(),
-        transport.clone(),
-        None,
-        DriverConfig::default(),
-    )
-    .unwrap();
+    let engine = ReversalEngine::new(EngineConfig::default(), profile.clone(), security(), 1);
+    let driver = ReversalDriver::builder(engine, journal.clone(), transport.clone()).spawn();
     let started = tokio::time::Instant::now();
     let first = driver.submit(sale(&profile, 1500)).await.unwrap();
     assert!(matches!(

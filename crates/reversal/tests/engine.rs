@@ -448,6 +448,7 @@ fn reverse_message_reverses_an_original_the_engine_never_held() {
             txn,
             code,
             response,
+            ..
         } if *txn == id => Some((*code, response.mti())),
         _ => None,
     });

@@ -84,34 +84,35 @@ async fn driver_over_net_client_reverses_lost_and_late_responses() {
         let _ = stopped.await;
     }));
 
-    let (late_tx, late_rx) = driver::late_responses();
+    let late = LateResponses::new();
     let client = Client::builder(
         ClientConfig::new(Framing::CupPos),
         DialectCorrelator::new(profile.dialect.clone()),
     )
-    .unmatched(late_tx)
+    .unmatched(late.clone())
     .connect(TcpConnector::new(addr.to_string()))
     .await
     .unwrap();
     let dir = tempfile::tempdir().unwrap();
-    let journal = FileJournal::open(dir.path().join("t.journal")).unwrap();
+    let mut journal = FileJournal::open(dir.path().join("t.journal")).unwrap();
     let config = EngineConfig {
         response_timeout: Duration::from_millis(200),
         reversal_timeout: Duration::from_millis(500),
         backoff_base: Duration::from_millis(10),
         ..EngineConfig::default()
     };
-    let driver = ReversalDriver::open(
+    let engine = ReversalEngine::recover(
+        std::time::Instant::now(),
         config,
         profile.clone(),
         security(),
         1,
-        journal,
-        client.clone(),
-        Some(late_rx),
-        DriverConfig::default(),
+        journal.load().unwrap(),
     )
     .unwrap();
+    let driver = ReversalDriver::builder(engine, journal, client.clone())
+        .late(late)
+        .spawn();
 
     let lost = driver.submit(sale(&profile, 1000)).await.unwrap();
     assert!(

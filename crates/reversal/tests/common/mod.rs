@@ -65,12 +65,7 @@ impl Sim {
 
     /// Makes every pending record durable and collects events.
     pub fn flush(&mut self) {
-        let recs: Vec<_> = std::iter::from_fn(|| self.engine.poll_journal()).collect();
-        if !recs.is_empty() {
-            self.journal.append(&recs).unwrap();
-            let seq = self.engine.journal_seq();
-            self.engine.handle_journaled(self.now, seq);
-        }
+        self.engine.journal_to(self.now, &mut self.journal).unwrap();
         self.events
             .extend(std::iter::from_fn(|| self.engine.poll_event()));
     }
@@ -122,7 +117,9 @@ impl Sim {
 
     pub fn outcome_of(&self, txn: TxnId) -> Option<&Outcome> {
         self.events.iter().find_map(|e| match e {
-            EngineEvent::Completed { txn: t, outcome } if *t == txn => Some(outcome),
+            EngineEvent::Completed {
+                txn: t, outcome, ..
+            } if *t == txn => Some(outcome),
             _ => None,
         })
     }
