@@ -41,8 +41,8 @@ use tokio_util::codec::FramedRead;
 use crate::error::{HsmError, Result};
 use crate::module::{PinTranslation, PinVerification, SecurityModule};
 use crate::thales::codec::{
-    account_number, pin_format_code, Command, CommandCode, MacRequest, PvvRequest, Reply,
-    Response, ThalesMacAlgorithm,
+    account_number, pin_format_code, Command, CommandCode, MacRequest, PvvRequest, Reply, Response,
+    ThalesMacAlgorithm,
 };
 use crate::thales::server::frame_codec;
 use crate::types::{
@@ -356,7 +356,12 @@ impl ThalesClient {
         }
     }
 
-    async fn generate(&self, master: KeyHandle, usage: KeyUsage, kind: KeyKind) -> Result<GeneratedKey> {
+    async fn generate(
+        &self,
+        master: KeyHandle,
+        usage: KeyUsage,
+        kind: KeyKind,
+    ) -> Result<GeneratedKey> {
         let (m, m_usage) = self.key(master)?;
         m_usage.require(master, m_usage.is_key_encrypting(), "a ZMK or TMK")?;
         if kind != KeyKind::Tdes2 {
@@ -405,7 +410,11 @@ impl ThalesClient {
             ));
         };
         let (tpk, tpk_usage) = self.key(src)?;
-        tpk_usage.require(src, tpk_usage == KeyUsage::TerminalPin, "a TPK (command CA)")?;
+        tpk_usage.require(
+            src,
+            tpk_usage == KeyUsage::TerminalPin,
+            "a TPK (command CA)",
+        )?;
         let (zpk, zpk_usage) = self.key(r.destination)?;
         zpk_usage.require(
             r.destination,
@@ -450,7 +459,9 @@ impl ThalesClient {
         let (k, usage) = self.key(key)?;
         usage.require(key, usage.is_mac(), "a MAC key (TAK or ZAK)")?;
         let (alg, padding) = match algorithm {
-            MacAlgorithm::CbcDes(p) | MacAlgorithm::CbcTdes(p) => (ThalesMacAlgorithm::Iso9797Alg1, p),
+            MacAlgorithm::CbcDes(p) | MacAlgorithm::CbcTdes(p) => {
+                (ThalesMacAlgorithm::Iso9797Alg1, p)
+            }
             MacAlgorithm::X919(p) => (ThalesMacAlgorithm::Iso9797Alg3, p),
             MacAlgorithm::AesCmac | MacAlgorithm::CupPos => {
                 return Err(HsmError::Unsupported(
@@ -474,7 +485,8 @@ impl ThalesClient {
                 let frame = self.call(&Command::GenerateMac(req)).await?;
                 match self.reply(CommandCode::M6, &frame)? {
                     Response::Mac(v) => {
-                        let mac = isoswitch_session::crypto::mac::MacValue::from_bytes(v.as_bytes())?;
+                        let mac =
+                            isoswitch_session::crypto::mac::MacValue::from_bytes(v.as_bytes())?;
                         Ok(MacOutcome::Mac(mac))
                     }
                     _ => Err(unexpected()),
@@ -493,7 +505,9 @@ impl ThalesClient {
                 }
                 mac[..received.len()].copy_from_slice(received);
                 let frame = self.call(&Command::VerifyMac(req, mac)).await?;
-                Ok(MacOutcome::Verified(self.verified(CommandCode::M8, &frame)?))
+                Ok(MacOutcome::Verified(
+                    self.verified(CommandCode::M8, &frame)?,
+                ))
             }
         }
     }
@@ -519,7 +533,9 @@ impl ThalesClient {
         let (pvk_key, pvk_usage) = self.key(pvk)?;
         pvk_usage.require(pvk, pvk_usage == KeyUsage::PinVerification, "a PVK")?;
         if r.block.format() == PinBlockFormat::Iso4 {
-            return Err(HsmError::Unsupported("PIN block format 4 (needs AES key blocks)"));
+            return Err(HsmError::Unsupported(
+                "PIN block format 4 (needs AES key blocks)",
+            ));
         }
         let mut block = [0u8; 8];
         block.copy_from_slice(r.block.as_bytes());
@@ -556,7 +572,9 @@ impl ThalesClient {
             ));
         }
         let KeyBlob::Ecb(zpk_under_zmk) = blob else {
-            return Err(HsmError::Unsupported("TR-31 key blocks (not in the subset)"));
+            return Err(HsmError::Unsupported(
+                "TR-31 key blocks (not in the subset)",
+            ));
         };
         let frame = self
             .call(&Command::ImportZpk {
@@ -565,9 +583,13 @@ impl ThalesClient {
             })
             .await?;
         match self.reply(CommandCode::Fa, &frame)? {
-            Response::ImportZpk { under_lmk, kcv: got } => {
+            Response::ImportZpk {
+                under_lmk,
+                kcv: got,
+            } => {
                 if let Some(expected) = kcv {
-                    if !got.matches(expected) && !CheckValue::new(expected)?.matches(got.as_bytes()) {
+                    if !got.matches(expected) && !CheckValue::new(expected)?.matches(got.as_bytes())
+                    {
                         return Err(HsmError::Crypto(
                             isoswitch_session::SessionError::KcvMismatch,
                         ));

@@ -22,8 +22,8 @@ pub mod kcv;
 pub mod keys;
 pub mod mac;
 pub mod pin;
-pub mod tr31;
 pub mod pvv;
+pub mod tr31;
 
 pub use kcv::{check_kcv, Kcv, KcvMethod};
 pub use keys::{decrypt_key_under, decrypt_key_under_as, encrypt_key_under, Key, KeyKind};
