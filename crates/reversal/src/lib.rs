@@ -41,6 +41,8 @@
 //!   store); [`SessionStore`] keeps sealed terminal and upstream-link snapshots.
 //! - [`datadir`] — [`DataDir`], the embedded [`Store`]: one locked directory, one
 //!   record file per part.
+//! - [`memstore`] — [`MemoryDurable`], the same [`Store`] in memory for tests (clones
+//!   share state: drop and reopen = a restart).
 //! - [`counters`] — [`FileCounters`]: STAN/RRN leased in blocks, batch, behind
 //!   `isoswitch_session::counters::Counters`.
 //! - [`sessions`] — [`FileSessionStore`]: the data directory's [`SessionStore`].
@@ -107,6 +109,7 @@ pub mod engine;
 pub mod error;
 pub mod host;
 pub mod journal;
+pub mod memstore;
 pub mod original;
 pub mod profile;
 pub mod record;
@@ -128,6 +131,7 @@ pub use engine::{
 pub use error::{Result, ReversalError};
 pub use host::{Decision, HostConfig, HostStats, ReversalHandler};
 pub use journal::{FileJournal, Finish, GroupCommit, Journal, JournalRecord, MemoryJournal};
+pub use memstore::MemoryDurable;
 pub use original::OriginalDataElements;
 pub use profile::{
     is_advice, OriginalData, ReasonCodes, ReversalProfile, ReversalReason, TxnInfo, TxnKey, TxnKind,

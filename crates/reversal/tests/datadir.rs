@@ -501,3 +501,31 @@ fn counters_leases_are_one_write_per_block_across_restarts() {
         501
     );
 }
+
+#[test]
+fn a_ledger_overflow_is_refused_before_anything_is_written() {
+    let dir = tempfile::tempdir().expect("dir");
+    let huge = |stan| match original(stan, 0) {
+        StoreRecord::Original { key, mut state } => {
+            state.amount = Decimal::MAX;
+            StoreRecord::Original { key, state }
+        }
+        other => other,
+    };
+    {
+        let d = DataDir::open(dir.path()).expect("open");
+        let mut s = d.idempotency("host").expect("s");
+        s.commit(huge(1)).expect("the largest amount once");
+        let len = s.written();
+        assert!(matches!(
+            s.commit(huge(2)),
+            Err(ReversalError::BadRecord { .. })
+        ));
+        assert_eq!(s.written(), len, "nothing written");
+        assert_eq!(s.ledger().total(), Decimal::MAX);
+        assert!(s.get(&key(2)).is_none());
+    }
+    let d = DataDir::open(dir.path()).expect("reopen");
+    let s = d.idempotency("host").expect("replays");
+    assert_eq!(s.ledger().total(), Decimal::MAX);
+}
