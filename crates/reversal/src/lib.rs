@@ -31,6 +31,7 @@
 //!   and [`GroupCommit`], built with [`ReversalDriver::builder`] ([`DriverBuilder`]:
 //!   late responses through [`LateResponses`], engine events, a sign-on hook); commands
 //!   are handled in batches, one journal group per batch.
+//! - [`group_sync`] — [`GroupSync`]: writers of one record file share one `fdatasync`.
 //! - [`host`] — [`ReversalHandler`], the idempotent host side.
 //! - [`store`] — the host's [`IdempotencyStore`] ([`MemoryStore`], durable
 //!   [`FileStore`]) and [`Ledger`].
@@ -107,6 +108,7 @@ pub mod driver;
 pub mod durable;
 pub mod engine;
 pub mod error;
+pub mod group_sync;
 pub mod host;
 pub mod journal;
 pub mod memstore;
@@ -129,6 +131,7 @@ pub use engine::{
     RecoveredTxn, ReversalEngine, SendFailure, Transmit, TransmitId, TransmitKind, TxnId,
 };
 pub use error::{Result, ReversalError};
+pub use group_sync::GroupSync;
 pub use host::{Decision, HostConfig, HostStats, ReversalHandler};
 pub use journal::{FileJournal, Finish, GroupCommit, Journal, JournalRecord, MemoryJournal};
 pub use memstore::MemoryDurable;
