@@ -27,9 +27,14 @@
 //!   and [`GroupCommit`], built with [`ReversalDriver::builder`] ([`DriverBuilder`]:
 //!   late responses through [`LateResponses`], engine events, a sign-on hook); commands
 //!   are handled in batches, one journal group per batch.
-//! - [`host`] — [`ReversalHandler`], the idempotent host side.
+//! - [`host`] — [`ReversalHandler`], the idempotent host side: one-shot
+//!   ([`ReversalHandler::handle`]) or, for a switch forwarding upstream, two-phase
+//!   ([`ReversalHandler::admit`] → [`Admit`], [`ReversalHandler::complete`] →
+//!   [`Completion`], with [`UpstreamAction`]s; [`ReversalHandler::admitted`] after a
+//!   restart).
 //! - [`store`] — the host's [`IdempotencyStore`] ([`MemoryStore`], durable
-//!   [`FileStore`]) and [`Ledger`].
+//!   [`FileStore`]; admitted originals as [`Admission`]s) and [`Ledger`] (checked
+//!   arithmetic: an overflowing record is an error, never a panic).
 //! - [`settlement`] — [`BatchTotals`], terminal [`Settlement`], [`HostSettlement`],
 //!   [`Iso87Totals`].
 //! - [`error`] — [`ReversalError`].
@@ -106,7 +111,9 @@ pub use engine::{
     RecoveredTxn, ReversalEngine, SendFailure, Transmit, TransmitId, TransmitKind, TxnId,
 };
 pub use error::{Result, ReversalError};
-pub use host::{Decision, HostConfig, HostStats, ReversalHandler};
+pub use host::{
+    Admit, Completion, Decision, HostConfig, HostStats, ReversalHandler, Ticket, UpstreamAction,
+};
 pub use journal::{FileJournal, Finish, GroupCommit, Journal, JournalRecord, MemoryJournal};
 pub use profile::{
     is_advice, OriginalData, ReasonCodes, ReversalProfile, ReversalReason, TxnInfo, TxnKey, TxnKind,
@@ -118,4 +125,6 @@ pub use settlement::{
     BatchTotals, HostSettlement, Iso87Totals, Settlement, SettlementConfig, SettlementOutcome,
     SettlementState, SideTotals, UploadEntry,
 };
-pub use store::{FileStore, IdempotencyStore, Ledger, MemoryStore, StoreRecord, StoredTxn};
+pub use store::{
+    Admission, FileStore, IdempotencyStore, Ledger, MemoryStore, StoreRecord, StoredTxn,
+};
