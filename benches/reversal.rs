@@ -1,4 +1,5 @@
-//! `cargo bench --bench reversal`: journaled transactions per second with fsync (group
+//! `cargo bench --bench reversal`: originals through the [`ReversalDriver`] in switch mode
+//! over an in-memory host (`-- driver`), and journaled transactions per second with fsync (group
 //! commit over the write-ahead file journal, N concurrent submitters), and the latency
 //! the journal adds to each transaction (p50/p99, hdrhistogram, printed at the end).
 //!
@@ -9,8 +10,13 @@
 use bytes::Bytes;
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use hdrhistogram::Histogram;
-use isoswitch_reversal::journal::{FileJournal, Finish, GroupCommit, JournalRecord};
-use isoswitch_reversal::{Decimal, TxnInfo, TxnKind};
+use isoswitch_codec::Message;
+use isoswitch_net::RequestError;
+use isoswitch_reversal::journal::{FileJournal, Finish, GroupCommit, Journal, JournalRecord};
+use isoswitch_reversal::{
+    Decimal, DriverConfig, EngineConfig, EngineEvent, NoMac, ReversalDriver, ReversalEngine,
+    ReversalProfile, Transport, TxnInfo, TxnKind,
+};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -121,5 +127,185 @@ fn bench(c: &mut Criterion) {
     }
 }
 
-criterion_group!(benches, bench);
+/// Discards what it is given (the driver bench measures the driver, not a disk).
+struct NullJournal;
+
+impl Journal for NullJournal {
+    fn load(&mut self) -> isoswitch_reversal::Result<Vec<JournalRecord>> {
+        Ok(Vec::new())
+    }
+    fn append(&mut self, _records: &[JournalRecord]) -> isoswitch_reversal::Result<()> {
+        Ok(())
+    }
+    fn compact(&mut self, _live: &[JournalRecord]) -> isoswitch_reversal::Result<()> {
+        Ok(())
+    }
+}
+
+/// An in-memory host: answers every request `00` at once (decode, build the response,
+/// encode: about what a real peer's answer costs the driver to receive).
+struct EchoHost {
+    dialect: isoswitch_codec::Dialect,
+}
+
+impl Transport for EchoHost {
+    fn request(
+        &self,
+        msg: Bytes,
+        _timeout: Duration,
+    ) -> impl std::future::Future<Output = Result<Bytes, RequestError>> + Send {
+        let answer = (|| {
+            let req = Message::decode(&self.dialect, msg).ok()?;
+            let mut r = Message::response_to(&req).ok()?;
+            for n in [11, 41] {
+                if let (Some(v), false) = (req.get(n), r.has(n)) {
+                    r.set(n, v).ok()?;
+                }
+            }
+            r.set(39, "00").ok()?;
+            r.to_bytes().ok()
+        })()
+        .ok_or(RequestError::Timeout);
+        async move { answer }
+    }
+}
+
+/// An upstream 0200 as a switch forwards it (iso87-binary, no DE 11: the engine stamps it).
+fn upstream_sale(dialect: &isoswitch_codec::Dialect) -> Message {
+    let mut m = Message::new(dialect, "0200".parse().unwrap());
+    for (n, v) in [
+        (2, "4761739001010010"),
+        (3, "000000"),
+        (4, "000000012345"),
+        (7, "1201213000"),
+        (12, "213000"),
+        (13, "1201"),
+        (32, "123456"),
+        (37, "000000000001"),
+        (41, "TERM0001"),
+        (42, "MERCHANT0000001"),
+        (49, "840"),
+    ] {
+        m.set(n, v).unwrap();
+    }
+    m
+}
+
+fn spawn_driver<J: Journal>(
+    journal: J,
+    max_batch: usize,
+    events: Option<tokio::sync::mpsc::UnboundedSender<EngineEvent>>,
+) -> ReversalDriver {
+    let profile = ReversalProfile::iso87_binary().unwrap();
+    let dialect = profile.dialect.clone();
+    let engine = ReversalEngine::new(
+        EngineConfig::switch(),
+        profile,
+        NoMac::new(dialect.clone()),
+        1,
+    );
+    let b = ReversalDriver::builder(engine, journal, EchoHost { dialect }).config(DriverConfig {
+        max_batch,
+        ..DriverConfig::default()
+    });
+    match events {
+        Some(tx) => b.events(tx).spawn(),
+        None => b.spawn(),
+    }
+}
+
+/// `iters` originals from 256 callers, each awaiting its outcome; the time scaled to
+/// exactly `iters`.
+async fn submit_load(driver: ReversalDriver, sale: Message, iters: u64) -> Duration {
+    let callers = 256u64;
+    let per = iters.div_ceil(callers);
+    let start = Instant::now();
+    let mut tasks = Vec::new();
+    for c in 0..callers {
+        let driver = driver.clone();
+        let sale = sale.clone();
+        tasks.push(tokio::spawn(async move {
+            for i in 0..per {
+                let o = driver.submit_tagged(sale.clone(), c << 32 | i).await;
+                assert!(o.unwrap().is_approved());
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    start
+        .elapsed()
+        .mul_f64(iters as f64 / (per * callers) as f64)
+}
+
+/// Originals through the driver (switch mode) at load: submit + journal group + transmit
+/// + response + outcome, per transaction.
+fn bench_driver(c: &mut Criterion) {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let dialect = ReversalProfile::iso87_binary().unwrap().dialect;
+    let sale = upstream_sale(&dialect);
+    let mut group = c.benchmark_group("driver");
+    group.throughput(Throughput::Elements(1));
+    group.sample_size(10);
+    group.warm_up_time(Duration::from_secs(1));
+    group.measurement_time(Duration::from_secs(4));
+    for max_batch in [1usize, 512] {
+        // 256 callers, each awaiting its outcome (submit_tagged).
+        let driver = rt.block_on(async { spawn_driver(NullJournal, max_batch, None) });
+        group.bench_function(format!("submit, 256 callers, batch {max_batch}"), |b| {
+            b.iter_custom(|iters| rt.block_on(submit_load(driver.clone(), sale.clone(), iters)))
+        });
+        // One producer, outcomes on the events channel (enqueue).
+        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+        let rx = Arc::new(tokio::sync::Mutex::new(rx));
+        let driver = rt.block_on(async { spawn_driver(NullJournal, max_batch, Some(tx)) });
+        group.bench_function(format!("enqueue + events, batch {max_batch}"), |b| {
+            b.iter_custom(|iters| {
+                let driver = driver.clone();
+                let sale = sale.clone();
+                let rx = rx.clone();
+                rt.block_on(async move {
+                    let start = Instant::now();
+                    let producer = tokio::spawn(async move {
+                        for i in 0..iters {
+                            driver.enqueue(sale.clone(), i + 1).await.unwrap();
+                        }
+                    });
+                    let mut rx = rx.lock().await;
+                    let mut done = 0;
+                    while done < iters {
+                        match rx.recv().await {
+                            Some(EngineEvent::Completed { outcome, .. }) => {
+                                assert!(outcome.is_approved());
+                                done += 1;
+                            }
+                            Some(_) => {}
+                            None => panic!("driver stopped"),
+                        }
+                    }
+                    producer.await.unwrap();
+                    start.elapsed()
+                })
+            })
+        });
+    }
+    // With a real journal (fdatasync per group).
+    let dir = std::env::temp_dir().join(format!("isoswitch-driver-bench-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let journal = FileJournal::open(dir.join("driver.journal")).unwrap();
+    let driver = rt.block_on(async { spawn_driver(journal, 512, None) });
+    group.bench_function(
+        "submit, 256 callers, batch 512, file journal (fsync)",
+        |b| b.iter_custom(|iters| rt.block_on(submit_load(driver.clone(), sale.clone(), iters))),
+    );
+    group.finish();
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+criterion_group!(benches, bench, bench_driver);
 criterion_main!(benches);

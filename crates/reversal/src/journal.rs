@@ -8,7 +8,7 @@
 //! `Started` record of its transaction is durable.
 
 use crate::error::{Result, ReversalError};
-use crate::profile::{ReversalReason, TxnInfo, TxnKind};
+use crate::profile::{ReversalReason, TxnInfo};
 use crate::record::{self, Reader, RecordFile, Torn, Writer};
 use crate::settlement::{BatchTotals, SideTotals};
 use bytes::Bytes;
@@ -151,14 +151,9 @@ impl JournalRecord {
                 } else {
                     w.u8(T_STARTED_TAGGED).u64(*id).u64(*tag);
                 }
-                w.u32(*batch)
-                    .u32(*stan)
-                    .u8(info.kind.to_u8())
-                    .u8(u8::from(info.foreign))
-                    .u8(info.txn_type)
-                    .decimal(info.amount)
-                    .str(&info.pan)
-                    .bytes(message);
+                w.u32(*batch).u32(*stan);
+                info.write(&mut w);
+                w.bytes(message);
             }
             JournalRecord::Finished { id, finish } => {
                 w.u8(T_FINISHED).u64(*id);
@@ -215,24 +210,14 @@ impl JournalRecord {
                 let tag = if t == T_STARTED_TAGGED { r.u64()? } else { 0 };
                 let batch = r.u32()?;
                 let stan = r.u32()?;
-                let kind = TxnKind::from_u8(r.u8()?)?;
-                let foreign = r.u8()? != 0;
-                let txn_type = r.u8()?;
-                let amount = r.decimal()?;
-                let pan = r.str()?.to_string();
+                let info = TxnInfo::read(&mut r)?;
                 let message = Bytes::copy_from_slice(r.bytes()?);
                 JournalRecord::Started {
                     id,
                     tag,
                     batch,
                     stan,
-                    info: TxnInfo {
-                        kind,
-                        foreign,
-                        txn_type,
-                        amount,
-                        pan,
-                    },
+                    info,
                     message,
                 }
             }
@@ -592,6 +577,7 @@ impl GroupCommit {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::profile::TxnKind;
 
     fn started(id: u64) -> JournalRecord {
         JournalRecord::Started {

@@ -32,9 +32,14 @@
 //!   late responses through [`LateResponses`], engine events, a sign-on hook); commands
 //!   are handled in batches, one journal group per batch.
 //! - [`group_sync`] — [`GroupSync`]: writers of one record file share one `fdatasync`.
-//! - [`host`] — [`ReversalHandler`], the idempotent host side.
+//! - [`host`] — [`ReversalHandler`], the idempotent host side: one-shot
+//!   ([`ReversalHandler::handle`]) or, for a switch forwarding upstream, two-phase
+//!   ([`ReversalHandler::admit`] → [`Admit`], [`ReversalHandler::complete`] →
+//!   [`Completion`], with [`UpstreamAction`]s; [`ReversalHandler::admitted`] after a
+//!   restart).
 //! - [`store`] — the host's [`IdempotencyStore`] ([`MemoryStore`], durable
-//!   [`FileStore`]) and [`Ledger`].
+//!   [`FileStore`]; admitted originals as [`Admission`]s) and [`Ledger`] (checked
+//!   arithmetic: an overflowing record is an error, never a panic).
 //! - [`settlement`] — [`BatchTotals`], terminal [`Settlement`], [`HostSettlement`],
 //!   [`Iso87Totals`].
 //! - [`durable`] — the one store abstraction: [`Store`] hands out a switch's or host's
@@ -132,7 +137,9 @@ pub use engine::{
 };
 pub use error::{Result, ReversalError};
 pub use group_sync::GroupSync;
-pub use host::{Decision, HostConfig, HostStats, ReversalHandler};
+pub use host::{
+    Admit, Completion, Decision, HostConfig, HostStats, ReversalHandler, Ticket, UpstreamAction,
+};
 pub use journal::{FileJournal, Finish, GroupCommit, Journal, JournalRecord, MemoryJournal};
 pub use memstore::MemoryDurable;
 pub use original::OriginalDataElements;
@@ -147,4 +154,6 @@ pub use settlement::{
     BatchTotals, HostSettlement, Iso87Totals, Settlement, SettlementConfig, SettlementOutcome,
     SettlementState, SideTotals, UploadEntry,
 };
-pub use store::{FileStore, IdempotencyStore, Ledger, MemoryStore, StoreRecord, StoredTxn};
+pub use store::{
+    Admission, FileStore, IdempotencyStore, Ledger, MemoryStore, StoreRecord, StoredTxn,
+};

@@ -435,10 +435,20 @@ impl ReversalProfile {
         })
     }
 
-    /// The host's matching key: DE 41 + DE 42 + batch (0 without a batch field) + DE 11.
+    /// The host's matching key: DE 41 + DE 42 + batch + STAN.
+    ///
+    /// - `cup-pos`: batch DE 60.2, STAN DE 11.
+    /// - ISO 1987 ([`OriginalData::De90`]): batch = the original's transmission date and
+    ///   time (DE 7, MMDDhhmmss; 0 when absent), STAN = the original's DE 11. A reversal
+    ///   that carries DE 90 is keyed by the original data elements it names (STAN at
+    ///   positions 5–10, DE 7 at 11–20), not by its own DE 11 and DE 7: an acquirer may give
+    ///   each reversal a STAN of its own.
+    /// - ISO 1993 ([`OriginalData::De56`]): batch 0, STAN DE 11, or for a reversal with
+    ///   DE 56 the original's STAN it names (positions 5–10).
     ///
     /// # Errors
-    /// Missing or bad DE 11, 41 or 42.
+    /// Missing or bad DE 11, 41 or 42; a DE 90/56 whose original STAN or DE 7 is not
+    /// digits.
     pub fn key_of(&self, msg: &Message) -> Result<TxnKey> {
         let terminal = msg.get(41).ok_or(ReversalError::MissingField {
             field: 41,
@@ -448,11 +458,32 @@ impl ReversalProfile {
             field: 42,
             what: "merchant ID",
         })?;
+        let reversal = self.is_reversal(msg.mti());
+        let (batch, stan) = match &self.original_data {
+            OriginalData::Cup => (self.batch_of(msg).unwrap_or(0), self.stan_of(msg)?),
+            OriginalData::De90 { .. } => match msg.get(90).filter(|_| reversal) {
+                Some(d) => (
+                    number(&d, 10..20, 90, "original DE 7 in DE 90")?,
+                    number(&d, 4..10, 90, "original STAN in DE 90")?,
+                ),
+                None => {
+                    let de7 = match msg.get(7) {
+                        Some(v) => number(&v, 0..v.len(), 7, "transmission date and time")?,
+                        None => 0,
+                    };
+                    (de7, self.stan_of(msg)?)
+                }
+            },
+            OriginalData::De56 { .. } => match msg.get(56).filter(|_| reversal) {
+                Some(d) => (0, number(&d, 4..10, 56, "original STAN in DE 56")?),
+                None => (0, self.stan_of(msg)?),
+            },
+        };
         Ok(TxnKey {
             terminal,
             merchant,
-            batch: self.batch_of(msg).unwrap_or(0),
-            stan: self.stan_of(msg)?,
+            batch,
+            stan,
         })
     }
 
@@ -556,6 +587,29 @@ impl ReversalProfile {
     }
 }
 
+impl TxnInfo {
+    /// Writes kind, foreign flag, type, amount and PAN (the journal's and the store's
+    /// layout).
+    pub(crate) fn write(&self, w: &mut crate::record::Writer<'_>) {
+        w.u8(self.kind.to_u8())
+            .u8(u8::from(self.foreign))
+            .u8(self.txn_type)
+            .decimal(self.amount)
+            .str(&self.pan);
+    }
+
+    /// Reads what [`TxnInfo::write`] wrote.
+    pub(crate) fn read(r: &mut crate::record::Reader<'_>) -> Result<TxnInfo> {
+        Ok(TxnInfo {
+            kind: TxnKind::from_u8(r.u8()?)?,
+            foreign: r.u8()? != 0,
+            txn_type: r.u8()?,
+            amount: r.decimal()?,
+            pan: r.str()?.to_string(),
+        })
+    }
+}
+
 /// Whether `mti` is an advice that is stored and forwarded (`0120`, `0220` and their
 /// repeats): authorization or financial class, function digit 2. An advice is repeated
 /// until answered and never reversed.
@@ -565,6 +619,16 @@ pub fn is_advice(mti: Mti) -> bool {
             mti.class(),
             isoswitch_codec::MessageClass::Authorization | isoswitch_codec::MessageClass::Financial
         )
+}
+
+/// Positions `at` of `v` (field `field`) as a number.
+fn number(v: &str, at: std::ops::Range<usize>, field: u8, what: &'static str) -> Result<u32> {
+    let bad = || ReversalError::BadField { field, what };
+    let part = v.get(at).ok_or_else(bad)?;
+    if part.is_empty() || !part.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(bad());
+    }
+    part.parse().map_err(|_| bad())
 }
 
 fn digits(msg: &Message, n: u8, width: usize) -> Result<String> {
@@ -628,6 +692,27 @@ mod tests {
         );
         assert_eq!(r.get(39).as_deref(), Some("98"));
         assert!(p.classify(&o).foreign);
+    }
+
+    #[test]
+    fn iso87_reversals_are_keyed_by_the_de90_they_carry() {
+        let p = ReversalProfile::iso87_binary().unwrap();
+        let mut o = sale(&p);
+        o.set(7, "1125093000").unwrap();
+        let r = p.build_reversal(&o, ReversalReason::NoResponse).unwrap();
+        let key = p.key_of(&o).unwrap();
+        assert_eq!((key.batch, key.stan), (1_125_093_000, 42));
+        assert_eq!(p.key_of(&r).unwrap(), key);
+        // Another acquirer's reversal: its own STAN and DE 7, the original in DE 90.
+        let mut theirs = r.clone();
+        theirs.set(11, "000777").unwrap();
+        theirs.set(7, "1125093105").unwrap();
+        assert_eq!(p.key_of(&theirs).unwrap(), key);
+        assert!(matches!(
+            number("12AB", 0..4, 90, "x"),
+            Err(ReversalError::BadField { field: 90, .. })
+        ));
+        assert!(number("12", 0..4, 90, "x").is_err());
     }
 
     #[test]

@@ -8,9 +8,10 @@
 //! or has neither, and the ledger is rebuilt by replaying the records.
 
 use crate::error::{Result, ReversalError};
-use crate::profile::{TxnKey, TxnKind};
+use crate::profile::{TxnInfo, TxnKey, TxnKind};
 use crate::record::{self, Reader, RecordFile, Writer};
 use crate::settlement::BatchTotals;
+use isoswitch_codec::Mti;
 use rust_decimal::Decimal;
 use std::collections::HashMap;
 use std::path::Path;
@@ -32,6 +33,21 @@ pub struct OriginalState {
     pub code: [u8; 2],
     /// Whether it was approved (and so moved the ledger).
     pub approved: bool,
+}
+
+impl OriginalState {
+    /// The decision `code` (`approved` or not) on a transaction described by `info`.
+    pub fn decided(info: &TxnInfo, code: [u8; 2], approved: bool) -> Self {
+        OriginalState {
+            txn_type: info.txn_type,
+            kind: info.kind,
+            foreign: info.foreign,
+            pan: info.pan.clone(),
+            amount: info.amount,
+            code,
+            approved,
+        }
+    }
 }
 
 impl std::fmt::Debug for OriginalState {
@@ -60,13 +76,25 @@ pub struct ReversalState {
     pub effect: Decimal,
 }
 
+/// An original admitted for forwarding ([`crate::ReversalHandler::admit`]) whose
+/// decision is not known yet.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Admission {
+    /// The request's MTI (its answer's is derived from it).
+    pub mti: Mti,
+    /// What it does to the cardholder.
+    pub info: TxnInfo,
+}
+
 /// Everything known about one key.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct StoredTxn {
-    /// The original, if it arrived.
+    /// The original, if it was answered.
     pub original: Option<OriginalState>,
     /// The reversal, if one was answered.
     pub reversal: Option<ReversalState>,
+    /// The original, while it is admitted and forwarded but not yet decided.
+    pub admitted: Option<Admission>,
 }
 
 /// One durable decision.
@@ -87,6 +115,14 @@ pub enum StoreRecord {
         pan: String,
         /// The answer.
         state: ReversalState,
+    },
+    /// An original was admitted for forwarding (durable before it is forwarded); its
+    /// [`StoreRecord::Original`] follows with the decision. No ledger effect.
+    Admitted {
+        /// The key.
+        key: TxnKey,
+        /// The request.
+        admission: Admission,
     },
 }
 
@@ -113,17 +149,12 @@ impl Ledger {
         self.per_card.iter().map(|(k, v)| (k.as_str(), *v))
     }
 
-    /// The card's and the overall total after `effect`, checked (amounts come from disk
-    /// and peers: an overflow is an error, never a panic).
+    /// The card's and the overall totals after `effect`, or an error when either
+    /// overflows (amounts read from disk or a peer may be as large as the decoder allows).
     fn after(&self, pan: &str, effect: Decimal) -> Result<(Decimal, Decimal)> {
-        let card = self
-            .card(pan)
-            .checked_add(effect)
-            .ok_or(ReversalError::bad("amount overflows the ledger"))?;
-        let total = self
-            .total
-            .checked_add(effect)
-            .ok_or(ReversalError::bad("amount overflows the ledger"))?;
+        let over = || ReversalError::bad("ledger total overflows");
+        let card = self.card(pan).checked_add(effect).ok_or_else(over)?;
+        let total = self.total.checked_add(effect).ok_or_else(over)?;
         Ok((card, total))
     }
 
@@ -182,36 +213,49 @@ impl MemoryStore {
         Self::default()
     }
 
-    /// The ledger effect of `rec`: (PAN, change).
-    fn effect(rec: &StoreRecord) -> Option<(&str, Decimal)> {
-        match rec {
-            StoreRecord::Original { state, .. } if state.approved => {
-                Some((&state.pan, state.kind.effect(state.amount)))
-            }
-            StoreRecord::Original { .. } => None,
-            StoreRecord::Reversal { pan, state, .. } => Some((pan, state.effect)),
-        }
-    }
-
-    /// Fails (changing nothing) when `rec` cannot be applied: its amount would
-    /// overflow the ledger.
-    fn check(&self, rec: &StoreRecord) -> Result<()> {
-        match Self::effect(rec) {
-            Some((pan, effect)) => self.ledger.after(pan, effect).map(|_| ()),
-            None => Ok(()),
-        }
-    }
-
-    fn apply(&mut self, rec: StoreRecord) -> Result<()> {
-        if let Some((pan, effect)) = Self::effect(&rec) {
-            self.ledger.apply(pan, effect)?;
-        }
+    /// The ledger effect of `rec` on the card it names.
+    fn effect_of<'r>(&self, rec: &'r StoreRecord) -> (&'r str, Decimal) {
         match rec {
             StoreRecord::Original { key, state } => {
-                self.map.entry(key).or_default().original = Some(state);
+                // An original approved after its reversal was answered (admitted, then
+                // reversed by the terminal while forwarded) is reversed in effect.
+                let reversed = self.map.get(key).is_some_and(|k| k.reversal.is_some());
+                let effect = if state.approved && !reversed {
+                    state.kind.effect(state.amount)
+                } else {
+                    Decimal::ZERO
+                };
+                (&state.pan, effect)
+            }
+            StoreRecord::Reversal { pan, state, .. } => (pan, state.effect),
+            StoreRecord::Admitted { admission, .. } => (&admission.info.pan, Decimal::ZERO),
+        }
+    }
+
+    /// Whether `rec` can be applied (its ledger effect does not overflow).
+    ///
+    /// # Errors
+    /// [`ReversalError::BadRecord`] when it would overflow.
+    fn check(&self, rec: &StoreRecord) -> Result<()> {
+        let (pan, effect) = self.effect_of(rec);
+        self.ledger.after(pan, effect).map(|_| ())
+    }
+
+    /// Applies `rec` (state and ledger), or nothing when its effect overflows.
+    fn apply(&mut self, rec: StoreRecord) -> Result<()> {
+        let (pan, effect) = self.effect_of(&rec);
+        self.ledger.apply(pan, effect)?;
+        match rec {
+            StoreRecord::Original { key, state } => {
+                let k = self.map.entry(key).or_default();
+                k.admitted = None;
+                k.original = Some(state);
             }
             StoreRecord::Reversal { key, state, .. } => {
                 self.map.entry(key).or_default().reversal = Some(state);
+            }
+            StoreRecord::Admitted { key, admission } => {
+                self.map.entry(key).or_default().admitted = Some(admission);
             }
         }
         Ok(())
@@ -221,6 +265,12 @@ impl MemoryStore {
     pub fn records(&self) -> Vec<StoreRecord> {
         let mut out = Vec::with_capacity(self.map.len());
         for (k, v) in &self.map {
+            if let Some(a) = &v.admitted {
+                out.push(StoreRecord::Admitted {
+                    key: k.clone(),
+                    admission: a.clone(),
+                });
+            }
             if let Some(o) = &v.original {
                 out.push(StoreRecord::Original {
                     key: k.clone(),
@@ -260,6 +310,7 @@ impl IdempotencyStore for MemoryStore {
 
 const T_ORIGINAL: u8 = 1;
 const T_REVERSAL: u8 = 2;
+const T_ADMITTED: u8 = 3;
 
 fn write_key(w: &mut Writer<'_>, k: &TxnKey) {
     w.str(&k.terminal).str(&k.merchant).u32(k.batch).u32(k.stan);
@@ -300,6 +351,13 @@ impl StoreRecord {
                     .decimal(state.amount)
                     .u8(state.txn_type)
                     .decimal(state.effect);
+            }
+            StoreRecord::Admitted { key, admission } => {
+                w.u8(T_ADMITTED);
+                write_key(&mut w, key);
+                let [a, b, c, d] = *admission.mti.digits();
+                w.u8(a).u8(b).u8(c).u8(d);
+                admission.info.write(&mut w);
             }
         }
     }
@@ -351,6 +409,16 @@ impl StoreRecord {
                     },
                 }
             }
+            T_ADMITTED => {
+                let key = read_key(&mut r)?;
+                let mti = Mti::new([r.u8()?, r.u8()?, r.u8()?, r.u8()?])
+                    .map_err(|_| ReversalError::bad("admitted MTI is not four digits"))?;
+                let info = TxnInfo::read(&mut r)?;
+                StoreRecord::Admitted {
+                    key,
+                    admission: Admission { mti, info },
+                }
+            }
             _ => return Err(ReversalError::bad("unknown store record type")),
         };
         r.finish()?;
@@ -372,7 +440,8 @@ impl FileStore {
     /// Opens or creates the store at `path` and replays it.
     ///
     /// # Errors
-    /// I/O errors, bad magic, a CRC-valid record that does not parse.
+    /// I/O errors, bad magic, a CRC-valid record that does not parse or whose ledger
+    /// effect overflows ([`ReversalError::BadRecord`] with its offset; never a panic).
     pub fn open(path: impl AsRef<Path>) -> Result<FileStore> {
         let mut state = MemoryStore::new();
         let (file, torn) = RecordFile::open(path, |_, p| state.apply(StoreRecord::decode(p)?))?;
@@ -449,7 +518,7 @@ impl IdempotencyStore for FileStore {
         self.state.get(key)
     }
     fn commit(&mut self, rec: StoreRecord) -> Result<()> {
-        // Nothing is written that could not be replayed.
+        // Refused before it is written: a record on disk must always replay.
         self.state.check(&rec)?;
         self.scratch.clear();
         rec.encode(&mut self.scratch);
@@ -464,5 +533,104 @@ impl IdempotencyStore for FileStore {
     }
     fn entries(&self) -> Box<dyn Iterator<Item = (&TxnKey, &StoredTxn)> + '_> {
         self.state.entries()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn key(stan: u32) -> TxnKey {
+        TxnKey {
+            terminal: "TERM0001".into(),
+            merchant: "MERCHANT0000001".into(),
+            batch: 1,
+            stan,
+        }
+    }
+
+    fn huge(stan: u32) -> StoreRecord {
+        StoreRecord::Original {
+            key: key(stan),
+            state: OriginalState {
+                txn_type: 0,
+                kind: TxnKind::Debit,
+                foreign: false,
+                pan: "6222021234567890".into(),
+                // The largest amount the record decoder accepts.
+                amount: Decimal::MAX,
+                code: *b"00",
+                approved: true,
+            },
+        }
+    }
+
+    #[test]
+    fn two_records_with_the_largest_effect_make_open_an_error_not_a_panic() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("host.store");
+        {
+            let (mut f, _) = RecordFile::open(&path, |_, _| Ok(())).unwrap();
+            for stan in [1, 2] {
+                let mut p = Vec::new();
+                huge(stan).encode(&mut p);
+                assert_eq!(StoreRecord::decode(&p).unwrap(), huge(stan));
+                f.append_with(|out| record::frame(&p, out)).unwrap();
+            }
+        }
+        match FileStore::open(&path) {
+            Err(ReversalError::Corrupt { offset, what, path }) => {
+                assert!(offset > 0, "the second record's offset");
+                assert!(what.contains("overflow"), "{what}");
+                assert!(path.ends_with("host.store"), "{path:?}");
+            }
+            other => panic!("{other:?}"),
+        }
+        // A live commit that would overflow is refused before it is written.
+        let path2 = dir.path().join("live.store");
+        let mut s = FileStore::open(&path2).unwrap();
+        s.commit(huge(1)).unwrap();
+        let written = s.written();
+        assert!(s.commit(huge(2)).is_err());
+        assert_eq!(s.written(), written);
+        drop(s);
+        assert_eq!(
+            FileStore::open(&path2).unwrap().ledger().total(),
+            Decimal::MAX
+        );
+    }
+
+    #[test]
+    fn admitted_records_round_trip_and_are_cleared_by_the_decision() {
+        let admitted = StoreRecord::Admitted {
+            key: key(5),
+            admission: Admission {
+                mti: Mti::from_u16(200).unwrap(),
+                info: TxnInfo {
+                    kind: TxnKind::Debit,
+                    foreign: false,
+                    txn_type: 0,
+                    amount: Decimal::new(1000, 2),
+                    pan: "6222021234567890".into(),
+                },
+            },
+        };
+        let mut p = Vec::new();
+        admitted.encode(&mut p);
+        assert_eq!(StoreRecord::decode(&p).unwrap(), admitted);
+        for cut in 0..p.len() {
+            assert!(StoreRecord::decode(&p[..cut]).is_err());
+        }
+        let mut m = MemoryStore::new();
+        m.commit(admitted.clone()).unwrap();
+        assert!(m.get(&key(5)).unwrap().admitted.is_some());
+        assert_eq!(m.records(), vec![admitted]);
+        let mut decided = huge(5);
+        if let StoreRecord::Original { state, .. } = &mut decided {
+            state.amount = Decimal::new(1000, 2);
+        }
+        m.commit(decided).unwrap();
+        assert!(m.get(&key(5)).unwrap().admitted.is_none());
+        assert_eq!(m.ledger().total(), Decimal::new(1000, 2));
     }
 }
