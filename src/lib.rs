@@ -26,3 +26,4 @@ pub use isoswitch_hsm as hsm;
 pub use isoswitch_net as net;
 pub use isoswitch_reversal as reversal;
 pub use isoswitch_session as session;
+pub use isoswitch_switch as switch;

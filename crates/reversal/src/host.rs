@@ -125,6 +125,9 @@ pub enum Admit {
     },
     /// A new original, durably admitted: forward it, then [`ReversalHandler::complete`].
     Forward(Ticket),
+    /// A repeat (`0221`) of an advice that is admitted and still being forwarded: no
+    /// answer yet (the terminal repeats it; once completed, a repeat gets the answer).
+    InProgress,
 }
 
 /// The second phase's result: [`ReversalHandler::complete`].
@@ -267,6 +270,12 @@ impl<S: IdempotencyStore> ReversalHandler<S> {
     ) -> Result<Message> {
         let key = self.profile.key_of(request)?;
         if let Some(known) = self.store.get(&key) {
+            // A repeated advice (xx21) gets the answer its first got: the sender repeats
+            // until it hears one, so the repeat is no duplicate.
+            if let (Some(o), true) = (&known.original, crate::profile::is_advice(request.mti())) {
+                let code = o.code;
+                return self.answer(request, code);
+            }
             if known.original.is_some() {
                 self.stats.duplicates += 1;
                 tracing::warn!(?key, "original with a reused STAN: duplicate");
@@ -416,6 +425,21 @@ impl<S: IdempotencyStore> ReversalHandler<S> {
         }
         let key = self.profile.key_of(request)?;
         let known = self.store.get(&key);
+        // An advice is repeated (xx21) until answered: a repeat gets the stored answer,
+        // or none while its first is still being forwarded. Never a duplicate.
+        if crate::profile::is_advice(request.mti()) {
+            if let Some(o) = known.and_then(|k| k.original.as_ref()) {
+                let code = o.code;
+                let answer = Box::new(self.answer(request, code)?);
+                return Ok(Admit::Answer {
+                    answer,
+                    action: None,
+                });
+            }
+            if known.is_some_and(|k| k.admitted.is_some()) {
+                return Ok(Admit::InProgress);
+            }
+        }
         if known.is_some_and(|k| k.original.is_some() || k.admitted.is_some()) {
             self.stats.duplicates += 1;
             tracing::warn!(?key, "original with a reused STAN: duplicate");

@@ -33,6 +33,9 @@ pub enum SwitchError {
         /// The source field.
         field: u8,
     },
+    /// A network operation failed.
+    #[error(transparent)]
+    Net(#[from] isoswitch_net::NetError),
     /// The security module refused an operation.
     #[error("security module: {0}")]
     Security(String),

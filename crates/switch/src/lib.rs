@@ -29,9 +29,16 @@
 pub mod error;
 pub mod field_map;
 pub mod security;
+pub mod service;
+pub mod switch;
 pub mod upstream;
 
 pub use error::{Result, SwitchError};
 pub use field_map::{FieldMap, FieldMapDef, Functions, MapContext, MapFn, Rule, Source};
 pub use security::{SecurityOps, SoftSecurity};
-pub use upstream::{UpstreamConfig, UpstreamLink, ZoneKeyRing, ZoneKeys, ZoneMac};
+pub use service::{cup_to_iso87, iso87_to_cup, ServiceConfig, ServiceSwitch, SwitchService};
+pub use switch::{tag_of, Reply, Switch, SwitchConfig, SwitchParts};
+pub use upstream::{
+    resume_after_sign_on, LinkPersistence, SharedSessions, UpstreamConfig, UpstreamLink,
+    ZoneKeyRing, ZoneKeys, ZoneMac,
+};

@@ -7,11 +7,12 @@
 //!   verifies upstream messages. A sign-on installs generation `g + 1`; a caller that saw
 //!   `77`/`A0` under generation `g` asks for a new sign-on *only if `g` is still current*,
 //!   so a burst of refusals causes one sign-on, not one each.
-//! - [`ZoneMac`]: the reversal engine's MAC hook over the ring. A message prepared under
-//!   generation `g` (PIN block translated to `g`'s PIK and MACed under `g`'s MAK, in one
-//!   step: [`ZoneKeys::seal`]) is sent as it is while `g` is current; if the keys changed
-//!   before it left, a message with a PIN block is refused (the caller prepares it again
-//!   under the new keys) and one without is MACed again.
+//! - [`ZoneMac`]: the reversal engine's MAC hook over the ring: it MACs each message under
+//!   the current MAK when it leaves. A PIN block translated to generation `g`'s PIK is noted
+//!   with its generation ([`ZoneKeyRing::note_pin_block`]); if the keys changed before its
+//!   message left, the message is refused (the engine reports it not sent, the caller
+//!   prepares it again under the new keys) instead of going out with a PIN block under
+//!   one generation and a MAC under the next.
 //! - [`UpstreamLink`]: the transport (a net `Client`, or an in-memory host in tests) and
 //!   the session; [`UpstreamLink::sign_on`] runs the
 //!   0800/0810 exchange and installs the keys; [`UpstreamLink::keep_signed_on`] signs on at
@@ -23,10 +24,10 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use isoswitch_codec::{Message, MessageView};
-use isoswitch_reversal::{ReversalError, Security, Transport, Verify};
+use isoswitch_reversal::{ReversalError, Security, SessionStore, Transport, UpstreamSave, Verify};
 use isoswitch_session::counters::Counters;
 use isoswitch_session::crypto::Key;
-use isoswitch_session::{Inbound, SessionProfile, TerminalSession};
+use isoswitch_session::{Inbound, Kek, SessionProfile, TerminalSession};
 use tokio::sync::{watch, Mutex};
 
 use crate::error::{Result, SwitchError};
@@ -86,16 +87,32 @@ pub struct ZoneKeyRing {
     current: RwLock<Option<Arc<ZoneKeys>>>,
     generation: AtomicU64,
     resign: watch::Sender<u64>,
+    installed: watch::Sender<u64>,
+    pin_blocks: std::sync::Mutex<PinBlockNotes>,
 }
+
+/// PIN blocks translated and not yet sent, with the generation of their PIK.
+#[derive(Debug, Default)]
+struct PinBlockNotes {
+    by_block: std::collections::HashMap<Vec<u8>, u64>,
+    order: std::collections::VecDeque<Vec<u8>>,
+}
+
+/// The most PIN blocks noted at once (older notes are dropped: their messages are long
+/// gone or will be refused and prepared again).
+const MAX_PIN_NOTES: usize = 65_536;
 
 impl ZoneKeyRing {
     /// No keys yet (generation 0).
     pub fn new() -> Arc<ZoneKeyRing> {
         let (resign, _) = watch::channel(0);
+        let (installed, _) = watch::channel(0);
         Arc::new(ZoneKeyRing {
             current: RwLock::new(None),
             generation: AtomicU64::new(0),
             resign,
+            installed,
+            pin_blocks: std::sync::Mutex::new(PinBlockNotes::default()),
         })
     }
 
@@ -127,7 +144,44 @@ impl ZoneKeyRing {
             previous_mak,
         }));
         self.generation.store(generation, Ordering::Release);
+        drop(cur);
+        self.installed.send_replace(generation);
         generation
+    }
+
+    /// Notes that `block` was translated to the PIK of `generation` (see the module docs).
+    pub fn note_pin_block(&self, block: &[u8], generation: u64) {
+        let mut n = self
+            .pin_blocks
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if n.by_block.insert(block.to_vec(), generation).is_none() {
+            n.order.push_back(block.to_vec());
+        }
+        while n.order.len() > MAX_PIN_NOTES {
+            if let Some(old) = n.order.pop_front() {
+                n.by_block.remove(&old);
+            }
+        }
+    }
+
+    /// The generation `block` was noted with (the note is taken).
+    fn take_pin_block(&self, block: &[u8]) -> Option<u64> {
+        let mut n = self
+            .pin_blocks
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let g = n.by_block.remove(block)?;
+        if let Some(i) = n.order.iter().position(|b| b == block) {
+            n.order.remove(i);
+        }
+        Some(g)
+    }
+
+    /// The generation after every install (e.g. to tell a reversal engine that sending
+    /// may resume after a sign-on).
+    pub fn installed(&self) -> watch::Receiver<u64> {
+        self.installed.subscribe()
     }
 
     /// Asks for a new sign-on because generation `seen` was refused (77, A0, a MAC that
@@ -174,16 +228,12 @@ impl Security for ZoneMac {
         if !self.profile.requires_mac(msg.mti()) {
             return Ok(msg.to_bytes()?);
         }
-        // Prepared (PIN translated and MACed) under the current generation: as it is.
-        if mac_field(msg).is_some() {
-            let bytes = msg.to_bytes()?;
-            if let Ok(view) = MessageView::decode(msg.dialect(), &bytes) {
-                if self.profile.verify_mac(&keys.mak, &view).is_ok() {
-                    return Ok(bytes);
+        // A PIN block translated under an older generation must not leave under this MAC.
+        if let Some(f) = msg.field(52) {
+            if let Some(g) = self.ring.take_pin_block(&f.bytes()) {
+                if g != keys.generation {
+                    return Err(stale_pin_block(msg));
                 }
-            }
-            if msg.has(52) {
-                return Err(stale_pin_block(msg));
             }
         }
         Ok(self.profile.seal(&keys.mak, msg)?)
@@ -192,9 +242,11 @@ impl Security for ZoneMac {
     fn verify(&mut self, bytes: &Bytes) -> std::result::Result<Message, Verify> {
         let view =
             MessageView::decode(&self.profile.dialect, bytes).map_err(|_| Verify::Undecodable)?;
-        let code = view.raw(39);
-        if code == Some(b"77".as_slice()) || code == Some(b"A0".as_slice()) {
+        // 77 / A0: the host did not act on it and asks for a new sign-on (such an answer
+        // usually has no MAC: the host has no keys for us).
+        if let Some(refused) = isoswitch_reversal::sign_on_code(&view) {
             self.ring.request_sign_on(self.ring.generation());
+            return Err(refused);
         }
         match self.ring.current() {
             Some(keys) if keys.verify(&self.profile, &view) => {}
@@ -208,10 +260,25 @@ impl Security for ZoneMac {
     }
 }
 
-/// The MAC field a message of its dialect carries (64, or 128 with a secondary bitmap),
-/// when it is present.
-fn mac_field(msg: &Message) -> Option<u8> {
-    [64u8, 128].into_iter().find(|n| msg.has(*n))
+/// A session store shared by the parts of a switch (terminal sessions and the upstream
+/// link's zone keys live in one store part).
+pub type SharedSessions = Arc<std::sync::Mutex<Box<dyn SessionStore>>>;
+
+/// Where an [`UpstreamLink`] keeps its session (zone keys, generation) after a sign-on.
+#[derive(Clone)]
+pub struct LinkPersistence {
+    /// The store.
+    pub sessions: SharedSessions,
+    /// The key-encryption key the snapshot is sealed under.
+    pub kek: Kek,
+}
+
+impl std::fmt::Debug for LinkPersistence {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LinkPersistence")
+            .field("kek", &self.kek)
+            .finish()
+    }
 }
 
 /// Settings of an [`UpstreamLink`].
@@ -243,6 +310,8 @@ pub struct UpstreamLink<T: Transport, C: Counters + Send + 'static> {
     ring: Arc<ZoneKeyRing>,
     profile: SessionProfile,
     sign_ons: AtomicU64,
+    persistence: Option<LinkPersistence>,
+    stored_generation: std::sync::Mutex<Option<u64>>,
 }
 
 impl<T: Transport, C: Counters + Send + 'static> std::fmt::Debug for UpstreamLink<T, C> {
@@ -258,15 +327,37 @@ impl<T: Transport, C: Counters + Send + 'static> UpstreamLink<T, C> {
     /// Over a transport (e.g. a spawned net `Client`) and the switch's terminal session to
     /// the host.
     pub fn new(config: UpstreamConfig, transport: T, session: TerminalSession<C>) -> Arc<Self> {
+        Self::with_persistence(config, transport, session, None, None)
+    }
+
+    /// As [`UpstreamLink::new`], writing the session to `persistence` after every sign-on
+    /// (`stored`: the generation the store holds now, if any). A restarted switch restores
+    /// the zone keys from there and needs no new sign-on while the host keeps them too.
+    pub fn with_persistence(
+        config: UpstreamConfig,
+        transport: T,
+        session: TerminalSession<C>,
+        persistence: Option<LinkPersistence>,
+        stored: Option<u64>,
+    ) -> Arc<Self> {
         let profile = session.profile().clone();
-        Arc::new(UpstreamLink {
+        let keys = session
+            .working_keys()
+            .map(|k| (k.mak().clone(), k.pik().clone()));
+        let link = Arc::new(UpstreamLink {
             config,
             transport,
             session: Mutex::new(session),
             ring: ZoneKeyRing::new(),
             profile,
             sign_ons: AtomicU64::new(0),
-        })
+            persistence,
+            stored_generation: std::sync::Mutex::new(stored),
+        });
+        if let Some((mak, pik)) = keys {
+            link.ring.install(mak, pik);
+        }
+        link
     }
 
     /// The transport.
@@ -320,6 +411,7 @@ impl<T: Transport, C: Counters + Send + 'static> UpstreamLink<T, C> {
                     })?;
                 let g = self.ring.install(keys.mak().clone(), keys.pik().clone());
                 self.sign_ons.fetch_add(1, Ordering::Relaxed);
+                self.persist(&session)?;
                 tracing::info!(link = %self.config.name, generation = g, mak_kcv = %keys.mak().kcv(), "signed on upstream");
                 Ok(g)
             }
@@ -329,16 +421,48 @@ impl<T: Transport, C: Counters + Send + 'static> UpstreamLink<T, C> {
         }
     }
 
+    /// Writes the session (sealed) to the store, if the link has one.
+    fn persist(&self, session: &TerminalSession<C>) -> Result<()> {
+        let Some(p) = &self.persistence else {
+            return Ok(());
+        };
+        let sealed = session.export().seal(&p.kek)?;
+        let mut stored = self
+            .stored_generation
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut store = p
+            .sessions
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        match store.save_upstream(&self.config.name, &sealed, *stored)? {
+            UpstreamSave::Saved => *stored = Some(sealed.generation),
+            UpstreamSave::Stale { current } => {
+                // Another node shares this identity and signed on meanwhile: write ours
+                // over it (the host now holds our keys for this identity).
+                store.save_upstream(&self.config.name, &sealed, current)?;
+                *stored = Some(sealed.generation);
+            }
+        }
+        Ok(())
+    }
+
     /// Keeps the link signed on for as long as the returned task runs: at start, at every
     /// new connection of the transport ([`Transport::connections`] grows) and whenever
     /// [`ZoneKeyRing::request_sign_on`] asks. `local` gives the local time for DE 12/13.
     pub async fn keep_signed_on(self: Arc<Self>, local: fn() -> chrono::NaiveDateTime) {
         let mut requests = self.ring.sign_on_requests();
-        let mut connections = None;
+        // Keys restored or a sign-on already done on this connection: none needed now.
+        let mut connections = self
+            .ring
+            .current()
+            .is_some()
+            .then(|| self.transport.connections());
+        let mut woken = false;
         loop {
             let now = self.transport.connections();
             let reconnected = connections != Some(now);
-            let asked = requests.has_changed().unwrap_or(false);
+            let asked = std::mem::take(&mut woken) || requests.has_changed().unwrap_or(false);
             if asked {
                 requests.borrow_and_update();
             }
@@ -358,9 +482,25 @@ impl<T: Transport, C: Counters + Send + 'static> UpstreamLink<T, C> {
                     if changed.is_err() {
                         return;
                     }
+                    woken = true;
                 }
                 _ = tokio::time::sleep(Duration::from_millis(50)) => {}
             }
+        }
+    }
+}
+
+/// Tells `driver` after every new key generation that sending may resume (the engine
+/// holds its traffic after asking for a sign-on). Run it as a task beside
+/// [`UpstreamLink::keep_signed_on`]; it ends when the driver stops.
+pub async fn resume_after_sign_on(
+    ring: Arc<ZoneKeyRing>,
+    driver: isoswitch_reversal::ReversalDriver,
+) {
+    let mut installed = ring.installed();
+    while installed.changed().await.is_ok() {
+        if driver.signed_on().await.is_err() {
+            return;
         }
     }
 }

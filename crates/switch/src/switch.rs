@@ -1,0 +1,654 @@
+//! [`Switch`]: the acquirer switch assembled from the library's roles.
+//!
+//! Every terminal message takes one path:
+//!
+//! 1. **Admission** — [`HostSession::handle_request`], the only admission path: network
+//!    management (sign-on with fresh working keys, echo, sign-off) is answered there, and
+//!    every other request passes 30 → 97 → 77 → A0 → 94 before the switch sees it. A
+//!    sign-on's session is written to the [`SessionStore`] before it is answered, so a
+//!    restarted switch serves the terminal without a new sign-on.
+//! 2. **Idempotency** — [`ReversalHandler::admit`]: a repeat, a reversal, a late original
+//!    is answered with the library's rules from the durable store; a new original is
+//!    admitted (durably) and forwarded.
+//! 3. **Preparation** — the [`FieldMap`] builds the upstream message, the PIN block is
+//!    translated from the terminal's PIK to the zone PIK ([`SecurityOps`]) and the message
+//!    is MACed under the same zone-key generation ([`ZoneKeys`]).
+//! 4. **Forwarding** — [`ReversalDriver::submit_tagged`] (tag = the admission ticket): the
+//!    engine journals the original before it is sent, reverses it upstream if the answer
+//!    goes missing, and repeats an advice until it is answered. A `77`/`A0` after a key
+//!    change comes back as [`Outcome::NotActed`]: the message is prepared again under the
+//!    new keys and sent once more, never answered `99`.
+//! 5. **Completion** — [`ReversalHandler::complete`] with the upstream decision, durably,
+//!    then the answer is mapped back ([`FieldMap`]) and MACed under the terminal's MAK.
+//!
+//! Terminal settlement (0500) and batch upload (0320) are answered by
+//! [`HostSettlement`] against the handler's own totals of the batch.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use bytes::Bytes;
+use chrono::NaiveDateTime;
+use isoswitch_codec::{Message, MessageClass};
+use isoswitch_reversal::{
+    Admit, CallerTag, Completion, Decision, HostSettlement, IdempotencyStore, NotSentReason,
+    Outcome, ReversalDriver, ReversalHandler, ReversalReason, Transport, TxnKey, UpstreamAction,
+};
+use isoswitch_session::counters::Counters;
+use isoswitch_session::crypto::PinBlockFormat;
+use isoswitch_session::{HostOutcome, HostSession, Kek, KeyStore, SessionProfile, TerminalId};
+
+use crate::error::{Result, SwitchError};
+use crate::field_map::{FieldMap, MapContext};
+use crate::security::SecurityOps;
+use crate::upstream::{SharedSessions, UpstreamLink, ZoneKeys};
+
+/// Settings of a [`Switch`].
+#[derive(Debug, Clone)]
+pub struct SwitchConfig {
+    /// DE 32 of upstream messages.
+    pub acquirer_id: String,
+    /// PIN block format of the terminals and of the zone.
+    pub pin_format: PinBlockFormat,
+    /// How often a request refused with `77`/`A0` is prepared again under new keys.
+    pub max_reprepare: u32,
+    /// How long to wait for the new keys after a `77`/`A0`.
+    pub sign_on_wait: Duration,
+    /// How long a terminal's advice waits for the host's answer before the switch leaves
+    /// it unanswered (the terminal repeats it as 0221; the engine keeps forwarding it).
+    pub advice_wait: Duration,
+}
+
+impl Default for SwitchConfig {
+    fn default() -> Self {
+        SwitchConfig {
+            acquirer_id: "00000000001".into(),
+            pin_format: PinBlockFormat::Iso0,
+            max_reprepare: 2,
+            sign_on_wait: Duration::from_secs(2),
+            advice_wait: Duration::from_secs(2),
+        }
+    }
+}
+
+/// An answer for a terminal.
+#[derive(Debug, Clone)]
+pub struct Reply {
+    /// The message bytes.
+    pub bytes: Bytes,
+    /// The terminal must sign on again (`cup-pos`: processing requirement `3` in the
+    /// reply's header).
+    pub sign_on_again: bool,
+}
+
+struct Inner<K: KeyStore, S: IdempotencyStore, T: Transport, C: Counters + Send + 'static> {
+    config: SwitchConfig,
+    terminals: Mutex<HostSession<K>>,
+    book: Mutex<ReversalHandler<S>>,
+    settlements: Mutex<HashMap<(TerminalId, u32), HostSettlement>>,
+    counters: Mutex<C>,
+    upstream: Arc<UpstreamLink<T, C>>,
+    driver: ReversalDriver,
+    security: Arc<dyn SecurityOps>,
+    to_host: FieldMap,
+    to_terminal: FieldMap,
+    local: fn() -> NaiveDateTime,
+    utc: fn() -> NaiveDateTime,
+    sessions: SharedSessions,
+    kek: Kek,
+    /// Upstream originals of approved transactions, by tag, until the terminal can no
+    /// longer reverse them (see [`Switch::upstream_original`]).
+    originals: Mutex<HashMap<CallerTag, Message>>,
+}
+
+/// The switch; clones share it. See the module docs.
+pub struct Switch<K: KeyStore, S: IdempotencyStore, T: Transport, C: Counters + Send + 'static> {
+    inner: Arc<Inner<K, S, T, C>>,
+}
+
+impl<K: KeyStore, S: IdempotencyStore, T: Transport, C: Counters + Send + 'static> Clone
+    for Switch<K, S, T, C>
+{
+    fn clone(&self) -> Self {
+        Switch {
+            inner: self.inner.clone(),
+        }
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// The parts a [`Switch`] is built from.
+pub struct SwitchParts<K: KeyStore, S: IdempotencyStore, T: Transport, C: Counters + Send + 'static>
+{
+    /// Settings.
+    pub config: SwitchConfig,
+    /// The terminal side: admission, sign-on, working keys.
+    pub terminals: HostSession<K>,
+    /// The terminal side's idempotency and ledger.
+    pub book: ReversalHandler<S>,
+    /// Upstream STAN/RRN.
+    pub counters: C,
+    /// The upstream link (its session and zone keys).
+    pub upstream: Arc<UpstreamLink<T, C>>,
+    /// The reversal engine's driver over the upstream link.
+    pub driver: ReversalDriver,
+    /// PIN translation.
+    pub security: Arc<dyn SecurityOps>,
+    /// Terminal request → upstream request.
+    pub to_host: FieldMap,
+    /// Upstream response → terminal response.
+    pub to_terminal: FieldMap,
+    /// The local clock (DE 12/13).
+    pub local: fn() -> NaiveDateTime,
+    /// The UTC clock (DE 7).
+    pub utc: fn() -> NaiveDateTime,
+    /// Where terminal sessions are kept (sealed under `kek`).
+    pub sessions: SharedSessions,
+    /// The key-encryption key of stored sessions.
+    pub kek: Kek,
+}
+
+enum Forwarded {
+    /// The decision, the host's response, and the upstream message sent (without PIN).
+    Decision(Decision, Option<Box<Message>>, Option<Message>),
+    /// An advice stored and still being forwarded: no answer yet.
+    Pending,
+}
+
+impl<K, S, T, C> Switch<K, S, T, C>
+where
+    K: KeyStore + Send + 'static,
+    S: IdempotencyStore + Send + 'static,
+    T: Transport,
+    C: Counters + Send + 'static,
+{
+    /// Assembles a switch.
+    pub fn new(parts: SwitchParts<K, S, T, C>) -> Self {
+        Switch {
+            inner: Arc::new(Inner {
+                config: parts.config,
+                terminals: Mutex::new(parts.terminals),
+                book: Mutex::new(parts.book),
+                settlements: Mutex::new(HashMap::new()),
+                counters: Mutex::new(parts.counters),
+                upstream: parts.upstream,
+                driver: parts.driver,
+                security: parts.security,
+                to_host: parts.to_host,
+                to_terminal: parts.to_terminal,
+                local: parts.local,
+                utc: parts.utc,
+                sessions: parts.sessions,
+                kek: parts.kek,
+                originals: Mutex::new(HashMap::new()),
+            }),
+        }
+    }
+
+    /// The upstream link.
+    pub fn upstream(&self) -> &Arc<UpstreamLink<T, C>> {
+        &self.inner.upstream
+    }
+
+    /// The reversal driver.
+    pub fn driver(&self) -> &ReversalDriver {
+        &self.inner.driver
+    }
+
+    /// Reads the terminal-side ledger and store.
+    pub fn with_book<R>(&self, f: impl FnOnce(&ReversalHandler<S>) -> R) -> R {
+        f(&lock(&self.inner.book))
+    }
+
+    /// Reads the terminal sessions.
+    pub fn with_terminals<R>(&self, f: impl FnOnce(&HostSession<K>) -> R) -> R {
+        f(&lock(&self.inner.terminals))
+    }
+
+    /// Answers one terminal message (its bytes as received, no frame header); `None`:
+    /// nothing to send (a response, or an advice still being forwarded).
+    ///
+    /// # Errors
+    /// Store and codec failures; the terminal gets no answer and will repeat or reverse.
+    pub async fn handle(&self, bytes: Bytes) -> Result<Option<Reply>> {
+        let inner = &self.inner;
+        let local = (inner.local)();
+        let outcome = lock(&inner.terminals).handle_request(local, bytes)?;
+        self.save_sessions()?;
+        let accepted = match outcome {
+            HostOutcome::Replied { reply, action } => {
+                tracing::debug!(?action, "terminal network management");
+                return Ok(Some(Reply {
+                    bytes: reply,
+                    sign_on_again: false,
+                }));
+            }
+            HostOutcome::Rejected {
+                reply,
+                code,
+                reason,
+            } => {
+                tracing::info!(?reason, code = %code.as_str(), "terminal request refused");
+                return Ok(Some(Reply {
+                    bytes: reply,
+                    sign_on_again: code.as_str() == "77",
+                }));
+            }
+            HostOutcome::Acknowledged { .. } => return Ok(None),
+            HostOutcome::Accepted(a) => a,
+        };
+        let msg = accepted.message;
+        let reply = match msg.mti().class() {
+            MessageClass::Reconciliation => self.settlement(&accepted.terminal, &msg)?,
+            MessageClass::FileAction => self.settlement(&accepted.terminal, &msg)?,
+            _ => match self.financial(&msg).await? {
+                Some(r) => r,
+                None => return Ok(None),
+            },
+        };
+        Ok(Some(Reply {
+            bytes: reply,
+            sign_on_again: false,
+        }))
+    }
+
+    fn seal_for_terminal(&self, mut reply: Message) -> Result<Bytes> {
+        Ok(lock(&self.inner.terminals).seal_response(&mut reply)?)
+    }
+
+    /// Writes the sessions that changed (sign-on, sign-off, invalidation) to the store,
+    /// sealed under the KEK, before the terminal is answered.
+    fn save_sessions(&self) -> Result<()> {
+        let inner = &self.inner;
+        let sealed = {
+            let mut t = lock(&inner.terminals);
+            let mut out = Vec::new();
+            while let Some(snap) = t.poll_snapshot() {
+                out.push(snap.seal(&inner.kek)?);
+            }
+            out
+        };
+        if !sealed.is_empty() {
+            lock(&inner.sessions).save(&sealed)?;
+        }
+        Ok(())
+    }
+
+    async fn financial(&self, msg: &Message) -> Result<Option<Bytes>> {
+        let admitted = lock(&self.inner.book).admit(msg)?;
+        let ticket = match admitted {
+            Admit::Answer { answer, action } => {
+                if let Some(a) = action {
+                    self.upstream_action(a).await;
+                }
+                return Ok(Some(self.seal_for_terminal(*answer)?));
+            }
+            Admit::Forward(t) => t,
+            Admit::InProgress => return Ok(None),
+        };
+        let tag = tag_of(ticket.key());
+        let (decision, response, sent) = match self.forward(msg, tag).await? {
+            Forwarded::Decision(d, response, sent) => (d, response, sent),
+            Forwarded::Pending => return Ok(None),
+        };
+        let approved = matches!(decision, Decision::Approve { .. });
+        if let (true, Some(sent)) = (approved, sent) {
+            lock(&self.inner.originals).insert(tag, sent);
+        }
+        let Completion { answer, action } = lock(&self.inner.book).complete(ticket, decision)?;
+        if let Some(a) = action {
+            self.upstream_action(a).await;
+        }
+        let reply = self.map_back(msg, &answer, response.as_deref())?;
+        Ok(Some(self.seal_for_terminal(reply)?))
+    }
+
+    /// Carries out what a terminal's reversal asks upstream.
+    async fn upstream_action(&self, action: UpstreamAction) {
+        match action {
+            UpstreamAction::ReverseUpstream { key } => self.reverse_upstream(&key).await,
+            other => tracing::debug!(?other, "upstream action: nothing to do now"),
+        }
+    }
+
+    /// Hands the upstream original of an approved transaction the terminal reversed to
+    /// the reversal engine, which sends the 0400 until the host acknowledges it.
+    async fn reverse_upstream(&self, key: &TxnKey) {
+        let tag = tag_of(key);
+        let Some(original) = lock(&self.inner.originals).remove(&tag) else {
+            tracing::error!(
+                ?key,
+                "terminal reversed an approved transaction whose upstream original is unknown"
+            );
+            return;
+        };
+        if let Err(e) = self
+            .inner
+            .driver
+            .reverse_message_tagged(original, ReversalReason::TerminalFailure, tag)
+            .await
+        {
+            tracing::error!(?key, error = %e, "upstream reversal not handed to the engine");
+        }
+    }
+
+    /// The terminal's answer: the handler's decision (DE 39, 38) with the host's fields
+    /// mapped back.
+    fn map_back(
+        &self,
+        request: &Message,
+        answer: &Message,
+        upstream: Option<&Message>,
+    ) -> Result<Message> {
+        let local = (self.inner.local)();
+        let ctx = MapContext {
+            request: Some(request),
+            local: Some(local),
+            ..MapContext::default()
+        };
+        let mut reply = match upstream {
+            Some(up) => self.inner.to_terminal.apply_as(up, answer.mti(), &ctx)?,
+            None => Message::new(self.inner.to_terminal.target(), answer.mti()),
+        };
+        for f in answer.fields() {
+            let n = f.number();
+            if !reply.has(n) {
+                if f.spec().class == isoswitch_codec::ContentClass::B {
+                    reply.set_bytes(n, &f.bytes())?;
+                } else {
+                    reply.set(n, f.text().as_bytes())?;
+                }
+            }
+        }
+        for n in [38u8, 39] {
+            match answer.field(n) {
+                Some(f) => {
+                    reply.set(n, f.text().as_bytes())?;
+                }
+                None => {
+                    reply.remove(n);
+                }
+            }
+        }
+        Ok(reply)
+    }
+
+    /// Prepares the upstream message under one zone-key generation and sends it through
+    /// the engine; a `77`/`A0` (keys changed) prepares it again under the new keys.
+    async fn forward(&self, msg: &Message, tag: CallerTag) -> Result<Forwarded> {
+        let inner = &self.inner;
+        let advice = msg.mti().function() == isoswitch_codec::MessageFunction::Advice;
+        let mut attempts = 0;
+        loop {
+            let Some(keys) = inner.upstream.ring().current() else {
+                if attempts < inner.config.max_reprepare && self.wait_for_keys(0).await {
+                    attempts += 1;
+                    continue;
+                }
+                return Ok(Forwarded::Decision(Decision::Decline(*b"91"), None, None));
+            };
+            let up = match self.prepare(msg, &keys) {
+                Ok(up) => up,
+                Err(Prepared::PinTranslation(e)) => {
+                    tracing::warn!(error = %e, "PIN translation failed");
+                    return Ok(Forwarded::Decision(Decision::Decline(*b"99"), None, None));
+                }
+                Err(Prepared::Other(e)) => return Err(e),
+            };
+            let mut sent = up.clone();
+            for n in [35u8, 36, 45, 52, 64, 128] {
+                sent.remove(n);
+            }
+            let outcome = if advice {
+                // Store and forward: the engine repeats the advice until it is answered;
+                // the terminal gets the answer if it comes in time, else a later repeat
+                // of its own gets the stored one.
+                let (tx, rx) = tokio::sync::oneshot::channel();
+                let sw = self.clone();
+                tokio::spawn(async move {
+                    match sw.inner.driver.submit_tagged(up, tag).await {
+                        Ok(outcome) => {
+                            if let Err(outcome) = tx.send(outcome) {
+                                if let Err(e) = sw.completed(tag, &outcome) {
+                                    tracing::error!(error = %e, "completing an advice");
+                                }
+                            }
+                        }
+                        Err(e) => tracing::error!(error = %e, "advice not handed to the engine"),
+                    }
+                });
+                match tokio::time::timeout(inner.config.advice_wait, rx).await {
+                    Ok(Ok(outcome)) => outcome,
+                    _ => return Ok(Forwarded::Pending),
+                }
+            } else {
+                inner.driver.submit_tagged(up, tag).await?
+            };
+            match outcome {
+                Outcome::Approved { response } => {
+                    let auth_code = response.get(38);
+                    return Ok(Forwarded::Decision(
+                        Decision::Approve { auth_code },
+                        Some(response),
+                        Some(sent),
+                    ));
+                }
+                Outcome::Declined { code, response } => {
+                    return Ok(Forwarded::Decision(
+                        Decision::Decline(code),
+                        Some(response),
+                        None,
+                    ));
+                }
+                Outcome::Reversed { .. } | Outcome::InDoubt { .. } => {
+                    return Ok(Forwarded::Decision(Decision::Decline(*b"98"), None, None));
+                }
+                Outcome::NotSent { reason } => {
+                    let stale = reason == NotSentReason::Seal;
+                    if stale
+                        && attempts < inner.config.max_reprepare
+                        && self.wait_for_keys(keys.generation).await
+                    {
+                        attempts += 1;
+                        continue;
+                    }
+                    return Ok(Forwarded::Decision(Decision::Decline(*b"91"), None, None));
+                }
+                Outcome::NotActed { code } => {
+                    tracing::info!(code = %String::from_utf8_lossy(&code), generation = keys.generation, "host refused under old keys: preparing again");
+                    inner.upstream.ring().request_sign_on(keys.generation);
+                    if attempts < inner.config.max_reprepare
+                        && self.wait_for_keys(keys.generation).await
+                    {
+                        attempts += 1;
+                        continue;
+                    }
+                    return Ok(Forwarded::Decision(Decision::Decline(*b"91"), None, None));
+                }
+            }
+        }
+    }
+
+    /// Waits until a generation newer than `seen` is installed.
+    async fn wait_for_keys(&self, seen: u64) -> bool {
+        let ring = self.inner.upstream.ring();
+        let end = tokio::time::Instant::now() + self.inner.config.sign_on_wait;
+        while tokio::time::Instant::now() < end {
+            if ring.generation() > seen && ring.current().is_some() {
+                return true;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        false
+    }
+
+    /// The upstream message: mapped, PIN translated to `keys`' PIK, MACed under `keys`'
+    /// MAK.
+    fn prepare(&self, msg: &Message, keys: &ZoneKeys) -> std::result::Result<Message, Prepared> {
+        let inner = &self.inner;
+        let (stan, rrn) = {
+            let mut c = lock(&inner.counters);
+            let stan = c.next_stan().map_err(|e| Prepared::Other(e.into()))?;
+            let rrn = c.next_rrn().map_err(|e| Prepared::Other(e.into()))?;
+            (stan, rrn)
+        };
+        let stan = stan.to_string();
+        let rrn = rrn.to_string();
+        let ctx = MapContext {
+            stan: Some(&stan),
+            rrn: Some(&rrn),
+            transmission: Some((inner.utc)()),
+            local: Some((inner.local)()),
+            acquirer: Some(&inner.config.acquirer_id),
+            request: Some(msg),
+        };
+        let mut up = inner.to_host.apply(msg, &ctx).map_err(Prepared::Other)?;
+        if let Some(f) = msg.field(52) {
+            let pan = msg.get(2).unwrap_or_default();
+            let id = TerminalId::from_message(msg).map_err(|e| Prepared::Other(e.into()))?;
+            let pik = lock(&inner.terminals)
+                .working_keys(&id)
+                .map(|k| k.pik().clone())
+                .ok_or_else(|| {
+                    Prepared::Other(SwitchError::NotSignedOn {
+                        link: id.to_string(),
+                    })
+                })?;
+            let block = inner
+                .security
+                .translate_pin(
+                    &f.bytes(),
+                    inner.config.pin_format,
+                    &pan,
+                    &pik,
+                    inner.config.pin_format,
+                    &keys.pik,
+                )
+                .map_err(Prepared::PinTranslation)?;
+            inner
+                .upstream
+                .ring()
+                .note_pin_block(block.as_bytes(), keys.generation);
+            up.set_bytes(52, block.as_bytes())
+                .map_err(|e| Prepared::Other(e.into()))?;
+        }
+        Ok(up)
+    }
+
+    /// A transaction the engine finished on its own (an advice answered after the
+    /// terminal stopped waiting, an original recovered after a restart): its admission is
+    /// completed so the terminal's repeat gets the stored answer.
+    ///
+    /// # Errors
+    /// Store failures.
+    pub fn completed(&self, tag: u64, outcome: &Outcome) -> Result<()> {
+        let decision = match outcome {
+            Outcome::Approved { response } => Decision::Approve {
+                auth_code: response.get(38),
+            },
+            Outcome::Declined { code, .. } => Decision::Decline(*code),
+            Outcome::Reversed { .. } | Outcome::InDoubt { .. } => Decision::Decline(*b"98"),
+            Outcome::NotSent { .. } | Outcome::NotActed { .. } => Decision::Decline(*b"91"),
+        };
+        let ticket = {
+            let book = lock(&self.inner.book);
+            book.admitted().into_iter().find(|t| tag_of(t.key()) == tag)
+        };
+        if let Some(ticket) = ticket {
+            let Completion { action, .. } = lock(&self.inner.book).complete(ticket, decision)?;
+            if let Some(a) = action {
+                tracing::warn!(
+                    ?a,
+                    "a completed advice or recovered original asks for an upstream action"
+                );
+            }
+        }
+        Ok(())
+    }
+
+    /// Completes admissions from the engine's events: outcomes of transactions nobody
+    /// waits for any more, and originals recovered (reversed) after a restart. Run it as a
+    /// task over the driver's event channel.
+    pub async fn run_events(
+        self,
+        mut events: tokio::sync::mpsc::UnboundedReceiver<isoswitch_reversal::EngineEvent>,
+    ) {
+        use isoswitch_reversal::EngineEvent;
+        while let Some(ev) = events.recv().await {
+            let done = match ev {
+                EngineEvent::Completed { tag, outcome, .. } => self.completed(tag, &outcome),
+                EngineEvent::Recovered { tag, reason, .. } => {
+                    self.completed(tag, &Outcome::Reversed { reason })
+                }
+                EngineEvent::ReversalAcknowledged { tag, code, .. } => {
+                    tracing::debug!(tag, code = %String::from_utf8_lossy(&code), "upstream reversal acknowledged");
+                    Ok(())
+                }
+                _ => Ok(()),
+            };
+            if let Err(e) = done {
+                tracing::error!(error = %e, "completing an admission from an engine event");
+            }
+        }
+    }
+
+    fn settlement(&self, terminal: &TerminalId, msg: &Message) -> Result<Bytes> {
+        let batch = lock(&self.inner.terminals)
+            .profile()
+            .batch_of(msg)?
+            .map(|b| b.get())
+            .unwrap_or(0);
+        let totals =
+            lock(&self.inner.book).batch_totals(terminal.terminal(), terminal.merchant(), batch);
+        let reply = {
+            let mut s = lock(&self.inner.settlements);
+            let entry = s
+                .entry((terminal.clone(), batch))
+                .or_insert_with(|| HostSettlement::new(totals));
+            if msg.mti().as_u16() == 500 {
+                *entry = HostSettlement::new(totals);
+            }
+            entry.handle(msg)?
+        };
+        self.seal_for_terminal(reply)
+    }
+}
+
+enum Prepared {
+    PinTranslation(SwitchError),
+    Other(SwitchError),
+}
+
+/// The session profile a switch's terminals use, and the one of its host, by name.
+pub fn profiles(terminals: &str, host: &str) -> Option<(SessionProfile, SessionProfile)> {
+    Some((
+        SessionProfile::builtin(terminals)?,
+        SessionProfile::builtin(host)?,
+    ))
+}
+
+/// The engine's caller tag of a terminal transaction: a 64-bit FNV-1a hash of its key
+/// (DE 42, DE 41, batch, STAN, type), so the tag needs no record of its own and a restarted
+/// switch finds the admission an upstream transaction serves. Two keys that collide would
+/// share a tag; at 2^64 values that is not a practical concern for the keys one switch sees
+/// within the engine's window.
+pub fn tag_of(key: &TxnKey) -> CallerTag {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    let mut eat = |b: &[u8]| {
+        for &x in b {
+            h ^= u64::from(x);
+            h = h.wrapping_mul(0x0100_0000_01b3);
+        }
+        h ^= 0xff;
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    };
+    eat(key.merchant.as_bytes());
+    eat(key.terminal.as_bytes());
+    eat(&key.batch.to_be_bytes());
+    eat(&key.stan.to_be_bytes());
+    h
+}

@@ -1,0 +1,329 @@
+//! The switch's rules, each against an in-memory host with the clock paused.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::{rig, Rig, PIN};
+use isoswitch_codec::Message;
+use isoswitch_reversal::{ReversalProfile, ReversalReason};
+
+fn decode(r: &Rig, b: &bytes::Bytes) -> Message {
+    Message::decode(&r.terminal.profile().dialect, b.clone()).unwrap()
+}
+
+#[tokio::test(start_paused = true)]
+async fn admission_codes_97_77_a0_94_30() {
+    let mut r = rig().await;
+    // Not signed on: 77, and the reply asks the terminal to sign on again.
+    let d = r.terminal.profile().dialect.clone();
+    let mut m = Message::new(&d, "0200".parse().unwrap());
+    m.set(2, common::PAN).unwrap();
+    m.set(3, "000000").unwrap();
+    m.set(4, "000000001000").unwrap();
+    m.set(11, "000001").unwrap();
+    m.set(41, "T0000001").unwrap();
+    m.set(42, "M00000000000001").unwrap();
+    m.set(60, "22000001000").unwrap();
+    let reply = r
+        .switch
+        .handle(m.to_bytes().unwrap())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(decode(&r, &reply.bytes).get(39).as_deref(), Some("77"));
+    assert!(reply.sign_on_again);
+    // An unknown terminal: 97.
+    let mut u = m.clone();
+    u.set(41, "T9999999").unwrap();
+    let reply = r
+        .switch
+        .handle(u.to_bytes().unwrap())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(decode(&r, &reply.bytes).get(39).as_deref(), Some("97"));
+    // Malformed DE 41: 30.
+    let mut bad = m.clone();
+    bad.remove(41);
+    let reply = r
+        .switch
+        .handle(bad.to_bytes().unwrap())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(decode(&r, &reply.bytes).get(39).as_deref(), Some("30"));
+
+    r.sign_on().await;
+    // A wrong MAC: A0 (and the keys are gone: the next request is 77).
+    let (bytes, _) = r.sale(1000);
+    let mut tampered = bytes.to_vec();
+    let last = tampered.len() - 1;
+    tampered[last] ^= 0x01;
+    let reply = r.switch.handle(tampered.into()).await.unwrap().unwrap();
+    assert_eq!(decode(&r, &reply.bytes).get(39).as_deref(), Some("A0"));
+    assert!(
+        r.host.seen.lock().unwrap().is_empty(),
+        "nothing went upstream"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_sale_is_mapped_up_and_its_answer_mapped_back() {
+    let mut r = rig().await;
+    r.sign_on().await;
+    let (bytes, stan) = r.sale(1234);
+    let reply = r.send(bytes).await.expect("0210");
+    assert_eq!(reply.mti().as_str(), "0210");
+    assert_eq!(Rig::code(&reply), "00");
+    assert_eq!(reply.get(38).as_deref(), Some("A12345"));
+    assert_eq!(reply.get(11), Some(stan.clone()));
+    let up = r.host.seen.lock().unwrap()[0].clone();
+    assert_eq!(up.dialect().name(), "iso87-binary");
+    assert_eq!(up.get(32).as_deref(), Some("00000000001"));
+    assert_eq!(up.get(41).as_deref(), Some("T0000001"));
+    assert_eq!(up.get(4).as_deref(), Some("000000001234"));
+    assert!(up.has(7) && up.has(37) && up.has(52));
+    // The host's RRN comes back to the terminal.
+    assert_eq!(reply.get(37), up.get(37));
+    // The PIN block was translated: the host deciphered the right PIN (it approved).
+    assert_eq!(r.host.ledger_total(), rust_decimal::Decimal::new(1234, 2));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_pin_block_that_does_not_translate_is_answered_99() {
+    let mut r = rig().await;
+    r.sign_on().await;
+    let (bytes, _) = r.sale(1000);
+    // Replace the PIN block by garbage before sealing: build a message by hand.
+    let mut m = decode(&r, &bytes);
+    m.set_bytes(52, &[0xFF; 8]).unwrap();
+    m.remove(64);
+    let sealed = r.terminal.seal_request(Instant::now(), m).unwrap();
+    let reply = r.send(sealed.bytes).await.expect("answer");
+    assert_eq!(Rig::code(&reply), "99");
+    assert!(
+        r.host.seen.lock().unwrap().is_empty(),
+        "nothing went upstream"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn host_timeout_is_98_to_the_terminal_and_exactly_one_upstream_reversal() {
+    let mut r = rig().await;
+    r.sign_on().await;
+    r.host
+        .faults
+        .drop_answers
+        .store(1, std::sync::atomic::Ordering::Relaxed);
+    let (bytes, _) = r.sale(5000);
+    r.last_sale = Some(decode(&r, &bytes));
+    let reply = r.send(bytes).await.expect("answer");
+    assert_eq!(Rig::code(&reply), "98");
+    // The engine reverses upstream until acknowledged: exactly one 0400 reaches the host.
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    let c = r.counts();
+    assert_eq!(c.get(&200), Some(&1));
+    assert_eq!(
+        c.get(&400).copied().unwrap_or(0) + c.get(&401).copied().unwrap_or(0),
+        1
+    );
+    assert_eq!(r.host.ledger_total(), rust_decimal::Decimal::ZERO);
+    // The terminal's own reversal of it is answered 00 and does not go upstream again.
+    let original = bytes_of_last_sale(&r);
+    let rev = terminal_reversal(&mut r, &original);
+    let reply = r.send(rev).await.expect("0410");
+    assert_eq!(Rig::code(&reply), "00");
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    let c = r.counts();
+    assert_eq!(
+        c.get(&400).copied().unwrap_or(0) + c.get(&401).copied().unwrap_or(0),
+        1
+    );
+}
+
+fn bytes_of_last_sale(r: &Rig) -> Message {
+    // The terminal's original as it sent it: rebuild from what the host saw is not the
+    // terminal's dialect; keep the terminal's view instead.
+    r.last_sale.clone().expect("a sale was sent")
+}
+
+fn terminal_reversal(r: &mut Rig, original: &Message) -> bytes::Bytes {
+    let profile = ReversalProfile::cup_pos().unwrap();
+    let mut rev = profile
+        .build_reversal(original, ReversalReason::NoResponse)
+        .unwrap();
+    rev.remove(64);
+    r.terminal.seal_request(Instant::now(), rev).unwrap().bytes
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_refund_advice_that_times_out_is_repeated_until_answered_never_reversed() {
+    let mut r = rig().await;
+    r.sign_on().await;
+    r.host
+        .faults
+        .drop_advices
+        .store(3, std::sync::atomic::Ordering::Relaxed);
+    let (bytes, _) = r.financial(220, "200000", "25", 700, None);
+    // The advice is stored and forwarded: the terminal may get no answer yet.
+    let _ = r.switch.handle(bytes.clone()).await.unwrap();
+    tokio::time::sleep(Duration::from_secs(30)).await;
+    let c = r.counts();
+    assert!(c.get(&220).copied().unwrap_or(0) == 1, "{c:?}");
+    assert!(
+        c.get(&221).copied().unwrap_or(0) >= 3,
+        "repeated as 0221: {c:?}"
+    );
+    assert_eq!(c.get(&400), None, "an advice is never reversed: {c:?}");
+    assert_eq!(c.get(&401), None);
+    // The terminal's repeat (0221, same STAN) now gets the stored answer.
+    let mut repeat = decode(&r, &bytes);
+    repeat.set_mti("0221".parse().unwrap());
+    repeat.remove(64);
+    let repeat = r
+        .terminal
+        .seal_request(Instant::now(), repeat)
+        .unwrap()
+        .bytes;
+    let reply = r.switch.handle(repeat).await.unwrap().expect("0230");
+    let m = decode(&r, &reply.bytes);
+    assert_eq!(m.mti().as_str(), "0230");
+    assert_eq!(m.get(39).as_deref(), Some("00"));
+    assert_eq!(r.host.ledger_total(), rust_decimal::Decimal::new(-700, 2));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_duplicate_sale_gets_94_and_one_upstream_message() {
+    let mut r = rig().await;
+    r.sign_on().await;
+    let (bytes, _) = r.sale(1000);
+    let first = r.send(bytes.clone()).await.expect("0210");
+    assert_eq!(Rig::code(&first), "00");
+    // The very same bytes again (a replay): the session's window answers 94.
+    let again = r.switch.handle(bytes).await.unwrap().expect("answer");
+    assert_eq!(decode(&r, &again.bytes).get(39).as_deref(), Some("94"));
+    assert_eq!(r.counts().get(&200), Some(&1));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_terminal_reversal_after_an_approval_reverses_upstream_once() {
+    let mut r = rig().await;
+    r.sign_on().await;
+    let (bytes, _) = r.sale(2500);
+    let sale = decode(&r, &bytes);
+    r.last_sale = Some(sale.clone());
+    let reply = r.send(bytes).await.expect("0210");
+    assert_eq!(Rig::code(&reply), "00");
+    let rev = terminal_reversal(&mut r, &sale);
+    let ack = r.send(rev.clone()).await.expect("0410");
+    assert_eq!(Rig::code(&ack), "00");
+    // A repeat of the reversal gets the same answer and does nothing more upstream.
+    let rev2 = {
+        let mut m = decode(&r, &rev);
+        m.set_mti("0401".parse().unwrap());
+        m.remove(64);
+        r.terminal.seal_request(Instant::now(), m).unwrap().bytes
+    };
+    let ack2 = r.switch.handle(rev2).await.unwrap().expect("0410");
+    assert_eq!(decode(&r, &ack2.bytes).get(39).as_deref(), Some("00"));
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    let c = r.counts();
+    assert_eq!(
+        c.get(&400).copied().unwrap_or(0) + c.get(&401).copied().unwrap_or(0),
+        1,
+        "{c:?}"
+    );
+    assert_eq!(r.host.ledger_total(), rust_decimal::Decimal::ZERO);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_terminal_reversal_before_its_original_declines_the_late_original() {
+    let mut r = rig().await;
+    r.sign_on().await;
+    let (bytes, _) = r.sale(2500);
+    let sale = decode(&r, &bytes);
+    // The reversal arrives first (the original was lost on the terminal hop).
+    let rev = terminal_reversal(&mut r, &sale);
+    let ack = r.send(rev).await.expect("0410");
+    assert_eq!(Rig::code(&ack), "00");
+    // Then the original: declined (12), never sent upstream.
+    let late = r.switch.handle(bytes).await.unwrap().expect("answer");
+    assert_eq!(decode(&r, &late.bytes).get(39).as_deref(), Some("12"));
+    assert_eq!(r.counts().get(&200), None);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_key_change_while_messages_are_in_flight_gives_no_false_99_or_a0() {
+    let mut r = rig().await;
+    r.sign_on().await;
+    // The host forgets the zone keys (a restarted host): the next request is refused
+    // with 77; the switch signs on again and prepares the message under the new keys.
+    r.host.forget_keys();
+    let (bytes, _) = r.sale(4200);
+    let reply = r.send(bytes).await.expect("0210");
+    assert_eq!(Rig::code(&reply), "00", "approved after the new sign-on");
+    assert!(r.switch.upstream().sign_ons() >= 2);
+    assert_eq!(r.host.ledger_total(), rust_decimal::Decimal::new(4200, 2));
+    let _ = PIN;
+}
+
+/// Runs the library's terminal settlement against the switch.
+async fn settle(
+    r: &mut Rig,
+    totals: isoswitch_reversal::BatchTotals,
+    entries: Vec<isoswitch_reversal::UploadEntry>,
+) -> isoswitch_reversal::SettlementOutcome {
+    let d = r.terminal.profile().dialect.clone();
+    let batch = r.terminal.batch().get();
+    let stan = r.terminal.next_stan().unwrap().get() + 100;
+    let config = isoswitch_reversal::SettlementConfig::new("T0000001", "M00000000000001");
+    let mut st =
+        isoswitch_reversal::Settlement::new(config, d, batch, totals, entries, stan).unwrap();
+    for _ in 0..50 {
+        if let Some(o) = st.outcome() {
+            return o;
+        }
+        let now = Instant::now();
+        let Some(bytes) = st.poll_transmit(now) else {
+            panic!("settlement stalled in {:?}", st.state());
+        };
+        let reply = r.switch.handle(bytes).await.unwrap().expect("answer");
+        st.handle_response(now, reply.bytes).unwrap();
+    }
+    panic!("settlement did not finish");
+}
+
+#[tokio::test(start_paused = true)]
+async fn settlement_balanced_and_unbalanced_with_upload() {
+    let mut r = rig().await;
+    r.sign_on().await;
+    let mut totals = isoswitch_reversal::BatchTotals::default();
+    let mut entries = Vec::new();
+    for a in [1000u64, 2000] {
+        let (bytes, stan) = r.sale(a);
+        assert_eq!(Rig::code(&r.send(bytes).await.unwrap()), "00");
+        let amount = rust_decimal::Decimal::new(a as i64, 2);
+        totals.domestic.debit_amount += amount;
+        totals.domestic.debit_count += 1;
+        entries.push(isoswitch_reversal::UploadEntry {
+            foreign: false,
+            stan: stan.parse().unwrap(),
+            pan: common::PAN.into(),
+            amount,
+            kind: isoswitch_reversal::TxnKind::Debit,
+        });
+    }
+    let o = settle(&mut r, totals, entries.clone()).await;
+    assert!(o.balanced, "{o:?}");
+    // The settlement ended with a sign-off (0820/0830): sign on for the next one.
+    r.sign_on().await;
+    // The terminal's totals disagree (it lost one sale's answer): not balanced; the batch
+    // upload follows and the switch compares the uploaded detail.
+    let mut wrong = totals;
+    wrong.domestic.debit_amount += rust_decimal::Decimal::new(999, 2);
+    wrong.domestic.debit_count += 1;
+    let o = settle(&mut r, wrong, entries).await;
+    assert!(!o.balanced, "{o:?}");
+    assert!(o.uploaded > 0, "{o:?}");
+}
