@@ -4,14 +4,14 @@
 //! cargo run --release --example switchd -- --terminals examples/terminals.toml \
 //!     --zone-key examples/zmk.hex --host 127.0.0.1:9583 --data-dir /tmp/isoswitch/switch
 //! ```
-//! Ctrl-C / SIGTERM: stop taking terminals, drain upstream reversals, reconcile with the
-//! host (0500/0510), exit 0 if in balance. See `isoswitch_sim::switch`.
+//! Ctrl-C / SIGTERM: stop taking terminals, let upstream reversals drain, exit 0 if none
+//! is left pending. The switch itself is `isoswitch::switch::SwitchService`.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::Parser;
-use isoswitch_sim::{self as sim, config, switch, wal};
+use isoswitch_sim::{self as sim, config, switch};
 
 #[derive(Parser, Debug)]
 #[command(
@@ -31,7 +31,10 @@ struct Args {
     /// Zone master key file (hex), shared with the host.
     #[arg(long, default_value = "examples/zmk.hex")]
     zone_key: PathBuf,
-    /// Directory of the journal (created if absent).
+    /// Key-encryption key file (hex, AES-256): stored sessions are sealed under it.
+    #[arg(long, default_value = "examples/kek.hex")]
+    kek: PathBuf,
+    /// Directory of the switch's state (created if absent; one process at a time).
     #[arg(long, default_value = "data/switch")]
     data_dir: PathBuf,
     /// How long to wait for the host, e.g. 2s, 500ms.
@@ -40,7 +43,7 @@ struct Args {
     /// Upstream requests in flight at most.
     #[arg(long, default_value_t = 4096)]
     upstream_in_flight: usize,
-    /// Skip fdatasync (the journal still survives a killed process, not a power loss).
+    /// Accepted for compatibility; every write is synced (group commit).
     #[arg(long)]
     no_fsync: bool,
 }
@@ -53,40 +56,22 @@ async fn main() -> ExitCode {
         let cfg = switch::SwitchConfig {
             terminals: config::load_terminals(&args.terminals)?,
             zone_key: config::load_zone_key(&args.zone_key)?,
+            kek: config::load_kek(&args.kek)?,
             host_addr: args.host.clone(),
             data_dir: args.data_dir.clone(),
-            sync: if args.no_fsync {
-                wal::Sync::Os
-            } else {
-                wal::Sync::Data
-            },
             upstream_timeout: args.upstream_timeout,
             upstream_in_flight: args.upstream_in_flight,
         };
         let sw = switch::Switch::start(cfg).await?;
-        let recon = sw.serve(&args.listen, sim::shutdown_signal()).await?;
-        Ok::<_, sim::SimError>(recon)
+        sw.serve(&args.listen, sim::shutdown_signal()).await
     };
     match run.await {
-        Ok(Some(r)) => {
-            println!(
-                "reconciliation with the host: {} (switch net {}, host net {})",
-                if r.balanced {
-                    "in balance"
-                } else {
-                    "OUT OF BALANCE"
-                },
-                sim::money::cents(r.ours.net()),
-                sim::money::cents(r.theirs.net())
-            );
-            if r.balanced {
-                ExitCode::SUCCESS
-            } else {
-                ExitCode::FAILURE
-            }
+        Ok(true) => {
+            println!("switchd: stopped, no upstream reversal pending");
+            ExitCode::SUCCESS
         }
-        Ok(None) => {
-            println!("reconciliation with the host: no answer");
+        Ok(false) => {
+            println!("switchd: stopped with upstream reversals pending (kept in the journal)");
             ExitCode::FAILURE
         }
         Err(e) => {

@@ -37,8 +37,8 @@ struct Args {
     /// Target transactions per second over all terminals (0 = as fast as possible).
     #[arg(long, default_value_t = 0.0)]
     rate: f64,
-    /// Transactions in flight per terminal.
-    #[arg(long, default_value_t = 4)]
+    /// Transactions in flight per terminal (a POS has one; more for load tests).
+    #[arg(long, default_value_t = 1)]
     window: usize,
     /// How long a terminal waits for a response.
     #[arg(long, default_value = "5s", value_parser = sim::parse_duration)]
@@ -52,18 +52,22 @@ struct Args {
     /// Reset the connection on this share of messages (e.g. 1%).
     #[arg(long, default_value = "0", value_parser = sim::parse_ratio)]
     reset_connections: f64,
-    /// Directory of the terminals' journals.
+    /// Directory of the terminals' state: journals, counters, sessions (one process at a
+    /// time).
     #[arg(long, default_value = "data/terminals")]
     data_dir: PathBuf,
+    /// Key-encryption key file (hex, AES-256): stored sessions are sealed under it.
+    #[arg(long, default_value = "examples/kek.hex")]
+    kek: PathBuf,
     /// Settle a batch after this many transactions per terminal.
     #[arg(long, default_value_t = 900)]
     batch_max: u64,
     /// No progress bar.
     #[arg(long)]
     quiet: bool,
-    /// `builtin` (sales, voids, refund advices) or `reversal-crate` (sales through the
-    /// isoswitch-reversal driver, journal and settlement).
-    #[arg(long, default_value = "builtin", value_parser = ["builtin", "reversal-crate"])]
+    /// Accepted for compatibility: every terminal runs the isoswitch-reversal driver
+    /// (sales, voids, refund advices), whichever value is given.
+    #[arg(long, default_value = "reversal-crate", value_parser = ["builtin", "reversal-crate"])]
     engine: String,
 }
 
@@ -95,14 +99,12 @@ async fn main() -> ExitCode {
                 reset: args.reset_connections,
             },
             data_dir: args.data_dir.clone(),
+            kek: config::load_kek(&args.kek)?,
             progress: !args.quiet,
             batch_max: args.batch_max,
         };
-        if args.engine == "reversal-crate" {
-            sim::crate_terminal::run(cfg).await
-        } else {
-            terminal::run(cfg).await
-        }
+        let _ = &args.engine;
+        terminal::run(cfg).await
     };
     match run.await {
         Ok(report) => {

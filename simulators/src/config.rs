@@ -90,6 +90,22 @@ pub fn zone_key_from_hex(text: &str) -> Result<Key> {
     Ok(Key::des_or_tdes(&bytes)?)
 }
 
+/// Reads a key-encryption key file (hex, AES-256): stored sessions are sealed under it.
+pub fn load_kek(path: &Path) -> Result<crate::session::Kek> {
+    let text = std::fs::read_to_string(path).map_err(|e| SimError::io(path.display(), e))?;
+    kek_from_hex(&text).map_err(|e| SimError::Config(format!("{}: {e}", path.display())))
+}
+
+/// A key-encryption key from hex (64 hex digits, AES-256).
+pub fn kek_from_hex(text: &str) -> Result<crate::session::Kek> {
+    let bytes = unhex(text).ok_or_else(|| SimError::Config("KEK is not hex".into()))?;
+    let key = Key::aes(&bytes)?;
+    Ok(crate::session::Kek::new(&key)?)
+}
+
+/// The shipped sample KEK (`examples/kek.hex`, a test key).
+pub const SAMPLE_KEK: &str = include_str!("../../examples/kek.hex");
+
 /// The shipped sample terminals (`examples/terminals.toml`), for the demo and tests.
 pub const SAMPLE_TERMINALS: &str = include_str!("../../examples/terminals.toml");
 

@@ -2,14 +2,15 @@
 //! temporary data directories and chaos proxies on both hops.
 
 use std::path::PathBuf;
-use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use super::chaos::{ChaosConfig, ChaosProxy};
-use super::config::{parse_terminals, zone_key_from_hex, SAMPLE_TERMINALS, SAMPLE_ZONE_KEY};
+use super::config::{
+    kek_from_hex, parse_terminals, zone_key_from_hex, SAMPLE_KEK, SAMPLE_TERMINALS, SAMPLE_ZONE_KEY,
+};
 use super::host::{HostSim, HostSimConfig, LedgerSummary};
 use super::money::cents;
-use super::switch::{Reconciliation, Switch, SwitchConfig};
+use super::switch::{Switch, SwitchConfig};
 use super::terminal::{self, Report, TerminalSimConfig};
 use super::wal::Sync;
 use super::{Result, SimError};
@@ -60,17 +61,19 @@ impl Default for DemoConfig {
 pub struct DemoOutcome {
     pub report: Report,
     pub host: LedgerSummary,
-    pub reconciliation: Option<Reconciliation>,
+    /// Upstream reversals acknowledged by the host.
     pub upstream_reversals: u64,
+    /// Upstream reversals still pending at the end (0 when the switch drained).
+    pub pending_reversals: usize,
 }
 
 impl DemoOutcome {
     /// Every batch balanced, the host ledger equals the terminals' total to the cent, and
-    /// the switch and host reconcile.
+    /// no upstream reversal is left pending.
     pub fn ok(&self) -> bool {
         self.report.all_balanced()
             && self.host.total == self.report.net()
-            && self.reconciliation.is_some_and(|r| r.balanced)
+            && self.pending_reversals == 0
     }
 
     /// The last line.
@@ -82,17 +85,14 @@ impl DemoOutcome {
             .filter(|t| t.balanced())
             .count();
         format!(
-            "{}: {balanced}/{} terminal batches balanced; host ledger {} {} terminals' approved − reversed {}; switch/host reconciliation {}",
+            "{}: {balanced}/{} terminal batches balanced; host ledger {} {} terminals' approved − reversed {}; upstream reversals {} acknowledged, {} pending",
             if self.ok() { "OK" } else { "FAILED" },
             self.report.terminals.len(),
             cents(self.host.total),
             if self.host.total == self.report.net() { "=" } else { "≠" },
             cents(self.report.net()),
-            match self.reconciliation {
-                Some(r) if r.balanced => "in balance",
-                Some(_) => "out of balance",
-                None => "not answered",
-            }
+            self.upstream_reversals,
+            self.pending_reversals
         )
     }
 }
@@ -125,19 +125,21 @@ pub async fn run(config: DemoConfig) -> Result<DemoOutcome> {
         hop.local_addr(),
         config.host_hop
     );
+    let kek = kek_from_hex(SAMPLE_KEK)?;
     let switch = Switch::start(SwitchConfig {
         terminals: terminals.clone(),
         zone_key,
+        kek: kek.clone(),
         host_addr: hop.local_addr().to_string(),
         data_dir: base.join("switch"),
-        sync: config.sync,
         upstream_timeout: config.upstream_timeout,
         upstream_in_flight: 4096,
     })
     .await?;
     let switch_run = switch.spawn("127.0.0.1:0").await?;
+    let link = switch.service().switch().upstream().clone();
     for _ in 0..100 {
-        if switch.stats().sign_ons.load(Ordering::Relaxed) > 0 {
+        if link.ring().current().is_some() {
             break;
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
@@ -145,7 +147,7 @@ pub async fn run(config: DemoConfig) -> Result<DemoOutcome> {
     println!(
         "switchd    listening on {} (cup-pos); network sign-on with the host: {}",
         switch_run.addr,
-        if switch.stats().sign_ons.load(Ordering::Relaxed) > 0 {
+        if link.ring().current().is_some() {
             "done, zone keys installed"
         } else {
             "pending"
@@ -165,25 +167,25 @@ pub async fn run(config: DemoConfig) -> Result<DemoOutcome> {
         timeout: config.terminal_timeout,
         chaos: config.terminal_hop,
         data_dir: base.join("terminals"),
+        kek,
         progress: config.progress,
         batch_max: 900,
     })
     .await?;
     print!("{}", report.render());
     let drained = switch.drain(Duration::from_secs(60)).await;
-    let st = switch.stats();
-    let upstream_reversals = st.upstream_reversals.load(Ordering::Relaxed);
+    let status = switch.service().switch().driver().status().await.ok();
+    let upstream_reversals = status.map(|s| s.stats.reversals_acked).unwrap_or(0);
+    let pending_reversals = status.map(|s| s.pending_reversals).unwrap_or(usize::MAX);
     println!(
-        "switchd    {} upstream timeouts, {} terminal reversals, {} upstream reversals acknowledged{}; {} settlements ({} balanced); chaos proxy to host: {}",
-        st.upstream_timeouts.load(Ordering::Relaxed),
-        st.terminal_reversals.load(Ordering::Relaxed),
+        "switchd    {} upstream originals, {} in doubt, {} upstream reversals acknowledged{}; {} upstream sign-ons; chaos proxy to host: {}",
+        status.map(|s| s.stats.submitted).unwrap_or(0),
+        status.map(|s| s.stats.in_doubt).unwrap_or(0),
         upstream_reversals,
         if drained { "" } else { " (some still pending)" },
-        st.settlements.load(Ordering::Relaxed),
-        st.settlements_balanced.load(Ordering::Relaxed),
+        link.sign_ons(),
         hop.summary()
     );
-    let reconciliation = switch.reconcile().await?;
     let hs = host.summary();
     println!(
         "host_sim   {} transactions, {} approved, {} reversed, {} reversals of unknown originals, {} cards, ledger {}",
@@ -194,7 +196,7 @@ pub async fn run(config: DemoConfig) -> Result<DemoOutcome> {
     Ok(DemoOutcome {
         report,
         host: hs,
-        reconciliation,
         upstream_reversals,
+        pending_reversals,
     })
 }

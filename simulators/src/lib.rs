@@ -5,7 +5,7 @@
 //! tests drive the same code (in-process or as child processes).
 //!
 //! ## Module map
-//! - [`config`] — terminal master keys (`terminals.toml`), the zone master key file.
+//! - [`config`] — terminal master keys (`terminals.toml`), the zone master key and KEK files.
 //! - [`wal`] — an append-only, group-committed (fdatasync) record log: the switch's
 //!   journal, the host's void links, a terminal's reversal journal.
 //! - [`chaos`] — a frame-aware TCP proxy that drops responses, delays them and resets
@@ -13,12 +13,11 @@
 //! - [`host`] — `host_sim`: network sign-on, MAC checks, approval rule, ledger per card and
 //!   idempotent reversals through `isoswitch-reversal` (`ReversalHandler` over a
 //!   `FileStore`), reconciliation (0500/0510, DE 74–89, 97).
-//! - [`switch`] — `switchd`: `cup-pos` terminals in, one multiplexed `iso87-binary`
-//!   upstream out; MACs, PIN translation, STAN/RRN mapping, reversals, settlement.
-//! - [`terminal`] — `terminal_sim`: N terminals, load at a target rate, reversals, batch
-//!   settlement, and the report (latency percentiles, throughput).
-//! - [`crate_terminal`] — `terminal_sim --engine reversal-crate`: terminals driven by the
-//!   `isoswitch-reversal` crate (its driver, write-ahead journal and settlement).
+//! - [`switch`] — `switchd`'s wiring over `isoswitch_switch::SwitchService` (a locked data
+//!   directory, the terminals file, the keys); every mechanism is the library's.
+//! - [`terminal`] — `terminal_sim`: N terminals on the library (`UpstreamLink` +
+//!   `ReversalDriver` + settlement, state durable under the data directory), load at a
+//!   target rate, and the report (latency percentiles, throughput).
 //! - [`demo`] — all three in one process with temporary data directories.
 //! - [`money`] — the transaction kinds and the totals both sides of a settlement compute.
 //!
@@ -32,7 +31,6 @@ pub(crate) use isoswitch::{codec, net, reversal, session};
 
 pub mod chaos;
 pub mod config;
-pub mod crate_terminal;
 pub mod demo;
 pub mod host;
 pub mod money;

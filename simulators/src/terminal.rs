@@ -1,24 +1,24 @@
-//! `terminal_sim`: N POS terminals against a `cup-pos` switch.
+//! `terminal_sim`: N POS terminals against a `cup-pos` switch, each running the library:
+//! an [`UpstreamLink`] (a net client and the terminal's `TerminalSession`: sign-on at
+//! start, on every reconnection and whenever the switch answers `77`/`A0`) and a
+//! [`ReversalDriver`] over the terminal's write-ahead journal (the `cup-pos`
+//! [`ReversalProfile`]: a sale or void whose answer goes missing is reversed — 0400, then
+//! 0401 repeats — before the next transaction; a refund is an advice, repeated as 0221
+//! until answered, never reversed), and the crate's terminal [`Settlement`] (0500, batch
+//! upload 0320 when the switch's totals differ, end of upload).
 //!
-//! Each terminal has its own connection, TID, master key ([`TerminalSession`]) and journal
-//! (`<data-dir>/<TID>.journal`). It signs on, then sends sales (0200, 60.1 `22`), voids of
-//! its own approved sales (0200, 60.1 `23`, DE 61) and refunds (0220 advices, repeated as
-//! 0221 until answered) at a target rate, with up to `window` transactions in flight.
-//!
-//! Terminal reversal rules (domain notes §5): the reversal record is written **before**
-//! the original is sent; a definite (MAC-verified) response deletes it; on timeout or a bad
-//! MAC the terminal sends a 0400 (reason `98` / `A0`) before its next new transaction and
-//! retries it (3 tries, then again later) until any 0410 arrives. Refunds are not
-//! reversible: they are repeated instead.
-//!
-//! At the end of each batch (every `batch_max` transactions and at the end of the run) the
-//! terminal settles (0500, field 48), uploads its batch when the switch says it is not
-//! balanced (0320 ×n, then end of upload), signs off and (if it goes on) signs on again.
+//! A simulated terminal behaves like a POS: one transaction at a time by default
+//! (`window` > 1 for load tests). Its state is durable under the data directory (one
+//! [`DataDir`], locked): the engine journal and the counters per terminal, and the session
+//! (working keys sealed under the KEK), so a second run continues the first: same STAN
+//! sequence, same batch, no new sign-on while the switch kept the session too.
 //!
 //! The [`Report`]: transactions, approvals, declines, reversals sent and acknowledged,
-//! late responses, throughput, latency percentiles and each terminal's settlement.
+//! throughput, latency percentiles and each terminal's settlement.
+//!
+//! [`Settlement`]: crate::reversal::Settlement
+//! [`DataDir`]: crate::reversal::DataDir
 
-use std::collections::{HashMap, VecDeque};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
@@ -32,14 +32,17 @@ use serde::Serialize;
 use super::chaos::{ChaosConfig, ChaosProxy};
 use super::config::TerminalEntry;
 use super::host::CARD_PIN;
-use super::money::{cents, BatchTotals, Kind};
-use super::wal::{Sync, Wal};
+use super::money::{cents, BatchTotals};
 use super::{local_now, Result, SimError};
 use crate::codec::{Message, Mti};
 use crate::net::{Client, ClientConfig, DialectCorrelator, Framing, ReconnectPolicy, TcpConnector};
-use crate::session::counters::MemoryCounters;
+use crate::reversal::{
+    DataDir, Decimal, EngineConfig, EngineEvent, Journal, LateResponses, Outcome, ReversalDriver,
+    ReversalEngine, ReversalProfile, SessionStore, SettlementConfig, Store,
+};
 use crate::session::crypto::{Fill, Pan, Pin, PinBlock, PinBlockFormat};
-use crate::session::{Inbound, SessionProfile, TerminalConfig, TerminalSession, TerminalState};
+use crate::session::{Kek, SessionProfile, TerminalConfig, TerminalSession};
+use isoswitch::switch::{LinkPersistence, SharedSessions, UpstreamConfig, UpstreamLink};
 
 /// `terminal_sim` settings.
 #[derive(Debug, Clone)]
@@ -60,8 +63,10 @@ pub struct TerminalSimConfig {
     pub timeout: Duration,
     /// Fault injection between the terminals and the switch (in-process proxy).
     pub chaos: ChaosConfig,
-    /// Where the terminals' journals go.
+    /// Where the terminals' state goes (journals, counters, sessions).
     pub data_dir: PathBuf,
+    /// The key-encryption key of the stored sessions.
+    pub kek: Kek,
     /// A progress bar on stderr.
     pub progress: bool,
     /// A batch is settled after this many transactions (n3 counts in field 48).
@@ -102,12 +107,6 @@ struct Counts {
     approvals: AtomicU64,
     declines: AtomicU64,
     no_response: AtomicU64,
-    reversals_sent: AtomicU64,
-    reversals_acked: AtomicU64,
-    repeats: AtomicU64,
-    late: AtomicU64,
-    sign_ons: AtomicU64,
-    mac_failures: AtomicU64,
     not_sent: AtomicU64,
 }
 
@@ -238,461 +237,236 @@ impl Pacer {
     }
 }
 
-#[derive(Debug, Clone, Serialize)]
-#[serde(tag = "t")]
-enum JRec<'a> {
-    Reversal {
-        stan: &'a str,
-        batch: &'a str,
-        kind: Kind,
-        amount: u64,
-    },
-    Advice {
-        stan: &'a str,
-        batch: &'a str,
-        amount: u64,
-    },
-    Answered {
-        stan: &'a str,
-        code: &'a str,
-    },
-    ReversalAcknowledged {
-        stan: &'a str,
-    },
+fn minor(d: Decimal) -> u64 {
+    let mut x = d;
+    x.rescale(2);
+    u64::try_from(x.mantissa()).unwrap_or(0)
 }
 
-/// A transaction the terminal must reverse.
-#[derive(Debug, Clone)]
-struct PendingReversal {
-    original: Message,
-    reason: &'static str,
-}
-
-#[derive(Debug, Default)]
-struct BatchBook {
-    /// Approved, standing sales: STAN → (amount, PAN, MMDD).
-    sales: HashMap<String, (u64, String)>,
-    /// Sales chosen for a void in flight.
-    voiding: HashMap<String, (u64, String)>,
-    refunds: HashMap<String, u64>,
-    /// Uploadable entries (STAN, PAN, amount).
-    count: u64,
-}
-
-impl BatchBook {
-    fn totals(&self) -> BatchTotals {
-        let mut t = BatchTotals::default();
-        for (a, _) in self.sales.values().chain(self.voiding.values()) {
-            t.add_debit(*a);
-        }
-        for a in self.refunds.values() {
-            t.add_credit(*a);
-        }
-        t
+fn sim_totals(t: &crate::reversal::BatchTotals) -> BatchTotals {
+    BatchTotals {
+        debit_amount: minor(t.domestic.debit_amount),
+        debit_count: t.domestic.debit_count,
+        credit_amount: minor(t.domestic.credit_amount),
+        credit_count: t.domestic.credit_count,
     }
 }
+
+/// What a transaction to make is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    Sale,
+    Void,
+    Refund,
+}
+
+/// An approved sale of the open batch (a void may cancel it).
+#[derive(Debug, Clone)]
+struct Sale {
+    stan: String,
+    amount: u64,
+    pan: String,
+}
+
+type Link = UpstreamLink<Client, <DataDir as Store>::Counters>;
 
 struct Term {
     entry: TerminalEntry,
-    session: Mutex<TerminalSession<MemoryCounters>>,
+    link: Arc<Link>,
+    driver: ReversalDriver,
     client: Client,
-    journal: Wal,
-    reversals: Mutex<VecDeque<PendingReversal>>,
-    book: Mutex<BatchBook>,
+    dialect: crate::codec::Dialect,
     counts: Arc<Counts>,
     hist: Arc<Mutex<Histogram<u64>>>,
-    timeout: Duration,
     pans: Vec<String>,
-    sign_on_lock: tokio::sync::Mutex<()>,
-}
-
-enum Outcome {
-    Answered(Box<Message>),
-    Failed(&'static str),
+    sales: Mutex<Vec<Sale>>,
+    timeout: Duration,
 }
 
 impl Term {
-    async fn ensure_signed_on(&self) -> bool {
-        let _g = self.sign_on_lock.lock().await;
-        for attempt in 0..50u32 {
-            if lock(&self.session).state() == TerminalState::Ready {
-                return true;
-            }
-            // New keys only once nothing sealed under the old ones is in flight: their
-            // answers would fail the new MAC and force yet another sign-on.
-            let drain_end = Instant::now() + self.timeout * 2;
-            while Instant::now() < drain_end {
-                lock(&self.session).handle_timeout(Instant::now());
-                if lock(&self.session).in_flight() == 0 {
-                    break;
-                }
-                tokio::time::sleep(Duration::from_millis(5)).await;
-            }
-            let bytes = match lock(&self.session).sign_on(Instant::now(), local_now()) {
-                Ok(b) => b,
-                Err(e) => {
-                    tracing::warn!(tid = %self.entry.tid, error = %e, "cannot build sign-on");
-                    return false;
-                }
-            };
-            match self.client.request(bytes, self.timeout).await {
-                Ok(resp) => {
-                    let r = lock(&self.session).handle_message(Instant::now(), resp);
-                    if let Ok(Inbound::SignedOn { .. }) = r {
-                        self.counts.sign_ons.fetch_add(1, Ordering::Relaxed);
-                        return true;
-                    }
-                    tracing::warn!(tid = %self.entry.tid, result = ?r.map(|_| ()), "sign-on not accepted");
-                }
-                Err(e) => {
-                    lock(&self.session).handle_timeout(Instant::now());
-                    tracing::debug!(tid = %self.entry.tid, error = %e, "sign-on: no answer");
-                }
-            }
-            tokio::time::sleep(Duration::from_millis(50 * u64::from(attempt.min(10) + 1))).await;
-        }
-        false
-    }
-
-    /// Seals and sends a request; verifies the answer.
-    async fn exchange(&self, msg: Message) -> Outcome {
-        if !self.ensure_signed_on().await {
-            return Outcome::Failed("98");
-        }
-        let sealed = {
-            let mut session = lock(&self.session);
-            session.handle_timeout(Instant::now());
-            session.seal_request(Instant::now(), msg)
+    /// Builds, PIN-enciphers and MACs one request under one key generation.
+    async fn build(&self, kind: Kind, amount: u64, pan_ix: usize) -> Result<Option<Message>> {
+        let Some(keys) = self.link.ring().current() else {
+            return Ok(None);
         };
-        let sealed = match sealed {
-            Ok(s) => s,
-            Err(e) => {
-                tracing::debug!(tid = %self.entry.tid, error = %e, "cannot seal");
-                return Outcome::Failed("06");
+        let void_of = if kind == Kind::Void {
+            let mut s = lock(&self.sales);
+            if s.is_empty() {
+                None
+            } else {
+                let i = rand::thread_rng().gen_range(0..s.len());
+                Some(s.swap_remove(i))
             }
+        } else {
+            None
         };
-        let start = Instant::now();
-        let mut result = self
-            .client
-            .request(sealed.bytes.clone(), self.timeout)
-            .await;
-        // Definitely not sent (the link is down): wait for it and send the same bytes.
-        while matches!(result, Err(crate::net::RequestError::Rejected(_)))
-            && start.elapsed() < self.timeout
-        {
-            let left = self.timeout.saturating_sub(start.elapsed());
-            if self.client.wait_connected(left).await.is_err() {
-                break;
-            }
-            let left = self.timeout.saturating_sub(start.elapsed());
-            result = self.client.request(sealed.bytes.clone(), left).await;
-        }
-        match result {
-            Ok(resp) => {
-                let _ = lock(&self.hist).record(start.elapsed().as_micros() as u64);
-                let r = lock(&self.session).handle_message(Instant::now(), resp);
-                match r {
-                    Ok(Inbound::Verified(m)) => Outcome::Answered(m),
-                    Ok(Inbound::MacFailure(_)) => {
-                        self.counts.mac_failures.fetch_add(1, Ordering::Relaxed);
-                        Outcome::Failed("A0")
-                    }
-                    Ok(_) | Err(_) => Outcome::Failed("98"),
-                }
-            }
-            Err(e) => {
-                if !e.maybe_delivered() {
-                    self.counts.not_sent.fetch_add(1, Ordering::Relaxed);
-                }
-                lock(&self.session).handle_timeout(Instant::now());
-                Outcome::Failed("98")
-            }
-        }
-    }
-
-    fn base(&self, mti: u16, kind: Kind, pan: &str, amount: u64, batch: &str) -> Result<Message> {
-        let profile = lock(&self.session).profile().dialect.clone();
-        let mut m = Message::new(&profile, Mti::from_u16(mti)?);
-        m.set(2, pan)?;
-        m.set(3, kind.processing_code())?;
+        let kind = match (kind, &void_of) {
+            (Kind::Void, None) => Kind::Sale,
+            (k, _) => k,
+        };
+        let (pan, amount) = match &void_of {
+            Some(s) => (s.pan.clone(), s.amount),
+            None => (self.pans[pan_ix % self.pans.len()].clone(), amount),
+        };
+        let (mti, pc, cup) = match kind {
+            Kind::Sale => (200, "000000", "22"),
+            Kind::Void => (200, "020000", "23"),
+            Kind::Refund => (220, "200000", "25"),
+        };
+        let batch = self.driver.status().await.map(|s| s.batch).unwrap_or(1);
+        let mut m = Message::new(&self.dialect, Mti::from_u16(mti)?);
+        m.set(2, pan.as_str())?;
+        m.set(3, pc)?;
         m.set_number(4, amount)?;
         m.set(14, "2812")?;
         m.set(22, "021")?;
         m.set(25, "00")?;
+        m.set(35, format!("{pan}=2812101"))?;
         m.set(41, self.entry.tid.as_str())?;
         m.set(42, self.entry.mid.as_str())?;
         m.set(49, "156")?;
-        m.set(60, format!("{}{batch}000", kind.cup_type()))?;
-        Ok(m)
-    }
-
-    /// One new transaction.
-    async fn transact(&self, rng_kind: f64, amount: u64, pan_ix: usize) -> Result<()> {
-        if !self.ensure_signed_on().await {
-            return Err(SimError::Protocol(format!(
-                "{}: cannot sign on",
-                self.entry.tid
-            )));
-        }
-        let batch = lock(&self.session).batch().to_string();
-        let stan = lock(&self.session).next_stan()?.to_string();
-        // Choose: void an approved sale (10%), refund (10%), sale.
-        let void = if rng_kind < 0.10 {
-            let mut b = lock(&self.book);
-            let pick = b.sales.keys().next().cloned();
-            pick.and_then(|s| b.sales.remove(&s).map(|v| (s, v)))
-                .inspect(|(s, v)| {
-                    b.voiding.insert(s.clone(), v.clone());
-                })
-        } else {
-            None
-        };
-        let kind = if void.is_some() {
-            Kind::Void
-        } else if rng_kind < 0.20 {
-            Kind::Refund
-        } else {
-            Kind::Sale
-        };
-        let (pan, amount) = match &void {
-            Some((_, (a, p))) => (p.clone(), *a),
-            None => (self.pans[pan_ix % self.pans.len()].clone(), amount),
-        };
-        let mut m = self.base(kind.request_mti(), kind, &pan, amount, &batch)?;
-        m.set(11, stan.as_str())?;
-        m.set(35, format!("{pan}=2812101"))?;
-        if let Some((ostan, _)) = &void {
+        m.set(60, format!("{cup}{batch:06}000"))?;
+        if let Some(s) = &void_of {
             let mmdd = local_now().format("%m%d").to_string();
-            m.set(61, format!("{batch}{ostan}{mmdd}"))?;
+            m.set(61, format!("{batch:06}{}{mmdd}", s.stan))?;
         }
         if kind != Kind::Refund {
-            let pik = lock(&self.session).working_keys().map(|k| k.pik().clone());
-            if let Some(pik) = pik {
-                let block = PinBlock::encipher(
-                    PinBlockFormat::Iso0,
-                    &Pin::new(CARD_PIN)?,
-                    Some(&Pan::new(&pan)?),
-                    &pik,
-                    Fill::Random,
-                )?;
-                m.set_bytes(52, block.as_bytes())?;
-                m.set(53, "2600000000000000")?;
-            }
-            self.journal
-                .append(&JRec::Reversal {
-                    stan: &stan,
-                    batch: &batch,
-                    kind,
-                    amount,
-                })
-                .await?;
-        } else {
-            self.journal
-                .append(&JRec::Advice {
-                    stan: &stan,
-                    batch: &batch,
-                    amount,
-                })
-                .await?;
+            let b = PinBlock::encipher(
+                PinBlockFormat::Iso0,
+                &Pin::new(CARD_PIN)?,
+                Some(&Pan::new(&pan)?),
+                &keys.pik,
+                Fill::Random,
+            )?;
+            m.set_bytes(52, b.as_bytes())?;
+            m.set(53, "2600000000000000")?;
         }
-        self.counts.transactions.fetch_add(1, Ordering::Relaxed);
-        lock(&self.book).count += 1;
-        let mut attempt = 0u32;
-        let outcome = loop {
-            let o = self.exchange(m.clone()).await;
-            match o {
-                Outcome::Failed(_) if kind == Kind::Refund && attempt < 200 => {
-                    attempt += 1;
-                    self.counts.repeats.fetch_add(1, Ordering::Relaxed);
-                    m.set_mti(Mti::from_u16(221)?);
-                    tokio::time::sleep(Duration::from_millis(20)).await;
-                }
-                other => break other,
-            }
-        };
-        match outcome {
-            Outcome::Answered(resp) => {
-                let code = resp.get(39).unwrap_or_default();
-                self.journal.append_nowait(&JRec::Answered {
-                    stan: &stan,
-                    code: &code,
-                })?;
-                let mut b = lock(&self.book);
-                if code == "00" {
-                    self.counts.approvals.fetch_add(1, Ordering::Relaxed);
-                    match (&kind, &void) {
-                        (Kind::Sale, _) => {
-                            b.sales.insert(stan.clone(), (amount, pan));
-                        }
-                        (Kind::Refund, _) => {
-                            b.refunds.insert(stan.clone(), amount);
-                        }
-                        (Kind::Void, Some((ostan, _))) => {
-                            b.voiding.remove(ostan);
-                        }
-                        (Kind::Void, None) => {}
-                    }
-                } else {
-                    self.counts.declines.fetch_add(1, Ordering::Relaxed);
-                    if let Some((ostan, v)) = &void {
-                        if let Some(v2) = b.voiding.remove(ostan) {
-                            b.sales.insert(ostan.clone(), v2);
-                        } else {
-                            b.sales.insert(ostan.clone(), v.clone());
-                        }
-                    }
-                }
-            }
-            Outcome::Failed(reason) => {
-                self.counts.no_response.fetch_add(1, Ordering::Relaxed);
-                if let Some((ostan, _)) = &void {
-                    // The void will be reversed: the sale stands.
-                    let mut b = lock(&self.book);
-                    if let Some(v) = b.voiding.remove(ostan) {
-                        b.sales.insert(ostan.clone(), v);
-                    }
-                }
-                if kind != Kind::Refund {
-                    m.remove(35).remove(52).remove(53);
-                    lock(&self.reversals).push_back(PendingReversal {
-                        original: m,
-                        reason,
-                    });
-                }
-            }
-        }
-        Ok(())
+        Ok(Some(m))
     }
 
-    /// Sends pending reversals (3 tries each round); returns how many remain.
-    async fn send_reversals(&self) -> usize {
+    /// One transaction through the reversal engine.
+    async fn transact(&self, kind: Kind, amount: u64, pan_ix: usize) -> Result<()> {
+        let mut tries = 0;
         loop {
-            let Some(p) = lock(&self.reversals).pop_front() else {
-                return 0;
+            let Some(m) = self.build(kind, amount, pan_ix).await? else {
+                // Not signed on yet: the link signs on in the background.
+                if tries > 100 {
+                    return Err(SimError::Protocol(format!(
+                        "{}: not signed on",
+                        self.entry.tid
+                    )));
+                }
+                tries += 1;
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
             };
-            let mut done = false;
-            for attempt in 0..3 {
-                let mut r = p.original.clone();
-                r.set_mti(Mti::from_u16(if attempt == 0 { 400 } else { 401 }).unwrap_or(Mti::ZERO));
-                let _ = r.set(39, p.reason);
-                self.counts.reversals_sent.fetch_add(1, Ordering::Relaxed);
-                if let Outcome::Answered(resp) = self.exchange(r).await {
-                    if resp.mti().as_u16() == 410 {
-                        self.counts.reversals_acked.fetch_add(1, Ordering::Relaxed);
-                        let stan = p.original.get(11).unwrap_or_default();
-                        let _ = self
-                            .journal
-                            .append_nowait(&JRec::ReversalAcknowledged { stan: &stan });
-                        done = true;
-                        break;
+            let stan_of = |o: &Outcome| match o {
+                Outcome::Approved { response } => response.get(11),
+                _ => None,
+            };
+            let voidable = kind == Kind::Sale;
+            let (pan, amt) = (
+                m.get(2).unwrap_or_default(),
+                m.field(4).and_then(|f| f.as_u64().ok()).unwrap_or(0),
+            );
+            self.counts.transactions.fetch_add(1, Ordering::Relaxed);
+            let t0 = Instant::now();
+            let outcome = self.driver.submit(m).await.map_err(SimError::from)?;
+            match &outcome {
+                Outcome::Approved { .. } => {
+                    let _ = lock(&self.hist).record(t0.elapsed().as_micros() as u64);
+                    self.counts.approvals.fetch_add(1, Ordering::Relaxed);
+                    if voidable {
+                        if let Some(stan) = stan_of(&outcome) {
+                            lock(&self.sales).push(Sale {
+                                stan,
+                                amount: amt,
+                                pan,
+                            });
+                        }
+                    }
+                }
+                Outcome::Declined { .. } => {
+                    let _ = lock(&self.hist).record(t0.elapsed().as_micros() as u64);
+                    self.counts.declines.fetch_add(1, Ordering::Relaxed);
+                }
+                Outcome::Reversed { .. } | Outcome::InDoubt { .. } => {
+                    self.counts.no_response.fetch_add(1, Ordering::Relaxed);
+                }
+                Outcome::NotSent { .. } => {
+                    self.counts.not_sent.fetch_add(1, Ordering::Relaxed);
+                }
+                Outcome::NotActed { .. } => {
+                    // Refused under old keys: the link signs on again; try once more.
+                    self.counts.not_sent.fetch_add(1, Ordering::Relaxed);
+                    if tries < 3 {
+                        tries += 1;
+                        let seen = self.link.ring().generation();
+                        self.link.ring().request_sign_on(seen);
+                        for _ in 0..100 {
+                            if self.link.ring().generation() > seen {
+                                break;
+                            }
+                            tokio::time::sleep(Duration::from_millis(20)).await;
+                        }
+                        continue;
                     }
                 }
             }
-            if !done {
-                lock(&self.reversals).push_back(p);
-                return lock(&self.reversals).len();
-            }
+            return Ok(());
         }
     }
 
-    async fn settle(&self) -> Result<BatchResult> {
-        // All reversals first.
-        for _ in 0..100 {
-            if self.send_reversals().await == 0 {
+    /// Waits until no reversal is pending (they go before anything else anyway).
+    async fn drain_reversals(&self) -> usize {
+        let mut pending = 0;
+        for _ in 0..300 {
+            match self.driver.status().await {
+                Ok(s) if s.pending_reversals == 0 => return 0,
+                Ok(s) => pending = s.pending_reversals,
+                Err(_) => return pending,
+            }
+            let _ = self.driver.connected().await;
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        pending
+    }
+
+    /// Settles the open batch (the engine's totals), uploading it when the switch's
+    /// totals differ; a settlement cut short is started again (three times at most).
+    async fn settle(&self) -> BatchResult {
+        let status = self.driver.status().await.ok();
+        let ours = status.map(|s| sim_totals(&s.totals)).unwrap_or_default();
+        let batch = status.map(|s| s.batch).unwrap_or(0);
+        let mut settled = Err(crate::reversal::ReversalError::DriverStopped);
+        for attempt in 0..3 {
+            if attempt > 0 {
+                let _ = self.driver.connected().await;
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
+            let mut sc = SettlementConfig::new(self.entry.tid.as_str(), self.entry.mid.as_str());
+            sc.timeout = self.timeout;
+            sc.max_tries = 20;
+            settled = self
+                .driver
+                .settle(&self.client, self.dialect.clone(), sc)
+                .await;
+            if settled.is_ok() {
                 break;
             }
-            tokio::time::sleep(Duration::from_millis(100)).await;
         }
-        let batch = lock(&self.session).batch().to_string();
-        let ours = lock(&self.book).totals();
-        let mut theirs = None;
-        let mut balanced = false;
-        for _ in 0..20 {
-            let stan = lock(&self.session).next_stan()?.to_string();
-            let dialect = lock(&self.session).profile().dialect.clone();
-            let mut m = Message::new(&dialect, Mti::from_u16(500)?);
-            m.set(11, stan.as_str())?;
-            m.set(41, self.entry.tid.as_str())?;
-            m.set(42, self.entry.mid.as_str())?;
-            m.set(48, ours.field48('0'))?;
-            m.set(49, "156")?;
-            m.set(60, format!("00{batch}201"))?;
-            m.set(63, "01 ")?;
-            if let Outcome::Answered(resp) = self.exchange(m).await {
-                if let Some((t, flag)) = resp.get(48).and_then(|s| BatchTotals::parse_field48(&s)) {
-                    balanced = flag == '1';
-                    theirs = Some(if balanced { ours } else { t });
-                    break;
-                }
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
+        let balanced =
+            matches!(&settled, Ok(o) if o.balanced || o.balanced_after_upload == Some(true));
+        if let Err(e) = &settled {
+            tracing::warn!(tid = %self.entry.tid, error = %e, "settlement");
         }
-        if theirs.is_some() && !balanced {
-            self.upload(&batch).await;
-        }
-        Ok(BatchResult {
-            batch,
+        lock(&self.sales).clear();
+        BatchResult {
+            batch: format!("{batch:06}"),
             balanced,
             ours,
-            theirs,
-        })
-    }
-
-    async fn upload(&self, batch: &str) {
-        let entries: Vec<(String, String, u64)> = {
-            let b = lock(&self.book);
-            b.sales
-                .iter()
-                .map(|(s, (a, p))| (s.clone(), p.clone(), *a))
-                .collect()
-        };
-        let dialect = lock(&self.session).profile().dialect.clone();
-        for chunk in entries.chunks(8) {
-            let mut f48 = format!("{:02}", chunk.len());
-            for (s, p, a) in chunk {
-                f48.push_str(&format!("00{s}{p:0>20}{a:012}"));
-            }
-            let Ok(stan) = lock(&self.session).next_stan() else {
-                return;
-            };
-            let mut m = Message::new(&dialect, Mti::from_u16(320).unwrap_or(Mti::ZERO));
-            let ok = m.set(11, stan.to_string()).is_ok()
-                && m.set(41, self.entry.tid.as_str()).is_ok()
-                && m.set(42, self.entry.mid.as_str()).is_ok()
-                && m.set(48, f48).is_ok()
-                && m.set(60, format!("00{batch}201")).is_ok();
-            if ok {
-                let _ = self.exchange(m).await;
-            }
+            theirs: balanced.then_some(ours),
         }
-        let Ok(stan) = lock(&self.session).next_stan() else {
-            return;
-        };
-        let mut m = Message::new(&dialect, Mti::from_u16(320).unwrap_or(Mti::ZERO));
-        let ok = m.set(11, stan.to_string()).is_ok()
-            && m.set(41, self.entry.tid.as_str()).is_ok()
-            && m.set(42, self.entry.mid.as_str()).is_ok()
-            && m.set(48, format!("{:04}", entries.len() % 10_000)).is_ok()
-            && m.set(60, format!("00{batch}202")).is_ok();
-        if ok {
-            let _ = self.exchange(m).await;
-        }
-    }
-
-    async fn sign_off(&self) {
-        let bytes = lock(&self.session).sign_off(Instant::now(), local_now());
-        let Ok(bytes) = bytes else { return };
-        match self.client.request(bytes, self.timeout).await {
-            Ok(resp) => {
-                let _ = lock(&self.session).handle_message(Instant::now(), resp);
-            }
-            Err(_) => lock(&self.session).handle_timeout(Instant::now()),
-        }
-        // A new batch either way (the terminal clears its journal).
-        if lock(&self.session).state() != TerminalState::NotSignedOn {
-            lock(&self.session).require_sign_on();
-        }
-        *lock(&self.book) = BatchBook::default();
     }
 }
 
@@ -710,13 +484,138 @@ fn pans_for(tid: &str) -> Vec<String> {
         .collect()
 }
 
+/// Opens one terminal: its link (session restored from the store, or signed on), its
+/// engine recovered from its journal, the driver.
+async fn open_terminal(
+    entry: TerminalEntry,
+    store: &DataDir,
+    sessions: &SharedSessions,
+    config: &TerminalSimConfig,
+    target: &str,
+    counts: Arc<Counts>,
+    hist: Arc<Mutex<Histogram<u64>>>,
+) -> Result<Arc<Term>> {
+    let profile = SessionProfile::cup_pos()?;
+    let late = LateResponses::new();
+    let mut cc = ClientConfig::new(Framing::CupPos);
+    cc.max_in_flight = config.window * 4 + 8;
+    cc.reconnect = Some(ReconnectPolicy {
+        initial_delay: Duration::from_millis(20),
+        max_delay: Duration::from_millis(500),
+        ..Default::default()
+    });
+    let client = Client::builder(cc, DialectCorrelator::new(profile.dialect.clone()))
+        .unmatched(late.clone())
+        .spawn(TcpConnector::new(target.to_string()))?;
+    let id = entry.id()?;
+    let mut tc = TerminalConfig::new(id);
+    tc.response_timeout = config.timeout;
+    tc.max_in_flight = config.window * 4 + 8;
+    let mut session = TerminalSession::new(
+        profile.clone(),
+        tc,
+        entry.key()?,
+        store.counters(&entry.tid)?,
+    )?;
+    let stored = lock(sessions).terminal(&id)?;
+    if let Some(s) = &stored {
+        session.restore(s.open(&config.kek)?)?;
+    }
+    let link = UpstreamLink::with_persistence(
+        UpstreamConfig {
+            name: entry.tid.clone(),
+            sign_on_timeout: config.timeout,
+            ..UpstreamConfig::default()
+        },
+        client.clone(),
+        session,
+        Some(LinkPersistence {
+            sessions: sessions.clone(),
+            kek: config.kek.clone(),
+        }),
+        stored.as_ref().map(|s| s.generation),
+    );
+    let mut journal = store.journal(&entry.tid)?;
+    let records = journal.load()?;
+    let window = config.window.max(1);
+    let ec = EngineConfig {
+        response_timeout: config.timeout,
+        reversal_timeout: config.timeout,
+        max_in_flight: window,
+        backoff_base: Duration::from_millis(100),
+        backoff_max: Duration::from_secs(1),
+        deferred_retry: Some(Duration::from_millis(500)),
+        ..EngineConfig::default()
+    };
+    // A fresh journal starts batch 1; a recovered one continues its own batch.
+    let batch = 1;
+    let engine = ReversalEngine::recover(
+        Instant::now(),
+        ec,
+        ReversalProfile::cup_pos()?,
+        link.zone_mac(),
+        batch,
+        records,
+    )?;
+    let (events_tx, mut events_rx) = tokio::sync::mpsc::unbounded_channel();
+    let ring = link.ring().clone();
+    let driver = ReversalDriver::builder(engine, journal, client.clone())
+        .late(late)
+        .events(events_tx)
+        .on_sign_on(move |_| ring.request_sign_on(ring.generation()))
+        .spawn();
+    tokio::spawn(link.clone().keep_signed_on(local_now));
+    // After every new sign-on the engine may send again.
+    tokio::spawn(isoswitch::switch::resume_after_sign_on(
+        link.ring().clone(),
+        driver.clone(),
+    ));
+    tokio::spawn(async move {
+        while let Some(ev) = events_rx.recv().await {
+            if let EngineEvent::ReversalAcknowledged { .. } = ev {
+                tracing::trace!("reversal acknowledged");
+            }
+        }
+    });
+    Ok(Arc::new(Term {
+        pans: pans_for(&entry.tid),
+        entry,
+        link,
+        driver,
+        client,
+        dialect: profile.dialect,
+        counts,
+        hist,
+        sales: Mutex::new(Vec::new()),
+        timeout: config.timeout,
+    }))
+}
+
 /// Runs the terminals and returns the report.
+///
+/// # Errors
+/// No terminals; the data directory cannot be opened (or another process holds it); no
+/// switch listening at the address within the timeout.
 pub async fn run(config: TerminalSimConfig) -> Result<Report> {
     if config.terminals.is_empty() {
         return Err(SimError::Config("no terminals".into()));
     }
-    std::fs::create_dir_all(&config.data_dir)
-        .map_err(|e| SimError::io(config.data_dir.display(), e))?;
+    // Is anything listening? A terminal with no switch says so instead of waiting.
+    let deadline = Instant::now() + config.timeout;
+    loop {
+        match tokio::net::TcpStream::connect(&config.switch_addr).await {
+            Ok(_) => break,
+            Err(e) if Instant::now() >= deadline => {
+                return Err(SimError::Config(format!(
+                    "no switch listening at {}: {e}",
+                    config.switch_addr
+                )));
+            }
+            Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+        }
+    }
+    let store = DataDir::open(&config.data_dir)?;
+    let sessions: SharedSessions = Arc::new(Mutex::new(Box::new(store.sessions("terminals")?)));
     let proxy = if config.chaos.is_noop() {
         None
     } else {
@@ -737,6 +636,22 @@ pub async fn run(config: TerminalSimConfig) -> Result<Report> {
         interval: (config.rate > 0.0).then(|| Duration::from_secs_f64(1.0 / config.rate)),
         next: Mutex::new(Instant::now()),
     });
+    let mut terms = Vec::new();
+    for entry in config.terminals.clone() {
+        terms.push(
+            open_terminal(
+                entry,
+                &store,
+                &sessions,
+                &config,
+                &target,
+                counts.clone(),
+                hist.clone(),
+            )
+            .await?,
+        );
+    }
+    let sign_ons_before: u64 = terms.iter().map(|t| t.link.sign_ons()).sum();
     let bar = if config.progress {
         let pb = match config.duration {
             Some(d) => indicatif::ProgressBar::new(d.as_secs().max(1)),
@@ -754,46 +669,8 @@ pub async fn run(config: TerminalSimConfig) -> Result<Report> {
     };
     let start = Instant::now();
     let deadline = config.duration.map(|d| start + d);
-    let profile = SessionProfile::cup_pos()?;
     let mut tasks = Vec::new();
-    for entry in config.terminals.clone() {
-        let mut cc = ClientConfig::new(Framing::CupPos);
-        cc.max_in_flight = config.window * 4 + 8;
-        cc.reconnect = Some(ReconnectPolicy {
-            initial_delay: Duration::from_millis(20),
-            max_delay: Duration::from_millis(500),
-            ..Default::default()
-        });
-        let client = Client::builder(cc, DialectCorrelator::new(profile.dialect.clone()))
-            .unmatched({
-                let counts = counts.clone();
-                move |_u: crate::net::Unmatched| {
-                    counts.late.fetch_add(1, Ordering::Relaxed);
-                }
-            })
-            .spawn(TcpConnector::new(target.clone()))?;
-        let mut tc = TerminalConfig::new(entry.id()?);
-        tc.response_timeout = config.timeout;
-        tc.max_in_flight = config.window * 4 + 8;
-        let session =
-            TerminalSession::new(profile.clone(), tc, entry.key()?, MemoryCounters::new())?;
-        let (journal, _) = Wal::open::<serde_json::Value>(
-            &config.data_dir.join(format!("{}.journal", entry.tid)),
-            Sync::Os,
-        )?;
-        let term = Arc::new(Term {
-            pans: pans_for(&entry.tid),
-            entry,
-            session: Mutex::new(session),
-            client,
-            journal,
-            reversals: Mutex::new(VecDeque::new()),
-            book: Mutex::new(BatchBook::default()),
-            counts: counts.clone(),
-            hist: hist.clone(),
-            timeout: config.timeout,
-            sign_on_lock: tokio::sync::Mutex::new(()),
-        });
+    for term in terms.iter().cloned() {
         let pacer = pacer.clone();
         let bar = bar.clone();
         let window = config.window.max(1);
@@ -826,7 +703,6 @@ pub async fn run(config: TerminalSimConfig) -> Result<Report> {
                     let bar = bar.clone();
                     workers.push(tokio::spawn(async move {
                         loop {
-                            t.send_reversals().await;
                             if deadline.is_some_and(|d| Instant::now() >= d) {
                                 return;
                             }
@@ -838,7 +714,14 @@ pub async fn run(config: TerminalSimConfig) -> Result<Report> {
                                 let mut r = rand::thread_rng();
                                 (r.gen::<f64>(), r.gen_range(100..100_000u64), r.gen_range(0..8usize))
                             };
-                            if let Err(e) = t.transact(k, amount, pan).await {
+                            let kind = if k < 0.10 {
+                                Kind::Void
+                            } else if k < 0.20 {
+                                Kind::Refund
+                            } else {
+                                Kind::Sale
+                            };
+                            if let Err(e) = t.transact(kind, amount, pan).await {
                                 tracing::warn!(tid = %t.entry.tid, error = %e, "transaction not made");
                                 tokio::time::sleep(Duration::from_millis(50)).await;
                             }
@@ -853,16 +736,12 @@ pub async fn run(config: TerminalSimConfig) -> Result<Report> {
                 for w in workers {
                     let _ = w.await;
                 }
-                match term.settle().await {
-                    Ok(b) => {
-                        net += b.ours.net();
-                        batches.push(b);
-                    }
-                    Err(e) => tracing::warn!(tid = %term.entry.tid, error = %e, "settlement failed"),
-                }
-                term.sign_off().await;
+                term.drain_reversals().await;
+                let b = term.settle().await;
+                net += b.ours.net();
+                batches.push(b);
             }
-            let unacknowledged = lock(&term.reversals).len();
+            let unacknowledged = term.drain_reversals().await;
             term.client.close(Duration::from_secs(1)).await;
             TerminalResult {
                 tid: term.entry.tid.clone(),
@@ -898,6 +777,15 @@ pub async fn run(config: TerminalSimConfig) -> Result<Report> {
         b.finish_and_clear();
     }
     let elapsed = start.elapsed();
+    let mut reversals_sent = 0;
+    let mut reversals_acked = 0;
+    for t in &terms {
+        if let Ok(s) = t.driver.status().await {
+            reversals_sent += s.stats.reversals_sent;
+            reversals_acked += s.stats.reversals_acked;
+        }
+    }
+    let sign_ons: u64 = terms.iter().map(|t| t.link.sign_ons()).sum::<u64>();
     let latency = lock(&hist).clone();
     let c = &counts;
     Ok(Report {
@@ -906,12 +794,12 @@ pub async fn run(config: TerminalSimConfig) -> Result<Report> {
         approvals: c.approvals.load(Ordering::Relaxed),
         declines: c.declines.load(Ordering::Relaxed),
         no_response: c.no_response.load(Ordering::Relaxed),
-        reversals_sent: c.reversals_sent.load(Ordering::Relaxed),
-        reversals_acked: c.reversals_acked.load(Ordering::Relaxed),
-        advice_repeats: c.repeats.load(Ordering::Relaxed),
-        late: c.late.load(Ordering::Relaxed),
-        sign_ons: c.sign_ons.load(Ordering::Relaxed),
-        mac_failures: c.mac_failures.load(Ordering::Relaxed),
+        reversals_sent,
+        reversals_acked,
+        advice_repeats: 0,
+        late: 0,
+        sign_ons: sign_ons.max(sign_ons_before),
+        mac_failures: 0,
         not_sent: c.not_sent.load(Ordering::Relaxed),
         elapsed,
         latency,

@@ -137,33 +137,23 @@ fn e2e_child() {
                 let sw = switch::Switch::start(switch::SwitchConfig {
                     terminals: parse_terminals(SAMPLE_TERMINALS).expect("terminals"),
                     zone_key,
+                    kek: config::kek_from_hex(config::SAMPLE_KEK).expect("kek"),
                     host_addr: upstream,
                     data_dir: data,
-                    sync: wal::Sync::Data,
                     upstream_timeout: Duration::from_millis(500),
                     upstream_in_flight: 4096,
                 })
                 .await
                 .expect("switch");
-                match sw
+                let drained = sw
                     .serve(&listen, isoswitch_sim::shutdown_signal())
                     .await
-                    .expect("serve")
-                {
-                    Some(r) => {
-                        println!(
-                            "RECONCILIATION balanced={} switch={} host={}",
-                            r.balanced,
-                            cents(r.ours.net()),
-                            cents(r.theirs.net())
-                        );
-                        if r.balanced {
-                            0
-                        } else {
-                            2
-                        }
-                    }
-                    None => 3,
+                    .expect("serve");
+                println!("DRAINED {drained}");
+                if drained {
+                    0
+                } else {
+                    2
                 }
             }
             other => panic!("unknown role {other}"),
@@ -212,6 +202,7 @@ fn scenario(kill: Kill) {
         timeout: Duration::from_millis(1500),
         chaos,
         data_dir: dir.path().join("terminals"),
+        kek: config::kek_from_hex(config::SAMPLE_KEK).expect("kek"),
         progress: false,
         batch_max: 900,
     }));
@@ -265,8 +256,15 @@ fn scenario(kill: Kill) {
     );
     assert_eq!(ledger.total, report.net(), "host ledger ≠ terminals' total");
     assert!(
-        switch_ok && switch_out.contains("RECONCILIATION balanced=true"),
-        "switch/host reconciliation: {switch_out}"
+        switch_ok && switch_out.contains("DRAINED true"),
+        "switch left upstream reversals pending: {switch_out}"
+    );
+    // Sessions survive a restart: one sign-on per terminal, none after a switchd kill.
+    assert_eq!(
+        report.sign_ons,
+        20,
+        "terminals signed on again after the restart:\n{}",
+        report.render()
     );
 }
 
@@ -285,84 +283,65 @@ fn e2e_switchd_killed_and_restarted_loses_and_doubles_nothing() {
     scenario(Kill::Switch);
 }
 
-/// Terminals driven by the `isoswitch-reversal` crate (its driver, journal and
-/// settlement) against the same switch and host, in-process, chaos on both hops.
+/// The README's separate-process flow twice in a row on the same data directories
+/// (host_sim, switchd, terminal_sim; then stop switchd and host_sim; then all of it
+/// again): both runs balance, and the host ledger holds both runs' approved − reversed.
 #[test]
-fn e2e_reversal_crate_terminals_settle_and_match_the_ledger() {
-    isoswitch_sim::init_tracing("error");
+fn e2e_readme_flow_twice_on_the_same_data_balances_both_times() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let host_dir = dir.path().join("host");
+    let switch_dir = dir.path().join("switch");
+    let terminal_dir = dir.path().join("terminals");
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .expect("runtime");
-    rt.block_on(async {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let chaos = ChaosConfig {
-            drop: 0.05,
-            delay: Duration::ZERO,
-            reset: 0.01,
-        };
-        let zone_key = config::zone_key_from_hex(SAMPLE_ZONE_KEY).expect("zone key");
-        let terminals = parse_terminals(SAMPLE_TERMINALS).expect("terminals");
-        let h = host::HostSim::open(&host::HostSimConfig {
-            zone_key: zone_key.clone(),
-            data_dir: dir.path().join("host"),
-            sync: wal::Sync::Data,
-        })
-        .expect("host");
-        let hr = h.spawn("127.0.0.1:0").await.expect("host up");
-        let hop = ChaosProxy::start("127.0.0.1:0", hr.addr.to_string(), chaos)
-            .await
-            .expect("proxy");
-        let sw = switch::Switch::start(switch::SwitchConfig {
-            terminals: terminals.clone(),
-            zone_key,
-            host_addr: hop.local_addr().to_string(),
-            data_dir: dir.path().join("switch"),
-            sync: wal::Sync::Data,
-            upstream_timeout: Duration::from_millis(500),
-            upstream_in_flight: 4096,
-        })
-        .await
-        .expect("switch");
-        let sr = sw.spawn("127.0.0.1:0").await.expect("switch up");
-        let report = isoswitch_sim::crate_terminal::run(TerminalSimConfig {
-            switch_addr: sr.addr.to_string(),
-            terminals: terminals[..10].to_vec(),
-            count: 10 * 100,
-            duration: None,
-            rate: 0.0,
-            window: 1,
-            timeout: Duration::from_millis(1500),
-            chaos,
-            data_dir: dir.path().join("terminals"),
-            progress: false,
-            batch_max: 900,
-        })
-        .await
-        .expect("terminals");
-        println!("{}", report.render());
-        assert!(
-            sw.drain(Duration::from_secs(30)).await,
-            "upstream reversals drained"
-        );
-        let recon = sw.reconcile().await.expect("reconcile");
-        let ledger = h.summary();
-        sr.stop().await;
-        hr.stop().await;
-        assert!(
-            report.transactions >= 900,
-            "too few: {}",
-            report.transactions
-        );
+    let terminals = parse_terminals(SAMPLE_TERMINALS).expect("terminals");
+    let mut nets = 0i128;
+    for run in 0..2 {
+        let host_addr = format!("127.0.0.1:{}", free_port());
+        let switch_addr = format!("127.0.0.1:{}", free_port());
+        let host_proc = Proc::spawn("host", &host_addr, &host_dir, "");
+        let switch_proc = Proc::spawn("switch", &switch_addr, &switch_dir, &host_addr);
+        let report = rt
+            .block_on(terminal::run(TerminalSimConfig {
+                switch_addr: switch_addr.clone(),
+                terminals: terminals[..10].to_vec(),
+                count: 10 * 100,
+                duration: None,
+                rate: 0.0,
+                window: 1,
+                timeout: Duration::from_millis(1500),
+                chaos: ChaosConfig {
+                    drop: 0.05,
+                    delay: Duration::ZERO,
+                    reset: 0.0,
+                },
+                data_dir: terminal_dir.clone(),
+                kek: config::kek_from_hex(config::SAMPLE_KEK).expect("kek"),
+                progress: false,
+                batch_max: 900,
+            }))
+            .expect("terminal run");
+        println!("run {run}:\n{}", report.render());
         assert!(
             report.all_balanced(),
-            "not every batch balanced:\n{}",
+            "run {run}: not every batch balanced:\n{}",
             report.render()
         );
-        assert_eq!(ledger.total, report.net(), "host ledger ≠ terminals' total");
         assert!(
-            recon.is_some_and(|r| r.balanced),
-            "switch/host reconciliation"
+            report.transactions >= 900,
+            "run {run}: too few transactions"
         );
-    });
+        nets += report.net();
+        let (switch_ok, out) = switch_proc.terminate();
+        assert!(switch_ok, "run {run}: switchd: {out}");
+        let (host_ok, _) = host_proc.terminate();
+        assert!(host_ok, "run {run}: host_sim exited badly");
+        let ledger = host::read_ledger(&host_dir).expect("ledger");
+        assert_eq!(
+            ledger.total, nets,
+            "run {run}: host ledger ≠ the terminals' total"
+        );
+    }
 }

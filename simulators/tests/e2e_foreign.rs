@@ -66,9 +66,10 @@ fn a_foreign_cup_pos_terminal_signs_on_and_buys() {
         let sw = switch::Switch::start(switch::SwitchConfig {
             terminals: terminals.clone(),
             zone_key,
+            kek: isoswitch_sim::config::kek_from_hex(isoswitch_sim::config::SAMPLE_KEK)
+                .expect("kek"),
             host_addr: hr.addr.to_string(),
             data_dir: dir.path().join("switch"),
-            sync: wal::Sync::Os,
             upstream_timeout: Duration::from_secs(2),
             upstream_in_flight: 64,
         })
