@@ -6,7 +6,9 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use super::chaos::{ChaosConfig, ChaosProxy};
-use super::config::{parse_terminals, zone_key_from_hex, SAMPLE_TERMINALS, SAMPLE_ZONE_KEY};
+use super::config::{
+    kek_from_hex, parse_terminals, zone_key_from_hex, SAMPLE_KEK, SAMPLE_TERMINALS, SAMPLE_ZONE_KEY,
+};
 use super::host::{HostSim, HostSimConfig, LedgerSummary};
 use super::money::cents;
 use super::switch::{Reconciliation, Switch, SwitchConfig};
@@ -114,8 +116,9 @@ pub async fn run(config: DemoConfig) -> Result<DemoOutcome> {
     let zone_key = zone_key_from_hex(SAMPLE_ZONE_KEY)?;
     let host = HostSim::open(&HostSimConfig {
         zone_key: zone_key.clone(),
+        kek: kek_from_hex(SAMPLE_KEK)?,
         data_dir: base.join("host"),
-        sync: config.sync,
+        fsync: config.sync == Sync::Data,
     })?;
     let host_run = host.spawn("127.0.0.1:0").await?;
     let hop = ChaosProxy::start("127.0.0.1:0", host_run.addr.to_string(), config.host_hop).await?;
@@ -184,7 +187,7 @@ pub async fn run(config: DemoConfig) -> Result<DemoOutcome> {
         hop.summary()
     );
     let reconciliation = switch.reconcile().await?;
-    let hs = host.summary();
+    let hs = host.summary()?;
     println!(
         "host_sim   {} transactions, {} approved, {} reversed, {} reversals of unknown originals, {} cards, ledger {}",
         hs.transactions, hs.approved, hs.reversed, hs.unknown_reversals, hs.cards, cents(hs.total)

@@ -7,12 +7,14 @@
 //! ## Module map
 //! - [`config`] — terminal master keys (`terminals.toml`), the zone master key file.
 //! - [`wal`] — an append-only, group-committed (fdatasync) record log: the switch's
-//!   journal, the host's void links, a terminal's reversal journal.
+//!   journal and a terminal's reversal journal (the host keeps everything in its
+//!   `isoswitch-reversal` data directory instead).
 //! - [`chaos`] — a frame-aware TCP proxy that drops responses, delays them and resets
 //!   connections.
 //! - [`host`] — `host_sim`: network sign-on, MAC checks, approval rule, ledger per card and
-//!   idempotent reversals through `isoswitch-reversal` (`ReversalHandler` over a
-//!   `FileStore`), reconciliation (0500/0510, DE 74–89, 97).
+//!   idempotent reversals through `isoswitch-reversal` (`ReversalHandler` over the
+//!   idempotency part of a locked `DataDir`; the zone session sealed under a KEK in its
+//!   sessions part, restored at start), reconciliation (0500/0510, DE 74–89, 97).
 //! - [`switch`] — `switchd`: `cup-pos` terminals in, one multiplexed `iso87-binary`
 //!   upstream out; MACs, PIN translation, STAN/RRN mapping, reversals, settlement.
 //! - [`terminal`] — `terminal_sim`: N terminals, load at a target rate, reversals, batch

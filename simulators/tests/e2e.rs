@@ -13,7 +13,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use isoswitch_sim::chaos::{ChaosConfig, ChaosProxy};
-use isoswitch_sim::config::{self, parse_terminals, SAMPLE_TERMINALS, SAMPLE_ZONE_KEY};
+use isoswitch_sim::config::{self, parse_terminals, SAMPLE_KEK, SAMPLE_TERMINALS, SAMPLE_ZONE_KEY};
 use isoswitch_sim::terminal::{self, TerminalSimConfig};
 use isoswitch_sim::{host, money::cents, switch, wal};
 
@@ -124,8 +124,9 @@ fn e2e_child() {
             "host" => {
                 let h = host::HostSim::open(&host::HostSimConfig {
                     zone_key,
+                    kek: config::kek_from_hex(SAMPLE_KEK).expect("kek"),
                     data_dir: data,
-                    sync: wal::Sync::Data,
+                    fsync: true,
                 })
                 .expect("host");
                 h.serve(&listen, isoswitch_sim::shutdown_signal())
@@ -305,8 +306,9 @@ fn e2e_reversal_crate_terminals_settle_and_match_the_ledger() {
         let terminals = parse_terminals(SAMPLE_TERMINALS).expect("terminals");
         let h = host::HostSim::open(&host::HostSimConfig {
             zone_key: zone_key.clone(),
+            kek: config::kek_from_hex(SAMPLE_KEK).expect("kek"),
             data_dir: dir.path().join("host"),
-            sync: wal::Sync::Data,
+            fsync: true,
         })
         .expect("host");
         let hr = h.spawn("127.0.0.1:0").await.expect("host up");
@@ -346,7 +348,7 @@ fn e2e_reversal_crate_terminals_settle_and_match_the_ledger() {
             "upstream reversals drained"
         );
         let recon = sw.reconcile().await.expect("reconcile");
-        let ledger = h.summary();
+        let ledger = h.summary().expect("ledger");
         sr.stop().await;
         hr.stop().await;
         assert!(

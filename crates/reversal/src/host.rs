@@ -166,6 +166,24 @@ impl<S: IdempotencyStore> ReversalHandler<S> {
         request: &Message,
         authorize: impl FnOnce(&Message, &TxnInfo) -> Decision,
     ) -> Result<Message> {
+        self.handle_original_cancelling(request, None, authorize)
+    }
+
+    /// Handles an original that cancels another one (a void names the sale it
+    /// cancels): as [`ReversalHandler::handle_original`], and when it is approved the
+    /// same store record names `cancels` ([`OriginalState::cancels`]), so the link and
+    /// the decision are durable together; the cancelled original then counts as
+    /// cancelled ([`IdempotencyStore::is_cancelled`]) while this one stands. A declined
+    /// original records no link.
+    ///
+    /// # Errors
+    /// As [`ReversalHandler::handle`].
+    pub fn handle_original_cancelling(
+        &mut self,
+        request: &Message,
+        cancels: Option<TxnKey>,
+        authorize: impl FnOnce(&Message, &TxnInfo) -> Decision,
+    ) -> Result<Message> {
         let key = self.profile.key_of(request)?;
         if let Some(known) = self.store.get(&key) {
             if known.original.is_some() {
@@ -194,6 +212,7 @@ impl<S: IdempotencyStore> ReversalHandler<S> {
             amount: info.amount,
             code,
             approved,
+            cancels: cancels.filter(|_| approved),
         };
         self.store.commit(StoreRecord::Original {
             key: key.clone(),
