@@ -368,3 +368,95 @@ fn e2e_reversal_crate_terminals_settle_and_match_the_ledger() {
         );
     });
 }
+
+/// `host_sim` SIGKILLed and restarted on the same data directory restores the zone
+/// session it had issued (sealed under the KEK in `host.sessions`): the switch's next
+/// MACed requests are accepted under the zone keys it already has — the switch signs
+/// on upstream once, at its start, and never again. (Before the session store, the
+/// restarted host answered `77` and the switch signed on a second time.) The switch
+/// runs in this process to count its upstream sign-ons; no chaos, so every request of
+/// the second run must be answered.
+#[test]
+fn e2e_host_sim_killed_keeps_the_zone_session_no_new_upstream_sign_on() {
+    use std::sync::atomic::Ordering;
+    isoswitch_sim::init_tracing("error");
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let host_dir = dir.path().join("host");
+    let host_addr = format!("127.0.0.1:{}", free_port());
+    let mut host_proc = Some(Proc::spawn("host", &host_addr, &host_dir, ""));
+    let terminals = parse_terminals(SAMPLE_TERMINALS).expect("terminals");
+    let zone_key = config::zone_key_from_hex(SAMPLE_ZONE_KEY).expect("zone key");
+    let sw = rt
+        .block_on(switch::Switch::start(switch::SwitchConfig {
+            terminals: terminals.clone(),
+            zone_key,
+            host_addr: host_addr.clone(),
+            data_dir: dir.path().join("switch"),
+            sync: wal::Sync::Os,
+            upstream_timeout: Duration::from_secs(2),
+            upstream_in_flight: 256,
+        }))
+        .expect("switch");
+    let sr = rt.block_on(sw.spawn("127.0.0.1:0")).expect("switch up");
+    let sign_ons = || sw.stats().sign_ons.load(Ordering::Relaxed);
+    let end = Instant::now() + Duration::from_secs(30);
+    while sign_ons() == 0 && Instant::now() < end {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(sign_ons(), 1, "the switch signed on upstream at its start");
+    let run = |ts: &[config::TerminalEntry], name: &str| {
+        rt.block_on(terminal::run(TerminalSimConfig {
+            switch_addr: sr.addr.to_string(),
+            terminals: ts.to_vec(),
+            count: ts.len() as u64 * 50,
+            duration: None,
+            rate: 0.0,
+            window: 1,
+            timeout: Duration::from_secs(3),
+            chaos: ChaosConfig::default(),
+            data_dir: dir.path().join(name),
+            progress: false,
+            batch_max: 900,
+        }))
+        .expect("terminal run")
+    };
+    let first = run(&terminals[..4], "terminals-1");
+    println!("{}", first.render());
+    assert!(first.approvals > 0 && first.all_balanced(), "first run");
+    if let Some(mut p) = host_proc.take() {
+        p.kill9();
+    }
+    host_proc = Some(Proc::spawn("host", &host_addr, &host_dir, ""));
+    // Other terminals (their own STANs), through the same switch and upstream session.
+    let second = run(&terminals[4..8], "terminals-2");
+    println!("{}", second.render());
+    assert_eq!(
+        sign_ons(),
+        1,
+        "no new upstream sign-on after the host restarted"
+    );
+    assert_eq!(second.no_response, 0, "every request answered");
+    assert!(
+        second.approvals > 0 && second.all_balanced(),
+        "second run:\n{}",
+        second.render()
+    );
+    let recon = rt.block_on(sw.reconcile()).expect("reconcile");
+    rt.block_on(sr.stop());
+    let (host_ok, _) = host_proc.take().expect("host").terminate();
+    assert!(host_ok, "host_sim exited badly");
+    let ledger = host::read_ledger(&host_dir).expect("ledger");
+    assert_eq!(
+        ledger.total,
+        first.net() + second.net(),
+        "host ledger ≠ terminals' total"
+    );
+    assert!(
+        recon.is_some_and(|r| r.balanced),
+        "switch/host reconciliation"
+    );
+}
