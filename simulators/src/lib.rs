@@ -5,7 +5,8 @@
 //! tests drive the same code (in-process or as child processes).
 //!
 //! ## Module map
-//! - [`config`] — terminal master keys (`terminals.toml`), the zone master key file.
+//! - [`config`] — terminal master keys (`terminals.toml`), the zone master key file, the
+//!   key-encryption key file (`host_sim --kek`).
 //! - [`wal`] — an append-only, group-committed (fdatasync) record log: the switch's
 //!   journal and a terminal's reversal journal (the host keeps everything in its
 //!   `isoswitch-reversal` data directory instead).
