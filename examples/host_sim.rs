@@ -1,7 +1,7 @@
 //! `host_sim`: the issuer/host behind `switchd` (`iso87-binary`, len2 framing).
 //!
 //! ```sh
-//! cargo run --release --example host_sim -- --zone-key examples/zmk.hex --data-dir /tmp/isoswitch/host
+//! cargo run --release --example host_sim -- --zone-key examples/zmk.hex --kek examples/kek.hex --data-dir /tmp/isoswitch/host
 //! ```
 //! See `isoswitch_sim::host` for what it does.
 
@@ -9,7 +9,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::Parser;
-use isoswitch_sim::{self as sim, config, host, wal};
+use isoswitch_sim::{self as sim, config, host};
 
 #[derive(Parser, Debug)]
 #[command(
@@ -23,7 +23,11 @@ struct Args {
     /// Zone master key file (hex), shared with switchd.
     #[arg(long, default_value = "examples/zmk.hex")]
     zone_key: PathBuf,
-    /// Directory of the ledger and idempotency store (created if absent).
+    /// Key-encryption key file (hex, AES-256): the stored zone session is sealed under it.
+    #[arg(long, default_value = "examples/kek.hex")]
+    kek: PathBuf,
+    /// Data directory: ledger, idempotency store and sealed zone session (created if
+    /// absent; locked while host_sim runs).
     #[arg(long, default_value = "data/host")]
     data_dir: PathBuf,
     /// Skip fdatasync (the log still survives a killed process, not a power loss).
@@ -38,16 +42,13 @@ async fn main() -> ExitCode {
     let run = async {
         let cfg = host::HostSimConfig {
             zone_key: config::load_zone_key(&args.zone_key)?,
+            kek: config::load_kek(&args.kek)?,
             data_dir: args.data_dir.clone(),
-            sync: if args.no_fsync {
-                wal::Sync::Os
-            } else {
-                wal::Sync::Data
-            },
+            fsync: !args.no_fsync,
         };
         let h = host::HostSim::open(&cfg)?;
         h.serve(&args.listen, sim::shutdown_signal()).await?;
-        let s = h.summary();
+        let s = h.summary()?;
         println!(
             "host_sim: {} transactions ({} approved, {} reversed), {} cards, ledger total {}",
             s.transactions,

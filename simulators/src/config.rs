@@ -12,6 +12,10 @@
 //! The zone master key file holds one DES/TDES key in hex (whitespace ignored); the
 //! switch and the host share it and derive nothing else from it: the zone working keys
 //! arrive in the network sign-on response, encrypted under it.
+//!
+//! The key-encryption key file (`host_sim --kek`, `examples/kek.hex`) holds one AES-256
+//! key in hex, the same format: the key the host's stored session snapshots are sealed
+//! under (AES-256-GCM).
 
 use std::path::Path;
 
@@ -19,7 +23,8 @@ use serde::Deserialize;
 
 use super::{unhex, Result, SimError};
 use crate::session::crypto::Key;
-use crate::session::{MemoryKeyStore, TerminalId};
+use crate::session::{Kek, MemoryKeyStore, TerminalId};
+use zeroize::Zeroizing;
 
 /// One terminal of `terminals.toml`.
 #[derive(Debug, Clone, Deserialize)]
@@ -90,27 +95,36 @@ pub fn zone_key_from_hex(text: &str) -> Result<Key> {
     Ok(Key::des_or_tdes(&bytes)?)
 }
 
-/// Reads a key-encryption key file (hex, AES-256): stored sessions are sealed under it.
-pub fn load_kek(path: &Path) -> Result<crate::session::Kek> {
+/// Reads a key-encryption key file (hex, AES-256: 64 hex digits; whitespace ignored),
+/// the key the sealed session snapshots are encrypted under.
+pub fn load_kek(path: &Path) -> Result<Kek> {
     let text = std::fs::read_to_string(path).map_err(|e| SimError::io(path.display(), e))?;
     kek_from_hex(&text).map_err(|e| SimError::Config(format!("{}: {e}", path.display())))
 }
 
-/// A key-encryption key from hex (64 hex digits, AES-256).
-pub fn kek_from_hex(text: &str) -> Result<crate::session::Kek> {
-    let bytes = unhex(text).ok_or_else(|| SimError::Config("KEK is not hex".into()))?;
-    let key = Key::aes(&bytes)?;
-    Ok(crate::session::Kek::new(&key)?)
+/// A key-encryption key from hex (32 bytes).
+pub fn kek_from_hex(text: &str) -> Result<Kek> {
+    let bytes = Zeroizing::new(
+        unhex(text).ok_or_else(|| SimError::Config("key-encryption key is not hex".into()))?,
+    );
+    if bytes.len() != 32 {
+        return Err(SimError::Config(format!(
+            "key-encryption key: {} bytes, expected 32 (AES-256, 64 hex digits)",
+            bytes.len()
+        )));
+    }
+    Ok(Kek::new(&Key::aes(&bytes)?)?)
 }
-
-/// The shipped sample KEK (`examples/kek.hex`, a test key).
-pub const SAMPLE_KEK: &str = include_str!("../../examples/kek.hex");
 
 /// The shipped sample terminals (`examples/terminals.toml`), for the demo and tests.
 pub const SAMPLE_TERMINALS: &str = include_str!("../../examples/terminals.toml");
 
 /// The shipped sample zone master key (`examples/zmk.hex`).
 pub const SAMPLE_ZONE_KEY: &str = include_str!("../../examples/zmk.hex");
+
+/// The shipped sample key-encryption key (`examples/kek.hex`): a test key, for the demo
+/// and tests only.
+pub const SAMPLE_KEK: &str = include_str!("../../examples/kek.hex");
 
 /// The switch's identity on the upstream link (DE 41/42 of its network sign-on).
 pub const SWITCH_TID: &str = "ISWITCH1";

@@ -12,7 +12,6 @@ use super::host::{HostSim, HostSimConfig, LedgerSummary};
 use super::money::cents;
 use super::switch::{Switch, SwitchConfig};
 use super::terminal::{self, Report, TerminalSimConfig};
-use super::wal::Sync;
 use super::{Result, SimError};
 
 /// Demo settings.
@@ -30,7 +29,8 @@ pub struct DemoConfig {
     pub progress: bool,
     /// Keep the data here instead of a temporary directory.
     pub data_dir: Option<PathBuf>,
-    pub sync: Sync,
+    /// fsync every durable write (off: survives a killed process, not a power loss).
+    pub fsync: bool,
 }
 
 impl Default for DemoConfig {
@@ -51,7 +51,7 @@ impl Default for DemoConfig {
             upstream_timeout: Duration::from_millis(500),
             progress: true,
             data_dir: None,
-            sync: Sync::Data,
+            fsync: true,
         }
     }
 }
@@ -114,8 +114,9 @@ pub async fn run(config: DemoConfig) -> Result<DemoOutcome> {
     let zone_key = zone_key_from_hex(SAMPLE_ZONE_KEY)?;
     let host = HostSim::open(&HostSimConfig {
         zone_key: zone_key.clone(),
+        kek: kek_from_hex(SAMPLE_KEK)?,
         data_dir: base.join("host"),
-        sync: config.sync,
+        fsync: config.fsync,
     })?;
     let host_run = host.spawn("127.0.0.1:0").await?;
     let hop = ChaosProxy::start("127.0.0.1:0", host_run.addr.to_string(), config.host_hop).await?;
@@ -186,7 +187,7 @@ pub async fn run(config: DemoConfig) -> Result<DemoOutcome> {
         link.sign_ons(),
         hop.summary()
     );
-    let hs = host.summary();
+    let hs = host.summary()?;
     println!(
         "host_sim   {} transactions, {} approved, {} reversed, {} reversals of unknown originals, {} cards, ledger {}",
         hs.transactions, hs.approved, hs.reversed, hs.unknown_reversals, hs.cards, cents(hs.total)

@@ -4,7 +4,7 @@
 //!   the switch's zone master key: fresh zone working keys (PIK, TDES MAK) go back in
 //!   DE 48 under the zone master key.
 //! - Every other message must carry a valid X9.19 MAC under the zone MAK (`A0` if not,
-//!   `77` when the switch has not signed on since the host started).
+//!   `77` when the switch has never signed on, or signed off).
 //! - 0200 sale / void, 0220/0221 refund advice: the PIN block (DE 52, format 0 under the
 //!   zone PIK) must decipher; approval rule: amount ending in 51 → `51`, in 55 → `55`,
 //!   otherwise `00`. A void (DE 3 `020000`) cancels the sale named by its DE 90. A reused
@@ -16,52 +16,75 @@
 //! - 0500 reconciliation: DE 74–77, 86–89, 97 compared with the host's own; 0510 DE 66
 //!   `1` (in balance) or `2` (out of balance, the host's totals returned).
 //!
+//! # Durable state: one data directory
+//!
+//! `--data-dir` is an `isoswitch-reversal` [`DataDir`] (locked: a second host on the same
+//! directory fails with [`ReversalError::Locked`](crate::reversal::ReversalError)); every
+//! file in it is in the one CRC-framed record format:
+//!
+//! | file | part | what |
+//! |---|---|---|
+//! | `host.store` | idempotency | one record per decision: the idempotency entry, its ledger effect, and for an approved void the sale it cancels |
+//! | `host.sessions` | sessions | the switch's zone session (working keys, generation), sealed under the KEK |
+//!
 //! Originals, reversals, the idempotency records and the ledger per card are
-//! `isoswitch-reversal`'s: a [`ReversalHandler`] over a [`FileStore`]
-//! (`<data-dir>/host-store.rev`, one CRC record per decision holding both the idempotency
-//! entry and its ledger effect). The crate keys a transaction by DE 41 + DE 42 + DE 11;
-//! the switch gives every upstream message (0400/0401 included) its own STAN and names the
-//! original in DE 90, so the host hands the crate a *canonical* view of each request:
-//! DE 11 = the original's STAN and DE 42 = the original's DE 7 (both from DE 90 in a
-//! reversal), DE 41 as sent, no DE 49 (amounts are counted in DE 4 minor units, as the
-//! switch's reconciliation counts them). Answers are built from the request as received.
+//! `isoswitch-reversal`'s: a [`ReversalHandler`] over the idempotency part. The crate
+//! keys a transaction by DE 41 + DE 42 + DE 11; the switch gives every upstream message
+//! (0400/0401 included) its own STAN and names the original in DE 90, so the host hands
+//! the crate a *canonical* view of each request: DE 11 = the original's STAN and DE 42 =
+//! the original's DE 7 (both from DE 90 in a reversal), DE 41 as sent, no DE 49 (amounts
+//! are counted in DE 4 minor units, as the switch's reconciliation counts them). Answers
+//! are built from the request as received.
+//!
+//! Which sale a void cancels is part of the void's own record
+//! ([`ReversalHandler::handle_original_cancelling`]): written with the approval, in the
+//! same append, so the link and the decision are durable together, and a sale counts as
+//! voided only while its void stands (approved and not reversed:
+//! [`IdempotencyStore::is_cancelled`]).
 //!
 //! What the crate does not know stays here: the PIN check and the approval rule (its
-//! authorizer), which sale a void cancels (`<data-dir>/host-voids.log`, written before the
-//! void is decided and read against the store, so a link only counts once its void is
-//! approved and not reversed), the authorization code (derived from the key, so repeats
-//! and restarts give the same one), and the wire codes host_sim always answered where the
-//! crate answers differently (`25` to a repeated reversal of an approved original, where
-//! the crate repeats its stored `00`; `00` to any reversal of a declined original).
+//! authorizer), the authorization code (derived from the key, so repeats and restarts
+//! give the same one), and the wire codes host_sim always answered where the crate
+//! answers differently (`25` to a repeated reversal of an approved original, where the
+//! crate repeats its stored `00`; `00` to any reversal of a declined original).
 //!
 //! Every decision is written to the store **before** the response leaves: with
-//! `Sync::Data`, answers wait for an `fdatasync` shared by concurrent decisions (group
-//! commit), so a restarted host answers repeats and reversals exactly as before.
+//! [`HostSimConfig::fsync`], answers wait for an `fdatasync` shared by concurrent
+//! decisions (group commit), so a restarted host answers repeats and reversals exactly
+//! as before.
+//!
+//! # The zone session survives a restart
+//!
+//! After every network management message that changed the switch's session (sign-on,
+//! sign-off), its [`TerminalSnapshot`](crate::session::TerminalSnapshot) is sealed under
+//! the key-encryption key ([`HostSimConfig::kek`], AES-256-GCM) and saved (fsynced)
+//! before the answer leaves; at start every stored snapshot is opened and restored. A
+//! host killed and restarted on the same directory therefore accepts the switch's next
+//! MACed message under the zone keys it had issued, without a new sign-on. A snapshot
+//! that does not open under the KEK stops the start with an error naming the file.
 
-use std::collections::HashMap;
 use std::future::Future;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use bytes::Bytes;
-use serde::{Deserialize, Serialize};
 
 use super::config::{SWITCH_MID, SWITCH_TID};
 use super::money::{Kind, ReconTotals};
-use super::wal::{Sync, Wal};
 use super::{local_now, masked_pan, Result, Running, SimError};
 use crate::codec::{Message, MessageClass, MessageView};
 use crate::net::{Frame, Framing, Request, Server, ServerConfig};
 use crate::reversal::record::SyncHandle;
 use crate::reversal::{
-    Decimal, Decision, FileStore, HostConfig as ReversalConfig, IdempotencyStore, ReversalHandler,
-    ReversalProfile, StoredTxn, TxnKey,
+    DataDir, Decimal, Decision, FileSessionStore, FileStore, HostConfig as ReversalConfig,
+    IdempotencyStore, Part, ReversalHandler, ReversalProfile, SessionStore, Store, TxnKey,
 };
 use crate::session::crypto::{Key, Pan, Pin, PinBlock, PinBlockFormat};
 use crate::session::{
-    HostConfig, HostOutcome, HostSession, MemoryKeyStore, SessionProfile, TerminalId,
+    HostConfig, HostOutcome, HostSession, Kek, MemoryKeyStore, SealedSnapshot, SessionProfile,
+    TerminalId,
 };
 
 /// The PIN every simulated card has.
@@ -72,67 +95,24 @@ pub const CARD_PIN: &str = "1234";
 pub struct HostSimConfig {
     /// The zone master key shared with the switch.
     pub zone_key: Key,
-    /// Where the store (idempotency records and ledger) and the void links live.
-    pub data_dir: PathBuf,
-    /// Durability: [`Sync::Data`] answers after an `fdatasync` (shared by concurrent
-    /// decisions); [`Sync::Os`] after the `write` (survives a killed process).
-    pub sync: Sync,
+    /// The key-encryption key the zone session snapshots are sealed under.
+    pub kek: Kek,
+    /// The data directory (idempotency records and ledger, sealed sessions).
+    pub data_dir: std::path::PathBuf,
+    /// `true`: answers wait for an `fdatasync` (shared by concurrent decisions);
+    /// `false`: for the `write` only (survives a killed process, not a power loss).
+    pub fsync: bool,
 }
 
-const STORE_FILE: &str = "host-store.rev";
-const VOIDS_FILE: &str = "host-voids.log";
-/// The ledger log of host_sim before it used `isoswitch-reversal`.
-const LEGACY_FILE: &str = "host-ledger.log";
+/// The name of host_sim's parts in its data directory (`host.store`, `host.sessions`).
+pub const PART: &str = "host";
+
+/// Files of host_sim versions before the data directory (a ledger log, a store of the
+/// same records under another name, and a JSON log of void links).
+const LEGACY_FILES: [&str; 3] = ["host-ledger.log", "host-store.rev", "host-voids.log"];
 
 /// DE 41 of the canonical view when a request has none.
 const NO_TERMINAL: &str = "00000000";
-
-/// A void names the sale it cancels (DE 90): written before the void is decided.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-struct VoidLink {
-    void: (String, String, u32),
-    sale: (String, String, u32),
-}
-
-fn key_tuple(k: &TxnKey) -> (String, String, u32) {
-    (k.terminal.clone(), k.merchant.clone(), k.stan)
-}
-
-fn tuple_key((terminal, merchant, stan): &(String, String, u32)) -> TxnKey {
-    TxnKey {
-        terminal: terminal.clone(),
-        merchant: merchant.clone(),
-        batch: 0,
-        stan: *stan,
-    }
-}
-
-/// Which sale each void names, read against the store: a void cancels its sale while
-/// the void is approved and not reversed.
-#[derive(Debug, Default)]
-struct Voids {
-    sale_of: HashMap<TxnKey, TxnKey>,
-    voids_of: HashMap<TxnKey, Vec<TxnKey>>,
-}
-
-/// Approved and not reversed.
-fn standing(t: Option<&StoredTxn>) -> bool {
-    t.is_some_and(|t| t.reversal.is_none() && t.original.as_ref().is_some_and(|o| o.approved))
-}
-
-impl Voids {
-    fn insert(&mut self, void: TxnKey, sale: TxnKey) {
-        if self.sale_of.insert(void.clone(), sale.clone()).is_none() {
-            self.voids_of.entry(sale).or_default().push(void);
-        }
-    }
-
-    fn voided(&self, store: &impl IdempotencyStore, sale: &TxnKey) -> bool {
-        self.voids_of
-            .get(sale)
-            .is_some_and(|vs| vs.iter().any(|v| standing(store.get(v))))
-    }
-}
 
 /// Minor units of an amount the crate holds (the canonical view has no DE 49: two
 /// decimals).
@@ -162,21 +142,29 @@ fn auth_code(k: &TxnKey) -> String {
     format!("{:06}", h % 1_000_000)
 }
 
-fn recon(store: &FileStore, voids: &Voids) -> ReconTotals {
+fn overflow(what: &str) -> SimError {
+    SimError::Config(format!(
+        "host store: {what} overflows the reconciliation totals (damaged store?)"
+    ))
+}
+
+/// The reconciliation totals of the store (amounts read from disk: checked).
+fn recon(store: &impl IdempotencyStore) -> Result<ReconTotals> {
     let mut t = ReconTotals::default();
     for (k, v) in store.entries() {
         let Some(o) = &v.original else { continue };
         let Some(kind) = kind_of(o.txn_type) else {
             continue;
         };
-        let undone = (o.approved && v.reversal.is_some()) || voids.voided(store, k);
-        let amount = u64::try_from(minor(o.amount)).unwrap_or(0);
-        t.count(kind, o.approved, undone, amount);
+        let undone = (o.approved && v.reversal.is_some()) || store.is_cancelled(k);
+        let amount = u64::try_from(minor(o.amount)).map_err(|_| overflow("an amount"))?;
+        t.checked_count(kind, o.approved, undone, amount)
+            .ok_or_else(|| overflow("a total"))?;
     }
-    t
+    Ok(t)
 }
 
-fn summarize(store: &FileStore, voids: &Voids) -> LedgerSummary {
+fn summarize(store: &impl IdempotencyStore) -> Result<LedgerSummary> {
     let mut s = LedgerSummary {
         total: minor(store.ledger().total()),
         cards: store.ledger().cards().count(),
@@ -184,7 +172,7 @@ fn summarize(store: &FileStore, voids: &Voids) -> LedgerSummary {
         approved: 0,
         reversed: 0,
         unknown_reversals: 0,
-        recon: recon(store, voids),
+        recon: recon(store)?,
     };
     for (_, v) in store.entries() {
         match (&v.original, &v.reversal) {
@@ -202,7 +190,7 @@ fn summarize(store: &FileStore, voids: &Voids) -> LedgerSummary {
             (None, None) => {}
         }
     }
-    s
+    Ok(s)
 }
 
 /// What the host's ledger holds.
@@ -224,38 +212,61 @@ pub struct LedgerSummary {
     pub recon: ReconTotals,
 }
 
-fn open_store(data_dir: &Path) -> Result<FileStore> {
-    let legacy = data_dir.join(LEGACY_FILE);
-    let path = data_dir.join(STORE_FILE);
-    if legacy.exists() && !path.exists() {
+/// Refuses a directory written by a host_sim before the data directory.
+fn check_legacy(data_dir: &Path) -> Result<()> {
+    if let Some(f) = LEGACY_FILES
+        .iter()
+        .map(|f| data_dir.join(f))
+        .find(|p| p.exists())
+    {
         return Err(SimError::Config(format!(
-            "{} was written by an older host_sim (its ledger is now {}); start with an empty --data-dir",
-            legacy.display(),
-            STORE_FILE
+            "{} was written by an older host_sim (its state is now {}/{PART}.store and {PART}.sessions); start with an empty --data-dir",
+            f.display(),
+            data_dir.display()
         )));
     }
-    Ok(FileStore::open(&path)?)
+    Ok(())
 }
 
-fn open_voids(data_dir: &Path, sync: Sync) -> Result<(Wal, Voids)> {
-    let (wal, links) = Wal::open::<VoidLink>(&data_dir.join(VOIDS_FILE), sync)?;
-    let mut voids = Voids::default();
-    for l in &links {
-        voids.insert(tuple_key(&l.void), tuple_key(&l.sale));
-    }
-    Ok((wal, voids))
+/// Opens `data_dir` (taking its lock) and host_sim's idempotency part.
+fn open_store(data_dir: &Path) -> Result<(DataDir, Part<FileStore>)> {
+    check_legacy(data_dir)?;
+    let data = DataDir::open(data_dir)?;
+    let store = data.idempotency(PART)?;
+    Ok((data, store))
 }
 
-/// Reads the ledger a host left in `data_dir` (the host must not be running).
+/// Reads the ledger a host left in `data_dir` (the host must not be running: the data
+/// directory is locked while it is).
 pub fn read_ledger(data_dir: &Path) -> Result<LedgerSummary> {
-    let store = open_store(data_dir)?;
-    let (_wal, voids) = open_voids(data_dir, Sync::Os)?;
-    Ok(summarize(&store, &voids))
+    let (_data, store) = open_store(data_dir)?;
+    summarize(&*store)
 }
 
-struct Book {
-    handler: ReversalHandler<FileStore>,
-    voids: Voids,
+/// Opens every stored session snapshot under `kek` and restores it into `session`.
+fn restore_sessions(
+    session: &mut HostSession<MemoryKeyStore>,
+    sessions: &Part<FileSessionStore>,
+    kek: &Kek,
+) -> Result<usize> {
+    let mut restored = 0;
+    for sealed in sessions.terminals()? {
+        let snapshot = sealed.open(kek).map_err(|e| {
+            SimError::Config(format!(
+                "{}: the session of {} does not open under the KEK ({kek:?}): {e}; start with the KEK it was sealed under, or delete the file (the switch then signs on again)",
+                sessions.path().display(),
+                sealed.terminal
+            ))
+        })?;
+        match session.restore(snapshot) {
+            Ok(()) => restored += 1,
+            // Not a zone identity of this host (any longer): it signs on again.
+            Err(e) => {
+                tracing::warn!(terminal = %sealed.terminal, error = %e, "stored session not restored")
+            }
+        }
+    }
+    Ok(restored)
 }
 
 struct Inner {
@@ -264,13 +275,19 @@ struct Inner {
     matching: ReversalProfile,
     session: Mutex<HostSession<MemoryKeyStore>>,
     switch: TerminalId,
-    book: Mutex<Book>,
-    voids_wal: Wal,
-    /// `Some` with [`Sync::Data`]: answers wait until the store is synced past them.
+    book: Mutex<ReversalHandler<Part<FileStore>>>,
+    /// Held while a network management message is answered and its snapshots saved, so
+    /// snapshots reach the store in the order the session made them.
+    sessions: Arc<tokio::sync::Mutex<Part<FileSessionStore>>>,
+    kek: Kek,
+    /// `Some` with [`HostSimConfig::fsync`]: answers wait until the store is synced past
+    /// them.
     syncer: Option<SyncHandle>,
     /// Store bytes known durable.
     synced: AtomicU64,
     sync_gate: tokio::sync::Mutex<()>,
+    /// The data directory (its lock is held while the host lives).
+    data: DataDir,
 }
 
 /// The host; cheap to clone.
@@ -281,7 +298,9 @@ pub struct HostSim {
 
 impl std::fmt::Debug for HostSim {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("HostSim").finish_non_exhaustive()
+        f.debug_struct("HostSim")
+            .field("data", &self.inner.data.describe())
+            .finish_non_exhaustive()
     }
 }
 
@@ -318,56 +337,76 @@ fn canonical(
 }
 
 impl HostSim {
-    /// Opens the store and the void links in `config.data_dir` (replaying them).
+    /// Opens the data directory `config.data_dir` (locking it), replays the store and
+    /// restores the stored zone sessions.
+    ///
+    /// # Errors
+    /// The directory is locked by another host ([`crate::reversal::ReversalError::Locked`]),
+    /// was written by an older host_sim, a part is damaged (`Corrupt`, naming the file and
+    /// offset), a session snapshot does not open under the KEK, I/O errors.
     pub fn open(config: &HostSimConfig) -> Result<HostSim> {
-        std::fs::create_dir_all(&config.data_dir)
-            .map_err(|e| SimError::io(config.data_dir.display(), e))?;
-        let mut store = open_store(&config.data_dir)?;
-        // Commits are one `write`; with Sync::Data the answers wait for a shared fsync.
+        let (data, mut store) = open_store(&config.data_dir)?;
+        // Commits are one `write`; with fsync the answers wait for a shared fdatasync.
         store.set_sync_on_commit(false);
-        let syncer = match config.sync {
-            Sync::Data => {
-                // What a killed host wrote but never synced is answered from: sync it.
-                store.sync()?;
-                Some(store.sync_handle()?)
-            }
-            Sync::Os => None,
+        let syncer = if config.fsync {
+            // What a killed host wrote but never synced is answered from: sync it.
+            store.sync()?;
+            Some(store.sync_handle()?)
+        } else {
+            None
         };
         let written = store.written();
-        let (voids_wal, voids) = open_voids(&config.data_dir, config.sync)?;
+        let sessions = data.sessions(PART)?;
+        let s = summarize(&*store)?;
         let matching = ReversalProfile::iso87("iso87-binary")?;
         let handler = ReversalHandler::new(matching.clone(), store, ReversalConfig::default());
-        let book = Book { handler, voids };
-        let s = summarize(book.handler.store(), &book.voids);
-        tracing::info!(
-            transactions = s.transactions,
-            cards = s.cards,
-            "host store replayed"
-        );
         let profile = SessionProfile::iso87_binary()?;
         let switch = TerminalId::new(SWITCH_TID, SWITCH_MID)?;
         let mut keys = MemoryKeyStore::new();
         keys.insert(switch, config.zone_key.clone())?;
-        let session = HostSession::new(profile.clone(), HostConfig::default(), keys)?;
+        let mut session = HostSession::new(profile.clone(), HostConfig::default(), keys)?;
+        let restored = restore_sessions(&mut session, &sessions, &config.kek)?;
+        let torn = data.torn_tails();
+        for t in &torn {
+            tracing::warn!(path = %t.path.display(), offset = t.torn.offset, reason = ?t.torn.reason, "host: torn tail cut");
+        }
+        tracing::info!(
+            data = %data.describe(),
+            transactions = s.transactions,
+            cards = s.cards,
+            sessions = restored,
+            torn_tails = torn.len(),
+            "host store replayed"
+        );
         Ok(HostSim {
             inner: Arc::new(Inner {
                 profile,
                 matching,
                 session: Mutex::new(session),
                 switch,
-                book: Mutex::new(book),
-                voids_wal,
+                book: Mutex::new(handler),
+                sessions: Arc::new(tokio::sync::Mutex::new(sessions)),
+                kek: config.kek.clone(),
                 syncer,
                 synced: AtomicU64::new(written),
                 sync_gate: tokio::sync::Mutex::new(()),
+                data,
             }),
         })
     }
 
     /// The ledger now.
-    pub fn summary(&self) -> LedgerSummary {
-        let book = lock(&self.inner.book);
-        summarize(book.handler.store(), &book.voids)
+    ///
+    /// # Errors
+    /// The totals overflow (a damaged store).
+    pub fn summary(&self) -> Result<LedgerSummary> {
+        summarize(lock(&self.inner.book).store())
+    }
+
+    /// Whether the switch is signed on (has zone working keys) — also right after a
+    /// restart that restored its session.
+    pub fn switch_signed_on(&self) -> bool {
+        lock(&self.inner.session).is_signed_on(&self.inner.switch)
     }
 
     /// Binds `listen` and serves in the background.
@@ -398,9 +437,8 @@ impl HostSim {
         println!("host_sim listening on {}", running.addr);
         shutdown.await;
         running.stop().await;
-        self.inner.voids_wal.barrier().await?;
         if self.inner.syncer.is_some() {
-            lock(&self.inner.book).handler.store().sync()?;
+            lock(&self.inner.book).store().sync()?;
         }
         Ok(())
     }
@@ -419,7 +457,7 @@ impl HostSim {
         if inner.synced.load(Ordering::Acquire) >= upto {
             return Ok(());
         }
-        let target = lock(&inner.book).handler.store().written();
+        let target = lock(&inner.book).store().written();
         let h = h.clone();
         tokio::task::spawn_blocking(move || h.sync())
             .await
@@ -467,21 +505,44 @@ impl HostSim {
         Ok(self.inner.profile.seal(mak, &mut r)?)
     }
 
+    /// Network management through the [`HostSession`]; what it changed is sealed and
+    /// saved before the answer leaves.
+    async fn network(&self, bytes: Bytes) -> Result<Option<Bytes>> {
+        let inner = &self.inner;
+        let mut sessions = inner.sessions.clone().lock_owned().await;
+        let (out, changed) = {
+            let mut session = lock(&inner.session);
+            let out = session.handle_request(local_now(), bytes)?;
+            let changed = std::iter::from_fn(|| session.poll_snapshot())
+                .map(|s| s.seal(&inner.kek))
+                .collect::<std::result::Result<Vec<SealedSnapshot>, _>>()?;
+            (out, changed)
+        };
+        if !changed.is_empty() {
+            // One write and one fsync (rare: sign-ons), off the async threads.
+            let n = changed.len();
+            tokio::task::spawn_blocking(move || sessions.save(&changed))
+                .await
+                .map_err(|e| SimError::Protocol(format!("session save task: {e}")))??;
+            tracing::info!(snapshots = n, "host: zone session saved");
+        }
+        Ok(match out {
+            HostOutcome::Replied { reply, action } => {
+                tracing::info!(?action, "host: network management");
+                Some(reply)
+            }
+            HostOutcome::Rejected { reply, .. } => Some(reply),
+            HostOutcome::Accepted(_) | HostOutcome::Acknowledged { .. } => None,
+        })
+    }
+
     async fn answer(&self, bytes: Bytes) -> Result<Option<Bytes>> {
         let inner = &self.inner;
         let dialect = inner.profile.dialect.clone();
         let msg = Message::decode(&dialect, bytes.clone())?;
         let mti = msg.mti();
         if mti.class() == MessageClass::NetworkManagement {
-            let out = lock(&inner.session).handle_request(local_now(), bytes)?;
-            return Ok(match out {
-                HostOutcome::Replied { reply, action } => {
-                    tracing::info!(?action, "host: network management");
-                    Some(reply)
-                }
-                HostOutcome::Rejected { reply, .. } => Some(reply),
-                HostOutcome::Accepted(_) | HostOutcome::Acknowledged { .. } => None,
-            });
+            return self.network(bytes).await;
         }
         if mti.is_response() {
             return Ok(None);
@@ -537,7 +598,7 @@ impl HostSim {
                 }
             }
         };
-        // A void names its sale in DE 90; the link is durable before the void is decided.
+        // A void names its sale in DE 90; an approved void's record carries the link.
         let sale = if kind == Kind::Void {
             de90_original(msg)
                 .and_then(|(s, d)| canonical(&inner.matching, msg, &s, &d))
@@ -545,19 +606,8 @@ impl HostSim {
         } else {
             None
         };
-        if let Some(sale) = &sale {
-            let link = VoidLink {
-                void: key_tuple(&key),
-                sale: key_tuple(sale),
-            };
-            inner.voids_wal.append_then(&link)?.wait().await?;
-        }
         let (code, auth, upto) = {
-            let mut book = lock(&inner.book);
-            let Book { handler, voids } = &mut *book;
-            if let Some(sale) = &sale {
-                voids.insert(key.clone(), sale.clone());
-            }
+            let mut handler = lock(&inner.book);
             let known = handler.store().get(&key).and_then(|t| t.original.clone());
             match known {
                 // A repeated advice gets its first answer again.
@@ -583,9 +633,8 @@ impl HostSim {
                             match target {
                                 Some((s, t, o))
                                     if kind_of(o.txn_type) == Some(Kind::Sale)
-                                        && o.approved
-                                        && t.reversal.is_none()
-                                        && !voids.voided(store, s) =>
+                                        && t.standing()
+                                        && !store.is_cancelled(s) =>
                                 {
                                     if minor(o.amount) == i128::from(amount) {
                                         Decision::Approve { auth_code: None }
@@ -597,7 +646,8 @@ impl HostSim {
                             }
                         }
                     };
-                    let r = handler.handle(&canon, move |_, _| decision)?;
+                    let r =
+                        handler.handle_original_cancelling(&canon, sale, move |_, _| decision)?;
                     let code = r.get(39).unwrap_or_else(|| "96".into());
                     let auth = (code == "00").then(|| auth_code(&key));
                     (code, auth, handler.store().written())
@@ -617,8 +667,7 @@ impl HostSim {
             return self.reply(msg, "30", Some(mak));
         };
         let (code, auth, upto) = {
-            let mut book = lock(&inner.book);
-            let handler = &mut book.handler;
+            let mut handler = lock(&inner.book);
             let prior = handler.store().get(&key).cloned().unwrap_or_default();
             // DE 38 of the answer: the original's approval code, when the host had
             // approved it (tells the switch what its reconciliation must count).
@@ -645,10 +694,7 @@ impl HostSim {
     }
 
     fn reconcile(&self, msg: &Message, mak: &Key) -> Result<Bytes> {
-        let ours = {
-            let book = lock(&self.inner.book);
-            recon(book.handler.store(), &book.voids)
-        };
+        let ours = recon(lock(&self.inner.book).store())?;
         let theirs = ReconTotals::read(msg)?;
         let code = ours.settlement_code(&theirs);
         let balanced = code == "1";
@@ -678,6 +724,10 @@ mod wire_tests {
             0x32, 0x10,
         ])
         .unwrap()
+    }
+
+    fn kek() -> Kek {
+        crate::config::kek_from_hex(crate::config::SAMPLE_KEK).unwrap()
     }
 
     fn fin(
@@ -747,8 +797,9 @@ mod wire_tests {
         let dir = tempfile::tempdir().unwrap();
         let cfg = HostSimConfig {
             zone_key: key(),
+            kek: kek(),
             data_dir: dir.path().to_path_buf(),
-            sync: Sync::Data,
+            fsync: true,
         };
         let (sale, void, refund) = ("000000", "020000", "200000");
         let h = HostSim::open(&cfg).unwrap();
@@ -775,7 +826,7 @@ mod wire_tests {
             ],
         )
         .await;
-        let s = h.summary();
+        let s = h.summary().unwrap();
         assert_eq!(
             (
                 s.total,
@@ -801,11 +852,216 @@ mod wire_tests {
             ],
         )
         .await;
-        let s2 = h.summary();
+        let s2 = h.summary().unwrap();
         assert_eq!(s2.total, -700);
         assert_eq!((s2.transactions, s2.reversed), (10, 2));
         assert_eq!((s2.recon.debits, s2.recon.debit_reversals), (2, 2));
         drop(h);
         assert_eq!(read_ledger(dir.path()).unwrap(), s2);
+    }
+}
+
+#[cfg(test)]
+/// The zone session survives a restart: the switch's upstream link (a `TerminalSession`
+/// over the switch's identity, as `switchd` runs it) signs on, both sides store their
+/// sealed snapshots in their data directories, both are dropped (the process killed),
+/// and after reopening the directories the link's next MACed request is answered `00`
+/// with a MAC the link verifies — without a new sign-on.
+mod restart_tests {
+    use super::*;
+    use crate::codec::Mti;
+    use crate::reversal::{ReversalError, UpstreamSave};
+    use crate::session::counters::MemoryCounters;
+    use crate::session::{Inbound, TerminalConfig, TerminalSession, TerminalState};
+    use std::time::Instant;
+
+    fn kek(b: u8) -> Kek {
+        Kek::new(&Key::aes(&[b; 32]).unwrap()).unwrap()
+    }
+
+    fn cfg(dir: &Path, kek: Kek) -> HostSimConfig {
+        HostSimConfig {
+            zone_key: crate::config::zone_key_from_hex(crate::config::SAMPLE_ZONE_KEY).unwrap(),
+            kek,
+            data_dir: dir.to_path_buf(),
+            fsync: true,
+        }
+    }
+
+    /// The switch's end of the upstream link.
+    fn link() -> TerminalSession<MemoryCounters> {
+        let id = TerminalId::new(SWITCH_TID, SWITCH_MID).unwrap();
+        TerminalSession::new(
+            SessionProfile::iso87_binary().unwrap(),
+            TerminalConfig::new(id),
+            crate::config::zone_key_from_hex(crate::config::SAMPLE_ZONE_KEY).unwrap(),
+            MemoryCounters::new(),
+        )
+        .unwrap()
+    }
+
+    fn sale(link: &TerminalSession<MemoryCounters>, stan: u32, amount: u64) -> Message {
+        let mut m = Message::new(&link.profile().dialect, Mti::from_u16(200).unwrap());
+        m.set(2, "6222020000001234").unwrap();
+        m.set(3, "000000").unwrap();
+        m.set_number(4, amount).unwrap();
+        m.set(7, "1125093000").unwrap();
+        m.set(11, format!("{stan:06}")).unwrap();
+        m.set(32, "12345678").unwrap();
+        m.set(49, "156").unwrap();
+        m
+    }
+
+    /// One MACed sale through the host: DE 39 of the answer and whether the link
+    /// verified its MAC.
+    async fn send(
+        h: &HostSim,
+        link: &mut TerminalSession<MemoryCounters>,
+        stan: u32,
+        amount: u64,
+    ) -> (String, bool) {
+        let now = Instant::now();
+        let sealed = link.seal_request(now, sale(link, stan, amount)).unwrap();
+        let reply = h.answer(sealed.bytes.clone()).await.unwrap().unwrap();
+        let code = Message::decode(&link.profile().dialect, reply.clone())
+            .unwrap()
+            .get(39)
+            .unwrap();
+        let verified = matches!(link.handle_message(now, reply), Ok(Inbound::Verified(_)));
+        (code, verified)
+    }
+
+    #[tokio::test]
+    async fn a_killed_host_restarts_with_the_zone_keys_and_accepts_the_next_maced_request() {
+        let host_dir = tempfile::tempdir().unwrap();
+        let switch_dir = tempfile::tempdir().unwrap();
+        let h = HostSim::open(&cfg(host_dir.path(), kek(7))).unwrap();
+        assert!(!h.switch_signed_on());
+        let mut up = link();
+        let now = Instant::now();
+        let req = up.sign_on(now, local_now()).unwrap();
+        let reply = h.answer(req).await.unwrap().expect("0810");
+        assert!(matches!(
+            up.handle_message(now, reply).unwrap(),
+            Inbound::SignedOn { .. }
+        ));
+        assert!(h.switch_signed_on());
+        // The switch keeps its end sealed in its own data directory.
+        {
+            let data = DataDir::open(switch_dir.path()).unwrap();
+            let mut s = data.sessions("switch").unwrap();
+            let sealed = up.export().seal(&kek(9)).unwrap();
+            assert_eq!(
+                s.save_upstream("upstream", &sealed, None).unwrap(),
+                UpstreamSave::Saved
+            );
+        }
+        assert_eq!(send(&h, &mut up, 1, 1000).await, ("00".into(), true));
+        // A second host on the same directory is refused while this one runs.
+        match HostSim::open(&cfg(host_dir.path(), kek(7))) {
+            Err(SimError::Reversal(ReversalError::Locked { .. })) => {}
+            other => panic!("second host on a locked directory: {other:?}"),
+        }
+        // The stored session is sealed: the zone MAK's bytes are not in the file.
+        let mak = h
+            .inner
+            .session
+            .lock()
+            .unwrap()
+            .working_keys(&h.inner.switch)
+            .unwrap()
+            .mak()
+            .expose_secret();
+        let file = std::fs::read(host_dir.path().join("host.sessions")).unwrap();
+        assert!(!file.windows(mak.len()).any(|w| w == &mak[..]));
+
+        // Killed: everything dropped, nothing shut down; the switch restarts too.
+        drop(h);
+        drop(up);
+        let h = HostSim::open(&cfg(host_dir.path(), kek(7))).unwrap();
+        assert!(h.switch_signed_on(), "zone session restored");
+        let mut up = link();
+        {
+            let data = DataDir::open(switch_dir.path()).unwrap();
+            let s = data.sessions("switch").unwrap();
+            let snap = s
+                .upstream("upstream")
+                .unwrap()
+                .unwrap()
+                .open(&kek(9))
+                .unwrap();
+            up.restore(snap).unwrap();
+        }
+        assert_eq!(up.state(), TerminalState::Ready, "no sign-on");
+        assert_eq!(send(&h, &mut up, 2, 2000).await, ("00".into(), true));
+        // A repeat of the sale before the restart is caught by the store.
+        assert_eq!(send(&h, &mut up, 1, 1000).await, ("94".into(), true));
+        assert_eq!(h.summary().unwrap().total, 3000);
+        drop(h);
+
+        // The control: a host without the stored session answers the same link 77.
+        let fresh = tempfile::tempdir().unwrap();
+        let f = HostSim::open(&cfg(fresh.path(), kek(7))).unwrap();
+        assert_eq!(send(&f, &mut up, 3, 3000).await.0, "77");
+        drop(f);
+
+        // Under another KEK the stored session does not open: a clear error.
+        match HostSim::open(&cfg(host_dir.path(), kek(8))) {
+            Err(SimError::Config(e)) => {
+                assert!(
+                    e.contains("host.sessions") && e.contains("does not open"),
+                    "{e}"
+                )
+            }
+            other => panic!("wrong KEK: {other:?}"),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_damaged_store_is_an_error_naming_the_file_and_a_torn_tail_is_cut() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let h = HostSim::open(&cfg(dir.path(), kek(7))).unwrap();
+            let mut up = link();
+            let now = Instant::now();
+            let req = up.sign_on(now, local_now()).unwrap();
+            let reply = h.answer(req).await.unwrap().unwrap();
+            up.handle_message(now, reply).unwrap();
+            for stan in 1..=3 {
+                assert_eq!(send(&h, &mut up, stan, 1000).await.0, "00");
+            }
+        }
+        let path = dir.path().join("host.store");
+        let good = std::fs::read(&path).unwrap();
+        // A torn tail (a crash mid-append): cut, the three sales kept.
+        let mut torn = good.clone();
+        torn.extend_from_slice(&[200, 0, 0, 0, 1, 2]);
+        std::fs::write(&path, &torn).unwrap();
+        let h = HostSim::open(&cfg(dir.path(), kek(7))).unwrap();
+        assert_eq!(h.summary().unwrap().total, 3000);
+        assert_eq!(h.inner.data.torn_tails().len(), 1);
+        drop(h);
+        assert_eq!(std::fs::read(&path).unwrap(), good);
+        // A flipped byte in the first record, valid ones after it: not a torn tail.
+        let mut bad = good.clone();
+        bad[20] ^= 0xFF;
+        std::fs::write(&path, &bad).unwrap();
+        match HostSim::open(&cfg(dir.path(), kek(7))) {
+            Err(SimError::Reversal(ReversalError::Corrupt {
+                path: p, offset, ..
+            })) => {
+                assert_eq!(p, path);
+                assert_eq!(offset, 8, "the first record, after the magic");
+            }
+            other => panic!("damaged store: {other:?}"),
+        }
+        assert!(read_ledger(dir.path()).is_err());
+        // A host_sim data directory of the old layout is refused, naming the file.
+        let old = tempfile::tempdir().unwrap();
+        std::fs::write(old.path().join("host-voids.log"), b"").unwrap();
+        match HostSim::open(&cfg(old.path(), kek(7))) {
+            Err(SimError::Config(e)) => assert!(e.contains("host-voids.log"), "{e}"),
+            other => panic!("old layout: {other:?}"),
+        }
     }
 }

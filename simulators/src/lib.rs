@@ -5,14 +5,14 @@
 //! tests drive the same code (in-process or as child processes).
 //!
 //! ## Module map
-//! - [`config`] — terminal master keys (`terminals.toml`), the zone master key and KEK files.
-//! - [`wal`] — an append-only, group-committed (fdatasync) record log: the switch's
-//!   journal, the host's void links, a terminal's reversal journal.
+//! - [`config`] — terminal master keys (`terminals.toml`), the zone master key file, the
+//!   key-encryption key file (`host_sim --kek`).
 //! - [`chaos`] — a frame-aware TCP proxy that drops responses, delays them and resets
 //!   connections.
 //! - [`host`] — `host_sim`: network sign-on, MAC checks, approval rule, ledger per card and
-//!   idempotent reversals through `isoswitch-reversal` (`ReversalHandler` over a
-//!   `FileStore`), reconciliation (0500/0510, DE 74–89, 97).
+//!   idempotent reversals through `isoswitch-reversal` (`ReversalHandler` over the
+//!   idempotency part of a locked `DataDir`; the zone session sealed under a KEK in its
+//!   sessions part, restored at start), reconciliation (0500/0510, DE 74–89, 97).
 //! - [`switch`] — `switchd`'s wiring over `isoswitch_switch::SwitchService` (a locked data
 //!   directory, the terminals file, the keys); every mechanism is the library's.
 //! - [`terminal`] — `terminal_sim`: N terminals on the library (`UpstreamLink` +
@@ -36,7 +36,6 @@ pub mod host;
 pub mod money;
 pub mod switch;
 pub mod terminal;
-pub mod wal;
 
 use std::fmt;
 

@@ -182,6 +182,44 @@ impl ReconTotals {
         }
     }
 
+    /// As [`ReconTotals::count`], checked (for amounts read back from disk): `None`,
+    /// changing nothing, when a total would overflow.
+    pub fn checked_count(
+        &mut self,
+        kind: Kind,
+        approved: bool,
+        undone: bool,
+        amount: u64,
+    ) -> Option<()> {
+        if !approved {
+            return Some(());
+        }
+        let mut t = *self;
+        let (count, total, rev_count, rev_total) = match kind {
+            Kind::Sale => (
+                &mut t.debits,
+                &mut t.debits_amount,
+                &mut t.debit_reversals,
+                &mut t.debit_reversals_amount,
+            ),
+            Kind::Refund => (
+                &mut t.credits,
+                &mut t.credits_amount,
+                &mut t.credit_reversals,
+                &mut t.credit_reversals_amount,
+            ),
+            Kind::Void => return Some(()),
+        };
+        *count = count.checked_add(1)?;
+        *total = total.checked_add(amount)?;
+        if undone {
+            *rev_count = rev_count.checked_add(1)?;
+            *rev_total = rev_total.checked_add(amount)?;
+        }
+        *self = t;
+        Some(())
+    }
+
     /// `(88 − 89) − (86 − 87)`.
     pub fn net(&self) -> i128 {
         (i128::from(self.debits_amount) - i128::from(self.debit_reversals_amount))

@@ -13,9 +13,9 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use isoswitch_sim::chaos::{ChaosConfig, ChaosProxy};
-use isoswitch_sim::config::{self, parse_terminals, SAMPLE_TERMINALS, SAMPLE_ZONE_KEY};
+use isoswitch_sim::config::{self, parse_terminals, SAMPLE_KEK, SAMPLE_TERMINALS, SAMPLE_ZONE_KEY};
 use isoswitch_sim::terminal::{self, TerminalSimConfig};
-use isoswitch_sim::{host, money::cents, switch, wal};
+use isoswitch_sim::{host, money::cents, switch};
 
 const ROLE: &str = "ISOSWITCH_E2E_ROLE";
 
@@ -124,8 +124,9 @@ fn e2e_child() {
             "host" => {
                 let h = host::HostSim::open(&host::HostSimConfig {
                     zone_key,
+                    kek: config::kek_from_hex(SAMPLE_KEK).expect("kek"),
                     data_dir: data,
-                    sync: wal::Sync::Data,
+                    fsync: true,
                 })
                 .expect("host");
                 h.serve(&listen, isoswitch_sim::shutdown_signal())
@@ -137,7 +138,7 @@ fn e2e_child() {
                 let sw = switch::Switch::start(switch::SwitchConfig {
                     terminals: parse_terminals(SAMPLE_TERMINALS).expect("terminals"),
                     zone_key,
-                    kek: config::kek_from_hex(config::SAMPLE_KEK).expect("kek"),
+                    kek: config::kek_from_hex(SAMPLE_KEK).expect("kek"),
                     host_addr: upstream,
                     data_dir: data,
                     upstream_timeout: Duration::from_millis(500),
@@ -202,7 +203,7 @@ fn scenario(kill: Kill) {
         timeout: Duration::from_millis(1500),
         chaos,
         data_dir: dir.path().join("terminals"),
-        kek: config::kek_from_hex(config::SAMPLE_KEK).expect("kek"),
+        kek: config::kek_from_hex(SAMPLE_KEK).expect("kek"),
         progress: false,
         batch_max: 900,
     }));
@@ -318,7 +319,7 @@ fn e2e_readme_flow_twice_on_the_same_data_balances_both_times() {
                     reset: 0.0,
                 },
                 data_dir: terminal_dir.clone(),
-                kek: config::kek_from_hex(config::SAMPLE_KEK).expect("kek"),
+                kek: config::kek_from_hex(SAMPLE_KEK).expect("kek"),
                 progress: false,
                 batch_max: 900,
             }))
@@ -344,4 +345,92 @@ fn e2e_readme_flow_twice_on_the_same_data_balances_both_times() {
             "run {run}: host ledger ≠ the terminals' total"
         );
     }
+}
+
+/// `host_sim` SIGKILLed and restarted on the same data directory restores the zone
+/// session it had issued (sealed under the KEK in `host.sessions`): the switch's next
+/// MACed requests are accepted under the zone keys it already has — the switch signs
+/// on upstream once, at its start, and never again. (Before the session store, the
+/// restarted host answered `77` and the switch signed on a second time.) The switch
+/// runs in this process to count its upstream sign-ons; no chaos, so every request of
+/// the second run must be answered.
+#[test]
+fn e2e_host_sim_killed_keeps_the_zone_session_no_new_upstream_sign_on() {
+    isoswitch_sim::init_tracing("error");
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let host_dir = dir.path().join("host");
+    let host_addr = format!("127.0.0.1:{}", free_port());
+    let mut host_proc = Some(Proc::spawn("host", &host_addr, &host_dir, ""));
+    let terminals = parse_terminals(SAMPLE_TERMINALS).expect("terminals");
+    let zone_key = config::zone_key_from_hex(SAMPLE_ZONE_KEY).expect("zone key");
+    let sw = rt
+        .block_on(switch::Switch::start(switch::SwitchConfig {
+            terminals: terminals.clone(),
+            zone_key,
+            kek: config::kek_from_hex(SAMPLE_KEK).expect("kek"),
+            host_addr: host_addr.clone(),
+            data_dir: dir.path().join("switch"),
+            upstream_timeout: Duration::from_secs(2),
+            upstream_in_flight: 256,
+        }))
+        .expect("switch");
+    let sr = rt.block_on(sw.spawn("127.0.0.1:0")).expect("switch up");
+    let link = sw.service().switch().upstream().clone();
+    let sign_ons = || link.sign_ons();
+    let end = Instant::now() + Duration::from_secs(30);
+    while sign_ons() == 0 && Instant::now() < end {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(sign_ons(), 1, "the switch signed on upstream at its start");
+    let run = |ts: &[config::TerminalEntry], name: &str| {
+        rt.block_on(terminal::run(TerminalSimConfig {
+            switch_addr: sr.addr.to_string(),
+            terminals: ts.to_vec(),
+            count: ts.len() as u64 * 50,
+            duration: None,
+            rate: 0.0,
+            window: 1,
+            timeout: Duration::from_secs(3),
+            chaos: ChaosConfig::default(),
+            data_dir: dir.path().join(name),
+            kek: config::kek_from_hex(SAMPLE_KEK).expect("kek"),
+            progress: false,
+            batch_max: 900,
+        }))
+        .expect("terminal run")
+    };
+    let first = run(&terminals[..4], "terminals-1");
+    println!("{}", first.render());
+    assert!(first.approvals > 0 && first.all_balanced(), "first run");
+    if let Some(mut p) = host_proc.take() {
+        p.kill9();
+    }
+    host_proc = Some(Proc::spawn("host", &host_addr, &host_dir, ""));
+    // Other terminals (their own STANs), through the same switch and upstream session.
+    let second = run(&terminals[4..8], "terminals-2");
+    println!("{}", second.render());
+    assert_eq!(
+        sign_ons(),
+        1,
+        "no new upstream sign-on after the host restarted"
+    );
+    assert_eq!(second.no_response, 0, "every request answered");
+    assert!(
+        second.approvals > 0 && second.all_balanced(),
+        "second run:\n{}",
+        second.render()
+    );
+    rt.block_on(sr.stop());
+    let (host_ok, _) = host_proc.take().expect("host").terminate();
+    assert!(host_ok, "host_sim exited badly");
+    let ledger = host::read_ledger(&host_dir).expect("ledger");
+    assert_eq!(
+        ledger.total,
+        first.net() + second.net(),
+        "host ledger ≠ terminals' total"
+    );
 }

@@ -11,9 +11,9 @@ use isoswitch::session::crypto::{
     compute, decrypt_key_under, Fill, Key, MacAlgorithm, Pan, Pin, PinBlock, PinBlockFormat,
 };
 use isoswitch_sim::config::{
-    parse_terminals, zone_key_from_hex, SAMPLE_TERMINALS, SAMPLE_ZONE_KEY,
+    kek_from_hex, parse_terminals, zone_key_from_hex, SAMPLE_KEK, SAMPLE_TERMINALS, SAMPLE_ZONE_KEY,
 };
-use isoswitch_sim::{host, switch, unhex, wal};
+use isoswitch_sim::{host, switch, unhex};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
@@ -58,8 +58,9 @@ fn a_foreign_cup_pos_terminal_signs_on_and_buys() {
         let terminals = parse_terminals(SAMPLE_TERMINALS).expect("terminals");
         let h = host::HostSim::open(&host::HostSimConfig {
             zone_key: zone_key.clone(),
+            kek: kek_from_hex(SAMPLE_KEK).expect("kek"),
             data_dir: dir.path().join("host"),
-            sync: wal::Sync::Os,
+            fsync: false,
         })
         .expect("host");
         let hr = h.spawn("127.0.0.1:0").await.expect("host up");
@@ -174,6 +175,10 @@ fn a_foreign_cup_pos_terminal_signs_on_and_buys() {
 
         sr.stop().await;
         hr.stop().await;
-        assert_eq!(h.summary().total, 12_300, "the host ledger holds the sale");
+        assert_eq!(
+            h.summary().expect("ledger").total,
+            12_300,
+            "the host ledger holds the sale"
+        );
     });
 }

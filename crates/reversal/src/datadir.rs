@@ -333,6 +333,9 @@ impl<T: IdempotencyStore> IdempotencyStore for Part<T> {
     fn batch_totals(&self, terminal: &str, merchant: &str, batch: u32) -> crate::BatchTotals {
         self.inner.batch_totals(terminal, merchant, batch)
     }
+    fn is_cancelled(&self, key: &TxnKey) -> bool {
+        self.inner.is_cancelled(key)
+    }
 }
 
 impl<T: Counters> Counters for Part<T> {

@@ -268,6 +268,24 @@ impl<S: IdempotencyStore> ReversalHandler<S> {
         request: &Message,
         authorize: impl FnOnce(&Message, &TxnInfo) -> Decision,
     ) -> Result<Message> {
+        self.handle_original_cancelling(request, None, authorize)
+    }
+
+    /// Handles an original that cancels another one (a void names the sale it
+    /// cancels): as [`ReversalHandler::handle_original`], and when it is approved the
+    /// same store record names `cancels` ([`OriginalState::cancels`]), so the link and
+    /// the decision are durable together; the cancelled original then counts as
+    /// cancelled ([`IdempotencyStore::is_cancelled`]) while this one stands. A declined
+    /// original records no link.
+    ///
+    /// # Errors
+    /// As [`ReversalHandler::handle`].
+    pub fn handle_original_cancelling(
+        &mut self,
+        request: &Message,
+        cancels: Option<TxnKey>,
+        authorize: impl FnOnce(&Message, &TxnInfo) -> Decision,
+    ) -> Result<Message> {
         let key = self.profile.key_of(request)?;
         if let Some(known) = self.store.get(&key) {
             // A repeated advice (xx21) gets the answer its first got: the sender repeats
@@ -294,7 +312,10 @@ impl<S: IdempotencyStore> ReversalHandler<S> {
                 Decision::Decline(c) => (c, false, None),
             }
         };
-        let state = OriginalState::decided(&info, code, approved);
+        let state = OriginalState {
+            cancels: cancels.filter(|_| approved),
+            ..OriginalState::decided(&info, code, approved)
+        };
         self.store.commit(StoreRecord::Original {
             key: key.clone(),
             state,

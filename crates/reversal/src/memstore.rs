@@ -240,6 +240,7 @@ mod tests {
                     amount: rust_decimal::Decimal::new(500, 2),
                     code: *b"00",
                     approved: true,
+                    cancels: None,
                 },
             })
             .expect("commit");

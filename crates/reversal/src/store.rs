@@ -33,6 +33,10 @@ pub struct OriginalState {
     pub code: [u8; 2],
     /// Whether it was approved (and so moved the ledger).
     pub approved: bool,
+    /// The original this one cancels (a void names its sale), recorded with an
+    /// approved original only: the named original counts as cancelled while this one
+    /// stands — approved and not reversed ([`IdempotencyStore::is_cancelled`]).
+    pub cancels: Option<TxnKey>,
 }
 
 impl OriginalState {
@@ -46,6 +50,7 @@ impl OriginalState {
             amount: info.amount,
             code,
             approved,
+            cancels: None,
         }
     }
 }
@@ -59,6 +64,7 @@ impl std::fmt::Debug for OriginalState {
             .field("amount", &self.amount)
             .field("code", &String::from_utf8_lossy(&self.code))
             .field("approved", &self.approved)
+            .field("cancels", &self.cancels)
             .finish()
     }
 }
@@ -95,6 +101,13 @@ pub struct StoredTxn {
     pub reversal: Option<ReversalState>,
     /// The original, while it is admitted and forwarded but not yet decided.
     pub admitted: Option<Admission>,
+}
+
+impl StoredTxn {
+    /// The original was approved and is not reversed.
+    pub fn standing(&self) -> bool {
+        self.reversal.is_none() && self.original.as_ref().is_some_and(|o| o.approved)
+    }
 }
 
 /// One durable decision.
@@ -183,6 +196,15 @@ pub trait IdempotencyStore {
     /// Every key.
     fn entries(&self) -> Box<dyn Iterator<Item = (&TxnKey, &StoredTxn)> + '_>;
 
+    /// Whether `key`'s original is cancelled: an original that names it in
+    /// [`OriginalState::cancels`] stands (approved and not reversed). The default scans
+    /// every entry; [`MemoryStore`] and [`FileStore`] keep an index.
+    fn is_cancelled(&self, key: &TxnKey) -> bool {
+        self.entries().any(|(_, v)| {
+            v.standing() && v.original.as_ref().and_then(|o| o.cancels.as_ref()) == Some(key)
+        })
+    }
+
     /// The host's totals of one terminal batch: approved originals not reversed.
     fn batch_totals(&self, terminal: &str, merchant: &str, batch: u32) -> BatchTotals {
         let mut t = BatchTotals::default();
@@ -205,6 +227,8 @@ pub trait IdempotencyStore {
 pub struct MemoryStore {
     map: HashMap<TxnKey, StoredTxn>,
     ledger: Ledger,
+    /// Cancelled key → the originals that name it in [`OriginalState::cancels`].
+    cancellers: HashMap<TxnKey, Vec<TxnKey>>,
 }
 
 impl MemoryStore {
@@ -247,6 +271,12 @@ impl MemoryStore {
         self.ledger.apply(pan, effect)?;
         match rec {
             StoreRecord::Original { key, state } => {
+                if let Some(c) = &state.cancels {
+                    self.cancellers
+                        .entry(c.clone())
+                        .or_default()
+                        .push(key.clone());
+                }
                 let k = self.map.entry(key).or_default();
                 k.admitted = None;
                 k.original = Some(state);
@@ -306,11 +336,19 @@ impl IdempotencyStore for MemoryStore {
     fn entries(&self) -> Box<dyn Iterator<Item = (&TxnKey, &StoredTxn)> + '_> {
         Box::new(self.map.iter())
     }
+    fn is_cancelled(&self, key: &TxnKey) -> bool {
+        self.cancellers.get(key).is_some_and(|cs| {
+            cs.iter()
+                .any(|c| self.map.get(c).is_some_and(StoredTxn::standing))
+        })
+    }
 }
 
 const T_ORIGINAL: u8 = 1;
 const T_REVERSAL: u8 = 2;
 const T_ADMITTED: u8 = 3;
+/// An original that cancels another: [`T_ORIGINAL`]'s fields, then the cancelled key.
+const T_ORIGINAL_CANCELLING: u8 = 4;
 
 fn write_key(w: &mut Writer<'_>, k: &TxnKey) {
     w.str(&k.terminal).str(&k.merchant).u32(k.batch).u32(k.stan);
@@ -331,7 +369,11 @@ impl StoreRecord {
         let mut w = Writer::new(out);
         match self {
             StoreRecord::Original { key, state } => {
-                w.u8(T_ORIGINAL);
+                w.u8(if state.cancels.is_some() {
+                    T_ORIGINAL_CANCELLING
+                } else {
+                    T_ORIGINAL
+                });
                 write_key(&mut w, key);
                 w.u8(state.txn_type)
                     .u8(state.kind.to_u8())
@@ -341,6 +383,9 @@ impl StoreRecord {
                     .u8(state.code[0])
                     .u8(state.code[1])
                     .u8(u8::from(state.approved));
+                if let Some(c) = &state.cancels {
+                    write_key(&mut w, c);
+                }
             }
             StoreRecord::Reversal { key, pan, state } => {
                 w.u8(T_REVERSAL);
@@ -369,7 +414,7 @@ impl StoreRecord {
     pub fn decode(payload: &[u8]) -> Result<StoreRecord> {
         let mut r = Reader::new(payload);
         let rec = match r.u8()? {
-            T_ORIGINAL => {
+            t @ (T_ORIGINAL | T_ORIGINAL_CANCELLING) => {
                 let key = read_key(&mut r)?;
                 let txn_type = r.u8()?;
                 let kind = TxnKind::from_u8(r.u8()?)?;
@@ -378,6 +423,11 @@ impl StoreRecord {
                 let amount = r.decimal()?;
                 let code = [r.u8()?, r.u8()?];
                 let approved = r.u8()? != 0;
+                let cancels = if t == T_ORIGINAL_CANCELLING {
+                    Some(read_key(&mut r)?)
+                } else {
+                    None
+                };
                 StoreRecord::Original {
                     key,
                     state: OriginalState {
@@ -388,6 +438,7 @@ impl StoreRecord {
                         amount,
                         code,
                         approved,
+                        cancels,
                     },
                 }
             }
@@ -534,6 +585,9 @@ impl IdempotencyStore for FileStore {
     fn entries(&self) -> Box<dyn Iterator<Item = (&TxnKey, &StoredTxn)> + '_> {
         self.state.entries()
     }
+    fn is_cancelled(&self, key: &TxnKey) -> bool {
+        self.state.is_cancelled(key)
+    }
 }
 
 #[cfg(test)]
@@ -561,6 +615,7 @@ mod tests {
                 amount: Decimal::MAX,
                 code: *b"00",
                 approved: true,
+                cancels: None,
             },
         }
     }

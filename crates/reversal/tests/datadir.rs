@@ -37,6 +37,7 @@ fn original(stan: u32, cents: i64) -> StoreRecord {
             amount: Decimal::new(cents, 2),
             code: *b"00",
             approved: true,
+            cancels: None,
         },
     }
 }

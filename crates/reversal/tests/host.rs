@@ -212,3 +212,78 @@ fn file_store_with_deferred_sync_commits_on_write_and_syncs_through_a_handle() {
     let fs = FileStore::open(&path).unwrap();
     assert_eq!(fs.ledger().total(), Decimal::new(300, 2));
 }
+
+#[test]
+fn a_cancelling_original_is_one_record_and_counts_only_while_it_stands() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("host.store");
+    let p = ReversalProfile::cup_pos().unwrap();
+    let sale_msg = stamped(&p, 100, 1);
+    let sale_key = p.key_of(&sale_msg).unwrap();
+    let void_msg = stamped(&p, 100, 2);
+    let void_key = p.key_of(&void_msg).unwrap();
+    let declined_msg = stamped(&p, 100, 3);
+    {
+        let mut h = ReversalHandler::new(
+            p.clone(),
+            FileStore::open(&path).unwrap(),
+            HostConfig::default(),
+        );
+        h.handle(&sale_msg, approve).unwrap();
+        // A declined canceller records no link.
+        h.handle_original_cancelling(&declined_msg, Some(sale_key.clone()), |_, _| {
+            Decision::Decline(*b"05")
+        })
+        .unwrap();
+        assert!(!h.store().is_cancelled(&sale_key));
+        assert_eq!(
+            h.store()
+                .get(&p.key_of(&declined_msg).unwrap())
+                .and_then(|t| t.original.as_ref())
+                .map(|o| o.cancels.is_some()),
+            Some(false)
+        );
+        h.handle_original_cancelling(&void_msg, Some(sale_key.clone()), approve)
+            .unwrap();
+        assert!(h.store().is_cancelled(&sale_key));
+        assert!(!h.store().is_cancelled(&void_key));
+    }
+    // Replayed from the file, and after compaction: the link is in the void's record.
+    let mut fs = FileStore::open(&path).unwrap();
+    assert!(fs.is_cancelled(&sale_key));
+    fs.compact().unwrap();
+    drop(fs);
+    let mut h = ReversalHandler::new(
+        p.clone(),
+        FileStore::open(&path).unwrap(),
+        HostConfig::default(),
+    );
+    assert!(h.store().is_cancelled(&sale_key));
+    assert_eq!(
+        h.store()
+            .get(&void_key)
+            .and_then(|t| t.original.as_ref())
+            .and_then(|o| o.cancels.clone()),
+        Some(sale_key.clone())
+    );
+    // The void reversed: the sale stands again.
+    let rev = p
+        .build_reversal(&void_msg, ReversalReason::NoResponse)
+        .unwrap();
+    h.handle(&rev, approve).unwrap();
+    assert!(!h.store().is_cancelled(&sale_key));
+    let mut mem = MemoryStore::new();
+    for (k, v) in h.store().entries() {
+        if let Some(o) = &v.original {
+            mem.commit(StoreRecord::Original {
+                key: k.clone(),
+                state: o.clone(),
+            })
+            .unwrap();
+        }
+    }
+    assert!(
+        mem.is_cancelled(&sale_key),
+        "without the reversal it stands"
+    );
+}
