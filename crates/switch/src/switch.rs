@@ -506,7 +506,19 @@ where
             acquirer: Some(&inner.config.acquirer_id),
             request: Some(msg),
         };
-        let mut up = inner.to_host.apply(msg, &ctx).map_err(Prepared::Other)?;
+        // The host sees the switch's first transmission: a terminal's repeat (0221) of an
+        // advice the switch never received goes up as 0220 (the engine repeats it itself).
+        let mti = msg.mti();
+        let mti = if mti.is_repeat() {
+            isoswitch_codec::Mti::from_u16(mti.as_u16() - 1)
+                .map_err(|e| Prepared::Other(e.into()))?
+        } else {
+            mti
+        };
+        let mut up = inner
+            .to_host
+            .apply_as(msg, mti, &ctx)
+            .map_err(Prepared::Other)?;
         if let Some(f) = msg.field(52) {
             let pan = msg.get(2).unwrap_or_default();
             let id = TerminalId::from_message(msg).map_err(|e| Prepared::Other(e.into()))?;
