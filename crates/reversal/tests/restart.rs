@@ -351,3 +351,39 @@ fn a_request_repeated_after_a_restart_is_caught_by_the_idempotency_store() {
         Some(std::str::from_utf8(&dup).expect("code"))
     );
 }
+
+#[test]
+fn an_invalidated_session_evicted_before_it_was_polled_is_still_stored() {
+    let profile = SessionProfile::builtin("cup-pos").expect("profile");
+    let now = Instant::now();
+    let other = TerminalId::new("TERM0002", "MERCHANT0000001").expect("id");
+    let mut keys = MemoryKeyStore::new();
+    keys.insert(id(), tmk()).expect("register");
+    keys.insert(other, tmk()).expect("register");
+    let config = HostConfig {
+        max_terminals: 1,
+        ..HostConfig::default()
+    };
+    let mut h = HostSession::new(profile.clone(), config, keys).expect("host");
+    let mut t1 = terminal(&profile, isoswitch_session::counters::MemoryCounters::new());
+    sign_on(&mut t1, &mut h, now);
+    assert!(h.poll_snapshot().expect("t1").keys.is_some());
+    assert!(h.invalidate(&id()));
+    // The table is full: signing on the other terminal evicts the idle first one.
+    let mut t2 = TerminalSession::new(
+        profile.clone(),
+        TerminalConfig::new(other),
+        tmk(),
+        isoswitch_session::counters::MemoryCounters::new(),
+    )
+    .expect("t2");
+    sign_on(&mut t2, &mut h, now);
+    let polled: Vec<_> = std::iter::from_fn(|| h.poll_snapshot()).collect();
+    let first = polled
+        .iter()
+        .find(|s| s.terminal == id())
+        .expect("t1 stored");
+    assert!(first.keys.is_none(), "its invalidation is stored");
+    let second = polled.iter().find(|s| s.terminal == other).expect("t2");
+    assert!(second.keys.is_some());
+}
