@@ -51,7 +51,9 @@
 //!   share state: drop and reopen = a restart).
 //! - [`counters`] — [`FileCounters`]: STAN/RRN leased in blocks, batch, behind
 //!   `isoswitch_session::counters::Counters`.
-//! - [`sessions`] — [`FileSessionStore`]: the data directory's [`SessionStore`].
+//! - [`sessions`] — [`FileSessionStore`]: the data directory's [`SessionStore`]; the
+//!   glue to any session store: [`restore_host`], [`save_host_changes`],
+//!   [`restore_link`], [`save_link_changes`].
 //! - [`error`] — [`ReversalError`].
 //!
 //! ## Data flow
@@ -149,7 +151,10 @@ pub use profile::{
 /// The decimal type of amounts and totals (re-exported `rust_decimal`).
 pub use rust_decimal::Decimal;
 pub use security::{sign_on_code, NoMac, ProfileMac, Security, Verify, SIGN_ON_CODES};
-pub use sessions::{FileSessionStore, SessionRecord};
+pub use sessions::{
+    restore_host, restore_link, save_host_changes, save_link_changes, FileSessionStore,
+    RestoreReport, SessionRecord,
+};
 pub use settlement::{
     BatchTotals, HostSettlement, Iso87Totals, Settlement, SettlementConfig, SettlementOutcome,
     SettlementState, SideTotals, UploadEntry,

@@ -8,12 +8,19 @@
 //! atomically with the latest snapshot of each) when it has grown to more than four
 //! times the live size and past [`COMPACT_MIN`]. The store never sees a key in clear:
 //! snapshots are sealed by the caller ([`isoswitch_session::snapshot`]).
+//!
+//! The glue between the sans-IO sessions and any [`SessionStore`]: [`restore_host`] and
+//! [`save_host_changes`] for a host's terminal sessions, [`restore_link`] and
+//! [`save_link_changes`] for a switch's upstream link.
 
 use crate::durable::{check_part_name, SessionStore, UpstreamSave};
 use crate::error::{Result, ReversalError};
 use crate::record::{self, Reader, RecordFile, Torn, Writer};
+use isoswitch_session::counters::Counters;
 use isoswitch_session::snapshot::MAX_SEALED_LEN;
-use isoswitch_session::{SealedSnapshot, TerminalId};
+use isoswitch_session::{
+    HostSession, Kek, KeyStore, SealedSnapshot, SessionError, TerminalId, TerminalSession,
+};
 use std::collections::HashMap;
 use std::path::Path;
 
@@ -276,4 +283,112 @@ impl SessionStore for FileSessionStore {
         self.maybe_compact()?;
         Ok(UpstreamSave::Saved)
     }
+}
+
+/// What [`restore_host`] did.
+#[derive(Debug, Default)]
+pub struct RestoreReport {
+    /// Snapshots put back.
+    pub restored: usize,
+    /// Of those, terminals signed on (with working keys).
+    pub signed_on: usize,
+    /// Terminals skipped because they are no longer in the key store.
+    pub unregistered: Vec<TerminalId>,
+}
+
+/// Puts every terminal session of `store` back into `host` (at start, after a restart):
+/// opens each sealed snapshot under `kek` and restores it. Terminals that are no
+/// longer registered are skipped and listed.
+///
+/// # Errors
+/// The store's errors; [`isoswitch_session::SessionError::SnapshotAuth`] (as
+/// [`ReversalError::Session`]) as soon as one snapshot does not authenticate — the wrong
+/// KEK is an operator error to report, not a reason to send every terminal to sign on;
+/// [`isoswitch_session::SessionError::SessionTableFull`] when the host has no room.
+pub fn restore_host<K: KeyStore>(
+    host: &mut HostSession<K>,
+    store: &impl SessionStore,
+    kek: &Kek,
+) -> Result<RestoreReport> {
+    let mut report = RestoreReport::default();
+    for sealed in store.terminals()? {
+        let snapshot = sealed.open(kek)?;
+        let keys = snapshot.keys.is_some();
+        match host.restore(snapshot) {
+            Ok(()) => {
+                report.restored += 1;
+                report.signed_on += usize::from(keys);
+            }
+            Err(SessionError::UnknownTerminal { .. }) => report.unregistered.push(sealed.terminal),
+            Err(e) => return Err(e.into()),
+        }
+    }
+    tracing::info!(
+        restored = report.restored,
+        signed_on = report.signed_on,
+        unregistered = report.unregistered.len(),
+        "terminal sessions restored"
+    );
+    Ok(report)
+}
+
+/// Seals every terminal session of `host` that changed since the last call
+/// ([`HostSession::poll_snapshot`]) and saves them as one group (one write, one
+/// fsync). Returns how many were saved.
+///
+/// # Errors
+/// Sealing or store errors: then none of them is saved (and they are not queued again:
+/// save [`HostSession::snapshots`] in full to recover).
+pub fn save_host_changes<K: KeyStore>(
+    host: &mut HostSession<K>,
+    store: &mut impl SessionStore,
+    kek: &Kek,
+) -> Result<usize> {
+    let mut sealed = Vec::new();
+    while let Some(s) = host.poll_snapshot() {
+        sealed.push(s.seal(kek)?);
+    }
+    store.save(&sealed)?;
+    Ok(sealed.len())
+}
+
+/// Restores upstream link `link`'s session into `link_session` from `store`; returns
+/// the generation restored (`None`: nothing stored, the link must sign on).
+///
+/// # Errors
+/// The store's errors, [`isoswitch_session::SessionError::SnapshotAuth`] for the wrong
+/// KEK, [`isoswitch_session::SessionError::SnapshotMismatch`] for another identity's
+/// snapshot.
+pub fn restore_link<C: Counters>(
+    link_session: &mut TerminalSession<C>,
+    store: &impl SessionStore,
+    link: &str,
+    kek: &Kek,
+) -> Result<Option<u64>> {
+    let Some(sealed) = store.upstream(link)? else {
+        return Ok(None);
+    };
+    let generation = sealed.generation;
+    link_session.restore(sealed.open(kek)?)?;
+    Ok(Some(generation))
+}
+
+/// Saves the link's snapshot if it changed ([`TerminalSession::poll_snapshot`]),
+/// compare-and-set against `expected` (the generation the link restored or last
+/// saved; `None` when nothing was stored). `Ok(None)` when nothing changed.
+///
+/// # Errors
+/// Sealing or store errors.
+pub fn save_link_changes<C: Counters>(
+    link_session: &mut TerminalSession<C>,
+    store: &mut impl SessionStore,
+    link: &str,
+    kek: &Kek,
+    expected: Option<u64>,
+) -> Result<Option<UpstreamSave>> {
+    let Some(s) = link_session.poll_snapshot() else {
+        return Ok(None);
+    };
+    let sealed = s.seal(kek)?;
+    store.save_upstream(link, &sealed, expected).map(Some)
 }

@@ -12,7 +12,9 @@ use isoswitch_codec::Message;
 use isoswitch_reversal::datadir::DataDir;
 use isoswitch_reversal::durable::{SessionStore, Store, UpstreamSave};
 use isoswitch_reversal::{
-    Decision, HostConfig as ReversalHostConfig, IdempotencyStore, ReversalHandler, ReversalProfile,
+    restore_host, restore_link, save_host_changes, save_link_changes, Decision,
+    HostConfig as ReversalHostConfig, IdempotencyStore, ReversalError, ReversalHandler,
+    ReversalProfile,
 };
 use isoswitch_session::counters::Counters;
 use isoswitch_session::crypto::Key;
@@ -134,11 +136,8 @@ fn a_restored_host_accepts_the_next_maced_request_without_a_sign_on() {
             sign_on(&mut t, &mut h, now);
             exchange(&mut t, &mut h, now);
             // The host stores what changed, sealed under its KEK.
-            let changed: Vec<_> = std::iter::from_fn(|| h.poll_snapshot())
-                .map(|s| s.seal(&kek(7)).expect("seal"))
-                .collect();
-            assert_eq!(changed.len(), 1, "{name}: one sign-on, one snapshot");
-            sessions.save(&changed).expect("save");
+            let saved = save_host_changes(&mut h, &mut sessions, &kek(7)).expect("save");
+            assert_eq!(saved, 1, "{name}: one sign-on, one snapshot");
             assert!(h.poll_snapshot().is_none());
             mac_kcv = *h.working_keys(&id()).expect("keys").mak().kcv();
             stan_before = t.counters().state().next_stan;
@@ -157,10 +156,8 @@ fn a_restored_host_accepts_the_next_maced_request_without_a_sign_on() {
             let sessions = data.sessions("host").expect("sessions");
             let mut h = host(&profile);
             assert!(!h.is_signed_on(&id()));
-            for sealed in sessions.terminals().expect("terminals") {
-                h.restore(sealed.open(&kek(7)).expect("open"))
-                    .expect("restore");
-            }
+            let report = restore_host(&mut h, &sessions, &kek(7)).expect("restore");
+            assert_eq!((report.restored, report.signed_on), (1, 1), "{name}");
             assert!(h.is_signed_on(&id()), "{name}");
             assert_eq!(
                 h.working_keys(&id()).expect("keys").mak().kcv(),
@@ -221,6 +218,21 @@ fn a_wrong_kek_is_a_typed_error_and_restores_nothing() {
         Err(SessionError::SnapshotAuth { terminal }) => assert!(terminal.contains("TERM0001")),
         other => panic!("{other:?}"),
     }
+    let mut h = host(&profile);
+    assert!(matches!(
+        restore_host(&mut h, &sessions, &kek(8)),
+        Err(ReversalError::Session(SessionError::SnapshotAuth { .. }))
+    ));
+    assert!(
+        !h.is_signed_on(&id()),
+        "nothing restored under the wrong KEK"
+    );
+    // A terminal removed from the key store meanwhile is skipped and reported.
+    let mut empty =
+        HostSession::new(profile, HostConfig::default(), MemoryKeyStore::new()).expect("host");
+    let report = restore_host(&mut empty, &sessions, &kek(7)).expect("restore");
+    assert_eq!(report.restored, 0);
+    assert_eq!(report.unregistered, vec![id()]);
 }
 
 #[test]
@@ -266,36 +278,34 @@ fn the_upstream_link_keeps_its_zone_keys_where_the_host_kept_them() {
             exchange(&mut link, &mut h, now);
             generation = link.generation();
             assert_eq!(generation, 1);
-            let snap = link.poll_snapshot().expect("link changed");
             let mut ss = sd.sessions("switch").expect("s");
             assert_eq!(
-                ss.save_upstream("host", &snap.seal(&kek(1)).expect("seal"), None)
-                    .expect("save"),
-                UpstreamSave::Saved
+                save_link_changes(&mut link, &mut ss, "host", &kek(1), None).expect("save"),
+                Some(UpstreamSave::Saved)
+            );
+            assert_eq!(
+                save_link_changes(&mut link, &mut ss, "host", &kek(1), Some(1)).expect("save"),
+                None,
+                "nothing changed"
             );
             let mut hs = hd.sessions("host").expect("s");
-            let snaps: Vec<_> = std::iter::from_fn(|| h.poll_snapshot())
-                .map(|s| s.seal(&kek(2)).expect("seal"))
-                .collect();
-            hs.save(&snaps).expect("save");
+            save_host_changes(&mut h, &mut hs, &kek(2)).expect("save");
         }
         // Both restart.
         let sd = DataDir::open(switch_dir.path()).expect("switch dir");
         let hd = DataDir::open(host_dir.path()).expect("host dir");
         let mut h = host(&profile);
-        for s in hd.sessions("host").expect("s").terminals().expect("t") {
-            h.restore(s.open(&kek(2)).expect("open")).expect("restore");
-        }
+        restore_host(&mut h, &hd.sessions("host").expect("s"), &kek(2)).expect("restore");
         let mut link = terminal(&profile, sd.counters("upstream").expect("c"));
-        let stored = sd
-            .sessions("switch")
-            .expect("s")
-            .upstream("host")
-            .expect("up")
-            .expect("some");
-        assert_eq!(stored.generation, generation);
-        link.restore(stored.open(&kek(1)).expect("open"))
-            .expect("restore");
+        let ss = sd.sessions("switch").expect("s");
+        assert_eq!(
+            restore_link(&mut link, &ss, "host", &kek(1)).expect("restore"),
+            Some(generation)
+        );
+        assert_eq!(
+            restore_link(&mut link, &ss, "nothing-here", &kek(1)).expect("none"),
+            None
+        );
         assert_eq!(link.generation(), generation);
         assert_eq!(link.state(), TerminalState::Ready);
         // Next request on the link: sealed and answered under the same zone keys.
@@ -350,4 +360,40 @@ fn a_request_repeated_after_a_restart_is_caught_by_the_idempotency_store() {
         again.get(39).as_deref(),
         Some(std::str::from_utf8(&dup).expect("code"))
     );
+}
+
+#[test]
+fn an_invalidated_session_evicted_before_it_was_polled_is_still_stored() {
+    let profile = SessionProfile::builtin("cup-pos").expect("profile");
+    let now = Instant::now();
+    let other = TerminalId::new("TERM0002", "MERCHANT0000001").expect("id");
+    let mut keys = MemoryKeyStore::new();
+    keys.insert(id(), tmk()).expect("register");
+    keys.insert(other, tmk()).expect("register");
+    let config = HostConfig {
+        max_terminals: 1,
+        ..HostConfig::default()
+    };
+    let mut h = HostSession::new(profile.clone(), config, keys).expect("host");
+    let mut t1 = terminal(&profile, isoswitch_session::counters::MemoryCounters::new());
+    sign_on(&mut t1, &mut h, now);
+    assert!(h.poll_snapshot().expect("t1").keys.is_some());
+    assert!(h.invalidate(&id()));
+    // The table is full: signing on the other terminal evicts the idle first one.
+    let mut t2 = TerminalSession::new(
+        profile.clone(),
+        TerminalConfig::new(other),
+        tmk(),
+        isoswitch_session::counters::MemoryCounters::new(),
+    )
+    .expect("t2");
+    sign_on(&mut t2, &mut h, now);
+    let polled: Vec<_> = std::iter::from_fn(|| h.poll_snapshot()).collect();
+    let first = polled
+        .iter()
+        .find(|s| s.terminal == id())
+        .expect("t1 stored");
+    assert!(first.keys.is_none(), "its invalidation is stored");
+    let second = polled.iter().find(|s| s.terminal == other).expect("t2");
+    assert!(second.keys.is_some());
 }

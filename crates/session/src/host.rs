@@ -265,6 +265,7 @@ pub struct HostSession<K: KeyStore = MemoryKeyStore> {
     stan: Stan,
     rrn: u64,
     changed: HashSet<TerminalId>,
+    evicted: Vec<TerminalSnapshot>,
 }
 
 impl<K: KeyStore> fmt::Debug for HostSession<K> {
@@ -297,6 +298,7 @@ impl<K: KeyStore> HostSession<K> {
             stan: Stan::FIRST,
             rrn: 1,
             changed: HashSet::new(),
+            evicted: Vec::new(),
         })
     }
 
@@ -369,6 +371,9 @@ impl<K: KeyStore> HostSession<K> {
     /// The snapshot of a terminal whose session changed since it was last polled
     /// (sign-on, sign-off, invalidation, key change), for the caller to store.
     pub fn poll_snapshot(&mut self) -> Option<TerminalSnapshot> {
+        if let Some(s) = self.evicted.pop() {
+            return Some(s);
+        }
         loop {
             let id = *self.changed.iter().next()?;
             self.changed.remove(&id);
@@ -699,6 +704,12 @@ impl<K: KeyStore> HostSession<K> {
             .map(|(k, _)| *k);
         match idle {
             Some(k) => {
+                // A change not yet polled (its keys were dropped) must still be stored.
+                if self.changed.remove(&k) {
+                    if let Some(s) = self.export(&k) {
+                        self.evicted.push(s);
+                    }
+                }
                 self.terminals.remove(&k);
                 true
             }
