@@ -640,6 +640,10 @@ impl<S: Security> ReversalEngine<S> {
                 }
             }
         }
+        if e.next_id == u64::MAX {
+            // `submit` takes `next_id` and adds one: refuse the journal instead.
+            return Err(over("transaction id overflows"));
+        }
         if max_stan >= e.next_stan {
             e.next_stan = next_stan_after(max_stan);
         }
@@ -1892,6 +1896,12 @@ impl<S: Security> ReversalEngine<S> {
     pub fn close_batch(&mut self, next_batch: u32) -> Result<()> {
         self.settlement_data()?;
         let net = self.totals.net();
+        let closed_net = self
+            .closed_net
+            .checked_add(net)
+            .ok_or(ReversalError::Settlement {
+                why: "lifetime net amount overflows",
+            })?;
         let batch = self.batch;
         self.entries
             .retain(|_, e| !(matches!(e.phase, Phase::Done) && e.batch == batch));
@@ -1904,7 +1914,7 @@ impl<S: Security> ReversalEngine<S> {
             None,
         );
         tracing::info!(batch, next_batch, %net, "batch closed");
-        self.closed_net += net;
+        self.closed_net = closed_net;
         self.totals = BatchTotals::default();
         self.unkept = BatchTotals::default();
         self.batch = next_batch;
@@ -2594,6 +2604,18 @@ mod tests {
             mk(vec![closed.clone(), closed]),
             Err(ReversalError::BadRecord { .. })
         ));
+        let counters = |next_id| JournalRecord::Counters {
+            next_id,
+            next_stan: 1,
+            batch: 1,
+            closed_net: Decimal::ZERO,
+            unkept: BatchTotals::default(),
+        };
+        assert!(matches!(
+            mk(vec![counters(u64::MAX)]),
+            Err(ReversalError::BadRecord { .. })
+        ));
+        assert!(mk(vec![counters(u64::MAX - 1)]).is_ok());
         let big = BatchTotals {
             domestic: crate::settlement::SideTotals {
                 debit_amount: Decimal::MAX,
