@@ -214,6 +214,44 @@ fn spawn_driver<J: Journal>(
     }
 }
 
+/// User + system CPU time of this process so far (Linux `/proc/self/stat`, clock ticks
+/// of 10 ms); `None` elsewhere.
+fn cpu_time() -> Option<Duration> {
+    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+    // Fields after the command name (which is in parentheses and may hold spaces).
+    let rest = stat.rsplit_once(')')?.1;
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let ticks: u64 = f.get(11)?.parse::<u64>().ok()? + f.get(12)?.parse::<u64>().ok()?;
+    Some(Duration::from_millis(ticks * 10))
+}
+
+/// Transactions and CPU time spent on them, per bench case.
+#[derive(Default)]
+struct CpuTally {
+    txns: u64,
+    cpu: Duration,
+}
+
+impl CpuTally {
+    fn run(&mut self, iters: u64, f: impl FnOnce() -> Duration) -> Duration {
+        let before = cpu_time();
+        let d = f();
+        if let (Some(a), Some(b)) = (before, cpu_time()) {
+            self.cpu += b.saturating_sub(a);
+            self.txns += iters;
+        }
+        d
+    }
+
+    fn line(&self, name: &str) -> String {
+        format!(
+            "{name}: {:.1} µs CPU per transaction (whole process: driver, journal thread, callers, in-memory host) over {} transactions",
+            self.cpu.as_secs_f64() * 1e6 / self.txns.max(1) as f64,
+            self.txns
+        )
+    }
+}
+
 /// `iters` originals from 256 callers, each awaiting its outcome; the time scaled to
 /// exactly `iters`.
 async fn submit_load(driver: ReversalDriver, sale: Message, iters: u64) -> Duration {
@@ -254,57 +292,80 @@ fn bench_driver(c: &mut Criterion) {
     group.sample_size(10);
     group.warm_up_time(Duration::from_secs(1));
     group.measurement_time(Duration::from_secs(4));
+    let mut cpu_report = Vec::new();
     for max_batch in [1usize, 512] {
         // 256 callers, each awaiting its outcome (submit_tagged).
         let driver = rt.block_on(async { spawn_driver(NullJournal, max_batch, None) });
-        group.bench_function(format!("submit, 256 callers, batch {max_batch}"), |b| {
-            b.iter_custom(|iters| rt.block_on(submit_load(driver.clone(), sale.clone(), iters)))
+        let name = format!("submit, 256 callers, batch {max_batch}");
+        let mut tally = CpuTally::default();
+        group.bench_function(&name, |b| {
+            b.iter_custom(|iters| {
+                tally.run(iters, || {
+                    rt.block_on(submit_load(driver.clone(), sale.clone(), iters))
+                })
+            })
         });
+        cpu_report.push(tally.line(&name));
         // One producer, outcomes on the events channel (enqueue).
         let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
         let rx = Arc::new(tokio::sync::Mutex::new(rx));
         let driver = rt.block_on(async { spawn_driver(NullJournal, max_batch, Some(tx)) });
-        group.bench_function(format!("enqueue + events, batch {max_batch}"), |b| {
+        let name = format!("enqueue + events, batch {max_batch}");
+        let mut tally = CpuTally::default();
+        group.bench_function(&name, |b| {
             b.iter_custom(|iters| {
                 let driver = driver.clone();
                 let sale = sale.clone();
                 let rx = rx.clone();
-                rt.block_on(async move {
-                    let start = Instant::now();
-                    let producer = tokio::spawn(async move {
-                        for i in 0..iters {
-                            driver.enqueue(sale.clone(), i + 1).await.unwrap();
-                        }
-                    });
-                    let mut rx = rx.lock().await;
-                    let mut done = 0;
-                    while done < iters {
-                        match rx.recv().await {
-                            Some(EngineEvent::Completed { outcome, .. }) => {
-                                assert!(outcome.is_approved());
-                                done += 1;
+                tally.run(iters, || {
+                    rt.block_on(async move {
+                        let start = Instant::now();
+                        let producer = tokio::spawn(async move {
+                            for i in 0..iters {
+                                driver.enqueue(sale.clone(), i + 1).await.unwrap();
                             }
-                            Some(_) => {}
-                            None => panic!("driver stopped"),
+                        });
+                        let mut rx = rx.lock().await;
+                        let mut done = 0;
+                        while done < iters {
+                            match rx.recv().await {
+                                Some(EngineEvent::Completed { outcome, .. }) => {
+                                    assert!(outcome.is_approved());
+                                    done += 1;
+                                }
+                                Some(_) => {}
+                                None => panic!("driver stopped"),
+                            }
                         }
-                    }
-                    producer.await.unwrap();
-                    start.elapsed()
+                        producer.await.unwrap();
+                        start.elapsed()
+                    })
                 })
             })
         });
+        cpu_report.push(tally.line(&name));
     }
     // With a real journal (fdatasync per group).
     let dir = std::env::temp_dir().join(format!("isoswitch-driver-bench-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let journal = FileJournal::open(dir.join("driver.journal")).unwrap();
     let driver = rt.block_on(async { spawn_driver(journal, 512, None) });
-    group.bench_function(
-        "submit, 256 callers, batch 512, file journal (fsync)",
-        |b| b.iter_custom(|iters| rt.block_on(submit_load(driver.clone(), sale.clone(), iters))),
-    );
+    let name = "submit, 256 callers, batch 512, file journal (fsync)";
+    let mut tally = CpuTally::default();
+    group.bench_function(name, |b| {
+        b.iter_custom(|iters| {
+            tally.run(iters, || {
+                rt.block_on(submit_load(driver.clone(), sale.clone(), iters))
+            })
+        })
+    });
+    cpu_report.push(tally.line(name));
     group.finish();
     let _ = std::fs::remove_dir_all(&dir);
+    println!("\n== reversal driver, switch mode, iso87-binary 0200 ==");
+    for line in cpu_report {
+        println!("{line}");
+    }
 }
 
 criterion_group!(benches, bench, bench_driver);

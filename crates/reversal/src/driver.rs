@@ -650,7 +650,7 @@ fn command<S: Security>(
     cmd: Command,
 ) {
     match cmd {
-        Command::Submit(msg, tag, reply) => match (engine.submit_tagged(now, *msg, tag), reply) {
+        Command::Submit(msg, tag, reply) => match (engine.submit_boxed(now, msg, tag), reply) {
             (Ok(id), Some(reply)) => {
                 waiters.insert(id, reply);
             }

@@ -404,7 +404,7 @@ struct Entry {
     batch: u32,
     stan: u32,
     info: TxnInfo,
-    message: Message,
+    message: Box<Message>,
     reversible: bool,
     advice: bool,
     phase: Phase,
@@ -640,6 +640,10 @@ impl<S: Security> ReversalEngine<S> {
                 }
             }
         }
+        if e.next_id == u64::MAX {
+            // `submit` takes `next_id` and adds one: refuse the journal instead.
+            return Err(over("transaction id overflows"));
+        }
         if max_stan >= e.next_stan {
             e.next_stan = next_stan_after(max_stan);
         }
@@ -725,7 +729,7 @@ impl<S: Security> ReversalEngine<S> {
                     batch,
                     stan,
                     info,
-                    message,
+                    message: Box::new(message),
                     reversible,
                     advice,
                     phase,
@@ -803,7 +807,7 @@ impl<S: Security> ReversalEngine<S> {
         self.entries
             .iter()
             .filter(|(_, e)| matches!(e.phase, Phase::Reversing(_)))
-            .map(|(&id, e)| (id, &e.message))
+            .map(|(&id, e)| (id, &*e.message))
     }
 
     /// Transactions queued or in flight (not yet finished).
@@ -851,7 +855,21 @@ impl<S: Security> ReversalEngine<S> {
     pub fn submit_tagged(
         &mut self,
         now: Instant,
-        mut request: Message,
+        request: Message,
+        tag: CallerTag,
+    ) -> Result<TxnId> {
+        self.submit_boxed(now, Box::new(request), tag)
+    }
+
+    /// [`ReversalEngine::submit_tagged`] of a boxed message (the driver's commands carry
+    /// boxes: the message is never copied on its way into the engine).
+    ///
+    /// # Errors
+    /// As [`ReversalEngine::submit_tagged`].
+    pub fn submit_boxed(
+        &mut self,
+        now: Instant,
+        mut request: Box<Message>,
         tag: CallerTag,
     ) -> Result<TxnId> {
         self.now = Some(now);
@@ -1021,7 +1039,7 @@ impl<S: Security> ReversalEngine<S> {
                 batch,
                 stan,
                 info,
-                message: original,
+                message: Box::new(original),
                 reversible: true,
                 advice: false,
                 phase: Phase::Reversing(rev),
@@ -1220,8 +1238,9 @@ impl<S: Security> ReversalEngine<S> {
         if !matches!(e.phase, Phase::Ready) {
             return None;
         }
-        let mut msg = e.message.clone();
-        match self.security.seal(&mut msg) {
+        // Sealed in place (no copy): the entry keeps the MAC sent, which reversals (built
+        // from `copy_fields`) and the journal (see `journal_copy`) leave out.
+        match self.security.seal(&mut e.message) {
             Ok(bytes) => {
                 let id = TransmitId(self.next_transmit);
                 self.next_transmit += 1;
@@ -1485,6 +1504,9 @@ impl<S: Security> ReversalEngine<S> {
         let mut m = e.message.clone();
         let repeat = m.mti().repeat_mti();
         m.set_mti(repeat);
+        for n in MAC_FIELDS {
+            m.remove(n);
+        }
         let built = self.security.seal(&mut m);
         let kind = TransmitKind::AdviceRepeat { attempt };
         let id = self.new_transmit(txn, kind);
@@ -1892,6 +1914,12 @@ impl<S: Security> ReversalEngine<S> {
     pub fn close_batch(&mut self, next_batch: u32) -> Result<()> {
         self.settlement_data()?;
         let net = self.totals.net();
+        let closed_net = self
+            .closed_net
+            .checked_add(net)
+            .ok_or(ReversalError::Settlement {
+                why: "lifetime net amount overflows",
+            })?;
         let batch = self.batch;
         self.entries
             .retain(|_, e| !(matches!(e.phase, Phase::Done) && e.batch == batch));
@@ -1904,7 +1932,7 @@ impl<S: Security> ReversalEngine<S> {
             None,
         );
         tracing::info!(batch, next_batch, %net, "batch closed");
-        self.closed_net += net;
+        self.closed_net = closed_net;
         self.totals = BatchTotals::default();
         self.unkept = BatchTotals::default();
         self.batch = next_batch;
@@ -2126,14 +2154,19 @@ impl<S: Security> ReversalEngine<S> {
 /// journal only ever rebuilds reversals and settlement entries from what it stored.
 const NOT_JOURNALED: [u8; 4] = [35, 36, 45, 52];
 
+/// The MAC fields: an original is journaled without them (it is sealed in place when
+/// sent, after its `Started` record is durable).
+const MAC_FIELDS: [u8; 2] = [64, 128];
+
 /// The original as the journal stores it: encoded without the fields of
-/// [`NOT_JOURNALED`].
+/// [`NOT_JOURNALED`] and [`MAC_FIELDS`].
 fn journal_copy(message: &Message) -> std::result::Result<Bytes, isoswitch_codec::CodecError> {
-    if NOT_JOURNALED.iter().all(|&n| !message.has(n)) {
+    let left_out = || NOT_JOURNALED.iter().chain(&MAC_FIELDS);
+    if left_out().all(|&n| !message.has(n)) {
         return message.to_bytes();
     }
     let mut copy = message.clone();
-    for n in NOT_JOURNALED {
+    for &n in left_out() {
         copy.remove(n);
     }
     copy.to_bytes()
@@ -2594,6 +2627,18 @@ mod tests {
             mk(vec![closed.clone(), closed]),
             Err(ReversalError::BadRecord { .. })
         ));
+        let counters = |next_id| JournalRecord::Counters {
+            next_id,
+            next_stan: 1,
+            batch: 1,
+            closed_net: Decimal::ZERO,
+            unkept: BatchTotals::default(),
+        };
+        assert!(matches!(
+            mk(vec![counters(u64::MAX)]),
+            Err(ReversalError::BadRecord { .. })
+        ));
+        assert!(mk(vec![counters(u64::MAX - 1)]).is_ok());
         let big = BatchTotals {
             domestic: crate::settlement::SideTotals {
                 debit_amount: Decimal::MAX,

@@ -96,11 +96,14 @@ impl Security for NoMac {
     }
 }
 
-/// MACs with a session profile's algorithm under a fixed MAK.
+/// MACs with a session profile's algorithm under a MAK; responses also verify under the
+/// previous MAK after [`ProfileMac::rotate`] (answers to requests sealed before a key
+/// change).
 #[derive(Clone)]
 pub struct ProfileMac {
     profile: SessionProfile,
     mak: Key,
+    previous: Option<Key>,
 }
 
 impl std::fmt::Debug for ProfileMac {
@@ -108,6 +111,7 @@ impl std::fmt::Debug for ProfileMac {
         f.debug_struct("ProfileMac")
             .field("dialect", &self.profile.dialect.name())
             .field("mak", &self.mak)
+            .field("previous", &self.previous)
             .finish()
     }
 }
@@ -115,7 +119,17 @@ impl std::fmt::Debug for ProfileMac {
 impl ProfileMac {
     /// Over `profile` with MAC key `mak`.
     pub fn new(profile: SessionProfile, mak: Key) -> Self {
-        ProfileMac { profile, mak }
+        ProfileMac {
+            profile,
+            mak,
+            previous: None,
+        }
+    }
+
+    /// A new MAK (after a sign-on): seals under `mak` from now on; responses verify under
+    /// `mak` or the one it replaces.
+    pub fn rotate(&mut self, mak: Key) {
+        self.previous = Some(std::mem::replace(&mut self.mak, mak));
     }
 }
 
@@ -131,18 +145,23 @@ fn seal_with(profile: &SessionProfile, mak: Option<&Key>, msg: &mut Message) -> 
     Ok(profile.seal(mak, msg)?)
 }
 
-fn verify_with(
+/// Decodes, answers [`Verify::SignOnAgain`] for a 77/A0, and checks the MAC (when the
+/// profile requires one) under any of `maks` (current first, then previous).
+fn verify_with<'k>(
     profile: &SessionProfile,
-    mak: Option<&Key>,
+    maks: impl IntoIterator<Item = &'k Key>,
     bytes: &Bytes,
 ) -> std::result::Result<Message, Verify> {
     let view = MessageView::decode(&profile.dialect, bytes).map_err(|_| Verify::Undecodable)?;
     if let Some(sign_on) = sign_on_code(&view) {
         return Err(sign_on);
     }
-    if profile.requires_mac(view.mti()) {
-        let mak = mak.ok_or(Verify::BadMac)?;
-        profile.verify_mac(mak, &view).map_err(|_| Verify::BadMac)?;
+    if profile.requires_mac(view.mti())
+        && !maks
+            .into_iter()
+            .any(|mak| profile.verify_mac(mak, &view).is_ok())
+    {
+        return Err(Verify::BadMac);
     }
     Message::decode(&profile.dialect, bytes.clone()).map_err(|_| Verify::Undecodable)
 }
@@ -152,7 +171,11 @@ impl Security for ProfileMac {
         seal_with(&self.profile, Some(&self.mak), msg)
     }
     fn verify(&mut self, bytes: &Bytes) -> std::result::Result<Message, Verify> {
-        verify_with(&self.profile, Some(&self.mak), bytes)
+        verify_with(
+            &self.profile,
+            std::iter::once(&self.mak).chain(&self.previous),
+            bytes,
+        )
     }
 }
 
@@ -165,5 +188,63 @@ impl<C: Counters + Send + 'static> Security for TerminalSession<C> {
     fn verify(&mut self, bytes: &Bytes) -> std::result::Result<Message, Verify> {
         let mak = self.working_keys().map(|k| k.mak().clone());
         verify_with(self.profile(), mak.as_ref(), bytes)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn answer(code: &str, mak: Option<&Key>) -> Bytes {
+        let p = SessionProfile::cup_pos().unwrap();
+        let mut m = Message::new(&p.dialect, "0210".parse().unwrap());
+        m.set(11, "000001").unwrap();
+        m.set(39, code).unwrap();
+        m.set(41, "TERM0001").unwrap();
+        match mak {
+            Some(k) => p.seal(k, &mut m).unwrap(),
+            None => m.to_bytes().unwrap(),
+        }
+    }
+
+    #[test]
+    fn verify_says_sign_on_again_bad_mac_or_accepts_under_current_and_previous_keys() {
+        let (k1, k2, k3) = (
+            Key::des(&[0x22; 8]).unwrap(),
+            Key::des(&[0x44; 8]).unwrap(),
+            Key::des(&[0x66; 8]).unwrap(),
+        );
+        let mut mac = ProfileMac::new(SessionProfile::cup_pos().unwrap(), k1.clone());
+        assert!(mac.verify(&answer("00", Some(&k1))).is_ok());
+        assert_eq!(
+            mac.verify(&answer("00", Some(&k2))).unwrap_err(),
+            Verify::BadMac
+        );
+        // A refusal without MAC: sign on again, not a bad MAC.
+        assert_eq!(
+            mac.verify(&answer("77", None)).unwrap_err(),
+            Verify::SignOnAgain { code: *b"77" }
+        );
+        assert_eq!(
+            mac.verify(&answer("A0", None)).unwrap_err(),
+            Verify::SignOnAgain { code: *b"A0" }
+        );
+        mac.rotate(k2.clone());
+        assert!(mac.verify(&answer("00", Some(&k2))).is_ok());
+        assert!(mac.verify(&answer("00", Some(&k1))).is_ok(), "previous key");
+        assert_eq!(
+            mac.verify(&answer("00", Some(&k3))).unwrap_err(),
+            Verify::BadMac
+        );
+        mac.rotate(k3);
+        assert_eq!(
+            mac.verify(&answer("00", Some(&k1))).unwrap_err(),
+            Verify::BadMac
+        );
+        let mut none = NoMac::new(SessionProfile::cup_pos().unwrap().dialect);
+        assert_eq!(
+            none.verify(&answer("77", None)).unwrap_err(),
+            Verify::SignOnAgain { code: *b"77" }
+        );
     }
 }

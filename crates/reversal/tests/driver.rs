@@ -90,3 +90,180 @@ async fn driver_reverses_a_lost_response_and_reports_it() {
         .iter()
         .any(|r| matches!(r, JournalRecord::ReversalAcked { .. })));
 }
+
+/// Answers from a script: each request takes the next step (then `00` forever).
+struct Scripted {
+    profile: ReversalProfile,
+    script: Mutex<std::collections::VecDeque<Option<&'static str>>>,
+    seen: Mutex<Vec<String>>,
+}
+
+impl Scripted {
+    fn new(steps: &[Option<&'static str>]) -> Arc<Scripted> {
+        Arc::new(Scripted {
+            profile: ReversalProfile::cup_pos().unwrap(),
+            script: Mutex::new(steps.iter().copied().collect()),
+            seen: Mutex::new(Vec::new()),
+        })
+    }
+}
+
+impl Transport for Scripted {
+    fn request(
+        &self,
+        msg: Bytes,
+        timeout: Duration,
+    ) -> impl std::future::Future<Output = Result<Bytes, RequestError>> + Send {
+        let req = Message::decode(&self.profile.dialect, msg).unwrap();
+        self.seen
+            .lock()
+            .unwrap()
+            .push(req.mti().as_str().to_string());
+        let step = self
+            .script
+            .lock()
+            .unwrap()
+            .pop_front()
+            .unwrap_or(Some("00"));
+        let answer = step.map(|code| {
+            let mut r = Message::response_to(&req).unwrap();
+            for n in [11, 41, 42] {
+                if let (Some(v), false) = (req.get(n), r.has(n)) {
+                    r.set(n, v).unwrap();
+                }
+            }
+            // "mac!": approved, but MACed under another key.
+            let bad_mac = code == "mac!";
+            r.set(39, if bad_mac { "00" } else { code }).unwrap();
+            // MACed like the host would, except a refusal (no keys for the sender).
+            match code {
+                "77" => r.to_bytes().unwrap(),
+                "mac!" => ProfileMac::new(
+                    isoswitch_session::SessionProfile::cup_pos().unwrap(),
+                    wrong_mak(),
+                )
+                .seal(&mut r)
+                .unwrap(),
+                _ => security().seal(&mut r).unwrap(),
+            }
+        });
+        async move {
+            match answer {
+                Some(b) => Ok(b),
+                None => {
+                    tokio::time::sleep(timeout).await;
+                    Err(RequestError::Timeout)
+                }
+            }
+        }
+    }
+}
+
+fn fast_backoff() -> EngineConfig {
+    EngineConfig {
+        backoff_base: Duration::from_millis(100),
+        ..EngineConfig::default()
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn builder_reports_sign_on_once_and_not_acted_outcomes() {
+    let profile = ReversalProfile::cup_pos().unwrap();
+    let transport = Scripted::new(&[Some("77")]);
+    let asked = Arc::new(AtomicU32::new(0));
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    let engine = ReversalEngine::new(fast_backoff(), profile.clone(), security(), 1);
+    let a2 = asked.clone();
+    let driver = ReversalDriver::builder(engine, MemoryJournal::new(), transport.clone())
+        .events(tx)
+        .on_sign_on(move |ev| {
+            assert!(matches!(ev, EngineEvent::SignOnRequired { code: Some(c), .. } if c == b"77"));
+            a2.fetch_add(1, Ordering::SeqCst);
+        })
+        .spawn();
+    let refused = driver.submit_tagged(sale(&profile, 500), 41).await.unwrap();
+    assert!(matches!(refused, Outcome::NotActed { code } if &code == b"77"));
+    assert_eq!(asked.load(Ordering::SeqCst), 1);
+    assert!(matches!(
+        rx.recv().await,
+        Some(EngineEvent::SignOnRequired { .. })
+    ));
+    // Prepared again after the sign-on: approved; nothing was reversed.
+    driver.signed_on().await.unwrap();
+    let again = driver.submit_tagged(sale(&profile, 500), 41).await.unwrap();
+    assert!(again.is_approved());
+    let status = driver.status().await.unwrap();
+    assert_eq!(status.stats.reversals_sent, 0);
+    assert_eq!(status.stats.not_acted, 1);
+    assert_eq!(*transport.seen.lock().unwrap(), vec!["0200", "0200"]);
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_advice_through_the_driver_is_repeated_until_answered() {
+    let profile = ReversalProfile::cup_pos().unwrap();
+    // Lost, then 91 (retry code), then answered 00.
+    let transport = Scripted::new(&[None, Some("91")]);
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    let engine = ReversalEngine::new(fast_backoff(), profile.clone(), security(), 1);
+    let driver = ReversalDriver::builder(engine, MemoryJournal::new(), transport.clone())
+        .events(tx)
+        .spawn();
+    let mut refund = sale(&profile, 700);
+    refund.set_mti("0220".parse().unwrap());
+    refund.set(60, "25000001000").unwrap();
+    driver.enqueue(refund, 99).await.unwrap();
+    let mut stored = false;
+    let outcome = loop {
+        match rx.recv().await.unwrap() {
+            EngineEvent::AdviceStored { tag: 99, .. } => stored = true,
+            EngineEvent::Completed {
+                tag: 99, outcome, ..
+            } => break outcome,
+            _ => {}
+        }
+    };
+    assert!(stored);
+    assert!(outcome.is_approved(), "{outcome:?}");
+    assert_eq!(
+        *transport.seen.lock().unwrap(),
+        vec!["0220", "0221", "0221"]
+    );
+    let status = driver.status().await.unwrap();
+    assert_eq!(
+        (status.pending_advices, status.stats.reversals_sent),
+        (0, 0)
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_mac_that_does_not_verify_asks_for_a_sign_on_and_is_reversed() {
+    let profile = ReversalProfile::cup_pos().unwrap();
+    let transport = Scripted::new(&[Some("mac!")]);
+    let asked = Arc::new(AtomicU32::new(0));
+    let engine = ReversalEngine::new(fast_backoff(), profile.clone(), security(), 1);
+    let a2 = asked.clone();
+    let driver = ReversalDriver::builder(engine, MemoryJournal::new(), transport.clone())
+        .on_sign_on(move |ev| {
+            assert!(matches!(ev, EngineEvent::SignOnRequired { code: None, .. }));
+            a2.fetch_add(1, Ordering::SeqCst);
+        })
+        .spawn();
+    let outcome = driver.submit(sale(&profile, 800)).await.unwrap();
+    assert!(matches!(
+        outcome,
+        Outcome::Reversed {
+            reason: ReversalReason::MacFailure
+        }
+    ));
+    assert_eq!(asked.load(Ordering::SeqCst), 1);
+    // The reversal goes out (and is acknowledged) before the next sale.
+    assert!(driver
+        .submit(sale(&profile, 900))
+        .await
+        .unwrap()
+        .is_approved());
+    assert_eq!(
+        *transport.seen.lock().unwrap(),
+        vec!["0200", "0400", "0200"]
+    );
+}
