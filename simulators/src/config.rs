@@ -99,7 +99,10 @@ pub fn zone_key_from_hex(text: &str) -> Result<Key> {
 /// the key the sealed session snapshots are encrypted under.
 pub fn load_kek(path: &Path) -> Result<Kek> {
     let text = std::fs::read_to_string(path).map_err(|e| SimError::io(path.display(), e))?;
-    kek_from_hex(&text).map_err(|e| SimError::Config(format!("{}: {e}", path.display())))
+    kek_from_hex(&text).map_err(|e| match e {
+        SimError::Config(m) => SimError::Config(format!("{}: {m}", path.display())),
+        other => other,
+    })
 }
 
 /// A key-encryption key from hex (32 bytes).
