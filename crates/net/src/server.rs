@@ -833,7 +833,7 @@ async fn run_connection<H, R, W>(
     let (tx, rx) = mpsc::channel(ctx.config.write_queue);
     let write_failed = CancellationToken::new();
 
-    let (read_reason, write_result) = tokio::join!(
+    let ((read_reason, mut orphans), write_result) = tokio::join!(
         read_side(ctx, &info, reader, tx, shutdown, &write_failed),
         write_side(ctx, writer, rx, &write_failed),
     );
@@ -863,6 +863,17 @@ async fn run_connection<H, R, W>(
     if let Some(hook) = &ctx.on_close {
         hook(&info, reason);
     }
+    // Handlers that outlive their connection (the writer failed): they finish here, their
+    // replies are dropped (bounded by the drain deadline on shutdown).
+    if !orphans.is_empty() {
+        debug!(
+            handlers = orphans.len(),
+            "finishing handlers of a closed connection"
+        );
+    }
+    while let Some(done) = orphans.join_next().await {
+        log_task(done);
+    }
 }
 
 async fn read_side<H: Handler, R: AsyncRead + Unpin>(
@@ -872,7 +883,7 @@ async fn read_side<H: Handler, R: AsyncRead + Unpin>(
     tx: mpsc::Sender<Frame>,
     shutdown: &CancellationToken,
     write_failed: &CancellationToken,
-) -> CloseReason {
+) -> (CloseReason, JoinSet<()>) {
     let idle = ctx.config.idle_timeout;
     let max_in_flight = ctx.config.max_in_flight_per_connection;
     let mut tasks: JoinSet<()> = JoinSet::new();
@@ -927,16 +938,21 @@ async fn read_side<H: Handler, R: AsyncRead + Unpin>(
         dispatch(ctx, info, frame, &mut tasks, tx.clone(), draining);
     };
     drop(tx);
-    if write_failed.is_cancelled() && ctx.config.on_disconnect == DisconnectPolicy::Abort {
-        // Nothing more can be written and the handlers' work is worthless without it.
-        tasks.abort_all();
+    if write_failed.is_cancelled() {
+        if ctx.config.on_disconnect == DisconnectPolicy::Abort {
+            // Nothing more can be written and the handlers' work is worthless without it.
+            tasks.abort_all();
+        }
+        // Nothing more can be written: the connection closes now and its handlers finish
+        // after it (their replies dropped).
+        return (reason, tasks);
     }
-    // Finish in-flight messages: their replies are dropped when the writer is gone
-    // (bounded by the drain deadline on shutdown).
+    // Finish in-flight messages while the writer can still send their replies (bounded by
+    // the drain deadline on shutdown).
     while let Some(done) = tasks.join_next().await {
         log_task(done);
     }
-    reason
+    (reason, tasks)
 }
 
 fn log_task(done: Result<(), tokio::task::JoinError>) {

@@ -23,7 +23,7 @@ use tokio::sync::Notify;
 const LONG: Duration = Duration::from_secs(30);
 
 /// The tests share the recorder and a snapshot drains its histograms: one at a time.
-static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 /// One recorder per test binary, installed before any link is built.
 fn snapshotter() -> &'static Snapshotter {
@@ -31,7 +31,9 @@ fn snapshotter() -> &'static Snapshotter {
     SNAP.get_or_init(|| {
         let recorder = DebuggingRecorder::new();
         let snapshotter = recorder.snapshotter();
-        recorder.install().expect("the only recorder of this binary");
+        recorder
+            .install()
+            .expect("the only recorder of this binary");
         snapshotter
     })
 }
@@ -69,7 +71,11 @@ fn find<'a>(
     snap.get(&(name.to_owned(), labels))
 }
 
-fn counter(snap: &HashMap<(String, Labels), DebugValue>, name: &str, labels: &[(&str, &str)]) -> u64 {
+fn counter(
+    snap: &HashMap<(String, Labels), DebugValue>,
+    name: &str,
+    labels: &[(&str, &str)],
+) -> u64 {
     match find(snap, name, labels) {
         Some(DebugValue::Counter(n)) => *n,
         None => 0,
@@ -96,7 +102,7 @@ fn purchase(d: &Dialect, stan: u32, amount: u64) -> bytes::Bytes {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn client_and_server_record_messages_codes_latency_and_failures() {
     init_tracing();
-    let _serial = SERIAL.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    let _serial = SERIAL.lock().await;
     snapshotter();
     let dialect = Dialect::builtin("iso87-ascii").unwrap();
     let gate = Arc::new(Notify::new());
@@ -111,7 +117,9 @@ async fn client_and_server_record_messages_codes_latency_and_failures() {
             }
             let amount: u64 = request.get(4)?.parse().ok()?;
             let mut response = Message::response_to(&request).ok()?;
-            response.set(39, if amount > 1000 { "51" } else { "00" }).ok()?;
+            response
+                .set(39, if amount > 1000 { "51" } else { "00" })
+                .ok()?;
             Some(Frame::new(response.to_bytes().ok()?))
         }
     };
@@ -136,7 +144,10 @@ async fn client_and_server_record_messages_codes_latency_and_failures() {
         .await
         .unwrap();
     for stan in 1..=5 {
-        client.request(purchase(&dialect, stan, 500), LONG).await.unwrap();
+        client
+            .request(purchase(&dialect, stan, 500), LONG)
+            .await
+            .unwrap();
     }
     for stan in 6..=7 {
         let response = client
@@ -150,7 +161,10 @@ async fn client_and_server_record_messages_codes_latency_and_failures() {
     let timed_out = client
         .request(purchase(&dialect, 999, 100), Duration::from_millis(200))
         .await;
-    assert!(matches!(timed_out, Err(RequestError::Timeout)), "{timed_out:?}");
+    assert!(
+        matches!(timed_out, Err(RequestError::Timeout)),
+        "{timed_out:?}"
+    );
     gate.notify_one();
     tokio::time::timeout(LONG, async {
         while client.metrics().late == 0 {
@@ -209,7 +223,7 @@ async fn client_and_server_record_messages_codes_latency_and_failures() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn link_down_and_reconnects_are_counted() {
     init_tracing();
-    let _serial = SERIAL.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    let _serial = SERIAL.lock().await;
     snapshotter();
     // A peer that accepts and drops the first connection, then keeps the second.
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();

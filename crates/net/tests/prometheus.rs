@@ -88,11 +88,19 @@ async fn metrics_endpoint_renders_isoswitch_metrics_after_traffic() {
         let l = sample(labels);
         assert!(l.ends_with(" 3"), "{l}");
     }
-    assert!(sample(r#"isoswitch_responses_total{link="terminals",direction="out",rc="00"}"#).ends_with(" 3"));
-    assert!(sample(r#"isoswitch_responses_total{link="host",direction="in",rc="00"}"#).ends_with(" 3"));
+    assert!(
+        sample(r#"isoswitch_responses_total{link="terminals",direction="out",rc="00"}"#)
+            .ends_with(" 3")
+    );
+    assert!(
+        sample(r#"isoswitch_responses_total{link="host",direction="in",rc="00"}"#).ends_with(" 3")
+    );
     sample("isoswitch_request_duration_seconds");
     assert!(sample(r#"isoswitch_link_up{link="host"}"#).ends_with(" 1"));
-    for l in body.lines().filter(|l| !l.starts_with('#') && !l.is_empty()) {
+    for l in body
+        .lines()
+        .filter(|l| !l.starts_with('#') && !l.is_empty())
+    {
         assert!(l.starts_with("isoswitch_"), "{l}");
     }
     client.close(LONG).await;
