@@ -465,7 +465,8 @@ impl ServerControl {
         self.inner.drain.cancel();
     }
 
-    /// Waits until the server has stopped and returns how its drain ended.
+    /// Waits until the server has stopped and returns how its drain ended (waits forever
+    /// for a server that is never served).
     pub async fn stopped(&self) -> DrainReport {
         let mut rx = self.inner.report.subscribe();
         let report = rx.wait_for(Option::is_some).await.ok().and_then(|r| *r);
@@ -814,6 +815,7 @@ impl Drop for ConnectionGuard<'_> {
 /// Keeps the in-flight handler counts in step (also when the handler is aborted).
 struct HandlerGuard {
     control: Arc<ControlInner>,
+    in_flight: ::metrics::Gauge,
     started: Instant,
 }
 
@@ -1060,19 +1062,16 @@ fn dispatch<H: Handler>(
     ctx.link.in_flight.increment(1.0);
     let guard = HandlerGuard {
         control: ctx.control.clone(),
+        in_flight: ctx.link.in_flight.clone(),
         started: Instant::now(),
     };
-    let (in_flight, duration) = (
-        ctx.link.in_flight.clone(),
-        ctx.link.handler_duration.clone(),
-    );
+    let duration = ctx.link.handler_duration.clone();
     tasks.spawn(
         async move {
             let reply = handler.handle(request).await;
             duration.record(guard.started.elapsed().as_secs_f64());
             // Done: no longer in flight, whatever happens to the reply.
             drop(guard);
-            in_flight.decrement(1.0);
             match reply {
                 Some(mut out) => {
                     if out.header.is_none() {
@@ -1092,6 +1091,7 @@ fn dispatch<H: Handler>(
 impl Drop for HandlerGuard {
     fn drop(&mut self) {
         self.control.in_flight.fetch_sub(1, Ordering::AcqRel);
+        self.in_flight.decrement(1.0);
     }
 }
 
