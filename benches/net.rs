@@ -3,7 +3,9 @@
 //! framing, on a multi-threaded tokio runtime with 2 workers (client and server share it).
 //!
 //! Scenarios: one connection with 1, 64 and 1,024 requests in flight, and 100 connections
-//! with 10 in flight each. Every in-flight slot is a task with its own terminal ID
+//! with 10 in flight each; each over plain TCP and over TLS (`_tls`: rustls with the `ring`
+//! provider, TLS 1.3, a server certificate made at run time by rcgen and verified by the
+//! client), in the same sitting. Every in-flight slot is a task with its own terminal ID
 //! (DE 41) sending the `iso87-binary` 0200 purchase of
 //! `tests/vectors/samples/purchase-0200.json` (21 fields) with its own incrementing STAN
 //! (DE 11), so every request in flight has a unique correlation key. The server's handler
@@ -25,9 +27,10 @@ use bytes::Bytes;
 use criterion::{Criterion, Throughput};
 use hdrhistogram::Histogram;
 use isoswitch::codec::{json::from_json, Dialect, Message, MessageView};
+use isoswitch::net::tls::{CertificateDer, PrivateKeyDer, RootCertStore};
 use isoswitch::net::{
-    Client, ClientConfig, DialectCorrelator, Frame, Framing, NetError, Request, Server,
-    ServerConfig, TcpConnector,
+    Client, ClientConfig, ClientTls, DialectCorrelator, Frame, Framing, NetError, Request, Server,
+    ServerConfig, ServerTls, TcpConnector, TlsConnector,
 };
 use tokio::runtime::Runtime;
 use tokio::sync::oneshot;
@@ -45,32 +48,66 @@ struct Scenario {
     in_flight: usize,
     /// Requests of the fixed-count latency run.
     count: u64,
+    /// Over TLS.
+    tls: bool,
 }
 
-const SCENARIOS: [Scenario; 4] = [
+const SCENARIOS: [Scenario; 8] = [
     Scenario {
         id: "1conn_1inflight",
         connections: 1,
         in_flight: 1,
         count: 30_000,
+        tls: false,
     },
     Scenario {
         id: "1conn_64inflight",
         connections: 1,
         in_flight: 64,
         count: 300_000,
+        tls: false,
     },
     Scenario {
         id: "1conn_1024inflight",
         connections: 1,
         in_flight: 1024,
         count: 400_000,
+        tls: false,
     },
     Scenario {
         id: "100conn_10inflight",
         connections: 100,
         in_flight: 10,
         count: 300_000,
+        tls: false,
+    },
+    Scenario {
+        id: "1conn_1inflight_tls",
+        connections: 1,
+        in_flight: 1,
+        count: 30_000,
+        tls: true,
+    },
+    Scenario {
+        id: "1conn_64inflight_tls",
+        connections: 1,
+        in_flight: 64,
+        count: 300_000,
+        tls: true,
+    },
+    Scenario {
+        id: "1conn_1024inflight_tls",
+        connections: 1,
+        in_flight: 1024,
+        count: 400_000,
+        tls: true,
+    },
+    Scenario {
+        id: "100conn_10inflight_tls",
+        connections: 100,
+        in_flight: 10,
+        count: 300_000,
+        tls: true,
     },
 ];
 
@@ -85,6 +122,33 @@ fn respond(d: &Dialect, payload: Bytes) -> Option<Frame> {
     let mut response = Message::response_to(&request).ok()?;
     response.set(39, "00").ok()?;
     Some(Frame::new(response.to_bytes().ok()?))
+}
+
+/// A CA and a server certificate for 127.0.0.1 it signs, made now: the server's TLS and
+/// the client's trusting that CA.
+fn tls_pair() -> (ServerTls, ClientTls) {
+    use rcgen::{BasicConstraints, CertificateParams, IsCa, KeyPair};
+    let ca_key = KeyPair::generate().expect("CA key");
+    let mut ca = CertificateParams::new(Vec::<String>::new()).expect("CA params");
+    ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    let ca = ca.self_signed(&ca_key).expect("CA certificate");
+    let key = KeyPair::generate().expect("server key");
+    let cert = CertificateParams::new(vec!["127.0.0.1".to_owned()])
+        .expect("server params")
+        .signed_by(&key, &ca, &ca_key)
+        .expect("server certificate");
+    let server = ServerTls::new(
+        vec![CertificateDer::from(cert.der().to_vec())],
+        PrivateKeyDer::try_from(key.serialize_der()).expect("PKCS#8 key"),
+        None,
+    )
+    .expect("server TLS");
+    let mut roots = RootCertStore::empty();
+    roots
+        .add(CertificateDer::from(ca.der().to_vec()))
+        .expect("CA root");
+    let client = ClientTls::new(roots, None).expect("client TLS");
+    (server, client)
 }
 
 fn stan_digits(n: u32) -> [u8; 6] {
@@ -116,9 +180,13 @@ async fn setup(s: &Scenario) -> Env {
     };
     let d = dialect.clone();
     let handler = move |req: Request| std::future::ready(respond(&d, req.frame.payload));
-    let server = Server::bind("127.0.0.1:0", Framing::Len2, config, handler)
+    let mut server = Server::bind("127.0.0.1:0", Framing::Len2, config, handler)
         .await
         .expect("bind 127.0.0.1");
+    let tls = s.tls.then(tls_pair);
+    if let Some((server_tls, _)) = &tls {
+        server = server.with_tls(server_tls.clone());
+    }
     let addr = server.local_addr();
     let (stop, stopped) = oneshot::channel::<()>();
     let server = tokio::spawn(server.serve(async move {
@@ -131,10 +199,20 @@ async fn setup(s: &Scenario) -> Env {
         config.max_in_flight = s.in_flight.max(1);
         config.write_queue = 1024;
         config.reconnect = None;
-        let client = Client::builder(config, DialectCorrelator::new(dialect.clone()))
-            .connect(TcpConnector::new(addr.to_string()))
-            .await
-            .expect("connect");
+        let builder = Client::builder(config, DialectCorrelator::new(dialect.clone()));
+        let client = match &tls {
+            Some((_, client_tls)) => builder
+                .connect(
+                    TlsConnector::new(addr.to_string(), "127.0.0.1", client_tls)
+                        .expect("server name"),
+                )
+                .await
+                .expect("connect over TLS"),
+            None => builder
+                .connect(TcpConnector::new(addr.to_string()))
+                .await
+                .expect("connect"),
+        };
         clients.push(client);
     }
 
@@ -353,11 +431,11 @@ fn us(ns: u64) -> String {
 fn print_table(rows: &[Row]) {
     println!();
     println!(
-        "net round trips over 127.0.0.1 ({DIALECT} 0200/0210, len2, tokio 2 workers); \
-         fixed-count runs, latency in µs"
+        "net round trips over 127.0.0.1 ({DIALECT} 0200/0210, len2, tokio 2 workers; \
+         _tls = rustls TLS 1.3, ring); fixed-count runs, latency in µs"
     );
     println!(
-        "{:<20} {:>5} {:>9} {:>9} {:>13} {:>9} {:>9} {:>9} {:>9} {:>6}",
+        "{:<24} {:>5} {:>9} {:>9} {:>13} {:>9} {:>9} {:>9} {:>9} {:>6}",
         "scenario",
         "conns",
         "in-flight",
@@ -371,7 +449,7 @@ fn print_table(rows: &[Row]) {
     );
     for r in rows {
         println!(
-            "{:<20} {:>5} {:>9} {:>9} {:>13.0} {:>9} {:>9} {:>9} {:>9} {:>6}",
+            "{:<24} {:>5} {:>9} {:>9} {:>13.0} {:>9} {:>9} {:>9} {:>9} {:>6}",
             r.id,
             r.connections,
             r.connections * r.in_flight,
@@ -384,9 +462,19 @@ fn print_table(rows: &[Row]) {
             r.errors
         );
     }
+    for r in rows.iter().filter(|r| r.id.ends_with("_tls")) {
+        let plain = r.id.trim_end_matches("_tls");
+        if let Some(p) = rows.iter().find(|p| p.id == plain) {
+            println!(
+                "{:<24} TLS / plain throughput: {:.0}%",
+                plain,
+                100.0 * r.per_sec / p.per_sec
+            );
+        }
+    }
     if let Some(r) = rows
         .iter()
-        .find(|r| r.connections == 1 && r.in_flight == 1024)
+        .find(|r| r.connections == 1 && r.in_flight == 1024 && !r.id.ends_with("_tls"))
     {
         let verdict = if r.per_sec >= TARGET_PIPELINED {
             "met"

@@ -465,7 +465,8 @@ impl ServerControl {
         self.inner.drain.cancel();
     }
 
-    /// Waits until the server has stopped and returns how its drain ended.
+    /// Waits until the server has stopped and returns how its drain ended (waits forever
+    /// for a server that is never served).
     pub async fn stopped(&self) -> DrainReport {
         let mut rx = self.inner.report.subscribe();
         let report = rx.wait_for(Option::is_some).await.ok().and_then(|r| *r);
@@ -814,6 +815,7 @@ impl Drop for ConnectionGuard<'_> {
 /// Keeps the in-flight handler counts in step (also when the handler is aborted).
 struct HandlerGuard {
     control: Arc<ControlInner>,
+    in_flight: ::metrics::Gauge,
     started: Instant,
 }
 
@@ -833,7 +835,7 @@ async fn run_connection<H, R, W>(
     let (tx, rx) = mpsc::channel(ctx.config.write_queue);
     let write_failed = CancellationToken::new();
 
-    let (read_reason, write_result) = tokio::join!(
+    let ((read_reason, mut orphans), write_result) = tokio::join!(
         read_side(ctx, &info, reader, tx, shutdown, &write_failed),
         write_side(ctx, writer, rx, &write_failed),
     );
@@ -863,6 +865,17 @@ async fn run_connection<H, R, W>(
     if let Some(hook) = &ctx.on_close {
         hook(&info, reason);
     }
+    // Handlers that outlive their connection (the writer failed): they finish here, their
+    // replies are dropped (bounded by the drain deadline on shutdown).
+    if !orphans.is_empty() {
+        debug!(
+            handlers = orphans.len(),
+            "finishing handlers of a closed connection"
+        );
+    }
+    while let Some(done) = orphans.join_next().await {
+        log_task(done);
+    }
 }
 
 async fn read_side<H: Handler, R: AsyncRead + Unpin>(
@@ -872,7 +885,7 @@ async fn read_side<H: Handler, R: AsyncRead + Unpin>(
     tx: mpsc::Sender<Frame>,
     shutdown: &CancellationToken,
     write_failed: &CancellationToken,
-) -> CloseReason {
+) -> (CloseReason, JoinSet<()>) {
     let idle = ctx.config.idle_timeout;
     let max_in_flight = ctx.config.max_in_flight_per_connection;
     let mut tasks: JoinSet<()> = JoinSet::new();
@@ -927,16 +940,21 @@ async fn read_side<H: Handler, R: AsyncRead + Unpin>(
         dispatch(ctx, info, frame, &mut tasks, tx.clone(), draining);
     };
     drop(tx);
-    if write_failed.is_cancelled() && ctx.config.on_disconnect == DisconnectPolicy::Abort {
-        // Nothing more can be written and the handlers' work is worthless without it.
-        tasks.abort_all();
+    if write_failed.is_cancelled() {
+        if ctx.config.on_disconnect == DisconnectPolicy::Abort {
+            // Nothing more can be written and the handlers' work is worthless without it.
+            tasks.abort_all();
+        }
+        // Nothing more can be written: the connection closes now and its handlers finish
+        // after it (their replies dropped).
+        return (reason, tasks);
     }
-    // Finish in-flight messages: their replies are dropped when the writer is gone
-    // (bounded by the drain deadline on shutdown).
+    // Finish in-flight messages while the writer can still send their replies (bounded by
+    // the drain deadline on shutdown).
     while let Some(done) = tasks.join_next().await {
         log_task(done);
     }
-    reason
+    (reason, tasks)
 }
 
 fn log_task(done: Result<(), tokio::task::JoinError>) {
@@ -1044,19 +1062,16 @@ fn dispatch<H: Handler>(
     ctx.link.in_flight.increment(1.0);
     let guard = HandlerGuard {
         control: ctx.control.clone(),
+        in_flight: ctx.link.in_flight.clone(),
         started: Instant::now(),
     };
-    let (in_flight, duration) = (
-        ctx.link.in_flight.clone(),
-        ctx.link.handler_duration.clone(),
-    );
+    let duration = ctx.link.handler_duration.clone();
     tasks.spawn(
         async move {
             let reply = handler.handle(request).await;
             duration.record(guard.started.elapsed().as_secs_f64());
             // Done: no longer in flight, whatever happens to the reply.
             drop(guard);
-            in_flight.decrement(1.0);
             match reply {
                 Some(mut out) => {
                     if out.header.is_none() {
@@ -1076,6 +1091,7 @@ fn dispatch<H: Handler>(
 impl Drop for HandlerGuard {
     fn drop(&mut self) {
         self.control.in_flight.fetch_sub(1, Ordering::AcqRel);
+        self.in_flight.decrement(1.0);
     }
 }
 

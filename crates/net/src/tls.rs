@@ -24,9 +24,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
-use rustls::RootCertStore;
+use rustls::pki_types::ServerName;
 use tokio::net::TcpStream;
+
+/// The rustls types of this module's API, so that callers need not depend on rustls.
+pub use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+pub use rustls::RootCertStore;
 
 use crate::client::Connector;
 

@@ -23,7 +23,7 @@ use tokio::sync::Notify;
 const LONG: Duration = Duration::from_secs(30);
 
 /// The tests share the recorder and a snapshot drains its histograms: one at a time.
-static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 /// One recorder per test binary, installed before any link is built.
 fn snapshotter() -> &'static Snapshotter {
@@ -102,9 +102,7 @@ fn purchase(d: &Dialect, stan: u32, amount: u64) -> bytes::Bytes {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn client_and_server_record_messages_codes_latency_and_failures() {
     init_tracing();
-    let _serial = SERIAL
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    let _serial = SERIAL.lock().await;
     snapshotter();
     let dialect = Dialect::builtin("iso87-ascii").unwrap();
     let gate = Arc::new(Notify::new());
@@ -225,9 +223,7 @@ async fn client_and_server_record_messages_codes_latency_and_failures() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn link_down_and_reconnects_are_counted() {
     init_tracing();
-    let _serial = SERIAL
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    let _serial = SERIAL.lock().await;
     snapshotter();
     // A peer that accepts and drops the first connection, then keeps the second.
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
