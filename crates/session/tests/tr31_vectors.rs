@@ -538,6 +538,17 @@ fn wrap_masks_the_key_length_and_pads_the_header() {
         .expect("unwrap")
         .into_key_unchecked();
     assert_eq!(u.expose_secret(), k16.expose_secret());
+    // A header whose own padding block leaves it misaligned is refused, not padded twice.
+    let tdes_kbpk = Key::tdes(&[0x12; 16]).expect("kbpk");
+    let h = Header::parse_template("B0000P0TE00E0100PB05A").expect("header");
+    assert!(matches!(
+        tr31::wrap(&tdes_kbpk, &h, &Key::tdes(&[0x34; 16]).expect("key")),
+        Err(SessionError::KeyBlock(KeyBlockError::BadHeader(_)))
+    ));
+    // One that aligns is kept as it is.
+    let h = Header::parse_template("B0000P0TE00E0100PB08AAAA").expect("header");
+    let b = tr31::wrap(&tdes_kbpk, &h, &Key::tdes(&[0x34; 16]).expect("key")).expect("wrap");
+    assert_eq!(&b[5..24], "P0TE00E0100PB08AAAA");
 }
 
 #[test]
