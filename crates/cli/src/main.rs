@@ -5,17 +5,28 @@
 //! - `isoswitch dialects`
 //! - `isoswitch mac --algorithm ALG --key HEX [--padding 1|2] --data HEX`
 //! - `isoswitch kcv --key HEX [--aes]`
-//! - `isoswitch pinblock --format 0|1|3|4 --pin PIN --pan PAN [--key HEX]`
+//! - `isoswitch pinblock --format 0|1|3|4 --pin PIN --pan PAN [--key HEX] [--no-luhn]`
+//! - `isoswitch pinblock --decipher --format N --key HEX --block HEX [--pan PAN]`
+//! - `isoswitch pinblock --translate --from-key HEX --to-key HEX --block HEX --pan PAN
+//!   [--from-format N] [--to-format N]`
+//! - `isoswitch dukpt --bdk HEX --ksn HEX [--variant pin|mac|mac-response|data|data-response]`
+//! - `isoswitch dukpt --aes --bdk HEX --ksn HEX --key-type T --usage U`
+//! - `isoswitch tr31 wrap --kbpk HEX --header TEXT --key HEX`
+//! - `isoswitch tr31 unwrap --kbpk HEX --block TEXT`
 //!
-//! The crypto commands print one line of uppercase hex; bad input (hex, key length,
-//! PIN, PAN, option combination) exits with status 1 and a message on stderr.
+//! The crypto commands print their result alone on the first line (upper-case hex
+//! where it is hex; `tr31 unwrap` adds the header's fields on later lines). Bad input
+//! (hex, key length, PIN, PAN and its Luhn check digit, option combination, a usage
+//! error) exits with status 1 and one line on stderr. The key-management commands live
+//! in `cli/`.
+
+mod cli;
+
+use cli::args::{hex_arg, key_arg, parse_hex, upper_hex};
 
 use clap::{Parser, Subcommand};
 use isoswitch::codec::{json, Dialect, MessageView};
-use isoswitch::session::crypto::{
-    compute, Fill, Key, MacAlgorithm, Padding, Pan, Pin, PinBlock, PinBlockFormat,
-};
-use isoswitch::session::SessionError;
+use isoswitch::session::crypto::{compute, Key, MacAlgorithm, Padding};
 use std::io::{Read, Write};
 use std::process::ExitCode;
 
@@ -97,32 +108,56 @@ bytes (the ANSI X9.24-1 CMAC method), not the older AES-ECB encryption of zeros.
         #[arg(long)]
         aes: bool,
     },
-    /// Build an ISO 9564 PIN block; prints it as one line of uppercase hex.
+    /// Build, decipher or translate an ISO 9564 PIN block.
+    #[command(long_about = "Build, decipher or translate an ISO 9564 PIN block.\n\n\
+Build (--format, --pin): prints the block as one line of uppercase hex. Formats 0, 1, 3: \
+the clear 8-byte block, or with --key the block enciphered under that TDES key (16 or 24 \
+bytes, ECB). Format 4 needs an AES --key (16, 24 or 32 bytes) and prints the enciphered \
+16-byte block. Formats 1, 3 and 4 have random fill, so their output differs from run to \
+run. The PAN is needed by formats 0, 3 and 4.\n\n\
+--decipher --format N --key HEX --block HEX [--pan PAN]: prints the PIN.\n\n\
+--translate --from-key HEX --to-key HEX --block HEX --pan PAN [--from-format N] \
+[--to-format N]: prints the block re-enciphered under --to-key (formats default to 0; \
+formats 1 and 4 do not translate into each other).\n\n\
+A PAN whose Luhn check digit is wrong is refused unless --no-luhn.")]
+    Pinblock(cli::pinblock::PinblockArgs),
+    /// Derive a DUKPT working key from a BDK and a KSN; prints it in uppercase hex.
     #[command(
-        long_about = "Build an ISO 9564 PIN block; prints it as one line of uppercase hex.\n\n\
-Formats 0, 1, 3: the clear 8-byte block, or with --key the block enciphered under that \
-TDES key (16 or 24 bytes, ECB). Format 4 needs an AES --key (16, 24 or 32 bytes) and \
-prints the enciphered 16-byte block. Formats 1, 3 and 4 have random fill, so their \
-output differs from run to run. The PAN is needed by formats 0, 3 and 4."
+        long_about = "Derive a DUKPT working key from a BDK and a KSN; prints it in uppercase hex.\n\n\
+TDES (ANSI X9.24-1:2009): --bdk of 16 bytes, --ksn of 10 bytes; --variant pin, mac (request), \
+mac-response, data (request) or data-response; without --variant, the transaction key itself.\n\n\
+AES (--aes, ANSI X9.24-3-2017): --bdk of 16, 24 or 32 bytes, --ksn of 12 bytes (initial key \
+ID and counter), --key-type aes128|aes192|aes256|tdes2|tdes3 and --usage \
+pin|mac-gen|mac-verify|mac|data-enc|data-dec|data|kek."
     )]
-    Pinblock {
-        /// 0, 1, 3 or 4.
-        #[arg(long)]
-        format: String,
-        /// The PIN: 4 to 12 digits.
-        #[arg(long)]
-        pin: String,
-        /// The primary account number: 12 to 19 digits.
-        #[arg(long)]
-        pan: Option<String>,
-        /// TDES key (formats 0, 1, 3) or AES key (format 4), in hex.
-        #[arg(long)]
-        key: Option<String>,
+    Dukpt(cli::dukpt::DukptArgs),
+    /// Wrap or unwrap a TR-31 / ANSI X9.143 key block (versions A, B, C, D).
+    Tr31 {
+        #[command(subcommand)]
+        command: cli::tr31::Tr31Command,
     },
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            use clap::error::ErrorKind;
+            if matches!(e.kind(), ErrorKind::DisplayHelp | ErrorKind::DisplayVersion)
+                || e.kind() == ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand
+            {
+                e.exit();
+            }
+            // One line on stderr, status 1, like every other bad input.
+            let text = e.to_string();
+            let first = text
+                .lines()
+                .find(|l| !l.trim().is_empty())
+                .unwrap_or("bad command line");
+            eprintln!("error: {}", first.trim_start_matches("error: "));
+            return ExitCode::from(1);
+        }
+    };
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
@@ -156,25 +191,6 @@ fn read_input(file: Option<&std::path::Path>) -> Result<Vec<u8>, String> {
     Ok(buf)
 }
 
-fn parse_hex(text: &[u8]) -> Result<Vec<u8>, String> {
-    let digits: Vec<u8> = text
-        .iter()
-        .copied()
-        .filter(|c| !c.is_ascii_whitespace())
-        .collect();
-    if digits.len() % 2 == 1 {
-        return Err("hex input has an odd number of digits".into());
-    }
-    digits
-        .chunks(2)
-        .enumerate()
-        .map(|(i, p)| {
-            let s = std::str::from_utf8(p).map_err(|_| format!("bad hex at digit {}", i * 2))?;
-            u8::from_str_radix(s, 16).map_err(|_| format!("bad hex at digit {}", i * 2))
-        })
-        .collect()
-}
-
 fn run(cli: Cli) -> Result<(), String> {
     match cli.command {
         Command::Mac {
@@ -187,17 +203,9 @@ fn run(cli: Cli) -> Result<(), String> {
             print_line(&line)
         }
         Command::Kcv { key, aes } => print_line(&kcv_command(&key, aes)?),
-        Command::Pinblock {
-            format,
-            pin,
-            pan,
-            key,
-        } => print_line(&pinblock_command(
-            &format,
-            &pin,
-            pan.as_deref(),
-            key.as_deref(),
-        )?),
+        Command::Pinblock(args) => print_line(&cli::pinblock::run(&args)?),
+        Command::Dukpt(args) => print_line(&cli::dukpt::run(&args)?),
+        Command::Tr31 { command } => print_line(&cli::tr31::run(&command)?),
         Command::Dialects => {
             let mut out = String::new();
             for name in Dialect::builtin_names() {
@@ -255,43 +263,11 @@ fn run(cli: Cli) -> Result<(), String> {
     }
 }
 
-fn upper_hex(b: &[u8]) -> String {
-    b.iter().map(|x| format!("{x:02X}")).collect()
-}
-
 fn print_line(line: &str) -> Result<(), String> {
     let mut s = String::with_capacity(line.len() + 1);
     s.push_str(line);
     s.push('\n');
     print_out(s.as_bytes())
-}
-
-/// Hex from a command-line option, named in errors.
-fn hex_arg(what: &str, text: &str) -> Result<Vec<u8>, String> {
-    parse_hex(text.as_bytes()).map_err(|e| format!("{what}: {e}"))
-}
-
-/// A key of one of `lens` bytes, built by `make`.
-fn key_arg(
-    alg: &str,
-    hex: &str,
-    lens: &[usize],
-    make: impl Fn(&[u8]) -> Result<Key, SessionError>,
-) -> Result<Key, String> {
-    let bytes = hex_arg("--key", hex)?;
-    if !lens.contains(&bytes.len()) {
-        let want: Vec<String> = lens.iter().map(|n| n.to_string()).collect();
-        return Err(format!(
-            "--key: {alg} needs a key of {} bytes ({} hex digits), got {} bytes",
-            want.join(" or "),
-            lens.iter()
-                .map(|n| (n * 2).to_string())
-                .collect::<Vec<_>>()
-                .join(" or "),
-            bytes.len()
-        ));
-    }
-    make(&bytes).map_err(|e| format!("--key: {e}"))
 }
 
 fn mac_command(
@@ -359,60 +335,6 @@ fn kcv_command(key: &str, aes: bool) -> Result<String, String> {
     };
     let kcv = key.kcv().leading(3).map_err(|e| e.to_string())?;
     Ok(upper_hex(kcv))
-}
-
-fn pinblock_command(
-    format: &str,
-    pin: &str,
-    pan: Option<&str>,
-    key: Option<&str>,
-) -> Result<String, String> {
-    let format = match format {
-        "0" => PinBlockFormat::Iso0,
-        "1" => PinBlockFormat::Iso1,
-        "3" => PinBlockFormat::Iso3,
-        "4" => PinBlockFormat::Iso4,
-        other => return Err(format!("--format must be 0, 1, 3 or 4, not {other:?}")),
-    };
-    let pin = Pin::new(pin).map_err(|e| match e {
-        SessionError::BadPinLength { found } => {
-            format!("--pin: a PIN has 4 to 12 digits, this one has {found} characters")
-        }
-        SessionError::PinNotNumeric => "--pin: a PIN is digits 0-9 only".to_string(),
-        other => format!("--pin: {other}"),
-    })?;
-    let pan = pan
-        .map(|p| Pan::new(p).map_err(|e| format!("--pan: {e}")))
-        .transpose()?;
-    if format.needs_pan() && pan.is_none() {
-        return Err(format!(
-            "--pan is required for PIN block format {}",
-            format.control()
-        ));
-    }
-    let block = match (format, key) {
-        (PinBlockFormat::Iso4, None) => {
-            return Err("format 4 needs an AES --key (16, 24 or 32 bytes)".into())
-        }
-        (PinBlockFormat::Iso4, Some(k)) => {
-            let key = key_arg("format 4 (AES)", k, &[16, 24, 32], Key::aes)?;
-            let b = PinBlock::encipher(format, &pin, pan.as_ref(), &key, Fill::Random)
-                .map_err(|e| e.to_string())?;
-            upper_hex(b.as_bytes())
-        }
-        (_, Some(k)) => {
-            let key = key_arg("TDES", k, &[16, 24], Key::tdes)?;
-            let b = PinBlock::encipher(format, &pin, pan.as_ref(), &key, Fill::Random)
-                .map_err(|e| e.to_string())?;
-            upper_hex(b.as_bytes())
-        }
-        (_, None) => {
-            let clear = PinBlock::clear_block(format, &pin, pan.as_ref(), Fill::Random)
-                .map_err(|e| e.to_string())?;
-            upper_hex(&clear[..])
-        }
-    };
-    Ok(block)
 }
 
 fn print_out(b: &[u8]) -> Result<(), String> {

@@ -1,5 +1,9 @@
 //! The `isoswitch mac`, `kcv` and `pinblock` commands: domain.md §4 vectors and the
 //! error contract (exit status 1, a message on stderr, nothing on stdout).
+//!
+//! The domain.md PANs 5555555551234567 and 432198765432109870 have no valid Luhn check
+//! digit, which `pinblock` now refuses; their vectors run with `--no-luhn` (the refusal
+//! itself is tested in tests/cli_keys.rs).
 
 use std::process::{Command, Output};
 
@@ -224,12 +228,22 @@ fn kcv_vectors() {
 fn pinblock_vectors() {
     let pan = "5555555551234567";
     assert_eq!(
-        ok(&["pinblock", "--format", "0", "--pin", "1234", "--pan", pan]),
+        ok(&[
+            "pinblock",
+            "--no-luhn",
+            "--format",
+            "0",
+            "--pin",
+            "1234",
+            "--pan",
+            pan
+        ]),
         "041261AAAAEDCBA9"
     );
     assert_eq!(
         ok(&[
             "pinblock",
+            "--no-luhn",
             "--format",
             "0",
             "--pin",
@@ -240,17 +254,44 @@ fn pinblock_vectors() {
         "0C1261032D8226A9"
     );
     // Format 3: random fill A-F, XORed with the PAN block; deciphers to the PIN.
-    let f3 = ok(&["pinblock", "--format", "3", "--pin", "1234", "--pan", pan]);
+    let f3 = ok(&[
+        "pinblock",
+        "--no-luhn",
+        "--format",
+        "3",
+        "--pin",
+        "1234",
+        "--pan",
+        pan,
+    ]);
     assert!(is_upper_hex(&f3, 16));
     assert!(f3.starts_with("341261"), "{f3}");
     // Format 1: control 1, length 4, PIN, random fill; no PAN involved.
-    let f1 = ok(&["pinblock", "--format", "1", "--pin", "1234", "--pan", pan]);
+    let f1 = ok(&[
+        "pinblock",
+        "--no-luhn",
+        "--format",
+        "1",
+        "--pin",
+        "1234",
+        "--pan",
+        pan,
+    ]);
     assert!(f1.starts_with("141234"), "{f1}");
     assert!(is_upper_hex(&f1, 16));
 
     // Enciphered under a TDES key: format 0 is deterministic and deciphers.
     let e0 = ok(&[
-        "pinblock", "--format", "0", "--pin", "1234", "--pan", pan, "--key", X919_KEY,
+        "pinblock",
+        "--no-luhn",
+        "--format",
+        "0",
+        "--pin",
+        "1234",
+        "--pan",
+        pan,
+        "--key",
+        X919_KEY,
     ]);
     let key = Key::tdes(&unhex(X919_KEY)).expect("key");
     let block = PinBlock::from_bytes(PinBlockFormat::Iso0, &unhex(&e0)).expect("block");
@@ -261,7 +302,16 @@ fn pinblock_vectors() {
         Pin::new("1234").expect("pin")
     );
     let e3 = ok(&[
-        "pinblock", "--format", "3", "--pin", "4321", "--pan", pan, "--key", X919_KEY,
+        "pinblock",
+        "--no-luhn",
+        "--format",
+        "3",
+        "--pin",
+        "4321",
+        "--pan",
+        pan,
+        "--key",
+        X919_KEY,
     ]);
     let block = PinBlock::from_bytes(PinBlockFormat::Iso3, &unhex(&e3)).expect("block");
     assert_eq!(
@@ -275,7 +325,16 @@ fn pinblock_vectors() {
     let aes = "C1D0F8FB4958670DBA40AB1F3752EF0D";
     let pan4 = "432198765432109870";
     let e4 = ok(&[
-        "pinblock", "--format", "4", "--pin", "1234", "--pan", pan4, "--key", aes,
+        "pinblock",
+        "--no-luhn",
+        "--format",
+        "4",
+        "--pin",
+        "1234",
+        "--pan",
+        pan4,
+        "--key",
+        aes,
     ]);
     assert!(is_upper_hex(&e4, 32));
     let block = PinBlock::from_bytes(PinBlockFormat::Iso4, &unhex(&e4)).expect("block");
@@ -287,7 +346,16 @@ fn pinblock_vectors() {
         Pin::new("1234").expect("pin")
     );
     let again = ok(&[
-        "pinblock", "--format", "4", "--pin", "1234", "--pan", pan4, "--key", aes,
+        "pinblock",
+        "--no-luhn",
+        "--format",
+        "4",
+        "--pin",
+        "1234",
+        "--pan",
+        pan4,
+        "--key",
+        aes,
     ]);
     assert_ne!(e4, again, "random fill");
 }
@@ -380,9 +448,19 @@ fn errors_exit_1_with_a_message() {
     fails(&["pinblock", "--format", "0", "--pin", "1234"]);
     fails(&["pinblock", "--format", "2", "--pin", "1234", "--pan", pan]);
     // Format 4 needs an AES key; formats 0/1/3 take a TDES key.
-    fails(&["pinblock", "--format", "4", "--pin", "1234", "--pan", pan]);
     fails(&[
         "pinblock",
+        "--no-luhn",
+        "--format",
+        "4",
+        "--pin",
+        "1234",
+        "--pan",
+        pan,
+    ]);
+    fails(&[
+        "pinblock",
+        "--no-luhn",
         "--format",
         "4",
         "--pin",
@@ -394,6 +472,7 @@ fn errors_exit_1_with_a_message() {
     ]);
     fails(&[
         "pinblock",
+        "--no-luhn",
         "--format",
         "0",
         "--pin",

@@ -414,6 +414,8 @@ pub enum PanDefect {
         /// Index of the first offending character.
         position: usize,
     },
+    /// The last digit is not the Luhn (mod 10) check digit of the others.
+    CheckDigit,
 }
 
 impl std::fmt::Display for PanDefect {
@@ -421,6 +423,7 @@ impl std::fmt::Display for PanDefect {
         match self {
             PanDefect::Length { found } => write!(f, "length {found} outside 12..=19"),
             PanDefect::NotDigit { position } => write!(f, "non-digit at index {position}"),
+            PanDefect::CheckDigit => f.write_str("the Luhn check digit is wrong"),
         }
     }
 }

@@ -16,7 +16,9 @@
 //! | [`crypto::keys`] | [`Key`](crypto::Key): DES/TDES/AES keys, zeroized, wrapped under a master key |
 //! | [`crypto::kcv`] | key check values, compared in constant time |
 //! | [`crypto::mac`] | MACs over a byte span: ISO 9797-1 alg. 1 and 3 (X9.19), AES-CMAC, `cup-pos` |
-//! | [`crypto::pin`] | ISO 9564 PIN blocks 0, 1, 3, 4; encipher, decipher, translate |
+//! | [`crypto::pin`] | ISO 9564 PIN blocks 0, 1, 3, 4; encipher, decipher, translate; [`Pan`](crypto::Pan) with the Luhn check ([`Pan::new_checked`](crypto::Pan::new_checked)) |
+//! | [`crypto::dukpt`] | DUKPT: TDES (ANSI X9.24-1:2009, PIN/MAC/data variants) and AES (X9.24-3-2017, AES and TDES working keys for every usage); host derivation and the device's future-key registers |
+//! | [`crypto::tr31`] | TR-31 / ANSI X9.143 key blocks A, B, C, D: header parse/build, wrap/unwrap under a KBPK, [`KeyOperation`](crypto::tr31::KeyOperation) enforcement |
 //! | [`counters`] | STAN, batch number, RRN behind the [`Counters`](counters::Counters) trait; [`MemoryCounters`](counters::MemoryCounters) here, the durable file implementation in `isoswitch-reversal` (`counters::FileCounters`) |
 //! | [`snapshot`] | [`TerminalSnapshot`] of a session (keys, batch, generation) for restarts; [`SealedSnapshot`]: AES-256-GCM under a key-encryption key [`Kek`] |
 //! | [`error`] | [`SessionError`], the crate's one error type |

@@ -6,7 +6,8 @@
 //! only), so AES DUKPT is tested against the X9.24-3 supplement's published vectors
 //! only (tests/dukpt_vectors.rs).
 
-use std::path::PathBuf;
+mod keys_common;
+use keys_common::{hex, to_hex, vector_file};
 
 use isoswitch_session::crypto::dukpt::tdes::{self, TdesDevice, TdesKsn, Variant};
 use isoswitch_session::crypto::keys::Key;
@@ -47,24 +48,12 @@ struct NextCase {
 }
 
 fn load() -> File {
-    let path =
-        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/vectors/pydukpt/tdes_dukpt.json");
-    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-    let f: File = serde_json::from_str(&text).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    let text = vector_file("pydukpt/tdes_dukpt.json");
+    let f: File =
+        serde_json::from_str(&text).unwrap_or_else(|e| panic!("pydukpt/tdes_dukpt.json: {e}"));
     assert_eq!(f.generator, "scripts/pydukpt/gen_vectors.py");
     assert!(f.oracle.starts_with("pydukpt"));
     f
-}
-
-fn hex(s: &str) -> Vec<u8> {
-    (0..s.len())
-        .step_by(2)
-        .map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap_or_else(|e| panic!("{s}: {e}")))
-        .collect()
-}
-
-fn to_hex(b: &[u8]) -> String {
-    b.iter().map(|x| format!("{x:02X}")).collect()
 }
 
 #[test]

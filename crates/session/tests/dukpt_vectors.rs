@@ -7,6 +7,9 @@
 //! Not covered: the TDES-CMAC columns of 1.2 (openemv's own, not in X9.24-1, and the
 //! crate has no TDES-CMAC MAC algorithm); HMAC and response keys (2.5: none published).
 
+mod keys_common;
+use keys_common::{hex, to_hex};
+
 use cipher::{BlockEncrypt, KeyInit};
 use des::TdesEde2;
 use isoswitch_session::crypto::dukpt::aes::{
@@ -18,18 +21,6 @@ use isoswitch_session::crypto::mac::{compute, MacAlgorithm, Padding};
 use isoswitch_session::crypto::pin::{Fill, Pan, Pin, PinBlock, PinBlockFormat};
 use isoswitch_session::error::DukptError;
 use isoswitch_session::SessionError;
-
-fn hex(s: &str) -> Vec<u8> {
-    assert!(s.len() % 2 == 0, "odd hex {s}");
-    (0..s.len())
-        .step_by(2)
-        .map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap_or_else(|e| panic!("{s}: {e}")))
-        .collect()
-}
-
-fn to_hex(b: &[u8]) -> String {
-    b.iter().map(|x| format!("{x:02X}")).collect()
-}
 
 fn key_hex(k: &Key) -> String {
     to_hex(&k.expose_secret())

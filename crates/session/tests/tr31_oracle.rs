@@ -5,8 +5,10 @@
 //! under the block's own header with the same padding must give psec's block exactly
 //! (so psec unwraps what we wrap). No Python is needed to run these tests.
 
+mod keys_common;
+use keys_common::{hex, to_hex, vector_file};
+
 use std::collections::BTreeMap;
-use std::path::PathBuf;
 
 use isoswitch_session::crypto::keys::Key;
 use isoswitch_session::crypto::tr31::{self, KeyBlock};
@@ -30,22 +32,10 @@ struct Case {
     block: String,
 }
 
-fn hex(s: &str) -> Vec<u8> {
-    (0..s.len())
-        .step_by(2)
-        .map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap_or_else(|e| panic!("{s}: {e}")))
-        .collect()
-}
-
-fn to_hex(b: &[u8]) -> String {
-    b.iter().map(|x| format!("{x:02X}")).collect()
-}
-
 #[test]
 fn psec_blocks_unwrap_and_rewrap_identically() {
-    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/vectors/psec/tr31.json");
-    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-    let f: File = serde_json::from_str(&text).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    let text = vector_file("psec/tr31.json");
+    let f: File = serde_json::from_str(&text).unwrap_or_else(|e| panic!("psec/tr31.json: {e}"));
     assert_eq!(f.generator, "scripts/psec/gen_tr31.py");
     assert!(f.oracle.starts_with("psec 1.3.0"));
     let mut per_version = BTreeMap::new();

@@ -6,24 +6,15 @@
 //! file, or all zeros) wrapping the key again gives the very same block. Version E
 //! (ISO 20038 CTR) is refused as unsupported; the two errata blocks are refused.
 
+mod keys_common;
+use keys_common::{hex, to_hex};
+
 use isoswitch_session::crypto::keys::Key;
 use isoswitch_session::crypto::tr31::{
     self, Header, KeyBlock, KeyOperation, KeyUsage, ModeOfUse, Version,
 };
 use isoswitch_session::error::KeyBlockError;
 use isoswitch_session::SessionError;
-
-fn hex(s: &str) -> Vec<u8> {
-    assert!(s.len() % 2 == 0, "odd hex {s}");
-    (0..s.len())
-        .step_by(2)
-        .map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap_or_else(|e| panic!("{s}: {e}")))
-        .collect()
-}
-
-fn to_hex(b: &[u8]) -> String {
-    b.iter().map(|x| format!("{x:02X}")).collect()
-}
 
 /// A KBPK for a block's version: AES for D, DES/TDES otherwise.
 fn kbpk_for(version: u8, b: &[u8]) -> Key {
@@ -538,6 +529,17 @@ fn wrap_masks_the_key_length_and_pads_the_header() {
         .expect("unwrap")
         .into_key_unchecked();
     assert_eq!(u.expose_secret(), k16.expose_secret());
+    // A header whose own padding block leaves it misaligned is refused, not padded twice.
+    let tdes_kbpk = Key::tdes(&[0x12; 16]).expect("kbpk");
+    let h = Header::parse_template("B0000P0TE00E0100PB05A").expect("header");
+    assert!(matches!(
+        tr31::wrap(&tdes_kbpk, &h, &Key::tdes(&[0x34; 16]).expect("key")),
+        Err(SessionError::KeyBlock(KeyBlockError::BadHeader(_)))
+    ));
+    // One that aligns is kept as it is.
+    let h = Header::parse_template("B0000P0TE00E0100PB08AAAA").expect("header");
+    let b = tr31::wrap(&tdes_kbpk, &h, &Key::tdes(&[0x34; 16]).expect("key")).expect("wrap");
+    assert_eq!(&b[5..24], "P0TE00E0100PB08AAAA");
 }
 
 #[test]

@@ -153,6 +153,13 @@ impl Pin {
     pub(crate) fn values(&self) -> &[u8] {
         &self.digits[..self.len()]
     }
+
+    /// The clear digits as text (wiped when the returned string drops). Only for a
+    /// tool that must show a PIN to a person (`isoswitch pinblock --decipher`); a
+    /// switch or host compares PINs with `==` and never needs it.
+    pub fn expose_digits(&self) -> Zeroizing<String> {
+        Zeroizing::new(self.values().iter().map(|d| char::from(b'0' + d)).collect())
+    }
 }
 
 impl PartialEq for Pin {
@@ -202,6 +209,26 @@ impl Pan {
             digits,
             len: pan.len() as u8,
         })
+    }
+
+    /// A PAN from its ASCII digits whose last digit must be the Luhn (ISO/IEC 7812-1
+    /// mod 10) check digit; fails with [`PanDefect::CheckDigit`] otherwise. What
+    /// anything taking a PAN from a person should use; [`Pan::new`] does not check the
+    /// digit (test PANs and some private-label cards do not have one).
+    pub fn new_checked(pan: &str) -> Result<Pan> {
+        let p = Pan::new(pan)?;
+        if p.has_valid_check_digit() {
+            Ok(p)
+        } else {
+            Err(SessionError::BadPan {
+                defect: PanDefect::CheckDigit,
+            })
+        }
+    }
+
+    /// Whether the last digit is the Luhn check digit of the others.
+    pub fn has_valid_check_digit(&self) -> bool {
+        luhn_valid(self.as_ascii())
     }
 
     /// The ASCII digits.
@@ -265,6 +292,28 @@ impl fmt::Debug for Pan {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "Pan({self})")
     }
+}
+
+/// The Luhn (mod 10) check over ASCII digits, check digit last: from the right, every
+/// second digit is doubled (minus 9 above 9) and the sum must end in 0.
+pub fn luhn_valid(digits: &[u8]) -> bool {
+    let mut sum = 0u32;
+    for (i, c) in digits.iter().rev().enumerate() {
+        let Some(d) = char::from(*c).to_digit(10) else {
+            return false;
+        };
+        sum += if i % 2 == 1 {
+            let x = d * 2;
+            if x > 9 {
+                x - 9
+            } else {
+                x
+            }
+        } else {
+            d
+        };
+    }
+    !digits.is_empty() && sum % 10 == 0
 }
 
 /// Where the fill nibbles of a PIN block come from.
@@ -1036,5 +1085,60 @@ mod tests {
             translate(&b0, Some(&pan), &zpk_a, Iso4, &zpk_b),
             Err(SessionError::WrongKeyAlgorithm { .. })
         ));
+    }
+
+    #[test]
+    fn luhn_check_digit() {
+        // ISO/IEC 7812-1 examples and well-known test PANs.
+        for good in [
+            "4012345678909",
+            "4111111111111111",
+            "79927398713",
+            "5500000000000004",
+        ] {
+            assert!(luhn_valid(good.as_bytes()), "{good}");
+        }
+        for bad in [
+            "4012345678908",
+            "4111111111111112",
+            "79927398710",
+            "5555555551234567",
+            "",
+        ] {
+            assert!(!luhn_valid(bad.as_bytes()), "{bad}");
+        }
+        assert!(Pan::new_checked("4111111111111111").is_ok());
+        assert!(matches!(
+            Pan::new_checked("4111111111111112"),
+            Err(SessionError::BadPan {
+                defect: PanDefect::CheckDigit
+            })
+        ));
+        // The unchecked constructor keeps accepting such PANs; length and digits are
+        // still checked first by both.
+        assert!(Pan::new("4111111111111112").is_ok());
+        assert!(matches!(
+            Pan::new_checked("41111111111X"),
+            Err(SessionError::BadPan {
+                defect: PanDefect::NotDigit { position: 11 }
+            })
+        ));
+        // Every single-digit change of a valid PAN is caught.
+        let pan = b"4012345678909";
+        for i in 0..pan.len() {
+            for d in b'0'..=b'9' {
+                if d != pan[i] {
+                    let mut p = *pan;
+                    p[i] = d;
+                    assert!(!luhn_valid(&p), "{i} {d}");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn expose_digits_gives_the_pin() {
+        let pin = Pin::new("0123456789").expect("pin");
+        assert_eq!(pin.expose_digits().as_str(), "0123456789");
     }
 }

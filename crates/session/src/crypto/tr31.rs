@@ -410,7 +410,7 @@ impl<'a> Cursor<'a> {
             None => Err(KeyBlockError::Truncated {
                 what,
                 offset: self.pos,
-                needed: self.pos + n - self.text.len(),
+                needed: self.pos.saturating_add(n) - self.text.len(),
             }),
         }
     }
@@ -705,10 +705,20 @@ impl Header {
     }
 
     /// A copy whose optional blocks end with a padding block of `0`s when the header
-    /// is not a whole number of `block` characters.
-    fn padded(&self, block: usize) -> Header {
+    /// is not a whole number of `block` characters. A header that already ends with a
+    /// padding block must be aligned by it.
+    fn padded(&self, block: usize) -> Result<Header, KeyBlockError> {
         let len = self.encoded_len();
         let mut h = self.clone();
+        let has_pad = self
+            .optional_blocks
+            .last()
+            .is_some_and(|b| b.id == OptionalBlock::PADDING);
+        if len % block != 0 && has_pad {
+            return Err(KeyBlockError::BadHeader(
+                "the padding block does not bring the header to a whole number of cipher blocks",
+            ));
+        }
         if len % block != 0 {
             let mut pad = block - (len + 4) % block;
             if pad == block {
@@ -719,7 +729,7 @@ impl Header {
                 data: "0".repeat(pad),
             });
         }
-        h
+        Ok(h)
     }
 }
 
@@ -912,7 +922,7 @@ pub fn wrap_with_padding(kbpk: &Key, header: &Header, key: &Key, padding: &[u8])
         .into());
     }
     let keys = BindingKeys::derive(v, kbpk)?;
-    let header = header.padded(block);
+    let header = header.padded(block)?;
     let data_len = 2 + material.len() + padding.len();
     let total = header.encoded_len() + 2 * data_len + 2 * v.mac_len();
     let header_text = header.encode(total)?;
