@@ -16,7 +16,10 @@ use isoswitch::hsm::thales::server::{self, ServerConfig};
 use isoswitch::sim;
 
 #[derive(Parser, Debug)]
-#[command(name = "hsm_sim", about = "Thales payShield-compatible HSM simulator on a software security module")]
+#[command(
+    name = "hsm_sim",
+    about = "Thales payShield-compatible HSM simulator on a software security module"
+)]
 struct Args {
     /// Address to listen on.
     #[arg(long, default_value = "127.0.0.1:1500")]
@@ -37,7 +40,15 @@ async fn main() -> ExitCode {
         header_len: args.header_len,
     };
     let listening = |addr| eprintln!("hsm_sim: listening on {addr}");
-    match server::run(&args.listen, &args.lmk, config, listening, sim::shutdown_signal()).await {
+    match server::run(
+        &args.listen,
+        &args.lmk,
+        config,
+        listening,
+        sim::shutdown_signal(),
+    )
+    .await
+    {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("hsm_sim: {e}");

@@ -43,14 +43,17 @@ async fn m6_m8_against_hsm_sim() {
         .await
         .unwrap()
         .unwrap();
-    let c = ThalesClient::connect(addr, ClientConfig::default()).await.unwrap();
+    let c = ThalesClient::connect(addr, ClientConfig::default())
+        .await
+        .unwrap();
 
     for (usage, hex) in [
         (KeyUsage::TerminalMac, "E6F1EC07E0B7E57CDF6D1EF25E70D3AB"),
         (KeyUsage::ZoneMac, "0123456789ABCDEFFEDCBA9876543210"),
     ] {
         let clear = Key::tdes(&unhex(hex)).unwrap();
-        let under = EncryptedKey::new(clear.kind(), &encrypt_key_under(&lmk, &clear).unwrap()).unwrap();
+        let under =
+            EncryptedKey::new(clear.kind(), &encrypt_key_under(&lmk, &clear).unwrap()).unwrap();
         let key = c.register_key(under, usage);
         for data in [&b""[..], b"0200", &[0xA5u8; 1000][..]] {
             for alg in [

@@ -26,8 +26,7 @@ use isoswitch_session::crypto::pin::{Pan, PinBlock, PinBlockFormat};
 
 use crate::error::Result;
 use crate::types::{
-    CheckValue, ExportFormat, GeneratedKey, KeyBlob, KeyHandle, KeyUsage, PinReference,
-    PinSource,
+    CheckValue, ExportFormat, GeneratedKey, KeyBlob, KeyHandle, KeyUsage, PinReference, PinSource,
 };
 
 /// A request to translate a PIN block from the key it arrived under to another.
@@ -113,10 +112,8 @@ pub trait SecurityModule: Send + Sync {
     ) -> impl Future<Output = Result<bool>> + Send;
 
     /// Whether the PIN in the block matches the reference.
-    fn verify_pin(
-        &self,
-        request: PinVerification<'_>,
-    ) -> impl Future<Output = Result<bool>> + Send;
+    fn verify_pin(&self, request: PinVerification<'_>)
+        -> impl Future<Output = Result<bool>> + Send;
 
     /// Imports a key that arrived under the key-encrypting key `kek`, to be used for
     /// `usage`; a given `kcv` is compared first (a mismatch is an error: the key is

@@ -16,9 +16,7 @@ use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{RwLock, RwLockReadGuard};
 
-use isoswitch_session::crypto::keys::{
-    decrypt_key_under_as, encrypt_key_under, Key, KeyKind,
-};
+use isoswitch_session::crypto::keys::{decrypt_key_under_as, encrypt_key_under, Key, KeyKind};
 use isoswitch_session::crypto::mac::{self, MacAlgorithm, MacValue};
 use isoswitch_session::crypto::pin::{translate, Pin, PinBlock};
 use isoswitch_session::crypto::pvv::visa_pvv;
@@ -111,7 +109,11 @@ impl SoftHsm {
 
     /// Generates a random key of `kind` for `usage`; returns its handle and the key
     /// under the local master key (to store it).
-    pub fn generate_key(&self, usage: KeyUsage, kind: KeyKind) -> Result<(KeyHandle, EncryptedKey)> {
+    pub fn generate_key(
+        &self,
+        usage: KeyUsage,
+        kind: KeyKind,
+    ) -> Result<(KeyHandle, EncryptedKey)> {
         let key = Key::generate(kind)?;
         let stored = self.lmk_encrypt(&key)?;
         Ok((self.insert(key, usage), stored))
@@ -310,7 +312,12 @@ impl SoftHsm {
         Ok(self.insert(key, usage))
     }
 
-    fn export_key_now(&self, key: KeyHandle, kek: KeyHandle, format: ExportFormat) -> Result<KeyBlob> {
+    fn export_key_now(
+        &self,
+        key: KeyHandle,
+        kek: KeyHandle,
+        format: ExportFormat,
+    ) -> Result<KeyBlob> {
         let keys = self.read_keys();
         let k = kek_entry(&keys, kek)?;
         let e = entry(&keys, key)?;
@@ -340,9 +347,7 @@ fn parse_master_key(text: &[u8]) -> std::result::Result<Key, String> {
         n += 1;
     }
     if n != 32 && n != 48 {
-        return Err(format!(
-            "{n} hex digits; a TDES master key has 32 or 48"
-        ));
+        return Err(format!("{n} hex digits; a TDES master key has 32 or 48"));
     }
     let mut bytes = Zeroizing::new([0u8; 24]);
     crate::hex::decode_into(&digits[..n], &mut bytes[..n / 2])
@@ -501,7 +506,8 @@ mod tests {
     fn working_key_generated_under_a_tmk_imports_back_with_its_kcv() {
         let hsm = hsm();
         let tmk = load(&hsm, &[0x11; 16], KeyUsage::TerminalMaster);
-        let g = block_on(hsm.generate_working_key(tmk, KeyUsage::TerminalPin, KeyKind::Tdes2)).unwrap();
+        let g =
+            block_on(hsm.generate_working_key(tmk, KeyUsage::TerminalPin, KeyKind::Tdes2)).unwrap();
         assert_eq!(g.kcv.as_bytes().len(), 8);
         let again = block_on(hsm.import_key(
             tmk,
@@ -519,7 +525,10 @@ mod tests {
             KeyUsage::TerminalPin,
             Some(&[1, 2, 3]),
         ));
-        assert!(matches!(e, Err(HsmError::Crypto(SessionError::KcvMismatch))));
+        assert!(matches!(
+            e,
+            Err(HsmError::Crypto(SessionError::KcvMismatch))
+        ));
         // Exported under the TMK again: the same bytes the generation returned.
         match block_on(hsm.export_key(again, tmk, ExportFormat::Ecb)).unwrap() {
             KeyBlob::Ecb(k) => assert_eq!(k, g.under_master),
@@ -540,7 +549,10 @@ mod tests {
         );
         // The well-known check value 08D7B4 of this test key.
         assert!(block_on(hsm.check_kcv(k, &[0x08, 0xD7, 0xB4])).unwrap());
-        assert_eq!(&block_on(hsm.key_check_value(k)).unwrap().as_bytes()[..3], &[0x08, 0xD7, 0xB4]);
+        assert_eq!(
+            &block_on(hsm.key_check_value(k)).unwrap().as_bytes()[..3],
+            &[0x08, 0xD7, 0xB4]
+        );
     }
 
     #[test]
@@ -552,9 +564,18 @@ mod tests {
         let clear_zpk = Key::tdes(&[0x33; 16]).unwrap();
         let pan = Pan::new("4000001234562000").unwrap();
         let pin = Pin::new("123456").unwrap();
-        for from in [PinBlockFormat::Iso0, PinBlockFormat::Iso1, PinBlockFormat::Iso3] {
-            for to in [PinBlockFormat::Iso0, PinBlockFormat::Iso1, PinBlockFormat::Iso3] {
-                let block = PinBlock::encipher(from, &pin, Some(&pan), &clear_tpk, Fill::Random).unwrap();
+        for from in [
+            PinBlockFormat::Iso0,
+            PinBlockFormat::Iso1,
+            PinBlockFormat::Iso3,
+        ] {
+            for to in [
+                PinBlockFormat::Iso0,
+                PinBlockFormat::Iso1,
+                PinBlockFormat::Iso3,
+            ] {
+                let block =
+                    PinBlock::encipher(from, &pin, Some(&pan), &clear_tpk, Fill::Random).unwrap();
                 let out = block_on(hsm.translate_pin(PinTranslation {
                     source: PinSource::Key(tpk),
                     block: &block,
@@ -570,7 +591,14 @@ mod tests {
         // Format 4 under AES keys.
         let aes_tpk = load_aes(&hsm, KeyUsage::TerminalPin);
         let aes_zpk = load_aes(&hsm, KeyUsage::ZonePin);
-        let block = PinBlock::encipher(PinBlockFormat::Iso0, &pin, Some(&pan), &clear_tpk, Fill::Random).unwrap();
+        let block = PinBlock::encipher(
+            PinBlockFormat::Iso0,
+            &pin,
+            Some(&pan),
+            &clear_tpk,
+            Fill::Random,
+        )
+        .unwrap();
         let iso4 = block_on(hsm.translate_pin(PinTranslation {
             source: PinSource::Key(tpk),
             block: &block,
@@ -639,13 +667,20 @@ mod tests {
     fn mac_generate_and_verify() {
         let hsm = hsm();
         // ISO 9797-1 alg. 1 with DES: the FIPS 113 / ANSI X9.9 example.
-        let tak = load(&hsm, &[0x01, 0x23, 0x45, 0x67, 0x89, 0xAB, 0xCD, 0xEF], KeyUsage::TerminalMac);
+        let tak = load(
+            &hsm,
+            &[0x01, 0x23, 0x45, 0x67, 0x89, 0xAB, 0xCD, 0xEF],
+            KeyUsage::TerminalMac,
+        );
         let alg = MacAlgorithm::CbcDes(Padding::Method1);
         let data = b"Now is the time for all ";
         let mac = block_on(hsm.generate_mac(tak, alg, data)).unwrap();
         assert_eq!(mac.to_hex(), "70A30640CC76DD8B");
         assert!(block_on(hsm.verify_mac(tak, alg, data, &mac.as_bytes()[..4])).unwrap());
-        assert!(!block_on(hsm.verify_mac(tak, alg, b"Now is the time for all!", mac.as_bytes())).unwrap());
+        assert!(
+            !block_on(hsm.verify_mac(tak, alg, b"Now is the time for all!", mac.as_bytes()))
+                .unwrap()
+        );
         assert!(block_on(hsm.verify_mac(tak, alg, data, &[1, 2])).is_err());
     }
 
@@ -660,8 +695,22 @@ mod tests {
         let zpk = load(&hsm, &[0x33; 16], KeyUsage::ZonePin);
         let clear_zpk = Key::tdes(&[0x33; 16]).unwrap();
         let pan = Pan::new("1122334455667788").unwrap();
-        let good = PinBlock::encipher(PinBlockFormat::Iso0, &Pin::new("4524").unwrap(), Some(&pan), &clear_zpk, Fill::Random).unwrap();
-        let bad = PinBlock::encipher(PinBlockFormat::Iso0, &Pin::new("4525").unwrap(), Some(&pan), &clear_zpk, Fill::Random).unwrap();
+        let good = PinBlock::encipher(
+            PinBlockFormat::Iso0,
+            &Pin::new("4524").unwrap(),
+            Some(&pan),
+            &clear_zpk,
+            Fill::Random,
+        )
+        .unwrap();
+        let bad = PinBlock::encipher(
+            PinBlockFormat::Iso0,
+            &Pin::new("4525").unwrap(),
+            Some(&pan),
+            &clear_zpk,
+            Fill::Random,
+        )
+        .unwrap();
         // psec's published example: PVKI 3, PIN 4524 → PVV 4021.
         let reference = PinReference::VisaPvv {
             pvk,
@@ -687,7 +736,10 @@ mod tests {
             pvki: Pvki::new(3).unwrap(),
             pvv: *b"4021",
         };
-        assert!(matches!(verify(&good, wrong), Err(HsmError::WrongUsage { .. })));
+        assert!(matches!(
+            verify(&good, wrong),
+            Err(HsmError::WrongUsage { .. })
+        ));
     }
 
     #[test]
@@ -697,19 +749,27 @@ mod tests {
         let zpk = load(&hsm, &[0x33; 16], KeyUsage::ZonePin);
         let block = PinBlock::from_bytes(PinBlockFormat::Iso0, &[0; 8]).unwrap();
         let pan = Pan::new("4000001234562000").unwrap();
-        let e = block_on(hsm.translate_pin(PinTranslation {
-            source: PinSource::Dukpt {
-                bdk,
-                ksn: Ksn::new(&[0xFF, 0xFF, 0x98, 0x76, 0x54, 0x32, 0x10, 0xE0, 0x00, 0x01]).unwrap(),
-            },
-            block: &block,
-            pan: Some(&pan),
-            destination: zpk,
-            to_format: PinBlockFormat::Iso0,
-        }));
+        let e = block_on(
+            hsm.translate_pin(PinTranslation {
+                source: PinSource::Dukpt {
+                    bdk,
+                    ksn: Ksn::new(&[0xFF, 0xFF, 0x98, 0x76, 0x54, 0x32, 0x10, 0xE0, 0x00, 0x01])
+                        .unwrap(),
+                },
+                block: &block,
+                pan: Some(&pan),
+                destination: zpk,
+                to_format: PinBlockFormat::Iso0,
+            }),
+        );
         assert!(matches!(e, Err(HsmError::Unsupported(_))));
         assert!(matches!(
-            block_on(hsm.import_key(bdk, &KeyBlob::Tr31("B0080P0TE00E0000".into()), KeyUsage::ZonePin, None)),
+            block_on(hsm.import_key(
+                bdk,
+                &KeyBlob::Tr31("B0080P0TE00E0000".into()),
+                KeyUsage::ZonePin,
+                None
+            )),
             Err(HsmError::Unsupported(_))
         ));
         assert!(matches!(
@@ -738,7 +798,9 @@ mod tests {
             ("0123456789ABCDEF", "16 hex digits"),
         ] {
             std::fs::write(&path, text).unwrap();
-            let e = SoftHsm::from_master_key_file(&path).unwrap_err().to_string();
+            let e = SoftHsm::from_master_key_file(&path)
+                .unwrap_err()
+                .to_string();
             assert!(e.contains(needle), "{e}");
             assert!(!e.contains("0123"), "{e}");
         }

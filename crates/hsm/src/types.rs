@@ -70,9 +70,7 @@ impl KeyUsage {
         match self {
             KeyUsage::ZoneMaster => b"000",
             KeyUsage::ZonePin => b"001",
-            KeyUsage::TerminalMaster | KeyUsage::TerminalPin | KeyUsage::PinVerification => {
-                b"002"
-            }
+            KeyUsage::TerminalMaster | KeyUsage::TerminalPin | KeyUsage::PinVerification => b"002",
             KeyUsage::TerminalMac => b"003",
             KeyUsage::ZoneMac => b"008",
         }
@@ -143,7 +141,12 @@ impl EncryptedKey {
 
 impl fmt::Debug for EncryptedKey {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "EncryptedKey({}, {} bytes)", self.kind.name(), self.kind.key_len())
+        write!(
+            f,
+            "EncryptedKey({}, {} bytes)",
+            self.kind.name(),
+            self.kind.key_len()
+        )
     }
 }
 
@@ -249,7 +252,9 @@ impl Ksn {
     /// A KSN of 10 or 12 bytes.
     pub fn new(bytes: &[u8]) -> Result<Ksn> {
         if bytes.len() != 10 && bytes.len() != 12 {
-            return Err(HsmError::Unsupported("a KSN of 10 (TDES) or 12 (AES) bytes"));
+            return Err(HsmError::Unsupported(
+                "a KSN of 10 (TDES) or 12 (AES) bytes",
+            ));
         }
         let mut b = [0u8; 12];
         b[..bytes.len()].copy_from_slice(bytes);

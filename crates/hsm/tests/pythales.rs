@@ -35,8 +35,7 @@ use std::time::Duration;
 use common::*;
 use isoswitch_hsm::thales::{ClientConfig, HeaderMode, ThalesClient};
 use isoswitch_hsm::{
-    HsmError, KeyBlob, KeyUsage, PinReference, PinSource, PinTranslation, PinVerification,
-    SecurityModule,
+    HsmError, KeyBlob, KeyUsage, PinReference, PinSource, PinTranslation, SecurityModule,
 };
 use isoswitch_session::crypto::keys::{decrypt_key_under, Key, KeyKind};
 use isoswitch_session::crypto::pin::{Fill, Pan, Pin, PinBlock, PinBlockFormat};
@@ -77,8 +76,15 @@ fn pythales_pvv(account: &str, pvki: &str, pin: &str, pvk_hex: &str) -> [u8; 4] 
     let script = format!(
         "from pynblock.tools import get_visa_pvv\nprint(get_visa_pvv(b'{account}', b'{pvki}', b'{pin}', b'{pvk_hex}').decode())"
     );
-    let out = Command::new("python3").args(["-c", &script]).output().unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = Command::new("python3")
+        .args(["-c", &script])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let text = String::from_utf8(out.stdout).unwrap();
     text.trim().as_bytes().try_into().unwrap()
 }
@@ -93,7 +99,11 @@ async fn every_pythales_command_through_the_client() {
         eprintln!("skipped: python3 with pythales not found (pip install --no-deps pythales pynblock tracetools; pip install pycryptodome)");
         return;
     }
-    let port = StdListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let port = StdListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
     let _server = Server(
         Command::new("python3")
             .args([
@@ -172,7 +182,8 @@ async fn every_pythales_command_through_the_client() {
         .await
         .unwrap();
     let new_tmk = decrypt_key_under(&tmk_clear, h.under_master.as_bytes()).unwrap();
-    let new_tmk_lmk = decrypt_key_under(&lmk, c.key_under_lmk(h.handle).unwrap().as_bytes()).unwrap();
+    let new_tmk_lmk =
+        decrypt_key_under(&lmk, c.key_under_lmk(h.handle).unwrap().as_bytes()).unwrap();
     assert_eq!(new_tmk.kcv().full(), new_tmk_lmk.kcv().full());
 
     // CA: format 01 to 01; pythales enciphers under the ZPK field's bytes as given.
@@ -182,7 +193,14 @@ async fn every_pythales_command_through_the_client() {
     let zpk_field_as_key = Key::tdes(c.key_under_lmk(zpk).unwrap().as_bytes()).unwrap();
     for pin in ["1234", "8137", "00000000"] {
         let pin = Pin::new(pin).unwrap();
-        let block = PinBlock::encipher(PinBlockFormat::Iso0, &pin, Some(&pan), &tpk_clear, Fill::Random).unwrap();
+        let block = PinBlock::encipher(
+            PinBlockFormat::Iso0,
+            &pin,
+            Some(&pan),
+            &tpk_clear,
+            Fill::Random,
+        )
+        .unwrap();
         let out = c
             .translate_pin(PinTranslation {
                 source: PinSource::Key(tpk),
@@ -201,25 +219,26 @@ async fn every_pythales_command_through_the_client() {
     let pvk_hex = c.key_under_lmk(pvk).unwrap().to_hex();
     let pvv = pythales_pvv("000123456200", "1", "2468", &pvk_hex);
     let pvki = Pvki::new(1).unwrap();
-    for (key, clear) in [(tpk, tpk_clear.clone()), (zpk, zpk_clear.clone())] {
-        for (pin, expected) in [("2468", true), ("2469", false)] {
-            let block = PinBlock::encipher(PinBlockFormat::Iso0, &Pin::new(pin).unwrap(), Some(&pan), &clear, Fill::Random).unwrap();
-            let ok = c
-                .verify_pin(PinVerification {
-                    key,
-                    block: &block,
-                    pan: &pan,
-                    reference: PinReference::VisaPvv { pvk, pvki, pvv },
-                })
-                .await
-                .unwrap();
-            assert_eq!(ok, expected, "PIN {pin} under {key}");
-        }
-    }
+    assert_pvv_verification(
+        &c,
+        &[(tpk, tpk_clear.clone()), (zpk, zpk_clear.clone())],
+        &pan,
+        PinReference::VisaPvv { pvk, pvki, pvv },
+        "2468",
+        "2469",
+    )
+    .await;
 
     // A key with DES's odd parity fails pythales' parity rule: error 10, typed.
     let odd_tpk = c.register_key(under(&lmk, &tdes(TPK)), KeyUsage::TerminalPin);
-    let block = PinBlock::encipher(PinBlockFormat::Iso0, &Pin::new("1234").unwrap(), Some(&pan), &tdes(TPK), Fill::Random).unwrap();
+    let block = PinBlock::encipher(
+        PinBlockFormat::Iso0,
+        &Pin::new("1234").unwrap(),
+        Some(&pan),
+        &tdes(TPK),
+        Fill::Random,
+    )
+    .unwrap();
     let e = c
         .translate_pin(PinTranslation {
             source: PinSource::Key(odd_tpk),

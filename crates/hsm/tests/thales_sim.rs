@@ -12,8 +12,7 @@ use futures::future::join_all;
 use isoswitch_hsm::thales::codec::CommandCode;
 use isoswitch_hsm::thales::{serve, ClientConfig, ServerConfig, ThalesClient};
 use isoswitch_hsm::{
-    HsmError, KeyBlob, KeyUsage, PinReference, PinSource, PinTranslation, PinVerification,
-    SecurityModule, SoftHsm,
+    HsmError, KeyBlob, KeyUsage, PinReference, PinSource, PinTranslation, SecurityModule, SoftHsm,
 };
 use isoswitch_session::crypto::keys::{decrypt_key_under, Key, KeyKind};
 use isoswitch_session::crypto::mac::{compute, MacAlgorithm, Padding};
@@ -26,7 +25,9 @@ async fn start() -> ThalesClient {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     tokio::spawn(serve(listener, hsm, ServerConfig::default()));
-    ThalesClient::connect(addr, ClientConfig::default()).await.unwrap()
+    ThalesClient::connect(addr, ClientConfig::default())
+        .await
+        .unwrap()
 }
 
 #[tokio::test]
@@ -105,9 +106,18 @@ async fn ca_translates_tpk_to_zpk_in_formats_0_1_3() {
     let zpk = c.register_key(under(&lmk(), &tdes(ZPK)), KeyUsage::ZonePin);
     let pan = Pan::new("4000001234562000").unwrap();
     let pin = Pin::new("8137").unwrap();
-    for from in [PinBlockFormat::Iso0, PinBlockFormat::Iso1, PinBlockFormat::Iso3] {
-        for to in [PinBlockFormat::Iso0, PinBlockFormat::Iso3, PinBlockFormat::Iso1] {
-            let block = PinBlock::encipher(from, &pin, Some(&pan), &tdes(TPK), Fill::Random).unwrap();
+    for from in [
+        PinBlockFormat::Iso0,
+        PinBlockFormat::Iso1,
+        PinBlockFormat::Iso3,
+    ] {
+        for to in [
+            PinBlockFormat::Iso0,
+            PinBlockFormat::Iso3,
+            PinBlockFormat::Iso1,
+        ] {
+            let block =
+                PinBlock::encipher(from, &pin, Some(&pan), &tdes(TPK), Fill::Random).unwrap();
             let out = c
                 .translate_pin(PinTranslation {
                     source: PinSource::Key(tpk),
@@ -132,7 +142,10 @@ async fn ca_translates_tpk_to_zpk_in_formats_0_1_3() {
             to_format: PinBlockFormat::Iso0,
         })
         .await;
-    assert!(matches!(e, Err(HsmError::Refused { command: "CA", ref code }) if code == "20"), "{e:?}");
+    assert!(
+        matches!(e, Err(HsmError::Refused { command: "CA", ref code }) if code == "20"),
+        "{e:?}"
+    );
 }
 
 #[tokio::test]
@@ -144,21 +157,15 @@ async fn dc_and_ec_verify_against_a_visa_pvv() {
     let pan = Pan::new("4000001234562000").unwrap();
     let pvki = Pvki::new(1).unwrap();
     let pvv = visa_pvv(&tdes(PVK), &pan, pvki, &Pin::new("2468").unwrap()).unwrap();
-    for (key, clear) in [(tpk, tdes(TPK)), (zpk, tdes(ZPK))] {
-        for (pin, expected) in [("2468", true), ("2469", false)] {
-            let block = PinBlock::encipher(PinBlockFormat::Iso0, &Pin::new(pin).unwrap(), Some(&pan), &clear, Fill::Random).unwrap();
-            let ok = c
-                .verify_pin(PinVerification {
-                    key,
-                    block: &block,
-                    pan: &pan,
-                    reference: PinReference::VisaPvv { pvk, pvki, pvv },
-                })
-                .await
-                .unwrap();
-            assert_eq!(ok, expected, "PIN {pin}");
-        }
-    }
+    assert_pvv_verification(
+        &c,
+        &[(tpk, tdes(TPK)), (zpk, tdes(ZPK))],
+        &pan,
+        PinReference::VisaPvv { pvk, pvki, pvv },
+        "2468",
+        "2469",
+    )
+    .await;
 }
 
 #[tokio::test]
@@ -177,8 +184,14 @@ async fn m6_m8_match_the_session_mac_functions() {
         let mac = c.generate_mac(tak, alg, &data).await.unwrap();
         assert_eq!(mac, expected, "{alg:?}");
         assert!(c.verify_mac(tak, alg, &data, mac.as_bytes()).await.unwrap());
-        assert!(c.verify_mac(tak, alg, &data, &mac.as_bytes()[..4]).await.unwrap());
-        assert!(!c.verify_mac(tak, alg, &data[1..], mac.as_bytes()).await.unwrap());
+        assert!(c
+            .verify_mac(tak, alg, &data, &mac.as_bytes()[..4])
+            .await
+            .unwrap());
+        assert!(!c
+            .verify_mac(tak, alg, &data[1..], mac.as_bytes())
+            .await
+            .unwrap());
     }
     assert!(matches!(
         c.generate_mac(tak, MacAlgorithm::AesCmac, &data).await,
@@ -230,7 +243,14 @@ async fn pipelined_translations_all_come_back_right() {
     let cases: Vec<(Pin, PinBlock)> = (0..300u32)
         .map(|i| {
             let pin = Pin::new(&format!("{:06}", i * 3301 % 1_000_000)).unwrap();
-            let block = PinBlock::encipher(PinBlockFormat::Iso0, &pin, Some(&pan), &tdes(TPK), Fill::Random).unwrap();
+            let block = PinBlock::encipher(
+                PinBlockFormat::Iso0,
+                &pin,
+                Some(&pan),
+                &tdes(TPK),
+                Fill::Random,
+            )
+            .unwrap();
             (pin, block)
         })
         .collect();

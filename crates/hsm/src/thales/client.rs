@@ -41,8 +41,8 @@ use tokio_util::codec::FramedRead;
 use crate::error::{HsmError, Result};
 use crate::module::{PinTranslation, PinVerification, SecurityModule};
 use crate::thales::codec::{
-    account_number, pin_format_code, Command, CommandCode, MacRequest, PvvRequest, Reply,
-    Response, ThalesMacAlgorithm,
+    account_number, pin_format_code, Command, CommandCode, MacRequest, PvvRequest, Reply, Response,
+    ThalesMacAlgorithm,
 };
 use crate::thales::server::frame_codec;
 use crate::types::{
@@ -97,13 +97,15 @@ enum Pending {
 struct Shared {
     pending: Mutex<Pending>,
     closed: AtomicBool,
-    writer: mpsc::UnboundedSender<BytesMut>,
 }
 
 /// A connection to a payShield-compatible HSM. Cheap to share (`Arc` inside).
 #[derive(Clone)]
 pub struct ThalesClient {
     shared: Arc<Shared>,
+    /// The writer task's queue. Only clients hold it: when the last clone is dropped
+    /// the writer ends, the connection is shut down and the reader ends in turn.
+    writer: mpsc::UnboundedSender<BytesMut>,
     keys: Arc<RwLock<HashMap<KeyHandle, (EncryptedKey, KeyUsage)>>>,
     next_handle: Arc<AtomicU64>,
     timeout: Duration,
@@ -162,7 +164,6 @@ impl ThalesClient {
         let shared = Arc::new(Shared {
             pending: Mutex::new(pending),
             closed: AtomicBool::new(false),
-            writer: tx,
         });
         tokio::spawn(async move {
             let mut buf = BytesMut::with_capacity(4096);
@@ -211,6 +212,7 @@ impl ThalesClient {
         });
         ThalesClient {
             shared,
+            writer: tx,
             keys: Arc::new(RwLock::new(HashMap::new())),
             next_handle: Arc::new(AtomicU64::new(1)),
             timeout: config.timeout,
@@ -284,7 +286,7 @@ impl ThalesClient {
                 }
             };
             // Sent under the lock so that FIFO order is the order on the wire.
-            if self.shared.writer.send(frame).is_err() {
+            if self.writer.send(frame).is_err() {
                 return Err(HsmError::ConnectionClosed);
             }
             id
@@ -356,7 +358,12 @@ impl ThalesClient {
         }
     }
 
-    async fn generate(&self, master: KeyHandle, usage: KeyUsage, kind: KeyKind) -> Result<GeneratedKey> {
+    async fn generate(
+        &self,
+        master: KeyHandle,
+        usage: KeyUsage,
+        kind: KeyKind,
+    ) -> Result<GeneratedKey> {
         let (m, m_usage) = self.key(master)?;
         m_usage.require(master, m_usage.is_key_encrypting(), "a ZMK or TMK")?;
         if kind != KeyKind::Tdes2 {
@@ -405,7 +412,11 @@ impl ThalesClient {
             ));
         };
         let (tpk, tpk_usage) = self.key(src)?;
-        tpk_usage.require(src, tpk_usage == KeyUsage::TerminalPin, "a TPK (command CA)")?;
+        tpk_usage.require(
+            src,
+            tpk_usage == KeyUsage::TerminalPin,
+            "a TPK (command CA)",
+        )?;
         let (zpk, zpk_usage) = self.key(r.destination)?;
         zpk_usage.require(
             r.destination,
@@ -450,7 +461,9 @@ impl ThalesClient {
         let (k, usage) = self.key(key)?;
         usage.require(key, usage.is_mac(), "a MAC key (TAK or ZAK)")?;
         let (alg, padding) = match algorithm {
-            MacAlgorithm::CbcDes(p) | MacAlgorithm::CbcTdes(p) => (ThalesMacAlgorithm::Iso9797Alg1, p),
+            MacAlgorithm::CbcDes(p) | MacAlgorithm::CbcTdes(p) => {
+                (ThalesMacAlgorithm::Iso9797Alg1, p)
+            }
             MacAlgorithm::X919(p) => (ThalesMacAlgorithm::Iso9797Alg3, p),
             MacAlgorithm::AesCmac | MacAlgorithm::CupPos => {
                 return Err(HsmError::Unsupported(
@@ -474,7 +487,8 @@ impl ThalesClient {
                 let frame = self.call(&Command::GenerateMac(req)).await?;
                 match self.reply(CommandCode::M6, &frame)? {
                     Response::Mac(v) => {
-                        let mac = isoswitch_session::crypto::mac::MacValue::from_bytes(v.as_bytes())?;
+                        let mac =
+                            isoswitch_session::crypto::mac::MacValue::from_bytes(v.as_bytes())?;
                         Ok(MacOutcome::Mac(mac))
                     }
                     _ => Err(unexpected()),
@@ -493,7 +507,9 @@ impl ThalesClient {
                 }
                 mac[..received.len()].copy_from_slice(received);
                 let frame = self.call(&Command::VerifyMac(req, mac)).await?;
-                Ok(MacOutcome::Verified(self.verified(CommandCode::M8, &frame)?))
+                Ok(MacOutcome::Verified(
+                    self.verified(CommandCode::M8, &frame)?,
+                ))
             }
         }
     }
@@ -519,7 +535,9 @@ impl ThalesClient {
         let (pvk_key, pvk_usage) = self.key(pvk)?;
         pvk_usage.require(pvk, pvk_usage == KeyUsage::PinVerification, "a PVK")?;
         if r.block.format() == PinBlockFormat::Iso4 {
-            return Err(HsmError::Unsupported("PIN block format 4 (needs AES key blocks)"));
+            return Err(HsmError::Unsupported(
+                "PIN block format 4 (needs AES key blocks)",
+            ));
         }
         let mut block = [0u8; 8];
         block.copy_from_slice(r.block.as_bytes());
@@ -556,18 +574,24 @@ impl ThalesClient {
             ));
         }
         let KeyBlob::Ecb(zpk_under_zmk) = blob else {
-            return Err(HsmError::Unsupported("TR-31 key blocks (not in the subset)"));
+            return Err(HsmError::Unsupported(
+                "TR-31 key blocks (not in the subset)",
+            ));
         };
         let frame = self
             .call(&Command::ImportZpk {
                 zmk,
-                zpk_under_zmk: zpk_under_zmk.clone(),
+                zpk_under_zmk: *zpk_under_zmk,
             })
             .await?;
         match self.reply(CommandCode::Fa, &frame)? {
-            Response::ImportZpk { under_lmk, kcv: got } => {
+            Response::ImportZpk {
+                under_lmk,
+                kcv: got,
+            } => {
                 if let Some(expected) = kcv {
-                    if !got.matches(expected) && !CheckValue::new(expected)?.matches(got.as_bytes()) {
+                    if !got.matches(expected) && !CheckValue::new(expected)?.matches(got.as_bytes())
+                    {
                         return Err(HsmError::Crypto(
                             isoswitch_session::SessionError::KcvMismatch,
                         ));
@@ -634,12 +658,8 @@ impl SecurityModule for ThalesClient {
         self.bu(key)
     }
 
-    fn check_kcv(
-        &self,
-        key: KeyHandle,
-        received: &[u8],
-    ) -> impl Future<Output = Result<bool>> + Send {
-        async move { Ok(self.bu(key).await?.matches(received)) }
+    async fn check_kcv(&self, key: KeyHandle, received: &[u8]) -> Result<bool> {
+        Ok(self.bu(key).await?.matches(received))
     }
 
     fn translate_pin(
@@ -649,32 +669,28 @@ impl SecurityModule for ThalesClient {
         self.ca(request)
     }
 
-    fn generate_mac(
+    async fn generate_mac(
         &self,
         key: KeyHandle,
         algorithm: MacAlgorithm,
         data: &[u8],
-    ) -> impl Future<Output = Result<MacValue>> + Send {
-        async move {
-            match self.mac(key, algorithm, data, None).await? {
-                MacOutcome::Mac(m) => Ok(m),
-                MacOutcome::Verified(_) => Err(unexpected()),
-            }
+    ) -> Result<MacValue> {
+        match self.mac(key, algorithm, data, None).await? {
+            MacOutcome::Mac(m) => Ok(m),
+            MacOutcome::Verified(_) => Err(unexpected()),
         }
     }
 
-    fn verify_mac(
+    async fn verify_mac(
         &self,
         key: KeyHandle,
         algorithm: MacAlgorithm,
         data: &[u8],
         mac: &[u8],
-    ) -> impl Future<Output = Result<bool>> + Send {
-        async move {
-            match self.mac(key, algorithm, data, Some(mac)).await? {
-                MacOutcome::Verified(v) => Ok(v),
-                MacOutcome::Mac(_) => Err(unexpected()),
-            }
+    ) -> Result<bool> {
+        match self.mac(key, algorithm, data, Some(mac)).await? {
+            MacOutcome::Verified(v) => Ok(v),
+            MacOutcome::Mac(_) => Err(unexpected()),
         }
     }
 

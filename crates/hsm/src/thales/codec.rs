@@ -446,7 +446,14 @@ impl Command<'_> {
                 }
             }
             CommandCode::Dc | CommandCode::Ec => {
-                let pin_key = r.key(if code == CommandCode::Dc { "TPK" } else { "ZPK" }, 32)?;
+                let pin_key = r.key(
+                    if code == CommandCode::Dc {
+                        "TPK"
+                    } else {
+                        "ZPK"
+                    },
+                    32,
+                )?;
                 let pvk = r.key("PVK pair", 32)?;
                 let block = r.hex::<8>("PIN block")?;
                 let format = r.digits::<2>("PIN block format code")?;
@@ -853,7 +860,11 @@ impl<'a> Reader<'a> {
     }
 
     /// A key: a scheme tag and its hex, or `plain_len` hex digits without a tag.
-    fn key(&mut self, field: &'static str, plain_len: usize) -> Result<EncryptedKey, ProtocolError> {
+    fn key(
+        &mut self,
+        field: &'static str,
+        plain_len: usize,
+    ) -> Result<EncryptedKey, ProtocolError> {
         let start = self.pos;
         let tag = self.peek().ok_or(self.err(
             field,
@@ -1047,7 +1058,10 @@ mod tests {
         assert_eq!(e.field, "PIN length");
         assert!(matches!(e.kind, ProtocolErrorKind::Truncated { needed: 2 }));
         let e = Reply::parse(CommandCode::Ca, b"A100").unwrap_err();
-        assert!(matches!(e.kind, ProtocolErrorKind::UnexpectedResponse { .. }));
+        assert!(matches!(
+            e.kind,
+            ProtocolErrorKind::UnexpectedResponse { .. }
+        ));
         let e = Reply::parse(CommandCode::Bu, b"BV00GG0000").unwrap_err();
         assert_eq!(e.field, "key check value");
         let e = Reply::parse(CommandCode::Bu, b"BV000123456789AB").unwrap_err();

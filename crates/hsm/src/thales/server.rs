@@ -17,13 +17,13 @@ use std::sync::Arc;
 
 use bytes::BytesMut;
 use futures::{FutureExt, StreamExt};
-use tokio::io::AsyncWriteExt;
 use isoswitch_session::crypto::keys::{Key, KeyKind};
 use isoswitch_session::crypto::mac::{self, MacAlgorithm, Padding};
 use isoswitch_session::crypto::pin::{Fill, Pan, PinBlock, PinBlockFormat};
 use isoswitch_session::crypto::pvv::{visa_pvv, Pvki};
 use isoswitch_session::SessionError;
 use subtle::ConstantTimeEq;
+use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
 use tokio_util::codec::{FramedRead, LengthDelimitedCodec};
 
@@ -150,8 +150,8 @@ fn execute(hsm: &SoftHsm, cmd: &Command<'_>) -> Outcome {
             let pan = pan_from_account(account)?;
             let block = PinBlock::from_bytes(from, block).map_err(|_| *b"20")?;
             let pin = block.decipher(Some(&pan), &tpk).map_err(pin_error)?;
-            let out = PinBlock::encipher(to, &pin, Some(&pan), &zpk, Fill::Random)
-                .map_err(pin_error)?;
+            let out =
+                PinBlock::encipher(to, &pin, Some(&pan), &zpk, Fill::Random).map_err(pin_error)?;
             let mut b = [0u8; 8];
             b.copy_from_slice(out.as_bytes());
             Ok(Response::TranslatePin {
@@ -191,7 +191,9 @@ fn execute(hsm: &SoftHsm, cmd: &Command<'_>) -> Outcome {
             let (key, alg) = mac_setup(hsm, m)?;
             let value = mac::compute(alg, &key, m.data).map_err(|_| *b"10")?;
             let n = if m.full_size { 8 } else { 4 };
-            Ok(Response::Mac(CheckValue::truncating(&value.as_bytes()[..n])))
+            Ok(Response::Mac(CheckValue::truncating(
+                &value.as_bytes()[..n],
+            )))
         }
         Command::VerifyMac(m, received) => {
             let (key, alg) = mac_setup(hsm, m)?;

@@ -35,3 +35,38 @@ pub const ZMK: &str = "C1D0F8FB4958670DBA40AB1F3752EF0D";
 pub const TMK: &str = "1C1C1C1C1C1C1C1C2A2A2A2A2A2A2A2A";
 pub const PVK: &str = "0123456789ABCDEFFEDCBA9876543210";
 pub const TAK: &str = "E6F1EC07E0B7E57CDF6D1EF25E70D3AB";
+
+/// Checks `verify_pin` through `module` for PIN blocks under each of `keys` (handle
+/// and clear key): `good` must verify against the PVV reference, `bad` must not.
+pub async fn assert_pvv_verification<M: isoswitch_hsm::SecurityModule>(
+    module: &M,
+    keys: &[(isoswitch_hsm::KeyHandle, Key)],
+    pan: &isoswitch_session::crypto::pin::Pan,
+    reference: isoswitch_hsm::PinReference,
+    good: &str,
+    bad: &str,
+) {
+    use isoswitch_session::crypto::pin::{Fill, Pin, PinBlock, PinBlockFormat};
+    for (key, clear) in keys {
+        for (pin, expected) in [(good, true), (bad, false)] {
+            let block = PinBlock::encipher(
+                PinBlockFormat::Iso0,
+                &Pin::new(pin).unwrap(),
+                Some(pan),
+                clear,
+                Fill::Random,
+            )
+            .unwrap();
+            let ok = module
+                .verify_pin(isoswitch_hsm::PinVerification {
+                    key: *key,
+                    block: &block,
+                    pan,
+                    reference,
+                })
+                .await
+                .unwrap();
+            assert_eq!(ok, expected, "PIN {pin} under {key}");
+        }
+    }
+}
