@@ -269,3 +269,87 @@ async fn pipelined_translations_all_come_back_right() {
         assert_eq!(&out.unwrap().decipher(Some(&pan), &zpk_clear).unwrap(), pin);
     }
 }
+
+/// A peer that answers every request with `reply` (framed, header echoed) or, for
+/// `None`, reads and never answers.
+async fn fake_hsm(reply: Option<&'static [u8]>) -> std::net::SocketAddr {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        let (mut s, _) = listener.accept().await.unwrap();
+        let mut buf = [0u8; 512];
+        loop {
+            let mut len = [0u8; 2];
+            if s.read_exact(&mut len).await.is_err() {
+                return;
+            }
+            let n = usize::from(u16::from_be_bytes(len));
+            if s.read_exact(&mut buf[..n]).await.is_err() {
+                return;
+            }
+            if let Some(body) = reply {
+                let mut out = Vec::new();
+                out.extend_from_slice(&((4 + body.len()) as u16).to_be_bytes());
+                out.extend_from_slice(&buf[..4]);
+                out.extend_from_slice(body);
+                let _ = s.write_all(&out).await;
+            }
+        }
+    });
+    addr
+}
+
+#[tokio::test]
+async fn bad_responses_timeouts_and_closed_connections_are_typed_errors() {
+    let zpk = under(&lmk(), &tdes(ZPK));
+    // A response of the wrong command, a truncated one, a non-hex check value.
+    for body in [&b"CB00"[..], b"BV", b"BV00XYZXYZ", b"BV00U0123"] {
+        let c = ThalesClient::connect(fake_hsm(Some(body)).await, ClientConfig::default())
+            .await
+            .unwrap();
+        let k = c.register_key(zpk, KeyUsage::ZonePin);
+        let e = c.key_check_value(k).await;
+        assert!(matches!(e, Err(HsmError::Protocol(_))), "{body:?}: {e:?}");
+    }
+    // An error code is a refusal naming the command.
+    let c = ThalesClient::connect(fake_hsm(Some(b"BV10")).await, ClientConfig::default())
+        .await
+        .unwrap();
+    let k = c.register_key(zpk, KeyUsage::ZonePin);
+    let e = c.key_check_value(k).await;
+    assert!(
+        matches!(e, Err(HsmError::Refused { command: "BU", ref code }) if code == "10"),
+        "{e:?}"
+    );
+    // No answer: the configured timeout.
+    let config = ClientConfig {
+        timeout: std::time::Duration::from_millis(200),
+        ..ClientConfig::default()
+    };
+    let c = ThalesClient::connect(fake_hsm(None).await, config)
+        .await
+        .unwrap();
+    let k = c.register_key(zpk, KeyUsage::ZonePin);
+    assert!(matches!(c.key_check_value(k).await, Err(HsmError::Timeout)));
+    // The peer goes away: every waiting request ends with ConnectionClosed.
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        let (s, _) = listener.accept().await.unwrap();
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        drop(s);
+    });
+    let c = ThalesClient::connect(addr, ClientConfig::default())
+        .await
+        .unwrap();
+    let k = c.register_key(zpk, KeyUsage::ZonePin);
+    assert!(matches!(
+        c.key_check_value(k).await,
+        Err(HsmError::ConnectionClosed)
+    ));
+    assert!(matches!(
+        c.key_check_value(k).await,
+        Err(HsmError::ConnectionClosed)
+    ));
+}

@@ -202,9 +202,10 @@ impl ThalesClient {
                     None => tracing::debug!("HSM response with no request waiting for it"),
                 }
             }
+            // Under the lock, so that no request registers after the clear below.
+            let mut p = lock(&reader.pending);
             reader.closed.store(true, Ordering::Release);
             // Dropping the senders wakes every waiting request with ConnectionClosed.
-            let mut p = lock(&reader.pending);
             match &mut *p {
                 Pending::ById { waiting, .. } => waiting.clear(),
                 Pending::Fifo { waiting, .. } => waiting.clear(),
@@ -255,6 +256,9 @@ impl ThalesClient {
         let (tx, rx) = oneshot::channel();
         let id = {
             let mut p = lock(&self.shared.pending);
+            if self.shared.closed.load(Ordering::Acquire) {
+                return Err(HsmError::ConnectionClosed);
+            }
             let mut frame = BytesMut::with_capacity(64 + mac_data_len(cmd));
             let id = match &mut *p {
                 Pending::ById { len, next, waiting } => {
