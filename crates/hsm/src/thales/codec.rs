@@ -423,8 +423,13 @@ impl Command<'_> {
             }
             CommandCode::Bu => {
                 let key_type = r.array::<2>("key type code")?;
-                let _flag = r.byte("key length flag")?;
-                let key = r.key("key", 16)?;
+                // Key length flag: 0 single, 1 double, 2 triple (for an untagged key).
+                let plain = match r.byte("key length flag")? {
+                    b'0' => 16,
+                    b'2' => 48,
+                    _ => 32,
+                };
+                let key = r.key("key", plain)?;
                 Command::KeyCheckValue { key_type, key }
             }
             CommandCode::Ca => {
@@ -877,6 +882,7 @@ impl<'a> Reader<'a> {
             b'Z' => (KeyKind::Des, 16),
             c if nibble(c).is_some() => match plain_len {
                 16 => (KeyKind::Des, 16),
+                48 => (KeyKind::Tdes3, 48),
                 _ => (KeyKind::Tdes2, 32),
             },
             c => return Err(self.err(field, start, ProtocolErrorKind::UnknownScheme(c))),
@@ -1015,6 +1021,14 @@ mod tests {
             Command::KeyCheckValue {
                 key_type: *b"01",
                 key: key(2),
+            },
+            Command::KeyCheckValue {
+                key_type: *b"02",
+                key: EncryptedKey::new(KeyKind::Des, &[0x12; 8]).unwrap(),
+            },
+            Command::KeyCheckValue {
+                key_type: *b"00",
+                key: EncryptedKey::new(KeyKind::Tdes3, &[0x34; 24]).unwrap(),
             },
             Command::TranslatePin {
                 tpk: key(3),
