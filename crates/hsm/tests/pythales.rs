@@ -34,9 +34,7 @@ use std::time::Duration;
 
 use common::*;
 use isoswitch_hsm::thales::{ClientConfig, HeaderMode, ThalesClient};
-use isoswitch_hsm::{
-    HsmError, KeyBlob, KeyUsage, PinReference, PinSource, PinTranslation, SecurityModule,
-};
+use isoswitch_hsm::{HsmError, KeyBlob, KeyUsage, PinReference, SecurityModule};
 use isoswitch_session::crypto::keys::{decrypt_key_under, Key, KeyKind};
 use isoswitch_session::crypto::pin::{Fill, Pan, Pin, PinBlock, PinBlockFormat};
 use isoswitch_session::crypto::pvv::Pvki;
@@ -202,13 +200,7 @@ async fn every_pythales_command_through_the_client() {
         )
         .unwrap();
         let out = c
-            .translate_pin(PinTranslation {
-                source: PinSource::Key(tpk),
-                block: &block,
-                pan: Some(&pan),
-                destination: zpk,
-                to_format: PinBlockFormat::Iso0,
-            })
+            .translate_pin(translation(tpk, &block, &pan, zpk, PinBlockFormat::Iso0))
             .await
             .unwrap();
         assert_eq!(out.decipher(Some(&pan), &zpk_field_as_key).unwrap(), pin);
@@ -240,13 +232,13 @@ async fn every_pythales_command_through_the_client() {
     )
     .unwrap();
     let e = c
-        .translate_pin(PinTranslation {
-            source: PinSource::Key(odd_tpk),
-            block: &block,
-            pan: Some(&pan),
-            destination: zpk,
-            to_format: PinBlockFormat::Iso0,
-        })
+        .translate_pin(translation(
+            odd_tpk,
+            &block,
+            &pan,
+            zpk,
+            PinBlockFormat::Iso0,
+        ))
         .await;
     assert!(
         matches!(e, Err(HsmError::Refused { command: "CA", ref code }) if code == "10"),

@@ -119,13 +119,7 @@ async fn ca_translates_tpk_to_zpk_in_formats_0_1_3() {
             let block =
                 PinBlock::encipher(from, &pin, Some(&pan), &tdes(TPK), Fill::Random).unwrap();
             let out = c
-                .translate_pin(PinTranslation {
-                    source: PinSource::Key(tpk),
-                    block: &block,
-                    pan: Some(&pan),
-                    destination: zpk,
-                    to_format: to,
-                })
+                .translate_pin(translation(tpk, &block, &pan, zpk, to))
                 .await
                 .unwrap();
             assert_eq!(out.decipher(Some(&pan), &tdes(ZPK)).unwrap(), pin);
@@ -134,13 +128,7 @@ async fn ca_translates_tpk_to_zpk_in_formats_0_1_3() {
     // A block that does not decipher: error 20 from the HSM.
     let garbage = PinBlock::from_bytes(PinBlockFormat::Iso0, &[0x55; 8]).unwrap();
     let e = c
-        .translate_pin(PinTranslation {
-            source: PinSource::Key(tpk),
-            block: &garbage,
-            pan: Some(&pan),
-            destination: zpk,
-            to_format: PinBlockFormat::Iso0,
-        })
+        .translate_pin(translation(tpk, &garbage, &pan, zpk, PinBlockFormat::Iso0))
         .await;
     assert!(
         matches!(e, Err(HsmError::Refused { command: "CA", ref code }) if code == "20"),
@@ -207,13 +195,7 @@ async fn usage_and_unsupported_paths_are_typed() {
     let pan = Pan::new("4000001234562000").unwrap();
     let block = PinBlock::from_bytes(PinBlockFormat::Iso0, &[0; 8]).unwrap();
     let r = c
-        .translate_pin(PinTranslation {
-            source: PinSource::Key(tak),
-            block: &block,
-            pan: Some(&pan),
-            destination: zpk,
-            to_format: PinBlockFormat::Iso0,
-        })
+        .translate_pin(translation(tak, &block, &pan, zpk, PinBlockFormat::Iso0))
         .await;
     assert!(matches!(r, Err(HsmError::WrongUsage { .. })));
     let r = c
@@ -255,13 +237,7 @@ async fn pipelined_translations_all_come_back_right() {
         })
         .collect();
     let results = join_all(cases.iter().map(|(_, block)| {
-        c.translate_pin(PinTranslation {
-            source: PinSource::Key(tpk),
-            block,
-            pan: Some(&pan),
-            destination: zpk,
-            to_format: PinBlockFormat::Iso3,
-        })
+        c.translate_pin(translation(tpk, block, &pan, zpk, PinBlockFormat::Iso3))
     }))
     .await;
     let zpk_clear: Key = tdes(ZPK);

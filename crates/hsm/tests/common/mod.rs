@@ -70,3 +70,20 @@ pub async fn assert_pvv_verification<M: isoswitch_hsm::SecurityModule>(
         }
     }
 }
+
+/// A translation request from the key `source` with the block's PAN.
+pub fn translation<'a>(
+    source: isoswitch_hsm::KeyHandle,
+    block: &'a isoswitch_session::crypto::pin::PinBlock,
+    pan: &'a isoswitch_session::crypto::pin::Pan,
+    destination: isoswitch_hsm::KeyHandle,
+    to_format: isoswitch_session::crypto::pin::PinBlockFormat,
+) -> isoswitch_hsm::PinTranslation<'a> {
+    isoswitch_hsm::PinTranslation {
+        source: isoswitch_hsm::PinSource::Key(source),
+        block,
+        pan: Some(pan),
+        destination,
+        to_format,
+    }
+}
