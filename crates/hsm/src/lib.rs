@@ -5,17 +5,17 @@
 //! carried encrypted), never in clear in the application.
 //!
 //! ## Module map
-//! - [`module`]: the [`SecurityModule`] trait (async, `Send` futures; why, in its
+//! - [`module`] — the [`SecurityModule`] trait (async, `Send` futures; why, in its
 //!   docs), [`PinTranslation`] and [`PinVerification`] requests.
-//! - [`types`]: [`KeyHandle`], [`KeyUsage`], [`EncryptedKey`], [`CheckValue`],
+//! - [`types`] — [`KeyHandle`], [`KeyUsage`], [`EncryptedKey`], [`CheckValue`],
 //!   [`GeneratedKey`], [`PinSource`] (terminal key or DUKPT), [`PinReference`] (Visa
 //!   PVV or an enrolled PIN), [`KeyBlob`] (ECB or TR-31), [`Ksn`].
-//! - [`soft`]: [`SoftHsm`], the software module over `isoswitch-session`'s crypto,
+//! - [`soft`] — [`SoftHsm`], the software module over `isoswitch-session`'s crypto,
 //!   keys under a local master key loaded from a hex file.
-//! - [`thales`]: the payShield host command subset (A0, BU, CA, DC, EC, FA, HC, NC,
+//! - [`thales`] — the payShield host command subset (A0, BU, CA, DC, EC, FA, HC, NC,
 //!   M6, M8): [`thales::codec`] (sans-IO), [`thales::ThalesClient`] (pipelining tokio
 //!   client, a `SecurityModule`), [`thales::server`] (the commands on a `SoftHsm`).
-//! - [`error`]: [`HsmError`].
+//! - [`error`] — [`HsmError`].
 //!
 //! Extension points waiting for `isoswitch-session`'s DUKPT and TR-31:
 //! [`PinSource::Dukpt`] and [`KeyBlob::Tr31`] answer [`HsmError::Unsupported`] today.

@@ -745,7 +745,8 @@ mod tests {
     #[test]
     fn dukpt_and_tr31_are_typed_unsupported() {
         let hsm = hsm();
-        let bdk = load(&hsm, &[0x55; 16], KeyUsage::ZoneMaster);
+        let bdk = load(&hsm, &[0x55; 16], KeyUsage::BaseDerivation);
+        let kek = load(&hsm, &[0x66; 16], KeyUsage::ZoneMaster);
         let zpk = load(&hsm, &[0x33; 16], KeyUsage::ZonePin);
         let block = PinBlock::from_bytes(PinBlockFormat::Iso0, &[0; 8]).unwrap();
         let pan = Pan::new("4000001234562000").unwrap();
@@ -765,7 +766,7 @@ mod tests {
         assert!(matches!(e, Err(HsmError::Unsupported(_))));
         assert!(matches!(
             block_on(hsm.import_key(
-                bdk,
+                kek,
                 &KeyBlob::Tr31("B0080P0TE00E0000".into()),
                 KeyUsage::ZonePin,
                 None
@@ -773,7 +774,7 @@ mod tests {
             Err(HsmError::Unsupported(_))
         ));
         assert!(matches!(
-            block_on(hsm.export_key(zpk, bdk, ExportFormat::Tr31)),
+            block_on(hsm.export_key(zpk, kek, ExportFormat::Tr31)),
             Err(HsmError::Unsupported(_))
         ));
     }

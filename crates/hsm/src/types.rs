@@ -46,6 +46,9 @@ pub enum KeyUsage {
     ZoneMac,
     /// PIN verification key (PVK): computes PIN verification values.
     PinVerification,
+    /// DUKPT base derivation key (BDK): derives terminals' transaction keys; used
+    /// for nothing else.
+    BaseDerivation,
 }
 
 impl KeyUsage {
@@ -65,7 +68,7 @@ impl KeyUsage {
     }
 
     /// The Thales three-digit key type code (`000` ZMK, `001` ZPK, `002` TMK/TPK/PVK,
-    /// `003` TAK, `008` ZAK).
+    /// `003` TAK, `008` ZAK, `009` BDK).
     pub const fn thales_key_type(self) -> &'static [u8; 3] {
         match self {
             KeyUsage::ZoneMaster => b"000",
@@ -73,6 +76,7 @@ impl KeyUsage {
             KeyUsage::TerminalMaster | KeyUsage::TerminalPin | KeyUsage::PinVerification => b"002",
             KeyUsage::TerminalMac => b"003",
             KeyUsage::ZoneMac => b"008",
+            KeyUsage::BaseDerivation => b"009",
         }
     }
 
@@ -290,8 +294,7 @@ pub enum PinSource {
     /// `match` arm marked in `soft.rs`). The Thales command subset has no DUKPT
     /// command (payShield `G0`), so the client answers `Unsupported` too.
     Dukpt {
-        /// The base derivation key (usage: a BDK is held as [`KeyUsage::ZoneMaster`]
-        /// until session grows a DUKPT key usage).
+        /// The base derivation key (usage [`KeyUsage::BaseDerivation`]).
         bdk: KeyHandle,
         /// The terminal's key serial number.
         ksn: Ksn,

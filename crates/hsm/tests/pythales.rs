@@ -34,10 +34,7 @@ use std::time::Duration;
 
 use common::*;
 use isoswitch_hsm::thales::{ClientConfig, HeaderMode, ThalesClient};
-use isoswitch_hsm::{
-    HsmError, KeyBlob, KeyUsage, PinReference, PinSource, PinTranslation, PinVerification,
-    SecurityModule,
-};
+use isoswitch_hsm::{HsmError, KeyBlob, KeyUsage, PinReference, SecurityModule};
 use isoswitch_session::crypto::keys::{decrypt_key_under, Key, KeyKind};
 use isoswitch_session::crypto::pin::{Fill, Pan, Pin, PinBlock, PinBlockFormat};
 use isoswitch_session::crypto::pvv::Pvki;
@@ -203,13 +200,7 @@ async fn every_pythales_command_through_the_client() {
         )
         .unwrap();
         let out = c
-            .translate_pin(PinTranslation {
-                source: PinSource::Key(tpk),
-                block: &block,
-                pan: Some(&pan),
-                destination: zpk,
-                to_format: PinBlockFormat::Iso0,
-            })
+            .translate_pin(translation(tpk, &block, &pan, zpk, PinBlockFormat::Iso0))
             .await
             .unwrap();
         assert_eq!(out.decipher(Some(&pan), &zpk_field_as_key).unwrap(), pin);
@@ -220,28 +211,15 @@ async fn every_pythales_command_through_the_client() {
     let pvk_hex = c.key_under_lmk(pvk).unwrap().to_hex();
     let pvv = pythales_pvv("000123456200", "1", "2468", &pvk_hex);
     let pvki = Pvki::new(1).unwrap();
-    for (key, clear) in [(tpk, tpk_clear.clone()), (zpk, zpk_clear.clone())] {
-        for (pin, expected) in [("2468", true), ("2469", false)] {
-            let block = PinBlock::encipher(
-                PinBlockFormat::Iso0,
-                &Pin::new(pin).unwrap(),
-                Some(&pan),
-                &clear,
-                Fill::Random,
-            )
-            .unwrap();
-            let ok = c
-                .verify_pin(PinVerification {
-                    key,
-                    block: &block,
-                    pan: &pan,
-                    reference: PinReference::VisaPvv { pvk, pvki, pvv },
-                })
-                .await
-                .unwrap();
-            assert_eq!(ok, expected, "PIN {pin} under {key}");
-        }
-    }
+    assert_pvv_verification(
+        &c,
+        &[(tpk, tpk_clear.clone()), (zpk, zpk_clear.clone())],
+        &pan,
+        PinReference::VisaPvv { pvk, pvki, pvv },
+        "2468",
+        "2469",
+    )
+    .await;
 
     // A key with DES's odd parity fails pythales' parity rule: error 10, typed.
     let odd_tpk = c.register_key(under(&lmk, &tdes(TPK)), KeyUsage::TerminalPin);
@@ -254,13 +232,13 @@ async fn every_pythales_command_through_the_client() {
     )
     .unwrap();
     let e = c
-        .translate_pin(PinTranslation {
-            source: PinSource::Key(odd_tpk),
-            block: &block,
-            pan: Some(&pan),
-            destination: zpk,
-            to_format: PinBlockFormat::Iso0,
-        })
+        .translate_pin(translation(
+            odd_tpk,
+            &block,
+            &pan,
+            zpk,
+            PinBlockFormat::Iso0,
+        ))
         .await;
     assert!(
         matches!(e, Err(HsmError::Refused { command: "CA", ref code }) if code == "10"),

@@ -12,8 +12,7 @@ use futures::future::join_all;
 use isoswitch_hsm::thales::codec::CommandCode;
 use isoswitch_hsm::thales::{serve, ClientConfig, ServerConfig, ThalesClient};
 use isoswitch_hsm::{
-    HsmError, KeyBlob, KeyUsage, PinReference, PinSource, PinTranslation, PinVerification,
-    SecurityModule, SoftHsm,
+    HsmError, KeyBlob, KeyUsage, PinReference, PinSource, PinTranslation, SecurityModule, SoftHsm,
 };
 use isoswitch_session::crypto::keys::{decrypt_key_under, Key, KeyKind};
 use isoswitch_session::crypto::mac::{compute, MacAlgorithm, Padding};
@@ -120,13 +119,7 @@ async fn ca_translates_tpk_to_zpk_in_formats_0_1_3() {
             let block =
                 PinBlock::encipher(from, &pin, Some(&pan), &tdes(TPK), Fill::Random).unwrap();
             let out = c
-                .translate_pin(PinTranslation {
-                    source: PinSource::Key(tpk),
-                    block: &block,
-                    pan: Some(&pan),
-                    destination: zpk,
-                    to_format: to,
-                })
+                .translate_pin(translation(tpk, &block, &pan, zpk, to))
                 .await
                 .unwrap();
             assert_eq!(out.decipher(Some(&pan), &tdes(ZPK)).unwrap(), pin);
@@ -135,13 +128,7 @@ async fn ca_translates_tpk_to_zpk_in_formats_0_1_3() {
     // A block that does not decipher: error 20 from the HSM.
     let garbage = PinBlock::from_bytes(PinBlockFormat::Iso0, &[0x55; 8]).unwrap();
     let e = c
-        .translate_pin(PinTranslation {
-            source: PinSource::Key(tpk),
-            block: &garbage,
-            pan: Some(&pan),
-            destination: zpk,
-            to_format: PinBlockFormat::Iso0,
-        })
+        .translate_pin(translation(tpk, &garbage, &pan, zpk, PinBlockFormat::Iso0))
         .await;
     assert!(
         matches!(e, Err(HsmError::Refused { command: "CA", ref code }) if code == "20"),
@@ -158,28 +145,15 @@ async fn dc_and_ec_verify_against_a_visa_pvv() {
     let pan = Pan::new("4000001234562000").unwrap();
     let pvki = Pvki::new(1).unwrap();
     let pvv = visa_pvv(&tdes(PVK), &pan, pvki, &Pin::new("2468").unwrap()).unwrap();
-    for (key, clear) in [(tpk, tdes(TPK)), (zpk, tdes(ZPK))] {
-        for (pin, expected) in [("2468", true), ("2469", false)] {
-            let block = PinBlock::encipher(
-                PinBlockFormat::Iso0,
-                &Pin::new(pin).unwrap(),
-                Some(&pan),
-                &clear,
-                Fill::Random,
-            )
-            .unwrap();
-            let ok = c
-                .verify_pin(PinVerification {
-                    key,
-                    block: &block,
-                    pan: &pan,
-                    reference: PinReference::VisaPvv { pvk, pvki, pvv },
-                })
-                .await
-                .unwrap();
-            assert_eq!(ok, expected, "PIN {pin}");
-        }
-    }
+    assert_pvv_verification(
+        &c,
+        &[(tpk, tdes(TPK)), (zpk, tdes(ZPK))],
+        &pan,
+        PinReference::VisaPvv { pvk, pvki, pvv },
+        "2468",
+        "2469",
+    )
+    .await;
 }
 
 #[tokio::test]
@@ -221,13 +195,7 @@ async fn usage_and_unsupported_paths_are_typed() {
     let pan = Pan::new("4000001234562000").unwrap();
     let block = PinBlock::from_bytes(PinBlockFormat::Iso0, &[0; 8]).unwrap();
     let r = c
-        .translate_pin(PinTranslation {
-            source: PinSource::Key(tak),
-            block: &block,
-            pan: Some(&pan),
-            destination: zpk,
-            to_format: PinBlockFormat::Iso0,
-        })
+        .translate_pin(translation(tak, &block, &pan, zpk, PinBlockFormat::Iso0))
         .await;
     assert!(matches!(r, Err(HsmError::WrongUsage { .. })));
     let r = c
@@ -269,17 +237,95 @@ async fn pipelined_translations_all_come_back_right() {
         })
         .collect();
     let results = join_all(cases.iter().map(|(_, block)| {
-        c.translate_pin(PinTranslation {
-            source: PinSource::Key(tpk),
-            block,
-            pan: Some(&pan),
-            destination: zpk,
-            to_format: PinBlockFormat::Iso3,
-        })
+        c.translate_pin(translation(tpk, block, &pan, zpk, PinBlockFormat::Iso3))
     }))
     .await;
     let zpk_clear: Key = tdes(ZPK);
     for ((pin, _), out) in cases.iter().zip(results) {
         assert_eq!(&out.unwrap().decipher(Some(&pan), &zpk_clear).unwrap(), pin);
     }
+}
+
+/// A peer that answers every request with `reply` (framed, header echoed) or, for
+/// `None`, reads and never answers.
+async fn fake_hsm(reply: Option<&'static [u8]>) -> std::net::SocketAddr {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        let (mut s, _) = listener.accept().await.unwrap();
+        let mut buf = [0u8; 512];
+        loop {
+            let mut len = [0u8; 2];
+            if s.read_exact(&mut len).await.is_err() {
+                return;
+            }
+            let n = usize::from(u16::from_be_bytes(len));
+            if s.read_exact(&mut buf[..n]).await.is_err() {
+                return;
+            }
+            if let Some(body) = reply {
+                let mut out = Vec::new();
+                out.extend_from_slice(&((4 + body.len()) as u16).to_be_bytes());
+                out.extend_from_slice(&buf[..4]);
+                out.extend_from_slice(body);
+                let _ = s.write_all(&out).await;
+            }
+        }
+    });
+    addr
+}
+
+#[tokio::test]
+async fn bad_responses_timeouts_and_closed_connections_are_typed_errors() {
+    let zpk = under(&lmk(), &tdes(ZPK));
+    // A response of the wrong command, a truncated one, a non-hex check value.
+    for body in [&b"CB00"[..], b"BV", b"BV00XYZXYZ", b"BV00U0123"] {
+        let c = ThalesClient::connect(fake_hsm(Some(body)).await, ClientConfig::default())
+            .await
+            .unwrap();
+        let k = c.register_key(zpk, KeyUsage::ZonePin);
+        let e = c.key_check_value(k).await;
+        assert!(matches!(e, Err(HsmError::Protocol(_))), "{body:?}: {e:?}");
+    }
+    // An error code is a refusal naming the command.
+    let c = ThalesClient::connect(fake_hsm(Some(b"BV10")).await, ClientConfig::default())
+        .await
+        .unwrap();
+    let k = c.register_key(zpk, KeyUsage::ZonePin);
+    let e = c.key_check_value(k).await;
+    assert!(
+        matches!(e, Err(HsmError::Refused { command: "BU", ref code }) if code == "10"),
+        "{e:?}"
+    );
+    // No answer: the configured timeout.
+    let config = ClientConfig {
+        timeout: std::time::Duration::from_millis(200),
+        ..ClientConfig::default()
+    };
+    let c = ThalesClient::connect(fake_hsm(None).await, config)
+        .await
+        .unwrap();
+    let k = c.register_key(zpk, KeyUsage::ZonePin);
+    assert!(matches!(c.key_check_value(k).await, Err(HsmError::Timeout)));
+    // The peer goes away: every waiting request ends with ConnectionClosed.
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        let (s, _) = listener.accept().await.unwrap();
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        drop(s);
+    });
+    let c = ThalesClient::connect(addr, ClientConfig::default())
+        .await
+        .unwrap();
+    let k = c.register_key(zpk, KeyUsage::ZonePin);
+    assert!(matches!(
+        c.key_check_value(k).await,
+        Err(HsmError::ConnectionClosed)
+    ));
+    assert!(matches!(
+        c.key_check_value(k).await,
+        Err(HsmError::ConnectionClosed)
+    ));
 }

@@ -97,13 +97,15 @@ enum Pending {
 struct Shared {
     pending: Mutex<Pending>,
     closed: AtomicBool,
-    writer: mpsc::UnboundedSender<BytesMut>,
 }
 
 /// A connection to a payShield-compatible HSM. Cheap to share (`Arc` inside).
 #[derive(Clone)]
 pub struct ThalesClient {
     shared: Arc<Shared>,
+    /// The writer task's queue. Only clients hold it: when the last clone is dropped
+    /// the writer ends, the connection is shut down and the reader ends in turn.
+    writer: mpsc::UnboundedSender<BytesMut>,
     keys: Arc<RwLock<HashMap<KeyHandle, (EncryptedKey, KeyUsage)>>>,
     next_handle: Arc<AtomicU64>,
     timeout: Duration,
@@ -162,7 +164,6 @@ impl ThalesClient {
         let shared = Arc::new(Shared {
             pending: Mutex::new(pending),
             closed: AtomicBool::new(false),
-            writer: tx,
         });
         tokio::spawn(async move {
             let mut buf = BytesMut::with_capacity(4096);
@@ -201,9 +202,10 @@ impl ThalesClient {
                     None => tracing::debug!("HSM response with no request waiting for it"),
                 }
             }
+            // Under the lock, so that no request registers after the clear below.
+            let mut p = lock(&reader.pending);
             reader.closed.store(true, Ordering::Release);
             // Dropping the senders wakes every waiting request with ConnectionClosed.
-            let mut p = lock(&reader.pending);
             match &mut *p {
                 Pending::ById { waiting, .. } => waiting.clear(),
                 Pending::Fifo { waiting, .. } => waiting.clear(),
@@ -211,6 +213,7 @@ impl ThalesClient {
         });
         ThalesClient {
             shared,
+            writer: tx,
             keys: Arc::new(RwLock::new(HashMap::new())),
             next_handle: Arc::new(AtomicU64::new(1)),
             timeout: config.timeout,
@@ -253,6 +256,9 @@ impl ThalesClient {
         let (tx, rx) = oneshot::channel();
         let id = {
             let mut p = lock(&self.shared.pending);
+            if self.shared.closed.load(Ordering::Acquire) {
+                return Err(HsmError::ConnectionClosed);
+            }
             let mut frame = BytesMut::with_capacity(64 + mac_data_len(cmd));
             let id = match &mut *p {
                 Pending::ById { len, next, waiting } => {
@@ -284,7 +290,7 @@ impl ThalesClient {
                 }
             };
             // Sent under the lock so that FIFO order is the order on the wire.
-            if self.shared.writer.send(frame).is_err() {
+            if self.writer.send(frame).is_err() {
                 return Err(HsmError::ConnectionClosed);
             }
             id
@@ -579,7 +585,7 @@ impl ThalesClient {
         let frame = self
             .call(&Command::ImportZpk {
                 zmk,
-                zpk_under_zmk: zpk_under_zmk.clone(),
+                zpk_under_zmk: *zpk_under_zmk,
             })
             .await?;
         match self.reply(CommandCode::Fa, &frame)? {
@@ -656,12 +662,8 @@ impl SecurityModule for ThalesClient {
         self.bu(key)
     }
 
-    fn check_kcv(
-        &self,
-        key: KeyHandle,
-        received: &[u8],
-    ) -> impl Future<Output = Result<bool>> + Send {
-        async move { Ok(self.bu(key).await?.matches(received)) }
+    async fn check_kcv(&self, key: KeyHandle, received: &[u8]) -> Result<bool> {
+        Ok(self.bu(key).await?.matches(received))
     }
 
     fn translate_pin(
@@ -671,32 +673,28 @@ impl SecurityModule for ThalesClient {
         self.ca(request)
     }
 
-    fn generate_mac(
+    async fn generate_mac(
         &self,
         key: KeyHandle,
         algorithm: MacAlgorithm,
         data: &[u8],
-    ) -> impl Future<Output = Result<MacValue>> + Send {
-        async move {
-            match self.mac(key, algorithm, data, None).await? {
-                MacOutcome::Mac(m) => Ok(m),
-                MacOutcome::Verified(_) => Err(unexpected()),
-            }
+    ) -> Result<MacValue> {
+        match self.mac(key, algorithm, data, None).await? {
+            MacOutcome::Mac(m) => Ok(m),
+            MacOutcome::Verified(_) => Err(unexpected()),
         }
     }
 
-    fn verify_mac(
+    async fn verify_mac(
         &self,
         key: KeyHandle,
         algorithm: MacAlgorithm,
         data: &[u8],
         mac: &[u8],
-    ) -> impl Future<Output = Result<bool>> + Send {
-        async move {
-            match self.mac(key, algorithm, data, Some(mac)).await? {
-                MacOutcome::Verified(v) => Ok(v),
-                MacOutcome::Mac(_) => Err(unexpected()),
-            }
+    ) -> Result<bool> {
+        match self.mac(key, algorithm, data, Some(mac)).await? {
+            MacOutcome::Verified(v) => Ok(v),
+            MacOutcome::Mac(_) => Err(unexpected()),
         }
     }
 

@@ -296,7 +296,8 @@ pub enum Command<'a> {
     Diagnostics,
     /// `M6`: generate a MAC.
     GenerateMac(MacRequest<'a>),
-    /// `M8`: verify a MAC (`mac`: 4 or 8 bytes, per `full_size`).
+    /// `M8`: verify a MAC: the leading 4 bytes of the array (8H), or all 8 (16H), per
+    /// `full_size`; the unused bytes are zero when parsed.
     VerifyMac(MacRequest<'a>, [u8; 8]),
 }
 
@@ -423,8 +424,13 @@ impl Command<'_> {
             }
             CommandCode::Bu => {
                 let key_type = r.array::<2>("key type code")?;
-                let _flag = r.byte("key length flag")?;
-                let key = r.key("key", 16)?;
+                // Key length flag: 0 single, 1 double, 2 triple (for an untagged key).
+                let plain = match r.byte("key length flag")? {
+                    b'0' => 16,
+                    b'2' => 48,
+                    _ => 32,
+                };
+                let key = r.key("key", plain)?;
                 Command::KeyCheckValue { key_type, key }
             }
             CommandCode::Ca => {
@@ -877,6 +883,7 @@ impl<'a> Reader<'a> {
             b'Z' => (KeyKind::Des, 16),
             c if nibble(c).is_some() => match plain_len {
                 16 => (KeyKind::Des, 16),
+                48 => (KeyKind::Tdes3, 48),
                 _ => (KeyKind::Tdes2, 32),
             },
             c => return Err(self.err(field, start, ProtocolErrorKind::UnknownScheme(c))),
@@ -1016,6 +1023,14 @@ mod tests {
                 key_type: *b"01",
                 key: key(2),
             },
+            Command::KeyCheckValue {
+                key_type: *b"02",
+                key: EncryptedKey::new(KeyKind::Des, &[0x12; 8]).unwrap(),
+            },
+            Command::KeyCheckValue {
+                key_type: *b"00",
+                key: EncryptedKey::new(KeyKind::Tdes3, &[0x34; 24]).unwrap(),
+            },
             Command::TranslatePin {
                 tpk: key(3),
                 zpk: key(4),
@@ -1071,6 +1086,54 @@ mod tests {
         let r = Reply::parse(CommandCode::Dc, b"DD01").unwrap();
         assert_eq!((r.error, r.response), (*b"01", None));
         assert!(Reply::parse(CommandCode::A0, b"").is_err());
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn parsers_never_panic(pick in 0usize..10, body in proptest::collection::vec(proptest::num::u8::ANY, 0..160)) {
+            let _ = Reply::parse(CommandCode::ALL[pick], &body);
+            let _ = Command::parse(&body);
+        }
+
+        #[test]
+        fn truncated_commands_are_errors(pick in 0usize..11, cut in 0usize..200) {
+            let mac = MacRequest {
+                full_size: false,
+                algorithm: ThalesMacAlgorithm::Iso9797Alg1,
+                padding: 2,
+                key_type: *b"008",
+                key: key(0x44),
+                data: b"0123456789",
+            };
+            let cmds = [
+                Command::GenerateKey { key_type: *b"001", under: Some(key(1)) },
+                Command::KeyCheckValue { key_type: *b"01", key: key(2) },
+                Command::TranslatePin { tpk: key(3), zpk: key(4), max_pin_len: 12, block: [9; 8], from_format: *b"01", to_format: *b"01", account: *b"000011112222" },
+                Command::ImportZpk { zmk: key(5), zpk_under_zmk: key(6) },
+                Command::GenerateTmk { current: key(7) },
+                Command::GenerateMac(mac),
+                Command::VerifyMac(mac, [1, 1, 1, 1, 0, 0, 0, 0]),
+                Command::VerifyTerminalPin(PvvRequest { pin_key: key(8), pvk: key(9), block: [0; 8], format: *b"47", account: *b"123456789012", pvki: 0, pvv: *b"0000" }),
+                Command::VerifyInterchangePin(PvvRequest { pin_key: key(8), pvk: key(9), block: [0; 8], format: *b"01", account: *b"123456789012", pvki: 9, pvv: *b"9999" }),
+                Command::GenerateKey { key_type: *b"003", under: None },
+                Command::Diagnostics,
+            ];
+            let mut out = BytesMut::new();
+            cmds[pick].encode(b"", &mut out).unwrap();
+            let body = &out[2..];
+            let cut = cut.min(body.len());
+            // A0 mode 1's trailing ZMK scheme tag and HC's schemes are optional.
+            let optional_tail = match cmds[pick] {
+                Command::GenerateKey { under: Some(_), .. } => 1,
+                Command::GenerateTmk { .. } => 3,
+                _ => 0,
+            };
+            if cut < body.len() - optional_tail {
+                proptest::prop_assert!(Command::parse(&body[..cut]).is_err());
+            } else {
+                proptest::prop_assert_eq!(Command::parse(&body[..cut]).unwrap(), cmds[pick]);
+            }
+        }
     }
 
     #[test]
