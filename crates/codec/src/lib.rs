@@ -14,6 +14,9 @@
 //!   (amounts as `rust_decimal`, dates with `chrono`).
 //! - [`message`] — [`Message`]: the owned message for building, editing and encoding into
 //!   `BytesMut`; decoded from `Bytes` it shares the buffer.
+//! - [`composite`] — composite fields (positional, tagged, BER-TLV, bitmapped subfields,
+//!   nested): validation, walking by path ([`MessageView::get_path`]), editing
+//!   ([`Message::set_path`]).
 //! - [`tlv`] — BER-TLV parser and builder (EMV data in DE 55).
 //! - [`json`] — the JSON form used by the CLI; [`mask`] — masking of PAN, tracks, secrets.
 //! - [`ebcdic`], [`currency`], [`error`] — cp037 tables, ISO 4217 exponents, [`CodecError`].
@@ -37,6 +40,7 @@
 #![warn(missing_docs)]
 
 pub mod bitmap;
+pub mod composite;
 pub mod currency;
 pub mod dialect;
 pub mod dialects;
@@ -53,13 +57,16 @@ pub mod tlv;
 pub mod view;
 
 pub use bitmap::{Bitmap, BitmapEncoding};
+pub use composite::SubfieldIter;
 pub use dialect::{Dialect, DialectDef, MacLayout};
 pub use error::{CodecError, ErrorKind, Location, Result};
+pub use error::{FieldPath, KeyStyle};
 pub use field::FieldRef;
 pub use message::Message;
 pub use mti::{MessageClass, MessageFunction, Mti, MtiEncoding};
 pub use spec::{
-    ContentClass, ContentEncoding, FieldSpec, Justify, LengthEncoding, LengthKind, LengthUnit,
-    Sensitivity, Subfields,
+    BitmapFormat, Composite, ContentClass, ContentEncoding, FieldSpec, Justify, LengthEncoding,
+    LengthKind, LengthUnit, PrefixFormat, Sensitivity, Subfields, TagEncoding, TagFormat,
+    UnknownTags,
 };
 pub use view::MessageView;
