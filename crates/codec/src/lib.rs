@@ -18,6 +18,8 @@
 //!   nested): validation, walking by path ([`MessageView::get_path`]), editing
 //!   ([`Message::set_path`]).
 //! - [`tlv`] — BER-TLV parser and builder (EMV data in DE 55).
+//! - [`random`] — random composite dialects and messages from a byte source (property
+//!   tests, fuzzing).
 //! - [`json`] — the JSON form used by the CLI; [`mask`] — masking of PAN, tracks, secrets.
 //! - [`ebcdic`], [`currency`], [`error`] — cp037 tables, ISO 4217 exponents, [`CodecError`].
 //!
@@ -52,6 +54,7 @@ pub mod json;
 pub mod mask;
 pub mod message;
 pub mod mti;
+pub mod random;
 pub mod spec;
 pub mod tlv;
 pub mod view;

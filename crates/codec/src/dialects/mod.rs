@@ -463,7 +463,9 @@ fn spec_for(row: &Row, style: &Style) -> FieldSpec {
     s.sensitive = match n {
         2 => Sensitivity::Pan,
         35 | 36 | 45 => Sensitivity::Track,
-        52 | 55 => Sensitivity::Secret,
+        52 => Sensitivity::Secret,
+        // EMV data: tags 5A and 57 (PAN, track 2 equivalent) masked inside the TLV.
+        55 => Sensitivity::Emv,
         _ => Sensitivity::None,
     };
     if n == 55 {
