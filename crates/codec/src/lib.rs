@@ -20,6 +20,8 @@
 //! - [`tlv`] — BER-TLV parser and builder (EMV data in DE 55).
 //! - [`random`] — random composite dialects and messages from a byte source (property
 //!   tests, fuzzing).
+//! - [`describe`] — a decoded message as a table for people (MTI meaning, bitmaps,
+//!   amounts, TLV tags, indented subfields).
 //! - [`json`] — the JSON form used by the CLI; [`mask`] — masking of PAN, tracks, secrets.
 //! - [`ebcdic`], [`currency`], [`error`] — cp037 tables, ISO 4217 exponents, [`CodecError`].
 //!
@@ -44,6 +46,7 @@
 pub mod bitmap;
 pub mod composite;
 pub mod currency;
+pub mod describe;
 pub mod dialect;
 pub mod dialects;
 pub mod ebcdic;
