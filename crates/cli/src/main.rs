@@ -1,8 +1,9 @@
 //! The `isoswitch` command-line tool.
 //!
-//! - `isoswitch decode --dialect NAME [--hex] [--json] [--reveal] [FILE]`
-//! - `isoswitch encode --dialect NAME [--hex]`
-//! - `isoswitch dialects`
+//! - `isoswitch decode (--dialect NAME | --dialect-file PATH) [--hex] [--framing F]
+//!   [--json] [--reveal] [FILE]`
+//! - `isoswitch encode (--dialect NAME | --dialect-file PATH) [--hex]`
+//! - `isoswitch dialects [--export NAME]`
 //! - `isoswitch mac --algorithm ALG --key HEX [--padding 1|2] --data HEX`
 //! - `isoswitch kcv --key HEX [--aes]`
 //! - `isoswitch pinblock --format 0|1|3|4 --pin PIN --pan PAN [--key HEX] [--no-luhn]`
@@ -24,8 +25,9 @@ mod cli;
 
 use cli::args::{hex_arg, key_arg, parse_hex, upper_hex};
 
+mod cli_codec;
+
 use clap::{Parser, Subcommand};
-use isoswitch::codec::{json, Dialect, MessageView};
 use isoswitch::session::crypto::{compute, Key, MacAlgorithm, Padding};
 use std::io::{Read, Write};
 use std::process::ExitCode;
@@ -39,14 +41,26 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Decode one message (its exact bytes, no length header) from FILE or stdin.
+    /// Decode one message from FILE or stdin: a table for people (MTI meaning, bitmap,
+    /// amounts, DE 55 tags, composite subfields indented), or its JSON form.
     Decode {
         /// Dialect name (see `isoswitch dialects`).
+        #[arg(
+            long,
+            required_unless_present = "dialect_file",
+            conflicts_with = "dialect_file"
+        )]
+        dialect: Option<String>,
+        /// A dialect file (JSON or TOML; the format of `isoswitch dialects --export`).
         #[arg(long)]
-        dialect: String,
+        dialect_file: Option<std::path::PathBuf>,
         /// The input is hexadecimal text (whitespace ignored).
         #[arg(long)]
         hex: bool,
+        /// Strip a frame header first: len2, len4 (binary length), ascii4 (4 digits) or
+        /// cup-pos (2-byte length, TPDU and application header).
+        #[arg(long)]
+        framing: Option<String>,
         /// Print one JSON object instead of a table.
         #[arg(long)]
         json: bool,
@@ -56,17 +70,29 @@ enum Command {
         /// Input file (default: stdin).
         file: Option<std::path::PathBuf>,
     },
-    /// Encode the JSON form read from stdin; writes the message bytes to stdout.
+    /// Encode the JSON form read from stdin (e.g. from `decode --json --reveal`); writes
+    /// the message bytes to stdout.
     Encode {
         /// Dialect name (see `isoswitch dialects`).
+        #[arg(
+            long,
+            required_unless_present = "dialect_file",
+            conflicts_with = "dialect_file"
+        )]
+        dialect: Option<String>,
+        /// A dialect file (JSON or TOML).
         #[arg(long)]
-        dialect: String,
+        dialect_file: Option<std::path::PathBuf>,
         /// Write uppercase hex and a newline instead of raw bytes.
         #[arg(long)]
         hex: bool,
     },
-    /// List the built-in dialects.
-    Dialects,
+    /// List the built-in dialects, or print one as a dialect file.
+    Dialects {
+        /// Print the built-in dialect NAME as a JSON dialect file.
+        #[arg(long)]
+        export: Option<String>,
+    },
     /// Compute a MAC over hex data; prints it as one line of uppercase hex.
     #[command(
         long_about = "Compute a MAC over hex data; prints it as one line of uppercase hex.\n\n\
@@ -167,15 +193,6 @@ fn main() -> ExitCode {
     }
 }
 
-fn dialect(name: &str) -> Result<Dialect, String> {
-    Dialect::builtin(name).ok_or_else(|| {
-        format!(
-            "unknown dialect {name:?} (built-in: {})",
-            Dialect::builtin_names().join(", ")
-        )
-    })
-}
-
 fn read_input(file: Option<&std::path::Path>) -> Result<Vec<u8>, String> {
     let mut buf = Vec::new();
     match file {
@@ -206,59 +223,31 @@ fn run(cli: Cli) -> Result<(), String> {
         Command::Pinblock(args) => print_line(&cli::pinblock::run(&args)?),
         Command::Dukpt(args) => print_line(&cli::dukpt::run(&args)?),
         Command::Tr31 { command } => print_line(&cli::tr31::run(&command)?),
-        Command::Dialects => {
-            let mut out = String::new();
-            for name in Dialect::builtin_names() {
-                let d = dialect(name)?;
-                out.push_str(&format!("{name:<14} {}\n", d.def().description));
-            }
-            print_out(out.as_bytes())
+        Command::Dialects { export } => {
+            print_out(cli_codec::dialects_command(export.as_deref())?.as_bytes())
         }
         Command::Decode {
-            dialect: name,
+            dialect,
+            dialect_file,
             hex,
-            json: as_json,
+            framing,
+            json,
             reveal,
             file,
         } => {
-            let d = dialect(&name)?;
+            let d = cli_codec::load_dialect(dialect.as_deref(), dialect_file.as_deref())?;
             let raw = read_input(file.as_deref())?;
-            let bytes = if hex { parse_hex(&raw)? } else { raw };
-            let view = MessageView::decode(&d, &bytes).map_err(|e| e.to_string())?;
-            let out = if as_json {
-                let mut s = json::to_json(view.mti(), view.fields(), reveal);
-                s.push('\n');
-                s
-            } else if reveal {
-                let mut s = format!("MTI  {}\n", view.mti());
-                for f in view.fields() {
-                    s.push_str(&format!(
-                        "{:>4} {:<45} {}\n",
-                        f.number(),
-                        f.spec().name,
-                        f.text()
-                    ));
-                }
-                s
-            } else {
-                view.to_string()
-            };
+            let out = cli_codec::decode_command(&d, &raw, hex, framing.as_deref(), json, reveal)?;
             print_out(out.as_bytes())
         }
-        Command::Encode { dialect: name, hex } => {
-            let d = dialect(&name)?;
+        Command::Encode {
+            dialect,
+            dialect_file,
+            hex,
+        } => {
+            let d = cli_codec::load_dialect(dialect.as_deref(), dialect_file.as_deref())?;
             let text = read_input(None)?;
-            let text =
-                String::from_utf8(text).map_err(|_| "input is not UTF-8 JSON".to_string())?;
-            let msg = json::from_json(&d, &text).map_err(|e| e.to_string())?;
-            let bytes = msg.to_bytes().map_err(|e| e.to_string())?;
-            if hex {
-                let mut s: String = bytes.iter().map(|b| format!("{b:02X}")).collect();
-                s.push('\n');
-                print_out(s.as_bytes())
-            } else {
-                print_out(&bytes)
-            }
+            print_out(&cli_codec::encode_command(&d, &text, hex)?)
         }
     }
 }

@@ -49,6 +49,34 @@ pub fn minor_units_of(digits: &[u8]) -> Option<u32> {
     Some(minor_units(code))
 }
 
+/// The ISO 4217 alphabetic code of common numeric currency codes (`"156"` → `CNY`), for
+/// display; `None` for others.
+pub fn alpha(numeric: &str) -> Option<&'static str> {
+    const ALPHA: &[(&str, &str)] = &[
+        ("036", "AUD"),
+        ("124", "CAD"),
+        ("156", "CNY"),
+        ("344", "HKD"),
+        ("356", "INR"),
+        ("392", "JPY"),
+        ("410", "KRW"),
+        ("446", "MOP"),
+        ("458", "MYR"),
+        ("484", "MXN"),
+        ("643", "RUB"),
+        ("702", "SGD"),
+        ("756", "CHF"),
+        ("764", "THB"),
+        ("826", "GBP"),
+        ("840", "USD"),
+        ("901", "TWD"),
+        ("949", "TRY"),
+        ("978", "EUR"),
+        ("986", "BRL"),
+    ];
+    ALPHA.iter().find(|(n, _)| *n == numeric).map(|(_, a)| *a)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -4,7 +4,9 @@
 //! users describe their own host's dialect in JSON or TOML ([`DialectDef`]) without writing
 //! Rust, or build one in code.
 
-use crate::bitmap::BitmapEncoding;
+use crate::bitmap::{Bitmap, BitmapEncoding};
+use crate::composite::Node;
+use crate::error::FieldPath;
 use crate::error::{CodecError, ErrorKind, Location, Result};
 use crate::hot::Hot;
 use crate::mti::MtiEncoding;
@@ -66,6 +68,10 @@ pub struct DialectDef {
     /// Where the MAC goes.
     #[serde(default)]
     pub mac: MacLayout,
+    /// The MTI version digits (first digit: 0 = 1987, 1 = 1993, 2 = 2003) the dialect
+    /// allows when building messages from their JSON form; empty allows any.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub mti_versions: Vec<u8>,
     /// The field table.
     pub fields: BTreeMap<String, FieldSpec>,
 }
@@ -80,6 +86,10 @@ pub(crate) struct DialectInner {
     pub(crate) fields: Vec<Option<FieldSpec>>,
     /// Indexed by field number; 256 entries so a `u8` index needs no bounds check.
     pub(crate) hot: Box<[Hot; 256]>,
+    /// Compiled composites, by field number.
+    pub(crate) nodes: Vec<Option<Box<Node>>>,
+    /// The fields that are composite.
+    pub(crate) composite_bits: Bitmap,
 }
 
 /// An ISO 8583 dialect: field specs, MTI and bitmap encodings, echo fields and MAC layout.
@@ -126,6 +136,20 @@ impl Dialect {
             spec.validate(n)?;
             fields[n as usize] = Some(spec.clone());
         }
+        let mut nodes: Vec<Option<Box<Node>>> = (0..193).map(|_| None).collect();
+        let mut composite_bits = Bitmap::EMPTY;
+        for (n, spec) in fields.iter().enumerate() {
+            if let Some(c) = spec
+                .as_ref()
+                .and_then(|s| s.composite.as_ref().map(|c| (s, c)))
+            {
+                nodes[n] = Some(Box::new(Node::build(c.0, c.1, FieldPath::top(n as u8))?));
+                composite_bits.set(n as u8);
+            }
+        }
+        if def.mti_versions.iter().any(|&v| v > 9) {
+            return Err(bad("mti_versions are digits 0..=9".into()));
+        }
         for &e in &def.echo_fields {
             if fields.get(e as usize).is_none_or(|f| f.is_none()) {
                 return Err(bad(format!("echo field {e} is not defined")));
@@ -138,7 +162,13 @@ impl Dialect {
                 .map(Hot::of)
                 .unwrap_or_default()
         }));
-        Ok(Dialect(Arc::new(DialectInner { def, fields, hot })))
+        Ok(Dialect(Arc::new(DialectInner {
+            def,
+            fields,
+            hot,
+            nodes,
+            composite_bits,
+        })))
     }
 
     /// Parses a dialect from JSON.
@@ -195,6 +225,40 @@ impl Dialect {
     #[inline(always)]
     pub(crate) fn hot_table(&self) -> &[Hot; 256] {
         &self.0.hot
+    }
+
+    /// The compiled composite of field `n`, if it is composite.
+    #[inline]
+    pub(crate) fn node(&self, n: u8) -> Option<&Node> {
+        self.0.nodes.get(n as usize).and_then(|x| x.as_deref())
+    }
+
+    /// The fields that are composite.
+    #[inline]
+    pub fn composite_fields(&self) -> Bitmap {
+        self.0.composite_bits
+    }
+
+    /// Whether the dialect allows `mti` (its version digit; see
+    /// [`DialectDef::mti_versions`]).
+    pub fn allows_mti(&self, mti: crate::mti::Mti) -> bool {
+        let v = &self.0.def.mti_versions;
+        v.is_empty() || v.contains(&mti.version())
+    }
+
+    /// The spec of the field or subfield at `path` (`48.42.1`), if the dialect defines it.
+    pub fn spec_at(&self, path: &str) -> Option<&FieldSpec> {
+        let mut segs = crate::composite::segments(path);
+        let n: u8 = std::str::from_utf8(segs.next()?).ok()?.parse().ok()?;
+        let mut spec = self.field(n)?;
+        let mut node = self.node(n);
+        for seg in segs {
+            let nd = node?;
+            let c = nd.child(nd.style().parse(seg)?)?;
+            spec = &c.spec;
+            node = c.node.as_deref();
+        }
+        Some(spec)
     }
 
     /// MTI encoding.

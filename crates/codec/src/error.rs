@@ -13,6 +13,153 @@ pub enum Location {
     Field(u8),
     /// The message as a whole (for example trailing bytes).
     Message,
+    /// A subfield of a composite field, by its full path (`127.25.3`); its first element
+    /// is the data element's number.
+    Path(FieldPath),
+}
+
+/// The deepest a path goes: the data element and five levels of subfields below it.
+pub const MAX_DEPTH: usize = 6;
+
+/// How one element of a [`FieldPath`] is written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum KeyStyle {
+    /// A decimal number: a data element, a position, a bit, a numeric tag (`48.42.1`).
+    #[default]
+    Decimal,
+    /// Uppercase hexadecimal bytes: BER-TLV tags and binary tags (`55.9F26`).
+    Hex,
+    /// The characters of a text tag, packed big-endian in the key (`63.AB`).
+    Text,
+}
+
+impl KeyStyle {
+    /// The text of `key` in this style.
+    pub fn render(self, key: u32, out: &mut impl fmt::Write) -> fmt::Result {
+        match self {
+            KeyStyle::Decimal => write!(out, "{key}"),
+            KeyStyle::Hex => {
+                let b = key.to_be_bytes();
+                let skip = b.iter().take_while(|&&x| x == 0).count().min(3);
+                for x in &b[skip..] {
+                    write!(out, "{x:02X}")?;
+                }
+                Ok(())
+            }
+            KeyStyle::Text => {
+                for &x in key.to_be_bytes().iter().skip_while(|&&x| x == 0) {
+                    out.write_char(x as char)?;
+                }
+                Ok(())
+            }
+        }
+    }
+
+    /// Parses one path element written in this style (`None` if it is not).
+    pub fn parse(self, text: &[u8]) -> Option<u32> {
+        match self {
+            KeyStyle::Decimal => {
+                if text.is_empty() || text.len() > 9 {
+                    return None;
+                }
+                let mut v = 0u32;
+                for &c in text {
+                    if !c.is_ascii_digit() {
+                        return None;
+                    }
+                    v = v * 10 + (c - b'0') as u32;
+                }
+                Some(v)
+            }
+            KeyStyle::Hex => {
+                if text.is_empty() || text.len() > 8 {
+                    return None;
+                }
+                let mut v = 0u32;
+                for &c in text {
+                    v = (v << 4) | (c as char).to_digit(16)?;
+                }
+                Some(v)
+            }
+            KeyStyle::Text => {
+                if text.is_empty() || text.len() > 4 || text.contains(&0) {
+                    return None;
+                }
+                Some(text.iter().fold(0u32, |v, &c| (v << 8) | c as u32))
+            }
+        }
+    }
+}
+
+/// The path of a field or subfield: the data element's number, then the key of each
+/// subfield below it (a position, a bit, a tag), at most [`MAX_DEPTH`] elements.
+/// Written with dots: `48.42.1`, `127.25.3`, `55.9F26`.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub struct FieldPath {
+    keys: [u32; MAX_DEPTH],
+    styles: [KeyStyle; MAX_DEPTH],
+    len: u8,
+}
+
+impl FieldPath {
+    /// The path of data element `n`.
+    #[inline]
+    pub fn top(n: u8) -> FieldPath {
+        let mut p = FieldPath::default();
+        p.keys[0] = n as u32;
+        p.len = 1;
+        p
+    }
+
+    /// This path with `key` (written in `style`) appended; the same path when it is
+    /// already [`MAX_DEPTH`] deep (dialects are never deeper).
+    #[inline]
+    pub fn child(mut self, key: u32, style: KeyStyle) -> FieldPath {
+        if (self.len as usize) < MAX_DEPTH {
+            self.keys[self.len as usize] = key;
+            self.styles[self.len as usize] = style;
+            self.len += 1;
+        }
+        self
+    }
+
+    /// The keys, from the data element's number down.
+    pub fn keys(&self) -> &[u32] {
+        &self.keys[..self.len as usize]
+    }
+
+    /// The number of elements (1 for a data element).
+    pub fn depth(&self) -> usize {
+        self.len as usize
+    }
+
+    /// The data element's number.
+    pub fn field(&self) -> u8 {
+        self.keys[0] as u8
+    }
+
+    /// The key of the last element.
+    pub fn last(&self) -> u32 {
+        self.keys[(self.len as usize).saturating_sub(1)]
+    }
+}
+
+impl fmt::Display for FieldPath {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for i in 0..self.len as usize {
+            if i > 0 {
+                f.write_str(".")?;
+            }
+            self.styles[i].render(self.keys[i], f)?;
+        }
+        Ok(())
+    }
+}
+
+impl fmt::Debug for FieldPath {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "FieldPath({self})")
+    }
 }
 
 impl fmt::Display for Location {
@@ -24,6 +171,7 @@ impl fmt::Display for Location {
             Location::Bitmap(_) => f.write_str("tertiary bitmap"),
             Location::Field(n) => write!(f, "field {n}"),
             Location::Message => f.write_str("message"),
+            Location::Path(p) => write!(f, "field {p}"),
         }
     }
 }
@@ -103,6 +251,55 @@ pub enum ErrorKind {
         /// What is wrong with it.
         what: &'static str,
     },
+    /// Content left over after the last subfield of a composite.
+    #[error("{count} byte(s) of content left over after the last subfield")]
+    Leftover {
+        /// How many bytes were left.
+        count: usize,
+    },
+    /// A positional composite with a subfield absent before a present one.
+    #[error("subfield {missing} is absent, so the subfields after it cannot be encoded")]
+    Gap {
+        /// The first absent subfield.
+        missing: u32,
+    },
+    /// A tag that occurs twice in a tagged composite.
+    #[error("tag occurs more than once")]
+    DuplicateTag,
+    /// A tag that is not a tag of its encoding (e.g. not digits).
+    #[error("bad tag")]
+    BadTag,
+    /// A path that does not name a field or subfield of the dialect.
+    #[error("bad path: {what}")]
+    BadPath {
+        /// What is wrong with it.
+        what: String,
+    },
+    /// A composite given where a plain value is needed, or the other way round.
+    #[error("{what}")]
+    WrongShape {
+        /// What was expected.
+        what: &'static str,
+    },
+    /// A value that is the masked form of a sensitive field (it holds `*`).
+    #[error("the value is masked; decode with --reveal (or `reveal`) to get the real value")]
+    Masked,
+    /// Text that is not valid JSON, or JSON of the wrong shape.
+    #[error("{what}")]
+    BadJson {
+        /// What is wrong, with the line and column for syntax errors.
+        what: String,
+    },
+    /// An MTI whose version digit the dialect does not allow.
+    #[error("MTI {mti} is not allowed by dialect {dialect} (its MTIs start with {allowed})")]
+    MtiNotAllowed {
+        /// The MTI.
+        mti: String,
+        /// The dialect's name.
+        dialect: String,
+        /// The version digits it allows.
+        allowed: String,
+    },
     /// A dialect description that does not make sense.
     #[error("bad dialect: {what}")]
     BadDialect {
@@ -150,10 +347,39 @@ impl CodecError {
         Self::new(Location::Field(field), offset, kind)
     }
 
-    /// The field number, if the error is about a data element.
+    /// An error about the field or subfield at `path`.
+    pub fn path(path: FieldPath, offset: usize, kind: ErrorKind) -> Self {
+        if path.depth() <= 1 {
+            return Self::field(path.field(), offset, kind);
+        }
+        Self::new(Location::Path(path), offset, kind)
+    }
+
+    /// The same error about `path` instead (offset and kind kept).
+    pub(crate) fn at_path(mut self, path: FieldPath) -> Self {
+        self.location = if path.depth() <= 1 {
+            Location::Field(path.field())
+        } else {
+            Location::Path(path)
+        };
+        self
+    }
+
+    /// The data element's number, if the error is about a data element or one of its
+    /// subfields.
     pub fn field_number(&self) -> Option<u8> {
         match self.location {
             Location::Field(n) => Some(n),
+            Location::Path(p) => Some(p.field()),
+            _ => None,
+        }
+    }
+
+    /// The full path of the field or subfield the error is about, if any.
+    pub fn field_path(&self) -> Option<FieldPath> {
+        match self.location {
+            Location::Field(n) => Some(FieldPath::top(n)),
+            Location::Path(p) => Some(p),
             _ => None,
         }
     }

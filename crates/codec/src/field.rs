@@ -1,14 +1,15 @@
 //! One decoded field: its raw bytes and typed values computed on demand.
 
+use crate::composite::{Node, SubfieldIter};
 use crate::currency;
-use crate::error::{CodecError, ErrorKind, Result};
+use crate::error::{CodecError, ErrorKind, FieldPath, KeyStyle, Result};
 use crate::spec::{ContentClass, FieldSpec, Subfields};
 use crate::tlv::TlvIter;
 use chrono::{Datelike, NaiveDate, NaiveDateTime, NaiveTime};
 use rust_decimal::Decimal;
 use std::borrow::Cow;
 
-/// A present field of a decoded message, borrowing the message bytes.
+/// A present field (or subfield) of a decoded message, borrowing the message bytes.
 #[derive(Clone, Copy)]
 pub struct FieldRef<'a> {
     pub(crate) number: u8,
@@ -16,12 +17,76 @@ pub struct FieldRef<'a> {
     pub(crate) raw: &'a [u8],
     pub(crate) units: usize,
     pub(crate) offset: usize,
+    pub(crate) node: Option<&'a Node>,
+    pub(crate) path: FieldPath,
 }
 
 impl<'a> FieldRef<'a> {
-    /// The field number.
+    /// The data element's number (for a subfield, the number of the field it is in).
     pub fn number(&self) -> u8 {
         self.number
+    }
+
+    /// The full path: `48` for a data element, `48.42.1` for a subfield.
+    pub fn path(&self) -> FieldPath {
+        self.path
+    }
+
+    /// The key of this field within its composite (its number, bit or tag); the field
+    /// number for a data element.
+    pub fn key(&self) -> u32 {
+        self.path.last()
+    }
+
+    /// The key as text, as in paths and the JSON form (`42`, `9F26`).
+    pub fn key_text(&self) -> String {
+        let mut s = String::new();
+        let _ = std::fmt::Write::write_fmt(&mut s, format_args!("{}", self.path));
+        match s.rfind('.') {
+            Some(i) => s[i + 1..].to_string(),
+            None => s,
+        }
+    }
+
+    /// Whether the field is composite (made of subfields, see [`crate::spec::Composite`]).
+    pub fn is_composite(&self) -> bool {
+        self.node.is_some()
+    }
+
+    /// The subfields of a composite field, in wire order (none for a plain field); no
+    /// allocation.
+    pub fn subfields(&self) -> SubfieldIter<'a> {
+        match self.node {
+            Some(n) => SubfieldIter::new(n, self.raw, self.offset, self.path, self.number),
+            None => SubfieldIter::empty(),
+        }
+    }
+
+    /// The subfield with key `key` (written as in paths: `42`, `9F26`), if present.
+    #[inline]
+    pub fn sub(&self, key: &str) -> Option<FieldRef<'a>> {
+        self.sub_key(key.as_bytes())
+    }
+
+    #[inline]
+    fn sub_key(&self, key: &[u8]) -> Option<FieldRef<'a>> {
+        let n = self.node?;
+        let k = n.style().parse(key)?;
+        self.subfields().find(|f| f.path.last() == k)
+    }
+
+    /// The subfield at `path` below this field (`"42.1"` below DE 48), if present.
+    pub fn get_path(&self, path: &str) -> Option<FieldRef<'a>> {
+        let mut f = *self;
+        for seg in crate::composite::segments(path) {
+            f = f.sub_key(seg)?;
+        }
+        Some(f)
+    }
+
+    /// The style keys of this field's subfields are written in (`None` if not composite).
+    pub fn key_style(&self) -> Option<KeyStyle> {
+        self.node.map(|n| n.style())
     }
 
     /// The field's spec.
@@ -46,7 +111,7 @@ impl<'a> FieldRef<'a> {
     }
 
     fn bad(&self, what: &'static str) -> CodecError {
-        CodecError::field(self.number, self.offset, ErrorKind::BadValue { what })
+        CodecError::path(self.path, self.offset, ErrorKind::BadValue { what })
     }
 
     /// The text form: the characters of a text field (borrowed when the wire is ASCII),
@@ -235,6 +300,6 @@ where
 
 impl std::fmt::Debug for FieldRef<'_> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "Field({}: {:?})", self.number, self.masked())
+        write!(f, "Field({}: {:?})", self.path, self.masked())
     }
 }

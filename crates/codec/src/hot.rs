@@ -254,6 +254,44 @@ pub(crate) enum Op {
     Bcd16,
 }
 
+/// How [`crate::Message::set`] can write a value without the general encoder.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) enum Direct {
+    /// Through [`FieldSpec::text_to_wire`].
+    #[default]
+    No,
+    /// The text is the wire content (ASCII text, hex text).
+    Same,
+    /// Hex text to raw bytes (binary fields counting bytes).
+    HexToBytes,
+}
+
+/// Hex digit values (0xFF: not a hex digit).
+static UNHEX: [u8; 256] = {
+    let mut t = [0xFFu8; 256];
+    let mut i = 0;
+    while i < 10 {
+        t[b'0' as usize + i] = i as u8;
+        i += 1;
+    }
+    let mut i = 0;
+    while i < 6 {
+        t[b'A' as usize + i] = 10 + i as u8;
+        t[b'a' as usize + i] = 10 + i as u8;
+        i += 1;
+    }
+    t
+};
+
+/// Appends the bytes of hex text `hex` (even length, hex digits: checked by the caller).
+#[inline]
+pub(crate) fn unhex_into(hex: &[u8], out: &mut Vec<u8>) {
+    out.extend(
+        hex.chunks_exact(2)
+            .map(|p| (UNHEX[p[0] as usize] << 4) | (UNHEX[p[1] as usize] & 0x0F)),
+    );
+}
+
 /// What the decoder needs to know about one field.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Hot {
@@ -279,10 +317,14 @@ pub(crate) struct Hot {
     bcd_digits: bool,
     /// BCD: left-justified (the pad nibble is the last one).
     bcd_left: bool,
-    pub(crate) max: u16,
+    pub(crate) max: u32,
     pub(crate) fixed_wire: u16,
     table: &'static [u8; 256],
     pub(crate) check: Check,
+    /// How `Message::set` writes a value directly.
+    pub(crate) direct: Direct,
+    /// `Direct::Same` for hex text: written in uppercase.
+    pub(crate) upper: bool,
 }
 
 impl Default for Hot {
@@ -306,6 +348,8 @@ impl Default for Hot {
             fixed_wire: 0,
             table: &ASCII,
             check: Check::Any,
+            direct: Direct::No,
+            upper: false,
         }
     }
 }
@@ -332,6 +376,8 @@ impl Hot {
             ContentClass::B | ContentClass::XN => 0,
         };
         let check = match spec.encoding {
+            // A composite's content is checked by its structure (crate::composite).
+            _ if spec.composite.is_some() => Check::Any,
             ContentEncoding::Ascii | ContentEncoding::Ebcdic => match spec.class {
                 ContentClass::B => Check::Any,
                 ContentClass::XN => Check::Signed { ebcdic },
@@ -363,9 +409,18 @@ impl Hot {
             bcd_digits: false,
             bcd_left: false,
             max: spec.max,
-            fixed_wire: spec.wire_len(spec.max as usize) as u16,
+            fixed_wire: spec.wire_len(spec.max as usize).min(u16::MAX as usize) as u16,
             table: &ASCII,
             check,
+            direct: match (spec.encoding, wire) {
+                _ if spec.composite.is_some() => Direct::No,
+                (ContentEncoding::Ascii | ContentEncoding::Hex, Wire::Same) => Direct::Same,
+                (ContentEncoding::Binary, Wire::Same) if unit == LengthUnit::Bytes => {
+                    Direct::HexToBytes
+                }
+                _ => Direct::No,
+            },
+            upper: spec.encoding == ContentEncoding::Hex,
         };
         match check {
             Check::Any => hot.kind = Kind::Any,
@@ -439,6 +494,28 @@ impl Hot {
             };
         }
         hot
+    }
+
+    /// Whether `units` fits the field's fixed length or maximum.
+    #[inline(always)]
+    pub(crate) fn units_ok(&self, units: usize) -> bool {
+        if self.fixed {
+            units == self.max as usize
+        } else {
+            units <= self.max as usize
+        }
+    }
+
+    /// Whether text `value` can be written directly (see [`Direct`]): it passes the
+    /// field's content check (for `HexToBytes`: it is hex of even length).
+    #[inline(always)]
+    pub(crate) fn text_ok(&self, value: &[u8]) -> bool {
+        let len = value.len();
+        match self.direct {
+            Direct::Same => self.content_ok(value, 0, len, len),
+            Direct::HexToBytes => len % 2 == 0 && scan(value, 0, len, hex_bad),
+            Direct::No => false,
+        }
     }
 
     /// A short fixed field (see [`Op`]) at `pos`: its end if it is valid; `None` if it is
@@ -574,8 +651,8 @@ impl Hot {
 
     /// The length prefix for `units` (nothing for fixed fields): bytes and count.
     #[inline(always)]
-    pub(crate) fn prefix_bytes(&self, units: usize) -> ([u8; 4], usize) {
-        let mut b = [0u8; 4];
+    pub(crate) fn prefix_bytes(&self, units: usize) -> ([u8; 8], usize) {
+        let mut b = [0u8; 8];
         let n = self.prefix_len as usize;
         if self.fixed || n == 0 {
             return (b, 0);
@@ -809,7 +886,10 @@ mod tests {
         for name in crate::Dialect::builtin_names() {
             let d = crate::Dialect::builtin(name).unwrap();
             for n in 2..=192u8 {
-                let Some(spec) = d.field(n) else { continue };
+                let Some(spec) = d.field(n).filter(|s| s.composite.is_none()) else {
+                    // Composites are checked by their structure (crate::composite).
+                    continue;
+                };
                 let h = d.hot(n);
                 for _ in 0..1000 {
                     let units = if spec.is_fixed() || rnd() % 4 == 0 {

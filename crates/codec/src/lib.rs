@@ -14,7 +14,14 @@
 //!   (amounts as `rust_decimal`, dates with `chrono`).
 //! - [`message`] — [`Message`]: the owned message for building, editing and encoding into
 //!   `BytesMut`; decoded from `Bytes` it shares the buffer.
+//! - [`composite`] — composite fields (positional, tagged, BER-TLV, bitmapped subfields,
+//!   nested): validation, walking by path ([`MessageView::get_path`]), editing
+//!   ([`Message::set_path`]).
 //! - [`tlv`] — BER-TLV parser and builder (EMV data in DE 55).
+//! - [`random`] — random composite dialects and messages from a byte source (property
+//!   tests, fuzzing).
+//! - [`describe`] — a decoded message as a table for people (MTI meaning, bitmaps,
+//!   amounts, TLV tags, indented subfields).
 //! - [`json`] — the JSON form used by the CLI; [`mask`] — masking of PAN, tracks, secrets.
 //! - [`ebcdic`], [`currency`], [`error`] — cp037 tables, ISO 4217 exponents, [`CodecError`].
 //!
@@ -37,7 +44,9 @@
 #![warn(missing_docs)]
 
 pub mod bitmap;
+pub mod composite;
 pub mod currency;
+pub mod describe;
 pub mod dialect;
 pub mod dialects;
 pub mod ebcdic;
@@ -48,18 +57,22 @@ pub mod json;
 pub mod mask;
 pub mod message;
 pub mod mti;
+pub mod random;
 pub mod spec;
 pub mod tlv;
 pub mod view;
 
 pub use bitmap::{Bitmap, BitmapEncoding};
+pub use composite::SubfieldIter;
 pub use dialect::{Dialect, DialectDef, MacLayout};
 pub use error::{CodecError, ErrorKind, Location, Result};
+pub use error::{FieldPath, KeyStyle};
 pub use field::FieldRef;
 pub use message::Message;
 pub use mti::{MessageClass, MessageFunction, Mti, MtiEncoding};
 pub use spec::{
-    ContentClass, ContentEncoding, FieldSpec, Justify, LengthEncoding, LengthKind, LengthUnit,
-    Sensitivity, Subfields,
+    BitmapFormat, Composite, ContentClass, ContentEncoding, FieldSpec, Justify, LengthEncoding,
+    LengthKind, LengthUnit, PrefixFormat, Sensitivity, Subfields, TagEncoding, TagFormat,
+    UnknownTags,
 };
 pub use view::MessageView;

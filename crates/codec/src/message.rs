@@ -1,51 +1,48 @@
 //! The owned message: build, edit, validate and encode.
 //!
 //! A [`Message`] keeps every field in its *wire form* (encoded content plus its length in
-//! units). Fields of a decoded message point into the shared input [`Bytes`] (no copy);
-//! fields set by hand are encoded once, when set, into a small arena. Encoding is
-//! therefore a single pass of copies into a `BytesMut` — and editing a decoded message
-//! re-encodes only the fields that were changed.
+//! units). Fields of a decoded message point into the shared input [`Bytes`] (no copy):
+//! the message decodes straight into the same index a [`MessageView`] has, so while it is
+//! unchanged it gives that view ([`Message::view`]), its MAC span ([`Message::mac_span`])
+//! and its bytes ([`Message::to_bytes`]) without decoding or encoding again. Fields set by
+//! hand are encoded once, when set, into a small arena. Encoding is therefore a single
+//! pass of copies into a `BytesMut`, and editing a decoded message re-encodes only the
+//! fields that were changed (for composites: the enclosing composites, see
+//! [`Message::set_path`]).
 
 use crate::bitmap::Bitmap;
+use crate::composite::segments;
 use crate::currency;
 use crate::dialect::Dialect;
-use crate::error::{CodecError, ErrorKind, Location, Result};
+use crate::error::{CodecError, ErrorKind, FieldPath, Location, Result};
 use crate::field::FieldRef;
+use crate::hot::Direct;
 use crate::mti::Mti;
-use crate::view::{MessageView, SLOTS};
+use crate::view::{parse_field_number, units_at, Index, MessageView};
 use bytes::{BufMut, Bytes, BytesMut};
 use chrono::{Datelike, NaiveDate, NaiveDateTime, NaiveTime, Timelike};
 use rust_decimal::Decimal;
 use std::fmt;
 
-/// Where one field's wire content sits: in the shared input buffer or in the arena.
-#[derive(Debug, Clone, Copy, Default)]
-struct OwnedSlot {
-    /// Offset; the top bit set means "in the arena".
-    start: u32,
-    len: u16,
-    units: u16,
-}
-
-const ARENA: u32 = 1 << 31;
 /// First arena capacity: the fields a switch or host sets on one message (a 0200 built
-/// from scratch is about 150 bytes of content, a response a few dozen).
-const ARENA_FIRST: usize = 256;
-
-impl OwnedSlot {
-    #[inline]
-    fn in_arena(self) -> bool {
-        self.start & ARENA != 0
-    }
-}
+/// from scratch is about 300 bytes of content with DE 55, a response a few dozen).
+const ARENA_FIRST: usize = 512;
+/// Each arena entry: units (2 bytes), content length (2 bytes), then the content.
+const ENTRY: usize = 4;
+/// Arena entries are addressed by 16-bit offsets.
+const ARENA_MAX: usize = u16::MAX as usize;
 
 /// An owned ISO 8583 message in a dialect.
 #[derive(Clone)]
 pub struct Message {
     dialect: Dialect,
-    mti: Mti,
+    /// MTI, the bitmap as decoded (while `pristine`), and per field where its content
+    /// starts: in `shared`, or (fields in `in_arena`) the offset of its arena entry.
+    ix: Index,
     present: Bitmap,
-    slots: [OwnedSlot; SLOTS],
+    in_arena: Bitmap,
+    /// Decoded from `shared` and not changed since.
+    pristine: bool,
     /// Sum over present fields of prefix + content bytes (keeps `encoded_len` O(1)).
     wire_total: usize,
     shared: Bytes,
@@ -57,9 +54,13 @@ impl Message {
     pub fn new(dialect: &Dialect, mti: Mti) -> Message {
         Message {
             dialect: dialect.clone(),
-            mti,
+            ix: Index {
+                mti,
+                ..Index::EMPTY
+            },
             present: Bitmap::EMPTY,
-            slots: [OwnedSlot::default(); SLOTS],
+            in_arena: Bitmap::EMPTY,
+            pristine: false,
             wire_total: 0,
             shared: Bytes::new(),
             arena: Vec::new(),
@@ -69,48 +70,83 @@ impl Message {
     /// Decodes `bytes` into a message that shares the buffer (no copy of any field).
     ///
     /// Errors as [`MessageView::decode`] (including messages over
-    /// [`MessageView::MAX_LEN`] bytes).
+    /// [`MessageView::MAX_LEN`] bytes). The message decodes into the same index as a
+    /// view: it costs little more than [`MessageView::decode`].
     pub fn decode(dialect: &Dialect, bytes: Bytes) -> Result<Message> {
-        let mut m = {
-            let view = MessageView::decode(dialect, &bytes)?;
-            Message::from_view_slots(&view)
-        };
+        let mut m = Message::new(dialect, Mti::ZERO);
+        m.ix.parse(dialect, &bytes)?;
+        m.after_parse(bytes.len());
         m.shared = bytes;
         Ok(m)
     }
 
-    fn from_view_slots(view: &MessageView<'_>) -> Message {
-        let mut m = Message::new(view.dialect(), view.mti());
-        let slots = view.slots();
-        for n in view.bitmap().iter() {
-            if view.has(n) {
-                let start = slots[n as usize];
-                let units = view.units_at(n, start as usize);
-                let h = m.dialect.hot(n);
-                let len = h.wire_len(units);
-                m.wire_total += h.prefix_len as usize + len;
-                m.slots[n as usize] = OwnedSlot {
-                    start: start as u32,
-                    len: len as u16,
-                    units: units as u16,
-                };
-                m.present.set(n);
-            }
+    #[inline]
+    fn after_parse(&mut self, len: usize) {
+        let b = self.ix.bitmap;
+        let mut present = b;
+        present.clear(1);
+        if self.dialect.has_tertiary() {
+            present.clear(65);
         }
-        m
+        self.present = present;
+        self.wire_total = len - self.header_len(&b);
+        self.pristine = true;
     }
 
     /// Copies a view into an owned message (one copy of the message bytes).
     pub fn from_view(view: &MessageView<'_>) -> Message {
-        let mut m = Message::from_view_slots(view);
+        let mut m = Message::new(view.dialect(), view.mti());
+        m.ix = view.index().clone();
+        m.after_parse(view.as_bytes().len());
         m.shared = Bytes::copy_from_slice(view.as_bytes());
         m
+    }
+
+    /// The view of this message, when it was decoded and has not been changed since
+    /// (`None` otherwise: encode it and decode the bytes). Nothing is decoded again: the
+    /// message keeps the view's index.
+    pub fn view(&self) -> Option<MessageView<'_>> {
+        self.pristine
+            .then(|| MessageView::from_index(&self.dialect, &self.shared, &self.ix))
+    }
+
+    /// The bytes this message was decoded from, while it is unchanged.
+    pub fn decoded_bytes(&self) -> Option<&Bytes> {
+        self.pristine.then_some(&self.shared)
+    }
+
+    /// The MACed span and the MAC field's content (as [`MessageView::mac_span`]) of a
+    /// message decoded and not changed since, read from its index without decoding
+    /// again. `None` if it carries no MAC, or if it was built or changed (then encode it:
+    /// the span is the encoding up to the MAC field).
+    pub fn mac_span(&self) -> Option<(&[u8], &[u8])> {
+        if !self.pristine {
+            return None;
+        }
+        let layout = self.dialect.mac_layout();
+        let n = if self.ix.bitmap.get(1) {
+            layout.secondary?
+        } else {
+            layout.primary
+        };
+        if !self.present.get(n) {
+            return None;
+        }
+        let start = self.ix.slots[n as usize] as usize;
+        let h = self.dialect.hot(n);
+        let len = h.wire_len(units_at(&self.dialect, &self.shared, n, start));
+        let field_start = start.checked_sub(h.prefix_len as usize)?;
+        Some((
+            self.shared.get(..field_start)?,
+            self.shared.get(start..start + len)?,
+        ))
     }
 
     /// A response to `request`: the response MTI and the dialect's echo fields copied
     /// (without re-encoding them).
     pub fn response_to(request: &Message) -> Result<Message> {
         let mti = request
+            .ix
             .mti
             .response_mti()
             .ok_or_else(|| CodecError::new(Location::Mti, 0, ErrorKind::BadMti))?;
@@ -118,19 +154,14 @@ impl Message {
         m.shared = request.shared.clone();
         for &n in request.dialect.echo_fields() {
             if request.present.get(n) {
-                let s = request.slots[n as usize];
-                if s.in_arena() {
-                    let start = m.arena.len();
-                    m.arena.extend_from_slice(request.content(s));
-                    m.slots[n as usize] = OwnedSlot {
-                        start: start as u32 | ARENA,
-                        ..s
-                    };
+                if request.in_arena.get(n) {
+                    let (units, content) = request.wire(n);
+                    m.store(n, content, units)?;
                 } else {
-                    m.slots[n as usize] = s;
+                    m.ix.slots[n as usize] = request.ix.slots[n as usize];
+                    m.present.set(n);
+                    m.wire_total += request.field_wire_len(n);
                 }
-                m.present.set(n);
-                m.wire_total += m.dialect.hot(n).prefix_len as usize + s.len as usize;
             }
         }
         Ok(m)
@@ -143,12 +174,15 @@ impl Message {
 
     /// The message type indicator.
     pub fn mti(&self) -> Mti {
-        self.mti
+        self.ix.mti
     }
 
     /// Changes the MTI (e.g. `0400` → `0401` for a repeat).
     pub fn set_mti(&mut self, mti: Mti) {
-        self.mti = mti;
+        if mti != self.ix.mti {
+            self.pristine = false;
+        }
+        self.ix.mti = mti;
     }
 
     /// Data fields present (bitmap bits are computed when encoding).
@@ -161,27 +195,31 @@ impl Message {
         self.present.get(n)
     }
 
+    /// Units and content of present field `n`.
     #[inline]
-    fn content(&self, s: OwnedSlot) -> &[u8] {
-        let buf: &[u8] = if s.in_arena() {
-            &self.arena
+    fn wire(&self, n: u8) -> (usize, &[u8]) {
+        let off = self.ix.slots[n as usize] as usize;
+        if self.in_arena.get(n) {
+            let e = self.arena.get(off..off + ENTRY).unwrap_or(&[0; ENTRY]);
+            let units = u16::from_le_bytes([e[0], e[1]]) as usize;
+            let len = u16::from_le_bytes([e[2], e[3]]) as usize;
+            (
+                units,
+                self.arena
+                    .get(off + ENTRY..off + ENTRY + len)
+                    .unwrap_or(&[]),
+            )
         } else {
-            &self.shared
-        };
-        let start = (s.start & !ARENA) as usize;
-        buf.get(start..start + s.len as usize).unwrap_or(&[])
+            let units = units_at(&self.dialect, &self.shared, n, off);
+            let len = self.dialect.hot(n).wire_len(units);
+            (units, self.shared.get(off..off + len).unwrap_or(&[]))
+        }
     }
 
-    /// Records field `n`'s new slot, keeping `wire_total` in step.
+    /// Prefix + content bytes of present field `n`.
     #[inline]
-    fn put_slot(&mut self, n: u8, slot: OwnedSlot) {
-        let plen = self.dialect.hot(n).prefix_len as usize;
-        if self.present.get(n) {
-            self.wire_total -= plen + self.slots[n as usize].len as usize;
-        }
-        self.wire_total += plen + slot.len as usize;
-        self.slots[n as usize] = slot;
-        self.present.set(n);
+    fn field_wire_len(&self, n: u8) -> usize {
+        self.dialect.hot(n).prefix_len as usize + self.wire(n).1.len()
     }
 
     /// Field `n`, if present.
@@ -190,14 +228,25 @@ impl Message {
             return None;
         }
         let spec = self.dialect.field(n)?;
-        let s = self.slots[n as usize];
+        let (units, raw) = self.wire(n);
         Some(FieldRef {
             number: n,
             spec,
-            raw: self.content(s),
-            units: s.units as usize,
-            offset: 0,
+            raw,
+            units,
+            offset: if self.in_arena.get(n) {
+                0
+            } else {
+                self.ix.slots[n as usize] as usize
+            },
+            node: self.dialect.node(n),
+            path: FieldPath::top(n),
         })
+    }
+
+    /// The field or subfield at `path` (`"4"`, `"48.42.1"`), if present.
+    pub fn get_path(&self, path: &str) -> Option<FieldRef<'_>> {
+        crate::view::resolve_path(path, |n| self.field(n))
     }
 
     /// Present fields in ascending order.
@@ -225,33 +274,169 @@ impl Message {
         })
     }
 
+    /// Makes room for an entry of up to `len` content bytes and starts it: returns its
+    /// offset (the content goes after the entry header).
+    #[inline]
+    fn begin_entry(&mut self, n: u8, len: usize) -> Result<usize> {
+        if self.arena.capacity() == 0 {
+            self.arena.reserve((len + ENTRY).max(ARENA_FIRST));
+        } else if self.arena.len() >= 4096 || self.arena.len() + ENTRY + len > ARENA_MAX {
+            self.compact();
+            if self.arena.len() + ENTRY + len > ARENA_MAX {
+                return Err(CodecError::field(
+                    n,
+                    0,
+                    ErrorKind::TooLong {
+                        max: ARENA_MAX,
+                        found: self.arena.len() + ENTRY + len,
+                    },
+                ));
+            }
+        }
+        let off = self.arena.len();
+        self.arena.extend_from_slice(&[0; ENTRY]);
+        Ok(off)
+    }
+
+    /// Completes the entry started at `off` as field `n`'s content of `units` units.
+    #[inline]
+    fn finish_entry(&mut self, n: u8, off: usize, units: usize) {
+        let len = self.arena.len() - off - ENTRY;
+        let u = (units as u16).to_le_bytes();
+        let l = (len as u16).to_le_bytes();
+        self.arena[off..off + ENTRY].copy_from_slice(&[u[0], u[1], l[0], l[1]]);
+        let plen = self.dialect.hot(n).prefix_len as usize;
+        if self.present.get(n) {
+            self.wire_total -= self.field_wire_len(n);
+        }
+        self.wire_total += plen + len;
+        self.ix.slots[n as usize] = off as u16;
+        self.present.set(n);
+        self.in_arena.set(n);
+        self.pristine = false;
+    }
+
+    /// Stores already-encoded content for field `n`.
+    fn store(&mut self, n: u8, content: &[u8], units: usize) -> Result<()> {
+        let off = self.begin_entry(n, content.len())?;
+        self.arena.extend_from_slice(content);
+        self.finish_entry(n, off, units);
+        Ok(())
+    }
+
     /// Sets field `n` from its text form: characters for text fields, digits for numeric
     /// (BCD or not), uppercase or lowercase hex for binary fields. Validated against the
     /// dialect (charset, fixed length, maximum) and encoded once, now.
+    ///
+    /// For a composite field the value is its content, which must be valid; to set a
+    /// subfield use [`Message::set_path`].
+    #[inline]
     pub fn set(&mut self, n: u8, value: impl AsRef<[u8]>) -> Result<&mut Self> {
         let value = value.as_ref();
-        if !(2..=192).contains(&n) || self.dialect.is_bitmap_field(n) {
-            return Err(CodecError::field(n, 0, ErrorKind::BadFieldNumber));
+        let (direct, upper, units) = {
+            let h = self.dialect.hot(n);
+            let units = match h.direct {
+                Direct::Same => value.len(),
+                Direct::HexToBytes => value.len() / 2,
+                Direct::No => return self.set_general(n, value),
+            };
+            if !h.units_ok(units) || !h.text_ok(value) {
+                return self.set_general(n, value);
+            }
+            (h.direct, h.upper, units)
+        };
+        let off = self.begin_entry(n, value.len())?;
+        match direct {
+            Direct::HexToBytes => crate::hot::unhex_into(value, &mut self.arena),
+            _ => self.arena.extend_from_slice(value),
         }
-        self.maybe_compact();
-        self.arena_room(value.len());
-        let Some(spec) = self.dialect.0.fields[n as usize].as_ref() else {
-            return Err(CodecError::field(
-                n,
-                0,
-                ErrorKind::NotInDialect {
-                    dialect: self.dialect.name().to_string(),
-                },
-            ));
+        if upper {
+            self.arena[off + ENTRY..].make_ascii_uppercase();
+        }
+        self.finish_entry(n, off, units);
+        Ok(self)
+    }
+
+    /// [`Message::set`] for every spec, with the exact error.
+    #[inline(never)]
+    fn set_general(&mut self, n: u8, value: &[u8]) -> Result<&mut Self> {
+        let d = self.dialect.clone();
+        let spec = self.spec_for(n)?;
+        if let Some(node) = d.node(n) {
+            spec.check_units(n, value.len())?;
+            node.validate(value, 0, value.len(), FieldPath::top(n), d.name())?;
+            self.store(n, value, value.len())?;
+            return Ok(self);
+        }
+        let off = self.begin_entry(n, value.len())?;
+        let spec = d.field(n).expect("checked by spec_for");
+        match spec.text_to_wire(n, value, &mut self.arena) {
+            Ok(units) => {
+                self.finish_entry(n, off, units);
+                Ok(self)
+            }
+            Err(e) => {
+                self.arena.truncate(off);
+                Err(e)
+            }
+        }
+    }
+
+    /// Sets the subfield at `path` (`"48.42.1"`, `"127.25.3"`) from its text form. The
+    /// enclosing composites are created when absent and written again with their
+    /// lengths and bitmaps recomputed; their other subfields (unknown tags included) are
+    /// copied byte for byte, and the other fields are untouched. A one-element path is
+    /// [`Message::set`].
+    ///
+    /// Errors name the path: a key the dialect does not define, a value that does not fit
+    /// its subfield, a positional composite with a gap (`62.3` without `62.2`).
+    pub fn set_path(&mut self, path: &str, value: impl AsRef<[u8]>) -> Result<&mut Self> {
+        self.edit_path(path, Some(value.as_ref()))
+    }
+
+    /// Removes the subfield at `path`, re-encoding the enclosing composites (which stay
+    /// present, possibly with no subfields). A one-element path is [`Message::remove`].
+    pub fn remove_path(&mut self, path: &str) -> Result<&mut Self> {
+        self.edit_path(path, None)
+    }
+
+    fn edit_path(&mut self, path: &str, value: Option<&[u8]>) -> Result<&mut Self> {
+        let bad = |what: String| CodecError::new(Location::Message, 0, ErrorKind::BadPath { what });
+        let segs: Vec<&[u8]> = segments(path).collect();
+        let n = segs
+            .first()
+            .and_then(|s| parse_field_number(s))
+            .ok_or_else(|| bad(format!("{path:?} does not start with a field number")))?;
+        if segs.len() == 1 {
+            return match value {
+                Some(v) => self.set(n, v),
+                None => Ok(self.remove(n)),
+            };
+        }
+        let d = self.dialect.clone();
+        let spec = self.spec_for(n)?;
+        let node = d
+            .node(n)
+            .ok_or_else(|| bad(format!("field {n} is not a composite")))?;
+        let built = {
+            let current: &[u8] = if self.present.get(n) {
+                self.wire(n).1
+            } else if value.is_none() {
+                return Ok(self);
+            } else {
+                &[]
+            };
+            node.edit(current, &segs[1..], value, FieldPath::top(n), d.name())?
         };
-        let start = self.arena.len();
-        let units = spec.text_to_wire(n, value, &mut self.arena)?;
-        let slot = OwnedSlot {
-            start: start as u32 | ARENA,
-            len: (self.arena.len() - start) as u16,
-            units: units as u16,
-        };
-        self.put_slot(n, slot);
+        spec.check_units(n, built.len())?;
+        self.store(n, &built, built.len())?;
+        Ok(self)
+    }
+
+    /// Sets a composite field from already-encoded, valid content (used by the JSON form).
+    pub(crate) fn set_content(&mut self, n: u8, content: &[u8]) -> Result<&mut Self> {
+        self.spec_for(n)?.check_units(n, content.len())?;
+        self.store(n, content, content.len())?;
         Ok(self)
     }
 
@@ -260,19 +445,11 @@ impl Message {
         let spec = self.spec_for(n)?;
         match spec.encoding {
             crate::spec::ContentEncoding::Binary
-                if spec.length_unit() == crate::spec::LengthUnit::Bytes =>
+                if spec.length_unit() == crate::spec::LengthUnit::Bytes
+                    && spec.composite.is_none() =>
             {
                 spec.check_units(n, value.len())?;
-                self.maybe_compact();
-                self.arena_room(value.len());
-                let start = self.arena.len();
-                self.arena.extend_from_slice(value);
-                let slot = OwnedSlot {
-                    start: start as u32 | ARENA,
-                    len: value.len() as u16,
-                    units: value.len() as u16,
-                };
-                self.put_slot(n, slot);
+                self.store(n, value, value.len())?;
                 Ok(self)
             }
             _ => {
@@ -359,48 +536,33 @@ impl Message {
     /// Removes field `n`.
     pub fn remove(&mut self, n: u8) -> &mut Self {
         if self.present.get(n) {
-            self.wire_total -=
-                self.dialect.hot(n).prefix_len as usize + self.slots[n as usize].len as usize;
+            self.wire_total -= self.field_wire_len(n);
             self.present.clear(n);
+            self.in_arena.clear(n);
+            self.pristine = false;
         }
         self
     }
 
-    /// Room for `len` more arena bytes; the first field set gets room for a typical
-    /// message's worth ([`ARENA_FIRST`]), so that building a message field by field
-    /// allocates once instead of growing (and copying) the arena from 8 bytes up.
-    #[inline]
-    fn arena_room(&mut self, len: usize) {
-        if self.arena.capacity() == 0 {
-            self.arena.reserve(len.max(ARENA_FIRST));
-        } else {
-            self.arena.reserve(len);
-        }
-    }
-
-    /// The arena only grows when fields are replaced; compact it when most of it is dead.
-    fn maybe_compact(&mut self) {
-        if self.arena.len() < 4096 {
-            return;
-        }
+    /// The arena only grows when fields are replaced; compact it when most of it is dead
+    /// (or when it reaches the limit of its 16-bit offsets).
+    fn compact(&mut self) {
         let live: usize = self
-            .present
+            .in_arena
             .iter()
-            .filter(|&n| self.slots[n as usize].in_arena())
-            .map(|n| self.slots[n as usize].len as usize)
+            .filter(|&n| self.present.get(n))
+            .map(|n| ENTRY + self.wire(n).1.len())
             .sum();
-        if live * 2 > self.arena.len() {
+        if live * 2 > self.arena.len() && self.arena.len() < ARENA_MAX / 2 {
             return;
         }
-        let mut fresh = Vec::with_capacity(live + 256);
-        for n in self.present.iter() {
-            let s = &mut self.slots[n as usize];
-            if s.in_arena() {
-                let st = (s.start & !ARENA) as usize;
-                let new_start = fresh.len();
-                fresh.extend_from_slice(&self.arena[st..st + s.len as usize]);
-                s.start = new_start as u32 | ARENA;
-            }
+        let mut fresh = Vec::with_capacity(live + ARENA_FIRST);
+        for n in self.in_arena.iter() {
+            let off = self.ix.slots[n as usize] as usize;
+            let len = ENTRY + self.wire(n).1.len();
+            let new_off = fresh.len();
+            fresh.extend_from_slice(&self.arena[off..off + len]);
+            self.ix.slots[n as usize] = new_off as u16;
         }
         self.arena = fresh;
     }
@@ -440,17 +602,24 @@ impl Message {
 
     /// The exact encoded length in bytes.
     pub fn encoded_len(&self) -> Result<usize> {
+        if self.pristine {
+            return Ok(self.shared.len());
+        }
         let b = self.wire_bitmap()?;
         Ok(self.header_len(&b) + self.wire_total)
     }
 
     /// Encodes the message (no length header) at the end of `out`: one reservation, then
-    /// straight copies of each field's wire form.
+    /// straight copies of each field's wire form (a decoded, unchanged message: its bytes).
     pub fn encode(&self, out: &mut BytesMut) -> Result<()> {
+        if self.pristine {
+            out.extend_from_slice(&self.shared);
+            return Ok(());
+        }
         let d = &self.dialect;
         let b = self.wire_bitmap()?;
         out.reserve(self.header_len(&b) + self.wire_total);
-        let (mti, l) = self.mti.to_wire(d.mti_encoding());
+        let (mti, l) = self.ix.mti.to_wire(d.mti_encoding());
         out.put_slice(&mti[..l]);
         let benc = d.bitmap_encoding();
         let (w, l) = Bitmap::word_bytes(benc, b.0[0]);
@@ -464,19 +633,28 @@ impl Message {
             out.put_slice(&w[..l]);
         }
         for n in self.present.iter() {
-            let s = self.slots[n as usize];
             let h = d.hot(n);
-            if !h.fixed {
-                let (p, l) = h.prefix_bytes(s.units as usize);
+            let off = self.ix.slots[n as usize] as usize;
+            if self.in_arena.get(n) {
+                let (units, content) = self.wire(n);
+                let (p, l) = h.prefix_bytes(units);
                 out.put_slice(&p[..l]);
+                out.put_slice(content);
+            } else {
+                // Prefix and content exactly as received.
+                let len = h.wire_len(units_at(d, &self.shared, n, off));
+                let from = off - h.prefix_len as usize;
+                out.put_slice(self.shared.get(from..off + len).unwrap_or(&[]));
             }
-            out.put_slice(self.content(s));
         }
         Ok(())
     }
 
-    /// Encodes into a new buffer.
+    /// Encodes into a new buffer (a decoded, unchanged message: its bytes, shared).
     pub fn to_bytes(&self) -> Result<Bytes> {
+        if self.pristine {
+            return Ok(self.shared.clone());
+        }
         let mut out = BytesMut::new();
         self.encode(&mut out)?;
         Ok(out.freeze())
@@ -485,13 +663,13 @@ impl Message {
 
 impl fmt::Debug for Message {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        crate::mask::debug_fields(f, "Message", self.mti, self.fields())
+        crate::mask::debug_fields(f, "Message", self.ix.mti, self.fields())
     }
 }
 
 impl fmt::Display for Message {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        crate::mask::display_fields(f, self.mti, self.fields())
+        crate::mask::display_fields(f, self.ix.mti, self.fields())
     }
 }
 
@@ -500,7 +678,7 @@ impl PartialEq for Message {
     /// contents (wire form).
     fn eq(&self, other: &Self) -> bool {
         self.dialect.name() == other.dialect.name()
-            && self.mti == other.mti
+            && self.ix.mti == other.ix.mti
             && self.present == other.present
             && self
                 .fields()

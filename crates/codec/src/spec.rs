@@ -9,6 +9,7 @@ use crate::ebcdic;
 use crate::error::{CodecError, ErrorKind, Result};
 use serde::{Deserialize, Serialize};
 use std::borrow::Cow;
+use std::collections::BTreeMap;
 
 /// Content class of a data element (ISO 8583 notation).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -90,6 +91,10 @@ pub enum LengthKind {
     LLL,
     /// Four length digits (LLLLVAR).
     LLLL,
+    /// Five length digits.
+    LLLLL,
+    /// Six length digits (Postilion DE 127).
+    LLLLLL,
 }
 
 impl LengthKind {
@@ -101,6 +106,8 @@ impl LengthKind {
             LengthKind::LL => 2,
             LengthKind::LLL => 3,
             LengthKind::LLLL => 4,
+            LengthKind::LLLLL => 5,
+            LengthKind::LLLLLL => 6,
         }
     }
 }
@@ -171,8 +178,16 @@ pub enum Sensitivity {
     Pan,
     /// Track data: the PAN part masked as a PAN, everything after the separator `*`.
     Track,
-    /// Secret (PIN block, EMV data, keys): every character `*`.
+    /// Secret (PIN block, keys): every character `*` (the value is wiped).
     Secret,
+    /// A PAN with an 8-digit BIN: first 8 and last 4 digits shown (16 digits or more;
+    /// shorter ones as [`Sensitivity::Pan`]).
+    Pan8,
+    /// BER-TLV EMV data (DE 55) as hex: tag 5A (PAN) masked PAN style, tags 57 and 9F6B
+    /// (track 2 equivalent) track style, 56, 5F20, 9F1F, 9F20 and 99 (track 1, name,
+    /// discretionary data, PIN data) wiped; other tags shown. Data that is not BER-TLV
+    /// is wiped.
+    Emv,
 }
 
 /// A positional subfield of a private field (for example `cup-pos` 60.1, 60.2, 60.3).
@@ -194,6 +209,139 @@ pub enum Subfields {
     Tlv,
 }
 
+/// How the tag of a tagged composite's subelement is written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TagEncoding {
+    /// ASCII decimal digits (`42`); the key is the number.
+    Digits,
+    /// EBCDIC decimal digits; the key is the number.
+    Ebcdic,
+    /// Packed BCD digits; the key is the number.
+    Bcd,
+    /// ASCII characters (`AB`, at most 4); the key is the characters.
+    Text,
+    /// Big-endian binary (at most 4 bytes); the key is uppercase hex.
+    Binary,
+}
+
+/// The tag of a tagged composite's subelements: its width in bytes and its encoding.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct TagFormat {
+    /// Bytes on the wire (1..=4; up to 9 for decimal digits).
+    pub width: u8,
+    /// How it is written.
+    pub encoding: TagEncoding,
+}
+
+/// The length prefix of a tagged composite's subelements (after each tag).
+///
+/// Every subfield of the composite has this prefix (its own `length` and
+/// `length_encoding` must be these); the prefix counts the value in the subfield's
+/// length unit. For a tag the dialect does not define, it counts bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct PrefixFormat {
+    /// How many length digits (`LL` …).
+    pub length: LengthKind,
+    /// How the digits are written.
+    #[serde(default)]
+    pub encoding: LengthEncoding,
+}
+
+/// The bitmap of a bitmapped composite (DE 127 style): bit *k* set when subfield *k* is
+/// present, numbered as in the message bitmap. There is no continuation bit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct BitmapFormat {
+    /// Binary bytes or hex text.
+    pub encoding: crate::bitmap::BitmapEncoding,
+    /// 8 (64 subfields) or 16 (128 subfields) bytes of bitmap.
+    pub bytes: u8,
+}
+
+/// What a tagged or BER-TLV composite does with a tag its table does not define.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum UnknownTags {
+    /// Keep it byte-exact (decoded, re-encoded and shown as is).
+    #[default]
+    Keep,
+    /// Reject the message.
+    Reject,
+}
+
+/// The inner structure of a composite field or subfield. Subfields are keyed by their
+/// number, bit or tag as text: `"1"`, `"25"`; DE 48 style tags as they are written
+/// (`"42"`); BER-TLV tags in hex (`"9F26"`). A subfield is a [`FieldSpec`] like any
+/// field and may itself be composite.
+///
+/// A composite's content (what its length prefix counts) is its subfields, each written
+/// with its own length prefix:
+/// - `positional`: subfields 1, 2, … in order; trailing ones may be absent (never one in
+///   the middle); the content must end exactly at the end of a subfield.
+/// - `tagged`: tag, length, value, in any order (written in ascending tag order).
+/// - `tlv`: BER-TLV objects (the field's content must be binary).
+/// - `bitmapped`: a bitmap of its own, then the present subfields in ascending order.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "lowercase")]
+pub enum Composite {
+    /// Ordered subfields.
+    Positional {
+        /// Subfields by position (`"1"`, `"2"`…, no gaps).
+        subfields: BTreeMap<String, FieldSpec>,
+    },
+    /// Tag + length + value subelements.
+    Tagged {
+        /// How tags are written.
+        tag: TagFormat,
+        /// The length prefix after each tag.
+        length: PrefixFormat,
+        /// What to do with tags the table does not define.
+        #[serde(default)]
+        unknown: UnknownTags,
+        /// Subfields by tag.
+        subfields: BTreeMap<String, FieldSpec>,
+    },
+    /// BER-TLV objects.
+    Tlv {
+        /// What to do with tags the table does not define.
+        #[serde(default)]
+        unknown: UnknownTags,
+        /// Subfields by hex tag (`"5A"`); their `max` bounds the value's bytes and their
+        /// `length` is not used (BER lengths).
+        #[serde(default)]
+        subfields: BTreeMap<String, FieldSpec>,
+    },
+    /// A bitmap of its own, then numbered subfields.
+    Bitmapped {
+        /// The bitmap.
+        bitmap: BitmapFormat,
+        /// Subfields by bit number (`"2"`…).
+        subfields: BTreeMap<String, FieldSpec>,
+    },
+}
+
+impl Composite {
+    /// The subfield table.
+    pub fn subfields(&self) -> &BTreeMap<String, FieldSpec> {
+        match self {
+            Composite::Positional { subfields }
+            | Composite::Tagged { subfields, .. }
+            | Composite::Tlv { subfields, .. }
+            | Composite::Bitmapped { subfields, .. } => subfields,
+        }
+    }
+
+    /// The kind as written in dialect files (`positional`, `tagged`, `tlv`, `bitmapped`).
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Composite::Positional { .. } => "positional",
+            Composite::Tagged { .. } => "tagged",
+            Composite::Tlv { .. } => "tlv",
+            Composite::Bitmapped { .. } => "bitmapped",
+        }
+    }
+}
+
 /// The specification of one data element.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct FieldSpec {
@@ -205,7 +353,7 @@ pub struct FieldSpec {
     /// Fixed or how many length digits.
     pub length: LengthKind,
     /// The fixed length, or the maximum length of a variable field, in `unit`s.
-    pub max: u16,
+    pub max: u32,
     /// How the length prefix is written (ignored for fixed fields).
     #[serde(default)]
     pub length_encoding: LengthEncoding,
@@ -225,9 +373,13 @@ pub struct FieldSpec {
     /// Masking in logs and output.
     #[serde(default)]
     pub sensitive: Sensitivity,
-    /// Optional subfield layout.
+    /// Optional subfield layout of the text form (read on demand, not validated).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub subfields: Option<Subfields>,
+    /// Inner structure: the field is made of subfields, validated when decoding and
+    /// addressed by path (`48.42.1`). See [`Composite`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub composite: Option<Composite>,
 }
 
 /// Digits of a packed-BCD or hex value: `0`–`9`, `A`–`F`.
@@ -245,7 +397,7 @@ fn hex_val(c: u8) -> Option<u8> {
 
 impl FieldSpec {
     /// A new spec with ASCII content and ASCII length digits.
-    pub fn new(name: &str, class: ContentClass, length: LengthKind, max: u16) -> Self {
+    pub fn new(name: &str, class: ContentClass, length: LengthKind, max: u32) -> Self {
         FieldSpec {
             name: name.to_string(),
             class,
@@ -262,7 +414,14 @@ impl FieldSpec {
             unit: None,
             sensitive: Sensitivity::None,
             subfields: None,
+            composite: None,
         }
+    }
+
+    /// Makes the field composite.
+    pub fn composite(mut self, c: Composite) -> Self {
+        self.composite = Some(c);
+        self
     }
 
     /// Sets the content encoding.
@@ -734,7 +893,7 @@ impl FieldSpec {
                 self.max, self.length, self.length_encoding
             )));
         }
-        if self.wire_len(self.max as usize) > u16::MAX as usize {
+        if self.is_fixed() && self.wire_len(self.max as usize) > u16::MAX as usize {
             return Err(bad(format!("field {field}: max too large")));
         }
         if self.pad > 0x0F {

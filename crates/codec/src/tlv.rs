@@ -185,6 +185,28 @@ fn length(input: &[u8]) -> IResult<&[u8], usize> {
     ))
 }
 
+/// The header of the BER-TLV object at the start of `input`: its tag, the header's
+/// length (tag and length bytes) and the value's length; `None` if the header is malformed
+/// (a tag over 4 bytes, a length form other than `00`–`7F`, `81`–`84`, or cut short). The
+/// value may run past the end of `input`: the caller checks it.
+pub(crate) fn header(input: &[u8]) -> Option<(u32, usize, usize)> {
+    let (rest, (t, _)) = tag(input).ok()?;
+    let (rest, len) = length(rest).ok()?;
+    Some((t, input.len() - rest.len(), len))
+}
+
+/// Appends the BER length of `len` (short form under 128, long form otherwise).
+pub(crate) fn put_length(len: usize, out: &mut Vec<u8>) {
+    if len < 0x80 {
+        out.push(len as u8);
+    } else {
+        let lb = (len as u32).to_be_bytes();
+        let skip = lb.iter().take_while(|&&x| x == 0).count();
+        out.push(0x80 | (4 - skip) as u8);
+        out.extend_from_slice(&lb[skip..]);
+    }
+}
+
 impl<'a> Iterator for TlvIter<'a> {
     type Item = Result<Tlv<'a>>;
 
@@ -252,14 +274,7 @@ impl TlvBuilder {
     fn put_header(&mut self, tag: Tag, len: usize) {
         let (b, n) = tag.bytes();
         self.out.extend_from_slice(&b[..n]);
-        if len < 0x80 {
-            self.out.push(len as u8);
-        } else {
-            let lb = (len as u32).to_be_bytes();
-            let skip = lb.iter().take_while(|&&x| x == 0).count();
-            self.out.push(0x80 | (4 - skip) as u8);
-            self.out.extend_from_slice(&lb[skip..]);
-        }
+        put_length(len, &mut self.out);
     }
 
     /// Adds a primitive object.

@@ -53,6 +53,33 @@ fn unit(spec: &FieldSpec) -> &'static str {
     }
 }
 
+/// One table row, then (for a composite) its subfields, indented by path.
+fn row(s: &mut String, path: &str, f: &FieldSpec, depth: usize) {
+    let kind = f
+        .composite
+        .as_ref()
+        .map(|c| format!(" ({} composite)", c.kind()))
+        .unwrap_or_default();
+    s.push_str(&format!(
+        "| {}{path} | {}{kind} | {} | {} | {} | {} | {} | {:?} |\n",
+        "&nbsp;&nbsp;".repeat(depth),
+        f.name,
+        f.class.as_str(),
+        length(f),
+        unit(f),
+        prefix(f),
+        content(f),
+        f.sensitive
+    ));
+    if let Some(c) = &f.composite {
+        let mut subs: Vec<_> = c.subfields().iter().collect();
+        subs.sort_by_key(|(k, _)| (k.len(), k.to_string()));
+        for (k, sub) in subs {
+            row(s, &format!("{path}.{k}"), sub, depth + 1);
+        }
+    }
+}
+
 fn render(d: &Dialect) -> String {
     let def = d.def();
     let mut s = format!("# Dialect `{}`\n\n{}\n\n", def.name, def.description);
@@ -74,16 +101,7 @@ fn render(d: &Dialect) -> String {
     s.push_str("|---|---|---|---|---|---|---|---|\n");
     for n in 2..=192u8 {
         if let Some(f) = d.field(n) {
-            s.push_str(&format!(
-                "| {n} | {} | {} | {} | {} | {} | {} | {:?} |\n",
-                f.name,
-                f.class.as_str(),
-                length(f),
-                unit(f),
-                prefix(f),
-                content(f),
-                f.sensitive
-            ));
+            row(&mut s, &n.to_string(), f, 0);
         }
     }
     s

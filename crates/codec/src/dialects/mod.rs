@@ -7,6 +7,7 @@
 //! | `iso87-ebcdic` | ISO 8583:1987 on mainframe hosts | EBCDIC | binary | EBCDIC cp037 | raw | EBCDIC digits |
 //! | `iso93-ascii` | ISO 8583:1993 | ASCII | hex text | ASCII | hex text | ASCII digits |
 //! | `cup-pos` | China UnionPay POS terminals | BCD | binary, primary only | ASCII | raw | BCD |
+//! | `iso87-composite` | test dialect with composite DE 48 (tagged), 62 (positional), 127 (bitmapped) | ASCII | hex text | ASCII | — | ASCII digits |
 //!
 //! In the 1987 and 1993 dialects bit 65 announces a tertiary bitmap (as in pyiso8583 and
 //! ISO 8583:1993); no fields 129–192 are defined, so a message using them is rejected with
@@ -34,15 +35,21 @@ pub mod iso93_ascii {
 pub mod cup_pos {
     #![doc = include_str!("../../docs/cup-pos.md")]
 }
+/// `iso87-composite`, field by field (subfields indented).
+pub mod iso87_composite {
+    #![doc = include_str!("../../docs/iso87-composite.md")]
+}
 
 use crate::bitmap::BitmapEncoding;
 use crate::dialect::{Dialect, DialectDef, MacLayout};
 use crate::mti::MtiEncoding;
 use crate::spec::{
+    BitmapFormat, Composite,
     ContentClass::{self, *},
     ContentEncoding, FieldSpec, Justify, LengthEncoding,
     LengthKind::{self, *},
-    LengthUnit, PositionalSubfield, Sensitivity, Subfields,
+    LengthUnit, PositionalSubfield, PrefixFormat, Sensitivity, Subfields, TagEncoding, TagFormat,
+    UnknownTags,
 };
 use std::collections::BTreeMap;
 use std::sync::OnceLock;
@@ -54,6 +61,7 @@ pub const NAMES: &[&str] = &[
     "iso87-ebcdic",
     "iso93-ascii",
     "cup-pos",
+    "iso87-composite",
 ];
 
 type Row = (u8, &'static str, ContentClass, LengthKind, u16);
@@ -429,7 +437,7 @@ struct Style {
 
 fn spec_for(row: &Row, style: &Style) -> FieldSpec {
     let (n, name, class, len, max) = *row;
-    let mut s = FieldSpec::new(name, class, len, max).length_encoding(style.lengths);
+    let mut s = FieldSpec::new(name, class, len, max as u32).length_encoding(style.lengths);
     s.encoding = match class {
         B => style.binary,
         N | Z if style.numeric == ContentEncoding::Bcd => ContentEncoding::Bcd,
@@ -439,7 +447,7 @@ fn spec_for(row: &Row, style: &Style) -> FieldSpec {
         // N bytes as 2N hex characters; the length counts characters, unless twice the
         // maximum does not fit the prefix (1993 DE 96, b..999): then it counts bytes.
         let doubled = FieldSpec {
-            max: max * 2,
+            max: max as u32 * 2,
             unit: Some(LengthUnit::Characters),
             ..s.clone()
         };
@@ -455,7 +463,9 @@ fn spec_for(row: &Row, style: &Style) -> FieldSpec {
     s.sensitive = match n {
         2 => Sensitivity::Pan,
         35 | 36 | 45 => Sensitivity::Track,
-        52 | 55 => Sensitivity::Secret,
+        52 => Sensitivity::Secret,
+        // EMV data: tags 5A and 57 (PAN, track 2 equivalent) masked inside the TLV.
+        55 => Sensitivity::Emv,
         _ => Sensitivity::None,
     };
     if n == 55 {
@@ -489,6 +499,8 @@ pub fn iso87_ascii_def() -> DialectDef {
         tertiary_bitmap: true,
         echo_fields: ISO87_ECHO.to_vec(),
         mac: MacLayout::default(),
+        // pyiso8583 takes any four digits; so do these dialects.
+        mti_versions: Vec::new(),
         fields: table(
             ISO87,
             &Style {
@@ -555,6 +567,7 @@ pub fn iso93_ascii_def() -> DialectDef {
         tertiary_bitmap: true,
         echo_fields: ISO93_ECHO.to_vec(),
         mac: MacLayout::default(),
+        mti_versions: Vec::new(),
         fields: table(
             ISO93,
             &Style {
@@ -644,6 +657,127 @@ pub fn cup_pos_def() -> DialectDef {
             primary: 64,
             secondary: None,
         },
+        mti_versions: vec![0],
+        fields,
+    }
+}
+
+/// A subfield table from `(key, name, class, length, max)` rows.
+fn subs(rows: &[(u32, &str, ContentClass, LengthKind, u32)]) -> BTreeMap<String, FieldSpec> {
+    rows.iter()
+        .map(|&(k, name, class, len, max)| (k.to_string(), FieldSpec::new(name, class, len, max)))
+        .collect()
+}
+
+/// The `iso87-composite` description: `../shared/samples/composite/iso87-composite.md`
+/// (ISO 8583:1987 in ASCII, hex bitmaps, 18 data fields of which DE 48 is tagged, DE 62
+/// positional and DE 127 bitmapped, with 48.42 and 127.25 positional below them).
+pub fn iso87_composite_def() -> DialectDef {
+    let plain: &[(u8, &str, ContentClass, LengthKind, u32)] = &[
+        (2, "Primary account number", N, LL, 19),
+        (3, "Processing code", N, Fixed, 6),
+        (4, "Amount, transaction", N, Fixed, 12),
+        (7, "Transmission date and time (MMDDhhmmss)", N, Fixed, 10),
+        (11, "Systems trace audit number", N, Fixed, 6),
+        (12, "Time, local transaction (hhmmss)", N, Fixed, 6),
+        (13, "Date, local transaction (MMDD)", N, Fixed, 4),
+        (14, "Date, expiration (YYMM)", N, Fixed, 4),
+        (22, "Point of service entry mode", N, Fixed, 3),
+        (25, "Point of service condition code", N, Fixed, 2),
+        (37, "Retrieval reference number", An, Fixed, 12),
+        (39, "Response code", An, Fixed, 2),
+        (41, "Card acceptor terminal identification", Ans, Fixed, 8),
+        (42, "Card acceptor identification code", Ans, Fixed, 15),
+        (49, "Currency code, transaction", N, Fixed, 3),
+    ];
+    let mut fields: BTreeMap<String, FieldSpec> = plain
+        .iter()
+        .map(|&(n, name, class, len, max)| (n.to_string(), FieldSpec::new(name, class, len, max)))
+        .collect();
+    if let Some(pan) = fields.get_mut("2") {
+        pan.sensitive = Sensitivity::Pan;
+    }
+    let de48_42 = FieldSpec::new("Electronic commerce indicators", Ans, LL, 3).composite(
+        Composite::Positional {
+            subfields: subs(&[
+                (1, "Security protocol", N, Fixed, 1),
+                (2, "Cardholder authentication", N, Fixed, 1),
+                (3, "UCAF collection indicator", N, Fixed, 1),
+            ]),
+        },
+    );
+    let mut de48_subs = subs(&[
+        (10, "Key reference", An, LL, 8),
+        (14, "Account type indicator", Ans, LL, 12),
+        (20, "Cardholder verification method", A, LL, 1),
+        (33, "PAN mapping information", Ans, LL, 99),
+        (61, "POS data, extended condition codes", N, LL, 5),
+    ]);
+    de48_subs.insert("42".into(), de48_42);
+    fields.insert(
+        "48".into(),
+        FieldSpec::new("Additional data, private", Ans, LLL, 999).composite(Composite::Tagged {
+            tag: TagFormat {
+                width: 2,
+                encoding: TagEncoding::Digits,
+            },
+            length: PrefixFormat {
+                length: LL,
+                encoding: LengthEncoding::Ascii,
+            },
+            unknown: UnknownTags::Reject,
+            subfields: de48_subs,
+        }),
+    );
+    fields.insert(
+        "62".into(),
+        FieldSpec::new("Private use", Ans, LLL, 999).composite(Composite::Positional {
+            subfields: subs(&[
+                (1, "Service indicator", An, Fixed, 2),
+                (2, "Invoice number", N, Fixed, 6),
+                (3, "Reference text", Ans, LL, 20),
+                (4, "Channel code", An, Fixed, 3),
+            ]),
+        }),
+    );
+    let de127_25 =
+        FieldSpec::new("Nested subfields", Ans, LLL, 999).composite(Composite::Positional {
+            subfields: subs(&[
+                (1, "Version", N, Fixed, 2),
+                (2, "Reference", An, Fixed, 12),
+                (3, "Free text", Ans, LL, 20),
+            ]),
+        });
+    let mut de127_subs = subs(&[
+        (2, "Switch key", Ans, LL, 32),
+        (3, "Routing information", An, Fixed, 48),
+        (12, "Terminal owner", Ans, LL, 25),
+        (22, "Structured data (free text)", Ans, LLLLL, 99999),
+    ]);
+    de127_subs.insert("25".into(), de127_25);
+    fields.insert(
+        "127".into(),
+        FieldSpec::new("Private use", Ans, LLLLLL, 999_999).composite(Composite::Bitmapped {
+            bitmap: BitmapFormat {
+                encoding: BitmapEncoding::Hex,
+                bytes: 8,
+            },
+            subfields: de127_subs,
+        }),
+    );
+    DialectDef {
+        name: "iso87-composite".into(),
+        description: "Test dialect for composite fields: ISO 8583:1987 in ASCII with hex \
+                      bitmaps, DE 48 tagged (48.42 positional), DE 62 positional, DE 127 \
+                      bitmapped (127.25 positional)"
+            .into(),
+        mti: MtiEncoding::Ascii,
+        bitmap: BitmapEncoding::Hex,
+        secondary_bitmap: true,
+        tertiary_bitmap: false,
+        echo_fields: vec![2, 3, 4, 7, 11, 12, 13, 22, 25, 37, 41, 42, 49],
+        mac: MacLayout::default(),
+        mti_versions: vec![0],
         fields,
     }
 }
@@ -665,6 +799,7 @@ cached!(iso87_binary_dialect, iso87_binary_def);
 cached!(iso87_ebcdic_dialect, iso87_ebcdic_def);
 cached!(iso93_ascii_dialect, iso93_ascii_def);
 cached!(cup_pos_dialect, cup_pos_def);
+cached!(iso87_composite_dialect, iso87_composite_def);
 
 /// The built-in dialect called `name`.
 pub fn builtin(name: &str) -> Option<Dialect> {
@@ -674,6 +809,7 @@ pub fn builtin(name: &str) -> Option<Dialect> {
         "iso87-ebcdic" => iso87_ebcdic_dialect(),
         "iso93-ascii" => iso93_ascii_dialect(),
         "cup-pos" => cup_pos_dialect(),
+        "iso87-composite" => iso87_composite_dialect(),
         _ => return None,
     })
 }
