@@ -336,6 +336,12 @@ impl<T: IdempotencyStore> IdempotencyStore for Part<T> {
     fn is_cancelled(&self, key: &TxnKey) -> bool {
         self.inner.is_cancelled(key)
     }
+    fn defer_sync(&mut self) -> Option<crate::record::SyncHandle> {
+        self.inner.defer_sync()
+    }
+    fn written(&self) -> u64 {
+        self.inner.written()
+    }
 }
 
 impl<T: Counters> Counters for Part<T> {

@@ -211,6 +211,11 @@ impl<S: IdempotencyStore> ReversalHandler<S> {
         &self.store
     }
 
+    /// The store, to configure it (e.g. [`IdempotencyStore::defer_sync`]).
+    pub fn store_mut(&mut self) -> &mut S {
+        &mut self.store
+    }
+
     /// The ledger (per card and overall).
     pub fn ledger(&self) -> &Ledger {
         self.store.ledger()

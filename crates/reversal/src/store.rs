@@ -196,6 +196,21 @@ pub trait IdempotencyStore {
     /// Every key.
     fn entries(&self) -> Box<dyn Iterator<Item = (&TxnKey, &StoredTxn)> + '_>;
 
+    /// Group commit: stops syncing on every commit and returns a handle that makes the
+    /// commits durable from outside the store's lock, with [`IdempotencyStore::written`]
+    /// telling how far ([`crate::GroupSync`]). The caller must then wait for durability
+    /// before it acts on a commit (answers or forwards). `None` (the default): every
+    /// commit is durable when it returns, nothing to wait for.
+    fn defer_sync(&mut self) -> Option<crate::record::SyncHandle> {
+        None
+    }
+
+    /// Bytes written so far (grows with every commit), for [`crate::GroupSync`]; 0 for a
+    /// store without deferred syncs.
+    fn written(&self) -> u64 {
+        0
+    }
+
     /// Whether `key`'s original is cancelled: an original that names it in
     /// [`OriginalState::cancels`] stands (approved and not reversed). The default scans
     /// every entry; [`MemoryStore`] and [`FileStore`] keep an index.
@@ -587,6 +602,13 @@ impl IdempotencyStore for FileStore {
     }
     fn is_cancelled(&self, key: &TxnKey) -> bool {
         self.state.is_cancelled(key)
+    }
+    fn defer_sync(&mut self) -> Option<crate::record::SyncHandle> {
+        self.set_sync_on_commit(false);
+        self.sync_handle().ok()
+    }
+    fn written(&self) -> u64 {
+        FileStore::written(self)
     }
 }
 

@@ -289,7 +289,7 @@ where
                     reason: isoswitch_reversal::NotSentReason::Rejected,
                 },
             };
-            switch.completed(tag, &outcome)?;
+            switch.completed(tag, &outcome).await?;
             finished += 1;
         }
         tracing::info!(

@@ -32,8 +32,9 @@ use bytes::Bytes;
 use chrono::NaiveDateTime;
 use isoswitch_codec::{Message, MessageClass};
 use isoswitch_reversal::{
-    Admit, CallerTag, Completion, Decision, HostSettlement, IdempotencyStore, NotSentReason,
-    Outcome, ReversalDriver, ReversalHandler, ReversalReason, Transport, TxnKey, UpstreamAction,
+    Admit, CallerTag, Completion, Decision, GroupSync, HostSettlement, IdempotencyStore,
+    NotSentReason, Outcome, ReversalDriver, ReversalHandler, ReversalReason, Transport, TxnKey,
+    UpstreamAction,
 };
 use isoswitch_session::counters::Counters;
 use isoswitch_session::crypto::PinBlockFormat;
@@ -100,6 +101,8 @@ struct Inner<K: KeyStore, S: IdempotencyStore, T: Transport, C: Counters + Send 
     /// Upstream originals of approved transactions, by tag, until the terminal can no
     /// longer reverse them (see [`Switch::upstream_original`]).
     originals: Mutex<HashMap<CallerTag, Message>>,
+    /// Group commit of the terminal-side store (`None`: it syncs every commit itself).
+    book_sync: Option<GroupSync>,
 }
 
 /// The switch; clones share it. See the module docs.
@@ -167,7 +170,11 @@ where
     C: Counters + Send + 'static,
 {
     /// Assembles a switch.
-    pub fn new(parts: SwitchParts<K, S, T, C>) -> Self {
+    pub fn new(mut parts: SwitchParts<K, S, T, C>) -> Self {
+        let book_sync = parts.book.store_mut().defer_sync().map(|h| {
+            let written = parts.book.store().written();
+            GroupSync::new(h, written)
+        });
         Switch {
             inner: Arc::new(Inner {
                 config: parts.config,
@@ -185,6 +192,7 @@ where
                 sessions: parts.sessions,
                 kek: parts.kek,
                 originals: Mutex::new(HashMap::new()),
+                book_sync,
             }),
         }
     }
@@ -278,8 +286,24 @@ where
         Ok(())
     }
 
+    /// Waits until the terminal-side store is durable up to `upto` (group commit: one
+    /// fsync for every decision written meanwhile).
+    async fn book_durable(&self, upto: u64) -> Result<()> {
+        if let Some(gs) = &self.inner.book_sync {
+            gs.durable(upto, || lock(&self.inner.book).store().written())
+                .await?;
+        }
+        Ok(())
+    }
+
     async fn financial(&self, msg: &Message) -> Result<Option<Bytes>> {
-        let admitted = lock(&self.inner.book).admit(msg)?;
+        let (admitted, upto) = {
+            let mut book = lock(&self.inner.book);
+            let a = book.admit(msg)?;
+            (a, book.store().written())
+        };
+        // Durable before it is answered or forwarded.
+        self.book_durable(upto).await?;
         let ticket = match admitted {
             Admit::Answer { answer, action } => {
                 if let Some(a) = action {
@@ -299,7 +323,12 @@ where
         if let (true, Some(sent)) = (approved, sent) {
             lock(&self.inner.originals).insert(tag, sent);
         }
-        let Completion { answer, action } = lock(&self.inner.book).complete(ticket, decision)?;
+        let (Completion { answer, action }, upto) = {
+            let mut book = lock(&self.inner.book);
+            let c = book.complete(ticket, decision)?;
+            (c, book.store().written())
+        };
+        self.book_durable(upto).await?;
         if let Some(a) = action {
             self.upstream_action(a).await;
         }
@@ -413,7 +442,7 @@ where
                     match sw.inner.driver.submit_tagged(up, tag).await {
                         Ok(outcome) => {
                             if let Err(outcome) = tx.send(outcome) {
-                                if let Err(e) = sw.completed(tag, &outcome) {
+                                if let Err(e) = sw.completed(tag, &outcome).await {
                                     tracing::error!(error = %e, "completing an advice");
                                 }
                             }
@@ -557,7 +586,7 @@ where
     ///
     /// # Errors
     /// Store failures.
-    pub fn completed(&self, tag: u64, outcome: &Outcome) -> Result<()> {
+    pub async fn completed(&self, tag: u64, outcome: &Outcome) -> Result<()> {
         let decision = match outcome {
             Outcome::Approved { response } => Decision::Approve {
                 auth_code: response.get(38),
@@ -571,12 +600,14 @@ where
             book.admitted().into_iter().find(|t| tag_of(t.key()) == tag)
         };
         if let Some(ticket) = ticket {
-            let Completion { action, .. } = lock(&self.inner.book).complete(ticket, decision)?;
+            let (Completion { action, .. }, upto) = {
+                let mut book = lock(&self.inner.book);
+                let c = book.complete(ticket, decision)?;
+                (c, book.store().written())
+            };
+            self.book_durable(upto).await?;
             if let Some(a) = action {
-                tracing::warn!(
-                    ?a,
-                    "a completed advice or recovered original asks for an upstream action"
-                );
+                self.upstream_action(a).await;
             }
         }
         Ok(())
@@ -592,9 +623,9 @@ where
         use isoswitch_reversal::EngineEvent;
         while let Some(ev) = events.recv().await {
             let done = match ev {
-                EngineEvent::Completed { tag, outcome, .. } => self.completed(tag, &outcome),
+                EngineEvent::Completed { tag, outcome, .. } => self.completed(tag, &outcome).await,
                 EngineEvent::Recovered { tag, reason, .. } => {
-                    self.completed(tag, &Outcome::Reversed { reason })
+                    self.completed(tag, &Outcome::Reversed { reason }).await
                 }
                 EngineEvent::ReversalAcknowledged { tag, code, .. } => {
                     tracing::debug!(tag, code = %String::from_utf8_lossy(&code), "upstream reversal acknowledged");
