@@ -525,6 +525,7 @@ async fn open_terminal(
         UpstreamConfig {
             name: entry.tid.clone(),
             sign_on_timeout: config.timeout,
+            sign_on_at_connect: false,
             ..UpstreamConfig::default()
         },
         client.clone(),

@@ -290,6 +290,10 @@ pub struct UpstreamConfig {
     pub sign_on_timeout: Duration,
     /// Wait between failed sign-on attempts.
     pub retry: Duration,
+    /// Sign on again at every new connection (a switch's network sign-on with its host:
+    /// `true`); a POS terminal keeps its session across reconnections (`false`) and signs
+    /// on only when it has no keys or is asked to (77 / A0 / bad MAC).
+    pub sign_on_at_connect: bool,
 }
 
 impl Default for UpstreamConfig {
@@ -298,6 +302,7 @@ impl Default for UpstreamConfig {
             name: "host".into(),
             sign_on_timeout: Duration::from_secs(2),
             retry: Duration::from_millis(200),
+            sign_on_at_connect: true,
         }
     }
 }
@@ -461,7 +466,7 @@ impl<T: Transport, C: Counters + Send + 'static> UpstreamLink<T, C> {
         let mut woken = false;
         loop {
             let now = self.transport.connections();
-            let reconnected = connections != Some(now);
+            let reconnected = self.config.sign_on_at_connect && connections != Some(now);
             let asked = std::mem::take(&mut woken) || requests.has_changed().unwrap_or(false);
             if asked {
                 requests.borrow_and_update();
