@@ -12,7 +12,8 @@
 //! | B | TDES | TDES-CMAC(KBPK, derivation data) | TDES-CBC, IV = MAC | TDES-CMAC over header ‖ clear data, 8 bytes |
 //! | D | AES | AES-CMAC(KBPK, derivation data) | AES-CBC, IV = MAC | AES-CMAC over header ‖ clear data, 16 bytes |
 //!
-//! [`Header::parse`] / [`Header::encode`] read and write headers; [`wrap`] and
+//! [`Header::parse_prefix`], [`Header::parse_template`] and [`Header::encode`] read and
+//! write headers, [`KeyBlock::parse`] a whole block; [`wrap`] and
 //! [`unwrap`] protect a [`Key`] under a KBPK. The header is enforced:
 //! [`Header::permits`] answers "may this key be used for [`KeyOperation`] X" with a
 //! typed [`KeyBlockError::NotPermitted`], and [`UnwrappedKey::key_for`] hands the key

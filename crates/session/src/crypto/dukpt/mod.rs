@@ -12,7 +12,7 @@
 //!
 //! Each has a host side (free functions from the BDK and a KSN) and a device side
 //! ([`tdes::TdesDevice`], [`aes::AesDevice`]: the future-key registers of a terminal,
-//! for simulators), built on the same register walk in [`registers`].
+//! for simulators), built on one shared register walk.
 
 pub mod aes;
 mod registers;
