@@ -970,9 +970,12 @@ impl<S: Security> ReversalEngine<S> {
     /// (`Started` + `Finished` reverse, so it survives a restart), sent once durable and until
     /// acknowledged, like any other; the batch totals are not touched.
     ///
+    /// The caller decides: an advice or a kind the profile says is not reversible is
+    /// reversed as asked (logged). Submit advices with [`ReversalEngine::submit_tagged`]
+    /// instead: they are stored and forwarded and never reversed.
+    ///
     /// # Errors
-    /// Codec errors, a missing DE 11; [`ReversalError::UnexpectedMessage`] for an advice
-    /// or a kind the profile says is not reversible (a refund is repeated, never reversed).
+    /// Codec errors, a missing DE 11.
     pub fn reverse_message(
         &mut self,
         now: Instant,
@@ -995,10 +998,9 @@ impl<S: Security> ReversalEngine<S> {
     ) -> Result<TxnId> {
         self.now = Some(now);
         if is_advice(original.mti()) || !self.profile.is_reversible(&original) {
-            return Err(ReversalError::UnexpectedMessage {
-                mti: original.mti(),
-                why: "not reversible (advices and refunds are repeated, never reversed)",
-            });
+            // The caller asks explicitly (it sent the message itself): honoured, but an
+            // advice should be submitted instead (stored and forwarded, never reversed).
+            tracing::warn!(mti = %original.mti(), "reversal of a kind the profile says is not reversible, as asked");
         }
         original.remove(64);
         original.remove(128);
@@ -2484,27 +2486,26 @@ mod tests {
     }
 
     #[test]
-    fn refunds_and_advices_are_not_reversed_on_request() {
-        let mut r = Rig::new(EngineConfig::switch());
+    fn the_engine_never_reverses_an_approved_refund_it_holds() {
+        let mut r = Rig::new(EngineConfig::default());
         let p = r.profile.clone();
-        let mut refund = sale(&p, "0200", "25");
-        refund.set(11, "000009").unwrap();
-        assert!(r
-            .engine
-            .reverse_message(r.now, refund, ReversalReason::NoResponse)
-            .is_err());
-        let mut advice = sale(&p, "0220", "25");
-        advice.set(11, "000010").unwrap();
-        assert!(r
-            .engine
-            .reverse_message(r.now, advice, ReversalReason::NoResponse)
-            .is_err());
-        let mut sale_ = sale(&p, "0200", "22");
-        sale_.set(11, "000011").unwrap();
-        assert!(r
-            .engine
-            .reverse_message(r.now, sale_, ReversalReason::NoResponse)
-            .is_ok());
+        // A refund request (DE 60.1 25): not reversible per the profile.
+        let id = r.engine.submit(r.now, sale(&p, "0200", "25")).unwrap();
+        let t = r.transmit().unwrap();
+        r.answer(&t, "00");
+        assert!(matches!(
+            r.engine.reverse(r.now, id, ReversalReason::TerminalFailure),
+            Err(ReversalError::WrongState { .. })
+        ));
+        // In doubt: not reversed either (InDoubt).
+        let id2 = r.engine.submit(r.now, sale(&p, "0200", "25")).unwrap();
+        r.transmit().unwrap();
+        r.advance(Duration::from_secs(31));
+        assert!(r.events.iter().any(|e| matches!(
+            e,
+            EngineEvent::Completed { txn, outcome: Outcome::InDoubt { .. }, .. } if *txn == id2
+        )));
+        assert_eq!(r.engine.pending_reversals(), 0);
     }
 
     #[test]

@@ -438,17 +438,14 @@ impl ReversalProfile {
     /// The host's matching key: DE 41 + DE 42 + batch + STAN.
     ///
     /// - `cup-pos`: batch DE 60.2, STAN DE 11.
-    /// - ISO 1987 ([`OriginalData::De90`]): batch = the original's transmission date and
-    ///   time (DE 7, MMDDhhmmss; 0 when absent), STAN = the original's DE 11. A reversal
-    ///   that carries DE 90 is keyed by the original data elements it names (STAN at
-    ///   positions 5–10, DE 7 at 11–20), not by its own DE 11 and DE 7: an acquirer may give
-    ///   each reversal a STAN of its own.
+    /// - ISO 1987 ([`OriginalData::De90`]): batch 0, STAN DE 11; a reversal that carries
+    ///   DE 90 is keyed by the original STAN it names (positions 5–10), not by its own
+    ///   DE 11: an acquirer may give each reversal a STAN of its own.
     /// - ISO 1993 ([`OriginalData::De56`]): batch 0, STAN DE 11, or for a reversal with
     ///   DE 56 the original's STAN it names (positions 5–10).
     ///
     /// # Errors
-    /// Missing or bad DE 11, 41 or 42; a DE 90/56 whose original STAN or DE 7 is not
-    /// digits.
+    /// Missing or bad DE 11, 41 or 42; a DE 90/56 whose original STAN is not digits.
     pub fn key_of(&self, msg: &Message) -> Result<TxnKey> {
         let terminal = msg.get(41).ok_or(ReversalError::MissingField {
             field: 41,
@@ -462,17 +459,8 @@ impl ReversalProfile {
         let (batch, stan) = match &self.original_data {
             OriginalData::Cup => (self.batch_of(msg).unwrap_or(0), self.stan_of(msg)?),
             OriginalData::De90 { .. } => match msg.get(90).filter(|_| reversal) {
-                Some(d) => (
-                    number(&d, 10..20, 90, "original DE 7 in DE 90")?,
-                    number(&d, 4..10, 90, "original STAN in DE 90")?,
-                ),
-                None => {
-                    let de7 = match msg.get(7) {
-                        Some(v) => number(&v, 0..v.len(), 7, "transmission date and time")?,
-                        None => 0,
-                    };
-                    (de7, self.stan_of(msg)?)
-                }
+                Some(d) => (0, number(&d, 4..10, 90, "original STAN in DE 90")?),
+                None => (0, self.stan_of(msg)?),
             },
             OriginalData::De56 { .. } => match msg.get(56).filter(|_| reversal) {
                 Some(d) => (0, number(&d, 4..10, 56, "original STAN in DE 56")?),
@@ -701,9 +689,9 @@ mod tests {
         o.set(7, "1125093000").unwrap();
         let r = p.build_reversal(&o, ReversalReason::NoResponse).unwrap();
         let key = p.key_of(&o).unwrap();
-        assert_eq!((key.batch, key.stan), (1_125_093_000, 42));
+        assert_eq!((key.batch, key.stan), (0, 42));
         assert_eq!(p.key_of(&r).unwrap(), key);
-        // Another acquirer's reversal: its own STAN and DE 7, the original in DE 90.
+        // Another acquirer's reversal: its own STAN and DE 7, the original's in DE 90.
         let mut theirs = r.clone();
         theirs.set(11, "000777").unwrap();
         theirs.set(7, "1125093105").unwrap();
