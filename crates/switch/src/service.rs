@@ -301,15 +301,16 @@ where
             "switch state recovered"
         );
 
-        let mut tasks = Vec::new();
-        // 3. Sign-on at every connection and on request.
-        tasks.push(tokio::spawn(link.clone().keep_signed_on(local)));
-        tasks.push(tokio::spawn(crate::upstream::resume_after_sign_on(
-            link.ring().clone(),
-            driver.clone(),
-        )));
-        // Engine events: outcomes of transactions nobody waits for any more.
-        tasks.push(tokio::spawn(switch.clone().run_events(events_rx)));
+        let tasks = vec![
+            // 3. Sign-on at every connection and on request.
+            tokio::spawn(link.clone().keep_signed_on(local)),
+            tokio::spawn(crate::upstream::resume_after_sign_on(
+                link.ring().clone(),
+                driver.clone(),
+            )),
+            // Engine events: outcomes of transactions nobody waits for any more.
+            tokio::spawn(switch.clone().run_events(events_rx)),
+        ];
         Ok(SwitchService {
             switch,
             client,

@@ -157,7 +157,7 @@ pub struct SwitchParts<K: KeyStore, S: IdempotencyStore, T: Transport, C: Counte
 
 enum Forwarded {
     /// The decision, the host's response, and the upstream message sent (without PIN).
-    Decision(Decision, Option<Box<Message>>, Option<Message>),
+    Decision(Decision, Option<Box<Message>>, Option<Box<Message>>),
     /// An advice stored and still being forwarded: no answer yet.
     Pending,
 }
@@ -321,7 +321,7 @@ where
         };
         let approved = matches!(decision, Decision::Approve { .. });
         if let (true, Some(sent)) = (approved, sent) {
-            lock(&self.inner.originals).insert(tag, sent);
+            lock(&self.inner.originals).insert(tag, *sent);
         }
         let (Completion { answer, action }, upto) = {
             let mut book = lock(&self.inner.book);
@@ -463,7 +463,7 @@ where
                     return Ok(Forwarded::Decision(
                         Decision::Approve { auth_code },
                         Some(response),
-                        Some(sent),
+                        Some(Box::new(sent)),
                     ));
                 }
                 Outcome::Declined { code, response } => {
@@ -650,7 +650,7 @@ where
         let reply = {
             let mut s = lock(&self.inner.settlements);
             let entry = s
-                .entry((terminal.clone(), batch))
+                .entry((*terminal, batch))
                 .or_insert_with(|| HostSettlement::new(totals));
             if msg.mti().as_u16() == 500 {
                 *entry = HostSettlement::new(totals);
