@@ -3,6 +3,11 @@
 //! `iso87-binary` and `cup-pos` (for cup-pos: the sample's fields that dialect defines plus
 //! its usual 26, 53 and 60 — 19 fields).
 //!
+//! Also: `message_decode` (the owned `Message::decode`, to compare with the view's
+//! `decode`), `build_encode` (`Message::new`, the 21 fields set from text, encoded into a
+//! reused buffer) and, in `codec/iso87-composite`, decoding the composite sample 04 and
+//! reading `48.42.1` of the decoded view.
+//!
 //! Run: `cargo bench --bench codec`.
 
 use bytes::{Bytes, BytesMut};
@@ -53,6 +58,29 @@ fn bench(c: &mut Criterion) {
             })
         });
 
+        g.bench_function("message_decode", |b| {
+            b.iter(|| {
+                let m = Message::decode(&d, black_box(bytes.clone())).expect("decode");
+                black_box(m.has(11));
+            })
+        });
+
+        let values: Vec<(u8, String)> = msg
+            .fields()
+            .map(|f| (f.number(), f.text().into_owned()))
+            .collect();
+        g.bench_function("build_encode", |b| {
+            b.iter(|| {
+                let mut m = Message::new(&d, "0200".parse().expect("mti"));
+                for (n, v) in black_box(&values) {
+                    m.set(*n, v).expect("valid field");
+                }
+                out.clear();
+                m.encode(&mut out).expect("encode");
+                black_box(out.len());
+            })
+        });
+
         g.bench_function("decode_edit_encode", |b| {
             b.iter(|| {
                 let mut m = Message::decode(&d, black_box(bytes.clone())).expect("decode");
@@ -67,5 +95,34 @@ fn bench(c: &mut Criterion) {
     }
 }
 
-criterion_group!(benches, bench);
+/// The composite sample 04 of `iso87-composite` (DE 48, 62, 127 with 127.22 of 1.4 KB).
+fn composite(c: &mut Criterion) {
+    let d = Dialect::builtin("iso87-composite").expect("dialect");
+    let h = include_str!("../tests/vectors/composite/04.hex").trim();
+    let bytes: Vec<u8> = (0..h.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(&h[i..i + 2], 16).expect("hex"))
+        .collect();
+    let mut g = c.benchmark_group("codec/iso87-composite");
+    g.throughput(Throughput::Elements(1));
+    g.bench_function("decode", |b| {
+        b.iter(|| {
+            let v = MessageView::decode(&d, black_box(&bytes)).expect("decode");
+            black_box(v.raw(11));
+        })
+    });
+    let view = MessageView::decode(&d, &bytes).expect("decode");
+    g.bench_function("read_48.42.1", |b| {
+        b.iter(|| {
+            black_box(
+                black_box(&view)
+                    .get_path(black_box("48.42.1"))
+                    .map(|f| f.raw()),
+            )
+        })
+    });
+    g.finish();
+}
+
+criterion_group!(benches, bench, composite);
 criterion_main!(benches);

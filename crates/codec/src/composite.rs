@@ -1058,6 +1058,33 @@ impl<'a> SubfieldIter<'a> {
     }
 }
 
+impl<'a> SubfieldIter<'a> {
+    /// The first subfield with `key`: walks the elements before it without building a
+    /// [`FieldRef`] for each.
+    #[inline]
+    pub(crate) fn find_key(mut self, key: u32) -> Option<FieldRef<'a>> {
+        loop {
+            let (k, _, s, e, units, c) = self.step()?;
+            if k == key {
+                return Some(FieldRef {
+                    number: self.number,
+                    spec: &c.spec,
+                    raw: &self.buf[s..e],
+                    units,
+                    offset: self.base + s,
+                    node: c.node.as_deref(),
+                    path: self.path.child(key, self.node.style()),
+                });
+            }
+            if let NodeKind::Positional | NodeKind::Bitmapped(_) = self.node.kind {
+                if k > key {
+                    return None;
+                }
+            }
+        }
+    }
+}
+
 impl<'a> Iterator for SubfieldIter<'a> {
     type Item = FieldRef<'a>;
 

@@ -90,6 +90,8 @@ pub(crate) struct DialectInner {
     pub(crate) nodes: Vec<Option<Box<Node>>>,
     /// The fields that are composite.
     pub(crate) composite_bits: Bitmap,
+    /// Whether any field is composite.
+    pub(crate) has_composites: bool,
 }
 
 /// An ISO 8583 dialect: field specs, MTI and bitmap encodings, echo fields and MAC layout.
@@ -167,6 +169,7 @@ impl Dialect {
             fields,
             hot,
             nodes,
+            has_composites: !composite_bits.is_empty(),
             composite_bits,
         })))
     }

@@ -72,7 +72,7 @@ impl<'a> FieldRef<'a> {
     fn sub_key(&self, key: &[u8]) -> Option<FieldRef<'a>> {
         let n = self.node?;
         let k = n.style().parse(key)?;
-        self.subfields().find(|f| f.path.last() == k)
+        SubfieldIter::new(n, self.raw, self.offset, self.path, self.number).find_key(k)
     }
 
     /// The subfield at `path` below this field (`"42.1"` below DE 48), if present.

@@ -445,10 +445,13 @@ impl Message {
         let spec = self.spec_for(n)?;
         match spec.encoding {
             crate::spec::ContentEncoding::Binary
-                if spec.length_unit() == crate::spec::LengthUnit::Bytes
-                    && spec.composite.is_none() =>
+                if spec.length_unit() == crate::spec::LengthUnit::Bytes =>
             {
                 spec.check_units(n, value.len())?;
+                let d = self.dialect.clone();
+                if let Some(node) = d.node(n) {
+                    node.validate(value, 0, value.len(), FieldPath::top(n), d.name())?;
+                }
                 self.store(n, value, value.len())?;
                 Ok(self)
             }

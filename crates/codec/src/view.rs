@@ -337,13 +337,9 @@ impl Index {
                 pos = end;
             }
         }
-        let composite = Bitmap([
-            data.0[0] & d.0.composite_bits.0[0],
-            data.0[1] & d.0.composite_bits.0[1],
-            data.0[2] & d.0.composite_bits.0[2],
-        ]);
-        if !composite.is_empty() {
-            self.check_composites(d, buf, composite)?;
+        if d.0.has_composites {
+            // Kept out of the loop above: dialects without composites pay one branch.
+            self.check_composites(d, buf, data)?;
         }
         if pos != buf.len() {
             return Err(CodecError::new(
@@ -357,10 +353,12 @@ impl Index {
         Ok(())
     }
 
-    /// Validates the composite fields `fields` (all present) to their last level.
-    #[cold]
+    /// Validates the composite fields among `data` (the present data fields) to their
+    /// last level.
     #[inline(never)]
-    fn check_composites(&self, d: &Dialect, buf: &[u8], fields: Bitmap) -> Result<()> {
+    fn check_composites(&self, d: &Dialect, buf: &[u8], data: Bitmap) -> Result<()> {
+        let c = d.0.composite_bits;
+        let fields = Bitmap([data.0[0] & c.0[0], data.0[1] & c.0[1], data.0[2] & c.0[2]]);
         for n in fields.iter() {
             let Some(node) = d.node(n) else { continue };
             let start = self.slots[n as usize] as usize;

@@ -336,3 +336,65 @@ fn random_dialects_cover_every_kind_and_depth() {
     assert_eq!(kinds.len(), 4, "{kinds:?}");
     assert!(deepest >= 4, "deepest path has {deepest} elements");
 }
+
+/// A BER-TLV composite (binary DE 55 style) with a 3-byte tag, a PAN-masked 5A and an
+/// unknown tag with a non-minimal length: editing another tag keeps the unknown one byte
+/// for byte; a malformed length is an error naming the field, never a loop.
+#[test]
+fn tlv_composites_keep_unknown_tags_and_mask_by_path() {
+    use isoswitch_codec::{
+        Composite, ContentClass, FieldSpec, LengthKind, Sensitivity, UnknownTags,
+    };
+    let mut def = Dialect::builtin("iso87-binary").unwrap().def().clone();
+    let mut subs = std::collections::BTreeMap::new();
+    subs.insert(
+        "5A".to_string(),
+        FieldSpec::new("PAN", ContentClass::B, LengthKind::LLL, 10).sensitive(Sensitivity::Pan8),
+    );
+    subs.insert(
+        "DF8101".to_string(),
+        FieldSpec::new("proprietary", ContentClass::B, LengthKind::LLL, 4),
+    );
+    let spec = def.fields.get_mut("55").unwrap();
+    spec.sensitive = Sensitivity::None;
+    spec.subfields = None;
+    spec.composite = Some(Composite::Tlv {
+        unknown: UnknownTags::Keep,
+        subfields: subs,
+    });
+    let d = Dialect::from_def(def).unwrap();
+    let mut m = Message::new(&d, "0200".parse().unwrap());
+    // 9F37 (unknown) with the long-form length 81 04.
+    let content = [
+        0x9F, 0x37, 0x81, 0x04, 1, 2, 3, 4, 0x5A, 0x08, 0x47, 0x61, 0x73, 0x90, 0x01, 0x01, 0x01,
+        0x19,
+    ];
+    m.set_bytes(55, &content).unwrap();
+    m.set_path("55.DF8101", "A1B2").unwrap();
+    let bytes = m.to_bytes().unwrap();
+    let v = MessageView::decode(&d, &bytes).unwrap();
+    let f = v.field(55).unwrap();
+    assert_eq!(
+        &f.raw()[..18],
+        &content[..],
+        "untouched objects byte for byte"
+    );
+    assert_eq!(&f.raw()[18..], &[0xDF, 0x81, 0x01, 0x02, 0xA1, 0xB2]);
+    assert_eq!(v.get_path("55.9F37").unwrap().raw(), [1, 2, 3, 4]);
+    assert_eq!(v.get_path("55.DF8101").unwrap().text(), "A1B2");
+    let masked: Value = serde_json::from_str(&json::to_json(v.mti(), v.fields(), false)).unwrap();
+    assert_eq!(masked["fields"]["55"]["5A"], "47617390****0119");
+    let shown: Value = serde_json::from_str(&json::to_json(v.mti(), v.fields(), true)).unwrap();
+    assert_eq!(shown["fields"]["55"]["5A"], "4761739001010119");
+    assert_eq!(shown["fields"]["55"]["9F37"], "01020304");
+    // The JSON form rebuilds the same content (objects in tag order).
+    let again = json::from_json(&d, &shown.to_string()).unwrap();
+    assert!(MessageView::decode(&d, &again.to_bytes().unwrap()).is_ok());
+    // A length that runs past the end.
+    let mut bad = bytes.to_vec();
+    let at = bad.len() - 6 + 3;
+    bad[at] = 0x7F;
+    let e = MessageView::decode(&d, &bad).unwrap_err();
+    assert!(e.to_string().starts_with("field 55 at byte offset"), "{e}");
+    assert!(matches!(e.kind, ErrorKind::Tlv { .. }), "{e}");
+}

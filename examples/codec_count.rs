@@ -1,0 +1,96 @@
+//! Runs one codec operation N times, for instruction counts under valgrind's callgrind
+//! (`valgrind --tool=callgrind target/release/examples/codec_count OP DIALECT N`; the
+//! count for N = 11,000 minus the count for N = 1,000, over 10,000, is one operation).
+//!
+//! OP: `decode` (MessageView), `message_decode` (owned Message), `build_encode` (the
+//! 21-field purchase set from text and encoded into a reused buffer), `path` (read
+//! `48.42.1` of the decoded `iso87-composite` sample 04).
+
+use bytes::{Bytes, BytesMut};
+use isoswitch::codec::{Dialect, Message, MessageView};
+use std::hint::black_box;
+
+const SAMPLE: &str = include_str!("../tests/vectors/samples/purchase-0200.json");
+
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    let (op, name, n) = match args.as_slice() {
+        [_, op, name, n] => (
+            op.as_str(),
+            name.as_str(),
+            n.parse::<usize>().unwrap_or(1000),
+        ),
+        _ => {
+            eprintln!("usage: codec_count OP DIALECT N");
+            std::process::exit(2);
+        }
+    };
+    let Some(d) = Dialect::builtin(name) else {
+        eprintln!("unknown dialect {name}");
+        std::process::exit(2);
+    };
+    let v: serde_json::Value = serde_json::from_str(SAMPLE).unwrap_or_default();
+    let mut values: Vec<(u8, String)> = Vec::new();
+    if let Some(fields) = v["fields"].as_object() {
+        for (k, val) in fields {
+            if let (Ok(f), Some(t)) = (k.parse::<u8>(), val.as_str()) {
+                if d.field(f).is_some() {
+                    values.push((f, t.to_string()));
+                }
+            }
+        }
+    }
+    let mut m = Message::new(&d, "0200".parse().unwrap_or(isoswitch::codec::Mti::ZERO));
+    for (f, t) in &values {
+        let _ = m.set(*f, t);
+    }
+    let bytes: Bytes = if op == "path" {
+        let h = include_str!("../tests/vectors/composite/04.hex").trim();
+        (0..h.len())
+            .step_by(2)
+            .filter_map(|i| u8::from_str_radix(&h[i..i + 2], 16).ok())
+            .collect::<Vec<u8>>()
+            .into()
+    } else {
+        m.to_bytes().unwrap_or_default()
+    };
+    let mut out = BytesMut::with_capacity(4096);
+    let mut acc = 0usize;
+    for _ in 0..n {
+        match op {
+            "decode" => {
+                if let Ok(v) = MessageView::decode(&d, black_box(&bytes)) {
+                    acc += v.raw(11).map_or(0, |r| r.len());
+                }
+            }
+            "message_decode" => {
+                if let Ok(m) = Message::decode(&d, black_box(bytes.clone())) {
+                    acc += m.has(11) as usize;
+                }
+            }
+            "build_encode" => {
+                let mut m = Message::new(&d, "0200".parse().unwrap_or(isoswitch::codec::Mti::ZERO));
+                for (f, t) in black_box(&values) {
+                    let _ = m.set(*f, t);
+                }
+                out.clear();
+                let _ = m.encode(&mut out);
+                acc += out.len();
+            }
+            "path" => {
+                if let Ok(v) = MessageView::decode(&d, &bytes) {
+                    for _ in 0..10 {
+                        acc += black_box(&v)
+                            .get_path(black_box("48.42.1"))
+                            .map_or(0, |f| f.raw().len());
+                    }
+                }
+            }
+            _ => {
+                eprintln!("unknown op {op}");
+                std::process::exit(2);
+            }
+        }
+    }
+    println!("{acc}");
+}
