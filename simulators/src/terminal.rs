@@ -281,6 +281,8 @@ struct Term {
     pans: Vec<String>,
     sales: Mutex<Vec<Sale>>,
     timeout: Duration,
+    /// The link's and the driver's helper tasks (ended with the run).
+    tasks: Vec<tokio::task::JoinHandle<()>>,
 }
 
 impl Term {
@@ -565,19 +567,21 @@ async fn open_terminal(
         .events(events_tx)
         .on_sign_on(move |_| ring.request_sign_on(ring.generation()))
         .spawn();
-    tokio::spawn(link.clone().keep_signed_on(local_now));
-    // After every new sign-on the engine may send again.
-    tokio::spawn(isoswitch::switch::resume_after_sign_on(
-        link.ring().clone(),
-        driver.clone(),
-    ));
-    tokio::spawn(async move {
+    let mut tasks = vec![
+        tokio::spawn(link.clone().keep_signed_on(local_now)),
+        // After every new sign-on the engine may send again.
+        tokio::spawn(isoswitch::switch::resume_after_sign_on(
+            link.ring().clone(),
+            driver.clone(),
+        )),
+    ];
+    tasks.push(tokio::spawn(async move {
         while let Some(ev) = events_rx.recv().await {
             if let EngineEvent::ReversalAcknowledged { .. } = ev {
                 tracing::trace!("reversal acknowledged");
             }
         }
-    });
+    }));
     Ok(Arc::new(Term {
         pans: pans_for(&entry.tid),
         entry,
@@ -589,6 +593,7 @@ async fn open_terminal(
         hist,
         sales: Mutex::new(Vec::new()),
         timeout: config.timeout,
+        tasks,
     }))
 }
 
@@ -615,7 +620,19 @@ pub async fn run(config: TerminalSimConfig) -> Result<Report> {
             Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
         }
     }
-    let store = DataDir::open(&config.data_dir)?;
+    // A run that just ended may still be releasing the directory (its journal threads
+    // finish after it): wait for the lock as long as a terminal waits for an answer.
+    let lock_deadline = Instant::now() + config.timeout.max(Duration::from_secs(5));
+    let store = loop {
+        match DataDir::open(&config.data_dir) {
+            Err(crate::reversal::ReversalError::Locked { .. })
+                if Instant::now() < lock_deadline =>
+            {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            r => break r?,
+        }
+    };
     let sessions: SharedSessions = Arc::new(Mutex::new(Box::new(store.sessions("terminals")?)));
     let proxy = if config.chaos.is_noop() {
         None
@@ -787,6 +804,14 @@ pub async fn run(config: TerminalSimConfig) -> Result<Report> {
         }
     }
     let sign_ons: u64 = terms.iter().map(|t| t.link.sign_ons()).sum::<u64>();
+    // End the terminals' tasks: the drivers stop, their journals close, the directory is
+    // released.
+    for t in &terms {
+        for task in &t.tasks {
+            task.abort();
+        }
+    }
+    drop(terms);
     let latency = lock(&hist).clone();
     let c = &counts;
     Ok(Report {

@@ -509,6 +509,22 @@ impl<S: IdempotencyStore> ReversalHandler<S> {
     /// # Errors
     /// Codec errors, store I/O errors (then nothing was recorded: complete it again).
     pub fn complete(&mut self, ticket: Ticket, decision: Decision) -> Result<Completion> {
+        self.complete_forwarded(ticket, decision, None)
+    }
+
+    /// As [`ReversalHandler::complete`], recording with an approval the upstream original
+    /// that carried it (see [`OriginalState::upstream`]): a switch reverses it upstream
+    /// when the terminal reverses the transaction later, after a restart too
+    /// ([`ReversalHandler::upstream_original`]).
+    ///
+    /// # Errors
+    /// As [`ReversalHandler::complete`].
+    pub fn complete_forwarded(
+        &mut self,
+        ticket: Ticket,
+        decision: Decision,
+        upstream: Option<Vec<u8>>,
+    ) -> Result<Completion> {
         let known = self.store.get(&ticket.key).cloned().unwrap_or_default();
         if let Some(o) = &known.original {
             let answer = self.ticket_answer(&ticket, o.code)?;
@@ -523,7 +539,10 @@ impl<S: IdempotencyStore> ReversalHandler<S> {
         };
         self.store.commit(StoreRecord::Original {
             key: ticket.key.clone(),
-            state: OriginalState::decided(&ticket.info, code, approved),
+            state: OriginalState {
+                upstream: upstream.filter(|_| approved),
+                ..OriginalState::decided(&ticket.info, code, approved)
+            },
         })?;
         if approved {
             self.stats.approved += 1;
@@ -541,6 +560,12 @@ impl<S: IdempotencyStore> ReversalHandler<S> {
             answer.set(38, a)?;
         }
         Ok(Completion { answer, action })
+    }
+
+    /// The upstream original recorded with the approval of `key`
+    /// ([`ReversalHandler::complete_forwarded`]), if any.
+    pub fn upstream_original(&self, key: &TxnKey) -> Option<&[u8]> {
+        self.store.get(key)?.original.as_ref()?.upstream.as_deref()
     }
 
     /// Originals admitted but not completed (for example across a restart), as tickets

@@ -241,6 +241,7 @@ mod tests {
                     code: *b"00",
                     approved: true,
                     cancels: None,
+                    upstream: None,
                 },
             })
             .expect("commit");

@@ -37,6 +37,10 @@ pub struct OriginalState {
     /// approved original only: the named original counts as cancelled while this one
     /// stands — approved and not reversed ([`IdempotencyStore::is_cancelled`]).
     pub cancels: Option<TxnKey>,
+    /// For a switch: the upstream original that carried this approval (its encoded
+    /// message without PIN block, track data or MAC), so that a later terminal reversal
+    /// can be reversed upstream after a restart too.
+    pub upstream: Option<Vec<u8>>,
 }
 
 impl OriginalState {
@@ -51,6 +55,7 @@ impl OriginalState {
             code,
             approved,
             cancels: None,
+            upstream: None,
         }
     }
 }
@@ -65,6 +70,7 @@ impl std::fmt::Debug for OriginalState {
             .field("code", &String::from_utf8_lossy(&self.code))
             .field("approved", &self.approved)
             .field("cancels", &self.cancels)
+            .field("upstream", &self.upstream.as_ref().map(Vec::len))
             .finish()
     }
 }
@@ -364,6 +370,8 @@ const T_REVERSAL: u8 = 2;
 const T_ADMITTED: u8 = 3;
 /// An original that cancels another: [`T_ORIGINAL`]'s fields, then the cancelled key.
 const T_ORIGINAL_CANCELLING: u8 = 4;
+/// An original forwarded upstream: [`T_ORIGINAL`]'s fields, then the upstream message.
+const T_ORIGINAL_FORWARDED: u8 = 5;
 
 fn write_key(w: &mut Writer<'_>, k: &TxnKey) {
     w.str(&k.terminal).str(&k.merchant).u32(k.batch).u32(k.stan);
@@ -384,10 +392,10 @@ impl StoreRecord {
         let mut w = Writer::new(out);
         match self {
             StoreRecord::Original { key, state } => {
-                w.u8(if state.cancels.is_some() {
-                    T_ORIGINAL_CANCELLING
-                } else {
-                    T_ORIGINAL
+                w.u8(match (&state.cancels, &state.upstream) {
+                    (Some(_), _) => T_ORIGINAL_CANCELLING,
+                    (None, Some(_)) => T_ORIGINAL_FORWARDED,
+                    (None, None) => T_ORIGINAL,
                 });
                 write_key(&mut w, key);
                 w.u8(state.txn_type)
@@ -398,8 +406,14 @@ impl StoreRecord {
                     .u8(state.code[0])
                     .u8(state.code[1])
                     .u8(u8::from(state.approved));
-                if let Some(c) = &state.cancels {
-                    write_key(&mut w, c);
+                match (&state.cancels, &state.upstream) {
+                    (Some(c), _) => {
+                        write_key(&mut w, c);
+                    }
+                    (None, Some(u)) => {
+                        w.bytes(u);
+                    }
+                    (None, None) => {}
                 }
             }
             StoreRecord::Reversal { key, pan, state } => {
@@ -429,7 +443,7 @@ impl StoreRecord {
     pub fn decode(payload: &[u8]) -> Result<StoreRecord> {
         let mut r = Reader::new(payload);
         let rec = match r.u8()? {
-            t @ (T_ORIGINAL | T_ORIGINAL_CANCELLING) => {
+            t @ (T_ORIGINAL | T_ORIGINAL_CANCELLING | T_ORIGINAL_FORWARDED) => {
                 let key = read_key(&mut r)?;
                 let txn_type = r.u8()?;
                 let kind = TxnKind::from_u8(r.u8()?)?;
@@ -440,6 +454,11 @@ impl StoreRecord {
                 let approved = r.u8()? != 0;
                 let cancels = if t == T_ORIGINAL_CANCELLING {
                     Some(read_key(&mut r)?)
+                } else {
+                    None
+                };
+                let upstream = if t == T_ORIGINAL_FORWARDED {
+                    Some(r.bytes()?.to_vec())
                 } else {
                     None
                 };
@@ -454,6 +473,7 @@ impl StoreRecord {
                         code,
                         approved,
                         cancels,
+                        upstream,
                     },
                 }
             }
@@ -638,6 +658,7 @@ mod tests {
                 code: *b"00",
                 approved: true,
                 cancels: None,
+                upstream: None,
             },
         }
     }

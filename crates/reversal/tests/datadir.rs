@@ -38,6 +38,7 @@ fn original(stan: u32, cents: i64) -> StoreRecord {
             code: *b"00",
             approved: true,
             cancels: None,
+            upstream: None,
         },
     }
 }

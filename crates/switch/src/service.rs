@@ -22,8 +22,9 @@ use isoswitch_net::{
     ServerConfig, TcpConnector,
 };
 use isoswitch_reversal::{
-    EngineConfig, HostConfig as BookConfig, Journal, LateResponses, Outcome, RecoveredState,
-    ReversalDriver, ReversalEngine, ReversalHandler, ReversalProfile, SessionStore, Store,
+    EngineConfig, Finish, HostConfig as BookConfig, Journal, LateResponses, Outcome,
+    RecoveredState, ReversalDriver, ReversalEngine, ReversalHandler, ReversalProfile, SessionStore,
+    Store,
 };
 use isoswitch_session::crypto::Key;
 use isoswitch_session::{
@@ -217,6 +218,11 @@ where
         let link = UpstreamLink::with_persistence(
             UpstreamConfig {
                 name: link_name.into(),
+                // With zone keys (restored, or from a sign-on) the link keeps them across
+                // reconnections and restarts until the host refuses them (77 / A0 / bad
+                // MAC): the host keeps its sessions too, and nodes sharing one identity do
+                // not sign on in turn.
+                sign_on_at_connect: false,
                 ..UpstreamConfig::default()
             },
             client.clone(),
@@ -231,6 +237,15 @@ where
         // 2. The reversal engine over its journal.
         let mut journal = store.journal("upstream")?;
         let records = journal.load()?;
+        let started: std::collections::HashMap<u64, bytes::Bytes> = records
+            .iter()
+            .filter_map(|r| match r {
+                isoswitch_reversal::JournalRecord::Started { tag, message, .. } if *tag != 0 => {
+                    Some((*tag, message.clone()))
+                }
+                _ => None,
+            })
+            .collect();
         let engine = ReversalEngine::recover(
             Instant::now(),
             engine_config(&config),
@@ -270,15 +285,45 @@ where
             kek,
         });
 
-        // Admissions left open by the previous run.
+        // Admissions left open by the previous run: the terminal was never answered.
         let open: Vec<u64> =
             switch.with_book(|b| b.admitted().iter().map(|t| tag_of(t.key())).collect());
         let mut finished = 0usize;
         for tag in open {
             let state = recovered.iter().find(|r| r.tag == tag).map(|r| r.state);
             let outcome = match state {
-                // The engine has it: its outcome arrives as an event.
-                Some(RecoveredState::Repeating) => continue,
+                // The engine has it (an advice being repeated, a reversal pending): its
+                // outcome arrives as an event.
+                Some(RecoveredState::Repeating)
+                | Some(RecoveredState::Finished(Finish::Reverse { .. })) => continue,
+                // Approved upstream, but the terminal never heard it: reversed upstream
+                // (from the journaled original), declined 98 to the terminal.
+                Some(RecoveredState::Finished(Finish::Approved { .. })) => {
+                    if let Some(original) = started.get(&tag) {
+                        if let Ok(m) =
+                            isoswitch_codec::Message::decode(&iso.dialect, original.clone())
+                        {
+                            switch
+                                .driver()
+                                .reverse_message_tagged(
+                                    m,
+                                    isoswitch_reversal::ReversalReason::Recovered,
+                                    tag,
+                                )
+                                .await?;
+                        }
+                    }
+                    Outcome::Reversed {
+                        reason: isoswitch_reversal::ReversalReason::Recovered,
+                    }
+                }
+                Some(RecoveredState::Finished(Finish::Declined { code })) => Outcome::Declined {
+                    code,
+                    response: Box::new(isoswitch_codec::Message::new(
+                        &iso.dialect,
+                        isoswitch_codec::Mti::ZERO,
+                    )),
+                },
                 Some(RecoveredState::Finished(_)) | Some(RecoveredState::ReversalAcked { .. }) => {
                     Outcome::Reversed {
                         reason: isoswitch_reversal::ReversalReason::Recovered,

@@ -98,9 +98,6 @@ struct Inner<K: KeyStore, S: IdempotencyStore, T: Transport, C: Counters + Send 
     utc: fn() -> NaiveDateTime,
     sessions: SharedSessions,
     kek: Kek,
-    /// Upstream originals of approved transactions, by tag, until the terminal can no
-    /// longer reverse them (see [`Switch::upstream_original`]).
-    originals: Mutex<HashMap<CallerTag, Message>>,
     /// Group commit of the terminal-side store (`None`: it syncs every commit itself).
     book_sync: Option<GroupSync>,
 }
@@ -191,7 +188,6 @@ where
                 utc: parts.utc,
                 sessions: parts.sessions,
                 kek: parts.kek,
-                originals: Mutex::new(HashMap::new()),
                 book_sync,
             }),
         }
@@ -319,13 +315,12 @@ where
             Forwarded::Decision(d, response, sent) => (d, response, sent),
             Forwarded::Pending => return Ok(None),
         };
-        let approved = matches!(decision, Decision::Approve { .. });
-        if let (true, Some(sent)) = (approved, sent) {
-            lock(&self.inner.originals).insert(tag, *sent);
-        }
+        // The upstream original goes into the store with the approval: a later terminal
+        // reversal is reversed upstream from it, after a restart too.
+        let upstream = sent.and_then(|m| m.to_bytes().ok()).map(|b| b.to_vec());
         let (Completion { answer, action }, upto) = {
             let mut book = lock(&self.inner.book);
-            let c = book.complete(ticket, decision)?;
+            let c = book.complete_forwarded(ticket, decision, upstream)?;
             (c, book.store().written())
         };
         self.book_durable(upto).await?;
@@ -348,7 +343,12 @@ where
     /// the reversal engine, which sends the 0400 until the host acknowledges it.
     async fn reverse_upstream(&self, key: &TxnKey) {
         let tag = tag_of(key);
-        let Some(original) = lock(&self.inner.originals).remove(&tag) else {
+        let bytes = lock(&self.inner.book)
+            .upstream_original(key)
+            .map(bytes::Bytes::copy_from_slice);
+        let original =
+            bytes.and_then(|b| Message::decode(&self.inner.upstream.profile().dialect, b).ok());
+        let Some(original) = original else {
             tracing::error!(
                 ?key,
                 "terminal reversed an approved transaction whose upstream original is unknown"
