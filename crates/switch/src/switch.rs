@@ -315,6 +315,7 @@ where
             Forwarded::Decision(d, response, sent) => (d, response, sent),
             Forwarded::Pending => return Ok(None),
         };
+        let decision = final_for(msg.mti(), decision);
         // The upstream original goes into the store with the approval: a later terminal
         // reversal is reversed upstream from it, after a restart too.
         let upstream = sent.and_then(|m| m.to_bytes().ok()).map(|b| b.to_vec());
@@ -600,6 +601,7 @@ where
             book.admitted().into_iter().find(|t| tag_of(t.key()) == tag)
         };
         if let Some(ticket) = ticket {
+            let decision = final_for(ticket.mti(), decision);
             let (Completion { action, .. }, upto) = {
                 let mut book = lock(&self.inner.book);
                 let c = book.complete(ticket, decision)?;
@@ -672,6 +674,21 @@ pub fn profiles(terminals: &str, host: &str) -> Option<(SessionProfile, SessionP
         SessionProfile::builtin(terminals)?,
         SessionProfile::builtin(host)?,
     ))
+}
+
+/// An advice is repeated by its terminal until it gets an answer outside its retry codes
+/// (91, 96): one the switch could not forward at all is answered `06` (error), so the
+/// terminal stops repeating it and does not count it (the host never saw it), instead of
+/// repeating forever against a stored `91`.
+fn final_for(mti: isoswitch_codec::Mti, decision: Decision) -> Decision {
+    match decision {
+        Decision::Decline(c)
+            if isoswitch_reversal::is_advice(mti) && matches!(&c, b"91" | b"96" | b"98") =>
+        {
+            Decision::Decline(*b"06")
+        }
+        d => d,
+    }
 }
 
 /// The engine's caller tag of a terminal transaction: a 64-bit FNV-1a hash of its key
