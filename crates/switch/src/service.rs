@@ -23,8 +23,7 @@ use isoswitch_net::{
 };
 use isoswitch_reversal::{
     EngineConfig, Finish, HostConfig as BookConfig, Journal, LateResponses, Outcome,
-    RecoveredState, ReversalDriver, ReversalEngine, ReversalHandler, ReversalProfile, SessionStore,
-    Store,
+    RecoveredState, ReversalDriver, ReversalEngine, ReversalHandler, ReversalProfile, Store,
 };
 use isoswitch_session::crypto::Key;
 use isoswitch_session::{
@@ -177,16 +176,7 @@ where
         // 1. Terminal sessions.
         let sessions = store.sessions("sessions")?;
         let mut terminals = HostSession::new(cup.clone(), HostConfig::default(), keys)?;
-        let mut restored = 0usize;
-        for sealed in sessions.terminals()? {
-            let snap = sealed.open(&kek)?;
-            match terminals.restore(snap) {
-                Ok(()) => restored += 1,
-                Err(e) => {
-                    tracing::warn!(terminal = %sealed.terminal, error = %e, "stored session not restored")
-                }
-            }
-        }
+        let restored = isoswitch_reversal::restore_host(&mut terminals, &sessions, &kek)?;
 
         // Upstream link: the client, the switch's own session, its stored zone keys.
         let mut cc = ClientConfig::new(Framing::Len2);
@@ -210,10 +200,8 @@ where
             store.counters("upstream-session")?,
         )?;
         let link_name = "host";
-        let stored_zone = sessions.upstream(link_name)?;
-        if let Some(sealed) = &stored_zone {
-            up_session.restore(sealed.open(&kek)?)?;
-        }
+        let stored_zone =
+            isoswitch_reversal::restore_link(&mut up_session, &sessions, link_name, &kek)?;
         let sessions: SharedSessions = Arc::new(std::sync::Mutex::new(Box::new(sessions)));
         let link = UpstreamLink::with_persistence(
             UpstreamConfig {
@@ -231,7 +219,7 @@ where
                 sessions: sessions.clone(),
                 kek: kek.clone(),
             }),
-            stored_zone.as_ref().map(|s| s.generation),
+            stored_zone,
         );
 
         // 2. The reversal engine over its journal.
@@ -339,7 +327,7 @@ where
         }
         tracing::info!(
             store = %store.describe(),
-            sessions = restored,
+            sessions = restored.restored,
             zone_keys = stored_zone.is_some(),
             recovered = recovered.len(),
             admissions_finished = finished,
