@@ -422,6 +422,9 @@ struct ControlInner {
     deadline: Mutex<Option<Duration>>,
     draining: AtomicBool,
     in_flight: AtomicUsize,
+    /// Woken when `in_flight` drops to zero (an aborted handler is dropped by the runtime
+    /// after `abort` returns; the drain report waits for it).
+    idle: tokio::sync::Notify,
     connections: AtomicUsize,
     report: watch::Sender<Option<DrainReport>>,
 }
@@ -539,6 +542,7 @@ impl<H: Handler> Server<H> {
                     deadline: Mutex::new(None),
                     draining: AtomicBool::new(false),
                     in_flight: AtomicUsize::new(0),
+                    idle: tokio::sync::Notify::new(),
                     connections: AtomicUsize::new(0),
                     report: watch::channel(None).0,
                 }),
@@ -726,6 +730,23 @@ impl<H: Handler> Server<H> {
             );
             conns.abort_all();
             while conns.join_next().await.is_some() {}
+            // Aborting is asynchronous: the handlers' futures are dropped by the runtime
+            // shortly after. Report once they are gone, so `in_flight()` reads 0 after a
+            // drain (bounded, in case a handler blocks its thread).
+            let settle = Instant::now() + Duration::from_secs(5);
+            loop {
+                let idle = control.idle.notified();
+                if control.in_flight.load(Ordering::Acquire) == 0 {
+                    break;
+                }
+                if timeout_at(settle, idle).await.is_err() {
+                    warn!(
+                        handlers = control.in_flight.load(Ordering::Acquire),
+                        "aborted handlers still not dropped"
+                    );
+                    break;
+                }
+            }
         }
         info!(?report, "server stopped");
         control.report.send_replace(Some(report));
@@ -1090,7 +1111,9 @@ fn dispatch<H: Handler>(
 
 impl Drop for HandlerGuard {
     fn drop(&mut self) {
-        self.control.in_flight.fetch_sub(1, Ordering::AcqRel);
+        if self.control.in_flight.fetch_sub(1, Ordering::AcqRel) == 1 {
+            self.control.idle.notify_waiters();
+        }
         self.in_flight.decrement(1.0);
     }
 }
