@@ -161,6 +161,35 @@ fn execute(hsm: &SoftHsm, cmd: &Command<'_>) -> Outcome {
                 format: *to_format,
             })
         }
+        Command::TranslateDukptPin {
+            bdk,
+            zpk,
+            ksn,
+            block,
+            from_format,
+            to_format,
+            account,
+            ..
+        } => {
+            let from = pin_format(*from_format)?;
+            let to = pin_format(*to_format)?;
+            let bdk = lmk_key(hsm, bdk, *b"10")?;
+            let zpk = lmk_key(hsm, zpk, *b"11")?;
+            let pan = pan_from_account(account)?;
+            let ksn = crate::types::Ksn::new(ksn).map_err(|_| *b"15")?;
+            let key = crate::soft::dukpt_pin_key(&bdk, &ksn, from).map_err(|_| *b"10")?;
+            let block = PinBlock::from_bytes(from, block).map_err(|_| *b"20")?;
+            let pin = block.decipher(Some(&pan), &key).map_err(pin_error)?;
+            let out =
+                PinBlock::encipher(to, &pin, Some(&pan), &zpk, Fill::Random).map_err(pin_error)?;
+            let mut b = [0u8; 8];
+            b.copy_from_slice(out.as_bytes());
+            Ok(Response::TranslatePin {
+                pin_len: pin.len() as u8,
+                block: b,
+                format: *to_format,
+            })
+        }
         Command::VerifyTerminalPin(r) | Command::VerifyInterchangePin(r) => verify_pvv(hsm, r),
         Command::ImportZpk { zmk, zpk_under_zmk } => {
             let zmk = lmk_key(hsm, zmk, *b"10")?;
