@@ -90,6 +90,9 @@ use crate::session::{
 /// The PIN every simulated card has.
 pub const CARD_PIN: &str = "1234";
 
+/// The PIN a simulated cardholder enters when they get it wrong (answered 55).
+pub const WRONG_PIN: &str = "9999";
+
 /// `host_sim` settings.
 #[derive(Debug, Clone)]
 pub struct HostSimConfig {

@@ -143,6 +143,7 @@ fn e2e_child() {
                     data_dir: data,
                     upstream_timeout: Duration::from_millis(500),
                     upstream_in_flight: 4096,
+                    hsm: None,
                 })
                 .await
                 .expect("switch");
@@ -206,6 +207,8 @@ fn scenario(kill: Kill) {
         kek: config::kek_from_hex(SAMPLE_KEK).expect("kek"),
         progress: false,
         batch_max: 900,
+        dukpt: None,
+        wrong_pin_every: 0,
     }));
     if kill != Kill::Nothing {
         std::thread::sleep(Duration::from_secs(4));
@@ -322,6 +325,8 @@ fn e2e_readme_flow_twice_on_the_same_data_balances_both_times() {
                 kek: config::kek_from_hex(SAMPLE_KEK).expect("kek"),
                 progress: false,
                 batch_max: 900,
+                dukpt: None,
+                wrong_pin_every: 0,
             }))
             .expect("terminal run");
         println!("run {run}:\n{}", report.render());
@@ -376,6 +381,7 @@ fn e2e_host_sim_killed_keeps_the_zone_session_no_new_upstream_sign_on() {
             data_dir: dir.path().join("switch"),
             upstream_timeout: Duration::from_secs(2),
             upstream_in_flight: 256,
+            hsm: None,
         }))
         .expect("switch");
     let sr = rt.block_on(sw.spawn("127.0.0.1:0")).expect("switch up");
@@ -400,6 +406,8 @@ fn e2e_host_sim_killed_keeps_the_zone_session_no_new_upstream_sign_on() {
             kek: config::kek_from_hex(SAMPLE_KEK).expect("kek"),
             progress: false,
             batch_max: 900,
+            dukpt: None,
+            wrong_pin_every: 0,
         }))
         .expect("terminal run")
     };

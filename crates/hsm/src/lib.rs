@@ -15,6 +15,7 @@
 //! - [`thales`] — the payShield host command subset (A0, BU, CA, G0, DC, EC, FA, HC,
 //!   NC, M6, M8): [`thales::codec`] (sans-IO), [`thales::ThalesClient`] (pipelining tokio
 //!   client, a `SecurityModule`), [`thales::server`] (the commands on a `SoftHsm`).
+//! - [`any`] — [`AnyModule`], the module chosen at run time (SoftHsm or Thales client).
 //! - [`error`] — [`HsmError`].
 //!
 //! DUKPT terminals ([`PinSource::Dukpt`]: TDES and AES DUKPT in [`SoftHsm`], TDES
@@ -24,6 +25,7 @@
 
 #![warn(missing_docs)]
 
+pub mod any;
 pub mod error;
 pub(crate) mod hex;
 pub mod module;
@@ -31,6 +33,7 @@ pub mod soft;
 pub mod thales;
 pub mod types;
 
+pub use any::AnyModule;
 pub use error::{HsmError, Result};
 pub use hex::encode_upper as hex_upper;
 pub use module::{PinTranslation, PinVerification, SecurityModule};

@@ -32,6 +32,7 @@ use isoswitch_session::{
 };
 use tokio::sync::mpsc;
 
+use crate::dukpt::DukptPins;
 use crate::error::{Result, SwitchError};
 use crate::field_map::{FieldMap, Functions, Rule};
 use crate::security::SoftSecurity;
@@ -56,6 +57,9 @@ pub struct ServiceConfig {
     pub max_reversals_in_flight: usize,
     /// The switch's own settings.
     pub switch: SwitchConfig,
+    /// PIN translation for DUKPT terminals through a security module (`None`: every
+    /// terminal has session keys).
+    pub dukpt: Option<Arc<DukptPins>>,
 }
 
 /// The concrete switch a service runs.
@@ -265,6 +269,7 @@ where
             upstream: link.clone(),
             driver: driver.clone(),
             security: Arc::new(SoftSecurity),
+            dukpt: config.dukpt.clone(),
             to_host: cup_to_iso87(&functions)?,
             to_terminal: iso87_to_cup(&functions)?,
             local,
