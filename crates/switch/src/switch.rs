@@ -588,35 +588,36 @@ where
             .to_host
             .apply_as(msg, mti, &ctx)
             .map_err(Prepared::Other)?;
-        if let Some(block) = dukpt_block {
-            inner
-                .upstream
-                .ring()
-                .note_pin_block(block.as_bytes(), keys.generation);
-            up.set_bytes(52, block.as_bytes())
-                .map_err(|e| Prepared::Other(e.into()))?;
-        } else if let Some(f) = msg.field(52) {
-            let pan = msg.get(2).unwrap_or_default();
-            let id = TerminalId::from_message(msg).map_err(|e| Prepared::Other(e.into()))?;
-            let pik = lock(&inner.terminals)
-                .working_keys(&id)
-                .map(|k| k.pik().clone())
-                .ok_or_else(|| {
-                    Prepared::Other(SwitchError::NotSignedOn {
-                        link: id.to_string(),
-                    })
-                })?;
-            let block = inner
-                .security
-                .translate_pin(
-                    &f.bytes(),
-                    inner.config.pin_format,
-                    &pan,
-                    &pik,
-                    inner.config.pin_format,
-                    &keys.pik,
+        let block = match (dukpt_block, msg.field(52)) {
+            (Some(block), _) => Some(block),
+            (None, Some(f)) => {
+                let pan = msg.get(2).unwrap_or_default();
+                let id = TerminalId::from_message(msg).map_err(|e| Prepared::Other(e.into()))?;
+                let pik = lock(&inner.terminals)
+                    .working_keys(&id)
+                    .map(|k| k.pik().clone())
+                    .ok_or_else(|| {
+                        Prepared::Other(SwitchError::NotSignedOn {
+                            link: id.to_string(),
+                        })
+                    })?;
+                Some(
+                    inner
+                        .security
+                        .translate_pin(
+                            &f.bytes(),
+                            inner.config.pin_format,
+                            &pan,
+                            &pik,
+                            inner.config.pin_format,
+                            &keys.pik,
+                        )
+                        .map_err(Prepared::PinTranslation)?,
                 )
-                .map_err(Prepared::PinTranslation)?;
+            }
+            (None, None) => None,
+        };
+        if let Some(block) = block {
             inner
                 .upstream
                 .ring()
