@@ -103,7 +103,7 @@ impl Switch {
     /// Opens the data directory (refused while another process holds it), restores the
     /// sessions, recovers the reversal journal and connects to the host.
     pub async fn start(config: SwitchConfig) -> Result<Switch> {
-        let store = DataDir::open(&config.data_dir)?;
+        let store = super::open_data_dir(&config.data_dir, &config.kek)?;
         let keys = super::config::key_store(&config.terminals)?;
         let dukpt = match &config.hsm {
             Some(h) => Some(h.open(&config.zone_key).await?),

@@ -567,7 +567,8 @@ impl Term {
     }
 }
 
-fn pans_for(tid: &str) -> Vec<String> {
+/// The card numbers a simulated terminal uses (deterministic per TID).
+pub fn pans_for(tid: &str) -> Vec<String> {
     let seed: u64 = tid
         .bytes()
         .fold(7u64, |a, b| a.wrapping_mul(31).wrapping_add(u64::from(b)));
@@ -732,7 +733,7 @@ pub async fn run(config: TerminalSimConfig) -> Result<Report> {
     // finish after it): wait for the lock as long as a terminal waits for an answer.
     let lock_deadline = Instant::now() + config.timeout.max(Duration::from_secs(5));
     let store = loop {
-        match DataDir::open(&config.data_dir) {
+        match super::open_data_dir(&config.data_dir, &config.kek) {
             Err(crate::reversal::ReversalError::Locked { .. })
                 if Instant::now() < lock_deadline =>
             {

@@ -241,7 +241,8 @@ fn scenario(kill: Kill) {
     println!("switchd: {switch_out}");
     let (host_ok, _) = host_proc.take().expect("host").terminate();
     assert!(host_ok, "host_sim exited badly");
-    let ledger = host::read_ledger(&host_dir).expect("ledger");
+    let ledger = host::read_ledger(&host_dir, &config::kek_from_hex(SAMPLE_KEK).expect("kek"))
+        .expect("ledger");
     println!(
         "host ledger {} over {} cards; terminals' approved − reversed {}",
         cents(ledger.total),
@@ -344,7 +345,8 @@ fn e2e_readme_flow_twice_on_the_same_data_balances_both_times() {
         assert!(switch_ok, "run {run}: switchd: {out}");
         let (host_ok, _) = host_proc.terminate();
         assert!(host_ok, "run {run}: host_sim exited badly");
-        let ledger = host::read_ledger(&host_dir).expect("ledger");
+        let ledger = host::read_ledger(&host_dir, &config::kek_from_hex(SAMPLE_KEK).expect("kek"))
+            .expect("ledger");
         assert_eq!(
             ledger.total, nets,
             "run {run}: host ledger ≠ the terminals' total"
@@ -435,7 +437,8 @@ fn e2e_host_sim_killed_keeps_the_zone_session_no_new_upstream_sign_on() {
     rt.block_on(sr.stop());
     let (host_ok, _) = host_proc.take().expect("host").terminate();
     assert!(host_ok, "host_sim exited badly");
-    let ledger = host::read_ledger(&host_dir).expect("ledger");
+    let ledger = host::read_ledger(&host_dir, &config::kek_from_hex(SAMPLE_KEK).expect("kek"))
+        .expect("ledger");
     assert_eq!(
         ledger.total,
         first.net() + second.net(),

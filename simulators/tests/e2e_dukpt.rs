@@ -6,7 +6,9 @@
 //! use by default (`scripts/keys/make_example_keys.py` made them).
 //!
 //! Checked: right PINs approved and never answered 55, every wrong PIN answered 55, every
-//! batch balanced, the host ledger equal to the terminals' approved − reversed.
+//! batch balanced, the host ledger equal to the terminals' approved − reversed; and then
+//! no PAN the terminals used in any file under the three data directories (the PAN scan
+//! of "no clear PAN at rest").
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -105,6 +107,46 @@ async fn run(remote_hsm: bool) {
         "host ledger ≠ terminals' approved − reversed"
     );
     host_running.stop().await;
+    drop(sw);
+    drop(host);
+    // No clear PAN at rest: no card number the terminals used appears in any file of
+    // the host's, the switch's or the terminals' data directories, neither as ASCII
+    // digits (iso87) nor packed BCD (cup-pos DE 2).
+    let mut files = Vec::new();
+    let mut dirs = vec![dir.path().to_path_buf()];
+    while let Some(d) = dirs.pop() {
+        for e in std::fs::read_dir(&d).expect("read dir") {
+            let p = e.expect("entry").path();
+            if p.is_dir() {
+                dirs.push(p);
+            } else {
+                files.push(p);
+            }
+        }
+    }
+    assert!(files.len() >= 8, "{files:?}");
+    let pans: Vec<String> = terminals[..4]
+        .iter()
+        .flat_map(|t| terminal::pans_for(&t.tid))
+        .collect();
+    for f in &files {
+        let bytes = std::fs::read(f).expect("read");
+        for pan in &pans {
+            let bcd: Vec<u8> = pan
+                .as_bytes()
+                .chunks(2)
+                .map(|c| ((c[0] - b'0') << 4) | (c[1] - b'0'))
+                .collect();
+            for needle in [pan.as_bytes(), &pan.as_bytes()[6..], &bcd[..]] {
+                assert!(
+                    !bytes.windows(needle.len()).any(|w| w == needle),
+                    "{} holds PAN {}… in clear",
+                    f.display(),
+                    &pan[..6]
+                );
+            }
+        }
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -122,6 +122,7 @@ pub mod memstore;
 pub mod original;
 pub mod profile;
 pub mod record;
+pub mod seal;
 pub mod security;
 pub mod sessions;
 pub mod settlement;
