@@ -37,7 +37,7 @@ use crate::engine::{
     CallerTag, EngineEvent, EngineStats, Outcome, ReversalEngine, SendFailure, TransmitId, TxnId,
 };
 use crate::error::{Result, ReversalError};
-use crate::journal::{GroupCommit, Journal, JournalRecord};
+use crate::journal::{Finish, GroupCommit, Journal, JournalRecord};
 use crate::profile::ReversalReason;
 use crate::security::Security;
 use crate::settlement::{
@@ -107,6 +107,84 @@ pub struct DriverConfig {
     /// records share one journal group (one fsync), their transmissions go out together.
     /// `1` handles one command per turn (the driver before batching).
     pub max_batch: usize,
+    /// Keep every transaction's journal records through compactions until its caller
+    /// calls [`ReversalDriver::release`] with its tag (see [`Held`]). For a caller that
+    /// records the outcome in a store of its own after the engine finished (a switch
+    /// completing its terminal's admission): until that record is durable, the engine's
+    /// journal must still say what reached the host, or a crash in between would leave
+    /// an approval upstream that nobody reverses.
+    pub hold_until_released: bool,
+}
+
+/// The journal records of transactions held for their caller
+/// ([`DriverConfig::hold_until_released`]): appended to every compaction's snapshot when
+/// the engine itself no longer keeps them (an approved original it removed once
+/// finished).
+#[derive(Debug, Default)]
+struct Held {
+    records: HashMap<TxnId, (JournalRecord, Option<JournalRecord>)>,
+    by_tag: HashMap<CallerTag, Vec<TxnId>>,
+}
+
+impl Held {
+    /// Notes what a journal group holds.
+    fn note(&mut self, records: &[JournalRecord]) {
+        for r in records {
+            match r {
+                JournalRecord::Started { id, tag, .. } => {
+                    self.records.insert(*id, (r.clone(), None));
+                    self.by_tag.entry(*tag).or_default().push(*id);
+                }
+                JournalRecord::Finished { id, .. } => {
+                    if let Some(h) = self.records.get_mut(id) {
+                        h.1 = Some(r.clone());
+                    }
+                }
+                _ => {}
+            }
+        }
+    }
+
+    fn release(&mut self, tag: CallerTag) {
+        for id in self.by_tag.remove(&tag).unwrap_or_default() {
+            self.records.remove(&id);
+        }
+    }
+
+    /// `live` (an engine snapshot) with the held transactions it lacks.
+    fn complete(&self, mut live: Vec<JournalRecord>) -> Vec<JournalRecord> {
+        let present: std::collections::HashSet<u64> = live
+            .iter()
+            .filter_map(|r| match r {
+                JournalRecord::Started { id, .. } => Some(*id),
+                _ => None,
+            })
+            .collect();
+        for (id, (started, finished)) in &self.records {
+            if !present.contains(id) {
+                // An approved transaction the engine no longer keeps is in the snapshot's
+                // `unkept` totals already; replaying its records adds it again, so it is
+                // taken out of them here.
+                if let (
+                    JournalRecord::Started { info, .. },
+                    Some(JournalRecord::Finished {
+                        finish: Finish::Approved { .. },
+                        ..
+                    }),
+                ) = (started, finished)
+                {
+                    if let Some(JournalRecord::Counters { unkept, .. }) = live.first_mut() {
+                        unkept.sub(info);
+                    }
+                }
+                live.push(started.clone());
+                if let Some(f) = finished {
+                    live.push(f.clone());
+                }
+            }
+        }
+        live
+    }
 }
 
 impl Default for DriverConfig {
@@ -115,6 +193,7 @@ impl Default for DriverConfig {
             compact_every: 100_000,
             queue: 4096,
             max_batch: 512,
+            hold_until_released: false,
         }
     }
 }
@@ -181,6 +260,7 @@ enum Command {
     Status(oneshot::Sender<DriverStatus>),
     SettlementData(oneshot::Sender<Result<SettlementData>>),
     CloseBatch(u32, oneshot::Sender<Result<()>>),
+    Release(CallerTag),
 }
 
 type SettlementData = (BatchTotals, Vec<UploadEntry>, u32, u32);
@@ -338,6 +418,16 @@ impl ReversalDriver {
             .await
     }
 
+    /// The caller has made its own record of the transactions tagged `tag` durable: their
+    /// journal records need no longer outlive the engine's interest in them (see
+    /// [`DriverConfig::hold_until_released`]; a no-op without it).
+    ///
+    /// # Errors
+    /// [`ReversalError::DriverStopped`].
+    pub async fn release(&self, tag: CallerTag) -> Result<()> {
+        self.send(Command::Release(tag)).await
+    }
+
     /// Reverses an approved transaction the terminal could not complete.
     ///
     /// # Errors
@@ -361,10 +451,12 @@ impl ReversalDriver {
         self.reverse_message_tagged(original, reason, 0).await
     }
 
-    /// [`ReversalDriver::reverse_message`] with the caller's tag.
+    /// [`ReversalDriver::reverse_message`] with the caller's tag. Returns once the
+    /// reversal is durable in the journal: a caller may then record (and answer) that it
+    /// is under way, and a crash cannot lose it.
     ///
     /// # Errors
-    /// As [`ReversalDriver::reverse_message`].
+    /// As [`ReversalDriver::reverse_message`]; a journal failure.
     pub async fn reverse_message_tagged(
         &self,
         original: Message,
@@ -515,10 +607,31 @@ async fn run<S: Security, T: Transport>(
     let mut cmds: Vec<Command> = Vec::with_capacity(max_batch);
     let mut inner: Vec<Inner> = Vec::with_capacity(max_batch);
     let mut records: Vec<JournalRecord> = Vec::new();
+    let mut held = config.hold_until_released.then(Held::default);
+    // Callers waiting until what they asked for is in the journal: first until the next
+    // group is cut (`after_drain`), then until that group is durable (`journal_waits`).
+    type Durable = (TxnId, oneshot::Sender<Result<TxnId>>);
+    let mut after_drain: Vec<Durable> = Vec::new();
+    let mut journal_waits: Vec<(u64, Durable)> = Vec::new();
+    let mut durable_seq = 0u64;
     loop {
         // Journal: everything produced since the last turn goes in one group.
         records.extend(std::iter::from_fn(|| engine.poll_journal()));
+        if !after_drain.is_empty() {
+            let seq = engine.journal_seq();
+            for (id, reply) in after_drain.drain(..) {
+                if seq <= durable_seq {
+                    // Nothing new to write for it (already journaled).
+                    let _ = reply.send(Ok(id));
+                } else {
+                    journal_waits.push((seq, (id, reply)));
+                }
+            }
+        }
         if !records.is_empty() {
+            if let Some(h) = &mut held {
+                h.note(&records);
+            }
             since_compaction += records.len() as u64;
             let seq = engine.journal_seq();
             let batch = std::mem::take(&mut records);
@@ -531,6 +644,10 @@ async fn run<S: Security, T: Transport>(
             if since_compaction >= config.compact_every {
                 since_compaction = 0;
                 let live = engine.snapshot();
+                let live = match &held {
+                    Some(h) => h.complete(live),
+                    None => live,
+                };
                 let g = group.clone();
                 tokio::spawn(async move {
                     if let Err(e) = g.compact(live).await {
@@ -604,17 +721,48 @@ async fn run<S: Security, T: Transport>(
                 }
                 let t = now();
                 for cmd in cmds.drain(..) {
-                    command(&mut engine, &group, &mut waiters, t, cmd);
+                    match cmd {
+                        Command::Release(tag) => {
+                            if let Some(h) = &mut held {
+                                h.release(tag);
+                            }
+                        }
+                        Command::ReverseMessage(msg, reason, tag, reply) => {
+                            match engine.reverse_message_tagged(t, *msg, reason, tag) {
+                                Ok(id) => after_drain.push((id, reply)),
+                                Err(e) => {
+                                    let _ = reply.send(Err(e));
+                                }
+                            }
+                        }
+                        cmd => command(&mut engine, &group, &mut waiters, t, cmd),
+                    }
                 }
             }
             _ = irx.recv_many(&mut inner, max_batch) => {
                 let t = now();
                 for i in inner.drain(..) {
                     match i {
-                        Inner::Journaled(seq, Ok(())) => engine.handle_journaled(t, seq),
+                        Inner::Journaled(seq, Ok(())) => {
+                            engine.handle_journaled(t, seq);
+                            durable_seq = durable_seq.max(seq);
+                            let (done, waiting): (Vec<_>, Vec<_>) =
+                                journal_waits.drain(..).partition(|(s, _)| *s <= seq);
+                            journal_waits = waiting;
+                            for (_, (id, reply)) in done {
+                                let _ = reply.send(Ok(id));
+                            }
+                        }
                         Inner::Journaled(_, Err(e)) => {
                             // Not durable: nothing more may be sent. Fail every caller.
                             tracing::error!(error = %e, "journal append failed: the driver stops sending");
+                            for (_, (_, reply)) in journal_waits.drain(..) {
+                                let _ = reply.send(Err(ReversalError::Io {
+                                    op: "journal",
+                                    path: std::path::PathBuf::new(),
+                                    source: std::io::Error::other(e.to_string()),
+                                }));
+                            }
                             for (_, w) in waiters.drain() {
                                 let _ = w.send(Err(ReversalError::Io {
                                     op: "journal",
@@ -663,6 +811,7 @@ fn command<S: Security>(
         Command::Reverse(txn, reason, reply) => {
             let _ = reply.send(engine.reverse(now, txn, reason));
         }
+        // Handled by the loop (it answers once the reversal is journaled).
         Command::ReverseMessage(msg, reason, tag, reply) => {
             let _ = reply.send(engine.reverse_message_tagged(now, *msg, reason, tag));
         }
@@ -678,6 +827,8 @@ fn command<S: Security>(
         Command::CloseBatch(next, reply) => {
             let _ = reply.send(engine.close_batch(next));
         }
+        // Handled by the loop (it owns the held records).
+        Command::Release(_) => {}
         Command::Status(reply) => {
             let _ = reply.send(DriverStatus {
                 stats: engine.stats(),
@@ -688,5 +839,77 @@ fn command<S: Security>(
                 fsyncs: group.fsyncs(),
             });
         }
+    }
+}
+
+#[cfg(test)]
+mod held_tests {
+    use super::*;
+    use crate::profile::{TxnInfo, TxnKind};
+    use crate::settlement::BatchTotals;
+    use rust_decimal::Decimal;
+
+    fn info() -> TxnInfo {
+        TxnInfo {
+            kind: TxnKind::Debit,
+            foreign: false,
+            txn_type: 0,
+            amount: Decimal::new(817_748, 2),
+            pan: "6222020000000001".into(),
+        }
+    }
+
+    fn started(id: u64, tag: u64) -> JournalRecord {
+        JournalRecord::Started {
+            id,
+            tag,
+            batch: 1,
+            stan: id as u32,
+            info: info(),
+            message: Bytes::from_static(b"\x02\x00abc"),
+        }
+    }
+
+    fn snapshot(unkept: BatchTotals) -> Vec<JournalRecord> {
+        vec![JournalRecord::Counters {
+            next_id: 10,
+            next_stan: 10,
+            batch: 1,
+            closed_net: Decimal::ZERO,
+            unkept,
+        }]
+    }
+
+    /// An approved original the engine already dropped (its totals in `unkept`) stays in
+    /// every compaction until its caller releases it, without being counted twice.
+    #[test]
+    fn held_transactions_outlive_compaction_until_released() {
+        let mut held = Held::default();
+        held.note(&[
+            started(7, 42),
+            JournalRecord::Finished {
+                id: 7,
+                finish: Finish::Approved { code: *b"00" },
+            },
+            started(8, 43),
+        ]);
+        let mut unkept = BatchTotals::default();
+        unkept.checked_add(&info()).unwrap();
+        let live = held.complete(snapshot(unkept));
+        assert_eq!(live.len(), 4, "{live:?}");
+        assert!(
+            matches!(&live[0], JournalRecord::Counters { unkept, .. } if *unkept == BatchTotals::default())
+        );
+        assert!(live.contains(&started(7, 42)));
+        assert!(live.contains(&started(8, 43)));
+        // What the engine still keeps is not doubled.
+        let mut with_8 = snapshot(BatchTotals::default());
+        with_8.push(started(8, 43));
+        assert_eq!(held.complete(with_8).len(), 4);
+        // Released: gone from the next compaction.
+        held.release(42);
+        held.release(43);
+        assert_eq!(held.complete(snapshot(BatchTotals::default())).len(), 1);
+        held.release(99);
     }
 }

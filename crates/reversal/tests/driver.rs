@@ -267,3 +267,40 @@ async fn a_mac_that_does_not_verify_asks_for_a_sign_on_and_is_reversed() {
         vec!["0200", "0400", "0200"]
     );
 }
+
+/// `reverse_message_tagged` returns only once the reversal is in the journal: a switch
+/// may then make its terminal's "reversed" answer durable without a window in which a
+/// crash loses the upstream reversal.
+#[tokio::test(start_paused = true)]
+async fn reverse_message_returns_once_the_reversal_is_journaled() {
+    let profile = ReversalProfile::cup_pos().unwrap();
+    let transport = Arc::new(HostTransport {
+        profile: profile.clone(),
+        host: Mutex::new(ReversalHandler::new(
+            profile.clone(),
+            MemoryStore::new(),
+            HostConfig::default(),
+        )),
+        mac: Mutex::new(security()),
+        lose_originals: AtomicU32::new(0),
+    });
+    let journal = MemoryJournal::new();
+    let engine = ReversalEngine::new(EngineConfig::default(), profile.clone(), security(), 1);
+    let driver = ReversalDriver::builder(engine, journal.clone(), transport).spawn();
+    for tag in [7u64, 8, 9] {
+        let mut original = sale(&profile, 1500 + tag as i64);
+        original.set(11, format!("{:06}", 100 + tag)).unwrap();
+        driver
+            .reverse_message_tagged(original, ReversalReason::TerminalFailure, tag)
+            .await
+            .unwrap();
+        let journaled = journal
+            .records()
+            .iter()
+            .any(|r| matches!(r, JournalRecord::Started { tag: t, .. } if *t == tag));
+        assert!(
+            journaled,
+            "reversal {tag} not in the journal when the call returned"
+        );
+    }
+}

@@ -250,6 +250,13 @@ where
         let (events_tx, events_rx) = mpsc::unbounded_channel();
         let ring = link.ring().clone();
         let driver = ReversalDriver::builder(engine, journal, client.clone())
+            // A terminal's admission is completed in the book after the engine finished:
+            // until then a compaction must keep what reached the host (see
+            // `Switch::completed` and the restart loop below).
+            .config(isoswitch_reversal::DriverConfig {
+                hold_until_released: true,
+                ..isoswitch_reversal::DriverConfig::default()
+            })
             .late(late)
             .events(events_tx)
             .on_sign_on(move |_| ring.request_sign_on(ring.generation()))

@@ -304,18 +304,24 @@ where
             let a = book.admit(msg)?;
             (a, book.store().written())
         };
-        // Durable before it is answered or forwarded.
-        self.book_durable(upto).await?;
         let ticket = match admitted {
             Admit::Answer { answer, action } => {
+                // A terminal's reversal of an approved original: the upstream reversal is
+                // in the engine's journal before the decision is durable and answered, so
+                // a crash in between cannot leave the host's approval standing while the
+                // terminal was told it is reversed (a repeat after a crash reverses again:
+                // the host answers a second reversal of one original idempotently).
                 if let Some(a) = action {
                     self.upstream_action(a).await;
                 }
+                self.book_durable(upto).await?;
                 return Ok(Some(self.seal_for_terminal(*answer)?));
             }
             Admit::Forward(t) => t,
             Admit::InProgress => return Ok(None),
         };
+        // Durable before it is forwarded.
+        self.book_durable(upto).await?;
         let tag = tag_of(ticket.key());
         let (decision, response, sent) = match self.forward(msg, tag).await? {
             Forwarded::Decision(d, response, sent) => (d, response, sent),
@@ -330,10 +336,15 @@ where
             let c = book.complete_forwarded(ticket, decision, upstream)?;
             (c, book.store().written())
         };
-        self.book_durable(upto).await?;
+        // A reversal the terminal sent meanwhile: journaled upstream before the
+        // completion is durable (see the `Admit::Answer` arm).
         if let Some(a) = action {
             self.upstream_action(a).await;
         }
+        self.book_durable(upto).await?;
+        // The completion is durable: the engine's journal need no longer keep this
+        // transaction for a restart (DriverConfig::hold_until_released).
+        self.inner.driver.release(tag).await?;
         let reply = self.map_back(msg, &answer, response.as_deref())?;
         Ok(Some(self.seal_for_terminal(reply)?))
     }
@@ -654,11 +665,12 @@ where
                 let c = book.complete(ticket, decision)?;
                 (c, book.store().written())
             };
-            self.book_durable(upto).await?;
             if let Some(a) = action {
                 self.upstream_action(a).await;
             }
+            self.book_durable(upto).await?;
         }
+        self.inner.driver.release(tag).await?;
         Ok(())
     }
 

@@ -296,6 +296,10 @@ pub async fn rig_with(host: Arc<FakeHost>, store: MemoryDurable) -> Rig {
     let (tx, events_in) = tokio::sync::mpsc::unbounded_channel();
     let ring = link.ring().clone();
     let driver = ReversalDriver::builder(engine, MemoryJournal::new(), transport.clone())
+        .config(isoswitch_reversal::DriverConfig {
+            hold_until_released: true,
+            ..isoswitch_reversal::DriverConfig::default()
+        })
         .events(tx)
         .on_sign_on(move |_| ring.request_sign_on(ring.generation()))
         .spawn();
