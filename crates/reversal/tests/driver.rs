@@ -50,10 +50,9 @@ impl Transport for HostTransport {
     }
 }
 
-#[tokio::test(start_paused = true)]
-async fn driver_reverses_a_lost_response_and_reports_it() {
-    let profile = ReversalProfile::cup_pos().unwrap();
-    let transport = Arc::new(HostTransport {
+/// A host transport that loses the responses of the first `lose` originals.
+fn host_transport(profile: &ReversalProfile, lose: u32) -> Arc<HostTransport> {
+    Arc::new(HostTransport {
         profile: profile.clone(),
         host: Mutex::new(ReversalHandler::new(
             profile.clone(),
@@ -61,8 +60,14 @@ async fn driver_reverses_a_lost_response_and_reports_it() {
             HostConfig::default(),
         )),
         mac: Mutex::new(security()),
-        lose_originals: AtomicU32::new(1),
-    });
+        lose_originals: AtomicU32::new(lose),
+    })
+}
+
+#[tokio::test(start_paused = true)]
+async fn driver_reverses_a_lost_response_and_reports_it() {
+    let profile = ReversalProfile::cup_pos().unwrap();
+    let transport = host_transport(&profile, 1);
     let journal = MemoryJournal::new();
     let engine = ReversalEngine::new(EngineConfig::default(), profile.clone(), security(), 1);
     let driver = ReversalDriver::builder(engine, journal.clone(), transport.clone()).spawn();
@@ -274,16 +279,7 @@ async fn a_mac_that_does_not_verify_asks_for_a_sign_on_and_is_reversed() {
 #[tokio::test(start_paused = true)]
 async fn reverse_message_returns_once_the_reversal_is_journaled() {
     let profile = ReversalProfile::cup_pos().unwrap();
-    let transport = Arc::new(HostTransport {
-        profile: profile.clone(),
-        host: Mutex::new(ReversalHandler::new(
-            profile.clone(),
-            MemoryStore::new(),
-            HostConfig::default(),
-        )),
-        mac: Mutex::new(security()),
-        lose_originals: AtomicU32::new(0),
-    });
+    let transport = host_transport(&profile, 0);
     let journal = MemoryJournal::new();
     let engine = ReversalEngine::new(EngineConfig::default(), profile.clone(), security(), 1);
     let driver = ReversalDriver::builder(engine, journal.clone(), transport).spawn();
