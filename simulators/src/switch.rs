@@ -64,6 +64,7 @@ impl Switch {
                 upstream_timeout: config.upstream_timeout,
                 upstream_in_flight: config.upstream_in_flight,
                 max_reversals_in_flight: 8,
+                host_tls: None,
                 switch: LibSwitchConfig {
                     acquirer_id: ACQUIRER_ID.into(),
                     ..LibSwitchConfig::default()

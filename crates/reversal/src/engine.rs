@@ -800,6 +800,17 @@ impl<S: Security> ReversalEngine<S> {
         self.pending_advices
     }
 
+    /// The transactions pending upstream: `(txn, true)` for an advice being repeated,
+    /// `(txn, false)` for a reversal not yet acknowledged (a driver ages them for its
+    /// metrics).
+    pub fn pending_ids(&self) -> impl Iterator<Item = (TxnId, bool)> + '_ {
+        self.entries.iter().filter_map(|(id, e)| match e.phase {
+            Phase::Reversing(_) => Some((*id, false)),
+            Phase::Repeating(_) => Some((*id, true)),
+            _ => None,
+        })
+    }
+
     /// The transactions whose reversal is not yet acknowledged, with their originals as
     /// journaled (without DE 35/36/45/52). A switch recovering its own records asks this
     /// to know which reversals the engine already holds.

@@ -123,6 +123,11 @@ impl MemoryKeyStore {
         self.keys.len()
     }
 
+    /// The registered terminals (in no particular order).
+    pub fn ids(&self) -> impl Iterator<Item = &TerminalId> + '_ {
+        self.keys.keys()
+    }
+
     /// Whether no terminal is registered.
     pub fn is_empty(&self) -> bool {
         self.keys.is_empty()

@@ -38,7 +38,10 @@ use isoswitch_reversal::{
 };
 use isoswitch_session::counters::Counters;
 use isoswitch_session::crypto::PinBlockFormat;
-use isoswitch_session::{HostOutcome, HostSession, Kek, KeyStore, SessionProfile, TerminalId};
+use isoswitch_session::{
+    HostAction, HostOutcome, HostSession, Kek, KeyStore, MemoryKeyStore, RejectReason,
+    SessionProfile, TerminalId,
+};
 
 use crate::error::{Result, SwitchError};
 use crate::field_map::{FieldMap, MapContext};
@@ -70,6 +73,52 @@ impl Default for SwitchConfig {
             sign_on_wait: Duration::from_secs(2),
             advice_wait: Duration::from_secs(2),
         }
+    }
+}
+
+/// The `link` label of the terminal side's metrics.
+pub const TERMINAL_LINK: &str = "terminals";
+
+/// What [`Switch::reload_terminals`] changed.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct TerminalReload {
+    /// Terminals now in the table.
+    pub total: usize,
+    /// Terminals that were not in the old table.
+    pub added: usize,
+    /// Terminals of the old table that are gone (refused `97` from now on).
+    pub removed: usize,
+    /// Terminals whose master key changed (it applies at their next sign-on).
+    pub changed: usize,
+}
+
+impl std::fmt::Display for TerminalReload {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{} terminals: {} added, {} removed, {} with a new master key",
+            self.total, self.added, self.removed, self.changed
+        )
+    }
+}
+
+impl TerminalReload {
+    /// The difference between two tables.
+    pub fn between(old: &MemoryKeyStore, new: &MemoryKeyStore) -> TerminalReload {
+        let kcv = |k: &MemoryKeyStore, id: &TerminalId| k.master_key(id).map(|k| *k.kcv());
+        let mut r = TerminalReload {
+            total: new.len(),
+            ..TerminalReload::default()
+        };
+        for id in new.ids() {
+            match kcv(old, id) {
+                None => r.added += 1,
+                Some(before) if Some(before) != kcv(new, id) => r.changed += 1,
+                Some(_) => {}
+            }
+        }
+        r.removed = old.ids().filter(|id| !new.contains(id)).count();
+        r
     }
 }
 
@@ -152,6 +201,23 @@ pub struct SwitchParts<K: KeyStore, S: IdempotencyStore, T: Transport, C: Counte
     pub kek: Kek,
 }
 
+impl<S, T, C> Switch<MemoryKeyStore, S, T, C>
+where
+    S: IdempotencyStore + Send + 'static,
+    T: Transport,
+    C: Counters + Send + 'static,
+{
+    /// [`Switch::replace_terminals`] with an in-memory table, telling what changed.
+    ///
+    /// # Errors
+    /// As [`Switch::replace_terminals`].
+    pub fn reload_terminals(&self, keys: MemoryKeyStore) -> Result<TerminalReload> {
+        let new = keys.clone();
+        let old = self.replace_terminals(keys)?;
+        Ok(TerminalReload::between(&old, &new))
+    }
+}
+
 enum Forwarded {
     /// The decision, the host's response, and the upstream message sent (without PIN).
     Decision(Decision, Option<Box<Message>>, Option<Box<Message>>),
@@ -213,6 +279,65 @@ where
         f(&lock(&self.inner.terminals))
     }
 
+    /// Replaces the terminal table (the master keys terminals sign on under) without a
+    /// restart; see [`TerminalReload`]. Terminals no longer in `keys` are refused (`97`)
+    /// from their next message on and their sessions are dropped; a new terminal can sign
+    /// on at once; a changed master key applies at the terminal's next sign-on (its
+    /// working keys stay valid until then). Returns the old table.
+    ///
+    /// # Errors
+    /// Writing the dropped sessions to the store failed (the new table is in force).
+    pub fn replace_terminals(&self, keys: K) -> Result<K> {
+        let old = {
+            let mut t = lock(&self.inner.terminals);
+            let old = std::mem::replace(t.key_store_mut(), keys);
+            let gone: Vec<TerminalId> = t
+                .snapshots()
+                .map(|s| s.terminal)
+                .filter(|id| !t.key_store().contains(id))
+                .collect();
+            for id in &gone {
+                t.invalidate(id);
+                tracing::info!(terminal = %id, "terminal removed from the table: its session is dropped");
+            }
+            old
+        };
+        self.save_sessions()?;
+        Ok(old)
+    }
+
+    /// The answer to a terminal request that is not carried out (e.g. while the switch
+    /// drains): `code` in DE 39, MACed under the terminal's keys when it has any. `None`
+    /// for what must not be answered that way: responses, and advices (the terminal
+    /// repeats those until the switch takes them).
+    pub fn refusal(&self, request: &Message, code: &str) -> Option<Bytes> {
+        let mti = request.mti();
+        if mti.is_response() || mti.function() == isoswitch_codec::MessageFunction::Advice {
+            return None;
+        }
+        let mut reply = Message::response_to(request).ok()?;
+        for n in [41u8, 42] {
+            if let Some(v) = request.get(n) {
+                reply.set(n, v.as_bytes()).ok()?;
+            }
+        }
+        reply.set(39, code).ok()?;
+        let mut t = lock(&self.inner.terminals);
+        match t.seal_response(&mut reply) {
+            Ok(b) => Some(b),
+            Err(_) => reply.to_bytes().ok(),
+        }
+    }
+
+    /// Makes everything the terminal side has written durable (drain, shutdown).
+    ///
+    /// # Errors
+    /// The store's sync failed.
+    pub async fn sync_store(&self) -> Result<()> {
+        let upto = lock(&self.inner.book).store().written();
+        self.book_durable(upto).await
+    }
+
     /// Answers one terminal message (its bytes as received, no frame header); `None`:
     /// nothing to send (a response, or an advice still being forwarded).
     ///
@@ -225,6 +350,11 @@ where
         self.save_sessions()?;
         let accepted = match outcome {
             HostOutcome::Replied { reply, action } => {
+                if let HostAction::SignedOn { terminal, .. } = &action {
+                    ::metrics::counter!(crate::metrics::SIGN_ONS, "link" => TERMINAL_LINK)
+                        .increment(1);
+                    tracing::info!(%terminal, "terminal signed on");
+                }
                 tracing::debug!(?action, "terminal network management");
                 return Ok(Some(Reply {
                     bytes: reply,
@@ -236,6 +366,10 @@ where
                 code,
                 reason,
             } => {
+                if let RejectReason::MacFailure(_) = reason {
+                    ::metrics::counter!(crate::metrics::MAC_FAILURES, "link" => TERMINAL_LINK)
+                        .increment(1);
+                }
                 tracing::info!(?reason, code = %code.as_str(), "terminal request refused");
                 return Ok(Some(Reply {
                     bytes: reply,
