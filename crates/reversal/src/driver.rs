@@ -579,14 +579,14 @@ async fn run<S: Security, T: Transport>(
                 metrics.deferred();
             }
             match &ev {
-                EngineEvent::Completed { .. } => tracing::debug!(event = ?ev, "reversal engine"),
+                EngineEvent::Completed { .. } => tracing::debug!(event = %ev, "reversal engine"),
                 EngineEvent::SignOnRequired { .. } => {
-                    tracing::warn!(event = ?ev, "reversal engine");
+                    tracing::warn!(event = %ev, "reversal engine");
                     if let Some(h) = &sign_on {
                         h(&ev);
                     }
                 }
-                _ => tracing::info!(event = ?ev, "reversal engine"),
+                _ => tracing::info!(event = %ev, "reversal engine"),
             }
             if let Some(tx) = &events {
                 let _ = tx.send(ev);

@@ -76,6 +76,14 @@ impl Default for SwitchConfig {
     }
 }
 
+/// DE 4 (minor units, two decimals) as a person reads it: `000000001050` → `10.50`.
+fn amount_text(de4: Option<&str>) -> String {
+    match de4.and_then(|v| v.parse::<u64>().ok()) {
+        Some(v) => format!("{}.{:02}", v / 100, v % 100),
+        None => "none".into(),
+    }
+}
+
 /// The `link` label of the terminal side's metrics.
 pub const TERMINAL_LINK: &str = "terminals";
 
@@ -463,6 +471,15 @@ where
             self.upstream_action(a).await;
         }
         let reply = self.map_back(msg, &answer, response.as_deref())?;
+        tracing::debug!(
+            mti = %msg.mti(),
+            stan = %msg.get(11).unwrap_or_default(),
+            terminal = %msg.get(41).unwrap_or_default(),
+            pan = %isoswitch_codec::mask::mask_pan(&msg.get(2).unwrap_or_default()),
+            amount = %amount_text(msg.get(4).as_deref()),
+            rc = %answer.get(39).unwrap_or_default(),
+            "terminal transaction"
+        );
         Ok(Some(self.seal_for_terminal(reply)?))
     }
 
@@ -485,7 +502,7 @@ where
             bytes.and_then(|b| Message::decode(&self.inner.upstream.profile().dialect, b).ok());
         let Some(original) = original else {
             tracing::error!(
-                ?key,
+                %key,
                 "terminal reversed an approved transaction whose upstream original is unknown"
             );
             return;
@@ -496,7 +513,7 @@ where
             .reverse_message_tagged(original, ReversalReason::TerminalFailure, tag)
             .await
         {
-            tracing::error!(?key, error = %e, "upstream reversal not handed to the engine");
+            tracing::error!(%key, error = %e, "upstream reversal not handed to the engine");
         }
     }
 
