@@ -90,12 +90,12 @@ async fn main() -> ExitCode {
     match run.await {
         Ok(summary) => {
             println!("switchd: stopped: {summary}");
-            if summary.pending_reversals == 0 {
-                println!("switchd: no upstream reversal pending");
+            if summary.pending_reversals + summary.pending_advices == 0 {
+                println!("switchd: nothing pending upstream");
             } else {
                 println!(
-                    "switchd: {} upstream reversals pending, kept in the journal for the next start",
-                    summary.pending_reversals
+                    "switchd: {} upstream reversals and {} advices pending, kept in the journal for the next start",
+                    summary.pending_reversals, summary.pending_advices
                 );
             }
             ExitCode::SUCCESS
