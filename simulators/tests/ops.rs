@@ -11,11 +11,13 @@
 //! the checks of the e2e tests: each batch balanced, the host ledger equal to the
 //! terminals' approved − reversed total.
 
+mod common;
+
 #[path = "../../crates/net/tests/common/pki.rs"]
 mod pki;
 
+use common::{free_port, wait_listening};
 use std::io::{Read, Write};
-use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -27,13 +29,6 @@ use isoswitch_sim::chaos::ChaosConfig;
 use isoswitch_sim::config::{self, parse_terminals, TerminalEntry, SAMPLE_KEK, SAMPLE_TERMINALS};
 use isoswitch_sim::terminal::{self, Report, TerminalSimConfig};
 use isoswitch_sim::{host, local_now};
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free port")
-}
 
 fn addr() -> String {
     format!("127.0.0.1:{}", free_port())
@@ -125,20 +120,8 @@ impl Prog {
 
 impl Drop for Prog {
     fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        common::reap(&mut self.child);
     }
-}
-
-fn wait_listening(addr: &str) {
-    let end = Instant::now() + Duration::from_secs(30);
-    while Instant::now() < end {
-        if std::net::TcpStream::connect(addr).is_ok() {
-            return;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    panic!("nothing listening on {addr}");
 }
 
 /// One HTTP/1.1 request; the status and the body.

@@ -315,12 +315,19 @@ where
     }
 
     /// The answer to a terminal request that is not carried out (e.g. while the switch
-    /// drains): `code` in DE 39, MACed under the terminal's keys when it has any. `None`
-    /// for what must not be answered that way: responses, and advices (the terminal
-    /// repeats those until the switch takes them).
+    /// drains): `code` in DE 39, MACed under the terminal's keys when it has any. Only
+    /// authorization and financial requests and network management are answered so;
+    /// `None` for the rest, which the terminal repeats until the switch takes them:
+    /// advices, reversals (any `0410` acknowledges a reversal at the terminal, so a
+    /// refusal would lose it), settlement and batch upload, responses.
     pub fn refusal(&self, request: &Message, code: &str) -> Option<Bytes> {
+        use isoswitch_codec::MessageFunction;
         let mti = request.mti();
-        if mti.is_response() || mti.function() == isoswitch_codec::MessageFunction::Advice {
+        let answerable = matches!(
+            mti.class(),
+            MessageClass::Authorization | MessageClass::Financial | MessageClass::NetworkManagement
+        );
+        if !answerable || mti.function() != MessageFunction::Request {
             return None;
         }
         let mut reply = Message::response_to(request).ok()?;

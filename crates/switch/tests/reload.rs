@@ -121,7 +121,7 @@ async fn a_changed_master_key_applies_at_the_next_sign_on() {
 }
 
 #[tokio::test(start_paused = true)]
-async fn a_refusal_carries_the_code_under_the_terminals_mac_and_skips_advices() {
+async fn a_refusal_carries_the_code_under_the_terminals_mac_and_skips_advices_and_reversals() {
     let mut r = rig().await;
     r.sign_on().await;
     let (sale, _) = r.sale(1000);
@@ -138,4 +138,8 @@ async fn a_refusal_carries_the_code_under_the_terminals_mac_and_skips_advices() 
     let (advice, _) = r.financial(220, "200000", "25", 500, None);
     let advice = Message::decode(&r.terminal.profile().dialect, advice).unwrap();
     assert!(r.switch.refusal(&advice, "91").is_none());
+    // A terminal reversal is never answered so: any 0410 acknowledges it at the terminal.
+    let mut reversal = msg.clone();
+    reversal.set_mti("0400".parse().unwrap());
+    assert!(r.switch.refusal(&reversal, "91").is_none());
 }
