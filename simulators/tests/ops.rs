@@ -430,7 +430,18 @@ fn ops_admin_endpoint_metrics_and_graceful_drain() {
     no_escape(&host);
     let (host_ok, _) = host.stop();
     assert!(host_ok, "host_sim exited badly");
-    assert_balances(&first, &host_dir, "traffic");
+    println!(
+        "traffic:\n{}\ndrained:\n{}",
+        first.render(),
+        second.render()
+    );
+    assert!(
+        first.all_balanced(),
+        "not every batch balanced:\n{}",
+        first.render()
+    );
+    // The drained transaction (a sale reversed, or a refund advice forwarded after the
+    // restart) is in the ledger as the terminal saw it.
     let ledger = host::read_ledger(&host_dir).expect("ledger");
     assert_eq!(
         ledger.total,
