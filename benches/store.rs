@@ -28,6 +28,7 @@ fn bench(c: &mut Criterion) {
             dir.path(),
             DataDirConfig {
                 counter_lease: lease,
+                ..DataDirConfig::default()
             },
         )
         .expect("open");
@@ -44,6 +45,27 @@ fn bench(c: &mut Criterion) {
     g.bench_function("seal", |b| b.iter(|| snap.seal(&kek).expect("seal")));
     let sealed = snap.seal(&kek).expect("seal");
     g.bench_function("open", |b| b.iter(|| sealed.open(&kek).expect("open")));
+    g.finish();
+
+    // Data at rest: the AES-256-GCM seal every journal and store record gets in a
+    // program's data directory (a 256-byte payload, about an original's record).
+    let mut g = c.benchmark_group("record seal");
+    g.throughput(Throughput::Elements(1));
+    let keys = isoswitch::reversal::seal::DataKeys::from_kek(&kek).expect("keys");
+    let payload = vec![0x5Au8; 256];
+    let mut out = Vec::with_capacity(512);
+    g.bench_function("seal 256 B", |b| {
+        b.iter(|| {
+            out.clear();
+            keys.seal_into(&payload, &mut out).expect("seal")
+        })
+    });
+    let mut sealed = Vec::new();
+    keys.seal_into(&payload, &mut sealed).expect("seal");
+    let mut clear = Vec::with_capacity(512);
+    g.bench_function("open 256 B", |b| {
+        b.iter(|| keys.open_into(&sealed, &mut clear).expect("open"))
+    });
     g.finish();
 
     let mut g = c.benchmark_group("session store");

@@ -49,6 +49,22 @@ struct Args {
     /// Accepted for compatibility; every write is synced (group commit).
     #[arg(long)]
     no_fsync: bool,
+    /// A Thales payShield-compatible HSM (e.g. hsm_sim) for DUKPT PIN translation;
+    /// without it the in-process SoftHsm with `--lmk`.
+    #[arg(long)]
+    hsm: Option<String>,
+    /// The SoftHsm's local master key (hex).
+    #[arg(long, default_value = "examples/lmk.hex")]
+    lmk: PathBuf,
+    /// The DUKPT BDK under the module's LMK (hex).
+    #[arg(long, default_value = "examples/bdk.lmk.hex")]
+    bdk: PathBuf,
+    /// The zone master key under the module's LMK (hex).
+    #[arg(long, default_value = "examples/zmk.lmk.hex")]
+    hsm_zmk: PathBuf,
+    /// No security module: terminals with session keys only (no DUKPT).
+    #[arg(long, conflicts_with = "hsm")]
+    no_dukpt: bool,
 
     // ---- Operations (issue 13): --admin, --log-format, --drain-timeout, --tls-* ----
     #[command(flatten)]
@@ -77,6 +93,12 @@ async fn main() -> ExitCode {
             data_dir: args.data_dir.clone(),
             upstream_timeout: args.upstream_timeout,
             upstream_in_flight: args.upstream_in_flight,
+            hsm: (!args.no_dukpt).then(|| switch::HsmConfig {
+                remote: args.hsm.clone(),
+                lmk: args.lmk.clone(),
+                bdk: args.bdk.clone(),
+                zmk: args.hsm_zmk.clone(),
+            }),
         };
         let sw = switch::Switch::start_with_tls(cfg, host_tls).await?;
         let settings = switch::OpsSettings {

@@ -62,6 +62,16 @@ struct Args {
     /// Settle a batch after this many transactions per terminal.
     #[arg(long, default_value_t = 900)]
     batch_max: u64,
+    /// DUKPT terminals: PIN blocks under each terminal's DUKPT key (KSN in DE 62),
+    /// initial keys derived from the BDK in `--bdk`.
+    #[arg(long)]
+    dukpt: bool,
+    /// The BDK of the key injection facility (hex), for `--dukpt`.
+    #[arg(long, default_value = "examples/bdk.hex")]
+    bdk: PathBuf,
+    /// Every n-th PIN entered is wrong (the host answers 55); 0 = never.
+    #[arg(long, default_value_t = 0)]
+    wrong_pin_every: u64,
     /// No progress bar.
     #[arg(long)]
     quiet: bool,
@@ -114,6 +124,12 @@ async fn main() -> ExitCode {
             kek: config::load_kek(&args.kek)?,
             progress: !args.quiet,
             batch_max: args.batch_max,
+            dukpt: if args.dukpt {
+                Some(config::load_tdes_key(&args.bdk, "BDK")?)
+            } else {
+                None
+            },
+            wrong_pin_every: args.wrong_pin_every,
         };
         let _ = &args.engine;
         let tls = sim::ops::client_tls(

@@ -89,6 +89,25 @@ pub fn load_zone_key(path: &Path) -> Result<Key> {
     zone_key_from_hex(&text)
 }
 
+/// A clear TDES key from a hex file (`what` names it in errors), e.g. the BDK of
+/// `terminal_sim --dukpt`'s key injection.
+pub fn load_tdes_key(path: &Path, what: &str) -> Result<Key> {
+    let text = std::fs::read_to_string(path).map_err(|e| SimError::io(path.display(), e))?;
+    let bytes = unhex(&text)
+        .ok_or_else(|| SimError::Config(format!("{}: {what} is not hex", path.display())))?;
+    Ok(Key::des_or_tdes(&bytes)?)
+}
+
+/// A double-length TDES key stored under a security module's LMK (hex file), as the
+/// module loads it.
+pub fn load_key_under_lmk(path: &Path, what: &str) -> Result<isoswitch::hsm::EncryptedKey> {
+    let text = std::fs::read_to_string(path).map_err(|e| SimError::io(path.display(), e))?;
+    let bytes = unhex(&text)
+        .ok_or_else(|| SimError::Config(format!("{}: {what} is not hex", path.display())))?;
+    isoswitch::hsm::EncryptedKey::new(crate::session::crypto::KeyKind::Tdes2, &bytes)
+        .map_err(|e| SimError::Config(format!("{}: {what}: {e}", path.display())))
+}
+
 /// A zone master key from hex.
 pub fn zone_key_from_hex(text: &str) -> Result<Key> {
     let bytes = unhex(text).ok_or_else(|| SimError::Config("zone key is not hex".into()))?;

@@ -135,6 +135,7 @@ pub async fn run(config: DemoConfig) -> Result<DemoOutcome> {
         data_dir: base.join("switch"),
         upstream_timeout: config.upstream_timeout,
         upstream_in_flight: 4096,
+        hsm: None,
     })
     .await?;
     let switch_run = switch.spawn("127.0.0.1:0").await?;
@@ -171,6 +172,8 @@ pub async fn run(config: DemoConfig) -> Result<DemoOutcome> {
         kek,
         progress: config.progress,
         batch_max: 900,
+        dukpt: None,
+        wrong_pin_every: 0,
     })
     .await?;
     print!("{}", report.render());

@@ -90,6 +90,9 @@ use crate::session::{
 /// The PIN every simulated card has.
 pub const CARD_PIN: &str = "1234";
 
+/// The PIN a simulated cardholder enters when they get it wrong (answered 55).
+pub const WRONG_PIN: &str = "9999";
+
 /// `host_sim` settings.
 #[derive(Debug, Clone)]
 pub struct HostSimConfig {
@@ -229,17 +232,17 @@ fn check_legacy(data_dir: &Path) -> Result<()> {
 }
 
 /// Opens `data_dir` (taking its lock) and host_sim's idempotency part.
-fn open_store(data_dir: &Path) -> Result<(DataDir, Part<FileStore>)> {
+fn open_store(data_dir: &Path, kek: &Kek) -> Result<(DataDir, Part<FileStore>)> {
     check_legacy(data_dir)?;
-    let data = DataDir::open(data_dir)?;
+    let data = super::open_data_dir(data_dir, kek)?;
     let store = data.idempotency(PART)?;
     Ok((data, store))
 }
 
-/// Reads the ledger a host left in `data_dir` (the host must not be running: the data
-/// directory is locked while it is).
-pub fn read_ledger(data_dir: &Path) -> Result<LedgerSummary> {
-    let (_data, store) = open_store(data_dir)?;
+/// Reads the ledger a host left in `data_dir`, sealed under `kek`'s data key (the host
+/// must not be running: the data directory is locked while it is).
+pub fn read_ledger(data_dir: &Path, kek: &Kek) -> Result<LedgerSummary> {
+    let (_data, store) = open_store(data_dir, kek)?;
     summarize(&*store)
 }
 
@@ -345,7 +348,7 @@ impl HostSim {
     /// was written by an older host_sim, a part is damaged (`Corrupt`, naming the file and
     /// offset), a session snapshot does not open under the KEK, I/O errors.
     pub fn open(config: &HostSimConfig) -> Result<HostSim> {
-        let (data, mut store) = open_store(&config.data_dir)?;
+        let (data, mut store) = open_store(&config.data_dir, &config.kek)?;
         // Commits are one `write`; with fsync the answers wait for a shared fdatasync.
         store.set_sync_on_commit(false);
         let syncer = if config.fsync {
@@ -871,7 +874,7 @@ mod wire_tests {
         assert_eq!((s2.transactions, s2.reversed), (10, 2));
         assert_eq!((s2.recon.debits, s2.recon.debit_reversals), (2, 2));
         drop(h);
-        assert_eq!(read_ledger(dir.path()).unwrap(), s2);
+        assert_eq!(read_ledger(dir.path(), &cfg.kek).unwrap(), s2);
     }
 }
 
@@ -1019,11 +1022,14 @@ mod restart_tests {
         assert_eq!(send(&f, &mut up, 3, 3000).await.0, "77");
         drop(f);
 
-        // Under another KEK the stored session does not open: a clear error.
+        // Under another KEK neither the sealed store nor the stored session opens: a
+        // clear error naming the file (the store is opened first).
         match HostSim::open(&cfg(host_dir.path(), kek(8))) {
-            Err(SimError::Config(e)) => {
+            Err(e) => {
+                let e = e.to_string();
                 assert!(
-                    e.contains("host.sessions") && e.contains("does not open"),
+                    (e.contains("host.store") || e.contains("host.sessions"))
+                        && e.contains("does not open"),
                     "{e}"
                 )
             }
@@ -1069,7 +1075,7 @@ mod restart_tests {
             }
             other => panic!("damaged store: {other:?}"),
         }
-        assert!(read_ledger(dir.path()).is_err());
+        assert!(read_ledger(dir.path(), &kek(7)).is_err());
         // A host_sim data directory of the old layout is refused, naming the file.
         let old = tempfile::tempdir().unwrap();
         std::fs::write(old.path().join("host-voids.log"), b"").unwrap();

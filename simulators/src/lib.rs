@@ -237,3 +237,23 @@ pub async fn shutdown_signal() {
         let _ = tokio::signal::ctrl_c().await;
     }
 }
+
+/// Opens (and locks) a program's data directory with its journals and stores sealed
+/// under the data key derived from `kek` (no PAN or track data in clear at rest; a
+/// directory written in clear by an earlier version is migrated on open).
+///
+/// # Errors
+/// Locked by another process, I/O errors.
+pub fn open_data_dir(
+    path: &std::path::Path,
+    kek: &crate::session::Kek,
+) -> std::result::Result<crate::reversal::DataDir, crate::reversal::ReversalError> {
+    let keys = crate::reversal::seal::DataKeys::from_kek(kek)?;
+    crate::reversal::DataDir::open_with(
+        path,
+        crate::reversal::DataDirConfig {
+            data_keys: Some(std::sync::Arc::new(keys)),
+            ..crate::reversal::DataDirConfig::default()
+        },
+    )
+}

@@ -5,6 +5,7 @@
 
 use std::future::Future;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 use super::config::{TerminalEntry, ACQUIRER_ID, SWITCH_MID, SWITCH_TID};
@@ -13,7 +14,9 @@ use crate::net::ServerConfig;
 use crate::reversal::DataDir;
 use crate::session::crypto::Key;
 use crate::session::{Kek, TerminalId};
-use isoswitch::switch::{ServiceConfig, SwitchConfig as LibSwitchConfig, SwitchService};
+use isoswitch::hsm::thales::{ClientConfig, ThalesClient};
+use isoswitch::hsm::{AnyModule, SoftHsm};
+use isoswitch::switch::{DukptPins, ServiceConfig, SwitchConfig as LibSwitchConfig, SwitchService};
 
 /// `switchd` settings.
 #[derive(Debug, Clone)]
@@ -28,6 +31,55 @@ pub struct SwitchConfig {
     pub upstream_timeout: Duration,
     /// Upstream requests in flight at most.
     pub upstream_in_flight: usize,
+    /// The security module that translates DUKPT terminals' PIN blocks (`None`: none;
+    /// terminals with session keys only).
+    pub hsm: Option<HsmConfig>,
+}
+
+/// The security module of `switchd` and the keys it holds for DUKPT terminals.
+#[derive(Debug, Clone)]
+pub struct HsmConfig {
+    /// A Thales payShield-compatible HSM (`host:port`, e.g. `hsm_sim`); `None`: the
+    /// in-process `SoftHsm` with the LMK in `lmk`.
+    pub remote: Option<String>,
+    /// The SoftHsm's local master key file (hex).
+    pub lmk: PathBuf,
+    /// The BDK under the module's LMK (hex file).
+    pub bdk: PathBuf,
+    /// The zone master key under the module's LMK (hex file).
+    pub zmk: PathBuf,
+}
+
+impl HsmConfig {
+    /// Opens the module (connects to a remote one) and loads the keys.
+    async fn open(&self, zone_key: &Key) -> Result<Arc<DukptPins>> {
+        let module = match &self.remote {
+            Some(addr) => AnyModule::Thales(
+                ThalesClient::connect(addr.as_str(), ClientConfig::default())
+                    .await
+                    .map_err(|e| super::SimError::Config(format!("--hsm {addr}: {e}")))?,
+            ),
+            None => AnyModule::Soft(Arc::new(
+                SoftHsm::from_master_key_file(&self.lmk)
+                    .map_err(|e| super::SimError::Config(e.to_string()))?,
+            )),
+        };
+        tracing::info!(
+            module = module.kind(),
+            "security module for DUKPT terminals"
+        );
+        let bdk = super::config::load_key_under_lmk(&self.bdk, "BDK under LMK")?;
+        let zmk = super::config::load_key_under_lmk(&self.zmk, "ZMK under LMK")?;
+        let pins = DukptPins::new(
+            module,
+            &bdk,
+            &zmk,
+            zone_key.clone(),
+            super::terminal::DUKPT_KSN_FIELD,
+        )
+        .map_err(|e| super::SimError::Config(e.to_string()))?;
+        Ok(Arc::new(pins))
+    }
 }
 
 fn terminal_server_config() -> ServerConfig {
@@ -70,8 +122,12 @@ impl Switch {
         config: SwitchConfig,
         host_tls: Option<crate::net::ClientTls>,
     ) -> Result<Switch> {
-        let store = DataDir::open(&config.data_dir)?;
+        let store = super::open_data_dir(&config.data_dir, &config.kek)?;
         let keys = super::config::key_store(&config.terminals)?;
+        let dukpt = match &config.hsm {
+            Some(h) => Some(h.open(&config.zone_key).await?),
+            None => None,
+        };
         let service = SwitchService::start(
             &store,
             config.kek.clone(),
@@ -88,6 +144,7 @@ impl Switch {
                     acquirer_id: ACQUIRER_ID.into(),
                     ..LibSwitchConfig::default()
                 },
+                dukpt,
             },
             local_now,
             utc_now,

@@ -31,7 +31,7 @@ use serde::Serialize;
 
 use super::chaos::{ChaosConfig, ChaosProxy};
 use super::config::TerminalEntry;
-use super::host::CARD_PIN;
+use super::host::{CARD_PIN, WRONG_PIN};
 use super::money::{cents, BatchTotals};
 use super::{local_now, Result, SimError};
 use crate::codec::{Message, Mti};
@@ -40,7 +40,9 @@ use crate::reversal::{
     DataDir, Decimal, EngineConfig, EngineEvent, Journal, LateResponses, Outcome, ReversalDriver,
     ReversalEngine, ReversalProfile, SessionStore, SettlementConfig, Store,
 };
-use crate::session::crypto::{Fill, Pan, Pin, PinBlock, PinBlockFormat};
+use crate::session::counters::Counters as _;
+use crate::session::crypto::dukpt::tdes::{self as tdes_dukpt, TdesKsn, Variant};
+use crate::session::crypto::{Fill, Key, Pan, Pin, PinBlock, PinBlockFormat};
 use crate::session::{Kek, SessionProfile, TerminalConfig, TerminalSession};
 use isoswitch::switch::{LinkPersistence, SharedSessions, UpstreamConfig, UpstreamLink};
 
@@ -71,6 +73,11 @@ pub struct TerminalSimConfig {
     pub progress: bool,
     /// A batch is settled after this many transactions (n3 counts in field 48).
     pub batch_max: u64,
+    /// DUKPT terminals: the BDK of the key injection facility (each terminal's initial
+    /// key is derived from it and the terminal's KSN). `None`: session PIN keys.
+    pub dukpt: Option<Key>,
+    /// Every n-th PIN entered is wrong (the host answers 55); 0: never.
+    pub wrong_pin_every: u64,
 }
 
 /// One batch settlement of a terminal.
@@ -108,6 +115,10 @@ struct Counts {
     declines: AtomicU64,
     no_response: AtomicU64,
     not_sent: AtomicU64,
+    pins: AtomicU64,
+    wrong_pins: AtomicU64,
+    wrong_pin_55: AtomicU64,
+    right_pin_55: AtomicU64,
 }
 
 /// What a run did.
@@ -125,6 +136,12 @@ pub struct Report {
     pub sign_ons: u64,
     pub mac_failures: u64,
     pub not_sent: u64,
+    /// Requests sent with a wrong PIN, those answered 55, and right PINs answered 55
+    /// (a PIN translation fault: must be 0; amounts ending in 55, which host_sim
+    /// declines 55 on purpose, are not counted).
+    pub wrong_pins: u64,
+    pub wrong_pin_55: u64,
+    pub right_pin_55: u64,
     pub elapsed: Duration,
     /// Response latency in microseconds (answered transactions).
     pub latency: Histogram<u64>,
@@ -172,6 +189,12 @@ impl Report {
             q(0.999),
             Duration::from_micros(self.latency.max())
         ));
+        if self.wrong_pins > 0 || self.right_pin_55 > 0 {
+            s.push_str(&format!(
+                "wrong PINs {}  answered 55 {}  right PINs answered 55 {}\n",
+                self.wrong_pins, self.wrong_pin_55, self.right_pin_55
+            ));
+        }
         if let Some(c) = &self.chaos {
             s.push_str(&format!("chaos proxy: {c}\n"));
         }
@@ -283,11 +306,59 @@ struct Term {
     timeout: Duration,
     /// The link's and the driver's helper tasks (ended with the run).
     tasks: Vec<tokio::task::JoinHandle<()>>,
+    /// A DUKPT terminal's key state.
+    dukpt: Option<Mutex<Dukpt>>,
+    wrong_pin_every: u64,
+}
+
+/// A simulated DUKPT PIN pad: its initial key and KSN, and a durable transaction
+/// counter (the store's counters, so a KSN is never used twice across runs).
+struct Dukpt {
+    ipek: Key,
+    initial: TdesKsn,
+    counter: <DataDir as Store>::Counters,
+}
+
+impl Dukpt {
+    /// The PIN key and KSN of the next transaction. Counters with more than ten 1 bits
+    /// are skipped, as a device's future-key registers skip them (X9.24-1 A.2).
+    fn next(&mut self) -> Result<(Key, TdesKsn)> {
+        loop {
+            let n = self.counter.next_stan()?.get();
+            if n.count_ones() > 10 {
+                continue;
+            }
+            let ksn = self.initial.with_counter(n);
+            let key = tdes_dukpt::derive_current_key(&self.ipek, &ksn)?.variant(Variant::Pin)?;
+            return Ok((key, ksn));
+        }
+    }
+}
+
+/// The field a DUKPT terminal's KSN travels in (`cup-pos` DE 62, binary: DE 53 is
+/// n16 and holds the security control flags).
+pub const DUKPT_KSN_FIELD: u8 = 62;
+
+/// A terminal's initial KSN: key set `FFFF987654`, a 19-bit device id from its TID.
+fn initial_ksn(tid: &str) -> Result<TdesKsn> {
+    let id = tid.bytes().fold(0x811C_9DC5u32, |h, b| {
+        (h ^ u32::from(b)).wrapping_mul(0x0100_0193)
+    }) & 0x7FFFF;
+    let low = u64::from(id) << 21;
+    let mut b = [0xFF, 0xFF, 0x98, 0x76, 0x54, 0, 0, 0, 0, 0];
+    b[5..].copy_from_slice(&low.to_be_bytes()[3..]);
+    Ok(TdesKsn::from_bytes(&b)?)
 }
 
 impl Term {
     /// Builds, PIN-enciphers and MACs one request under one key generation.
-    async fn build(&self, kind: Kind, amount: u64, pan_ix: usize) -> Result<Option<Message>> {
+    /// Also says whether the PIN entered is a wrong one.
+    async fn build(
+        &self,
+        kind: Kind,
+        amount: u64,
+        pan_ix: usize,
+    ) -> Result<Option<(Message, bool)>> {
         let Some(keys) = self.link.ring().current() else {
             return Ok(None);
         };
@@ -333,24 +404,39 @@ impl Term {
             m.set(61, format!("{batch:06}{}{mmdd}", s.stan))?;
         }
         if kind != Kind::Refund {
-            let b = PinBlock::encipher(
-                PinBlockFormat::Iso0,
-                &Pin::new(CARD_PIN)?,
-                Some(&Pan::new(&pan)?),
-                &keys.pik,
-                Fill::Random,
-            )?;
+            let n = self.counts.pins.fetch_add(1, Ordering::Relaxed) + 1;
+            let wrong = self.wrong_pin_every > 0 && n % self.wrong_pin_every == 0;
+            let pin = Pin::new(if wrong { WRONG_PIN } else { CARD_PIN })?;
+            let pan = Pan::new(&pan)?;
+            let b = match &self.dukpt {
+                Some(d) => {
+                    let (key, ksn) = lock(d).next()?;
+                    m.set_bytes(DUKPT_KSN_FIELD, ksn.as_bytes())?;
+                    PinBlock::encipher(PinBlockFormat::Iso0, &pin, Some(&pan), &key, Fill::Random)?
+                }
+                None => PinBlock::encipher(
+                    PinBlockFormat::Iso0,
+                    &pin,
+                    Some(&pan),
+                    &keys.pik,
+                    Fill::Random,
+                )?,
+            };
             m.set_bytes(52, b.as_bytes())?;
             m.set(53, "2600000000000000")?;
+            if wrong {
+                self.counts.wrong_pins.fetch_add(1, Ordering::Relaxed);
+            }
+            return Ok(Some((m, wrong)));
         }
-        Ok(Some(m))
+        Ok(Some((m, false)))
     }
 
     /// One transaction through the reversal engine.
     async fn transact(&self, kind: Kind, amount: u64, pan_ix: usize) -> Result<()> {
         let mut tries = 0;
         loop {
-            let Some(m) = self.build(kind, amount, pan_ix).await? else {
+            let Some((m, wrong_pin)) = self.build(kind, amount, pan_ix).await? else {
                 // Not signed on yet: the link signs on in the background.
                 if tries > 100 {
                     return Err(SimError::Protocol(format!(
@@ -388,9 +474,18 @@ impl Term {
                         }
                     }
                 }
-                Outcome::Declined { .. } => {
+                Outcome::Declined { code, .. } => {
                     let _ = lock(&self.hist).record(t0.elapsed().as_micros() as u64);
                     self.counts.declines.fetch_add(1, Ordering::Relaxed);
+                    // host_sim also answers 55 to amounts ending in 55 (its scripted
+                    // "incorrect PIN"), whatever the PIN: those are not PIN faults.
+                    if code == b"55" {
+                        if wrong_pin {
+                            self.counts.wrong_pin_55.fetch_add(1, Ordering::Relaxed);
+                        } else if amt % 100 != 55 {
+                            self.counts.right_pin_55.fetch_add(1, Ordering::Relaxed);
+                        }
+                    }
                 }
                 Outcome::Reversed { .. } | Outcome::InDoubt { .. } => {
                     self.counts.no_response.fetch_add(1, Ordering::Relaxed);
@@ -472,7 +567,8 @@ impl Term {
     }
 }
 
-fn pans_for(tid: &str) -> Vec<String> {
+/// The card numbers a simulated terminal uses (deterministic per TID).
+pub fn pans_for(tid: &str) -> Vec<String> {
     let seed: u64 = tid
         .bytes()
         .fold(7u64, |a, b| a.wrapping_mul(31).wrapping_add(u64::from(b)));
@@ -592,7 +688,20 @@ async fn open_terminal(
             }
         }
     }));
+    let dukpt = match &config.dukpt {
+        Some(bdk) => {
+            let initial = initial_ksn(&entry.tid)?;
+            Some(Mutex::new(Dukpt {
+                ipek: tdes_dukpt::derive_ipek(bdk, &initial)?,
+                initial,
+                counter: store.counters(&format!("{}.dukpt", entry.tid))?,
+            }))
+        }
+        None => None,
+    };
     Ok(Arc::new(Term {
+        dukpt,
+        wrong_pin_every: config.wrong_pin_every,
         pans: pans_for(&entry.tid),
         entry,
         link,
@@ -651,7 +760,7 @@ pub async fn run_with_tls(
     // finish after it): wait for the lock as long as a terminal waits for an answer.
     let lock_deadline = Instant::now() + config.timeout.max(Duration::from_secs(5));
     let store = loop {
-        match DataDir::open(&config.data_dir) {
+        match super::open_data_dir(&config.data_dir, &config.kek) {
             Err(crate::reversal::ReversalError::Locked { .. })
                 if Instant::now() < lock_deadline =>
             {
@@ -854,6 +963,9 @@ pub async fn run_with_tls(
         sign_ons: sign_ons.max(sign_ons_before),
         mac_failures: 0,
         not_sent: c.not_sent.load(Ordering::Relaxed),
+        wrong_pins: c.wrong_pins.load(Ordering::Relaxed),
+        wrong_pin_55: c.wrong_pin_55.load(Ordering::Relaxed),
+        right_pin_55: c.right_pin_55.load(Ordering::Relaxed),
         elapsed,
         latency,
         chaos: proxy.as_ref().map(|p| p.summary()),

@@ -126,6 +126,7 @@ fn e2e_child() {
                     data_dir: data,
                     upstream_timeout: Duration::from_millis(500),
                     upstream_in_flight: 4096,
+                    hsm: None,
                 })
                 .await
                 .expect("switch");
@@ -189,6 +190,8 @@ fn scenario(kill: Kill) {
         kek: config::kek_from_hex(SAMPLE_KEK).expect("kek"),
         progress: false,
         batch_max: 900,
+        dukpt: None,
+        wrong_pin_every: 0,
     }));
     if kill != Kill::Nothing {
         std::thread::sleep(Duration::from_secs(4));
@@ -221,7 +224,8 @@ fn scenario(kill: Kill) {
     println!("switchd: {switch_out}");
     let (host_ok, _) = host_proc.take().expect("host").terminate();
     assert!(host_ok, "host_sim exited badly");
-    let ledger = host::read_ledger(&host_dir).expect("ledger");
+    let ledger = host::read_ledger(&host_dir, &config::kek_from_hex(SAMPLE_KEK).expect("kek"))
+        .expect("ledger");
     println!(
         "host ledger {} over {} cards; terminals' approved − reversed {}",
         cents(ledger.total),
@@ -305,6 +309,8 @@ fn e2e_readme_flow_twice_on_the_same_data_balances_both_times() {
                 kek: config::kek_from_hex(SAMPLE_KEK).expect("kek"),
                 progress: false,
                 batch_max: 900,
+                dukpt: None,
+                wrong_pin_every: 0,
             }))
             .expect("terminal run");
         println!("run {run}:\n{}", report.render());
@@ -322,7 +328,8 @@ fn e2e_readme_flow_twice_on_the_same_data_balances_both_times() {
         assert!(switch_ok, "run {run}: switchd: {out}");
         let (host_ok, _) = host_proc.terminate();
         assert!(host_ok, "run {run}: host_sim exited badly");
-        let ledger = host::read_ledger(&host_dir).expect("ledger");
+        let ledger = host::read_ledger(&host_dir, &config::kek_from_hex(SAMPLE_KEK).expect("kek"))
+            .expect("ledger");
         assert_eq!(
             ledger.total, nets,
             "run {run}: host ledger ≠ the terminals' total"
@@ -359,6 +366,7 @@ fn e2e_host_sim_killed_keeps_the_zone_session_no_new_upstream_sign_on() {
             data_dir: dir.path().join("switch"),
             upstream_timeout: Duration::from_secs(2),
             upstream_in_flight: 256,
+            hsm: None,
         }))
         .expect("switch");
     let sr = rt.block_on(sw.spawn("127.0.0.1:0")).expect("switch up");
@@ -383,6 +391,8 @@ fn e2e_host_sim_killed_keeps_the_zone_session_no_new_upstream_sign_on() {
             kek: config::kek_from_hex(SAMPLE_KEK).expect("kek"),
             progress: false,
             batch_max: 900,
+            dukpt: None,
+            wrong_pin_every: 0,
         }))
         .expect("terminal run")
     };
@@ -410,7 +420,8 @@ fn e2e_host_sim_killed_keeps_the_zone_session_no_new_upstream_sign_on() {
     rt.block_on(sr.stop());
     let (host_ok, _) = host_proc.take().expect("host").terminate();
     assert!(host_ok, "host_sim exited badly");
-    let ledger = host::read_ledger(&host_dir).expect("ledger");
+    let ledger = host::read_ledger(&host_dir, &config::kek_from_hex(SAMPLE_KEK).expect("kek"))
+        .expect("ledger");
     assert_eq!(
         ledger.total,
         first.net() + second.net(),

@@ -73,6 +73,7 @@ fn a_foreign_cup_pos_terminal_signs_on_and_buys() {
             data_dir: dir.path().join("switch"),
             upstream_timeout: Duration::from_secs(2),
             upstream_in_flight: 64,
+            hsm: None,
         })
         .await
         .expect("switch");

@@ -198,7 +198,13 @@ fn load(switch: &str, ts: &[TerminalEntry], count: u64, data: PathBuf) -> Termin
         kek: config::kek_from_hex(SAMPLE_KEK).expect("kek"),
         progress: false,
         batch_max: 900,
+        dukpt: None,
+        wrong_pin_every: 0,
     }
+}
+
+fn kek() -> isoswitch::session::Kek {
+    config::kek_from_hex(SAMPLE_KEK).expect("kek")
 }
 
 fn assert_balances(report: &Report, host_dir: &Path, what: &str) {
@@ -208,7 +214,7 @@ fn assert_balances(report: &Report, host_dir: &Path, what: &str) {
         "{what}: not every batch balanced:\n{}",
         report.render()
     );
-    let ledger = host::read_ledger(host_dir).expect("ledger");
+    let ledger = host::read_ledger(host_dir, &kek()).expect("ledger");
     assert_eq!(
         ledger.total,
         report.net(),
@@ -442,7 +448,7 @@ fn ops_admin_endpoint_metrics_and_graceful_drain() {
     );
     // The drained transaction (a sale reversed, or a refund advice forwarded after the
     // restart) is in the ledger as the terminal saw it.
-    let ledger = host::read_ledger(&host_dir).expect("ledger");
+    let ledger = host::read_ledger(&host_dir, &kek()).expect("ledger");
     assert_eq!(
         ledger.total,
         first.net() + second.net(),

@@ -12,16 +12,20 @@
 //!   PVV or an enrolled PIN), [`KeyBlob`] (ECB or TR-31), [`Ksn`].
 //! - [`soft`] — [`SoftHsm`], the software module over `isoswitch-session`'s crypto,
 //!   keys under a local master key loaded from a hex file.
-//! - [`thales`] — the payShield host command subset (A0, BU, CA, DC, EC, FA, HC, NC,
-//!   M6, M8): [`thales::codec`] (sans-IO), [`thales::ThalesClient`] (pipelining tokio
+//! - [`thales`] — the payShield host command subset (A0, BU, CA, G0, DC, EC, FA, HC,
+//!   NC, M6, M8): [`thales::codec`] (sans-IO), [`thales::ThalesClient`] (pipelining tokio
 //!   client, a `SecurityModule`), [`thales::server`] (the commands on a `SoftHsm`).
+//! - [`any`] — [`AnyModule`], the module chosen at run time (SoftHsm or Thales client).
 //! - [`error`] — [`HsmError`].
 //!
-//! Extension points waiting for `isoswitch-session`'s DUKPT and TR-31:
-//! [`PinSource::Dukpt`] and [`KeyBlob::Tr31`] answer [`HsmError::Unsupported`] today.
+//! DUKPT terminals ([`PinSource::Dukpt`]: TDES and AES DUKPT in [`SoftHsm`], TDES
+//! through `G0` on the Thales client) and TR-31 key blocks ([`KeyBlob::Tr31`], the
+//! header enforced on import and kept as a restriction) use `isoswitch-session`'s
+//! `crypto::dukpt` and `crypto::tr31`.
 
 #![warn(missing_docs)]
 
+pub mod any;
 pub mod error;
 pub(crate) mod hex;
 pub mod module;
@@ -29,6 +33,7 @@ pub mod soft;
 pub mod thales;
 pub mod types;
 
+pub use any::AnyModule;
 pub use error::{HsmError, Result};
 pub use hex::encode_upper as hex_upper;
 pub use module::{PinTranslation, PinVerification, SecurityModule};

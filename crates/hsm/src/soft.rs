@@ -16,10 +16,12 @@ use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{RwLock, RwLockReadGuard};
 
+use isoswitch_session::crypto::dukpt::{aes as aes_dukpt, tdes as tdes_dukpt};
 use isoswitch_session::crypto::keys::{decrypt_key_under_as, encrypt_key_under, Key, KeyKind};
 use isoswitch_session::crypto::mac::{self, MacAlgorithm, MacValue};
-use isoswitch_session::crypto::pin::{translate, Pin, PinBlock};
+use isoswitch_session::crypto::pin::{translate, Pin, PinBlock, PinBlockFormat};
 use isoswitch_session::crypto::pvv::visa_pvv;
+use isoswitch_session::crypto::tr31::{self, Algorithm, Exportability, KeyOperation, ModeOfUse};
 use isoswitch_session::SessionError;
 use subtle::ConstantTimeEq;
 use zeroize::Zeroizing;
@@ -27,13 +29,26 @@ use zeroize::Zeroizing;
 use crate::error::{HsmError, Result};
 use crate::module::{PinTranslation, PinVerification, SecurityModule};
 use crate::types::{
-    CheckValue, EncryptedKey, ExportFormat, GeneratedKey, KeyBlob, KeyHandle, KeyUsage,
+    CheckValue, EncryptedKey, ExportFormat, GeneratedKey, KeyBlob, KeyHandle, KeyUsage, Ksn,
     PinRefHandle, PinReference, PinSource,
 };
 
 struct Entry {
     key: Key,
     usage: KeyUsage,
+    /// The TR-31 header the key was imported with: its mode of use and exportability
+    /// restrict what the key may do on top of its usage.
+    header: Option<tr31::Header>,
+}
+
+impl Entry {
+    /// Fails unless the key's TR-31 header (if it came in one) allows `op`.
+    fn permits(&self, op: KeyOperation) -> Result<()> {
+        match &self.header {
+            Some(h) => Ok(h.permits(op)?),
+            None => Ok(()),
+        }
+    }
 }
 
 /// The software security module. `Send + Sync`; share it behind an `Arc`.
@@ -151,11 +166,15 @@ impl SoftHsm {
     }
 
     fn insert(&self, key: Key, usage: KeyUsage) -> KeyHandle {
+        self.insert_with(key, usage, None)
+    }
+
+    fn insert_with(&self, key: Key, usage: KeyUsage, header: Option<tr31::Header>) -> KeyHandle {
         let handle = KeyHandle(self.next.fetch_add(1, Ordering::Relaxed));
         self.keys
             .write()
             .unwrap_or_else(|e| e.into_inner())
-            .insert(handle, Entry { key, usage });
+            .insert(handle, Entry { key, usage, header });
         handle
     }
 
@@ -222,16 +241,23 @@ impl SoftHsm {
             to.usage.is_pin_encrypting(),
             "a PIN encryption key (TPK or ZPK)",
         )?;
+        to.permits(KeyOperation::EncryptPin)?;
         match r.source {
             PinSource::Key(handle) => {
                 let from = pin_key(&keys, handle)?;
                 Ok(translate(r.block, r.pan, from, r.to_format, &to.key)?)
             }
-            // Extension point (see `PinSource::Dukpt`): derive the PIN key from the
-            // BDK and KSN with session's DUKPT once it exists, then translate as above.
-            PinSource::Dukpt { .. } => Err(HsmError::Unsupported(
-                "DUKPT PIN source (isoswitch-session has no DUKPT yet)",
-            )),
+            PinSource::Dukpt { bdk, ksn } => {
+                let e = entry(&keys, bdk)?;
+                e.usage.require(
+                    bdk,
+                    e.usage == KeyUsage::BaseDerivation,
+                    "a DUKPT base derivation key (BDK)",
+                )?;
+                e.permits(KeyOperation::DeriveKeys)?;
+                let from = dukpt_pin_key(&e.key, &ksn, r.block.format())?;
+                Ok(translate(r.block, r.pan, &from, r.to_format, &to.key)?)
+            }
         }
     }
 
@@ -242,7 +268,11 @@ impl SoftHsm {
         data: &[u8],
     ) -> Result<MacValue> {
         let keys = self.read_keys();
-        Ok(mac::compute(algorithm, mac_key(&keys, key)?, data)?)
+        Ok(mac::compute(
+            algorithm,
+            mac_key(&keys, key, KeyOperation::GenerateMac)?,
+            data,
+        )?)
     }
 
     fn verify_mac_now(
@@ -253,7 +283,12 @@ impl SoftHsm {
         received: &[u8],
     ) -> Result<bool> {
         let keys = self.read_keys();
-        match mac::verify(algorithm, mac_key(&keys, key)?, data, received) {
+        match mac::verify(
+            algorithm,
+            mac_key(&keys, key, KeyOperation::VerifyMac)?,
+            data,
+            received,
+        ) {
             Ok(()) => Ok(true),
             Err(SessionError::MacMismatch) => Ok(false),
             Err(e) => Err(e.into()),
@@ -293,23 +328,32 @@ impl SoftHsm {
     ) -> Result<KeyHandle> {
         let key = {
             let keys = self.read_keys();
-            let k = kek_entry(&keys, kek)?;
+            let k = kek_entry(&keys, kek, KeyOperation::UnwrapKey)?;
             match blob {
-                KeyBlob::Ecb(encrypted) => {
-                    decrypt_key_under_as(k, encrypted.as_bytes(), encrypted.kind())?
-                }
-                // Extension point (see `KeyBlob::Tr31`).
-                KeyBlob::Tr31(_) => {
-                    return Err(HsmError::Unsupported(
-                        "TR-31 key blocks (isoswitch-session has no TR-31 yet)",
-                    ))
+                KeyBlob::Ecb(encrypted) => (
+                    decrypt_key_under_as(k, encrypted.as_bytes(), encrypted.kind())?,
+                    None,
+                ),
+                KeyBlob::Tr31(text) => {
+                    let unwrapped = tr31::unwrap(k, text)?;
+                    // The header decides what the key may do: a block whose usage
+                    // allows none of the operations of `usage` is refused, whatever the
+                    // caller asks for; the mode of use restricts the key from then on
+                    // (a PIN key marked encrypt-only is never a translation's source).
+                    let ops = tr31_operations(usage);
+                    let header = unwrapped.header().clone();
+                    if !ops.iter().any(|op| header.permits(*op).is_ok()) {
+                        header.permits(ops[0])?;
+                    }
+                    (unwrapped.into_key_unchecked(), Some(header))
                 }
             }
         };
+        let (key, header) = key;
         if let Some(received) = kcv {
             key.check_kcv(received)?;
         }
-        Ok(self.insert(key, usage))
+        Ok(self.insert_with(key, usage, header))
     }
 
     fn export_key_now(
@@ -319,13 +363,15 @@ impl SoftHsm {
         format: ExportFormat,
     ) -> Result<KeyBlob> {
         let keys = self.read_keys();
-        let k = kek_entry(&keys, kek)?;
+        let k = kek_entry(&keys, kek, KeyOperation::WrapKey)?;
         let e = entry(&keys, key)?;
+        e.permits(KeyOperation::Export)?;
         match format {
             ExportFormat::Ecb => Ok(KeyBlob::Ecb(ecb_under(k, &e.key)?)),
-            ExportFormat::Tr31 => Err(HsmError::Unsupported(
-                "TR-31 key blocks (isoswitch-session has no TR-31 yet)",
-            )),
+            ExportFormat::Tr31 => {
+                let header = tr31_header(k, &e.key, e.usage);
+                Ok(KeyBlob::Tr31(tr31::wrap(k, &header, &e.key)?))
+            }
         }
     }
 }
@@ -355,10 +401,98 @@ fn parse_master_key(text: &[u8]) -> std::result::Result<Key, String> {
     Key::tdes(&bytes[..n / 2]).map_err(|e| e.to_string())
 }
 
+/// The PIN encryption key of one DUKPT transaction, derived from the BDK and the KSN.
+///
+/// A 10-byte KSN is TDES DUKPT (ANSI X9.24-1:2009, PIN variant of the transaction
+/// key); a 12-byte KSN is AES DUKPT (X9.24-3-2017, usage PIN encryption), whose
+/// working key is AES-128 for an ISO format 4 block (the AES format) and two-key TDES
+/// for the TDES formats 0, 1 and 3.
+pub(crate) fn dukpt_pin_key(bdk: &Key, ksn: &Ksn, format: PinBlockFormat) -> Result<Key> {
+    let bytes = ksn.as_bytes();
+    if bytes.len() == 10 {
+        let ksn = tdes_dukpt::TdesKsn::from_bytes(bytes)?;
+        Ok(tdes_dukpt::derive_working_key(
+            bdk,
+            &ksn,
+            tdes_dukpt::Variant::Pin,
+        )?)
+    } else {
+        let ksn = aes_dukpt::AesKsn::from_bytes(bytes)?;
+        let working = match format {
+            PinBlockFormat::Iso4 => aes_dukpt::WorkingKeyType::Aes128,
+            _ => aes_dukpt::WorkingKeyType::Tdes2,
+        };
+        Ok(aes_dukpt::derive_working_key(
+            bdk,
+            &ksn,
+            aes_dukpt::KeyUsage::PinEncryption,
+            working,
+        )?)
+    }
+}
+
+/// What a key imported for `usage` must be allowed to do by its TR-31 header.
+fn tr31_operations(usage: KeyUsage) -> &'static [KeyOperation] {
+    match usage {
+        KeyUsage::ZoneMaster | KeyUsage::TerminalMaster => {
+            &[KeyOperation::WrapKey, KeyOperation::UnwrapKey]
+        }
+        // A switch decrypts (translates away from) TPKs and encrypts under ZPKs, and a
+        // host decrypts under its ZPK: both directions.
+        KeyUsage::ZonePin | KeyUsage::TerminalPin => {
+            &[KeyOperation::EncryptPin, KeyOperation::DecryptPin]
+        }
+        KeyUsage::TerminalMac | KeyUsage::ZoneMac => {
+            &[KeyOperation::GenerateMac, KeyOperation::VerifyMac]
+        }
+        KeyUsage::PinVerification => &[KeyOperation::VerifyPin],
+        KeyUsage::BaseDerivation => &[KeyOperation::DeriveKeys],
+    }
+}
+
+/// The TR-31 header a held key is exported with: version D under an AES KBPK,
+/// B under a TDES one; the usage and mode of use that [`tr31_operations`] requires
+/// on import, so an exported key imports back for the same usage; exportable.
+fn tr31_header(kbpk: &Key, key: &Key, usage: KeyUsage) -> tr31::Header {
+    let version = if kbpk.kind().is_aes() {
+        tr31::Version::D
+    } else {
+        tr31::Version::B
+    };
+    let algorithm = if key.kind().is_aes() {
+        Algorithm::Aes
+    } else if key.kind() == KeyKind::Des {
+        Algorithm::Des
+    } else {
+        Algorithm::Tdes
+    };
+    let (code, mode) = match usage {
+        KeyUsage::ZoneMaster | KeyUsage::TerminalMaster => (tr31::KeyUsage::KEK, ModeOfUse::Both),
+        KeyUsage::ZonePin | KeyUsage::TerminalPin => {
+            (tr31::KeyUsage::PIN_ENCRYPTION, ModeOfUse::Both)
+        }
+        KeyUsage::TerminalMac | KeyUsage::ZoneMac => {
+            if key.kind().is_aes() {
+                (tr31::KeyUsage::MAC_CMAC, ModeOfUse::GenerateAndVerify)
+            } else {
+                (tr31::KeyUsage::MAC_ALG3, ModeOfUse::GenerateAndVerify)
+            }
+        }
+        KeyUsage::PinVerification => (
+            tr31::KeyUsage::PIN_VERIFICATION_VISA_PVV,
+            ModeOfUse::VerifyOnly,
+        ),
+        KeyUsage::BaseDerivation => (tr31::KeyUsage::BDK, ModeOfUse::Derive),
+    };
+    tr31::Header::new(version, code, algorithm, mode, Exportability::Exportable)
+}
+
 fn entry(keys: &HashMap<KeyHandle, Entry>, handle: KeyHandle) -> Result<&Entry> {
     keys.get(&handle).ok_or(HsmError::UnknownKey(handle))
 }
 
+/// A PIN key that a PIN block is decrypted under (the source of a translation, the
+/// key of a verification).
 fn pin_key(keys: &HashMap<KeyHandle, Entry>, handle: KeyHandle) -> Result<&Key> {
     let e = entry(keys, handle)?;
     e.usage.require(
@@ -366,20 +500,27 @@ fn pin_key(keys: &HashMap<KeyHandle, Entry>, handle: KeyHandle) -> Result<&Key> 
         e.usage.is_pin_encrypting(),
         "a PIN encryption key (TPK or ZPK)",
     )?;
+    e.permits(KeyOperation::DecryptPin)?;
     Ok(&e.key)
 }
 
-fn mac_key(keys: &HashMap<KeyHandle, Entry>, handle: KeyHandle) -> Result<&Key> {
+fn mac_key(keys: &HashMap<KeyHandle, Entry>, handle: KeyHandle, op: KeyOperation) -> Result<&Key> {
     let e = entry(keys, handle)?;
     e.usage
         .require(handle, e.usage.is_mac(), "a MAC key (TAK or ZAK)")?;
+    e.permits(op)?;
     Ok(&e.key)
 }
 
-fn kek_entry(keys: &HashMap<KeyHandle, Entry>, handle: KeyHandle) -> Result<&Key> {
+fn kek_entry(
+    keys: &HashMap<KeyHandle, Entry>,
+    handle: KeyHandle,
+    op: KeyOperation,
+) -> Result<&Key> {
     let e = entry(keys, handle)?;
     e.usage
         .require(handle, e.usage.is_key_encrypting(), "a ZMK or TMK")?;
+    e.permits(op)?;
     Ok(&e.key)
 }
 
@@ -742,41 +883,226 @@ mod tests {
         ));
     }
 
+    fn unhex(s: &str) -> Vec<u8> {
+        (0..s.len())
+            .step_by(2)
+            .map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap())
+            .collect()
+    }
+
+    /// Loads a clear AES test key through the LMK, as `load` does for DES keys.
+    fn load_aes_key(hsm: &SoftHsm, clear: &[u8], usage: KeyUsage) -> KeyHandle {
+        let key = Key::aes(clear).unwrap();
+        let lmk = Key::tdes(&unhex(&LMK.replace(' ', ""))).unwrap();
+        let under = EncryptedKey::new(key.kind(), &encrypt_key_under(&lmk, &key).unwrap()).unwrap();
+        hsm.load_key(&under, usage).unwrap()
+    }
+
+    const ZPK: &str = "89ABCDEF01234567FEDCBA9876543210";
+
+    fn translate_to_zpk(
+        hsm: &SoftHsm,
+        bdk: KeyHandle,
+        zpk: KeyHandle,
+        ksn: &str,
+        block: PinBlock,
+        pan: &Pan,
+    ) -> Result<PinBlock> {
+        block_on(hsm.translate_pin(PinTranslation {
+            source: PinSource::Dukpt {
+                bdk,
+                ksn: Ksn::new(&unhex(ksn)).unwrap(),
+            },
+            block: &block,
+            pan: Some(pan),
+            destination: zpk,
+            to_format: PinBlockFormat::Iso0,
+        }))
+    }
+
+    /// ANSI X9.24-1:2009 A.4 (../shared/vectors/key-management.md 1.2, row 1): the PIN
+    /// block a TDES DUKPT device sends for PIN 1234, translated to a zone PIN key.
     #[test]
-    fn dukpt_and_tr31_are_typed_unsupported() {
+    fn tdes_dukpt_pin_block_translates_to_the_zone_key() {
         let hsm = hsm();
-        let bdk = load(&hsm, &[0x55; 16], KeyUsage::BaseDerivation);
-        let kek = load(&hsm, &[0x66; 16], KeyUsage::ZoneMaster);
-        let zpk = load(&hsm, &[0x33; 16], KeyUsage::ZonePin);
-        let block = PinBlock::from_bytes(PinBlockFormat::Iso0, &[0; 8]).unwrap();
-        let pan = Pan::new("4000001234562000").unwrap();
-        let e = block_on(
-            hsm.translate_pin(PinTranslation {
-                source: PinSource::Dukpt {
-                    bdk,
-                    ksn: Ksn::new(&[0xFF, 0xFF, 0x98, 0x76, 0x54, 0x32, 0x10, 0xE0, 0x00, 0x01])
-                        .unwrap(),
-                },
-                block: &block,
+        let bdk = load(
+            &hsm,
+            &unhex("0123456789ABCDEFFEDCBA9876543210"),
+            KeyUsage::BaseDerivation,
+        );
+        let zpk = load(&hsm, &unhex(ZPK), KeyUsage::ZonePin);
+        let pan = Pan::new("4012345678909").unwrap();
+        let block = PinBlock::from_bytes(PinBlockFormat::Iso0, &unhex("1B9C1845EB993A7A")).unwrap();
+        let out = translate_to_zpk(&hsm, bdk, zpk, "FFFF9876543210E00001", block, &pan).unwrap();
+        let pin = out
+            .decipher(Some(&pan), &Key::tdes(&unhex(ZPK)).unwrap())
+            .unwrap();
+        assert_eq!(pin, Pin::new("1234").unwrap());
+        // Another counter's key does not decipher it: a PIN block error, not a PIN.
+        let block = PinBlock::from_bytes(PinBlockFormat::Iso0, &unhex("1B9C1845EB993A7A")).unwrap();
+        let wrong = translate_to_zpk(&hsm, bdk, zpk, "FFFF9876543210E00002", block, &pan);
+        assert!(wrong.is_err());
+    }
+
+    /// ANSI X9.24-3-2017 (key-management.md 2.1, counter 1): an ISO format 4 block
+    /// under the AES-128 PIN key of an AES-128 BDK, translated to a TDES zone key.
+    #[test]
+    fn aes_dukpt_format_4_block_translates_to_the_zone_key() {
+        let hsm = hsm();
+        let bdk = load_aes_key(
+            &hsm,
+            &unhex("FEDCBA9876543210F1F1F1F1F1F1F1F1"),
+            KeyUsage::BaseDerivation,
+        );
+        let zpk = load(&hsm, &unhex(ZPK), KeyUsage::ZonePin);
+        let pan = Pan::new("4111111111111111").unwrap();
+        for (ksn, block) in [
+            (
+                "123456789012345600000001",
+                "A912150391AB65A67E52883D81CE2D15",
+            ),
+            (
+                "123456789012345600000008",
+                "8308BB857C17F390369F761F8EB358FA",
+            ),
+        ] {
+            let b = PinBlock::from_bytes(PinBlockFormat::Iso4, &unhex(block)).unwrap();
+            let out = translate_to_zpk(&hsm, bdk, zpk, ksn, b, &pan).unwrap();
+            assert_eq!(out.format(), PinBlockFormat::Iso0);
+            let pin = out
+                .decipher(Some(&pan), &Key::tdes(&unhex(ZPK)).unwrap())
+                .unwrap();
+            assert_eq!(pin, Pin::new("1234").unwrap(), "{ksn}");
+        }
+    }
+
+    #[test]
+    fn a_bdk_is_only_a_bdk_and_only_a_bdk_derives() {
+        let hsm = hsm();
+        let bdk = load(
+            &hsm,
+            &unhex("0123456789ABCDEFFEDCBA9876543210"),
+            KeyUsage::BaseDerivation,
+        );
+        let zpk = load(&hsm, &unhex(ZPK), KeyUsage::ZonePin);
+        let pan = Pan::new("4012345678909").unwrap();
+        let block =
+            || PinBlock::from_bytes(PinBlockFormat::Iso0, &unhex("1B9C1845EB993A7A")).unwrap();
+        // A ZPK named as the BDK, a BDK named as the destination: refused by usage.
+        assert!(matches!(
+            translate_to_zpk(&hsm, zpk, zpk, "FFFF9876543210E00001", block(), &pan),
+            Err(HsmError::WrongUsage { .. })
+        ));
+        assert!(matches!(
+            translate_to_zpk(&hsm, bdk, bdk, "FFFF9876543210E00001", block(), &pan),
+            Err(HsmError::WrongUsage { .. })
+        ));
+        assert!(matches!(
+            block_on(hsm.translate_pin(PinTranslation {
+                source: PinSource::Key(bdk),
+                block: &block(),
                 pan: Some(&pan),
                 destination: zpk,
                 to_format: PinBlockFormat::Iso0,
-            }),
+            })),
+            Err(HsmError::WrongUsage { .. })
+        ));
+    }
+
+    /// TR-31:2018 A.7.2.2 (key-management.md 3.2): a version B block of a PIN key
+    /// (P0, mode E: encrypt only) imports with its published KCV; as a MAC key it is
+    /// refused; its mode of use holds afterwards (never a translation's source).
+    #[test]
+    fn tr31_import_enforces_the_header() {
+        let hsm = hsm();
+        let kbpk = load(
+            &hsm,
+            &unhex("DD7515F2BFC17F85CE48F3CA25CB21F6"),
+            KeyUsage::ZoneMaster,
         );
-        assert!(matches!(e, Err(HsmError::Unsupported(_))));
-        assert!(matches!(
-            block_on(hsm.import_key(
-                kek,
-                &KeyBlob::Tr31("B0080P0TE00E0000".into()),
+        let block = KeyBlob::Tr31(
+            "B0080P0TE00E000094B420079CC80BA3461F86FE26EFC4A3B8E4FA4C5F5341176EED7B727B8A248E"
+                .into(),
+        );
+        let zpk = block_on(hsm.import_key(kbpk, &block, KeyUsage::ZonePin, Some(&unhex("57C409"))))
+            .unwrap();
+        assert_eq!(
+            block_on(hsm.key_check_value(zpk)).unwrap().as_bytes()[..3],
+            unhex("57C409")[..]
+        );
+        assert!(block_on(hsm.import_key(kbpk, &block, KeyUsage::ZoneMac, None)).is_err());
+        assert!(block_on(hsm.import_key(kbpk, &block, KeyUsage::ZoneMaster, None)).is_err());
+        // A wrong KCV: not taken.
+        assert!(
+            block_on(hsm.import_key(kbpk, &block, KeyUsage::ZonePin, Some(&[0, 0, 0]))).is_err()
+        );
+        // Encrypt-only: a destination, never a source.
+        let other = load(&hsm, &unhex(ZPK), KeyUsage::ZonePin);
+        let pan = Pan::new("4012345678909").unwrap();
+        let pin_block = PinBlock::encipher(
+            PinBlockFormat::Iso0,
+            &Pin::new("1234").unwrap(),
+            Some(&pan),
+            &Key::tdes(&unhex(ZPK)).unwrap(),
+            Fill::Random,
+        )
+        .unwrap();
+        let to_imported = block_on(hsm.translate_pin(PinTranslation {
+            source: PinSource::Key(other),
+            block: &pin_block,
+            pan: Some(&pan),
+            destination: zpk,
+            to_format: PinBlockFormat::Iso0,
+        }))
+        .unwrap();
+        let from_imported = block_on(hsm.translate_pin(PinTranslation {
+            source: PinSource::Key(zpk),
+            block: &to_imported,
+            pan: Some(&pan),
+            destination: other,
+            to_format: PinBlockFormat::Iso0,
+        }));
+        assert!(
+            matches!(from_imported, Err(HsmError::Crypto(_))),
+            "{from_imported:?}"
+        );
+        // A flipped character in the block: its MAC fails.
+        let mut bad = match &block {
+            KeyBlob::Tr31(t) => t.clone(),
+            KeyBlob::Ecb(_) => unreachable!(),
+        };
+        bad.replace_range(20..21, if &bad[20..21] == "0" { "1" } else { "0" });
+        assert!(
+            block_on(hsm.import_key(kbpk, &KeyBlob::Tr31(bad), KeyUsage::ZonePin, None)).is_err()
+        );
+    }
+
+    #[test]
+    fn tr31_export_imports_back_for_the_same_usage() {
+        let hsm = hsm();
+        for kek_clear in [unhex("DD7515F2BFC17F85CE48F3CA25CB21F6"), vec![0x42; 32]] {
+            let kek = if kek_clear.len() == 32 {
+                load_aes_key(&hsm, &kek_clear, KeyUsage::ZoneMaster)
+            } else {
+                load(&hsm, &kek_clear, KeyUsage::ZoneMaster)
+            };
+            for usage in [
                 KeyUsage::ZonePin,
-                None
-            )),
-            Err(HsmError::Unsupported(_))
-        ));
-        assert!(matches!(
-            block_on(hsm.export_key(zpk, kek, ExportFormat::Tr31)),
-            Err(HsmError::Unsupported(_))
-        ));
+                KeyUsage::ZoneMac,
+                KeyUsage::BaseDerivation,
+            ] {
+                let (key, _) = hsm.generate_key(usage, KeyKind::Tdes2).unwrap();
+                let kcv = block_on(hsm.key_check_value(key)).unwrap();
+                let blob = block_on(hsm.export_key(key, kek, ExportFormat::Tr31)).unwrap();
+                let KeyBlob::Tr31(text) = &blob else {
+                    panic!("not a TR-31 block: {blob:?}")
+                };
+                let version = if kek_clear.len() == 32 { 'D' } else { 'B' };
+                assert!(text.starts_with(version), "{text}");
+                let back = block_on(hsm.import_key(kek, &blob, usage, None)).unwrap();
+                assert_eq!(block_on(hsm.key_check_value(back)).unwrap(), kcv);
+            }
+        }
     }
 
     #[test]

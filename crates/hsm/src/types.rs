@@ -286,13 +286,9 @@ pub enum PinSource {
     /// A PIN encryption key (TPK or ZPK) held by the module.
     Key(KeyHandle),
     /// A DUKPT terminal: the module derives the transaction's PIN key from the base
-    /// derivation key `bdk` and the terminal's `ksn`.
-    ///
-    /// Extension point: `isoswitch-session` has no DUKPT yet on this branch, so
-    /// [`crate::SoftHsm`] answers [`HsmError::Unsupported`] for it; once session's
-    /// DUKPT lands, `SoftHsm::translate_pin` derives the PIN key here (the one
-    /// `match` arm marked in `soft.rs`). The Thales command subset has no DUKPT
-    /// command (payShield `G0`), so the client answers `Unsupported` too.
+    /// derivation key `bdk` and the terminal's `ksn` — TDES DUKPT (ANSI X9.24-1:2009)
+    /// for a 10-byte KSN, AES DUKPT (X9.24-3-2017) for a 12-byte one — and the clear
+    /// PIN never leaves the module.
     Dukpt {
         /// The base derivation key (usage [`KeyUsage::BaseDerivation`]).
         bdk: KeyHandle,
@@ -329,12 +325,9 @@ pub enum KeyBlob {
     /// or a `cup-pos` TMK its working keys). The check value, if given, is compared
     /// on import.
     Ecb(EncryptedKey),
-    /// A TR-31 (ANSI X9.143) key block.
-    ///
-    /// Extension point: `isoswitch-session` has no TR-31 yet on this branch, so every
-    /// implementation answers [`HsmError::Unsupported`]; once it lands,
-    /// `SoftHsm::import_key`/`export_key` unwrap/wrap here and enforce the header's
-    /// usage against the requested [`KeyUsage`].
+    /// A TR-31 (ANSI X9.143) key block, versions A–D. On import the header's key usage
+    /// and mode of use must allow the requested [`KeyUsage`] (a MAC key block never
+    /// becomes a PIN key), and the mode of use restricts the key afterwards.
     Tr31(String),
 }
 
@@ -343,6 +336,6 @@ pub enum KeyBlob {
 pub enum ExportFormat {
     /// [`KeyBlob::Ecb`].
     Ecb,
-    /// [`KeyBlob::Tr31`] (see its extension-point note).
+    /// [`KeyBlob::Tr31`]: version D under an AES key-encrypting key, B under a TDES one.
     Tr31,
 }

@@ -210,8 +210,63 @@ async fn usage_and_unsupported_paths_are_typed() {
             to_format: PinBlockFormat::Iso0,
         })
         .await;
-    assert!(matches!(r, Err(HsmError::Unsupported(_))));
+    // A TAK named as the BDK: refused by usage before anything is sent.
+    assert!(matches!(r, Err(HsmError::WrongUsage { .. })));
     let _ = CommandCode::ALL;
+}
+
+fn unhex(s: &str) -> Vec<u8> {
+    (0..s.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap())
+        .collect()
+}
+
+/// `G0` with the ANSI X9.24-1:2009 A.4 test data (../shared/vectors/key-management.md
+/// 1.2): the DUKPT device's PIN blocks for PIN 1234 at counters 1 and 2, translated to a
+/// ZPK by the server; AES DUKPT (a 12-byte KSN) is not in the command subset.
+#[tokio::test]
+async fn g0_translates_a_tdes_dukpt_pin_block_to_a_zpk() {
+    let c = start().await;
+    let bdk_clear = Key::tdes(&unhex("0123456789ABCDEFFEDCBA9876543210")).unwrap();
+    let bdk = c.register_key(under(&lmk(), &bdk_clear), KeyUsage::BaseDerivation);
+    let zpk = c.register_key(under(&lmk(), &tdes(ZPK)), KeyUsage::ZonePin);
+    let pan = Pan::new("4012345678909").unwrap();
+    for (ksn, block) in [
+        ("FFFF9876543210E00001", "1B9C1845EB993A7A"),
+        ("FFFF9876543210E00002", "10A01C8D02C69107"),
+    ] {
+        let block = PinBlock::from_bytes(PinBlockFormat::Iso0, &unhex(block)).unwrap();
+        let out = c
+            .translate_pin(PinTranslation {
+                source: PinSource::Dukpt {
+                    bdk,
+                    ksn: isoswitch_hsm::Ksn::new(&unhex(ksn)).unwrap(),
+                },
+                block: &block,
+                pan: Some(&pan),
+                destination: zpk,
+                to_format: PinBlockFormat::Iso0,
+            })
+            .await
+            .unwrap();
+        let pin = out.decipher(Some(&pan), &tdes(ZPK)).unwrap();
+        assert_eq!(pin, Pin::new("1234").unwrap(), "{ksn}");
+    }
+    let block = PinBlock::from_bytes(PinBlockFormat::Iso0, &[0; 8]).unwrap();
+    let r = c
+        .translate_pin(PinTranslation {
+            source: PinSource::Dukpt {
+                bdk,
+                ksn: isoswitch_hsm::Ksn::new(&[0; 12]).unwrap(),
+            },
+            block: &block,
+            pan: Some(&pan),
+            destination: zpk,
+            to_format: PinBlockFormat::Iso0,
+        })
+        .await;
+    assert!(matches!(r, Err(HsmError::Unsupported(_))), "{r:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -40,6 +40,7 @@ use crate::error::{Result, ReversalError};
 use crate::journal::{FileJournal, Journal, JournalRecord};
 use crate::profile::TxnKey;
 use crate::record::Torn;
+use crate::seal::DataKeys;
 use crate::sessions::FileSessionStore;
 use crate::store::{FileStore, IdempotencyStore, Ledger, StoreRecord, StoredTxn};
 use isoswitch_session::counters::{BatchNumber, CounterState, Counters, Rrn, Stan};
@@ -58,6 +59,9 @@ pub const LOCK_FILE: &str = "LOCK";
 pub struct DataDirConfig {
     /// STANs/RRNs leased per counters write ([`FileCounters::lease`]).
     pub counter_lease: u32,
+    /// The data keys journals and stores are sealed under (they hold PANs and track
+    /// data; [`crate::seal`]). `None`: written in clear (tests, tools); programs set it.
+    pub data_keys: Option<Arc<DataKeys>>,
 }
 
 impl Default for DataDirConfig {
@@ -65,6 +69,7 @@ impl Default for DataDirConfig {
     fn default() -> Self {
         DataDirConfig {
             counter_lease: DEFAULT_LEASE,
+            data_keys: None,
         }
     }
 }
@@ -261,7 +266,7 @@ impl Store for DataDir {
             "journal",
             "journal",
             name,
-            |p| FileJournal::open(p),
+            |p| FileJournal::open_sealed(p, self.inner.config.data_keys.clone()),
             |j| j.torn_tail(),
         )
     }
@@ -271,7 +276,7 @@ impl Store for DataDir {
             "idempotency store",
             "store",
             name,
-            |p| FileStore::open(p),
+            |p| FileStore::open_sealed(p, self.inner.config.data_keys.clone()),
             |s| s.torn_tail(),
         )
     }

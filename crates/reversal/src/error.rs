@@ -32,6 +32,18 @@ pub enum ReversalError {
         /// The maximum.
         max: usize,
     },
+    /// A file sealed under a data key, opened without one.
+    #[error(
+        "{path} is sealed under a data key: start with the data key it was written under (--kek)"
+    )]
+    SealedFile {
+        /// The file.
+        path: std::path::PathBuf,
+    },
+    /// A data key that cannot seal records (see [`crate::seal::DataKeys`]), or a file
+    /// whose sealing does not match the keys given.
+    #[error("data key: {0}")]
+    DataKey(&'static str),
     /// A record whose length and CRC are valid but whose content does not parse
     /// (another version, or a bug): reported, never truncated away.
     #[error("bad record at byte {offset}: {what}")]

@@ -340,8 +340,21 @@ impl FileJournal {
     /// # Errors
     /// I/O errors, a bad magic, a CRC-valid record that does not parse.
     pub fn open(path: impl AsRef<Path>) -> Result<FileJournal> {
+        FileJournal::open_sealed(path, None)
+    }
+
+    /// As [`FileJournal::open`], its records sealed under `seal` when given (originals
+    /// carry the PAN and track data: see [`crate::seal`]; a clear journal is migrated).
+    ///
+    /// # Errors
+    /// As [`FileJournal::open`], and [`ReversalError::SealedFile`] for a sealed journal
+    /// opened without keys.
+    pub fn open_sealed(
+        path: impl AsRef<Path>,
+        seal: Option<std::sync::Arc<crate::seal::DataKeys>>,
+    ) -> Result<FileJournal> {
         let mut records = Vec::new();
-        let (file, torn) = RecordFile::open(path, |_, p| {
+        let (file, torn) = RecordFile::open_with(path, seal, |_, p| {
             records.push(JournalRecord::decode(p)?);
             Ok(())
         })?;

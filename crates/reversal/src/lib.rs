@@ -126,6 +126,7 @@ pub mod metrics;
 pub mod original;
 pub mod profile;
 pub mod record;
+pub mod seal;
 pub mod security;
 pub mod sessions;
 pub mod settlement;

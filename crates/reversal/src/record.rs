@@ -26,13 +26,19 @@
 //! left of the payload, so nothing is allocated beyond the record itself).
 
 use crate::error::{Result, ReversalError};
+use crate::seal::{DataKeys, SEAL_OVERHEAD};
 use rust_decimal::Decimal;
 use std::fs::{File, OpenOptions};
 use std::io::{BufReader, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 /// The magic bytes at the start of every journal and store file.
 pub const MAGIC: &[u8; 8] = b"ISWREV\x00\x01";
+/// The magic of a file whose payloads are sealed under a data key
+/// ([`crate::seal::DataKeys`]; each payload on disk is the sealed form, framed and
+/// CRC'd like any other).
+pub const SEALED_MAGIC: &[u8; 8] = b"ISWREV\x00\x02";
 /// Bytes before a payload: length and CRC.
 pub const HEADER_LEN: usize = 8;
 /// The largest payload accepted (64 KiB: an ISO 8583 message is at most a few KiB).
@@ -155,6 +161,32 @@ pub struct RecordFile {
     len: u64,
     buf: Vec<u8>,
     sync: bool,
+    /// Payloads are sealed on the way out and opened on the way in.
+    seal: Option<Arc<DataKeys>>,
+}
+
+/// Frames `payload` without the clear-payload size check (sealed payloads are up to
+/// [`SEAL_OVERHEAD`] bytes longer than the payload they carry).
+fn frame_sealed(payload: &[u8], out: &mut Vec<u8>) {
+    out.extend_from_slice(&(payload.len() as u32).to_le_bytes());
+    out.extend_from_slice(&crc32fast::hash(payload).to_le_bytes());
+    out.extend_from_slice(payload);
+}
+
+/// `framed` (clear framed records) with every payload sealed under `keys`, appended to
+/// `out`.
+fn reseal(keys: &DataKeys, framed: &[u8], out: &mut Vec<u8>) -> Result<()> {
+    let mut sealed = Vec::new();
+    for rec in RecordIter::new(framed) {
+        let payload = rec.map_err(|_| ReversalError::BadRecord {
+            offset: 0,
+            what: "a record to seal is not framed",
+        })?;
+        sealed.clear();
+        keys.seal_into(payload, &mut sealed)?;
+        frame_sealed(&sealed, out);
+    }
+    Ok(())
 }
 
 /// Makes what was appended to a [`RecordFile`] durable (`fdatasync`) from any thread,
@@ -189,6 +221,22 @@ impl RecordFile {
     /// I/O errors, [`ReversalError::BadMagic`], or the first error `each` returns.
     pub fn open(
         path: impl AsRef<Path>,
+        each: impl FnMut(u64, &[u8]) -> Result<()>,
+    ) -> Result<(RecordFile, Option<Torn>)> {
+        RecordFile::open_with(path, None, each)
+    }
+
+    /// As [`RecordFile::open`], with payloads sealed under `seal` when given: a new
+    /// file is created sealed; a clear file (written before sealing was on) is read
+    /// and then rewritten sealed, atomically (migration); a sealed file opened without
+    /// keys is refused ([`ReversalError::SealedFile`]). `each` sees clear payloads.
+    ///
+    /// # Errors
+    /// As [`RecordFile::open`]; a sealed record that does not open under the keys is
+    /// [`ReversalError::Corrupt`].
+    pub fn open_with(
+        path: impl AsRef<Path>,
+        seal: Option<Arc<DataKeys>>,
         mut each: impl FnMut(u64, &[u8]) -> Result<()>,
     ) -> Result<(RecordFile, Option<Torn>)> {
         let path = path.as_ref().to_path_buf();
@@ -207,7 +255,7 @@ impl RecordFile {
             // New file, or a crash while writing the magic: start over.
             file.set_len(0)
                 .map_err(|e| ReversalError::io("truncate", &path, e))?;
-            file.write_all(MAGIC)
+            file.write_all(if seal.is_some() { SEALED_MAGIC } else { MAGIC })
                 .map_err(|e| ReversalError::io("write", &path, e))?;
             file.sync_all()
                 .map_err(|e| ReversalError::io("fsync", &path, e))?;
@@ -219,6 +267,7 @@ impl RecordFile {
                     len: MAGIC.len() as u64,
                     buf: Vec::new(),
                     sync: true,
+                    seal,
                 },
                 None,
             ));
@@ -228,9 +277,24 @@ impl RecordFile {
         reader
             .read_exact(&mut magic)
             .map_err(|e| ReversalError::io("read", &path, e))?;
-        if &magic != MAGIC {
-            return Err(ReversalError::BadMagic { path });
-        }
+        let sealed = match &magic {
+            m if m == MAGIC => false,
+            m if m == SEALED_MAGIC => true,
+            _ => return Err(ReversalError::BadMagic { path }),
+        };
+        let keys = match (sealed, &seal) {
+            (true, None) => return Err(ReversalError::SealedFile { path }),
+            (true, Some(k)) => Some(k.clone()),
+            (false, _) => None,
+        };
+        // A clear file opened with keys: its records are kept to be rewritten sealed.
+        let mut migrate: Option<Vec<u8>> = (!sealed && seal.is_some()).then(Vec::new);
+        let max_len = if sealed {
+            MAX_RECORD_LEN + SEAL_OVERHEAD
+        } else {
+            MAX_RECORD_LEN
+        };
+        let mut clear = Vec::new();
         let mut pos = MAGIC.len() as u64;
         let mut payload = Vec::new();
         let mut torn = None;
@@ -251,7 +315,7 @@ impl RecordFile {
             }
             let len = u32::from_le_bytes([header[0], header[1], header[2], header[3]]) as usize;
             let crc = u32::from_le_bytes([header[4], header[5], header[6], header[7]]);
-            if len > MAX_RECORD_LEN {
+            if len > max_len {
                 torn = Some(Torn {
                     offset: pos,
                     reason: TornReason::TooLong,
@@ -275,7 +339,21 @@ impl RecordFile {
                 });
                 break;
             }
-            each(pos, &payload).map_err(|e| match e {
+            let record: &[u8] = match &keys {
+                Some(k) => {
+                    k.open_into(&payload, &mut clear).map_err(|_| ReversalError::Corrupt {
+                        path: path.clone(),
+                        offset: pos,
+                        what: "sealed record does not open under the data keys (damaged, or sealed under a key that is not loaded)",
+                    })?;
+                    &clear
+                }
+                None => &payload,
+            };
+            if let Some(m) = &mut migrate {
+                frame_sealed(record, m);
+            }
+            each(pos, record).map_err(|e| match e {
                 ReversalError::BadRecord { what, .. } => ReversalError::Corrupt {
                     path: path.clone(),
                     offset: pos,
@@ -307,16 +385,20 @@ impl RecordFile {
         }
         file.seek(SeekFrom::Start(pos))
             .map_err(|e| ReversalError::io("seek", &path, e))?;
-        Ok((
-            RecordFile {
-                path,
-                file,
-                len: pos,
-                buf: Vec::new(),
-                sync: true,
-            },
-            torn,
-        ))
+        let mut rf = RecordFile {
+            path,
+            file,
+            len: pos,
+            buf: Vec::new(),
+            sync: true,
+            seal,
+        };
+        if let Some(clear_framed) = migrate {
+            // `frame_sealed` above framed the clear payloads; `rewrite` seals them.
+            tracing::info!(path = %rf.path.display(), "sealing a clear file under the data key (migration)");
+            rf.rewrite(&clear_framed)?;
+        }
+        Ok((rf, torn))
     }
 
     /// The file's path.
@@ -379,6 +461,11 @@ impl RecordFile {
         if self.buf.is_empty() {
             return Ok(());
         }
+        if let Some(keys) = &self.seal {
+            let mut sealed = Vec::with_capacity(self.buf.len() + 64);
+            reseal(keys, &self.buf, &mut sealed)?;
+            self.buf = sealed;
+        }
         let before = self.len;
         let written = self.file.write_all(&self.buf).and_then(|()| {
             if self.sync {
@@ -418,9 +505,19 @@ impl RecordFile {
     /// # Errors
     /// I/O errors.
     pub fn rewrite(&mut self, framed: &[u8]) -> Result<()> {
+        let resealed;
+        let (magic, framed) = match &self.seal {
+            Some(keys) => {
+                let mut out = Vec::with_capacity(framed.len() + framed.len() / 2);
+                reseal(keys, framed, &mut out)?;
+                resealed = out;
+                (SEALED_MAGIC, &resealed[..])
+            }
+            None => (MAGIC, framed),
+        };
         let tmp = self.path.with_extension("compact");
         let mut f = File::create(&tmp).map_err(|e| ReversalError::io("create", &tmp, e))?;
-        f.write_all(MAGIC)
+        f.write_all(magic)
             .and_then(|()| f.write_all(framed))
             .and_then(|()| f.sync_all())
             .map_err(|e| ReversalError::io("write", &tmp, e))?;

@@ -529,8 +529,22 @@ impl FileStore {
     /// I/O errors, bad magic, a CRC-valid record that does not parse or whose ledger
     /// effect overflows ([`ReversalError::BadRecord`] with its offset; never a panic).
     pub fn open(path: impl AsRef<Path>) -> Result<FileStore> {
+        FileStore::open_sealed(path, None)
+    }
+
+    /// As [`FileStore::open`], its records sealed under `seal` when given (they carry
+    /// the PAN: see [`crate::seal`]; a clear store is migrated).
+    ///
+    /// # Errors
+    /// As [`FileStore::open`], and [`ReversalError::SealedFile`] for a sealed store
+    /// opened without keys.
+    pub fn open_sealed(
+        path: impl AsRef<Path>,
+        seal: Option<std::sync::Arc<crate::seal::DataKeys>>,
+    ) -> Result<FileStore> {
         let mut state = MemoryStore::new();
-        let (file, torn) = RecordFile::open(path, |_, p| state.apply(StoreRecord::decode(p)?))?;
+        let (file, torn) =
+            RecordFile::open_with(path, seal, |_, p| state.apply(StoreRecord::decode(p)?))?;
         Ok(FileStore {
             state,
             file,

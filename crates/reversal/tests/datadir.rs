@@ -199,7 +199,14 @@ fn kinds() -> Vec<Kind> {
 }
 
 fn open(dir: &Path) -> DataDir {
-    DataDir::open_with(dir, DataDirConfig { counter_lease: 1 }).expect("open")
+    DataDir::open_with(
+        dir,
+        DataDirConfig {
+            counter_lease: 1,
+            ..DataDirConfig::default()
+        },
+    )
+    .expect("open")
 }
 
 /// The file, its bytes, and the offsets where its records start and end.
@@ -487,7 +494,14 @@ fn counters_leases_are_one_write_per_block_across_restarts() {
     let dir = tempfile::tempdir().expect("dir");
     let mut seen = std::collections::HashSet::new();
     for _ in 0..5 {
-        let d = DataDir::open_with(dir.path(), DataDirConfig { counter_lease: 50 }).expect("o");
+        let d = DataDir::open_with(
+            dir.path(),
+            DataDirConfig {
+                counter_lease: 50,
+                ..DataDirConfig::default()
+            },
+        )
+        .expect("o");
         let mut c = d.counters("upstream").expect("c");
         for _ in 0..70 {
             let s = c.next_stan().expect("stan").get();
@@ -497,7 +511,14 @@ fn counters_leases_are_one_write_per_block_across_restarts() {
     }
     assert_eq!(seen.len(), 350);
     // Each run took two leases of 50: the next one starts at 5 × 100 + 1.
-    let d = DataDir::open_with(dir.path(), DataDirConfig { counter_lease: 50 }).expect("o");
+    let d = DataDir::open_with(
+        dir.path(),
+        DataDirConfig {
+            counter_lease: 50,
+            ..DataDirConfig::default()
+        },
+    )
+    .expect("o");
     assert_eq!(
         d.counters("upstream").expect("c").state().next_stan.get(),
         501

@@ -68,6 +68,9 @@ const AAD_LABEL: &[u8] = b"isoswitch-session-snapshot/1";
 pub struct Kek {
     cipher: Aes256Gcm,
     kcv: Kcv,
+    /// The master of the data-at-rest keys ([`Kek::data_key_material`]), derived, never
+    /// the KEK itself.
+    data: zeroize::Zeroizing<[u8; 32]>,
 }
 
 impl fmt::Debug for Kek {
@@ -96,10 +99,30 @@ impl Kek {
                 found: key.material().len(),
             }
         })?;
+        // NIST SP 800-108 counter mode, AES-256-CMAC as the PRF, label
+        // "isoswitch data at rest v1", L = 256.
+        let mut data = zeroize::Zeroizing::new([0u8; 32]);
+        let mut input = [0u8; 29];
+        input[1..26].copy_from_slice(b"isoswitch data at rest v1");
+        input[27..].copy_from_slice(&[0x01, 0x00]);
+        for (i, half) in data.chunks_mut(16).enumerate() {
+            input[0] = i as u8 + 1;
+            let block =
+                crate::crypto::mac::compute(crate::crypto::MacAlgorithm::AesCmac, key, &input)?;
+            half.copy_from_slice(block.as_bytes());
+        }
         Ok(Kek {
             cipher,
             kcv: *key.kcv(),
+            data,
         })
+    }
+
+    /// Key material for data at rest (the stores' data keys, `isoswitch-reversal`'s
+    /// `seal::DataKeys::from_kek`): derived from the KEK by a KDF, so the KEK itself
+    /// seals sessions only and the two uses never share a key.
+    pub fn data_key_material(&self) -> &[u8; 32] {
+        &self.data
     }
 
     /// The KEK's check value (AES-CMAC of zeros), to tell KEKs apart in logs.

@@ -10,6 +10,9 @@
 //!   also the original the reversal engine journals) and one for the answer back.
 //! - [`security`] — [`SecurityOps`]: PIN translation, MAC, KCV behind one trait;
 //!   [`SoftSecurity`] over `isoswitch_session::crypto`.
+//! - [`dukpt`] — [`DukptPins`]: PIN blocks of DUKPT terminals (KSN in a named field)
+//!   translated to the zone PIN key inside a security module (`isoswitch-hsm`'s
+//!   `SoftHsm` or a Thales-compatible HSM).
 //! - [`upstream`] — [`UpstreamLink`]: a net `Client` + `TerminalSession` signed on to the
 //!   host at every connection and again on 77 / A0 / bad MAC; [`ZoneKeyRing`] holds the
 //!   zone keys as numbered generations; [`ZoneMac`] is the reversal engine's MAC hook.
@@ -28,6 +31,7 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+pub mod dukpt;
 pub mod error;
 pub mod field_map;
 pub mod metrics;
@@ -36,6 +40,7 @@ pub mod service;
 pub mod switch;
 pub mod upstream;
 
+pub use dukpt::DukptPins;
 pub use error::{Result, SwitchError};
 pub use field_map::{FieldMap, FieldMapDef, Functions, MapContext, MapFn, Rule, Source};
 pub use security::{SecurityOps, SoftSecurity};

@@ -32,6 +32,7 @@ use isoswitch_session::{
 };
 use tokio::sync::mpsc;
 
+use crate::dukpt::DukptPins;
 use crate::error::{Result, SwitchError};
 use crate::field_map::{FieldMap, Functions, Rule};
 use crate::security::SoftSecurity;
@@ -56,6 +57,9 @@ pub struct ServiceConfig {
     pub max_reversals_in_flight: usize,
     /// The switch's own settings.
     pub switch: SwitchConfig,
+    /// PIN translation for DUKPT terminals through a security module (`None`: every
+    /// terminal has session keys).
+    pub dukpt: Option<Arc<DukptPins>>,
     /// TLS towards the host (`None`: plain TCP). The host's certificate must name the
     /// host part of [`ServiceConfig::host_addr`] (a DNS name or an IP address).
     pub host_tls: Option<ClientTls>,
@@ -328,6 +332,7 @@ where
             upstream: link.clone(),
             driver: driver.clone(),
             security: Arc::new(SoftSecurity),
+            dukpt: config.dukpt.clone(),
             to_host: cup_to_iso87(&functions)?,
             to_terminal: iso87_to_cup(&functions)?,
             local,

@@ -37,12 +37,13 @@ use isoswitch_reversal::{
     UpstreamAction,
 };
 use isoswitch_session::counters::Counters;
-use isoswitch_session::crypto::PinBlockFormat;
+use isoswitch_session::crypto::{Pan, PinBlock, PinBlockFormat};
 use isoswitch_session::{
     HostAction, HostOutcome, HostSession, Kek, KeyStore, MemoryKeyStore, RejectReason,
     SessionProfile, TerminalId,
 };
 
+use crate::dukpt::DukptPins;
 use crate::error::{Result, SwitchError};
 use crate::field_map::{FieldMap, MapContext};
 use crate::security::SecurityOps;
@@ -149,6 +150,7 @@ struct Inner<K: KeyStore, S: IdempotencyStore, T: Transport, C: Counters + Send 
     upstream: Arc<UpstreamLink<T, C>>,
     driver: ReversalDriver,
     security: Arc<dyn SecurityOps>,
+    dukpt: Option<Arc<DukptPins>>,
     to_host: FieldMap,
     to_terminal: FieldMap,
     local: fn() -> NaiveDateTime,
@@ -195,6 +197,9 @@ pub struct SwitchParts<K: KeyStore, S: IdempotencyStore, T: Transport, C: Counte
     pub driver: ReversalDriver,
     /// PIN translation.
     pub security: Arc<dyn SecurityOps>,
+    /// PIN translation for DUKPT terminals (a request with a PIN block and a KSN),
+    /// through a security module; `None`: every terminal has session keys.
+    pub dukpt: Option<Arc<DukptPins>>,
     /// Terminal request → upstream request.
     pub to_host: FieldMap,
     /// Upstream response → terminal response.
@@ -256,6 +261,7 @@ where
                 upstream: parts.upstream,
                 driver: parts.driver,
                 security: parts.security,
+                dukpt: parts.dukpt,
                 to_host: parts.to_host,
                 to_terminal: parts.to_terminal,
                 local: parts.local,
@@ -579,7 +585,14 @@ where
                 }
                 return Ok(Forwarded::Decision(Decision::Decline(*b"91"), None, None));
             };
-            let up = match self.prepare(msg, &keys) {
+            let dukpt_block = match self.dukpt_block(msg, &keys).await {
+                Ok(b) => b,
+                Err(e) => {
+                    tracing::warn!(error = %e, "DUKPT PIN translation failed");
+                    return Ok(Forwarded::Decision(Decision::Decline(*b"99"), None, None));
+                }
+            };
+            let up = match self.prepare(msg, &keys, dukpt_block) {
                 Ok(up) => up,
                 Err(Prepared::PinTranslation(e)) => {
                     tracing::warn!(error = %e, "PIN translation failed");
@@ -674,9 +687,35 @@ where
         false
     }
 
-    /// The upstream message: mapped, PIN translated to `keys`' PIK, MACed under `keys`'
-    /// MAK.
-    fn prepare(&self, msg: &Message, keys: &ZoneKeys) -> std::result::Result<Message, Prepared> {
+    /// A DUKPT terminal's PIN block translated to `keys`' PIK by the security module
+    /// (`None`: no KSN in the request, or no DUKPT configured).
+    async fn dukpt_block(&self, msg: &Message, keys: &ZoneKeys) -> Result<Option<PinBlock>> {
+        let Some(dukpt) = &self.inner.dukpt else {
+            return Ok(None);
+        };
+        let Some(ksn) = dukpt.ksn_of(msg)? else {
+            return Ok(None);
+        };
+        let format = self.inner.config.pin_format;
+        let block = PinBlock::from_bytes(
+            format,
+            &msg.field(52).map(|f| f.bytes()).unwrap_or_default(),
+        )?;
+        let pan = Pan::new(&msg.get(2).unwrap_or_default())?;
+        dukpt
+            .translate(&block, ksn, &pan, keys, format)
+            .await
+            .map(Some)
+    }
+
+    /// The upstream message: mapped, PIN translated to `keys`' PIK (or `dukpt_block`,
+    /// already translated), MACed under `keys`' MAK.
+    fn prepare(
+        &self,
+        msg: &Message,
+        keys: &ZoneKeys,
+        dukpt_block: Option<PinBlock>,
+    ) -> std::result::Result<Message, Prepared> {
         let inner = &self.inner;
         let (stan, rrn) = {
             let mut c = lock(&inner.counters);
@@ -707,28 +746,36 @@ where
             .to_host
             .apply_as(msg, mti, &ctx)
             .map_err(Prepared::Other)?;
-        if let Some(f) = msg.field(52) {
-            let pan = msg.get(2).unwrap_or_default();
-            let id = TerminalId::from_message(msg).map_err(|e| Prepared::Other(e.into()))?;
-            let pik = lock(&inner.terminals)
-                .working_keys(&id)
-                .map(|k| k.pik().clone())
-                .ok_or_else(|| {
-                    Prepared::Other(SwitchError::NotSignedOn {
-                        link: id.to_string(),
-                    })
-                })?;
-            let block = inner
-                .security
-                .translate_pin(
-                    &f.bytes(),
-                    inner.config.pin_format,
-                    &pan,
-                    &pik,
-                    inner.config.pin_format,
-                    &keys.pik,
+        let block = match (dukpt_block, msg.field(52)) {
+            (Some(block), _) => Some(block),
+            (None, Some(f)) => {
+                let pan = msg.get(2).unwrap_or_default();
+                let id = TerminalId::from_message(msg).map_err(|e| Prepared::Other(e.into()))?;
+                let pik = lock(&inner.terminals)
+                    .working_keys(&id)
+                    .map(|k| k.pik().clone())
+                    .ok_or_else(|| {
+                        Prepared::Other(SwitchError::NotSignedOn {
+                            link: id.to_string(),
+                        })
+                    })?;
+                Some(
+                    inner
+                        .security
+                        .translate_pin(
+                            &f.bytes(),
+                            inner.config.pin_format,
+                            &pan,
+                            &pik,
+                            inner.config.pin_format,
+                            &keys.pik,
+                        )
+                        .map_err(Prepared::PinTranslation)?,
                 )
-                .map_err(Prepared::PinTranslation)?;
+            }
+            (None, None) => None,
+        };
+        if let Some(block) = block {
             inner
                 .upstream
                 .ring()

@@ -16,7 +16,7 @@
 //! |---|---|---|
 //! | `generate_working_key` | `A0` mode 1; `HC` for a TMK under the current TMK (then `BU` for its KCV) | double-length keys |
 //! | `key_check_value`, `check_kcv` | `BU` | |
-//! | `translate_pin` | `CA` (TPK → ZPK) | formats 0, 1, 3; no DUKPT in the subset |
+//! | `translate_pin` | `CA` (TPK → ZPK); `G0` (TDES DUKPT BDK + KSN → ZPK) | formats 0, 1, 3; AES DUKPT (12-byte KSN) needs key-block commands: `Unsupported` |
 //! | `verify_pin` | `DC` (TPK) / `EC` (ZPK) | Visa PVV references |
 //! | `generate_mac`, `verify_mac` | `M6` / `M8` | ISO 9797-1 algorithms 1 and 3, padding 1 or 2 |
 //! | `import_key` | `FA` (a ZPK under a ZMK) | |
@@ -46,7 +46,7 @@ use crate::thales::codec::{
 };
 use crate::thales::server::frame_codec;
 use crate::types::{
-    CheckValue, EncryptedKey, ExportFormat, GeneratedKey, KeyBlob, KeyHandle, KeyUsage,
+    CheckValue, EncryptedKey, ExportFormat, GeneratedKey, KeyBlob, KeyHandle, KeyUsage, Ksn,
     PinReference, PinSource,
 };
 
@@ -410,10 +410,9 @@ impl ThalesClient {
     }
 
     async fn ca(&self, r: PinTranslation<'_>) -> Result<PinBlock> {
-        let PinSource::Key(src) = r.source else {
-            return Err(HsmError::Unsupported(
-                "DUKPT PIN source (no DUKPT command in the Thales subset)",
-            ));
+        let src = match r.source {
+            PinSource::Key(src) => src,
+            PinSource::Dukpt { bdk, ksn } => return self.g0(r, bdk, ksn).await,
         };
         let (tpk, tpk_usage) = self.key(src)?;
         tpk_usage.require(
@@ -450,6 +449,52 @@ impl ThalesClient {
             })
             .await?;
         match self.reply(CommandCode::Ca, &frame)? {
+            Response::TranslatePin { block, .. } => Ok(PinBlock::from_bytes(r.to_format, &block)?),
+            _ => Err(unexpected()),
+        }
+    }
+
+    /// `G0`: a TDES DUKPT PIN block (BDK + 10-byte KSN) translated to a ZPK.
+    async fn g0(&self, r: PinTranslation<'_>, bdk: KeyHandle, ksn: Ksn) -> Result<PinBlock> {
+        let (bdk_key, bdk_usage) = self.key(bdk)?;
+        bdk_usage.require(
+            bdk,
+            bdk_usage == KeyUsage::BaseDerivation,
+            "a BDK (command G0)",
+        )?;
+        let (zpk, zpk_usage) = self.key(r.destination)?;
+        zpk_usage.require(
+            r.destination,
+            zpk_usage == KeyUsage::ZonePin,
+            "a ZPK (command G0)",
+        )?;
+        let ksn: [u8; 10] = ksn.as_bytes().try_into().map_err(|_| {
+            HsmError::Unsupported("AES DUKPT (a 12-byte KSN) through the Thales subset")
+        })?;
+        if r.block.format() == PinBlockFormat::Iso4 || r.to_format == PinBlockFormat::Iso4 {
+            return Err(HsmError::Unsupported(
+                "PIN block format 4 (needs AES key blocks)",
+            ));
+        }
+        let mut block = [0u8; 8];
+        block.copy_from_slice(r.block.as_bytes());
+        let account = r
+            .pan
+            .map(|p| account_number(p.as_ascii()))
+            .unwrap_or([b'0'; 12]);
+        let frame = self
+            .call(&Command::TranslateDukptPin {
+                bdk: bdk_key,
+                zpk,
+                ksn_descriptor: *b"A05",
+                ksn,
+                block,
+                from_format: pin_format_code(r.block.format()),
+                to_format: pin_format_code(r.to_format),
+                account,
+            })
+            .await?;
+        match self.reply(CommandCode::G0, &frame)? {
             Response::TranslatePin { block, .. } => Ok(PinBlock::from_bytes(r.to_format, &block)?),
             _ => Err(unexpected()),
         }

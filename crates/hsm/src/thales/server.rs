@@ -144,22 +144,24 @@ fn execute(hsm: &SoftHsm, cmd: &Command<'_>) -> Outcome {
             ..
         } => {
             let from = pin_format(*from_format)?;
-            let to = pin_format(*to_format)?;
             let tpk = lmk_key(hsm, tpk, *b"10")?;
-            let zpk = lmk_key(hsm, zpk, *b"11")?;
-            let pan = pan_from_account(account)?;
-            let block = PinBlock::from_bytes(from, block).map_err(|_| *b"20")?;
-            let pin = block.decipher(Some(&pan), &tpk).map_err(pin_error)?;
-            let out =
-                PinBlock::encipher(to, &pin, Some(&pan), &zpk, Fill::Random).map_err(pin_error)?;
-            let mut b = [0u8; 8];
-            b.copy_from_slice(out.as_bytes());
-            Ok(Response::TranslatePin {
-                // 4..=12 digits.
-                pin_len: pin.len() as u8,
-                block: b,
-                format: *to_format,
-            })
+            reencipher(from, block, &tpk, account, zpk, *to_format, hsm)
+        }
+        Command::TranslateDukptPin {
+            bdk,
+            zpk,
+            ksn,
+            block,
+            from_format,
+            to_format,
+            account,
+            ..
+        } => {
+            let from = pin_format(*from_format)?;
+            let bdk = lmk_key(hsm, bdk, *b"10")?;
+            let ksn = crate::types::Ksn::new(ksn).map_err(|_| *b"15")?;
+            let key = crate::soft::dukpt_pin_key(&bdk, &ksn, from).map_err(|_| *b"10")?;
+            reencipher(from, block, &key, account, zpk, *to_format, hsm)
         }
         Command::VerifyTerminalPin(r) | Command::VerifyInterchangePin(r) => verify_pvv(hsm, r),
         Command::ImportZpk { zmk, zpk_under_zmk } => {
@@ -205,6 +207,33 @@ fn execute(hsm: &SoftHsm, cmd: &Command<'_>) -> Outcome {
             }
         }
     }
+}
+
+/// `CA` and `G0`: the block deciphered under `source` and enciphered under the ZPK
+/// (given under the LMK) in the destination format.
+fn reencipher(
+    from: PinBlockFormat,
+    block: &[u8; 8],
+    source: &Key,
+    account: &[u8; 12],
+    zpk: &EncryptedKey,
+    to_format: [u8; 2],
+    hsm: &SoftHsm,
+) -> Result<Response<'static>, [u8; 2]> {
+    let to = pin_format(to_format)?;
+    let zpk = lmk_key(hsm, zpk, *b"11")?;
+    let pan = pan_from_account(account)?;
+    let block = PinBlock::from_bytes(from, block).map_err(|_| *b"20")?;
+    let pin = block.decipher(Some(&pan), source).map_err(pin_error)?;
+    let out = PinBlock::encipher(to, &pin, Some(&pan), &zpk, Fill::Random).map_err(pin_error)?;
+    let mut b = [0u8; 8];
+    b.copy_from_slice(out.as_bytes());
+    Ok(Response::TranslatePin {
+        // 4..=12 digits.
+        pin_len: pin.len() as u8,
+        block: b,
+        format: to_format,
+    })
 }
 
 fn lmk_key(hsm: &SoftHsm, key: &EncryptedKey, code: [u8; 2]) -> Result<Key, [u8; 2]> {

@@ -317,6 +317,7 @@ pub async fn rig_with(host: Arc<FakeHost>, store: MemoryDurable) -> Rig {
         upstream: link,
         driver,
         security: Arc::new(SoftSecurity),
+        dukpt: None,
         to_host: cup_to_iso87(&f).unwrap(),
         to_terminal: iso87_to_cup(&f).unwrap(),
         local,
