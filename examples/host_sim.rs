@@ -33,13 +33,21 @@ struct Args {
     /// Skip fdatasync (the log still survives a killed process, not a power loss).
     #[arg(long)]
     no_fsync: bool,
+
+    // ---- Operations (issue 13): --admin, --log-format, --drain-timeout, --tls-* ----
+    #[command(flatten)]
+    ops: sim::ops::ServerOps,
 }
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    sim::init_tracing("info");
     let args = Args::parse();
+    sim::ops::init_logging("info", args.ops.log_format);
     let run = async {
+        let metrics = match &args.ops.admin {
+            Some(_) => Some(sim::ops::install_metrics()?),
+            None => None,
+        };
         let cfg = host::HostSimConfig {
             zone_key: config::load_zone_key(&args.zone_key)?,
             kek: config::load_kek(&args.kek)?,
@@ -47,7 +55,8 @@ async fn main() -> ExitCode {
             fsync: !args.no_fsync,
         };
         let h = host::HostSim::open(&cfg)?;
-        h.serve(&args.listen, sim::shutdown_signal()).await?;
+        h.serve_ops(&args.listen, &args.ops, metrics, &args.data_dir)
+            .await?;
         let s = h.summary()?;
         println!(
             "host_sim: {} transactions ({} approved, {} reversed), {} cards, ledger total {}",

@@ -4,8 +4,11 @@
 //! cargo run --release --example switchd -- --terminals examples/terminals.toml \
 //!     --zone-key examples/zmk.hex --host 127.0.0.1:9583 --data-dir /tmp/isoswitch/switch
 //! ```
-//! Ctrl-C / SIGTERM: stop taking terminals, let upstream reversals drain, exit 0 if none
-//! is left pending. The switch itself is `isoswitch::switch::SwitchService`.
+//! SIGTERM / Ctrl-C: drain (`/readyz` 503, no new connections, new requests answered 91,
+//! requests being handled get `--drain-timeout`, what is still in doubt stays a pending
+//! reversal in the journal, upstream sign-off, store synced) and exit 0. SIGHUP or
+//! `POST /reload` on `--admin`: read `--terminals` again. The switch itself is
+//! `isoswitch::switch::SwitchService`.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -62,13 +65,26 @@ struct Args {
     /// No security module: terminals with session keys only (no DUKPT).
     #[arg(long, conflicts_with = "hsm")]
     no_dukpt: bool,
+
+    // ---- Operations (issue 13): --admin, --log-format, --drain-timeout, --tls-* ----
+    #[command(flatten)]
+    ops: sim::ops::ServerOps,
+    // Upstream TLS: --host-tls-ca, --host-tls-cert, --host-tls-key.
+    #[command(flatten)]
+    host_tls: sim::ops::HostTls,
 }
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    sim::init_tracing("info");
     let args = Args::parse();
+    sim::ops::init_logging("info", args.ops.log_format);
     let run = async {
+        // Operations: the recorder goes in before the switch builds its links.
+        let metrics = match &args.ops.admin {
+            Some(_) => Some(sim::ops::install_metrics()?),
+            None => None,
+        };
+        let host_tls = args.host_tls.client_tls()?;
         let cfg = switch::SwitchConfig {
             terminals: config::load_terminals(&args.terminals)?,
             zone_key: config::load_zone_key(&args.zone_key)?,
@@ -84,17 +100,27 @@ async fn main() -> ExitCode {
                 zmk: args.hsm_zmk.clone(),
             }),
         };
-        let sw = switch::Switch::start(cfg).await?;
-        sw.serve(&args.listen, sim::shutdown_signal()).await
+        let sw = switch::Switch::start_with_tls(cfg, host_tls).await?;
+        let settings = switch::OpsSettings {
+            ops: args.ops.clone(),
+            terminals_file: args.terminals.clone(),
+            data_dir: args.data_dir.clone(),
+            metrics,
+        };
+        sw.serve_ops(&args.listen, settings).await
     };
     match run.await {
-        Ok(true) => {
-            println!("switchd: stopped, no upstream reversal pending");
+        Ok(summary) => {
+            println!("switchd: stopped: {summary}");
+            if summary.pending_reversals + summary.pending_advices == 0 {
+                println!("switchd: nothing pending upstream");
+            } else {
+                println!(
+                    "switchd: {} upstream reversals and {} advices pending, kept in the journal for the next start",
+                    summary.pending_reversals, summary.pending_advices
+                );
+            }
             ExitCode::SUCCESS
-        }
-        Ok(false) => {
-            println!("switchd: stopped with upstream reversals pending (kept in the journal)");
-            ExitCode::FAILURE
         }
         Err(e) => {
             eprintln!("switchd: {e}");

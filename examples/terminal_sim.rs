@@ -79,6 +79,18 @@ struct Args {
     /// (sales, voids, refund advices), whichever value is given.
     #[arg(long, default_value = "reversal-crate", value_parser = ["builtin", "reversal-crate"])]
     engine: String,
+
+    // ---- TLS to the switch (issue 13) ----
+    /// Connect over TLS, trusting these CAs (PEM); the switch's certificate must name the
+    /// host part of --switch.
+    #[arg(long, value_name = "FILE")]
+    tls_ca: Option<PathBuf>,
+    /// Client certificate chain (PEM) for mutual TLS; with --tls-key.
+    #[arg(long, value_name = "FILE", requires = "tls_key", requires = "tls_ca")]
+    tls_cert: Option<PathBuf>,
+    /// Private key (PEM) of --tls-cert.
+    #[arg(long, value_name = "FILE", requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
 }
 
 #[tokio::main]
@@ -120,7 +132,12 @@ async fn main() -> ExitCode {
             wrong_pin_every: args.wrong_pin_every,
         };
         let _ = &args.engine;
-        terminal::run(cfg).await
+        let tls = sim::ops::client_tls(
+            args.tls_ca.as_deref(),
+            args.tls_cert.as_deref(),
+            args.tls_key.as_deref(),
+        )?;
+        terminal::run_with_tls(cfg, tls).await
     };
     match run.await {
         Ok(report) => {

@@ -414,6 +414,18 @@ impl HostSim {
 
     /// Binds `listen` and serves in the background.
     pub async fn spawn(&self, listen: &str) -> Result<Running> {
+        let server = self.bind(listen, None).await?;
+        let running = Running::serve(server);
+        tracing::info!(addr = %running.addr, "host listening (iso87-binary, len2)");
+        Ok(running)
+    }
+
+    /// Binds `listen` (over TLS when `tls` is given).
+    pub async fn bind(
+        &self,
+        listen: &str,
+        tls: Option<crate::net::ServerTls>,
+    ) -> Result<Server<impl crate::net::Handler>> {
         let host = self.clone();
         let handler = move |req: Request| {
             let h = host.clone();
@@ -424,14 +436,16 @@ impl HostSim {
             write_queue: 4096,
             idle_timeout: Duration::from_secs(3600),
             shutdown_timeout: Duration::from_secs(5),
+            link: "switches".into(),
             ..ServerConfig::default()
         };
         let server = Server::bind(listen, Framing::Len2, config, handler)
             .await?
             .with_dialect(self.inner.profile.dialect.clone());
-        let running = Running::serve(server);
-        tracing::info!(addr = %running.addr, "host listening (iso87-binary, len2)");
-        Ok(running)
+        Ok(match tls {
+            Some(tls) => server.with_tls(tls),
+            None => server,
+        })
     }
 
     /// Serves on `listen` until `shutdown` completes.
@@ -658,7 +672,7 @@ impl HostSim {
             }
         };
         self.durable(upto).await?;
-        tracing::debug!(pan = %masked_pan(&pan), %stan, ?kind, amount, %code, "host: financial");
+        tracing::debug!(mti = %msg.mti(), %stan, terminal = %msg.get(41).unwrap_or_default(), pan = %masked_pan(&pan), %kind, amount = %super::money::cents(i128::from(amount)), rc = %code, "host: financial");
         self.sealed(msg, &code, auth.as_deref(), mak)
     }
 
@@ -689,7 +703,7 @@ impl HostSim {
                 Some(o) if !o.approved => "00".to_string(),
                 _ => decided,
             };
-            tracing::debug!(original = ?key, %code, "host: reversal");
+            tracing::debug!(mti = %msg.mti(), original = %key, rc = %code, "host: reversal");
             (code, auth, handler.store().written())
         };
         self.durable(upto).await?;
@@ -702,9 +716,9 @@ impl HostSim {
         let code = ours.settlement_code(&theirs);
         let balanced = code == "1";
         if balanced {
-            tracing::info!(net = ours.net(), "host: reconciliation in balance");
+            tracing::info!(net = %super::money::cents(ours.net()), "host: reconciliation in balance");
         } else {
-            tracing::warn!(?ours, ?theirs, "host: reconciliation out of balance");
+            tracing::warn!(%ours, %theirs, "host: reconciliation out of balance");
         }
         let mut r = Message::response_to(msg)?;
         r.set(39, "00")?;
@@ -1069,5 +1083,74 @@ mod restart_tests {
             Err(SimError::Config(e)) => assert!(e.contains("host-voids.log"), "{e}"),
             other => panic!("old layout: {other:?}"),
         }
+    }
+}
+
+// ---- Operations (issue 13): admin endpoint, TLS, graceful drain ----
+
+impl HostSim {
+    /// Serves on `listen` (over TLS with `--tls-cert`) with the admin endpoint
+    /// (`--admin`; ready while the store is writable and the host is not draining) until
+    /// SIGTERM/SIGINT, then drains: no new connections, requests being handled get
+    /// `--drain-timeout` to finish, the store is synced.
+    pub async fn serve_ops(
+        &self,
+        listen: &str,
+        ops: &super::ops::ServerOps,
+        metrics: Option<metrics_exporter_prometheus::PrometheusHandle>,
+        data_dir: &Path,
+    ) -> Result<crate::net::DrainReport> {
+        use std::sync::atomic::AtomicBool;
+        let mut signals = super::ops::Signals::new();
+        let tls = ops.server_tls()?;
+        let secure = tls.is_some();
+        let server = self.bind(listen, tls).await?;
+        let control = server.control();
+        let addr = server.local_addr();
+        let serving = tokio::spawn(server.serve(std::future::pending::<()>()));
+        tracing::info!(%addr, tls = secure, "host listening (iso87-binary, len2)");
+        println!("host_sim listening on {addr}");
+        let draining = Arc::new(AtomicBool::new(false));
+        let admin = match (&ops.admin, metrics) {
+            (Some(at), Some(metrics)) => {
+                let (d, dir) = (draining.clone(), data_dir.to_path_buf());
+                let admin = super::ops::Admin::start(
+                    at,
+                    super::ops::AdminHooks {
+                        ready: Arc::new(move || {
+                            if d.load(Ordering::Acquire) {
+                                return Err("draining".into());
+                            }
+                            super::ops::store_writable(&dir)
+                        }),
+                        metrics,
+                        reload: None,
+                    },
+                )
+                .await?;
+                println!("host_sim admin endpoint on {}", admin.addr);
+                Some(admin)
+            }
+            _ => None,
+        };
+        while signals.next().await == super::ops::Signal::Reload {
+            tracing::info!("SIGHUP: host_sim has nothing to reload");
+        }
+        draining.store(true, Ordering::Release);
+        tracing::info!(timeout = ?ops.drain_timeout, "draining");
+        let report = control.drain(ops.drain_timeout).await;
+        let _ = tokio::time::timeout(Duration::from_secs(5), serving).await;
+        if self.inner.syncer.is_some() {
+            lock(&self.inner.book).store().sync()?;
+        }
+        tracing::info!(
+            completed = report.completed,
+            aborted = report.aborted_handlers,
+            "drained"
+        );
+        if let Some(a) = admin {
+            a.stop().await;
+        }
+        Ok(report)
     }
 }

@@ -19,6 +19,8 @@
 //!   `ReversalDriver` + settlement, state durable under the data directory), load at a
 //!   target rate, and the report (latency percentiles, throughput).
 //! - [`demo`] — all three in one process with temporary data directories.
+//! - [`ops`] — running the programs in production: admin endpoint, Prometheus
+//!   recorder, log format and colour, TLS flags, signals (reload, drain).
 //! - [`money`] — the transaction kinds and the totals both sides of a settlement compute.
 //!
 //! Data flows: terminal ─`cup-pos`─▶ switch ─`iso87-binary`─▶ host, and back; every hop
@@ -34,6 +36,7 @@ pub mod config;
 pub mod demo;
 pub mod host;
 pub mod money;
+pub mod ops;
 pub mod switch;
 pub mod terminal;
 
@@ -76,14 +79,10 @@ impl SimError {
 /// Result of the simulators.
 pub type Result<T, E = SimError> = std::result::Result<T, E>;
 
-/// Installs a `tracing` subscriber reading `RUST_LOG` (default `warn`), on stderr.
+/// Installs a `tracing` subscriber reading `RUST_LOG` (default `default`), on stderr, as
+/// text (colour only on a terminal and without `NO_COLOR`; see [`ops::init_logging`]).
 pub fn init_tracing(default: &str) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .try_init();
+    ops::init_logging(default, ops::LogFormat::Text);
 }
 
 /// Uppercase hex.

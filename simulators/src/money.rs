@@ -21,6 +21,16 @@ pub enum Kind {
     Refund,
 }
 
+impl std::fmt::Display for Kind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Kind::Sale => "sale",
+            Kind::Void => "void",
+            Kind::Refund => "refund",
+        })
+    }
+}
+
 impl Kind {
     /// `cup-pos` 60.1.
     pub fn cup_type(self) -> &'static str {
@@ -153,6 +163,27 @@ pub struct ReconTotals {
     pub credit_reversals_amount: u64,
     pub debits_amount: u64,
     pub debit_reversals_amount: u64,
+}
+
+/// `debits 12 (1234.50), debit reversals 1 (10.00), credits …, net 1224.50`: amounts as
+/// a person reads them.
+impl std::fmt::Display for ReconTotals {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let c = |v: u64| cents(i128::from(v));
+        write!(
+            f,
+            "debits {} ({}), debit reversals {} ({}), credits {} ({}), credit reversals {} ({}), net {}",
+            self.debits,
+            c(self.debits_amount),
+            self.debit_reversals,
+            c(self.debit_reversals_amount),
+            self.credits,
+            c(self.credits_amount),
+            self.credit_reversals,
+            c(self.credit_reversals_amount),
+            cents(self.net())
+        )
+    }
 }
 
 impl ReconTotals {

@@ -82,9 +82,20 @@ impl HsmConfig {
     }
 }
 
+fn terminal_server_config() -> ServerConfig {
+    ServerConfig {
+        max_in_flight_per_connection: 64,
+        write_queue: 256,
+        idle_timeout: Duration::from_secs(600),
+        shutdown_timeout: Duration::from_secs(5),
+        max_connections: 4096,
+        ..ServerConfig::default()
+    }
+}
+
 /// A running switch.
 pub struct Switch {
-    service: SwitchService<DataDir>,
+    service: std::sync::Arc<SwitchService<DataDir>>,
     // Keeps the data directory (and its lock) for as long as the switch runs.
     _store: DataDir,
 }
@@ -103,6 +114,14 @@ impl Switch {
     /// Opens the data directory (refused while another process holds it), restores the
     /// sessions, recovers the reversal journal and connects to the host.
     pub async fn start(config: SwitchConfig) -> Result<Switch> {
+        Self::start_with_tls(config, None).await
+    }
+
+    /// [`Switch::start`], connecting to the host over TLS when `host_tls` is given.
+    pub async fn start_with_tls(
+        config: SwitchConfig,
+        host_tls: Option<crate::net::ClientTls>,
+    ) -> Result<Switch> {
         let store = super::open_data_dir(&config.data_dir, &config.kek)?;
         let keys = super::config::key_store(&config.terminals)?;
         let dukpt = match &config.hsm {
@@ -120,6 +139,7 @@ impl Switch {
                 upstream_timeout: config.upstream_timeout,
                 upstream_in_flight: config.upstream_in_flight,
                 max_reversals_in_flight: 8,
+                host_tls,
                 switch: LibSwitchConfig {
                     acquirer_id: ACQUIRER_ID.into(),
                     ..LibSwitchConfig::default()
@@ -132,7 +152,7 @@ impl Switch {
         .await
         .map_err(|e| super::SimError::Config(e.to_string()))?;
         Ok(Switch {
-            service,
+            service: std::sync::Arc::new(service),
             _store: store,
         })
     }
@@ -144,14 +164,7 @@ impl Switch {
 
     /// Binds the terminal side on `listen` and serves in the background.
     pub async fn spawn(&self, listen: &str) -> Result<Running> {
-        let config = ServerConfig {
-            max_in_flight_per_connection: 64,
-            write_queue: 256,
-            idle_timeout: Duration::from_secs(600),
-            shutdown_timeout: Duration::from_secs(5),
-            max_connections: 4096,
-            ..ServerConfig::default()
-        };
+        let config = terminal_server_config();
         let server = self
             .service
             .bind(listen, config)
@@ -192,5 +205,114 @@ impl Switch {
         }
         self.service.shutdown();
         Ok(drained)
+    }
+}
+
+// ---- Operations (issue 13): admin endpoint, TLS, reload, graceful drain ----
+
+/// What [`Switch::serve_ops`] needs besides the listen address.
+#[derive(Debug)]
+pub struct OpsSettings {
+    /// The flags.
+    pub ops: super::ops::ServerOps,
+    /// The terminals file, read again on SIGHUP and `POST /reload`.
+    pub terminals_file: PathBuf,
+    /// The data directory (for the readiness check).
+    pub data_dir: PathBuf,
+    /// The Prometheus recorder, installed before the switch started (with `--admin`).
+    pub metrics: Option<metrics_exporter_prometheus::PrometheusHandle>,
+}
+
+/// Reads the terminals file again and swaps the switch's table; a file that does not
+/// validate leaves the old table in force.
+fn reload_terminals(
+    service: &SwitchService<DataDir>,
+    path: &std::path::Path,
+) -> std::result::Result<String, crate::net::admin::ReloadError> {
+    let keys = super::config::load_terminals(path)
+        .and_then(|t| super::config::key_store(&t))
+        .map_err(|e| {
+            tracing::warn!(file = %path.display(), error = %e, "terminals file not reloaded: the old table stays");
+            crate::net::admin::ReloadError::Rejected(format!(
+                "{}: {e} (the old table stays)",
+                path.display()
+            ))
+        })?;
+    let summary = service.switch().reload_terminals(keys).map_err(|e| {
+        tracing::error!(error = %e, "terminals reloaded, but dropped sessions not stored");
+        crate::net::admin::ReloadError::Failed(e.to_string())
+    })?;
+    tracing::info!(file = %path.display(), %summary, "terminals file reloaded");
+    Ok(format!("reloaded {}: {summary}", path.display()))
+}
+
+impl Switch {
+    /// Serves terminals on `listen` (over TLS with `--tls-cert`) with the admin endpoint
+    /// (`--admin`), reloads the terminals file on SIGHUP and `POST /reload`, and on
+    /// SIGTERM/SIGINT drains ([`SwitchService::drain`]) and returns how.
+    pub async fn serve_ops(
+        &self,
+        listen: &str,
+        settings: OpsSettings,
+    ) -> Result<isoswitch::switch::DrainSummary> {
+        use std::sync::atomic::{AtomicBool, Ordering};
+        use std::sync::Arc;
+        let mut signals = super::ops::Signals::new();
+        let tls = settings.ops.server_tls()?;
+        let secure = tls.is_some();
+        let server = self
+            .service
+            .bind_tls(listen, terminal_server_config(), tls)
+            .await
+            .map_err(|e| super::SimError::Config(e.to_string()))?;
+        let control = server.control();
+        let addr = server.local_addr();
+        let serving = tokio::spawn(server.serve(std::future::pending::<()>()));
+        tracing::info!(%addr, tls = secure, "switch listening for terminals (cup-pos)");
+        println!("switchd listening on {addr}");
+        let draining = Arc::new(AtomicBool::new(false));
+        let admin = match (&settings.ops.admin, &settings.metrics) {
+            (Some(at), Some(metrics)) => {
+                let (svc, d, dir) = (
+                    self.service.clone(),
+                    draining.clone(),
+                    settings.data_dir.clone(),
+                );
+                let (rsvc, file) = (self.service.clone(), settings.terminals_file.clone());
+                let admin = super::ops::Admin::start(
+                    at,
+                    super::ops::AdminHooks {
+                        ready: Arc::new(move || {
+                            if d.load(Ordering::Acquire) {
+                                return Err("draining".into());
+                            }
+                            super::ops::store_writable(&dir)?;
+                            svc.upstream_ready()
+                        }),
+                        metrics: metrics.clone(),
+                        reload: Some(Arc::new(move || reload_terminals(&rsvc, &file))),
+                    },
+                )
+                .await?;
+                println!("switchd admin endpoint on {}", admin.addr);
+                Some(admin)
+            }
+            _ => None,
+        };
+        while signals.next().await == super::ops::Signal::Reload {
+            let _ = reload_terminals(&self.service, &settings.terminals_file);
+        }
+        draining.store(true, Ordering::Release);
+        tracing::info!(timeout = ?settings.ops.drain_timeout, "draining");
+        let summary = self
+            .service
+            .drain(&control, settings.ops.drain_timeout)
+            .await;
+        let _ = tokio::time::timeout(Duration::from_secs(5), serving).await;
+        tracing::info!(%summary, "drained");
+        if let Some(a) = admin {
+            a.stop().await;
+        }
+        Ok(summary)
     }
 }

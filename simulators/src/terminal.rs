@@ -589,7 +589,7 @@ async fn open_terminal(
     store: &DataDir,
     sessions: &SharedSessions,
     config: &TerminalSimConfig,
-    target: &str,
+    (target, tls): (&str, Option<&crate::net::ClientTls>),
     counts: Arc<Counts>,
     hist: Arc<Mutex<Histogram<u64>>>,
 ) -> Result<Arc<Term>> {
@@ -602,9 +602,19 @@ async fn open_terminal(
         max_delay: Duration::from_millis(500),
         ..Default::default()
     });
-    let client = Client::builder(cc, DialectCorrelator::new(profile.dialect.clone()))
-        .unmatched(late.clone())
-        .spawn(TcpConnector::new(target.to_string()))?;
+    let builder = Client::builder(cc, DialectCorrelator::new(profile.dialect.clone()))
+        .unmatched(late.clone());
+    let client = match tls {
+        Some(tls) => builder.spawn(
+            crate::net::TlsConnector::new(
+                target.to_string(),
+                isoswitch::switch::host_part(target),
+                tls,
+            )
+            .map_err(|e| SimError::Config(format!("TLS: {e}")))?,
+        )?,
+        None => builder.spawn(TcpConnector::new(target.to_string()))?,
+    };
     let id = entry.id()?;
     let mut tc = TerminalConfig::new(id);
     tc.response_timeout = config.timeout;
@@ -712,6 +722,23 @@ async fn open_terminal(
 /// No terminals; the data directory cannot be opened (or another process holds it); no
 /// switch listening at the address within the timeout.
 pub async fn run(config: TerminalSimConfig) -> Result<Report> {
+    run_with_tls(config, None).await
+}
+
+/// [`run`], every terminal connecting over TLS when `tls` is given (no chaos proxy then:
+/// it reads frames, which TLS hides).
+///
+/// # Errors
+/// As [`run`]; chaos asked for together with TLS.
+pub async fn run_with_tls(
+    config: TerminalSimConfig,
+    tls: Option<crate::net::ClientTls>,
+) -> Result<Report> {
+    if tls.is_some() && !config.chaos.is_noop() {
+        return Err(SimError::Config(
+            "fault injection (--drop-responses, --delay, --reset-connections) cannot read TLS frames".into(),
+        ));
+    }
     if config.terminals.is_empty() {
         return Err(SimError::Config("no terminals".into()));
     }
@@ -771,7 +798,7 @@ pub async fn run(config: TerminalSimConfig) -> Result<Report> {
                 &store,
                 &sessions,
                 &config,
-                &target,
+                (&target, tls.as_ref()),
                 counts.clone(),
                 hist.clone(),
             )

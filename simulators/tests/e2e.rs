@@ -7,7 +7,9 @@
 //! settles balanced, the host ledger equals the terminals' approved-minus-reversed total
 //! to the cent, and the switch reconciles with the host (its exit status).
 
-use std::net::TcpListener;
+mod common;
+
+use common::{free_port, wait_listening};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -18,13 +20,6 @@ use isoswitch_sim::terminal::{self, TerminalSimConfig};
 use isoswitch_sim::{host, money::cents, switch};
 
 const ROLE: &str = "ISOSWITCH_E2E_ROLE";
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free port")
-}
 
 /// A child process in a role (`host` or `switch`).
 struct Proc {
@@ -89,20 +84,8 @@ impl Proc {
 
 impl Drop for Proc {
     fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        common::reap(&mut self.child);
     }
-}
-
-fn wait_listening(addr: &str) {
-    let end = Instant::now() + Duration::from_secs(30);
-    while Instant::now() < end {
-        if std::net::TcpStream::connect(addr).is_ok() {
-            return;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    panic!("nothing listening on {addr}");
 }
 
 /// The child roles. Not a test by itself: the e2e tests run this binary with

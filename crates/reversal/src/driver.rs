@@ -33,11 +33,13 @@
 //! # Ok(()) }
 //! ```
 
+use crate::engine::TransmitKind;
 use crate::engine::{
     CallerTag, EngineEvent, EngineStats, Outcome, ReversalEngine, SendFailure, TransmitId, TxnId,
 };
 use crate::error::{Result, ReversalError};
 use crate::journal::{Finish, GroupCommit, Journal, JournalRecord};
+use crate::metrics::{Attempt, DriverMetrics};
 use crate::profile::ReversalReason;
 use crate::security::Security;
 use crate::settlement::{
@@ -228,7 +230,7 @@ impl UnmatchedHandler for LateResponses {
 }
 
 /// A snapshot of the engine behind a driver.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, Default)]
 pub struct DriverStatus {
     /// Engine counters.
     pub stats: EngineStats,
@@ -238,6 +240,8 @@ pub struct DriverStatus {
     pub pending_reversals: usize,
     /// Advices not yet answered.
     pub pending_advices: usize,
+    /// Transactions sent and not yet decided (approved, declined or in doubt).
+    pub in_flight: usize,
     /// Current batch.
     pub batch: u32,
     /// Fsyncs done by the journal thread.
@@ -267,7 +271,7 @@ type SettlementData = (BatchTotals, Vec<UploadEntry>, u32, u32);
 
 enum Inner {
     Journaled(u64, std::result::Result<(), Arc<ReversalError>>),
-    Response(TransmitId, std::result::Result<Bytes, RequestError>),
+    Response(TransmitId, bool, std::result::Result<Bytes, RequestError>),
 }
 
 /// The hook [`DriverBuilder::on_sign_on`] installs.
@@ -285,6 +289,7 @@ pub struct DriverBuilder<S: Security, J: Journal, T: Transport> {
     events: Option<mpsc::UnboundedSender<EngineEvent>>,
     sign_on: Option<SignOnHook>,
     config: DriverConfig,
+    link: String,
 }
 
 impl<S: Security, J: Journal, T: Transport> std::fmt::Debug for DriverBuilder<S, J, T> {
@@ -321,6 +326,13 @@ impl<S: Security, J: Journal, T: Transport> DriverBuilder<S, J, T> {
         self
     }
 
+    /// The `link` label of the driver's metrics and the `journal` label of its journal's
+    /// (see [`crate::metrics`]); default `"upstream"`.
+    pub fn link(mut self, name: impl Into<String>) -> Self {
+        self.link = name.into();
+        self
+    }
+
     /// Queue size, batch size and compaction threshold.
     pub fn config(mut self, config: DriverConfig) -> Self {
         self.config = config;
@@ -331,7 +343,7 @@ impl<S: Security, J: Journal, T: Transport> DriverBuilder<S, J, T> {
     /// tokio runtime.
     pub fn spawn(self) -> ReversalDriver {
         let (tx, rx) = mpsc::channel(self.config.queue.max(1));
-        let group = GroupCommit::spawn(self.journal);
+        let group = GroupCommit::spawn_named(self.journal, &self.link);
         let late = self.late.map(|l| {
             let (ltx, lrx) = mpsc::channel(1024);
             if l.0.set(ltx).is_err() {
@@ -345,6 +357,7 @@ impl<S: Security, J: Journal, T: Transport> DriverBuilder<S, J, T> {
             events: self.events,
             sign_on: self.sign_on,
             config: self.config,
+            metrics: DriverMetrics::new(&self.link),
         };
         tokio::spawn(run(self.engine, shell, rx, late));
         ReversalDriver { tx }
@@ -374,6 +387,7 @@ impl ReversalDriver {
             events: None,
             sign_on: None,
             config: DriverConfig::default(),
+            link: "upstream".to_owned(),
         }
     }
 
@@ -583,6 +597,7 @@ struct Shell<T: Transport> {
     events: Option<mpsc::UnboundedSender<EngineEvent>>,
     sign_on: Option<SignOnHook>,
     config: DriverConfig,
+    metrics: DriverMetrics,
 }
 
 async fn run<S: Security, T: Transport>(
@@ -597,7 +612,10 @@ async fn run<S: Security, T: Transport>(
         events,
         sign_on,
         config,
+        mut metrics,
     } = shell;
+    let mut ages = tokio::time::interval(Duration::from_secs(1));
+    ages.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let max_batch = config.max_batch.max(1);
     let (itx, mut irx) = mpsc::unbounded_channel::<Inner>();
     let mut waiters: HashMap<TxnId, Waiter> = HashMap::new();
@@ -659,9 +677,10 @@ async fn run<S: Security, T: Transport>(
         while let Some(t) = engine.poll_transmit() {
             let tr = transport.clone();
             let itx = itx.clone();
+            let reversal = matches!(t.kind, TransmitKind::Reversal { .. });
             tokio::spawn(async move {
                 let r = tr.request(t.bytes, t.timeout).await;
-                let _ = itx.send(Inner::Response(t.id, r));
+                let _ = itx.send(Inner::Response(t.id, reversal, r));
             });
         }
         while let Some(ev) = engine.poll_event() {
@@ -673,20 +692,28 @@ async fn run<S: Security, T: Transport>(
                     continue;
                 }
             }
+            if let EngineEvent::ReversalDeferred { .. } = &ev {
+                metrics.deferred();
+            }
             match &ev {
-                EngineEvent::Completed { .. } => tracing::debug!(event = ?ev, "reversal engine"),
+                EngineEvent::Completed { .. } => tracing::debug!(event = %ev, "reversal engine"),
                 EngineEvent::SignOnRequired { .. } => {
-                    tracing::warn!(event = ?ev, "reversal engine");
+                    tracing::warn!(event = %ev, "reversal engine");
                     if let Some(h) = &sign_on {
                         h(&ev);
                     }
                 }
-                _ => tracing::info!(event = ?ev, "reversal engine"),
+                _ => tracing::info!(event = %ev, "reversal engine"),
             }
             if let Some(tx) = &events {
                 let _ = tx.send(ev);
             }
         }
+        metrics.turn(
+            engine.pending_reversals(),
+            engine.pending_advices(),
+            engine.stats(),
+        );
         let c = transport.connections();
         if c != connections {
             connections = c;
@@ -772,8 +799,20 @@ async fn run<S: Security, T: Transport>(
                             }
                             return;
                         }
-                        Inner::Response(id, Ok(bytes)) => engine.handle_response(t, id, bytes),
-                        Inner::Response(id, Err(e)) => {
+                        Inner::Response(id, reversal, Ok(bytes)) => {
+                            if reversal {
+                                metrics.attempt(Attempt::Answered);
+                            }
+                            engine.handle_response(t, id, bytes)
+                        }
+                        Inner::Response(id, reversal, Err(e)) => {
+                            if reversal {
+                                metrics.attempt(match e {
+                                    RequestError::Rejected(_) => Attempt::NotSent,
+                                    RequestError::Timeout => Attempt::Timeout,
+                                    RequestError::ConnectionLost => Attempt::ConnectionLost,
+                                });
+                            }
                             let f = match e {
                                 RequestError::Rejected(_) => SendFailure::NotSent,
                                 RequestError::Timeout => SendFailure::Timeout,
@@ -786,6 +825,7 @@ async fn run<S: Security, T: Transport>(
             }
             Some(bytes) = late_next => engine.handle_late(now(), bytes),
             () = sleep => engine.handle_timeout(now()),
+            _ = ages.tick() => metrics.ages(now(), engine.pending_ids()),
         }
     }
 }
@@ -835,6 +875,7 @@ fn command<S: Security>(
                 totals: engine.totals(),
                 pending_reversals: engine.pending_reversals(),
                 pending_advices: engine.pending_advices(),
+                in_flight: engine.in_flight(),
                 batch: engine.batch(),
                 fsyncs: group.fsyncs(),
             });

@@ -247,6 +247,80 @@ impl Outcome {
     }
 }
 
+/// A response code as text (`00`, `91`; `none` when absent).
+fn rc_text(code: Option<&[u8; 2]>) -> std::borrow::Cow<'_, str> {
+    match code {
+        Some(c) => String::from_utf8_lossy(c),
+        None => "none".into(),
+    }
+}
+
+impl std::fmt::Display for NotSentReason {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            NotSentReason::ReversalPending => "a reversal is pending",
+            NotSentReason::Rejected => "refused by the link",
+            NotSentReason::Seal => "could not be sealed",
+        })
+    }
+}
+
+/// For logs: what a person reads (`approved 00`, `declined 51`, `reversed (no response)`);
+/// the response message itself is not shown.
+impl std::fmt::Display for Outcome {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Outcome::Approved { response } => write!(
+                f,
+                "approved {}",
+                response.get(39).unwrap_or_else(|| "00".into())
+            ),
+            Outcome::Declined { code, .. } => write!(f, "declined {}", rc_text(Some(code))),
+            Outcome::Reversed { reason } => write!(f, "reversed ({reason})"),
+            Outcome::InDoubt { reason } => write!(f, "in doubt, not reversible ({reason})"),
+            Outcome::NotSent { reason } => write!(f, "not sent ({reason})"),
+            Outcome::NotActed { code } => {
+                write!(f, "refused {} without being acted on", rc_text(Some(code)))
+            }
+        }
+    }
+}
+
+/// For logs: one line a person reads, response codes as text.
+impl std::fmt::Display for EngineEvent {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            EngineEvent::Completed { txn, tag, outcome } => {
+                write!(f, "txn {txn} (tag {tag}) completed: {outcome}")
+            }
+            EngineEvent::ReversalAcknowledged { txn, tag, code, .. } => write!(
+                f,
+                "txn {txn} (tag {tag}) reversal acknowledged, code {}",
+                rc_text(Some(code))
+            ),
+            EngineEvent::ReversalDeferred { txn, tag, attempts } => write!(
+                f,
+                "txn {txn} (tag {tag}) reversal deferred after {attempts} attempts"
+            ),
+            EngineEvent::Recovered { txn, tag, reason } => {
+                write!(f, "txn {txn} (tag {tag}) recovered: reversing ({reason})")
+            }
+            EngineEvent::AdviceStored { txn, tag } => {
+                write!(f, "txn {txn} (tag {tag}) advice stored for forwarding")
+            }
+            EngineEvent::SignOnRequired { txn, code } => write!(
+                f,
+                "txn {txn}: sign on again (code {})",
+                rc_text(code.as_ref())
+            ),
+            EngineEvent::LateResponse { txn, mti, code } => match txn {
+                Some(t) => write!(f, "late {mti} for txn {t}, code {}", rc_text(code.as_ref())),
+                None => write!(f, "late {mti}, code {}", rc_text(code.as_ref())),
+            },
+        }
+    }
+}
+
 /// What happened, for the caller and for logs.
 #[derive(Debug, Clone)]
 pub enum EngineEvent {
@@ -701,7 +775,7 @@ impl<S: Security> ReversalEngine<S> {
                     e.totals.checked_add(&info)?;
                 }
                 Phase::Reversing(r) => {
-                    tracing::warn!(txn = id, tag, stan, pan = %mask_pan(&info.pan), amount = %info.amount, reason = ?r.reason, "recovered: reversal pending");
+                    tracing::warn!(txn = id, tag, stan, pan = %mask_pan(&info.pan), amount = %info.amount, reason = %r.reason, "recovered: reversal pending");
                     e.events.push_back(EngineEvent::Recovered {
                         txn: id,
                         tag,
@@ -798,6 +872,17 @@ impl<S: Security> ReversalEngine<S> {
     /// Advices sent but not yet answered (being repeated).
     pub fn pending_advices(&self) -> usize {
         self.pending_advices
+    }
+
+    /// The transactions pending upstream: `(txn, true)` for an advice being repeated,
+    /// `(txn, false)` for a reversal not yet acknowledged (a driver ages them for its
+    /// metrics).
+    pub fn pending_ids(&self) -> impl Iterator<Item = (TxnId, bool)> + '_ {
+        self.entries.iter().filter_map(|(id, e)| match e.phase {
+            Phase::Reversing(_) => Some((*id, false)),
+            Phase::Repeating(_) => Some((*id, true)),
+            _ => None,
+        })
     }
 
     /// The transactions whose reversal is not yet acknowledged, with their originals as
@@ -1010,7 +1095,7 @@ impl<S: Security> ReversalEngine<S> {
         let info = self.profile.classify(&original);
         let id = self.next_id;
         self.next_id += 1;
-        tracing::info!(txn = id, tag, stan, pan = %mask_pan(&info.pan), amount = %info.amount, ?reason, "reversal requested");
+        tracing::info!(txn = id, tag, stan, pan = %mask_pan(&info.pan), amount = %info.amount, %reason, "reversal requested");
         self.push_record(
             JournalRecord::Started {
                 id,
@@ -1309,7 +1394,7 @@ impl<S: Security> ReversalEngine<S> {
                 rev.awaiting = Some((id, deadline));
                 self.timers.insert((deadline, txn));
                 self.stats.reversals_sent += 1;
-                tracing::info!(txn, stan = e.stan, attempt, ?reason, "reversal sent");
+                tracing::info!(txn, stan = e.stan, attempt, %reason, "reversal sent");
                 Some(Transmit {
                     id,
                     txn,
@@ -1435,7 +1520,7 @@ impl<S: Security> ReversalEngine<S> {
     fn sign_on_required(&mut self, txn: TxnId, code: Option<[u8; 2]>) {
         if !self.sign_on_reported {
             self.sign_on_reported = true;
-            tracing::warn!(txn, code = ?code.map(|c| String::from_utf8_lossy(&c).into_owned()), "sign on again");
+            tracing::warn!(txn, code = %rc_text(code.as_ref()), "sign on again");
             self.events
                 .push_back(EngineEvent::SignOnRequired { txn, code });
         }
@@ -1690,7 +1775,7 @@ impl<S: Security> ReversalEngine<S> {
             }
         }
         self.stats.late_responses += 1;
-        tracing::warn!(txn = ?txn, mti = %msg.mti(), stan = ?stan, code = ?code.map(|c| String::from_utf8_lossy(&c).into_owned()), "late response: logged only, the reversal stands");
+        tracing::warn!(txn = ?txn, mti = %msg.mti(), stan = ?stan, code = %rc_text(code.as_ref()), "late response: logged only, the reversal stands");
         self.events.push_back(EngineEvent::LateResponse {
             txn,
             mti: msg.mti(),
@@ -2023,7 +2108,7 @@ impl<S: Security> ReversalEngine<S> {
         }
         self.stats.in_doubt += 1;
         let reversible = e.reversible;
-        tracing::warn!(txn, stan = e.stan, pan = %mask_pan(&e.info.pan), amount = %e.info.amount, ?reason, reversible, "in doubt");
+        tracing::warn!(txn, stan = e.stan, pan = %mask_pan(&e.info.pan), amount = %e.info.amount, %reason, reversible, "in doubt");
         if !reversible {
             e.phase = Phase::Finishing {
                 outcome: Outcome::InDoubt { reason },

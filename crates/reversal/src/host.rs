@@ -301,7 +301,7 @@ impl<S: IdempotencyStore> ReversalHandler<S> {
             }
             if known.original.is_some() {
                 self.stats.duplicates += 1;
-                tracing::warn!(?key, "original with a reused STAN: duplicate");
+                tracing::warn!(%key, "original with a reused STAN: duplicate");
                 return self.answer(request, self.config.duplicate_code);
             }
         }
@@ -309,7 +309,7 @@ impl<S: IdempotencyStore> ReversalHandler<S> {
         let reversed_first = self.store.get(&key).is_some_and(|k| k.reversal.is_some());
         let (code, approved, auth) = if reversed_first {
             self.stats.late_originals += 1;
-            tracing::warn!(?key, "original after its own reversal: declined");
+            tracing::warn!(%key, "original after its own reversal: declined");
             (self.config.late_original_code, false, None)
         } else {
             match authorize(request, &info) {
@@ -332,7 +332,7 @@ impl<S: IdempotencyStore> ReversalHandler<S> {
                 self.stats.declined += 1;
             }
         }
-        tracing::debug!(?key, pan = %crate::profile::mask_pan(&info.pan), amount = %info.amount, code = %String::from_utf8_lossy(&code), "original answered");
+        tracing::debug!(%key, pan = %crate::profile::mask_pan(&info.pan), amount = %info.amount, code = %String::from_utf8_lossy(&code), "original answered");
         let mut r = self.answer(request, code)?;
         if let Some(a) = auth {
             r.set(38, a)?;
@@ -355,7 +355,7 @@ impl<S: IdempotencyStore> ReversalHandler<S> {
         let known = self.store.get(&key).cloned().unwrap_or_default();
         if let Some(r) = &known.reversal {
             self.stats.repeats += 1;
-            tracing::info!(?key, "reversal repeat: same answer");
+            tracing::info!(%key, "reversal repeat: same answer");
             return Ok((self.answer(request, r.code)?, None));
         }
         let original = match (&known.original, &known.admitted) {
@@ -377,14 +377,14 @@ impl<S: IdempotencyStore> ReversalHandler<S> {
                 }
                 if amount != info.amount {
                     self.stats.refused += 1;
-                    tracing::warn!(?key, original = %amount, reversal = %info.amount, "reversal amount differs");
+                    tracing::warn!(%key, original = %amount, reversal = %info.amount, "reversal amount differs");
                     return Ok((
                         self.answer(request, self.config.amount_mismatch_code)?,
                         None,
                     ));
                 }
                 let (effect, action) = if known.original.is_none() {
-                    tracing::warn!(?key, "reversal of an original still being forwarded");
+                    tracing::warn!(%key, "reversal of an original still being forwarded");
                     (
                         Decimal::ZERO,
                         Some(UpstreamAction::ReversedWhileForwarding { key: key.clone() }),
@@ -468,7 +468,7 @@ impl<S: IdempotencyStore> ReversalHandler<S> {
         }
         if known.is_some_and(|k| k.original.is_some() || k.admitted.is_some()) {
             self.stats.duplicates += 1;
-            tracing::warn!(?key, "original with a reused STAN: duplicate");
+            tracing::warn!(%key, "original with a reused STAN: duplicate");
             let answer = Box::new(self.answer(request, self.config.duplicate_code)?);
             return Ok(Admit::Answer {
                 answer,
@@ -550,7 +550,7 @@ impl<S: IdempotencyStore> ReversalHandler<S> {
             self.stats.declined += 1;
         }
         let action = (approved && known.reversal.is_some()).then(|| {
-            tracing::warn!(key = ?ticket.key, "approved upstream after the terminal reversed it: reverse upstream");
+            tracing::warn!(key = %ticket.key, "approved upstream after the terminal reversed it: reverse upstream");
             UpstreamAction::ReverseUpstream {
                 key: ticket.key.clone(),
             }

@@ -483,8 +483,15 @@ struct GroupStats {
 pub const MAX_GROUP: usize = 8192;
 
 impl GroupCommit {
-    /// Starts the writer thread over `journal`.
-    pub fn spawn<J: Journal>(mut journal: J) -> GroupCommit {
+    /// Starts the writer thread over `journal` (its metrics labelled `journal="journal"`).
+    pub fn spawn<J: Journal>(journal: J) -> GroupCommit {
+        Self::spawn_named(journal, "journal")
+    }
+
+    /// As [`GroupCommit::spawn`], with `name` as the `journal` label of its metrics
+    /// (sync latency and group size: see [`crate::metrics`]).
+    pub fn spawn_named<J: Journal>(mut journal: J, name: &str) -> GroupCommit {
+        let metrics = crate::metrics::JournalMetrics::new(name);
         let (tx, rx) = mpsc::channel::<Command>();
         let stats = Arc::new(GroupStats::default());
         let st = stats.clone();
@@ -526,7 +533,10 @@ impl GroupCommit {
                             Err(_) => break,
                         }
                     }
+                    let started = std::time::Instant::now();
                     let r = journal.append(&batch).map_err(Arc::new);
+                    metrics.sync.record(started.elapsed().as_secs_f64());
+                    metrics.group.record(batch.len() as f64);
                     st.fsyncs.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                     st.records
                         .fetch_add(batch.len() as u64, std::sync::atomic::Ordering::Relaxed);

@@ -49,6 +49,9 @@
 //!   record file per part.
 //! - [`memstore`] — [`MemoryDurable`], the same [`Store`] in memory for tests (clones
 //!   share state: drop and reopen = a restart).
+//! - [`metrics`] — what the driver and the journal record through the `metrics` facade
+//!   (pending reversals and advices and their age, reversal attempts by outcome, journal
+//!   sync latency and group size); the table of names is there.
 //! - [`counters`] — [`FileCounters`]: STAN/RRN leased in blocks, batch, behind
 //!   `isoswitch_session::counters::Counters`.
 //! - [`sessions`] — [`FileSessionStore`]: the data directory's [`SessionStore`]; the
@@ -119,6 +122,7 @@ pub mod group_sync;
 pub mod host;
 pub mod journal;
 pub mod memstore;
+pub mod metrics;
 pub mod original;
 pub mod profile;
 pub mod record;

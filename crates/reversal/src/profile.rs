@@ -100,6 +100,18 @@ pub enum ReversalReason {
     Recovered,
 }
 
+impl std::fmt::Display for ReversalReason {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            ReversalReason::NoResponse => "no response",
+            ReversalReason::MacFailure => "MAC failure",
+            ReversalReason::Undecodable => "undecodable response",
+            ReversalReason::TerminalFailure => "terminal failure",
+            ReversalReason::Recovered => "recovered after a restart",
+        })
+    }
+}
+
 impl ReversalReason {
     pub(crate) fn to_u8(self) -> u8 {
         match self {
@@ -205,6 +217,17 @@ pub struct TxnKey {
     pub batch: u32,
     /// DE 11.
     pub stan: u32,
+}
+
+/// `T0000001/M00000000000001 batch 1 STAN 000042`.
+impl std::fmt::Display for TxnKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{}/{} batch {} STAN {:06}",
+            self.terminal, self.merchant, self.batch, self.stan
+        )
+    }
 }
 
 /// Per-dialect reversal rules; see the module docs.

@@ -123,6 +123,11 @@ impl MemoryKeyStore {
         self.keys.len()
     }
 
+    /// The registered terminals (in no particular order).
+    pub fn ids(&self) -> impl Iterator<Item = &TerminalId> + '_ {
+        self.keys.keys()
+    }
+
     /// Whether no terminal is registered.
     pub fn is_empty(&self) -> bool {
         self.keys.is_empty()
@@ -629,7 +634,7 @@ impl<K: KeyStore> HostSession<K> {
             if code == Some(NetworkCode::KeyChange) {
                 let terminal = TerminalId::from_message(&msg)?;
                 let code = ResponseCode::of(&msg);
-                tracing::info!(%terminal, code = ?code, "key change acknowledged");
+                tracing::info!(%terminal, code = %code.map(|c| c.to_string()).unwrap_or_else(|| "none".into()), "key change acknowledged");
                 return Ok(HostOutcome::Acknowledged { terminal, code });
             }
             return Err(SessionError::UnexpectedMessage {

@@ -799,7 +799,7 @@ impl<C: Counters> TerminalSession<C> {
             Exchange::SignOff => {
                 self.state = TerminalState::NotSignedOn;
                 let batch = self.counters.next_batch()?;
-                tracing::info!(terminal = %self.config.id, %batch, code = ?code, "signed off");
+                tracing::info!(terminal = %self.config.id, %batch, code = %code.map(|c| c.to_string()).unwrap_or_else(|| "none".into()), "signed off");
                 self.push_event(TerminalEvent::SignedOff { batch });
                 Ok(Inbound::SignedOff { batch })
             }

@@ -16,6 +16,8 @@
 //! - [`upstream`] — [`UpstreamLink`]: a net `Client` + `TerminalSession` signed on to the
 //!   host at every connection and again on 77 / A0 / bad MAC; [`ZoneKeyRing`] holds the
 //!   zone keys as numbered generations; [`ZoneMac`] is the reversal engine's MAC hook.
+//! - [`metrics`] — the switch's own metric names (sign-ons, MAC failures, upstream
+//!   readiness); the net and reversal crates record the rest.
 //! - [`error`] — [`SwitchError`].
 //!
 //! ## Data flow
@@ -32,6 +34,7 @@
 pub mod dukpt;
 pub mod error;
 pub mod field_map;
+pub mod metrics;
 pub mod security;
 pub mod service;
 pub mod switch;
@@ -41,8 +44,11 @@ pub use dukpt::DukptPins;
 pub use error::{Result, SwitchError};
 pub use field_map::{FieldMap, FieldMapDef, Functions, MapContext, MapFn, Rule, Source};
 pub use security::{SecurityOps, SoftSecurity};
-pub use service::{cup_to_iso87, iso87_to_cup, ServiceConfig, ServiceSwitch, SwitchService};
-pub use switch::{tag_of, Reply, Switch, SwitchConfig, SwitchParts};
+pub use service::{
+    cup_to_iso87, host_part, iso87_to_cup, DrainSummary, ServiceConfig, ServiceSwitch,
+    SwitchService, RETRY_CODE, UPSTREAM_LINK,
+};
+pub use switch::{tag_of, Reply, Switch, SwitchConfig, SwitchParts, TerminalReload, TERMINAL_LINK};
 pub use upstream::{
     resume_after_sign_on, LinkPersistence, SharedSessions, UpstreamConfig, UpstreamLink,
     ZoneKeyRing, ZoneKeys, ZoneMac,

@@ -18,8 +18,8 @@ use std::time::{Duration, Instant};
 
 use chrono::NaiveDateTime;
 use isoswitch_net::{
-    Client, ClientConfig, DialectCorrelator, Frame, Framing, ReconnectPolicy, Request, Server,
-    ServerConfig, TcpConnector,
+    Client, ClientConfig, ClientTls, ConnState, DialectCorrelator, Frame, Framing, ReconnectPolicy,
+    Request, Server, ServerConfig, ServerControl, ServerTls, TcpConnector, TlsConnector,
 };
 use isoswitch_reversal::{
     EngineConfig, Finish, HostConfig as BookConfig, Journal, LateResponses, Outcome,
@@ -60,6 +60,59 @@ pub struct ServiceConfig {
     /// PIN translation for DUKPT terminals through a security module (`None`: every
     /// terminal has session keys).
     pub dukpt: Option<Arc<DukptPins>>,
+    /// TLS towards the host (`None`: plain TCP). The host's certificate must name the
+    /// host part of [`ServiceConfig::host_addr`] (a DNS name or an IP address).
+    pub host_tls: Option<ClientTls>,
+}
+
+/// The name of the upstream link: the `link` label of its metrics, and the name its
+/// zone keys are stored under.
+pub const UPSTREAM_LINK: &str = "host";
+
+/// The response code a draining switch answers new terminal requests with (`91`:
+/// issuer or switch inoperative — the terminal may try again later, elsewhere).
+pub const RETRY_CODE: &str = "91";
+
+/// How [`SwitchService::drain`] ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DrainSummary {
+    /// The terminal side's drain.
+    pub server: isoswitch_net::DrainReport,
+    /// Upstream transactions still undecided when the drain gave up on them (their
+    /// reversals are in the journal: the next start sends them).
+    pub undecided: usize,
+    /// Upstream reversals pending (journaled: the next start sends them).
+    pub pending_reversals: usize,
+    /// Advices pending (journaled).
+    pub pending_advices: usize,
+    /// The upstream sign-off was answered.
+    pub signed_off: bool,
+}
+
+impl std::fmt::Display for DrainSummary {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "terminal side {} ({} handlers aborted), {} upstream undecided, {} reversals and {} advices pending in the journal, {}",
+            if self.server.completed { "drained" } else { "cut at the deadline" },
+            self.server.aborted_handlers,
+            self.undecided,
+            self.pending_reversals,
+            self.pending_advices,
+            if self.signed_off { "signed off upstream" } else { "upstream sign-off not answered" }
+        )
+    }
+}
+
+/// The host part of `host:port` (`[v6]:port` too), for TLS server-name checks.
+pub fn host_part(addr: &str) -> &str {
+    if let Some(rest) = addr.strip_prefix('[') {
+        return rest.split(']').next().unwrap_or(rest);
+    }
+    match addr.rsplit_once(':') {
+        Some((h, _)) => h,
+        None => addr,
+    }
 }
 
 /// The concrete switch a service runs.
@@ -71,6 +124,8 @@ pub struct SwitchService<St: Store> {
     switch: ServiceSwitch<St>,
     client: Client,
     terminal_profile: SessionProfile,
+    upstream_timeout: Duration,
+    local: fn() -> NaiveDateTime,
     tasks: Vec<tokio::task::JoinHandle<()>>,
 }
 
@@ -184,6 +239,7 @@ where
 
         // Upstream link: the client, the switch's own session, its stored zone keys.
         let mut cc = ClientConfig::new(Framing::Len2);
+        cc.link = UPSTREAM_LINK.into();
         cc.max_in_flight = config.upstream_in_flight.max(1);
         cc.write_queue = 4096;
         cc.reconnect = Some(ReconnectPolicy {
@@ -192,9 +248,15 @@ where
             ..Default::default()
         });
         let late = LateResponses::new();
-        let client = Client::builder(cc, DialectCorrelator::new(iso.dialect.clone()))
-            .unmatched(late.clone())
-            .spawn(TcpConnector::new(config.host_addr.clone()))?;
+        let builder = Client::builder(cc, DialectCorrelator::new(iso.dialect.clone()))
+            .unmatched(late.clone());
+        let client = match &config.host_tls {
+            Some(tls) => builder.spawn(
+                TlsConnector::new(config.host_addr.clone(), host_part(&config.host_addr), tls)
+                    .map_err(|e| SwitchError::Security(format!("upstream TLS: {e}")))?,
+            )?,
+            None => builder.spawn(TcpConnector::new(config.host_addr.clone()))?,
+        };
         let mut tc = TerminalConfig::new(config.switch_id);
         tc.response_timeout = Duration::from_secs(5);
         let mut up_session = TerminalSession::new(
@@ -203,7 +265,7 @@ where
             config.zone_key.clone(),
             store.counters("upstream-session")?,
         )?;
-        let link_name = "host";
+        let link_name = UPSTREAM_LINK;
         let stored_zone =
             isoswitch_reversal::restore_link(&mut up_session, &sessions, link_name, &kek)?;
         let sessions: SharedSessions = Arc::new(std::sync::Mutex::new(Box::new(sessions)));
@@ -257,6 +319,7 @@ where
                 hold_until_released: true,
                 ..isoswitch_reversal::DriverConfig::default()
             })
+            .link(UPSTREAM_LINK)
             .late(late)
             .events(events_tx)
             .on_sign_on(move |_| ring.request_sign_on(ring.generation()))
@@ -360,6 +423,8 @@ where
             switch,
             client,
             terminal_profile: cup,
+            upstream_timeout: config.upstream_timeout,
+            local,
             tasks,
         })
     }
@@ -383,6 +448,25 @@ where
         listen: &str,
         config: ServerConfig,
     ) -> Result<Server<impl isoswitch_net::Handler>> {
+        self.bind_tls(listen, config, None).await
+    }
+
+    /// [`SwitchService::bind`], over TLS when `tls` is given (with mutual TLS when it
+    /// verifies client certificates). While the server drains
+    /// ([`SwitchService::drain`]), new requests are answered [`RETRY_CODE`]
+    /// ([`Switch::refusal`]).
+    ///
+    /// # Errors
+    /// The address cannot be bound.
+    pub async fn bind_tls(
+        &self,
+        listen: &str,
+        mut config: ServerConfig,
+        tls: Option<ServerTls>,
+    ) -> Result<Server<impl isoswitch_net::Handler>> {
+        if config.link == ServerConfig::default().link {
+            config.link = crate::switch::TERMINAL_LINK.into();
+        }
         let sw = self.switch.clone();
         let handler = move |req: Request| {
             let sw = sw.clone();
@@ -401,9 +485,90 @@ where
                 }
             }
         };
-        Ok(Server::bind(listen, Framing::CupPos, config, handler)
+        let sw = self.switch.clone();
+        let refuse = move |req: &Request| {
+            let msg = req.message()?.ok()?;
+            let bytes = sw.refusal(msg, RETRY_CODE)?;
+            Some(req.reply(bytes))
+        };
+        let server = Server::bind(listen, Framing::CupPos, config, handler)
             .await?
-            .with_dialect(self.terminal_profile.dialect.clone()))
+            .with_dialect(self.terminal_profile.dialect.clone())
+            .answer_while_draining(refuse);
+        Ok(match tls {
+            Some(tls) => server.with_tls(tls),
+            None => server,
+        })
+    }
+
+    /// Whether the switch can take traffic: the upstream link is connected and signed
+    /// on. `Err` says why not (for a readiness check; the caller adds its own, such as
+    /// "draining" or the store).
+    ///
+    /// # Errors
+    /// The reason, as text.
+    pub fn upstream_ready(&self) -> std::result::Result<(), String> {
+        let link = self.switch.upstream();
+        let ok = match self.client.state() {
+            ConnState::Connected if link.ring().current().is_some() => Ok(()),
+            ConnState::Connected => Err(format!("upstream link {} not signed on", link.name())),
+            other => Err(format!("upstream link {} {other:?}", link.name()).to_lowercase()),
+        };
+        ::metrics::gauge!(crate::metrics::UPSTREAM_READY, "link" => link.name().to_owned())
+            .set(if ok.is_ok() { 1.0 } else { 0.0 });
+        ok
+    }
+
+    /// Graceful stop, in order: the terminal server drains (`control`: no new
+    /// connections, new requests answered [`RETRY_CODE`], requests being handled get
+    /// `timeout` to finish); upstream transactions still undecided are given the rest of
+    /// `timeout` plus the upstream timeout, after which the engine has declared them in
+    /// doubt and journaled their reversals (pending: the next start sends them); the
+    /// upstream link signs off; the terminal side's store is synced; the background
+    /// tasks stop.
+    pub async fn drain(&self, control: &ServerControl, timeout: Duration) -> DrainSummary {
+        let started = tokio::time::Instant::now();
+        let server = control.drain(timeout).await;
+        // The engine decides every transaction it sent within the upstream timeout.
+        let deadline = started + timeout + self.upstream_timeout + Duration::from_millis(500);
+        let mut status = self.switch.driver().status().await.ok();
+        while let Some(s) = status {
+            let now = tokio::time::Instant::now();
+            // Reversals get what is left of `timeout` to be acknowledged; then they stay
+            // journaled.
+            let settled =
+                s.in_flight == 0 && (s.pending_reversals == 0 || now >= started + timeout);
+            if settled || now >= deadline {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            status = self.switch.driver().status().await.ok();
+        }
+        for t in &self.tasks {
+            t.abort();
+        }
+        let signed_off = match self.switch.upstream().sign_off(self.local()).await {
+            Ok(()) => true,
+            Err(e) => {
+                tracing::warn!(error = %e, "upstream sign-off");
+                false
+            }
+        };
+        if let Err(e) = self.switch.sync_store().await {
+            tracing::error!(error = %e, "store sync at drain");
+        }
+        let s = status.unwrap_or_default();
+        DrainSummary {
+            server,
+            undecided: s.in_flight,
+            pending_reversals: s.pending_reversals,
+            pending_advices: s.pending_advices,
+            signed_off,
+        }
+    }
+
+    fn local(&self) -> NaiveDateTime {
+        (self.local)()
     }
 
     /// Pending upstream reversals.

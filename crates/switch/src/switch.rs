@@ -38,7 +38,10 @@ use isoswitch_reversal::{
 };
 use isoswitch_session::counters::Counters;
 use isoswitch_session::crypto::{Pan, PinBlock, PinBlockFormat};
-use isoswitch_session::{HostOutcome, HostSession, Kek, KeyStore, SessionProfile, TerminalId};
+use isoswitch_session::{
+    HostAction, HostOutcome, HostSession, Kek, KeyStore, MemoryKeyStore, RejectReason,
+    SessionProfile, TerminalId,
+};
 
 use crate::dukpt::DukptPins;
 use crate::error::{Result, SwitchError};
@@ -71,6 +74,60 @@ impl Default for SwitchConfig {
             sign_on_wait: Duration::from_secs(2),
             advice_wait: Duration::from_secs(2),
         }
+    }
+}
+
+/// DE 4 (minor units, two decimals) as a person reads it: `000000001050` → `10.50`.
+fn amount_text(de4: Option<&str>) -> String {
+    match de4.and_then(|v| v.parse::<u64>().ok()) {
+        Some(v) => format!("{}.{:02}", v / 100, v % 100),
+        None => "none".into(),
+    }
+}
+
+/// The `link` label of the terminal side's metrics.
+pub const TERMINAL_LINK: &str = "terminals";
+
+/// What [`Switch::reload_terminals`] changed.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct TerminalReload {
+    /// Terminals now in the table.
+    pub total: usize,
+    /// Terminals that were not in the old table.
+    pub added: usize,
+    /// Terminals of the old table that are gone (refused `97` from now on).
+    pub removed: usize,
+    /// Terminals whose master key changed (it applies at their next sign-on).
+    pub changed: usize,
+}
+
+impl std::fmt::Display for TerminalReload {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{} terminals: {} added, {} removed, {} with a new master key",
+            self.total, self.added, self.removed, self.changed
+        )
+    }
+}
+
+impl TerminalReload {
+    /// The difference between two tables.
+    pub fn between(old: &MemoryKeyStore, new: &MemoryKeyStore) -> TerminalReload {
+        let kcv = |k: &MemoryKeyStore, id: &TerminalId| k.master_key(id).map(|k| *k.kcv());
+        let mut r = TerminalReload {
+            total: new.len(),
+            ..TerminalReload::default()
+        };
+        for id in new.ids() {
+            match kcv(old, id) {
+                None => r.added += 1,
+                Some(before) if Some(before) != kcv(new, id) => r.changed += 1,
+                Some(_) => {}
+            }
+        }
+        r.removed = old.ids().filter(|id| !new.contains(id)).count();
+        r
     }
 }
 
@@ -157,6 +214,23 @@ pub struct SwitchParts<K: KeyStore, S: IdempotencyStore, T: Transport, C: Counte
     pub kek: Kek,
 }
 
+impl<S, T, C> Switch<MemoryKeyStore, S, T, C>
+where
+    S: IdempotencyStore + Send + 'static,
+    T: Transport,
+    C: Counters + Send + 'static,
+{
+    /// [`Switch::replace_terminals`] with an in-memory table, telling what changed.
+    ///
+    /// # Errors
+    /// As [`Switch::replace_terminals`].
+    pub fn reload_terminals(&self, keys: MemoryKeyStore) -> Result<TerminalReload> {
+        let new = keys.clone();
+        let old = self.replace_terminals(keys)?;
+        Ok(TerminalReload::between(&old, &new))
+    }
+}
+
 enum Forwarded {
     /// The decision, the host's response, and the upstream message sent (without PIN).
     Decision(Decision, Option<Box<Message>>, Option<Box<Message>>),
@@ -219,6 +293,72 @@ where
         f(&lock(&self.inner.terminals))
     }
 
+    /// Replaces the terminal table (the master keys terminals sign on under) without a
+    /// restart; see [`TerminalReload`]. Terminals no longer in `keys` are refused (`97`)
+    /// from their next message on and their sessions are dropped; a new terminal can sign
+    /// on at once; a changed master key applies at the terminal's next sign-on (its
+    /// working keys stay valid until then). Returns the old table.
+    ///
+    /// # Errors
+    /// Writing the dropped sessions to the store failed (the new table is in force).
+    pub fn replace_terminals(&self, keys: K) -> Result<K> {
+        let old = {
+            let mut t = lock(&self.inner.terminals);
+            let old = std::mem::replace(t.key_store_mut(), keys);
+            let gone: Vec<TerminalId> = t
+                .snapshots()
+                .map(|s| s.terminal)
+                .filter(|id| !t.key_store().contains(id))
+                .collect();
+            for id in &gone {
+                t.invalidate(id);
+                tracing::info!(terminal = %id, "terminal removed from the table: its session is dropped");
+            }
+            old
+        };
+        self.save_sessions()?;
+        Ok(old)
+    }
+
+    /// The answer to a terminal request that is not carried out (e.g. while the switch
+    /// drains): `code` in DE 39, MACed under the terminal's keys when it has any. Only
+    /// authorization and financial requests and network management are answered so;
+    /// `None` for the rest, which the terminal repeats until the switch takes them:
+    /// advices, reversals (any `0410` acknowledges a reversal at the terminal, so a
+    /// refusal would lose it), settlement and batch upload, responses.
+    pub fn refusal(&self, request: &Message, code: &str) -> Option<Bytes> {
+        use isoswitch_codec::MessageFunction;
+        let mti = request.mti();
+        let answerable = matches!(
+            mti.class(),
+            MessageClass::Authorization | MessageClass::Financial | MessageClass::NetworkManagement
+        );
+        if !answerable || mti.function() != MessageFunction::Request {
+            return None;
+        }
+        let mut reply = Message::response_to(request).ok()?;
+        for n in [41u8, 42] {
+            if let Some(v) = request.get(n) {
+                reply.set(n, v.as_bytes()).ok()?;
+            }
+        }
+        reply.set(39, code).ok()?;
+        let mut t = lock(&self.inner.terminals);
+        match t.seal_response(&mut reply) {
+            Ok(b) => Some(b),
+            Err(_) => reply.to_bytes().ok(),
+        }
+    }
+
+    /// Makes everything the terminal side has written durable (drain, shutdown).
+    ///
+    /// # Errors
+    /// The store's sync failed.
+    pub async fn sync_store(&self) -> Result<()> {
+        let upto = lock(&self.inner.book).store().written();
+        self.book_durable(upto).await
+    }
+
     /// Answers one terminal message (its bytes as received, no frame header); `None`:
     /// nothing to send (a response, or an advice still being forwarded).
     ///
@@ -231,6 +371,11 @@ where
         self.save_sessions()?;
         let accepted = match outcome {
             HostOutcome::Replied { reply, action } => {
+                if let HostAction::SignedOn { terminal, .. } = &action {
+                    ::metrics::counter!(crate::metrics::SIGN_ONS, "link" => TERMINAL_LINK)
+                        .increment(1);
+                    tracing::info!(%terminal, "terminal signed on");
+                }
                 tracing::debug!(?action, "terminal network management");
                 return Ok(Some(Reply {
                     bytes: reply,
@@ -242,6 +387,10 @@ where
                 code,
                 reason,
             } => {
+                if let RejectReason::MacFailure(_) = reason {
+                    ::metrics::counter!(crate::metrics::MAC_FAILURES, "link" => TERMINAL_LINK)
+                        .increment(1);
+                }
                 tracing::info!(?reason, code = %code.as_str(), "terminal request refused");
                 return Ok(Some(Reply {
                     bytes: reply,
@@ -346,6 +495,15 @@ where
         // transaction for a restart (DriverConfig::hold_until_released).
         self.inner.driver.release(tag).await?;
         let reply = self.map_back(msg, &answer, response.as_deref())?;
+        tracing::debug!(
+            mti = %msg.mti(),
+            stan = %msg.get(11).unwrap_or_default(),
+            terminal = %msg.get(41).unwrap_or_default(),
+            pan = %isoswitch_codec::mask::mask_pan(&msg.get(2).unwrap_or_default()),
+            amount = %amount_text(msg.get(4).as_deref()),
+            rc = %answer.get(39).unwrap_or_default(),
+            "terminal transaction"
+        );
         Ok(Some(self.seal_for_terminal(reply)?))
     }
 
@@ -368,7 +526,7 @@ where
             bytes.and_then(|b| Message::decode(&self.inner.upstream.profile().dialect, b).ok());
         let Some(original) = original else {
             tracing::error!(
-                ?key,
+                %key,
                 "terminal reversed an approved transaction whose upstream original is unknown"
             );
             return;
@@ -379,7 +537,7 @@ where
             .reverse_message_tagged(original, ReversalReason::TerminalFailure, tag)
             .await
         {
-            tracing::error!(?key, error = %e, "upstream reversal not handed to the engine");
+            tracing::error!(%key, error = %e, "upstream reversal not handed to the engine");
         }
     }
 

@@ -203,12 +203,23 @@ impl ZoneKeyRing {
 pub struct ZoneMac {
     profile: SessionProfile,
     ring: Arc<ZoneKeyRing>,
+    link: String,
 }
 
 impl ZoneMac {
     /// Over `profile` (the upstream dialect's) and `ring`.
     pub fn new(profile: SessionProfile, ring: Arc<ZoneKeyRing>) -> ZoneMac {
-        ZoneMac { profile, ring }
+        ZoneMac {
+            profile,
+            ring,
+            link: "upstream".to_owned(),
+        }
+    }
+
+    /// The `link` label of its MAC-failure metric (default `"upstream"`).
+    pub fn with_link(mut self, link: impl Into<String>) -> ZoneMac {
+        self.link = link.into();
+        self
     }
 }
 
@@ -252,6 +263,8 @@ impl Security for ZoneMac {
             Some(keys) if keys.verify(&self.profile, &view) => {}
             _ if !self.profile.requires_mac(view.mti()) => {}
             _ => {
+                ::metrics::counter!(crate::metrics::MAC_FAILURES, "link" => self.link.clone())
+                    .increment(1);
                 self.ring.request_sign_on(self.ring.generation());
                 return Err(Verify::BadMac);
             }
@@ -382,7 +395,7 @@ impl<T: Transport, C: Counters + Send + 'static> UpstreamLink<T, C> {
 
     /// The MAC hook for the reversal engine.
     pub fn zone_mac(&self) -> ZoneMac {
-        ZoneMac::new(self.profile.clone(), self.ring.clone())
+        ZoneMac::new(self.profile.clone(), self.ring.clone()).with_link(self.config.name.clone())
     }
 
     /// Sign-ons completed by this link.
@@ -416,6 +429,8 @@ impl<T: Transport, C: Counters + Send + 'static> UpstreamLink<T, C> {
                     })?;
                 let g = self.ring.install(keys.mak().clone(), keys.pik().clone());
                 self.sign_ons.fetch_add(1, Ordering::Relaxed);
+                ::metrics::counter!(crate::metrics::SIGN_ONS, "link" => self.config.name.clone())
+                    .increment(1);
                 self.persist(&session)?;
                 tracing::info!(link = %self.config.name, generation = g, mak_kcv = %keys.mak().kcv(), "signed on upstream");
                 Ok(g)
@@ -424,6 +439,36 @@ impl<T: Transport, C: Counters + Send + 'static> UpstreamLink<T, C> {
                 "sign-on: unexpected answer {other:?}"
             ))),
         }
+    }
+
+    /// The link's name.
+    pub fn name(&self) -> &str {
+        &self.config.name
+    }
+
+    /// Signs off (0820) and writes the session without keys to the store, so that the
+    /// next start signs on afresh. Stop [`UpstreamLink::keep_signed_on`] first, or it
+    /// signs on again.
+    ///
+    /// # Errors
+    /// Not signed on, the host did not answer, the store failed.
+    pub async fn sign_off(&self, local: chrono::NaiveDateTime) -> Result<()> {
+        let mut session = self.session.lock().await;
+        let bytes = session.sign_off(Instant::now(), local)?;
+        let answer = self
+            .transport
+            .request(bytes, self.config.sign_on_timeout)
+            .await
+            .map_err(|e| SwitchError::Security(format!("sign-off: {e}")));
+        if let Ok(resp) = &answer {
+            if let Err(e) = session.handle_message(Instant::now(), resp.clone()) {
+                tracing::warn!(link = %self.config.name, error = %e, "sign-off answer not understood");
+            }
+        }
+        self.persist(&session)?;
+        answer?;
+        tracing::info!(link = %self.config.name, "signed off upstream");
+        Ok(())
     }
 
     /// Writes the session (sealed) to the store, if the link has one.
