@@ -148,7 +148,7 @@ impl<'a> MessageView<'a> {
     }
 
     /// Data field `n`, if present.
-    #[inline]
+    #[inline(always)]
     pub fn field(&self, n: u8) -> Option<FieldRef<'a>> {
         if !self.has(n) {
             return None;
@@ -173,6 +173,13 @@ impl<'a> MessageView<'a> {
     #[inline]
     pub fn get_path(&self, path: &str) -> Option<FieldRef<'a>> {
         resolve_path(path, |n| self.field(n))
+    }
+
+    /// The field or subfield at `path`, a [`crate::Path`] parsed once: the same as
+    /// [`MessageView::get_path`] with the path's text, without parsing it again.
+    #[inline]
+    pub fn at(&self, path: &crate::Path) -> Option<FieldRef<'a>> {
+        crate::composite::descend(self.field(path.field())?, path.keys())
     }
 
     /// The encoded content of field `n` (no length prefix), if present.
@@ -243,15 +250,13 @@ pub(crate) fn resolve_path<'a>(
     path: &str,
     field: impl FnOnce(u8) -> Option<FieldRef<'a>>,
 ) -> Option<FieldRef<'a>> {
-    let (top, rest) = match path.split_once('.') {
-        Some((t, r)) => (t, Some(r)),
-        None => (path, None),
+    let b = path.as_bytes();
+    let (top, rest) = match b.iter().position(|&c| c == b'.') {
+        Some(i) => (&b[..i], Some(&b[i + 1..])),
+        None => (b, None),
     };
-    let f = field(parse_field_number(top.as_bytes())?)?;
-    match rest {
-        Some(r) => f.get_path(r),
-        None => Some(f),
-    }
+    let f = field(parse_field_number(top)?)?;
+    crate::composite::descend(f, crate::path::TextKeys { rest })
 }
 
 /// A data element number (1..=192 digits), for paths.
@@ -371,7 +376,7 @@ impl Index {
 }
 
 /// The length in units of field `n` whose (validated) content starts at `start`.
-#[inline]
+#[inline(always)]
 pub(crate) fn units_at(d: &Dialect, buf: &[u8], n: u8, start: usize) -> usize {
     let h = d.hot(n);
     if h.fixed {
