@@ -42,6 +42,8 @@ fn main() {
             }
         }
     }
+    // In field order, as benches/codec.rs sets them.
+    values.sort_by_key(|(f, _)| *f);
     let mut m = Message::new(&d, "0200".parse().unwrap_or(isoswitch::codec::Mti::ZERO));
     for (f, t) in &values {
         let _ = m.set(*f, t);

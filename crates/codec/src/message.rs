@@ -60,10 +60,7 @@ impl Message {
     pub fn new(dialect: &Dialect, mti: Mti) -> Message {
         Message {
             dialect: dialect.clone(),
-            ix: Index {
-                mti,
-                ..Index::EMPTY
-            },
+            ix: Index::empty(mti),
             present: Bitmap::EMPTY,
             in_arena: Bitmap::EMPTY,
             pristine: false,

@@ -36,11 +36,17 @@ pub(crate) struct Index {
 }
 
 impl Index {
-    pub(crate) const EMPTY: Index = Index {
-        mti: Mti::ZERO,
-        bitmap: Bitmap::EMPTY,
-        slots: [0; 256],
-    };
+    /// An empty index for `mti`, written where the caller puts it. Not inlined: inlined
+    /// into a caller's loop, the zeroed slots become a constant copied (`memcpy`) on each
+    /// iteration instead of zeroed in place (`memset`, half the instructions).
+    #[inline(never)]
+    pub(crate) fn empty(mti: Mti) -> Index {
+        Index {
+            mti,
+            bitmap: Bitmap::EMPTY,
+            slots: [0; 256],
+        }
+    }
 }
 
 impl<'a> MessageView<'a> {
@@ -63,7 +69,7 @@ impl<'a> MessageView<'a> {
         let mut view = MessageView {
             dialect,
             buf,
-            ix: Index::EMPTY,
+            ix: Index::empty(Mti::ZERO),
         };
         view.ix.parse(dialect, buf)?;
         Ok(view)
@@ -79,7 +85,7 @@ impl<'a> MessageView<'a> {
         let mut view = MessageView {
             dialect,
             buf,
-            ix: Index::EMPTY,
+            ix: Index::empty(Mti::ZERO),
         };
         match view.ix.parse(dialect, buf) {
             Ok(()) => (view, None),
