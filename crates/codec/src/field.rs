@@ -65,9 +65,7 @@ impl<'a> FieldRef<'a> {
     /// The subfield with key `key` (written as in paths: `42`, `9F26`), if present.
     #[inline]
     pub fn sub(&self, key: &str) -> Option<FieldRef<'a>> {
-        if self.node.is_none() {
-            return None;
-        }
+        self.node?;
         crate::composite::descend(*self, crate::path::OneKey(Some(key.as_bytes())))
     }
 

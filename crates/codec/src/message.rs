@@ -373,7 +373,7 @@ impl Message {
             _ => self.arena.extend_from_slice(value),
         }
         if upper {
-            self.arena[start + plen..].make_ascii_uppercase();
+            crate::hot::upper_hex(&mut self.arena[start + plen..]);
         }
         self.finish_entry(n, start);
         Ok(self)
