@@ -65,6 +65,7 @@ impl Path {
         let field = parts
             .next()
             .and_then(crate::view::parse_field_number)
+            .filter(|&n| n >= 1)
             .ok_or_else(|| bad(format!("{text:?} does not start with a field number")))?;
         let mut p = Path {
             field,
