@@ -6,13 +6,14 @@
 //! Also: `message_decode` (the owned `Message::decode`, to compare with the view's
 //! `decode`), `build_encode` (`Message::new`, the 21 fields set from text, encoded into a
 //! reused buffer) and, in `codec/iso87-composite`, decoding the composite sample 04 and
-//! reading `48.42.1` of the decoded view.
+//! reading `48.42.1` of the decoded view: by text (`get_path`) and by a
+//! [`isoswitch::codec::Path`] parsed once (`at`).
 //!
 //! Run: `cargo bench --bench codec`.
 
 use bytes::{Bytes, BytesMut};
 use criterion::{black_box, criterion_group, criterion_main, Criterion, Throughput};
-use isoswitch::codec::{Dialect, Message, MessageView};
+use isoswitch::codec::{Dialect, Message, MessageView, Path};
 
 const SAMPLE: &str = include_str!("../tests/vectors/samples/purchase-0200.json");
 
@@ -120,6 +121,10 @@ fn composite(c: &mut Criterion) {
                     .map(|f| f.raw()),
             )
         })
+    });
+    let path = Path::parse("48.42.1").expect("path");
+    g.bench_function("at_48.42.1", |b| {
+        b.iter(|| black_box(black_box(&view).at(black_box(&path)).map(|f| f.raw())))
     });
     g.finish();
 }

@@ -4,10 +4,12 @@
 //!
 //! OP: `decode` (MessageView), `message_decode` (owned Message), `build_encode` (the
 //! 21-field purchase set from text and encoded into a reused buffer), `path` (read
-//! `48.42.1` of the decoded `iso87-composite` sample 04).
+//! `48.42.1` of the decoded `iso87-composite` sample 04, through the string path),
+//! `compiled_path` (the same through a [`isoswitch::codec::Path`] parsed once),
+//! `composite_decode` (decode sample 04; run these three with DIALECT `iso87-composite`).
 
 use bytes::{Bytes, BytesMut};
-use isoswitch::codec::{Dialect, Message, MessageView};
+use isoswitch::codec::{Dialect, Message, MessageView, Path};
 use std::hint::black_box;
 
 const SAMPLE: &str = include_str!("../tests/vectors/samples/purchase-0200.json");
@@ -40,11 +42,13 @@ fn main() {
             }
         }
     }
+    // In field order, as benches/codec.rs sets them.
+    values.sort_by_key(|(f, _)| *f);
     let mut m = Message::new(&d, "0200".parse().unwrap_or(isoswitch::codec::Mti::ZERO));
     for (f, t) in &values {
         let _ = m.set(*f, t);
     }
-    let bytes: Bytes = if op == "path" {
+    let bytes: Bytes = if matches!(op, "path" | "compiled_path" | "composite_decode") {
         let h = include_str!("../tests/vectors/composite/04.hex").trim();
         (0..h.len())
             .step_by(2)
@@ -54,6 +58,8 @@ fn main() {
     } else {
         m.to_bytes().unwrap_or_default()
     };
+    let view = MessageView::decode(&d, &bytes).ok();
+    let compiled = Path::parse("48.42.1").ok();
     let mut out = BytesMut::with_capacity(4096);
     let mut acc = 0usize;
     for _ in 0..n {
@@ -78,12 +84,20 @@ fn main() {
                 acc += out.len();
             }
             "path" => {
-                if let Ok(v) = MessageView::decode(&d, &bytes) {
-                    for _ in 0..10 {
-                        acc += black_box(&v)
-                            .get_path(black_box("48.42.1"))
-                            .map_or(0, |f| f.raw().len());
-                    }
+                if let Some(v) = &view {
+                    acc += black_box(v)
+                        .get_path(black_box("48.42.1"))
+                        .map_or(0, |f| f.raw().len());
+                }
+            }
+            "compiled_path" => {
+                if let (Some(v), Some(p)) = (&view, &compiled) {
+                    acc += black_box(v).at(black_box(p)).map_or(0, |f| f.raw().len());
+                }
+            }
+            "composite_decode" => {
+                if let Ok(v) = MessageView::decode(&d, black_box(&bytes)) {
+                    acc += v.raw(11).map_or(0, |r| r.len());
                 }
             }
             _ => {

@@ -75,6 +75,11 @@ pub fn roundtrip(dialect_name: &str, data: &[u8]) {
     let Ok(view) = MessageView::decode(&d, data) else {
         return;
     };
+    // The decoder reads any MTI; the JSON form refuses one of a version the dialect does
+    // not allow (`ErrorKind::MtiNotAllowed`, by design): nothing to round-trip then.
+    if !d.allows_mti(view.mti()) {
+        return;
+    }
     let text = json::to_json(view.mti(), view.fields(), true);
     let rebuilt = json::from_json(&d, &text)
         .unwrap_or_else(|e| panic!("decoded message does not rebuild: {e}\n{text}"));

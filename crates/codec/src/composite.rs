@@ -29,7 +29,22 @@ pub(crate) struct Node {
     pub(crate) keep_unknown: bool,
     /// What a subelement with a tag the table does not define is read as.
     pub(crate) unknown: Child,
+    /// Tagged: every element's length prefix counts its content bytes (no subfield is
+    /// hex or BCD counting otherwise), so an element is skipped by its prefix alone,
+    /// without looking its tag up.
+    pub(crate) skip_by_prefix: bool,
+    /// Tagged, skipped by prefix, with decimal tags and ASCII length digits (DE 48
+    /// style): the tag width and the prefix width, for [`Node::find`]'s short loop.
+    pub(crate) ascii_tagged: Option<(u8, u8)>,
+    /// How the subfields' keys are written (from `kind`).
+    pub(crate) style: KeyStyle,
+    /// Tagged and bitmapped composites whose keys are all under [`DIRECT_KEYS`]: the
+    /// index in `children` of each key (`u8::MAX`: none), for [`Node::child`].
+    pub(crate) direct: Vec<u8>,
 }
+
+/// Keys below this are looked up through [`Node::direct`].
+const DIRECT_KEYS: u32 = 1024;
 
 #[derive(Debug, Clone, Copy)]
 pub(crate) enum NodeKind {
@@ -419,13 +434,51 @@ impl Node {
                 }
             }
         }
+        let skip_by_prefix = matches!(kind, NodeKind::Tagged(_))
+            && children
+                .iter()
+                .all(|c| c.hot.wire == crate::hot::Wire::Same);
+        let unknown_hot = Hot::of(&unknown);
+        let direct = match kind {
+            NodeKind::Tagged(_) | NodeKind::Bitmapped(_)
+                if children.len() < u8::MAX as usize
+                    && children.iter().all(|c| c.key < DIRECT_KEYS) =>
+            {
+                let top = children
+                    .iter()
+                    .map(|c| c.key as usize + 1)
+                    .max()
+                    .unwrap_or(0);
+                let mut d = vec![u8::MAX; top];
+                for (i, c) in children.iter().enumerate() {
+                    d[c.key as usize] = i as u8;
+                }
+                d
+            }
+            _ => Vec::new(),
+        };
+        let ascii_tagged = match kind {
+            NodeKind::Tagged(t)
+                if skip_by_prefix
+                    && t.encoding == TagEncoding::Digits
+                    && unknown_hot.prefix == crate::spec::LengthEncoding::Ascii
+                    && !unknown_hot.fixed =>
+            {
+                Some((t.width, unknown_hot.prefix_len))
+            }
+            _ => None,
+        };
         Ok(Node {
             kind,
             children,
             keep_unknown,
+            skip_by_prefix,
+            ascii_tagged,
+            style: kind_style(kind),
+            direct,
             unknown: Child {
                 key: 0,
-                hot: Hot::of(&unknown),
+                hot: unknown_hot,
                 spec: unknown,
                 node: None,
             },
@@ -433,9 +486,9 @@ impl Node {
     }
 
     /// How keys of this composite's subfields are written.
-    #[inline]
+    #[inline(always)]
     pub(crate) fn style(&self) -> KeyStyle {
-        kind_style(self.kind)
+        self.style
     }
 
     /// The subfield with `key`.
@@ -446,6 +499,10 @@ impl Node {
                 .children
                 .get((key as usize).wrapping_sub(1))
                 .filter(|c| c.key == key),
+            _ if !self.direct.is_empty() => {
+                let i = *self.direct.get(key as usize)?;
+                self.children.get(i as usize)
+            }
             _ => self
                 .children
                 .binary_search_by_key(&key, |c| c.key)
@@ -463,6 +520,163 @@ impl Node {
         } else {
             None
         })
+    }
+
+    /// The first element with `key` of (validated) content `buf`: its subfield, content
+    /// start and end in `buf`, and units. The elements before it are skipped by their
+    /// lengths (for a tagged composite whose prefixes all count bytes, without looking
+    /// their tags up); nothing is allocated.
+    #[inline(always)]
+    pub(crate) fn find(&self, buf: &[u8], key: u32) -> Option<(&Child, usize, usize, usize)> {
+        if let Some((w, l)) = self.ascii_tagged {
+            return self.find_ascii_tagged(buf, key, w as usize, l as usize);
+        }
+        match self.kind {
+            NodeKind::Positional => self.find_positional(buf, key),
+            _ => self.find_other(buf, key),
+        }
+    }
+
+    /// [`Node::find`] in a positional composite.
+    #[inline]
+    fn find_positional(&self, buf: &[u8], key: u32) -> Option<(&Child, usize, usize, usize)> {
+        let i = (key as usize).checked_sub(1)?;
+        let target = self.children.get(i)?;
+        let mut pos = 0;
+        for c in &self.children[..i] {
+            if pos >= buf.len() {
+                return None;
+            }
+            pos = span(&c.hot, buf, pos)?.1;
+        }
+        if pos >= buf.len() {
+            return None;
+        }
+        let (s, e, u) = span(&target.hot, buf, pos)?;
+        Some((target, s, e, u))
+    }
+
+    /// [`Node::find`] in a tagged (other than DE 48 style), bitmapped or BER-TLV composite.
+    #[inline(never)]
+    fn find_other(&self, buf: &[u8], key: u32) -> Option<(&Child, usize, usize, usize)> {
+        match self.kind {
+            NodeKind::Positional => self.find_positional(buf, key),
+            NodeKind::Tagged(fmt) => {
+                let w = fmt.width as usize;
+                let mut at = 0;
+                while at < buf.len() {
+                    let k = tag_key(fmt.encoding, buf.get(at..at + w)?)?;
+                    if k == key {
+                        let c = self.child_or_unknown(key)?;
+                        let (s, e, u) = span(&c.hot, buf, at + w)?;
+                        return Some((c, s, e, u));
+                    }
+                    let h = if self.skip_by_prefix {
+                        &self.unknown.hot
+                    } else {
+                        &self.child_or_unknown(k)?.hot
+                    };
+                    at = span(h, buf, at + w)?.1;
+                }
+                None
+            }
+            NodeKind::Bitmapped(fmt) => {
+                let i = (key as usize).checked_sub(1)?;
+                if i >= fmt.bytes as usize * 8 {
+                    return None;
+                }
+                let (words, blen) = read_bitmap(fmt, buf, 0)?;
+                if words[i / 64] & (1u64 << (63 - i % 64)) == 0 {
+                    return None;
+                }
+                let mut pos = blen;
+                for k in Bits(words) {
+                    let c = self.child(k)?;
+                    let (s, e, u) = span(&c.hot, buf, pos)?;
+                    if k == key {
+                        return Some((c, s, e, u));
+                    }
+                    pos = e;
+                }
+                None
+            }
+            NodeKind::Tlv => {
+                let mut at = 0;
+                loop {
+                    while matches!(buf.get(at), Some(0x00 | 0xFF)) {
+                        at += 1;
+                    }
+                    if at >= buf.len() {
+                        return None;
+                    }
+                    let (tag, hl, vl) = tlv::header(&buf[at..])?;
+                    let (s, e) = (at + hl, at + hl + vl);
+                    if e > buf.len() {
+                        return None;
+                    }
+                    if tag == key {
+                        let c = self.child_or_unknown(tag)?;
+                        return Some((c, s, e, tlv_units(&c.spec, vl)));
+                    }
+                    at = e;
+                }
+            }
+        }
+    }
+
+    /// [`Node::find`] in a tagged composite of decimal tags `w` digits wide and ASCII
+    /// length prefixes `l` digits wide counting bytes: one short loop per element.
+    #[inline]
+    fn find_ascii_tagged(
+        &self,
+        buf: &[u8],
+        key: u32,
+        w: usize,
+        l: usize,
+    ) -> Option<(&Child, usize, usize, usize)> {
+        #[inline(always)]
+        fn digits(b: &[u8]) -> Option<usize> {
+            let d = |c: u8| c.wrapping_sub(b'0') as usize;
+            match *b {
+                [x, y] => {
+                    let (x, y) = (d(x), d(y));
+                    (x <= 9 && y <= 9).then_some(x * 10 + y)
+                }
+                [x, y, z] => {
+                    let (x, y, z) = (d(x), d(y), d(z));
+                    (x <= 9 && y <= 9 && z <= 9).then_some(x * 100 + y * 10 + z)
+                }
+                _ => {
+                    let mut v = 0usize;
+                    for &c in b {
+                        if d(c) > 9 {
+                            return None;
+                        }
+                        v = v * 10 + d(c);
+                    }
+                    Some(v)
+                }
+            }
+        }
+        let key = key as usize;
+        let mut at = 0;
+        while at < buf.len() {
+            let head = buf.get(at..at + w + l)?;
+            let (tag, len) = head.split_at(w);
+            let (tag, len) = (digits(tag)?, digits(len)?);
+            let s = at + w + l;
+            let e = s + len;
+            if e > buf.len() {
+                return None;
+            }
+            if tag == key {
+                let c = self.child_or_unknown(key as u32)?;
+                // Every subfield counts bytes here (`skip_by_prefix`): units = bytes.
+                return Some((c, s, e, len));
+            }
+            at = e;
+        }
+        None
     }
 
     /// Checks the content `buf[start..end]` (and every level below it). No allocation
@@ -967,6 +1181,10 @@ impl<'a> SubfieldIter<'a> {
             kind: NodeKind::Positional,
             children: Vec::new(),
             keep_unknown: false,
+            skip_by_prefix: false,
+            ascii_tagged: None,
+            style: KeyStyle::Decimal,
+            direct: Vec::new(),
             unknown: Child {
                 key: 0,
                 spec: FieldSpec::new("", ContentClass::B, crate::spec::LengthKind::Fixed, 1),
@@ -1058,30 +1276,31 @@ impl<'a> SubfieldIter<'a> {
     }
 }
 
-impl<'a> SubfieldIter<'a> {
-    /// The first subfield with `key`: walks the elements before it without building a
-    /// [`FieldRef`] for each.
-    #[inline]
-    pub(crate) fn find_key(mut self, key: u32) -> Option<FieldRef<'a>> {
-        loop {
-            let (k, _, s, e, units, c) = self.step()?;
-            if k == key {
-                return Some(FieldRef {
-                    number: self.number,
-                    spec: &c.spec,
-                    raw: &self.buf[s..e],
-                    units,
-                    offset: self.base + s,
-                    node: c.node.as_deref(),
-                    path: self.path.child(key, self.node.style()),
-                });
-            }
-            if let NodeKind::Positional | NodeKind::Bitmapped(_) = self.node.kind {
-                if k > key {
-                    return None;
-                }
-            }
-        }
+/// The subfield below `f` that `keys` lead to, one key per composite level (`f` itself
+/// when `keys` has none): each level is a [`Node::find`] in the content of the level
+/// above. No allocation.
+#[inline(always)]
+pub(crate) fn descend<'a>(
+    mut f: FieldRef<'a>,
+    mut keys: impl crate::path::Keys,
+) -> Option<FieldRef<'a>> {
+    loop {
+        let style = match f.node {
+            Some(n) => n.style,
+            None => KeyStyle::Decimal,
+        };
+        let Some(key) = keys.next_key(style) else {
+            return Some(f);
+        };
+        let n = f.node?;
+        let key = key?;
+        let (c, s, e, u) = n.find(f.raw, key)?;
+        f.spec = &c.spec;
+        f.raw = f.raw.get(s..e)?;
+        f.units = u;
+        f.offset += s;
+        f.node = c.node.as_deref();
+        f.path.push(key, style);
     }
 }
 

@@ -123,6 +123,20 @@ impl FieldPath {
         self
     }
 
+    /// Appends `key` (written in `style`) in place; nothing when the path is already
+    /// [`MAX_DEPTH`] deep.
+    #[inline(always)]
+    pub(crate) fn push(&mut self, key: u32, style: KeyStyle) {
+        if let (Some(k), Some(s)) = (
+            self.keys.get_mut(self.len as usize),
+            self.styles.get_mut(self.len as usize),
+        ) {
+            *k = key;
+            *s = style;
+            self.len += 1;
+        }
+    }
+
     /// The keys, from the data element's number down.
     pub fn keys(&self) -> &[u32] {
         &self.keys[..self.len as usize]

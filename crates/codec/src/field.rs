@@ -65,23 +65,29 @@ impl<'a> FieldRef<'a> {
     /// The subfield with key `key` (written as in paths: `42`, `9F26`), if present.
     #[inline]
     pub fn sub(&self, key: &str) -> Option<FieldRef<'a>> {
-        self.sub_key(key.as_bytes())
-    }
-
-    #[inline]
-    fn sub_key(&self, key: &[u8]) -> Option<FieldRef<'a>> {
-        let n = self.node?;
-        let k = n.style().parse(key)?;
-        SubfieldIter::new(n, self.raw, self.offset, self.path, self.number).find_key(k)
+        self.node?;
+        crate::composite::descend(*self, crate::path::OneKey(Some(key.as_bytes())))
     }
 
     /// The subfield at `path` below this field (`"42.1"` below DE 48), if present.
+    #[inline]
     pub fn get_path(&self, path: &str) -> Option<FieldRef<'a>> {
-        let mut f = *self;
-        for seg in crate::composite::segments(path) {
-            f = f.sub_key(seg)?;
+        crate::composite::descend(
+            *self,
+            crate::path::TextKeys {
+                rest: Some(path.as_bytes()),
+            },
+        )
+    }
+
+    /// The subfield at `path` (a [`crate::Path`] parsed once) if this field is the path's
+    /// data element and the subfield is present.
+    #[inline]
+    pub fn at(&self, path: &crate::Path) -> Option<FieldRef<'a>> {
+        if self.path.depth() != 1 || self.number != path.field() {
+            return None;
         }
-        Some(f)
+        crate::composite::descend(*self, path.keys())
     }
 
     /// The style keys of this field's subfields are written in (`None` if not composite).

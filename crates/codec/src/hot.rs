@@ -286,10 +286,47 @@ static UNHEX: [u8; 256] = {
 /// Appends the bytes of hex text `hex` (even length, hex digits: checked by the caller).
 #[inline]
 pub(crate) fn unhex_into(hex: &[u8], out: &mut Vec<u8>) {
+    out.reserve(hex.len() / 2);
+    let mut chunks = hex.chunks_exact(16);
+    for c in &mut chunks {
+        let (a, b) = c.split_at(8);
+        let lo = unhex8(le(a)) as u64;
+        let hi = unhex8(le(b)) as u64;
+        out.extend_from_slice(&(lo | hi << 32).to_le_bytes());
+    }
     out.extend(
-        hex.chunks_exact(2)
+        chunks
+            .remainder()
+            .chunks_exact(2)
             .map(|p| (UNHEX[p[0] as usize] << 4) | (UNHEX[p[1] as usize] & 0x0F)),
     );
+}
+
+/// Hex digits (checked) in uppercase, in place: a letter (bit 6 set) loses bit 5; digits
+/// are left as they are. Eight at a time.
+#[inline]
+pub(crate) fn upper_hex(hex: &mut [u8]) {
+    const B6: u64 = 0x4040_4040_4040_4040;
+    let mut chunks = hex.chunks_exact_mut(8);
+    for c in &mut chunks {
+        let x = le(c);
+        c.copy_from_slice(&(x & !((x & B6) >> 1)).to_le_bytes());
+    }
+    chunks.into_remainder().make_ascii_uppercase();
+}
+
+/// Eight hex digits (checked), first digit in the lowest byte, as four bytes (the first
+/// in the lowest byte). A digit's value is its low nibble, plus 9 for a letter (bit 6 set:
+/// `A`–`F`, `a`–`f`).
+#[inline(always)]
+fn unhex8(x: u64) -> u32 {
+    const LOW: u64 = 0x0F0F_0F0F_0F0F_0F0F;
+    const BIT: u64 = 0x0101_0101_0101_0101;
+    let n = (x & LOW) + ((x >> 6) & BIT) * 9;
+    // Pairs (high digit, low digit) into bytes, in 16-bit lanes; then lanes packed.
+    let t = ((n & 0x00FF_00FF_00FF_00FF) << 4) | ((n >> 8) & 0x00FF_00FF_00FF_00FF);
+    let t = (t | (t >> 8)) & 0x0000_FFFF_0000_FFFF;
+    (t | (t >> 16)) as u32
 }
 
 /// What the decoder needs to know about one field.
@@ -795,6 +832,34 @@ impl Hot {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn unhex_into_matches_a_byte_at_a_time() {
+        let digits = b"0123456789abcdefABCDEF";
+        let mut seed = 0x9E37_79B9_7F4A_7C15u64;
+        for len in 0..80 {
+            for _ in 0..50 {
+                let hex: Vec<u8> = (0..len * 2)
+                    .map(|_| {
+                        seed ^= seed << 13;
+                        seed ^= seed >> 7;
+                        seed ^= seed << 17;
+                        digits[(seed % digits.len() as u64) as usize]
+                    })
+                    .collect();
+                let want: Vec<u8> = hex
+                    .chunks_exact(2)
+                    .map(|p| u8::from_str_radix(std::str::from_utf8(p).unwrap(), 16).unwrap())
+                    .collect();
+                let mut got = vec![0xAA];
+                super::unhex_into(&hex, &mut got);
+                assert_eq!(got[1..], want[..], "{}", String::from_utf8_lossy(&hex));
+                let mut up = hex.clone();
+                super::upper_hex(&mut up);
+                assert_eq!(up, hex.to_ascii_uppercase());
+            }
+        }
+    }
+
     use super::*;
 
     #[test]

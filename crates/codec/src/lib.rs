@@ -17,6 +17,8 @@
 //! - [`composite`] — composite fields (positional, tagged, BER-TLV, bitmapped subfields,
 //!   nested): validation, walking by path ([`MessageView::get_path`]), editing
 //!   ([`Message::set_path`]).
+//! - [`path`] — [`Path`]: a field or subfield path (`48.42.1`) parsed once, for reading
+//!   many messages by it ([`MessageView::at`], [`Message::at`]).
 //! - [`tlv`] — BER-TLV parser and builder (EMV data in DE 55).
 //! - [`random`] — random composite dialects and messages from a byte source (property
 //!   tests, fuzzing).
@@ -57,6 +59,7 @@ pub mod json;
 pub mod mask;
 pub mod message;
 pub mod mti;
+pub mod path;
 pub mod random;
 pub mod spec;
 pub mod tlv;
@@ -70,6 +73,7 @@ pub use error::{FieldPath, KeyStyle};
 pub use field::FieldRef;
 pub use message::Message;
 pub use mti::{MessageClass, MessageFunction, Mti, MtiEncoding};
+pub use path::Path;
 pub use spec::{
     BitmapFormat, Composite, ContentClass, ContentEncoding, FieldSpec, Justify, LengthEncoding,
     LengthKind, LengthUnit, PrefixFormat, Sensitivity, Subfields, TagEncoding, TagFormat,

@@ -5,10 +5,11 @@
 //! the message decodes straight into the same index a [`MessageView`] has, so while it is
 //! unchanged it gives that view ([`Message::view`]), its MAC span ([`Message::mac_span`])
 //! and its bytes ([`Message::to_bytes`]) without decoding or encoding again. Fields set by
-//! hand are encoded once, when set, into a small arena. Encoding is therefore a single
-//! pass of copies into a `BytesMut`, and editing a decoded message re-encodes only the
-//! fields that were changed (for composites: the enclosing composites, see
-//! [`Message::set_path`]).
+//! hand are encoded once, when set, into a small arena, prefix and content as they go on
+//! the wire. Encoding is therefore a single pass of copies into a `BytesMut` (one copy
+//! of the arena for a message built in field order), and editing a decoded message
+//! re-encodes only the fields that were changed (for composites: the enclosing
+//! composites, see [`Message::set_path`]).
 
 use crate::bitmap::Bitmap;
 use crate::composite::segments;
@@ -27,8 +28,6 @@ use std::fmt;
 /// First arena capacity: the fields a switch or host sets on one message (a 0200 built
 /// from scratch is about 300 bytes of content with DE 55, a response a few dozen).
 const ARENA_FIRST: usize = 512;
-/// Each arena entry: units (2 bytes), content length (2 bytes), then the content.
-const ENTRY: usize = 4;
 /// Arena entries are addressed by 16-bit offsets.
 const ARENA_MAX: usize = u16::MAX as usize;
 
@@ -37,7 +36,8 @@ const ARENA_MAX: usize = u16::MAX as usize;
 pub struct Message {
     dialect: Dialect,
     /// MTI, the bitmap as decoded (while `pristine`), and per field where its content
-    /// starts: in `shared`, or (fields in `in_arena`) the offset of its arena entry.
+    /// starts: in `shared`, or (fields in `in_arena`) in `arena`. Either way the content
+    /// follows its length prefix, as on the wire, and its length is read back from it.
     ix: Index,
     present: Bitmap,
     in_arena: Bitmap,
@@ -46,7 +46,13 @@ pub struct Message {
     /// Sum over present fields of prefix + content bytes (keeps `encoded_len` O(1)).
     wire_total: usize,
     shared: Bytes,
+    /// Fields set by hand, each in its wire form (prefix and content).
     arena: Vec<u8>,
+    /// The arena holds exactly the present fields, in ascending order, with nothing
+    /// between them (a message built field by field in order): encoding is then one copy.
+    in_order: bool,
+    /// The highest field appended while `in_order`.
+    last: u8,
 }
 
 impl Message {
@@ -54,16 +60,15 @@ impl Message {
     pub fn new(dialect: &Dialect, mti: Mti) -> Message {
         Message {
             dialect: dialect.clone(),
-            ix: Index {
-                mti,
-                ..Index::EMPTY
-            },
+            ix: Index::empty(mti),
             present: Bitmap::EMPTY,
             in_arena: Bitmap::EMPTY,
             pristine: false,
             wire_total: 0,
             shared: Bytes::new(),
             arena: Vec::new(),
+            in_order: true,
+            last: 0,
         }
     }
 
@@ -91,6 +96,7 @@ impl Message {
         self.present = present;
         self.wire_total = len - self.header_len(&b);
         self.pristine = true;
+        self.in_order = false;
     }
 
     /// Copies a view into an owned message (one copy of the message bytes).
@@ -152,6 +158,7 @@ impl Message {
             .ok_or_else(|| CodecError::new(Location::Mti, 0, ErrorKind::BadMti))?;
         let mut m = Message::new(&request.dialect, mti);
         m.shared = request.shared.clone();
+        m.in_order = false;
         for &n in request.dialect.echo_fields() {
             if request.present.get(n) {
                 if request.in_arena.get(n) {
@@ -199,21 +206,14 @@ impl Message {
     #[inline]
     fn wire(&self, n: u8) -> (usize, &[u8]) {
         let off = self.ix.slots[n as usize] as usize;
-        if self.in_arena.get(n) {
-            let e = self.arena.get(off..off + ENTRY).unwrap_or(&[0; ENTRY]);
-            let units = u16::from_le_bytes([e[0], e[1]]) as usize;
-            let len = u16::from_le_bytes([e[2], e[3]]) as usize;
-            (
-                units,
-                self.arena
-                    .get(off + ENTRY..off + ENTRY + len)
-                    .unwrap_or(&[]),
-            )
+        let buf: &[u8] = if self.in_arena.get(n) {
+            &self.arena
         } else {
-            let units = units_at(&self.dialect, &self.shared, n, off);
-            let len = self.dialect.hot(n).wire_len(units);
-            (units, self.shared.get(off..off + len).unwrap_or(&[]))
-        }
+            &self.shared
+        };
+        let units = units_at(&self.dialect, buf, n, off);
+        let len = self.dialect.hot(n).wire_len(units);
+        (units, buf.get(off..off + len).unwrap_or(&[]))
     }
 
     /// Prefix + content bytes of present field `n`.
@@ -249,6 +249,12 @@ impl Message {
         crate::view::resolve_path(path, |n| self.field(n))
     }
 
+    /// The field or subfield at `path`, a [`crate::Path`] parsed once (as
+    /// [`Message::get_path`] with its text).
+    pub fn at(&self, path: &crate::Path) -> Option<FieldRef<'_>> {
+        crate::composite::descend(self.field(path.field())?, path.keys())
+    }
+
     /// Present fields in ascending order.
     pub fn fields(&self) -> impl Iterator<Item = FieldRef<'_>> + '_ {
         self.present.iter().filter_map(move |n| self.field(n))
@@ -274,53 +280,65 @@ impl Message {
         })
     }
 
-    /// Makes room for an entry of up to `len` content bytes and starts it: returns its
-    /// offset (the content goes after the entry header).
+    /// Makes room in the arena for `len` more bytes (a field's prefix and content),
+    /// compacting it first when it has grown.
     #[inline]
-    fn begin_entry(&mut self, n: u8, len: usize) -> Result<usize> {
+    fn reserve_entry(&mut self, n: u8, len: usize) -> Result<()> {
         if self.arena.capacity() == 0 {
-            self.arena.reserve((len + ENTRY).max(ARENA_FIRST));
-        } else if self.arena.len() >= 4096 || self.arena.len() + ENTRY + len > ARENA_MAX {
+            self.arena.reserve(len.max(ARENA_FIRST));
+        } else if self.arena.len() >= 4096 || self.arena.len() + len > ARENA_MAX {
             self.compact();
-            if self.arena.len() + ENTRY + len > ARENA_MAX {
+            if self.arena.len() + len > ARENA_MAX {
                 return Err(CodecError::field(
                     n,
                     0,
                     ErrorKind::TooLong {
                         max: ARENA_MAX,
-                        found: self.arena.len() + ENTRY + len,
+                        found: self.arena.len() + len,
                     },
                 ));
             }
         }
-        let off = self.arena.len();
-        self.arena.extend_from_slice(&[0; ENTRY]);
-        Ok(off)
+        Ok(())
     }
 
-    /// Completes the entry started at `off` as field `n`'s content of `units` units.
+    /// Appends the length prefix for `units` of field `n` (nothing for a fixed field).
+    #[inline(always)]
+    fn put_prefix(&mut self, n: u8, units: usize) {
+        let (p, l) = self.dialect.hot(n).prefix_bytes(units);
+        let at = self.arena.len();
+        // A constant-size copy, then the unused bytes dropped: no call for `l` bytes.
+        self.arena.extend_from_slice(&p);
+        self.arena.truncate(at + l);
+    }
+
+    /// Completes field `n`, written to the arena from `start` (prefix, then content).
     #[inline]
-    fn finish_entry(&mut self, n: u8, off: usize, units: usize) {
-        let len = self.arena.len() - off - ENTRY;
-        let u = (units as u16).to_le_bytes();
-        let l = (len as u16).to_le_bytes();
-        self.arena[off..off + ENTRY].copy_from_slice(&[u[0], u[1], l[0], l[1]]);
+    fn finish_entry(&mut self, n: u8, start: usize) {
         let plen = self.dialect.hot(n).prefix_len as usize;
         if self.present.get(n) {
             self.wire_total -= self.field_wire_len(n);
+            self.in_order = false;
+        } else if n <= self.last {
+            self.in_order = false;
         }
-        self.wire_total += plen + len;
-        self.ix.slots[n as usize] = off as u16;
+        self.last = n;
+        self.wire_total += self.arena.len() - start;
+        self.ix.slots[n as usize] = (start + plen) as u16;
         self.present.set(n);
         self.in_arena.set(n);
         self.pristine = false;
     }
 
-    /// Stores already-encoded content for field `n`.
+    /// Stores already-encoded content of `units` units for field `n`.
     fn store(&mut self, n: u8, content: &[u8], units: usize) -> Result<()> {
-        let off = self.begin_entry(n, content.len())?;
+        let plen = self.dialect.hot(n).prefix_len as usize;
+        // `put_prefix` writes 8 bytes before dropping the unused ones.
+        self.reserve_entry(n, plen.max(8) + content.len())?;
+        let start = self.arena.len();
+        self.put_prefix(n, units);
         self.arena.extend_from_slice(content);
-        self.finish_entry(n, off, units);
+        self.finish_entry(n, start);
         Ok(())
     }
 
@@ -345,15 +363,19 @@ impl Message {
             }
             (h.direct, h.upper, units)
         };
-        let off = self.begin_entry(n, value.len())?;
+        let plen = self.dialect.hot(n).prefix_len as usize;
+        // `put_prefix` writes 8 bytes before dropping the unused ones.
+        self.reserve_entry(n, plen.max(8) + value.len())?;
+        let start = self.arena.len();
+        self.put_prefix(n, units);
         match direct {
             Direct::HexToBytes => crate::hot::unhex_into(value, &mut self.arena),
             _ => self.arena.extend_from_slice(value),
         }
         if upper {
-            self.arena[off + ENTRY..].make_ascii_uppercase();
+            crate::hot::upper_hex(&mut self.arena[start + plen..]);
         }
-        self.finish_entry(n, off, units);
+        self.finish_entry(n, start);
         Ok(self)
     }
 
@@ -368,15 +390,22 @@ impl Message {
             self.store(n, value, value.len())?;
             return Ok(self);
         }
-        let off = self.begin_entry(n, value.len())?;
+        let h = *d.hot(n);
+        let plen = h.prefix_len as usize;
+        self.reserve_entry(n, plen + value.len())?;
+        let start = self.arena.len();
+        // The prefix's room first; it is written once the units are known.
+        self.arena.resize(start + plen, 0);
         let spec = d.field(n).expect("checked by spec_for");
         match spec.text_to_wire(n, value, &mut self.arena) {
             Ok(units) => {
-                self.finish_entry(n, off, units);
+                let (p, l) = h.prefix_bytes(units);
+                self.arena[start..start + l].copy_from_slice(&p[..l]);
+                self.finish_entry(n, start);
                 Ok(self)
             }
             Err(e) => {
-                self.arena.truncate(off);
+                self.arena.truncate(start);
                 Err(e)
             }
         }
@@ -543,6 +572,7 @@ impl Message {
             self.present.clear(n);
             self.in_arena.clear(n);
             self.pristine = false;
+            self.in_order = false;
         }
         self
     }
@@ -550,24 +580,36 @@ impl Message {
     /// The arena only grows when fields are replaced; compact it when most of it is dead
     /// (or when it reaches the limit of its 16-bit offsets).
     fn compact(&mut self) {
+        let d = &self.dialect;
+        let whole = |n: u8, arena: &[u8], slot: u16| {
+            let h = d.hot(n);
+            let off = slot as usize;
+            let units = units_at(d, arena, n, off);
+            (off - h.prefix_len as usize, off + h.wire_len(units))
+        };
         let live: usize = self
             .in_arena
             .iter()
-            .filter(|&n| self.present.get(n))
-            .map(|n| ENTRY + self.wire(n).1.len())
+            .map(|n| {
+                let (a, b) = whole(n, &self.arena, self.ix.slots[n as usize]);
+                b - a
+            })
             .sum();
         if live * 2 > self.arena.len() && self.arena.len() < ARENA_MAX / 2 {
             return;
         }
         let mut fresh = Vec::with_capacity(live + ARENA_FIRST);
         for n in self.in_arena.iter() {
-            let off = self.ix.slots[n as usize] as usize;
-            let len = ENTRY + self.wire(n).1.len();
-            let new_off = fresh.len();
-            fresh.extend_from_slice(&self.arena[off..off + len]);
-            self.ix.slots[n as usize] = new_off as u16;
+            let (a, b) = whole(n, &self.arena, self.ix.slots[n as usize]);
+            let new_start = fresh.len();
+            fresh.extend_from_slice(&self.arena[a..b]);
+            self.ix.slots[n as usize] =
+                (new_start + (self.ix.slots[n as usize] as usize - a)) as u16;
         }
         self.arena = fresh;
+        // Compacted in ascending order: in order again if no field is in `shared`.
+        self.in_order = self.in_arena == self.present;
+        self.last = self.present.iter().last().unwrap_or(0);
     }
 
     /// The bitmap as it will be encoded (bit 1 / bit 65 included as needed).
@@ -635,20 +677,23 @@ impl Message {
             let (w, l) = Bitmap::word_bytes(benc, b.0[2]);
             out.put_slice(&w[..l]);
         }
+        if self.in_order {
+            // Every field, in order, prefix and content: the arena as it is.
+            out.put_slice(&self.arena);
+            return Ok(());
+        }
         for n in self.present.iter() {
             let h = d.hot(n);
             let off = self.ix.slots[n as usize] as usize;
-            if self.in_arena.get(n) {
-                let (units, content) = self.wire(n);
-                let (p, l) = h.prefix_bytes(units);
-                out.put_slice(&p[..l]);
-                out.put_slice(content);
+            let buf: &[u8] = if self.in_arena.get(n) {
+                &self.arena
             } else {
-                // Prefix and content exactly as received.
-                let len = h.wire_len(units_at(d, &self.shared, n, off));
-                let from = off - h.prefix_len as usize;
-                out.put_slice(self.shared.get(from..off + len).unwrap_or(&[]));
-            }
+                &self.shared
+            };
+            // Prefix and content as stored (as received, for a decoded field).
+            let len = h.wire_len(units_at(d, buf, n, off));
+            let from = off - h.prefix_len as usize;
+            out.put_slice(buf.get(from..off + len).unwrap_or(&[]));
         }
         Ok(())
     }

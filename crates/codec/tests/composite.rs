@@ -398,3 +398,64 @@ fn tlv_composites_keep_unknown_tags_and_mask_by_path() {
     assert!(e.to_string().starts_with("field 55 at byte offset"), "{e}");
     assert!(matches!(e.kind, ErrorKind::Tlv { .. }), "{e}");
 }
+
+/// Every field and subfield path of the samples (and paths that are not there) reads the
+/// same through a parsed [`Path`](isoswitch_codec::Path) as through its text, from the
+/// view, the owned message and the data element.
+#[test]
+fn parsed_paths_read_what_text_paths_read() {
+    use isoswitch_codec::{FieldRef, Path};
+    fn walk(f: FieldRef<'_>, out: &mut Vec<String>) {
+        out.push(f.path().to_string());
+        for s in f.subfields() {
+            walk(s, out);
+        }
+    }
+    let d = d();
+    let mut checked = 0;
+    for n in 1..=5 {
+        let (bytes, _, _) = sample(n);
+        let v = MessageView::decode(&d, &bytes).unwrap();
+        let m = Message::decode(&d, Bytes::from(bytes.clone())).unwrap();
+        let mut paths = Vec::new();
+        for f in v.fields() {
+            walk(f, &mut paths);
+        }
+        // Absent and malformed-for-the-dialect ones too.
+        paths.extend(
+            [
+                "48.99", "48.42.9", "62.9", "127.99", "127.25.7", "4.1", "48.4A", "191",
+            ]
+            .map(String::from),
+        );
+        for text in &paths {
+            let p = Path::parse(text).unwrap();
+            let by_text = v.get_path(text);
+            let by_path = v.at(&p);
+            assert_eq!(
+                by_text.map(|f| (f.raw(), f.offset(), f.units(), f.path())),
+                by_path.map(|f| (f.raw(), f.offset(), f.units(), f.path())),
+                "sample {n}: {text}"
+            );
+            assert_eq!(
+                m.get_path(text).map(|f| (f.raw().to_vec(), f.path())),
+                m.at(&p).map(|f| (f.raw().to_vec(), f.path())),
+                "sample {n}: {text} (owned)"
+            );
+            if let Some(top) = v.field(p.field()) {
+                assert_eq!(top.at(&p).map(|f| f.raw()), by_text.map(|f| f.raw()));
+            }
+            checked += 1;
+        }
+    }
+    assert!(checked > 50, "{checked}");
+    for bad in ["", "x", "0.1", "193", "48..1", "48.1.2.3.4.5.6", "48.xxxxx"] {
+        assert!(
+            matches!(
+                Path::parse(bad).map_err(|e| e.kind),
+                Err(ErrorKind::BadPath { .. })
+            ),
+            "{bad:?}"
+        );
+    }
+}

@@ -86,9 +86,11 @@ fn composite_decode_and_paths_allocate_nothing() {
         .step_by(2)
         .map(|i| u8::from_str_radix(&h[i..i + 2], 16).unwrap())
         .collect();
+    let path = isoswitch_codec::Path::parse("48.42.1").unwrap();
     let before = allocations();
     let view = MessageView::decode(&d, &bytes).unwrap();
     let a = view.get_path("48.42.1").map(|f| f.raw().len());
+    assert_eq!(view.at(&path).map(|f| f.raw().len()), a);
     let b = view.get_path("127.25.2").map(|f| f.raw().len());
     let subs = view.field(127).unwrap().subfields().count();
     let after = allocations();
