@@ -46,6 +46,16 @@ struct Args {
     /// Accepted for compatibility; every write is synced (group commit).
     #[arg(long)]
     no_fsync: bool,
+    /// Shared state on PostgreSQL (postgres://USER@HOST:PORT/DB) instead of --data-dir:
+    /// several switchd on one database serve the same terminals.
+    #[arg(long)]
+    store: Option<String>,
+    /// This node's name on a shared store (lease owner; default: host name + pid).
+    #[arg(long)]
+    node: Option<String>,
+    /// Lease time on a shared store: a node silent this long has its reversals taken over.
+    #[arg(long, default_value = "5s", value_parser = sim::parse_duration)]
+    lease: std::time::Duration,
 }
 
 #[tokio::main]
@@ -62,8 +72,17 @@ async fn main() -> ExitCode {
             upstream_timeout: args.upstream_timeout,
             upstream_in_flight: args.upstream_in_flight,
         };
-        let sw = switch::Switch::start(cfg).await?;
-        sw.serve(&args.listen, sim::shutdown_signal()).await
+        match &args.store {
+            Some(url) => {
+                let store = config::pg_store(url, args.node.as_deref(), args.lease)?;
+                let sw = switch::Switch::start_on(store, cfg).await?;
+                sw.serve(&args.listen, sim::shutdown_signal()).await
+            }
+            None => {
+                let sw = switch::Switch::start(cfg).await?;
+                sw.serve(&args.listen, sim::shutdown_signal()).await
+            }
+        }
     };
     match run.await {
         Ok(true) => {

@@ -10,7 +10,7 @@ use std::time::Duration;
 use super::config::{TerminalEntry, ACQUIRER_ID, SWITCH_MID, SWITCH_TID};
 use super::{local_now, Result, Running};
 use crate::net::ServerConfig;
-use crate::reversal::DataDir;
+use crate::reversal::{DataDir, Store};
 use crate::session::crypto::Key;
 use crate::session::{Kek, TerminalId};
 use isoswitch::switch::{ServiceConfig, SwitchConfig as LibSwitchConfig, SwitchService};
@@ -30,14 +30,15 @@ pub struct SwitchConfig {
     pub upstream_in_flight: usize,
 }
 
-/// A running switch.
-pub struct Switch {
-    service: SwitchService<DataDir>,
-    // Keeps the data directory (and its lock) for as long as the switch runs.
-    _store: DataDir,
+/// A running switch over a store: the data directory by default, or a shared
+/// PostgreSQL store ([`Switch::start_on`]).
+pub struct Switch<St: Store + Clone = DataDir> {
+    service: SwitchService<St>,
+    // Keeps the store (a data directory's lock) for as long as the switch runs.
+    _store: St,
 }
 
-impl std::fmt::Debug for Switch {
+impl<St: Store + Clone> std::fmt::Debug for Switch<St> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Switch").finish_non_exhaustive()
     }
@@ -52,6 +53,15 @@ impl Switch {
     /// sessions, recovers the reversal journal and connects to the host.
     pub async fn start(config: SwitchConfig) -> Result<Switch> {
         let store = DataDir::open(&config.data_dir)?;
+        Switch::start_on(store, config).await
+    }
+}
+
+impl<St: Store + Clone> Switch<St> {
+    /// As [`Switch::start`] over `store` (`config.data_dir` is then not used): with a
+    /// shared PostgreSQL store, several switches serve the same terminals and finish
+    /// each other's reversals.
+    pub async fn start_on(store: St, config: SwitchConfig) -> Result<Switch<St>> {
         let keys = super::config::key_store(&config.terminals)?;
         let service = SwitchService::start(
             &store,
@@ -81,7 +91,7 @@ impl Switch {
     }
 
     /// The service (the switch, its client, its driver).
-    pub fn service(&self) -> &SwitchService<DataDir> {
+    pub fn service(&self) -> &SwitchService<St> {
         &self.service
     }
 

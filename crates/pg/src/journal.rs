@@ -7,13 +7,15 @@
 //! arrived meanwhile shares it) and returns only after the commit; the same
 //! transaction renews the node's lease on the journal (an append after another node
 //! took the journal over is [`PgError::LeaseLost`]) and keeps `pending_reversal` in
-//! step: a `Finished { Reverse }` puts the reversal there with its original, a
-//! `ReversalAcked` takes it out.
+//! step: a `Started` puts the original there (in doubt until its outcome: reversed as
+//! `Recovered` if its node dies first), its `Finished` takes it out again unless it is
+//! a reversal (`Finished { Reverse }` sets the reason), and a `ReversalAcked` takes
+//! that out.
 
 use crate::error::PgError;
 use crate::store::{Claim, Inner};
 use bytes::Bytes;
-use isoswitch_reversal::{Finish, Journal, JournalRecord, ReversalError};
+use isoswitch_reversal::{Finish, Journal, JournalRecord, ReversalError, ReversalReason};
 use std::collections::HashMap;
 use std::sync::Arc;
 
@@ -34,18 +36,9 @@ pub struct PgJournal {
     _claim: Claim,
 }
 
-/// One pending-reversal change an append makes.
-enum PendingChange {
-    Add {
-        txn: i64,
-        tag: i64,
-        reason: i16,
-        message: Vec<u8>,
-    },
-    Done {
-        txn: i64,
-    },
-}
+/// What an append does to one transaction's `pending_reversal` row: put it there
+/// (or change its reason), or take it out.
+type PendingChange = Option<(i64, i16, Vec<u8>)>;
 
 impl PgJournal {
     pub(crate) fn open(
@@ -128,34 +121,33 @@ impl PgJournal {
         &self.part
     }
 
-    /// Follows `rec` in the in-flight map; returns the pending change it makes.
-    fn track(&mut self, rec: &JournalRecord) -> Option<PendingChange> {
+    /// Follows `rec` in the in-flight map; returns the pending change it makes to its
+    /// transaction. A started original is pending (as `Recovered`: a node that dies
+    /// before its outcome leaves it in doubt, and the engine would reverse it at
+    /// recovery); its outcome takes it out, unless that is a reversal, which stays
+    /// until acknowledged.
+    fn track(&mut self, rec: &JournalRecord) -> Option<(i64, PendingChange)> {
         match rec {
             JournalRecord::Started {
                 id, tag, message, ..
             } => {
                 self.started.insert(*id, (*tag, message.clone()));
-                None
+                let reason = i16::from(ReversalReason::Recovered.to_u8());
+                Some((*id as i64, Some((*tag as i64, reason, message.to_vec()))))
             }
             JournalRecord::Finished {
                 id,
                 finish: Finish::Reverse { reason },
             } => {
                 let (tag, message) = self.started.get(id)?.clone();
-                Some(PendingChange::Add {
-                    txn: *id as i64,
-                    tag: tag as i64,
-                    reason: i16::from(reason.to_u8()),
-                    message: message.to_vec(),
-                })
+                Some((
+                    *id as i64,
+                    Some((tag as i64, i16::from(reason.to_u8()), message.to_vec())),
+                ))
             }
-            JournalRecord::Finished { id, .. } => {
+            JournalRecord::Finished { id, .. } | JournalRecord::ReversalAcked { id, .. } => {
                 self.started.remove(id);
-                None
-            }
-            JournalRecord::ReversalAcked { id, .. } => {
-                self.started.remove(id);
-                Some(PendingChange::Done { txn: *id as i64 })
+                Some((*id as i64, None))
             }
             JournalRecord::Counters { .. } | JournalRecord::BatchClosed { .. } => None,
         }
@@ -166,15 +158,16 @@ impl PgJournal {
     fn write(&mut self, records: &[JournalRecord], replace: bool) -> Result<(), ReversalError> {
         let saved = replace.then(|| std::mem::take(&mut self.started));
         let mut payloads = Vec::with_capacity(records.len());
-        let mut changes = Vec::new();
+        // The last change per transaction wins (one row per key per statement).
+        let mut changes: HashMap<i64, PendingChange> = HashMap::new();
         let mut bytes = 0u64;
         for rec in records {
             let mut p = Vec::new();
             rec.encode(&mut p);
             bytes += p.len() as u64;
             payloads.push(p);
-            if let Some(c) = self.track(rec) {
-                changes.push(c);
+            if let Some((txn, c)) = self.track(rec) {
+                changes.insert(txn, c);
             }
         }
         let (part, journal, node, secs) = (
@@ -216,20 +209,15 @@ impl PgJournal {
             }
             let mut add = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
             let mut done = Vec::new();
-            for ch in changes {
+            for (txn, ch) in changes {
                 match ch {
-                    PendingChange::Add {
-                        txn,
-                        tag,
-                        reason,
-                        message,
-                    } => {
+                    Some((tag, reason, message)) => {
                         add.0.push(txn);
                         add.1.push(tag);
                         add.2.push(reason);
                         add.3.push(message);
                     }
-                    PendingChange::Done { txn } => done.push(txn),
+                    None => done.push(txn),
                 }
             }
             if !add.0.is_empty() {
@@ -238,7 +226,7 @@ impl PgJournal {
                         "INSERT INTO pending_reversal (part, txn, journal, tag, reason, message)
                          SELECT $1, t, $2, g, r, m
                            FROM unnest($3::int8[], $4::int8[], $5::int2[], $6::bytea[]) AS u(t, g, r, m)
-                         ON CONFLICT (part, txn) DO NOTHING",
+                         ON CONFLICT (part, txn) DO UPDATE SET reason = EXCLUDED.reason",
                     )
                     .await?;
                 tx.execute(&stmt, &[&part, &journal, &add.0, &add.1, &add.2, &add.3])

@@ -251,6 +251,10 @@ impl Store for PgStore {
         format!("{} (node {})", self.inner.db.describe, self.inner.node)
     }
 
+    fn lease_renewal(&self) -> Option<Duration> {
+        Some(self.inner.lease / 3)
+    }
+
     fn renew_leases(&self) -> Result<(), ReversalError> {
         let node = self.inner.node.clone();
         let secs = self.inner.lease_secs();

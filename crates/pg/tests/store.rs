@@ -232,6 +232,8 @@ fn a_dead_nodes_pending_reversals_are_claimed_once_by_another_node() {
         code: *b"00",
     }])
     .expect("append");
+    // One in doubt (started, no outcome) is reversed by whoever takes it over.
+    ja.append(&[started(5)]).expect("append");
     // An approved one is no work for anyone.
     ja.append(&[
         started(4),
@@ -248,7 +250,8 @@ fn a_dead_nodes_pending_reversals_are_claimed_once_by_another_node() {
     drop(ja);
     let got = b.claim_orphans("switch", 10).expect("claim");
     let ids: Vec<u64> = got.iter().map(|o| o.id).collect();
-    assert_eq!(ids, vec![1, 3]);
+    assert_eq!(ids, vec![1, 3, 5]);
+    assert_eq!(got[2].reason, ReversalReason::Recovered);
     assert_eq!(got[0].part, "switch@a");
     assert_eq!(got[0].tag, 1001);
     assert_eq!(got[0].reason, ReversalReason::NoResponse);
@@ -256,17 +259,19 @@ fn a_dead_nodes_pending_reversals_are_claimed_once_by_another_node() {
     // Claimed by b: c gets nothing, nor does b a second time.
     assert!(c.claim_orphans("switch", 10).expect("claim").is_empty());
     assert!(b.claim_orphans("switch", 10).expect("claim").is_empty());
-    // b hands 1 over, then dies holding 3: c claims 3 once b's claim runs out.
+    // b hands 1 over, then dies holding 3 and 5: c claims them once b's claim runs out.
     b.hand_over(&got[0]).expect("hand over");
     b.expire_leases().expect("expire b");
     let got_c = c.claim_orphans("switch", 10).expect("claim");
-    assert_eq!(got_c.iter().map(|o| o.id).collect::<Vec<_>>(), vec![3]);
+    assert_eq!(got_c.iter().map(|o| o.id).collect::<Vec<_>>(), vec![3, 5]);
     // b's late hand-over of 3 is refused: c owns it now; c's succeeds.
     assert!(matches!(
         b.hand_over(&got[1]),
         Err(ReversalError::WrongState { .. })
     ));
-    c.hand_over(&got_c[0]).expect("hand over");
+    for o in &got_c {
+        c.hand_over(o).expect("hand over");
+    }
     assert!(c.claim_orphans("switch", 10).expect("claim").is_empty());
     // Node a restarted under its name finds its reversals acknowledged (handed over).
     let a2 = node(&url, "a");
@@ -278,7 +283,10 @@ fn a_dead_nodes_pending_reversals_are_claimed_once_by_another_node() {
             _ => None,
         })
         .collect();
-    assert_eq!(acked, vec![(2, *b"00"), (1, *b"HO"), (3, *b"HO")]);
+    assert_eq!(
+        acked,
+        vec![(2, *b"00"), (1, *b"HO"), (3, *b"HO"), (5, *b"HO")]
+    );
 }
 
 #[test]

@@ -63,6 +63,13 @@ pub trait Store: Send + Sync + 'static {
     /// Where the state lives, for logs (`data directory /var/lib/switchd`).
     fn describe(&self) -> String;
 
+    /// How often a node must call [`Store::renew_leases`] and look for orphans
+    /// ([`Store::claim_orphans`]); `None` (the default): the store has no leases (its
+    /// process owns it alone), nothing to run.
+    fn lease_renewal(&self) -> Option<std::time::Duration> {
+        None
+    }
+
     /// Keeps this node's leases alive (its journals and the work it claimed); a node
     /// calls it at least every third of its lease time. A store its process owns alone
     /// (the data directory) holds every lease for good: nothing to do.

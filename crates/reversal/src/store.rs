@@ -254,6 +254,36 @@ pub trait IdempotencyStore {
     }
 }
 
+impl<S: IdempotencyStore + ?Sized> IdempotencyStore for Box<S> {
+    fn get(&self, key: &TxnKey) -> Option<&StoredTxn> {
+        (**self).get(key)
+    }
+    fn commit(&mut self, record: StoreRecord) -> Result<()> {
+        (**self).commit(record)
+    }
+    fn ledger(&self) -> &Ledger {
+        (**self).ledger()
+    }
+    fn entries(&self) -> Box<dyn Iterator<Item = (&TxnKey, &StoredTxn)> + '_> {
+        (**self).entries()
+    }
+    fn refresh(&mut self, key: &TxnKey) -> Result<()> {
+        (**self).refresh(key)
+    }
+    fn defer_sync(&mut self) -> Option<crate::record::SyncHandle> {
+        (**self).defer_sync()
+    }
+    fn written(&self) -> u64 {
+        (**self).written()
+    }
+    fn is_cancelled(&self, key: &TxnKey) -> bool {
+        (**self).is_cancelled(key)
+    }
+    fn batch_totals(&self, terminal: &str, merchant: &str, batch: u32) -> BatchTotals {
+        (**self).batch_totals(terminal, merchant, batch)
+    }
+}
+
 /// The in-memory state both stores share.
 #[derive(Debug, Clone, Default)]
 pub struct MemoryStore {

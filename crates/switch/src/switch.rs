@@ -38,7 +38,9 @@ use isoswitch_reversal::{
 };
 use isoswitch_session::counters::Counters;
 use isoswitch_session::crypto::PinBlockFormat;
-use isoswitch_session::{HostOutcome, HostSession, Kek, KeyStore, SessionProfile, TerminalId};
+use isoswitch_session::{
+    HostOutcome, HostSession, Kek, KeyStore, RejectReason, SessionProfile, TerminalId,
+};
 
 use crate::error::{Result, SwitchError};
 use crate::field_map::{FieldMap, MapContext};
@@ -221,7 +223,18 @@ where
     pub async fn handle(&self, bytes: Bytes) -> Result<Option<Reply>> {
         let inner = &self.inner;
         let local = (inner.local)();
-        let outcome = lock(&inner.terminals).handle_request(local, bytes)?;
+        let mut outcome = lock(&inner.terminals).handle_request(local, bytes.clone())?;
+        if let HostOutcome::Rejected {
+            reason: RejectReason::NotSignedOn | RejectReason::MacFailure(_),
+            ..
+        } = &outcome
+        {
+            // Signed on at another node sharing the store (or under keys newer than
+            // this node's copy): take the stored session and try once more.
+            if self.adopt_stored_session(&bytes)? {
+                outcome = lock(&inner.terminals).handle_request(local, bytes)?;
+            }
+        }
         self.save_sessions()?;
         let accepted = match outcome {
             HostOutcome::Replied { reply, action } => {
@@ -258,6 +271,34 @@ where
             bytes: reply,
             sign_on_again: false,
         }))
+    }
+
+    /// Restores the stored session of the terminal that sent `bytes` when the store
+    /// holds a newer generation than this node (another node of a shared store signed
+    /// it on); `true` when it did.
+    fn adopt_stored_session(&self, bytes: &Bytes) -> Result<bool> {
+        let inner = &self.inner;
+        let dialect = lock(&inner.terminals).profile().dialect.clone();
+        let Ok(msg) = Message::decode(&dialect, bytes.clone()) else {
+            return Ok(false);
+        };
+        let (Some(tid), Some(mid)) = (msg.get(41), msg.get(42)) else {
+            return Ok(false);
+        };
+        let Ok(id) = TerminalId::new(tid.trim_end(), mid.trim_end()) else {
+            return Ok(false);
+        };
+        let Some(sealed) = lock(&inner.sessions).terminal(&id)? else {
+            return Ok(false);
+        };
+        let held = lock(&inner.terminals).export(&id).map(|s| s.generation);
+        if held.is_some_and(|g| g >= sealed.generation) {
+            return Ok(false);
+        }
+        let snapshot = sealed.open(&inner.kek)?;
+        lock(&inner.terminals).restore(snapshot)?;
+        tracing::info!(terminal = %id, generation = sealed.generation, "terminal session taken from the shared store");
+        Ok(true)
     }
 
     fn seal_for_terminal(&self, mut reply: Message) -> Result<Bytes> {
