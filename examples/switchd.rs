@@ -4,6 +4,9 @@
 //! cargo run --release --example switchd -- --terminals examples/terminals.toml \
 //!     --zone-key examples/zmk.hex --host 127.0.0.1:9583 --data-dir /tmp/isoswitch/switch
 //! ```
+//! Several nodes on one PostgreSQL database instead of the data directory:
+//! `--store postgres://USER@HOST:PORT/DB --node switch-a --lease 5s` (README: "Shared
+//! state on PostgreSQL").
 //! Ctrl-C / SIGTERM: stop taking terminals, let upstream reversals drain, exit 0 if none
 //! is left pending. The switch itself is `isoswitch::switch::SwitchService`.
 

@@ -59,7 +59,7 @@ impl PgConfig {
             lease: DEFAULT_LEASE,
             block: DEFAULT_BLOCK,
             pool_size: 16,
-            timeout: Duration::from_secs(3),
+            timeout: Duration::from_secs(5),
         }
     }
 }
@@ -188,6 +188,69 @@ impl PgStore {
                 Ok(())
             })
             .map_err(self.inner.err("expire leases"))
+    }
+
+    /// Reversals (and in-doubt originals) still pending in journals named `journal`, of
+    /// every node: 0 once every one was acknowledged.
+    ///
+    /// # Errors
+    /// Database errors.
+    pub fn pending(&self, journal: &str) -> Result<u64, ReversalError> {
+        let journal = journal.to_string();
+        self.inner
+            .db
+            .call(|pool| async move {
+                let c = pool.get().await?;
+                let row = c
+                    .query_one(
+                        "SELECT count(*) FROM pending_reversal WHERE journal = $1",
+                        &[&journal],
+                    )
+                    .await?;
+                Ok(row.get::<_, i64>(0).max(0) as u64)
+            })
+            .map_err(self.inner.err("count pending reversals"))
+    }
+
+    /// The pending work of journals named `journal`, one line per entry (part, id,
+    /// reason, claim, whether its node's lease still holds), for operators and test
+    /// failures.
+    ///
+    /// # Errors
+    /// Database errors.
+    pub fn pending_report(&self, journal: &str) -> Result<Vec<String>, ReversalError> {
+        let journal = journal.to_string();
+        self.inner
+            .db
+            .call(|pool| async move {
+                let c = pool.get().await?;
+                let rows = c
+                    .query(
+                        "SELECT p.part, p.txn, p.reason, coalesce(p.claimed_by, '-'),
+                                j.lease_until > now(), j.owner, length(p.message), substr(p.message, 1, 2)
+                           FROM pending_reversal p JOIN journal_part j ON j.part = p.part
+                          WHERE p.journal = $1 ORDER BY p.part, p.txn",
+                        &[&journal],
+                    )
+                    .await?;
+                Ok(rows
+                    .iter()
+                    .map(|r| {
+                        format!(
+                            "{} txn {} reason {} claimed by {} lease held {} owner {} message {} bytes mti {:02x?}",
+                            r.get::<_, String>(0),
+                            r.get::<_, i64>(1),
+                            r.get::<_, i16>(2),
+                            r.get::<_, String>(3),
+                            r.get::<_, bool>(4),
+                            r.get::<_, String>(5),
+                            r.get::<_, i32>(6),
+                            r.get::<_, Vec<u8>>(7),
+                        )
+                    })
+                    .collect())
+            })
+            .map_err(self.inner.err("list pending reversals"))
     }
 
     /// The ledger total of idempotency part `name` as the database holds it (every

@@ -36,7 +36,10 @@ pub mod upstream;
 pub use error::{Result, SwitchError};
 pub use field_map::{FieldMap, FieldMapDef, Functions, MapContext, MapFn, Rule, Source};
 pub use security::{SecurityOps, SoftSecurity};
-pub use service::{cup_to_iso87, iso87_to_cup, ServiceConfig, ServiceSwitch, SwitchService};
+pub use service::{
+    cup_to_iso87, iso87_to_cup, keep_leases, ServiceConfig, ServiceSwitch, SwitchService,
+    UPSTREAM_JOURNAL,
+};
 pub use switch::{tag_of, Reply, Switch, SwitchConfig, SwitchParts};
 pub use upstream::{
     resume_after_sign_on, LinkPersistence, SharedSessions, UpstreamConfig, UpstreamLink,

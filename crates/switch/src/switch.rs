@@ -336,7 +336,27 @@ where
     async fn financial(&self, msg: &Message) -> Result<Option<Bytes>> {
         let (admitted, upto) = {
             let mut book = lock(&self.inner.book);
-            let a = book.admit(msg)?;
+            let a = match book.admit(msg) {
+                Ok(a) => a,
+                // The store is unreachable (a shared database restarting): nothing was
+                // decided, admitted or forwarded, so the terminal gets a fair `96` now
+                // rather than a timeout (a reversal of it is then answered once the
+                // store is back).
+                // Never a reversal or an advice: any answer would end it at the terminal.
+                Err(e @ isoswitch_reversal::ReversalError::Database { .. })
+                    if matches!(
+                        msg.mti().class(),
+                        MessageClass::Authorization | MessageClass::Financial
+                    ) && !isoswitch_reversal::is_advice(msg.mti()) =>
+                {
+                    drop(book);
+                    tracing::warn!(error = %e, "store unavailable: answered 96");
+                    let mut r = Message::response_to(msg)?;
+                    r.set(39, "96")?;
+                    return Ok(Some(self.seal_for_terminal(r)?));
+                }
+                Err(e) => return Err(e.into()),
+            };
             (a, book.store().written())
         };
         // Durable before it is answered or forwarded.
