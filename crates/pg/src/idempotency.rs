@@ -14,7 +14,7 @@
 use crate::error::PgError;
 use crate::store::{Claim, Inner};
 use isoswitch_reversal::store::{Ledger, MemoryStore, StoredTxn};
-use isoswitch_reversal::{IdempotencyStore, ReversalError, StoreRecord, TxnKey};
+use isoswitch_reversal::{BatchTotals, IdempotencyStore, ReversalError, StoreRecord, TxnKey};
 use std::sync::Arc;
 
 const KIND_ORIGINAL: i16 = 1;
@@ -224,5 +224,45 @@ impl IdempotencyStore for PgIdempotency {
 
     fn is_cancelled(&self, key: &TxnKey) -> bool {
         self.state.is_cancelled(key)
+    }
+
+    /// The batch's totals from every node's decisions (a terminal that moved between
+    /// nodes settles against all of them); this node's view if the database is away.
+    fn batch_totals(&self, terminal: &str, merchant: &str, batch: u32) -> BatchTotals {
+        let (part, t, m) = (
+            self.part.clone(),
+            terminal.to_string(),
+            merchant.to_string(),
+        );
+        let rows = self.inner.db.call(|pool| async move {
+            let c = pool.get().await?;
+            let rows = c
+                .query(
+                    "SELECT payload FROM host_decision
+                      WHERE part = $1 AND terminal = $2 AND merchant = $3 AND batch = $4
+                      ORDER BY seq",
+                    &[&part, &t, &m, &(batch as i32)],
+                )
+                .await?;
+            Ok(rows
+                .into_iter()
+                .map(|r| r.get::<_, Vec<u8>>(0))
+                .collect::<Vec<_>>())
+        });
+        let replayed = rows.map_err(|e| e.to_string()).and_then(|rows| {
+            let mut all = MemoryStore::new();
+            for (i, p) in rows.iter().enumerate() {
+                let rec = decode(i, p).map_err(|e| e.to_string())?;
+                all.apply(rec).map_err(|e| e.to_string())?;
+            }
+            Ok(all)
+        });
+        match replayed {
+            Ok(all) => all.batch_totals(terminal, merchant, batch),
+            Err(e) => {
+                tracing::warn!(error = %e, terminal, batch, "batch totals from this node's view only");
+                self.state.batch_totals(terminal, merchant, batch)
+            }
+        }
     }
 }

@@ -347,8 +347,15 @@ where
         let open: Vec<u64> =
             switch.with_book(|b| b.admitted().iter().map(|t| tag_of(t.key())).collect());
         let mut finished = 0usize;
+        let shared = store.lease_renewal().is_some();
         for tag in open {
             let state = recovered.iter().find(|r| r.tag == tag).map(|r| r.state);
+            if shared && state.is_none() {
+                // A shared store: an admission this node's journal does not know is
+                // another node's (in flight there, or left by a dead node, whose
+                // upstream originals in doubt are taken over as reversals).
+                continue;
+            }
             let outcome = match state {
                 // The engine has it (an advice being repeated, a reversal pending): its
                 // outcome arrives as an event.
