@@ -340,7 +340,7 @@ fn two_nodes(disrupt: Disrupt) {
 }
 
 #[test]
-#[ignore = "known failing: originals a live node finished stay in pending_reversal (8 of ~6000 in the last run); run with --ignored"]
+#[ignore = "not passing yet: the last runs ended with the host ledger off the terminals' total, or did not finish after the kills; run with --ignored"]
 fn e2e_pg_two_nodes_one_killed_twice_lose_and_double_nothing() {
     two_nodes(Disrupt::KillNodes);
 }
