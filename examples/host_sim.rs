@@ -33,6 +33,10 @@ struct Args {
     /// Skip fdatasync (the log still survives a killed process, not a power loss).
     #[arg(long)]
     no_fsync: bool,
+    /// Decisions, ledger and sessions on PostgreSQL (postgres://USER@HOST:PORT/DB)
+    /// instead of --data-dir.
+    #[arg(long)]
+    store: Option<String>,
 
     // ---- Operations (issue 13): --admin, --log-format, --drain-timeout, --tls-* ----
     #[command(flatten)]
@@ -54,7 +58,13 @@ async fn main() -> ExitCode {
             data_dir: args.data_dir.clone(),
             fsync: !args.no_fsync,
         };
-        let h = host::HostSim::open(&cfg)?;
+        let h = match &args.store {
+            Some(url) => host::HostSim::open_on(
+                &cfg,
+                config::pg_store(url, None, std::time::Duration::from_secs(5))?,
+            )?,
+            None => host::HostSim::open(&cfg)?,
+        };
         h.serve_ops(&args.listen, &args.ops, metrics, &args.data_dir)
             .await?;
         let s = h.summary()?;

@@ -9,6 +9,9 @@
 //! reversal in the journal, upstream sign-off, store synced) and exit 0. SIGHUP or
 //! `POST /reload` on `--admin`: read `--terminals` again. The switch itself is
 //! `isoswitch::switch::SwitchService`.
+//! Several nodes on one PostgreSQL database instead of the data directory:
+//! `--store postgres://USER@HOST:PORT/DB --node switch-a --lease 5s` (README: "Shared
+//! state on PostgreSQL").
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -49,6 +52,16 @@ struct Args {
     /// Accepted for compatibility; every write is synced (group commit).
     #[arg(long)]
     no_fsync: bool,
+    /// Shared state on PostgreSQL (postgres://USER@HOST:PORT/DB) instead of --data-dir:
+    /// several switchd on one database serve the same terminals.
+    #[arg(long)]
+    store: Option<String>,
+    /// This node's name on a shared store (lease owner; default: host name + pid).
+    #[arg(long)]
+    node: Option<String>,
+    /// Lease time on a shared store: a node silent this long has its reversals taken over.
+    #[arg(long, default_value = "5s", value_parser = sim::parse_duration)]
+    lease: std::time::Duration,
     /// A Thales payShield-compatible HSM (e.g. hsm_sim) for DUKPT PIN translation;
     /// without it the in-process SoftHsm with `--lmk`.
     #[arg(long)]
@@ -100,14 +113,23 @@ async fn main() -> ExitCode {
                 zmk: args.hsm_zmk.clone(),
             }),
         };
-        let sw = switch::Switch::start_with_tls(cfg, host_tls).await?;
         let settings = switch::OpsSettings {
             ops: args.ops.clone(),
             terminals_file: args.terminals.clone(),
             data_dir: args.data_dir.clone(),
             metrics,
         };
-        sw.serve_ops(&args.listen, settings).await
+        match &args.store {
+            Some(url) => {
+                let store = config::pg_store(url, args.node.as_deref(), args.lease)?;
+                let sw = switch::Switch::start_on_with_tls(store, cfg, host_tls).await?;
+                sw.serve_ops(&args.listen, settings).await
+            }
+            None => {
+                let sw = switch::Switch::start_with_tls(cfg, host_tls).await?;
+                sw.serve_ops(&args.listen, settings).await
+            }
+        }
     };
     match run.await {
         Ok(summary) => {

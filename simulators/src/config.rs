@@ -153,3 +153,22 @@ pub const SWITCH_TID: &str = "ISWITCH1";
 pub const SWITCH_MID: &str = "ISOSWITCHACQ001";
 /// The switch's acquiring institution (DE 32 upstream).
 pub const ACQUIRER_ID: &str = "00000000001";
+
+/// Opens the shared PostgreSQL store `url` (`postgres://USER@HOST:PORT/DB`) as node
+/// `node` (default: host name + pid) with leases of `lease` (`--store`, `--node`,
+/// `--lease` of switchd and host_sim).
+///
+/// # Errors
+/// A bad URL, an unreachable server, a failed migration.
+pub fn pg_store(
+    url: &str,
+    node: Option<&str>,
+    lease: std::time::Duration,
+) -> Result<isoswitch_pg::PgStore> {
+    let mut c = isoswitch_pg::PgConfig::new(url);
+    if let Some(n) = node {
+        c.node = n.to_string();
+    }
+    c.lease = lease;
+    isoswitch_pg::PgStore::open(c).map_err(|e| SimError::Config(format!("--store {url}: {e}")))
+}

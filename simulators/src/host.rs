@@ -78,8 +78,8 @@ use crate::codec::{Message, MessageClass, MessageView};
 use crate::net::{Frame, Framing, Request, Server, ServerConfig};
 use crate::reversal::record::SyncHandle;
 use crate::reversal::{
-    DataDir, Decimal, Decision, FileSessionStore, FileStore, HostConfig as ReversalConfig,
-    IdempotencyStore, Part, ReversalHandler, ReversalProfile, SessionStore, Store, TxnKey,
+    DataDir, Decimal, Decision, FileStore, HostConfig as ReversalConfig, IdempotencyStore, Part,
+    ReversalHandler, ReversalProfile, SessionStore, Store, TornReport, TxnKey,
 };
 use crate::session::crypto::{Key, Pan, Pin, PinBlock, PinBlockFormat};
 use crate::session::{
@@ -249,15 +249,15 @@ pub fn read_ledger(data_dir: &Path, kek: &Kek) -> Result<LedgerSummary> {
 /// Opens every stored session snapshot under `kek` and restores it into `session`.
 fn restore_sessions(
     session: &mut HostSession<MemoryKeyStore>,
-    sessions: &Part<FileSessionStore>,
+    sessions: &dyn SessionStore,
+    where_: &str,
     kek: &Kek,
 ) -> Result<usize> {
     let mut restored = 0;
     for sealed in sessions.terminals()? {
         let snapshot = sealed.open(kek).map_err(|e| {
             SimError::Config(format!(
-                "{}: the session of {} does not open under the KEK ({kek:?}): {e}; start with the KEK it was sealed under, or delete the file (the switch then signs on again)",
-                sessions.path().display(),
+                "{where_}: the session of {} does not open under the KEK ({kek:?}): {e}; start with the KEK it was sealed under, or delete the file (the switch then signs on again)",
                 sealed.terminal
             ))
         })?;
@@ -272,16 +272,28 @@ fn restore_sessions(
     Ok(restored)
 }
 
+/// What [`HostSim::open`] and [`HostSim::open_on`] hand to the common start.
+struct Parts {
+    store: Box<dyn IdempotencyStore + Send>,
+    sessions: Box<dyn SessionStore>,
+    where_: String,
+    syncer: Option<SyncHandle>,
+    written: u64,
+    describe: String,
+    torn: Vec<TornReport>,
+    data: Box<dyn std::any::Any + Send + Sync>,
+}
+
 struct Inner {
     profile: SessionProfile,
     /// The crate's profile (`iso87-binary`): the key of a canonical view.
     matching: ReversalProfile,
     session: Mutex<HostSession<MemoryKeyStore>>,
     switch: TerminalId,
-    book: Mutex<ReversalHandler<Part<FileStore>>>,
+    book: Mutex<ReversalHandler<Box<dyn IdempotencyStore + Send>>>,
     /// Held while a network management message is answered and its snapshots saved, so
     /// snapshots reach the store in the order the session made them.
-    sessions: Arc<tokio::sync::Mutex<Part<FileSessionStore>>>,
+    sessions: Arc<tokio::sync::Mutex<Box<dyn SessionStore>>>,
     kek: Kek,
     /// `Some` with [`HostSimConfig::fsync`]: answers wait until the store is synced past
     /// them.
@@ -289,8 +301,12 @@ struct Inner {
     /// Store bytes known durable.
     synced: AtomicU64,
     sync_gate: tokio::sync::Mutex<()>,
-    /// The data directory (its lock is held while the host lives).
-    data: DataDir,
+    /// The store (a data directory's lock is held while the host lives).
+    _data: Box<dyn std::any::Any + Send + Sync>,
+    /// The store, for logs.
+    describe: String,
+    /// Torn tails cut when the data directory's parts were opened.
+    torn: Vec<TornReport>,
 }
 
 /// The host; cheap to clone.
@@ -302,7 +318,7 @@ pub struct HostSim {
 impl std::fmt::Debug for HostSim {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("HostSim")
-            .field("data", &self.inner.data.describe())
+            .field("data", &self.inner.describe)
             .finish_non_exhaustive()
     }
 }
@@ -360,7 +376,62 @@ impl HostSim {
         };
         let written = store.written();
         let sessions = data.sessions(PART)?;
-        let s = summarize(&*store)?;
+        let where_ = sessions.path().display().to_string();
+        let torn = data.torn_tails();
+        for t in &torn {
+            tracing::warn!(path = %t.path.display(), offset = t.torn.offset, reason = ?t.torn.reason, "host: torn tail cut");
+        }
+        HostSim::assemble(
+            config,
+            Parts {
+                store: Box::new(store),
+                sessions: Box::new(sessions),
+                where_,
+                syncer,
+                written,
+                describe: data.describe(),
+                torn,
+                data: Box::new(data),
+            },
+        )
+    }
+
+    /// As [`HostSim::open`], on a shared PostgreSQL store instead of `config.data_dir`
+    /// (decisions, ledger and the sealed zone session in its tables; every answer
+    /// waits for its decision's commit).
+    ///
+    /// # Errors
+    /// Database errors, a session snapshot that does not open under the KEK.
+    pub fn open_on(config: &HostSimConfig, store: isoswitch_pg::PgStore) -> Result<HostSim> {
+        let book = store.idempotency(PART)?;
+        let sessions = store.sessions(PART)?;
+        HostSim::assemble(
+            config,
+            Parts {
+                store: Box::new(book),
+                sessions: Box::new(sessions),
+                where_: store.describe(),
+                syncer: None,
+                written: 0,
+                describe: store.describe(),
+                torn: Vec::new(),
+                data: Box::new(store),
+            },
+        )
+    }
+
+    fn assemble(config: &HostSimConfig, parts: Parts) -> Result<HostSim> {
+        let Parts {
+            store,
+            sessions,
+            where_,
+            syncer,
+            written,
+            describe,
+            torn,
+            data,
+        } = parts;
+        let s = summarize(&store)?;
         let matching = ReversalProfile::iso87("iso87-binary")?;
         let handler = ReversalHandler::new(matching.clone(), store, ReversalConfig::default());
         let profile = SessionProfile::iso87_binary()?;
@@ -368,13 +439,9 @@ impl HostSim {
         let mut keys = MemoryKeyStore::new();
         keys.insert(switch, config.zone_key.clone())?;
         let mut session = HostSession::new(profile.clone(), HostConfig::default(), keys)?;
-        let restored = restore_sessions(&mut session, &sessions, &config.kek)?;
-        let torn = data.torn_tails();
-        for t in &torn {
-            tracing::warn!(path = %t.path.display(), offset = t.torn.offset, reason = ?t.torn.reason, "host: torn tail cut");
-        }
+        let restored = restore_sessions(&mut session, &*sessions, &where_, &config.kek)?;
         tracing::info!(
-            data = %data.describe(),
+            data = %describe,
             transactions = s.transactions,
             cards = s.cards,
             sessions = restored,
@@ -393,7 +460,9 @@ impl HostSim {
                 syncer,
                 synced: AtomicU64::new(written),
                 sync_gate: tokio::sync::Mutex::new(()),
-                data,
+                _data: data,
+                describe,
+                torn,
             }),
         })
     }
@@ -404,6 +473,11 @@ impl HostSim {
     /// The totals overflow (a damaged store).
     pub fn summary(&self) -> Result<LedgerSummary> {
         summarize(lock(&self.inner.book).store())
+    }
+
+    /// Torn tails cut when the data directory's parts were opened (none on PostgreSQL).
+    pub fn torn_tails(&self) -> &[TornReport] {
+        &self.inner.torn
     }
 
     /// Whether the switch is signed on (has zone working keys) — also right after a
@@ -454,8 +528,8 @@ impl HostSim {
         println!("host_sim listening on {}", running.addr);
         shutdown.await;
         running.stop().await;
-        if self.inner.syncer.is_some() {
-            lock(&self.inner.book).store().sync()?;
+        if let Some(h) = &self.inner.syncer {
+            h.sync()?;
         }
         Ok(())
     }
@@ -1059,7 +1133,7 @@ mod restart_tests {
         std::fs::write(&path, &torn).unwrap();
         let h = HostSim::open(&cfg(dir.path(), kek(7))).unwrap();
         assert_eq!(h.summary().unwrap().total, 3000);
-        assert_eq!(h.inner.data.torn_tails().len(), 1);
+        assert_eq!(h.inner.torn.len(), 1);
         drop(h);
         assert_eq!(std::fs::read(&path).unwrap(), good);
         // A flipped byte in the first record, valid ones after it: not a torn tail.
@@ -1140,8 +1214,8 @@ impl HostSim {
         tracing::info!(timeout = ?ops.drain_timeout, "draining");
         let report = control.drain(ops.drain_timeout).await;
         let _ = tokio::time::timeout(Duration::from_secs(5), serving).await;
-        if self.inner.syncer.is_some() {
-            lock(&self.inner.book).store().sync()?;
+        if let Some(h) = &self.inner.syncer {
+            h.sync()?;
         }
         tracing::info!(
             completed = report.completed,

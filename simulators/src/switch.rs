@@ -11,7 +11,7 @@ use std::time::Duration;
 use super::config::{TerminalEntry, ACQUIRER_ID, SWITCH_MID, SWITCH_TID};
 use super::{local_now, Result, Running};
 use crate::net::ServerConfig;
-use crate::reversal::DataDir;
+use crate::reversal::{DataDir, Store};
 use crate::session::crypto::Key;
 use crate::session::{Kek, TerminalId};
 use isoswitch::hsm::thales::{ClientConfig, ThalesClient};
@@ -93,14 +93,15 @@ fn terminal_server_config() -> ServerConfig {
     }
 }
 
-/// A running switch.
-pub struct Switch {
-    service: std::sync::Arc<SwitchService<DataDir>>,
-    // Keeps the data directory (and its lock) for as long as the switch runs.
-    _store: DataDir,
+/// A running switch over a store: the data directory by default, or a shared
+/// PostgreSQL store ([`Switch::start_on`]).
+pub struct Switch<St: Store + Clone = DataDir> {
+    service: std::sync::Arc<SwitchService<St>>,
+    // Keeps the store (a data directory's lock) for as long as the switch runs.
+    _store: St,
 }
 
-impl std::fmt::Debug for Switch {
+impl<St: Store + Clone> std::fmt::Debug for Switch<St> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Switch").finish_non_exhaustive()
     }
@@ -123,6 +124,24 @@ impl Switch {
         host_tls: Option<crate::net::ClientTls>,
     ) -> Result<Switch> {
         let store = super::open_data_dir(&config.data_dir, &config.kek)?;
+        Switch::start_on_with_tls(store, config, host_tls).await
+    }
+}
+
+impl<St: Store + Clone> Switch<St> {
+    /// As [`Switch::start`] over `store` (`config.data_dir` is then not used): with a
+    /// shared PostgreSQL store, several switches serve the same terminals and finish
+    /// each other's reversals.
+    pub async fn start_on(store: St, config: SwitchConfig) -> Result<Switch<St>> {
+        Switch::start_on_with_tls(store, config, None).await
+    }
+
+    /// [`Switch::start_on`], connecting to the host over TLS when `host_tls` is given.
+    pub async fn start_on_with_tls(
+        store: St,
+        config: SwitchConfig,
+        host_tls: Option<crate::net::ClientTls>,
+    ) -> Result<Switch<St>> {
         let keys = super::config::key_store(&config.terminals)?;
         let dukpt = match &config.hsm {
             Some(h) => Some(h.open(&config.zone_key).await?),
@@ -158,7 +177,7 @@ impl Switch {
     }
 
     /// The service (the switch, its client, its driver).
-    pub fn service(&self) -> &SwitchService<DataDir> {
+    pub fn service(&self) -> &SwitchService<St> {
         &self.service
     }
 
@@ -225,8 +244,8 @@ pub struct OpsSettings {
 
 /// Reads the terminals file again and swaps the switch's table; a file that does not
 /// validate leaves the old table in force.
-fn reload_terminals(
-    service: &SwitchService<DataDir>,
+fn reload_terminals<St: Store + Clone>(
+    service: &SwitchService<St>,
     path: &std::path::Path,
 ) -> std::result::Result<String, crate::net::admin::ReloadError> {
     let keys = super::config::load_terminals(path)
@@ -246,7 +265,7 @@ fn reload_terminals(
     Ok(format!("reloaded {}: {summary}", path.display()))
 }
 
-impl Switch {
+impl<St: Store + Clone> Switch<St> {
     /// Serves terminals on `listen` (over TLS with `--tls-cert`) with the admin endpoint
     /// (`--admin`), reloads the terminals file on SIGHUP and `POST /reload`, and on
     /// SIGTERM/SIGINT drains ([`SwitchService::drain`]) and returns how.

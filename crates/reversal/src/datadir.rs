@@ -341,6 +341,9 @@ impl<T: IdempotencyStore> IdempotencyStore for Part<T> {
     fn is_cancelled(&self, key: &TxnKey) -> bool {
         self.inner.is_cancelled(key)
     }
+    fn refresh(&mut self, key: &TxnKey) -> Result<()> {
+        self.inner.refresh(key)
+    }
     fn defer_sync(&mut self) -> Option<crate::record::SyncHandle> {
         self.inner.defer_sync()
     }

@@ -653,10 +653,11 @@ async fn run<S: Security, T: Transport>(
             since_compaction += records.len() as u64;
             let seq = engine.journal_seq();
             let batch = std::mem::take(&mut records);
-            let g = group.clone();
+            // Queued now, in order: a later group never reaches the journal first.
+            let appended = group.append(batch);
             let itx = itx.clone();
             tokio::spawn(async move {
-                let r = g.append(batch).await;
+                let r = appended.await;
                 let _ = itx.send(Inner::Journaled(seq, r));
             });
             if since_compaction >= config.compact_every {
@@ -666,9 +667,9 @@ async fn run<S: Security, T: Transport>(
                     Some(h) => h.complete(live),
                     None => live,
                 };
-                let g = group.clone();
+                let compacted = group.compact(live);
                 tokio::spawn(async move {
-                    if let Err(e) = g.compact(live).await {
+                    if let Err(e) = compacted.await {
                         tracing::error!(error = %e, "journal compaction failed (the old journal stays)");
                     }
                 });

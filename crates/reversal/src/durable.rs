@@ -62,6 +62,75 @@ pub trait Store: Send + Sync + 'static {
     fn sessions(&self, name: &str) -> Result<Self::Sessions>;
     /// Where the state lives, for logs (`data directory /var/lib/switchd`).
     fn describe(&self) -> String;
+
+    /// How often a node must call [`Store::renew_leases`] and look for orphans
+    /// ([`Store::claim_orphans`]); `None` (the default): the store has no leases (its
+    /// process owns it alone), nothing to run.
+    fn lease_renewal(&self) -> Option<std::time::Duration> {
+        None
+    }
+
+    /// Keeps this node's leases alive (its journals and the work it claimed); a node
+    /// calls it at least every third of its lease time. A store its process owns alone
+    /// (the data directory) holds every lease for good: nothing to do.
+    ///
+    /// # Errors
+    /// Database errors (the leases then run out unless a later call succeeds).
+    fn renew_leases(&self) -> Result<()> {
+        Ok(())
+    }
+
+    /// Claims at most `max` reversals left pending in journals named `journal` by nodes
+    /// whose lease has run out (they stopped or lost the database), leased to this node
+    /// until [`Store::hand_over`] or its lease runs out in turn. A store its process owns
+    /// alone has no other node: nothing to claim.
+    ///
+    /// # Errors
+    /// Database errors.
+    fn claim_orphans(&self, journal: &str, max: usize) -> Result<Vec<Orphan>> {
+        let _ = (journal, max);
+        Ok(Vec::new())
+    }
+
+    /// Records that this node took `orphan` over (its reversal is journaled here now): it
+    /// is not handed out again, and its dead node's journal counts it as acknowledged.
+    ///
+    /// # Errors
+    /// Database errors; [`crate::ReversalError::WrongState`] when the claim had run
+    /// out and another node took it.
+    fn hand_over(&self, orphan: &Orphan) -> Result<()> {
+        let _ = orphan;
+        Ok(())
+    }
+}
+
+/// A reversal a node left pending when its lease ran out ([`Store::claim_orphans`]):
+/// what another node needs to send it (the original as journaled: no MAC, PIN block or
+/// track data).
+#[derive(Clone, PartialEq)]
+pub struct Orphan {
+    /// The journal part it was found in (`<journal>@<node>`).
+    pub part: String,
+    /// Its transaction id in that journal.
+    pub id: u64,
+    /// The caller's tag there.
+    pub tag: u64,
+    /// Why it is reversed.
+    pub reason: crate::profile::ReversalReason,
+    /// The original, encoded as journaled.
+    pub message: bytes::Bytes,
+}
+
+impl std::fmt::Debug for Orphan {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Orphan")
+            .field("part", &self.part)
+            .field("id", &self.id)
+            .field("tag", &self.tag)
+            .field("reason", &self.reason)
+            .field("message", &self.message.len())
+            .finish()
+    }
 }
 
 /// The result of [`SessionStore::save_upstream`].

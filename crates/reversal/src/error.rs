@@ -143,6 +143,25 @@ pub enum ReversalError {
     /// The driver task is gone (shut down or failed).
     #[error("the reversal driver has stopped")]
     DriverStopped,
+    /// A database store's error (the store names what it was doing).
+    #[error("{store}: {op}: {source}")]
+    Database {
+        /// The store (`postgres 127.0.0.1:5432/isoswitch`).
+        store: String,
+        /// What was being done (`journal append`, `claim pending reversals`…).
+        op: &'static str,
+        /// The underlying error.
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+    /// Another node recorded a decision on this key first: nothing of this one was
+    /// applied; the stored one now answers (the caller answers `96`, the repeat gets
+    /// the stored answer).
+    #[error("transaction {key}: another node decided it first")]
+    DecidedElsewhere {
+        /// The key (terminal, merchant, batch, STAN).
+        key: String,
+    },
 }
 
 /// Shorthand for results of this crate.

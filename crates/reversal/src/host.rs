@@ -292,6 +292,7 @@ impl<S: IdempotencyStore> ReversalHandler<S> {
         authorize: impl FnOnce(&Message, &TxnInfo) -> Decision,
     ) -> Result<Message> {
         let key = self.profile.key_of(request)?;
+        self.store.refresh(&key)?;
         if let Some(known) = self.store.get(&key) {
             // A repeated advice (xx21) gets the answer its first got: the sender repeats
             // until it hears one, so the repeat is no duplicate.
@@ -352,6 +353,7 @@ impl<S: IdempotencyStore> ReversalHandler<S> {
     fn reversal(&mut self, request: &Message) -> Result<(Message, Option<UpstreamAction>)> {
         let key: TxnKey = self.profile.key_of(request)?;
         let info = self.profile.classify(request);
+        self.store.refresh(&key)?;
         let known = self.store.get(&key).cloned().unwrap_or_default();
         if let Some(r) = &known.reversal {
             self.stats.repeats += 1;
@@ -450,6 +452,7 @@ impl<S: IdempotencyStore> ReversalHandler<S> {
             }
         }
         let key = self.profile.key_of(request)?;
+        self.store.refresh(&key)?;
         let known = self.store.get(&key);
         // An advice is repeated (xx21) until answered: a repeat gets the stored answer,
         // or none while its first is still being forwarded. Never a duplicate.
@@ -525,6 +528,7 @@ impl<S: IdempotencyStore> ReversalHandler<S> {
         decision: Decision,
         upstream: Option<Vec<u8>>,
     ) -> Result<Completion> {
+        self.store.refresh(&ticket.key)?;
         let known = self.store.get(&ticket.key).cloned().unwrap_or_default();
         if let Some(o) = &known.original {
             let answer = self.ticket_answer(&ticket, o.code)?;

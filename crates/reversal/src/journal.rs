@@ -551,37 +551,45 @@ impl GroupCommit {
         GroupCommit { tx, stats }
     }
 
-    /// Appends `records`; resolves when they are durable (sharing the fsync with every
-    /// other append that arrived meanwhile).
+    /// Appends `records`; the returned future resolves when they are durable (sharing
+    /// the fsync with every other append that arrived meanwhile). The records are queued
+    /// when this is *called*, not when the future is first polled: appends made one after
+    /// the other reach the journal in that order even when their futures run on
+    /// different tasks.
     ///
     /// # Errors
     /// The journal's error, or [`ReversalError::DriverStopped`] if the thread is gone.
-    pub async fn append(
+    pub fn append(
         &self,
         records: Vec<JournalRecord>,
-    ) -> std::result::Result<(), Arc<ReversalError>> {
+    ) -> impl std::future::Future<Output = std::result::Result<(), Arc<ReversalError>>> + Send + 'static
+    {
         let (tx, rx) = tokio::sync::oneshot::channel();
-        self.tx
-            .send(Command::Append(records, tx))
-            .map_err(|_| Arc::new(ReversalError::DriverStopped))?;
-        rx.await
-            .map_err(|_| Arc::new(ReversalError::DriverStopped))?
+        let sent = self.tx.send(Command::Append(records, tx));
+        async move {
+            sent.map_err(|_| Arc::new(ReversalError::DriverStopped))?;
+            rx.await
+                .map_err(|_| Arc::new(ReversalError::DriverStopped))?
+        }
     }
 
-    /// Replaces the journal's content with `live`, in order with the appends.
+    /// Replaces the journal's content with `live`, in order with the appends (queued
+    /// when called, as [`GroupCommit::append`]).
     ///
     /// # Errors
     /// As [`GroupCommit::append`].
-    pub async fn compact(
+    pub fn compact(
         &self,
         live: Vec<JournalRecord>,
-    ) -> std::result::Result<(), Arc<ReversalError>> {
+    ) -> impl std::future::Future<Output = std::result::Result<(), Arc<ReversalError>>> + Send + 'static
+    {
         let (tx, rx) = tokio::sync::oneshot::channel();
-        self.tx
-            .send(Command::Compact(live, tx))
-            .map_err(|_| Arc::new(ReversalError::DriverStopped))?;
-        rx.await
-            .map_err(|_| Arc::new(ReversalError::DriverStopped))?
+        let sent = self.tx.send(Command::Compact(live, tx));
+        async move {
+            sent.map_err(|_| Arc::new(ReversalError::DriverStopped))?;
+            rx.await
+                .map_err(|_| Arc::new(ReversalError::DriverStopped))?
+        }
     }
 
     /// Fsyncs done so far.

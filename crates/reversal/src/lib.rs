@@ -137,7 +137,7 @@ pub use datadir::{DataDir, DataDirConfig, Part, TornReport};
 pub use driver::{
     DriverBuilder, DriverConfig, DriverStatus, LateResponses, ReversalDriver, Transport,
 };
-pub use durable::{SessionStore, Store, UpstreamSave};
+pub use durable::{Orphan, SessionStore, Store, UpstreamSave};
 pub use engine::{
     CallerTag, EngineConfig, EngineEvent, EngineStats, NotSentReason, Outcome, RecoveredState,
     RecoveredTxn, ReversalEngine, SendFailure, Transmit, TransmitId, TransmitKind, TxnId,

@@ -113,7 +113,8 @@ impl std::fmt::Display for ReversalReason {
 }
 
 impl ReversalReason {
-    pub(crate) fn to_u8(self) -> u8 {
+    /// The reason's code in journal records (1–5).
+    pub fn to_u8(self) -> u8 {
         match self {
             ReversalReason::NoResponse => 1,
             ReversalReason::MacFailure => 2,
@@ -122,7 +123,11 @@ impl ReversalReason {
             ReversalReason::Recovered => 5,
         }
     }
-    pub(crate) fn from_u8(v: u8) -> Result<ReversalReason> {
+    /// The reason of journal code `v` ([`ReversalReason::to_u8`]).
+    ///
+    /// # Errors
+    /// [`ReversalError::BadRecord`] for an unknown code.
+    pub fn from_u8(v: u8) -> Result<ReversalReason> {
         Ok(match v {
             1 => ReversalReason::NoResponse,
             2 => ReversalReason::MacFailure,

@@ -202,6 +202,17 @@ pub trait IdempotencyStore {
     /// Every key.
     fn entries(&self) -> Box<dyn Iterator<Item = (&TxnKey, &StoredTxn)> + '_>;
 
+    /// Brings what is known about `key` up to date before the handler decides on it:
+    /// a store shared by several nodes (a database) reads what another node decided
+    /// since. The default (a store its process owns alone) has nothing to read.
+    ///
+    /// # Errors
+    /// I/O or database errors: the handler then decides nothing.
+    fn refresh(&mut self, key: &TxnKey) -> Result<()> {
+        let _ = key;
+        Ok(())
+    }
+
     /// Group commit: stops syncing on every commit and returns a handle that makes the
     /// commits durable from outside the store's lock, with [`IdempotencyStore::written`]
     /// telling how far ([`crate::GroupSync`]). The caller must then wait for durability
@@ -243,6 +254,36 @@ pub trait IdempotencyStore {
     }
 }
 
+impl<S: IdempotencyStore + ?Sized> IdempotencyStore for Box<S> {
+    fn get(&self, key: &TxnKey) -> Option<&StoredTxn> {
+        (**self).get(key)
+    }
+    fn commit(&mut self, record: StoreRecord) -> Result<()> {
+        (**self).commit(record)
+    }
+    fn ledger(&self) -> &Ledger {
+        (**self).ledger()
+    }
+    fn entries(&self) -> Box<dyn Iterator<Item = (&TxnKey, &StoredTxn)> + '_> {
+        (**self).entries()
+    }
+    fn refresh(&mut self, key: &TxnKey) -> Result<()> {
+        (**self).refresh(key)
+    }
+    fn defer_sync(&mut self) -> Option<crate::record::SyncHandle> {
+        (**self).defer_sync()
+    }
+    fn written(&self) -> u64 {
+        (**self).written()
+    }
+    fn is_cancelled(&self, key: &TxnKey) -> bool {
+        (**self).is_cancelled(key)
+    }
+    fn batch_totals(&self, terminal: &str, merchant: &str, batch: u32) -> BatchTotals {
+        (**self).batch_totals(terminal, merchant, batch)
+    }
+}
+
 /// The in-memory state both stores share.
 #[derive(Debug, Clone, Default)]
 pub struct MemoryStore {
@@ -258,8 +299,9 @@ impl MemoryStore {
         Self::default()
     }
 
-    /// The ledger effect of `rec` on the card it names.
-    fn effect_of<'r>(&self, rec: &'r StoreRecord) -> (&'r str, Decimal) {
+    /// The ledger effect of `rec` on the card it names, given this state (a database
+    /// store writes it beside the record, in the same transaction).
+    pub fn effect_of<'r>(&self, rec: &'r StoreRecord) -> (&'r str, Decimal) {
         match rec {
             StoreRecord::Original { key, state } => {
                 // An original approved after its reversal was answered (admitted, then
@@ -281,13 +323,17 @@ impl MemoryStore {
     ///
     /// # Errors
     /// [`ReversalError::BadRecord`] when it would overflow.
-    fn check(&self, rec: &StoreRecord) -> Result<()> {
+    pub fn check(&self, rec: &StoreRecord) -> Result<()> {
         let (pan, effect) = self.effect_of(rec);
         self.ledger.after(pan, effect).map(|_| ())
     }
 
-    /// Applies `rec` (state and ledger), or nothing when its effect overflows.
-    fn apply(&mut self, rec: StoreRecord) -> Result<()> {
+    /// Applies `rec` (state and ledger), or nothing when its effect overflows (what a
+    /// store replays at open; [`IdempotencyStore::commit`] makes it durable first).
+    ///
+    /// # Errors
+    /// [`ReversalError::BadRecord`] when its effect overflows.
+    pub fn apply(&mut self, rec: StoreRecord) -> Result<()> {
         let (pan, effect) = self.effect_of(&rec);
         self.ledger.apply(pan, effect)?;
         match rec {

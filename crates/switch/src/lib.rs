@@ -45,8 +45,8 @@ pub use error::{Result, SwitchError};
 pub use field_map::{FieldMap, FieldMapDef, Functions, MapContext, MapFn, Rule, Source};
 pub use security::{SecurityOps, SoftSecurity};
 pub use service::{
-    cup_to_iso87, host_part, iso87_to_cup, DrainSummary, ServiceConfig, ServiceSwitch,
-    SwitchService, RETRY_CODE, UPSTREAM_LINK,
+    cup_to_iso87, host_part, iso87_to_cup, keep_leases, DrainSummary, ServiceConfig, ServiceSwitch,
+    SwitchService, RETRY_CODE, UPSTREAM_JOURNAL, UPSTREAM_LINK,
 };
 pub use switch::{tag_of, Reply, Switch, SwitchConfig, SwitchParts, TerminalReload, TERMINAL_LINK};
 pub use upstream::{

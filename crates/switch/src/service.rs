@@ -211,7 +211,77 @@ fn engine_config(c: &ServiceConfig) -> EngineConfig {
     }
 }
 
-impl<St: Store> SwitchService<St>
+/// The journal name of the upstream reversal engine (a shared store keeps one per
+/// node: `upstream@<node>`).
+pub const UPSTREAM_JOURNAL: &str = "upstream";
+
+/// Keeps a shared store's leases alive and takes over the upstream reversals that
+/// nodes whose lease ran out left pending: each is journaled and sent by this node's
+/// engine (`reverse_message`), then handed over ([`Store::hand_over`]). Runs for as
+/// long as the driver does; a store without leases returns at once.
+pub async fn keep_leases<St: Store + Clone>(
+    store: St,
+    driver: ReversalDriver,
+    dialect: isoswitch_codec::Dialect,
+) {
+    let Some(period) = store.lease_renewal() else {
+        return;
+    };
+    loop {
+        tokio::time::sleep(period).await;
+        let s = store.clone();
+        let claimed = tokio::task::spawn_blocking(move || {
+            s.renew_leases()?;
+            s.claim_orphans(UPSTREAM_JOURNAL, 256)
+        })
+        .await;
+        let orphans = match claimed {
+            Ok(Ok(o)) => o,
+            Ok(Err(e)) => {
+                tracing::warn!(error = %e, "lease renewal failed");
+                continue;
+            }
+            Err(_) => return,
+        };
+        for orphan in orphans {
+            let original = match isoswitch_codec::Message::decode(&dialect, orphan.message.clone())
+            {
+                Ok(m) => m,
+                Err(e) => {
+                    tracing::error!(part = %orphan.part, txn = orphan.id, error = %e, "a claimed reversal's original does not decode; left to its lease");
+                    continue;
+                }
+            };
+            // An advice is not in doubt, only its delivery: it is repeated from here.
+            let taken = if isoswitch_reversal::is_advice(original.mti()) {
+                driver.enqueue(original, 0).await.map(|()| 0)
+            } else {
+                driver.reverse_message(original, orphan.reason).await
+            };
+            match taken {
+                Ok(txn) => {
+                    tracing::info!(part = %orphan.part, from_txn = orphan.id, txn, "took over a reversal of a node whose lease ran out");
+                }
+                Err(isoswitch_reversal::ReversalError::DriverStopped) => return,
+                Err(e) => {
+                    tracing::warn!(part = %orphan.part, txn = orphan.id, error = %e, "could not take over a reversal");
+                    continue;
+                }
+            }
+            let s = store.clone();
+            let o = orphan.clone();
+            match tokio::task::spawn_blocking(move || s.hand_over(&o)).await {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => {
+                    tracing::warn!(part = %orphan.part, txn = orphan.id, error = %e, "hand-over not recorded (the host answers a repeat with its first answer)")
+                }
+                Err(_) => return,
+            }
+        }
+    }
+}
+
+impl<St: Store + Clone> SwitchService<St>
 where
     St::Journal: Journal,
 {
@@ -289,7 +359,7 @@ where
         );
 
         // 2. The reversal engine over its journal.
-        let mut journal = store.journal("upstream")?;
+        let mut journal = store.journal(UPSTREAM_JOURNAL)?;
         let records = journal.load()?;
         let started: std::collections::HashMap<u64, bytes::Bytes> = records
             .iter()
@@ -352,8 +422,15 @@ where
         let open: Vec<u64> =
             switch.with_book(|b| b.admitted().iter().map(|t| tag_of(t.key())).collect());
         let mut finished = 0usize;
+        let shared = store.lease_renewal().is_some();
         for tag in open {
             let state = recovered.iter().find(|r| r.tag == tag).map(|r| r.state);
+            if shared && state.is_none() {
+                // A shared store: an admission this node's journal does not know is
+                // another node's (in flight there, or left by a dead node, whose
+                // upstream originals in doubt are taken over as reversals).
+                continue;
+            }
             let outcome = match state {
                 // The engine has it (an advice being repeated, a reversal pending): its
                 // outcome arrives as an event.
@@ -418,6 +495,12 @@ where
             )),
             // Engine events: outcomes of transactions nobody waits for any more.
             tokio::spawn(switch.clone().run_events(events_rx)),
+            // A shared store: leases, and the reversals of nodes that stopped.
+            tokio::spawn(keep_leases(
+                store.clone(),
+                driver.clone(),
+                iso.dialect.clone(),
+            )),
         ];
         Ok(SwitchService {
             switch,

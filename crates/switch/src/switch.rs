@@ -367,7 +367,18 @@ where
     pub async fn handle(&self, bytes: Bytes) -> Result<Option<Reply>> {
         let inner = &self.inner;
         let local = (inner.local)();
-        let outcome = lock(&inner.terminals).handle_request(local, bytes)?;
+        let mut outcome = lock(&inner.terminals).handle_request(local, bytes.clone())?;
+        if let HostOutcome::Rejected {
+            reason: RejectReason::NotSignedOn | RejectReason::MacFailure(_),
+            ..
+        } = &outcome
+        {
+            // Signed on at another node sharing the store (or under keys newer than
+            // this node's copy): take the stored session and try once more.
+            if self.adopt_stored_session(&bytes)? {
+                outcome = lock(&inner.terminals).handle_request(local, bytes)?;
+            }
+        }
         self.save_sessions()?;
         let accepted = match outcome {
             HostOutcome::Replied { reply, action } => {
@@ -415,6 +426,34 @@ where
         }))
     }
 
+    /// Restores the stored session of the terminal that sent `bytes` when the store
+    /// holds a newer generation than this node (another node of a shared store signed
+    /// it on); `true` when it did.
+    fn adopt_stored_session(&self, bytes: &Bytes) -> Result<bool> {
+        let inner = &self.inner;
+        let dialect = lock(&inner.terminals).profile().dialect.clone();
+        let Ok(msg) = Message::decode(&dialect, bytes.clone()) else {
+            return Ok(false);
+        };
+        let (Some(tid), Some(mid)) = (msg.get(41), msg.get(42)) else {
+            return Ok(false);
+        };
+        let Ok(id) = TerminalId::new(tid.trim_end(), mid.trim_end()) else {
+            return Ok(false);
+        };
+        let Some(sealed) = lock(&inner.sessions).terminal(&id)? else {
+            return Ok(false);
+        };
+        let held = lock(&inner.terminals).export(&id).map(|s| s.generation);
+        if held.is_some_and(|g| g >= sealed.generation) {
+            return Ok(false);
+        }
+        let snapshot = sealed.open(&inner.kek)?;
+        lock(&inner.terminals).restore(snapshot)?;
+        tracing::info!(terminal = %id, generation = sealed.generation, "terminal session taken from the shared store");
+        Ok(true)
+    }
+
     fn seal_for_terminal(&self, mut reply: Message) -> Result<Bytes> {
         Ok(lock(&self.inner.terminals).seal_response(&mut reply)?)
     }
@@ -450,7 +489,27 @@ where
     async fn financial(&self, msg: &Message) -> Result<Option<Bytes>> {
         let (admitted, upto) = {
             let mut book = lock(&self.inner.book);
-            let a = book.admit(msg)?;
+            let a = match book.admit(msg) {
+                Ok(a) => a,
+                // The store is unreachable (a shared database restarting): nothing was
+                // decided, admitted or forwarded, so the terminal gets a fair `96` now
+                // rather than a timeout (a reversal of it is then answered once the
+                // store is back).
+                // Never a reversal or an advice: any answer would end it at the terminal.
+                Err(e @ isoswitch_reversal::ReversalError::Database { .. })
+                    if matches!(
+                        msg.mti().class(),
+                        MessageClass::Authorization | MessageClass::Financial
+                    ) && !isoswitch_reversal::is_advice(msg.mti()) =>
+                {
+                    drop(book);
+                    tracing::warn!(error = %e, "store unavailable: answered 96");
+                    let mut r = Message::response_to(msg)?;
+                    r.set(39, "96")?;
+                    return Ok(Some(self.seal_for_terminal(r)?));
+                }
+                Err(e) => return Err(e.into()),
+            };
             (a, book.store().written())
         };
         let ticket = match admitted {

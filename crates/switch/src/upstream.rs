@@ -330,6 +330,10 @@ pub struct UpstreamLink<T: Transport, C: Counters + Send + 'static> {
     sign_ons: AtomicU64,
     persistence: Option<LinkPersistence>,
     stored_generation: std::sync::Mutex<Option<u64>>,
+    /// The sealed snapshot this link last saved or restored: a different one in the
+    /// store means another node sharing the identity signed on since.
+    last_sealed: std::sync::Mutex<Option<Vec<u8>>>,
+    adoptions: AtomicU64,
 }
 
 impl<T: Transport, C: Counters + Send + 'static> std::fmt::Debug for UpstreamLink<T, C> {
@@ -362,6 +366,17 @@ impl<T: Transport, C: Counters + Send + 'static> UpstreamLink<T, C> {
         let keys = session
             .working_keys()
             .map(|k| (k.mak().clone(), k.pik().clone()));
+        let last_sealed = match (&persistence, stored) {
+            (Some(p), Some(_)) => p
+                .sessions
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .upstream(&config.name)
+                .ok()
+                .flatten()
+                .map(|s| s.bytes),
+            _ => None,
+        };
         let link = Arc::new(UpstreamLink {
             config,
             transport,
@@ -371,6 +386,8 @@ impl<T: Transport, C: Counters + Send + 'static> UpstreamLink<T, C> {
             sign_ons: AtomicU64::new(0),
             persistence,
             stored_generation: std::sync::Mutex::new(stored),
+            last_sealed: std::sync::Mutex::new(last_sealed),
+            adoptions: AtomicU64::new(0),
         });
         if let Some((mak, pik)) = keys {
             link.ring.install(mak, pik);
@@ -403,8 +420,16 @@ impl<T: Transport, C: Counters + Send + 'static> UpstreamLink<T, C> {
         self.sign_ons.load(Ordering::Relaxed)
     }
 
-    /// Signs on (0800/0810) unless a generation newer than `seen` is installed already;
-    /// returns the current generation.
+    /// Times this link adopted zone keys another node had signed on with instead of
+    /// signing on itself.
+    pub fn adoptions(&self) -> u64 {
+        self.adoptions.load(Ordering::Relaxed)
+    }
+
+    /// Signs on (0800/0810) unless a generation newer than `seen` is installed already,
+    /// or the store holds keys that another node sharing this identity signed on with
+    /// after this link's (those are adopted: nodes do not sign on in turn against each
+    /// other); returns the current generation.
     ///
     /// # Errors
     /// The host did not answer, or the answer was not a good sign-on.
@@ -413,6 +438,9 @@ impl<T: Transport, C: Counters + Send + 'static> UpstreamLink<T, C> {
         let current = self.ring.generation();
         if current != seen {
             return Ok(current);
+        }
+        if let Some(g) = self.adopt_stored(&mut session)? {
+            return Ok(g);
         }
         let bytes = session.sign_on(Instant::now(), local)?;
         let resp = self
@@ -471,6 +499,46 @@ impl<T: Transport, C: Counters + Send + 'static> UpstreamLink<T, C> {
         Ok(())
     }
 
+    /// Installs the stored zone keys if the store holds a snapshot this link neither
+    /// saved nor restored (another node's sign-on); the new ring generation if it did.
+    fn adopt_stored(&self, session: &mut TerminalSession<C>) -> Result<Option<u64>> {
+        let Some(p) = &self.persistence else {
+            return Ok(None);
+        };
+        let stored = p
+            .sessions
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .upstream(&self.config.name)?;
+        let Some(sealed) = stored else {
+            return Ok(None);
+        };
+        let mut last = self
+            .last_sealed
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if last.as_deref() == Some(sealed.bytes.as_slice()) {
+            // The store holds this link's own keys: they are the current ones, and the
+            // host refused them: sign on.
+            return Ok(None);
+        }
+        session.restore(sealed.open(&p.kek)?)?;
+        let keys = session
+            .working_keys()
+            .ok_or_else(|| SwitchError::NotSignedOn {
+                link: self.config.name.clone(),
+            })?;
+        let g = self.ring.install(keys.mak().clone(), keys.pik().clone());
+        *self
+            .stored_generation
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(sealed.generation);
+        *last = Some(sealed.bytes);
+        self.adoptions.fetch_add(1, Ordering::Relaxed);
+        tracing::info!(link = %self.config.name, generation = g, stored = sealed.generation, "adopted the zone keys another node signed on with");
+        Ok(Some(g))
+    }
+
     /// Writes the session (sealed) to the store, if the link has one.
     fn persist(&self, session: &TerminalSession<C>) -> Result<()> {
         let Some(p) = &self.persistence else {
@@ -494,6 +562,10 @@ impl<T: Transport, C: Counters + Send + 'static> UpstreamLink<T, C> {
                 *stored = Some(sealed.generation);
             }
         }
+        *self
+            .last_sealed
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(sealed.bytes);
         Ok(())
     }
 

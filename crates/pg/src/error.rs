@@ -1,0 +1,91 @@
+//! [`PgError`], the crate's error type, and its conversion to the store traits' error
+//! ([`isoswitch_reversal::ReversalError::Database`]).
+
+use isoswitch_reversal::ReversalError;
+
+/// What can go wrong between a node and its database.
+#[derive(Debug, thiserror::Error)]
+pub enum PgError {
+    /// The URL does not parse.
+    #[error("bad PostgreSQL URL: {0}")]
+    Url(#[source] tokio_postgres::Error),
+    /// No connection could be had from the pool (server down, pool exhausted).
+    #[error("no database connection: {0}")]
+    Pool(#[from] deadpool_postgres::PoolError),
+    /// The server refused a statement or the connection broke.
+    #[error("{}", db_text(.0))]
+    Db(#[from] tokio_postgres::Error),
+    /// A migration failed (its transaction was rolled back).
+    #[error("migration {version} ({file}): {}", db_text(.source))]
+    Migration {
+        /// Its version.
+        version: i32,
+        /// Its file under `migrations/`.
+        file: &'static str,
+        /// The server's error.
+        #[source]
+        source: tokio_postgres::Error,
+    },
+    /// The database was migrated by a newer isoswitch-pg.
+    #[error("the database schema is at version {found}; this build knows up to {known}")]
+    SchemaTooNew {
+        /// The version found.
+        found: i32,
+        /// The newest this build has.
+        known: i32,
+    },
+    /// The statement did not finish in time (the node answers instead of hanging).
+    #[error("no answer from the database within {0:?}")]
+    Timeout(std::time::Duration),
+    /// A row holds a value outside its range (a damaged or foreign table).
+    #[error("table {table}: {what}")]
+    BadRow {
+        /// The table.
+        table: &'static str,
+        /// What is wrong.
+        what: String,
+    },
+    /// Another node holds the lease on this journal.
+    #[error("journal {part} is leased to node {owner}")]
+    Leased {
+        /// The part.
+        part: String,
+        /// The node holding it.
+        owner: String,
+    },
+    /// This node's lease on the journal ran out and another node took it over.
+    #[error("journal {part}: this node's lease was lost")]
+    LeaseLost {
+        /// The part.
+        part: String,
+    },
+    /// The store's runtime is gone.
+    #[error("the database runtime has stopped")]
+    Stopped,
+    /// The store's runtime could not be started.
+    #[error("cannot start the database runtime: {0}")]
+    Runtime(#[source] std::io::Error),
+}
+
+/// The server's own message (severity, SQLSTATE, text) where there is one; the
+/// client's otherwise (`db error` alone says nothing).
+pub fn db_text(e: &tokio_postgres::Error) -> String {
+    match e.as_db_error() {
+        Some(d) => format!("{} {}: {}", d.severity(), d.code().code(), d.message()),
+        None => match std::error::Error::source(e) {
+            Some(s) => format!("{e}: {s}"),
+            None => e.to_string(),
+        },
+    }
+}
+
+impl PgError {
+    /// As the store traits' error: `store` names the database, `op` what was done.
+    pub fn into_reversal(self, store: &str, op: &'static str) -> ReversalError {
+        ReversalError::Database {
+            store: store.to_string(),
+            op,
+            source: Box::new(self),
+        }
+    }
+}

@@ -1,0 +1,268 @@
+//! [`PgIdempotency`]: the host's decisions and ledger in `host_decision` and
+//! `host_ledger`, shared by every node that opens the same part.
+//!
+//! A decision is one statement (one transaction): `INSERT … ON CONFLICT DO NOTHING`
+//! of the record under its key and kind, and — only when that row went in — the
+//! ledger effect on the card's `host_ledger` row. A second decision of the same kind
+//! on the same key, from this node or another, changes nothing and is reported as
+//! [`ReversalError::DecidedElsewhere`] after the stored decision has been read back:
+//! the repeat of the request then gets the first answer. The handler's view is a
+//! local cache (replayed at open, like the file store's) that
+//! [`IdempotencyStore::refresh`] brings up to date with other nodes' decisions on a
+//! key before each decision.
+
+use crate::error::PgError;
+use crate::store::{Claim, Inner};
+use isoswitch_reversal::store::{Ledger, MemoryStore, StoredTxn};
+use isoswitch_reversal::{BatchTotals, IdempotencyStore, ReversalError, StoreRecord, TxnKey};
+use std::sync::Arc;
+
+const KIND_ORIGINAL: i16 = 1;
+const KIND_REVERSAL: i16 = 2;
+const KIND_ADMITTED: i16 = 3;
+
+fn key_and_kind(rec: &StoreRecord) -> (&TxnKey, i16) {
+    match rec {
+        StoreRecord::Original { key, .. } => (key, KIND_ORIGINAL),
+        StoreRecord::Reversal { key, .. } => (key, KIND_REVERSAL),
+        StoreRecord::Admitted { key, .. } => (key, KIND_ADMITTED),
+    }
+}
+
+/// Whether the cache already holds a record of `kind` for its key.
+fn known(state: &MemoryStore, key: &TxnKey, kind: i16) -> bool {
+    let Some(t) = state.get(key) else {
+        return false;
+    };
+    match kind {
+        KIND_ORIGINAL => t.original.is_some(),
+        KIND_REVERSAL => t.reversal.is_some(),
+        // An admission is cleared by its decision.
+        _ => t.admitted.is_some() || t.original.is_some(),
+    }
+}
+
+/// The shared idempotency store; see the module docs.
+#[derive(Debug)]
+pub struct PgIdempotency {
+    inner: Arc<Inner>,
+    part: String,
+    state: MemoryStore,
+    scratch: Vec<u8>,
+    _claim: Claim,
+}
+
+fn decode(table_row: usize, payload: &[u8]) -> Result<StoreRecord, PgError> {
+    StoreRecord::decode(payload).map_err(|e| PgError::BadRow {
+        table: "host_decision",
+        what: format!("row {table_row}: {e}"),
+    })
+}
+
+impl PgIdempotency {
+    pub(crate) fn open(
+        inner: Arc<Inner>,
+        name: &str,
+        claim: Claim,
+    ) -> Result<PgIdempotency, ReversalError> {
+        let part = name.to_string();
+        let p = part.clone();
+        let rows = inner
+            .db
+            .call(|pool| {
+                crate::db::payloads(
+                    pool,
+                    "SELECT payload FROM host_decision WHERE part = $1 ORDER BY seq",
+                    p,
+                )
+            })
+            .map_err(inner.err("open idempotency store"))?;
+        let mut state = MemoryStore::new();
+        for (i, payload) in rows.iter().enumerate() {
+            let rec = decode(i, payload).map_err(inner.err("open idempotency store"))?;
+            state.apply(rec)?;
+        }
+        Ok(PgIdempotency {
+            inner,
+            part,
+            state,
+            scratch: Vec::new(),
+            _claim: claim,
+        })
+    }
+
+    /// Reads every decision on `key` and applies those the cache lacks, in the order
+    /// they were made.
+    fn load_key(&mut self, key: &TxnKey) -> Result<(), ReversalError> {
+        let (part, k) = (self.part.clone(), key.clone());
+        let rows = self
+            .inner
+            .db
+            .call(|pool| async move {
+                let c = pool.get().await?;
+                let stmt = c
+                    .prepare_cached(
+                        "SELECT kind, payload FROM host_decision
+                          WHERE part = $1 AND terminal = $2 AND merchant = $3 AND batch = $4 AND stan = $5
+                          ORDER BY seq",
+                    )
+                    .await?;
+                let rows = c
+                    .query(
+                        &stmt,
+                        &[
+                            &part,
+                            &k.terminal,
+                            &k.merchant,
+                            &(k.batch as i32),
+                            &(k.stan as i32),
+                        ],
+                    )
+                    .await?;
+                Ok(rows
+                    .into_iter()
+                    .map(|r| (r.get::<_, i16>(0), r.get::<_, Vec<u8>>(1)))
+                    .collect::<Vec<_>>())
+            })
+            .map_err(self.inner.err("read a decision"))?;
+        for (i, (kind, payload)) in rows.iter().enumerate() {
+            if known(&self.state, key, *kind) {
+                continue;
+            }
+            let rec = decode(i, payload).map_err(self.inner.err("read a decision"))?;
+            self.state.apply(rec)?;
+        }
+        Ok(())
+    }
+}
+
+impl IdempotencyStore for PgIdempotency {
+    fn get(&self, key: &TxnKey) -> Option<&StoredTxn> {
+        self.state.get(key)
+    }
+
+    fn refresh(&mut self, key: &TxnKey) -> Result<(), ReversalError> {
+        self.load_key(key)
+    }
+
+    fn commit(&mut self, record: StoreRecord) -> Result<(), ReversalError> {
+        // Refused before it is written: a stored record must always replay.
+        self.state.check(&record)?;
+        let (pan, effect) = {
+            let (pan, effect) = self.state.effect_of(&record);
+            (pan.to_string(), effect)
+        };
+        self.scratch.clear();
+        record.encode(&mut self.scratch);
+        let payload = self.scratch.clone();
+        let (key, kind) = key_and_kind(&record);
+        let key = key.clone();
+        let (part, k) = (self.part.clone(), key.clone());
+        let effect_text = effect.to_string();
+        let moves = !effect.is_zero();
+        let inserted = self
+            .inner
+            .db
+            .call(|pool| async move {
+                let c = pool.get().await?;
+                let stmt = c
+                    .prepare_cached(
+                        "WITH d AS (
+                            INSERT INTO host_decision (part, terminal, merchant, batch, stan, kind, payload)
+                            VALUES ($1, $2, $3, $4, $5, $6, $7)
+                            ON CONFLICT DO NOTHING
+                            RETURNING 1),
+                         l AS (
+                            INSERT INTO host_ledger (part, pan, total)
+                            SELECT $1, $8, $9::text::numeric FROM d WHERE $10
+                            ON CONFLICT (part, pan) DO UPDATE SET total = host_ledger.total + EXCLUDED.total
+                            RETURNING 1)
+                         SELECT (SELECT count(*) FROM d), (SELECT count(*) FROM l)",
+                    )
+                    .await?;
+                let row = c
+                    .query_one(
+                        &stmt,
+                        &[
+                            &part,
+                            &k.terminal,
+                            &k.merchant,
+                            &(k.batch as i32),
+                            &(k.stan as i32),
+                            &kind,
+                            &payload,
+                            &pan,
+                            &effect_text,
+                            &moves,
+                        ],
+                    )
+                    .await?;
+                Ok(row.get::<_, i64>(0) == 1)
+            })
+            .map_err(self.inner.err("commit a decision"))?;
+        if inserted {
+            self.state.apply(record)
+        } else {
+            // Another node (or an earlier attempt whose answer was lost) decided first.
+            self.load_key(&key)?;
+            Err(ReversalError::DecidedElsewhere {
+                key: format!(
+                    "{}/{}/{:06}/{:06}",
+                    key.terminal, key.merchant, key.batch, key.stan
+                ),
+            })
+        }
+    }
+
+    fn ledger(&self) -> &Ledger {
+        self.state.ledger()
+    }
+
+    fn entries(&self) -> Box<dyn Iterator<Item = (&TxnKey, &StoredTxn)> + '_> {
+        self.state.entries()
+    }
+
+    fn is_cancelled(&self, key: &TxnKey) -> bool {
+        self.state.is_cancelled(key)
+    }
+
+    /// The batch's totals from every node's decisions (a terminal that moved between
+    /// nodes settles against all of them); this node's view if the database is away.
+    fn batch_totals(&self, terminal: &str, merchant: &str, batch: u32) -> BatchTotals {
+        let (part, t, m) = (
+            self.part.clone(),
+            terminal.to_string(),
+            merchant.to_string(),
+        );
+        let rows = self.inner.db.call(|pool| async move {
+            let c = pool.get().await?;
+            let rows = c
+                .query(
+                    "SELECT payload FROM host_decision
+                      WHERE part = $1 AND terminal = $2 AND merchant = $3 AND batch = $4
+                      ORDER BY seq",
+                    &[&part, &t, &m, &(batch as i32)],
+                )
+                .await?;
+            Ok(rows
+                .into_iter()
+                .map(|r| r.get::<_, Vec<u8>>(0))
+                .collect::<Vec<_>>())
+        });
+        let replayed = rows.map_err(|e| e.to_string()).and_then(|rows| {
+            let mut all = MemoryStore::new();
+            for (i, p) in rows.iter().enumerate() {
+                let rec = decode(i, p).map_err(|e| e.to_string())?;
+                all.apply(rec).map_err(|e| e.to_string())?;
+            }
+            Ok(all)
+        });
+        match replayed {
+            Ok(all) => all.batch_totals(terminal, merchant, batch),
+            Err(e) => {
+                tracing::warn!(error = %e, terminal, batch, "batch totals from this node's view only");
+                self.state.batch_totals(terminal, merchant, batch)
+            }
+        }
+    }
+}

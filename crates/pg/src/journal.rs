@@ -1,0 +1,288 @@
+//! [`PgJournal`]: the engine journal of one node, `<name>@<node>`, in
+//! `journal_record` (payload = [`JournalRecord::encode`], so the PAN is kept as the file
+//! journal keeps it and the original carries no MAC, PIN block or track data).
+//!
+//! Group commit: [`Journal::append`] writes all its records with one multi-row insert
+//! in one transaction (behind [`isoswitch_reversal::GroupCommit`], every append that
+//! arrived meanwhile shares it) and returns only after the commit; the same
+//! transaction renews the node's lease on the journal (an append after another node
+//! took the journal over is [`PgError::LeaseLost`]) and keeps `pending_reversal` in
+//! step: a `Started` puts the original there (in doubt until its outcome: reversed as
+//! `Recovered` if its node dies first), its `Finished` takes it out again unless it is
+//! a reversal (`Finished { Reverse }` sets the reason), and a `ReversalAcked` takes
+//! that out.
+
+use crate::error::PgError;
+use crate::store::{Claim, Inner};
+use bytes::Bytes;
+use isoswitch_reversal::{Finish, Journal, JournalRecord, ReversalError, ReversalReason};
+use std::collections::HashMap;
+use std::sync::Arc;
+
+/// The DE 39 written into a dead node's journal when another node took its reversal
+/// over (`HO`: not a host's answer, never sent).
+pub const HANDED_OVER: &[u8; 2] = b"HO";
+
+/// A node's journal; see the module docs.
+#[derive(Debug)]
+pub struct PgJournal {
+    inner: Arc<Inner>,
+    part: String,
+    journal: String,
+    loaded: Option<Vec<JournalRecord>>,
+    /// Originals started and not finished yet: `id → (tag, message)`.
+    started: HashMap<u64, (u64, Bytes)>,
+    written: u64,
+    _claim: Claim,
+}
+
+/// What an append does to one transaction's `pending_reversal` row: put it there
+/// (or change its reason), or take it out.
+type PendingChange = Option<(i64, i16, Vec<u8>)>;
+
+impl PgJournal {
+    pub(crate) fn open(
+        inner: Arc<Inner>,
+        name: &str,
+        claim: Claim,
+    ) -> Result<PgJournal, ReversalError> {
+        let part = format!("{name}@{}", inner.node);
+        let (p, j, node, secs) = (
+            part.clone(),
+            name.to_string(),
+            inner.node.clone(),
+            inner.lease_secs(),
+        );
+        let rows = inner
+            .db
+            .call(|pool| async move {
+                let c = pool.get().await?;
+                let owner = c
+                    .query(
+                        "INSERT INTO journal_part (part, journal, owner, lease_until)
+                         VALUES ($1, $2, $3, now() + make_interval(secs => $4))
+                         ON CONFLICT (part) DO UPDATE
+                            SET owner = EXCLUDED.owner, lease_until = EXCLUDED.lease_until
+                          WHERE journal_part.owner = EXCLUDED.owner
+                             OR journal_part.lease_until < now()
+                         RETURNING owner",
+                        &[&p, &j, &node, &secs],
+                    )
+                    .await?;
+                if owner.is_empty() {
+                    let row = c
+                        .query_one("SELECT owner FROM journal_part WHERE part = $1", &[&p])
+                        .await?;
+                    return Err(PgError::Leased {
+                        part: p,
+                        owner: row.get(0),
+                    });
+                }
+                drop(c);
+                crate::db::payloads(
+                    pool,
+                    "SELECT payload FROM journal_record WHERE part = $1 ORDER BY seq",
+                    p,
+                )
+                .await
+            })
+            .map_err(inner.err("open journal"))?;
+        let mut loaded = Vec::with_capacity(rows.len());
+        let mut written = 0u64;
+        for (i, payload) in rows.iter().enumerate() {
+            written += payload.len() as u64;
+            let rec = JournalRecord::decode(payload).map_err(|e| {
+                PgError::BadRow {
+                    table: "journal_record",
+                    what: format!("{part} record {i}: {e}"),
+                }
+                .into_reversal(&inner.db.describe, "open journal")
+            })?;
+            loaded.push(rec);
+        }
+        let mut j = PgJournal {
+            inner,
+            part,
+            journal: name.to_string(),
+            loaded: None,
+            started: HashMap::new(),
+            written,
+            _claim: claim,
+        };
+        for rec in &loaded {
+            j.track(rec);
+        }
+        j.loaded = Some(loaded);
+        Ok(j)
+    }
+
+    /// The part (`<name>@<node>`).
+    pub fn part(&self) -> &str {
+        &self.part
+    }
+
+    /// Follows `rec` in the in-flight map; returns the pending change it makes to its
+    /// transaction. A started original is pending (as `Recovered`: a node that dies
+    /// before its outcome leaves it in doubt, and the engine would reverse it at
+    /// recovery); its outcome takes it out, unless that is a reversal, which stays
+    /// until acknowledged.
+    fn track(&mut self, rec: &JournalRecord) -> Option<(i64, PendingChange)> {
+        match rec {
+            JournalRecord::Started {
+                id, tag, message, ..
+            } => {
+                self.started.insert(*id, (*tag, message.clone()));
+                let reason = i16::from(ReversalReason::Recovered.to_u8());
+                Some((*id as i64, Some((*tag as i64, reason, message.to_vec()))))
+            }
+            JournalRecord::Finished {
+                id,
+                finish: Finish::Reverse { reason },
+            } => {
+                let (tag, message) = self.started.get(id)?.clone();
+                Some((
+                    *id as i64,
+                    Some((tag as i64, i16::from(reason.to_u8()), message.to_vec())),
+                ))
+            }
+            JournalRecord::Finished { id, .. } | JournalRecord::ReversalAcked { id, .. } => {
+                self.started.remove(id);
+                Some((*id as i64, None))
+            }
+            JournalRecord::Counters { .. } | JournalRecord::BatchClosed { .. } => None,
+        }
+    }
+
+    /// Writes `records` (and, with `replace`, deletes everything before) in one
+    /// transaction that also renews the lease and updates `pending_reversal`.
+    fn write(&mut self, records: &[JournalRecord], replace: bool) -> Result<(), ReversalError> {
+        let saved = replace.then(|| std::mem::take(&mut self.started));
+        let mut payloads = Vec::with_capacity(records.len());
+        // The last change per transaction wins (one row per key per statement).
+        let mut changes: HashMap<i64, PendingChange> = HashMap::new();
+        let mut bytes = 0u64;
+        for rec in records {
+            let mut p = Vec::new();
+            rec.encode(&mut p);
+            bytes += p.len() as u64;
+            payloads.push(p);
+            if let Some((txn, c)) = self.track(rec) {
+                changes.insert(txn, c);
+            }
+        }
+        let (part, journal, node, secs) = (
+            self.part.clone(),
+            self.journal.clone(),
+            self.inner.node.clone(),
+            self.inner.lease_secs(),
+        );
+        let r = self.inner.db.call(|pool| async move {
+            let mut c = pool.get().await?;
+            let tx = c.transaction().await?;
+            let held = tx
+                .execute(
+                    "UPDATE journal_part SET lease_until = now() + make_interval(secs => $3)
+                      WHERE part = $1 AND owner = $2",
+                    &[&part, &node, &secs],
+                )
+                .await?;
+            if held != 1 {
+                return Err(PgError::LeaseLost { part });
+            }
+            if replace {
+                tx.execute("DELETE FROM journal_record WHERE part = $1", &[&part])
+                    .await?;
+                tx.execute(
+                    "DELETE FROM pending_reversal WHERE part = $1 AND claimed_by IS NULL",
+                    &[&part],
+                )
+                .await?;
+            }
+            if !payloads.is_empty() {
+                let stmt = tx
+                    .prepare_cached(
+                        "INSERT INTO journal_record (part, payload)
+                         SELECT $1, p FROM unnest($2::bytea[]) WITH ORDINALITY AS t(p, n) ORDER BY n",
+                    )
+                    .await?;
+                tx.execute(&stmt, &[&part, &payloads]).await?;
+            }
+            let mut add = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+            let mut done = Vec::new();
+            for (txn, ch) in changes {
+                match ch {
+                    Some((tag, reason, message)) => {
+                        add.0.push(txn);
+                        add.1.push(tag);
+                        add.2.push(reason);
+                        add.3.push(message);
+                    }
+                    None => done.push(txn),
+                }
+            }
+            if !add.0.is_empty() {
+                let stmt = tx
+                    .prepare_cached(
+                        "INSERT INTO pending_reversal (part, txn, journal, tag, reason, message)
+                         SELECT $1, t, $2, g, r, m
+                           FROM unnest($3::int8[], $4::int8[], $5::int2[], $6::bytea[]) AS u(t, g, r, m)
+                         ON CONFLICT (part, txn) DO UPDATE SET reason = EXCLUDED.reason",
+                    )
+                    .await?;
+                tx.execute(&stmt, &[&part, &journal, &add.0, &add.1, &add.2, &add.3])
+                    .await?;
+            }
+            if !done.is_empty() {
+                let stmt = tx
+                    .prepare_cached(
+                        "DELETE FROM pending_reversal WHERE part = $1 AND txn = ANY($2::int8[])",
+                    )
+                    .await?;
+                tx.execute(&stmt, &[&part, &done]).await?;
+            }
+            tx.commit().await?;
+            Ok(())
+        });
+        match r {
+            Ok(()) => {
+                if replace {
+                    self.written = bytes;
+                } else {
+                    self.written += bytes;
+                }
+                Ok(())
+            }
+            Err(e) => {
+                if let Some(s) = saved {
+                    self.started = s;
+                }
+                Err(e.into_reversal(
+                    &self.inner.db.describe,
+                    if replace {
+                        "journal compact"
+                    } else {
+                        "journal append"
+                    },
+                ))
+            }
+        }
+    }
+}
+
+impl Journal for PgJournal {
+    fn load(&mut self) -> Result<Vec<JournalRecord>, ReversalError> {
+        Ok(self.loaded.take().unwrap_or_default())
+    }
+
+    fn append(&mut self, records: &[JournalRecord]) -> Result<(), ReversalError> {
+        self.write(records, false)
+    }
+
+    fn compact(&mut self, live: &[JournalRecord]) -> Result<(), ReversalError> {
+        self.write(live, true)
+    }
+
+    fn size(&self) -> u64 {
+        self.written
+    }
+}

@@ -1,0 +1,445 @@
+//! [`PgStore`]: the [`Store`] on PostgreSQL — several switch nodes on one database.
+//!
+//! | part | shared by nodes? | tables |
+//! |---|---|---|
+//! | journal `name` | no: part `name@node`, leased to the node | `journal_part`, `journal_record`, `pending_reversal` |
+//! | idempotency `name` | yes | `host_decision`, `host_ledger` |
+//! | counters `name` | yes: STAN/RRN blocks leased from the row | `counters` |
+//! | sessions `name` | yes | `terminal_session`, `upstream_session` |
+//!
+//! A node renews its leases ([`Store::renew_leases`], and every journal append renews
+//! its journal's); when a node stops renewing, its lease runs out after
+//! [`PgConfig::lease`] and another node claims the reversals its journal left pending
+//! ([`Store::claim_orphans`], `FOR UPDATE SKIP LOCKED`), journals them as its own and
+//! records the hand-over ([`Store::hand_over`]), which also writes the reversal's
+//! acknowledgement into the dead node's journal: whichever node restarts under that
+//! name finds nothing left to send.
+
+use crate::counters::PgCounters;
+use crate::db::Db;
+use crate::error::PgError;
+use crate::idempotency::PgIdempotency;
+use crate::journal::PgJournal;
+use crate::sessions::PgSessions;
+use isoswitch_reversal::durable::{check_part_name, Orphan, Store};
+use isoswitch_reversal::{JournalRecord, ReversalError, ReversalReason};
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+/// Default lease of a node's journal and claimed work.
+pub const DEFAULT_LEASE: Duration = Duration::from_secs(5);
+/// Default STAN/RRN block leased per database round trip.
+pub const DEFAULT_BLOCK: u32 = 100;
+
+/// Options of a [`PgStore`].
+#[derive(Debug, Clone)]
+pub struct PgConfig {
+    /// `postgres://USER@HOST:PORT/DB`.
+    pub url: String,
+    /// This node's name (lease owner); default: host name + pid ([`default_node`]).
+    pub node: String,
+    /// How long a lease lasts without renewal.
+    pub lease: Duration,
+    /// STANs/RRNs leased per block.
+    pub block: u32,
+    /// Connections at most.
+    pub pool_size: usize,
+    /// How long a call waits for the database before it fails (the caller answers
+    /// `96`/`91` instead of hanging).
+    pub timeout: Duration,
+}
+
+impl PgConfig {
+    /// Defaults for `url`.
+    pub fn new(url: impl Into<String>) -> PgConfig {
+        PgConfig {
+            url: url.into(),
+            node: default_node(),
+            lease: DEFAULT_LEASE,
+            block: DEFAULT_BLOCK,
+            pool_size: 16,
+            timeout: Duration::from_secs(5),
+        }
+    }
+}
+
+/// `<host name>-<pid>`.
+pub fn default_node() -> String {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .or_else(|| std::env::var("HOSTNAME").ok())
+        .map(|h| h.trim().to_string())
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "node".into());
+    format!("{host}-{}", std::process::id())
+}
+
+#[derive(Debug)]
+pub(crate) struct Inner {
+    pub(crate) db: Db,
+    pub(crate) node: String,
+    pub(crate) lease: Duration,
+    pub(crate) block: u32,
+    open: Mutex<HashSet<(&'static str, String)>>,
+}
+
+impl Inner {
+    pub(crate) fn err(&self, op: &'static str) -> impl FnOnce(PgError) -> ReversalError + '_ {
+        move |e| e.into_reversal(&self.db.describe, op)
+    }
+
+    pub(crate) fn lease_secs(&self) -> f64 {
+        self.lease.as_secs_f64()
+    }
+}
+
+/// The PostgreSQL store; see the module docs. Cheap to clone.
+#[derive(Debug, Clone)]
+pub struct PgStore {
+    inner: Arc<Inner>,
+}
+
+/// Releases a part's name in this process when the part is dropped.
+#[derive(Debug)]
+pub(crate) struct Claim {
+    inner: Arc<Inner>,
+    key: (&'static str, String),
+}
+
+impl Drop for Claim {
+    fn drop(&mut self) {
+        if let Ok(mut open) = self.inner.open.lock() {
+            open.remove(&self.key);
+        }
+    }
+}
+
+impl PgStore {
+    /// Connects to `config.url` and applies the migrations.
+    ///
+    /// # Errors
+    /// A bad URL, an unreachable server, a failed migration.
+    pub fn open(config: PgConfig) -> Result<PgStore, PgError> {
+        let (db, version) = Db::open(&config.url, config.pool_size, config.timeout)?;
+        tracing::info!(store = %db.describe, node = %config.node, schema = version, "PostgreSQL store opened");
+        Ok(PgStore {
+            inner: Arc::new(Inner {
+                db,
+                node: config.node,
+                lease: config.lease,
+                block: config.block.clamp(1, 100_000),
+                open: Mutex::new(HashSet::new()),
+            }),
+        })
+    }
+
+    /// This node's name.
+    pub fn node(&self) -> &str {
+        &self.inner.node
+    }
+
+    /// The lease time.
+    pub fn lease(&self) -> Duration {
+        self.inner.lease
+    }
+
+    fn claim(&self, kind: &'static str, name: &str) -> Result<Claim, ReversalError> {
+        check_part_name(name)?;
+        let key = (kind, name.to_string());
+        let mut open = self
+            .inner
+            .open
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if !open.insert(key.clone()) {
+            return Err(ReversalError::PartInUse {
+                kind,
+                name: name.to_string(),
+            });
+        }
+        Ok(Claim {
+            inner: self.inner.clone(),
+            key,
+        })
+    }
+
+    /// Lets this node's leases run out now (for tests that simulate a dead node
+    /// without waiting, and for an operator who knows the node is gone).
+    ///
+    /// # Errors
+    /// Database errors.
+    pub fn expire_leases(&self) -> Result<(), ReversalError> {
+        let node = self.inner.node.clone();
+        self.inner
+            .db
+            .call(|pool| async move {
+                let c = pool.get().await?;
+                c.execute(
+                    "UPDATE journal_part SET lease_until = now() - interval '1 second' WHERE owner = $1",
+                    &[&node],
+                )
+                .await?;
+                c.execute(
+                    "UPDATE pending_reversal SET claim_until = now() - interval '1 second' WHERE claimed_by = $1",
+                    &[&node],
+                )
+                .await?;
+                Ok(())
+            })
+            .map_err(self.inner.err("expire leases"))
+    }
+
+    /// Reversals (and in-doubt originals) still pending in journals named `journal`, of
+    /// every node: 0 once every one was acknowledged.
+    ///
+    /// # Errors
+    /// Database errors.
+    pub fn pending(&self, journal: &str) -> Result<u64, ReversalError> {
+        let journal = journal.to_string();
+        self.inner
+            .db
+            .call(|pool| async move {
+                let c = pool.get().await?;
+                let row = c
+                    .query_one(
+                        "SELECT count(*) FROM pending_reversal WHERE journal = $1",
+                        &[&journal],
+                    )
+                    .await?;
+                Ok(row.get::<_, i64>(0).max(0) as u64)
+            })
+            .map_err(self.inner.err("count pending reversals"))
+    }
+
+    /// The pending work of journals named `journal`, one line per entry (part, id,
+    /// reason, claim, whether its node's lease still holds), for operators and test
+    /// failures.
+    ///
+    /// # Errors
+    /// Database errors.
+    pub fn pending_report(&self, journal: &str) -> Result<Vec<String>, ReversalError> {
+        let journal = journal.to_string();
+        self.inner
+            .db
+            .call(|pool| async move {
+                let c = pool.get().await?;
+                let rows = c
+                    .query(
+                        "SELECT p.part, p.txn, p.reason, coalesce(p.claimed_by, '-'),
+                                j.lease_until > now(), j.owner, length(p.message), substr(p.message, 1, 2)
+                           FROM pending_reversal p JOIN journal_part j ON j.part = p.part
+                          WHERE p.journal = $1 ORDER BY p.part, p.txn",
+                        &[&journal],
+                    )
+                    .await?;
+                Ok(rows
+                    .iter()
+                    .map(|r| {
+                        format!(
+                            "{} txn {} reason {} claimed by {} lease held {} owner {} message {} bytes mti {:02x?}",
+                            r.get::<_, String>(0),
+                            r.get::<_, i64>(1),
+                            r.get::<_, i16>(2),
+                            r.get::<_, String>(3),
+                            r.get::<_, bool>(4),
+                            r.get::<_, String>(5),
+                            r.get::<_, i32>(6),
+                            r.get::<_, Vec<u8>>(7),
+                        )
+                    })
+                    .collect())
+            })
+            .map_err(self.inner.err("list pending reversals"))
+    }
+
+    /// The ledger total of idempotency part `name` as the database holds it (every
+    /// node's decisions), `None` when it has none.
+    ///
+    /// # Errors
+    /// Database errors.
+    pub fn ledger_total(&self, name: &str) -> Result<rust_decimal::Decimal, ReversalError> {
+        let part = name.to_string();
+        let text = self
+            .inner
+            .db
+            .call(|pool| async move {
+                let c = pool.get().await?;
+                let row = c
+                    .query_one(
+                        "SELECT coalesce(sum(total), 0)::text FROM host_ledger WHERE part = $1",
+                        &[&part],
+                    )
+                    .await?;
+                Ok(row.get::<_, String>(0))
+            })
+            .map_err(self.inner.err("ledger total"))?;
+        text.parse().map_err(|_| {
+            PgError::BadRow {
+                table: "host_ledger",
+                what: format!("total {text:?} is not a decimal"),
+            }
+            .into_reversal(&self.inner.db.describe, "ledger total")
+        })
+    }
+}
+
+impl Store for PgStore {
+    type Journal = PgJournal;
+    type Idempotency = PgIdempotency;
+    type Counters = PgCounters;
+    type Sessions = PgSessions;
+
+    fn journal(&self, name: &str) -> Result<PgJournal, ReversalError> {
+        let claim = self.claim("journal", name)?;
+        PgJournal::open(self.inner.clone(), name, claim)
+    }
+
+    fn idempotency(&self, name: &str) -> Result<PgIdempotency, ReversalError> {
+        let claim = self.claim("idempotency store", name)?;
+        PgIdempotency::open(self.inner.clone(), name, claim)
+    }
+
+    fn counters(&self, name: &str) -> Result<PgCounters, ReversalError> {
+        let claim = self.claim("counters", name)?;
+        PgCounters::open(self.inner.clone(), name, claim)
+    }
+
+    fn sessions(&self, name: &str) -> Result<PgSessions, ReversalError> {
+        let claim = self.claim("session store", name)?;
+        Ok(PgSessions::new(self.inner.clone(), name, claim))
+    }
+
+    fn describe(&self) -> String {
+        format!("{} (node {})", self.inner.db.describe, self.inner.node)
+    }
+
+    fn lease_renewal(&self) -> Option<Duration> {
+        Some(self.inner.lease / 3)
+    }
+
+    fn renew_leases(&self) -> Result<(), ReversalError> {
+        let node = self.inner.node.clone();
+        let secs = self.inner.lease_secs();
+        self.inner
+            .db
+            .call(|pool| async move {
+                let c = pool.get().await?;
+                c.execute(
+                    "UPDATE journal_part SET lease_until = now() + make_interval(secs => $2) WHERE owner = $1",
+                    &[&node, &secs],
+                )
+                .await?;
+                c.execute(
+                    "UPDATE pending_reversal SET claim_until = now() + make_interval(secs => $2) WHERE claimed_by = $1",
+                    &[&node, &secs],
+                )
+                .await?;
+                Ok(())
+            })
+            .map_err(self.inner.err("renew leases"))
+    }
+
+    fn claim_orphans(&self, journal: &str, max: usize) -> Result<Vec<Orphan>, ReversalError> {
+        let node = self.inner.node.clone();
+        let secs = self.inner.lease_secs();
+        let journal = journal.to_string();
+        let max = i64::try_from(max).unwrap_or(i64::MAX);
+        let rows = self
+            .inner
+            .db
+            .call(|pool| async move {
+                let c = pool.get().await?;
+                let rows = c
+                    .query(
+                        "WITH due AS (
+                            SELECT p.part, p.txn FROM pending_reversal p
+                            JOIN journal_part j ON j.part = p.part
+                            WHERE p.journal = $1 AND j.lease_until < now() AND j.owner <> $2
+                              AND (p.claimed_by IS NULL OR p.claim_until < now())
+                            ORDER BY p.part, p.txn
+                            LIMIT $4
+                            FOR UPDATE OF p SKIP LOCKED)
+                         UPDATE pending_reversal p
+                            SET claimed_by = $2, claim_until = now() + make_interval(secs => $3)
+                           FROM due WHERE p.part = due.part AND p.txn = due.txn
+                         RETURNING p.part, p.txn, p.tag, p.reason, p.message",
+                        &[&journal, &node, &secs, &max],
+                    )
+                    .await?;
+                Ok(rows)
+            })
+            .map_err(self.inner.err("claim pending reversals"))?;
+        let mut out = Vec::with_capacity(rows.len());
+        for r in rows {
+            let reason: i16 = r.get(3);
+            let bad = |what: String| {
+                PgError::BadRow {
+                    table: "pending_reversal",
+                    what,
+                }
+                .into_reversal(&self.inner.db.describe, "claim pending reversals")
+            };
+            let reason = u8::try_from(reason)
+                .ok()
+                .and_then(|v| ReversalReason::from_u8(v).ok())
+                .ok_or_else(|| bad(format!("reason {reason}")))?;
+            let txn: i64 = r.get(1);
+            let tag: i64 = r.get(2);
+            out.push(Orphan {
+                part: r.get(0),
+                id: txn as u64,
+                tag: tag as u64,
+                reason,
+                message: bytes::Bytes::from(r.get::<_, Vec<u8>>(4)),
+            });
+        }
+        if !out.is_empty() {
+            tracing::info!(node = %self.inner.node, claimed = out.len(), "claimed reversals of a node whose lease ran out");
+        }
+        Ok(out)
+    }
+
+    fn hand_over(&self, orphan: &Orphan) -> Result<(), ReversalError> {
+        let node = self.inner.node.clone();
+        let part = orphan.part.clone();
+        let txn = orphan.id as i64;
+        let mut ack = Vec::new();
+        JournalRecord::ReversalAcked {
+            id: orphan.id,
+            code: *crate::journal::HANDED_OVER,
+        }
+        .encode(&mut ack);
+        let taken = self
+            .inner
+            .db
+            .call(|pool| async move {
+                let mut c = pool.get().await?;
+                let tx = c.transaction().await?;
+                let n = tx
+                    .execute(
+                        "DELETE FROM pending_reversal WHERE part = $1 AND txn = $2 AND claimed_by = $3",
+                        &[&part, &txn, &node],
+                    )
+                    .await?;
+                if n == 1 {
+                    tx.execute(
+                        "INSERT INTO journal_record (part, payload) VALUES ($1, $2)",
+                        &[&part, &ack],
+                    )
+                    .await?;
+                }
+                tx.commit().await?;
+                Ok(n == 1)
+            })
+            .map_err(self.inner.err("hand over a reversal"))?;
+        if taken {
+            Ok(())
+        } else {
+            Err(ReversalError::WrongState {
+                txn: orphan.id,
+                why: "its claim ran out and another node took it",
+            })
+        }
+    }
+}

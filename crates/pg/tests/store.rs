@@ -1,0 +1,527 @@
+//! The PostgreSQL store against a real server (a throwaway cluster per test, or
+//! `ISOSWITCH_PG_URL`): two `PgStore`s on one database play two nodes.
+
+use bytes::Bytes;
+use isoswitch_pg::testing::TestCluster;
+use isoswitch_pg::{PgConfig, PgStore};
+use isoswitch_reversal::durable::Store;
+use isoswitch_reversal::store::{OriginalState, ReversalState};
+use isoswitch_reversal::{
+    Decimal, Finish, GroupCommit, IdempotencyStore, Journal, JournalRecord, ReversalError,
+    ReversalReason, SessionStore, StoreRecord, TxnInfo, TxnKey, TxnKind, UpstreamSave,
+};
+use isoswitch_session::counters::{BatchNumber, Counters};
+use isoswitch_session::{SealedSnapshot, TerminalId};
+use std::collections::HashSet;
+use std::time::{Duration, Instant};
+
+fn node(url: &str, name: &str) -> PgStore {
+    let mut c = PgConfig::new(url);
+    c.node = name.into();
+    c.lease = Duration::from_secs(30);
+    c.block = 50;
+    PgStore::open(c).expect("open the store")
+}
+
+fn info(amount: i64) -> TxnInfo {
+    TxnInfo {
+        kind: TxnKind::Debit,
+        foreign: false,
+        txn_type: 22,
+        amount: Decimal::new(amount, 2),
+        pan: "6222020000000001".into(),
+    }
+}
+
+fn started(id: u64) -> JournalRecord {
+    JournalRecord::Started {
+        id,
+        tag: 1000 + id,
+        batch: 1,
+        stan: id as u32,
+        info: info(100),
+        message: Bytes::from(format!("original {id}").into_bytes()),
+    }
+}
+
+fn reverse(id: u64) -> JournalRecord {
+    JournalRecord::Finished {
+        id,
+        finish: Finish::Reverse {
+            reason: ReversalReason::NoResponse,
+        },
+    }
+}
+
+fn key(stan: u32) -> TxnKey {
+    TxnKey {
+        terminal: "TERM0001".into(),
+        merchant: "MERCHANT0000001".into(),
+        batch: 1,
+        stan,
+    }
+}
+
+fn approved(stan: u32, amount: i64) -> StoreRecord {
+    StoreRecord::Original {
+        key: key(stan),
+        state: OriginalState::decided(&info(amount), *b"00", true),
+    }
+}
+
+fn reversal(stan: u32, amount: i64) -> StoreRecord {
+    StoreRecord::Reversal {
+        key: key(stan),
+        pan: "6222020000000001".into(),
+        state: ReversalState {
+            code: *b"00",
+            amount: Decimal::new(amount, 2),
+            txn_type: 22,
+            effect: -Decimal::new(amount, 2),
+        },
+    }
+}
+
+#[test]
+fn migrations_are_versioned_and_concurrent_starters_are_safe() {
+    let pg = TestCluster::require();
+    let url = pg.fresh_database("migrate").expect("db");
+    let handles: Vec<_> = (0..4)
+        .map(|i| {
+            let url = url.clone();
+            std::thread::spawn(move || node(&url, &format!("n{i}")))
+        })
+        .collect();
+    let stores: Vec<PgStore> = handles
+        .into_iter()
+        .map(|h| h.join().expect("start"))
+        .collect();
+    // Every starter saw the schema; version 1 is recorded once.
+    let n = stores[0].ledger_total("nothing").expect("query");
+    assert_eq!(n, Decimal::ZERO);
+    drop(stores);
+    let again = node(&url, "n9");
+    assert!(again.describe().contains("node n9"));
+}
+
+#[test]
+fn parts_survive_a_restart_and_are_seen_by_another_node() {
+    let pg = TestCluster::require();
+    let url = pg.fresh_database("restart").expect("db");
+    {
+        let a = node(&url, "a");
+        let mut j = a.journal("switch").expect("journal");
+        assert!(j.load().expect("load").is_empty());
+        j.append(&[started(1), reverse(1)]).expect("append");
+        j.append(&[JournalRecord::ReversalAcked {
+            id: 1,
+            code: *b"00",
+        }])
+        .expect("append");
+        // The same part twice in one process is refused, as the data directory does.
+        assert!(matches!(
+            a.journal("switch"),
+            Err(ReversalError::PartInUse { .. })
+        ));
+        let mut s = a.idempotency("host").expect("idem");
+        s.commit(approved(5, 500)).expect("commit");
+        let mut c = a.counters("link").expect("counters");
+        c.next_stan().expect("stan");
+        c.set_batch(BatchNumber::new(3).expect("b")).expect("batch");
+    }
+    // "Restart" node a: a new store under the same node name takes its journal back.
+    let a = node(&url, "a");
+    let mut j = a.journal("switch").expect("journal");
+    let recs = j.load().expect("load");
+    assert_eq!(recs.len(), 3);
+    assert_eq!(recs[0], started(1));
+    let s = a.idempotency("host").expect("idem");
+    assert!(s.get(&key(5)).is_some_and(|t| t.standing()));
+    assert_eq!(s.ledger().total(), Decimal::new(500, 2));
+    let c = a.counters("link").expect("counters");
+    assert_eq!(c.state().batch.get(), 3);
+    // Another node, while a holds its lease, cannot open a's journal under a's name,
+    // but shares the idempotency store, counters and sessions.
+    let b = node(&url, "b");
+    assert!(b
+        .journal("switch")
+        .expect("b's own journal")
+        .load()
+        .expect("load")
+        .is_empty());
+    let sb = b.idempotency("host").expect("idem");
+    assert_eq!(sb.ledger().total(), Decimal::new(500, 2));
+    assert_eq!(b.counters("link").expect("c").state().batch.get(), 3);
+}
+
+#[test]
+fn group_commit_writes_each_batch_in_one_transaction_in_order() {
+    let pg = TestCluster::require();
+    let url = pg.fresh_database("group").expect("db");
+    let a = node(&url, "a");
+    let j = a.journal("switch").expect("journal");
+    let gc = GroupCommit::spawn(j);
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("rt");
+    rt.block_on(async {
+        let mut tasks = Vec::new();
+        for w in 0..64u64 {
+            let gc = gc.clone();
+            tasks.push(tokio::spawn(async move {
+                for i in 0..10u64 {
+                    let id = w * 100 + i + 1;
+                    gc.append(vec![started(id)]).await.expect("append");
+                    gc.append(vec![JournalRecord::Finished {
+                        id,
+                        finish: Finish::Approved { code: *b"00" },
+                    }])
+                    .await
+                    .expect("append");
+                }
+            }));
+        }
+        for t in tasks {
+            t.await.expect("task");
+        }
+    });
+    assert_eq!(gc.records(), 64 * 10 * 2);
+    assert!(
+        gc.fsyncs() < gc.records(),
+        "appends that arrive together share a transaction ({} for {} records)",
+        gc.fsyncs(),
+        gc.records()
+    );
+    drop(gc);
+    // Reopened: every record, each Started before its Finished.
+    std::thread::sleep(Duration::from_millis(200));
+    let mut j = node(&url, "a").journal("switch").expect("journal");
+    let recs = j.load().expect("load");
+    assert_eq!(recs.len(), 64 * 10 * 2);
+    let mut seen = HashSet::new();
+    for r in &recs {
+        match r {
+            JournalRecord::Started { id, .. } => assert!(seen.insert(*id)),
+            JournalRecord::Finished { id, .. } => {
+                assert!(seen.contains(id), "{id} finished before it started")
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+}
+
+#[test]
+fn a_dead_nodes_pending_reversals_are_claimed_once_by_another_node() {
+    let pg = TestCluster::require();
+    let url = pg.fresh_database("claim").expect("db");
+    let a = node(&url, "a");
+    let b = node(&url, "b");
+    let c = node(&url, "c");
+    let mut ja = a.journal("switch").expect("a");
+    let _jb = b.journal("switch").expect("b");
+    let _jc = c.journal("switch").expect("c");
+    // Three reversals pending at a, one of them acknowledged before a dies.
+    ja.append(&[started(1), started(2), started(3)])
+        .expect("append");
+    ja.append(&[reverse(1), reverse(2), reverse(3)])
+        .expect("append");
+    ja.append(&[JournalRecord::ReversalAcked {
+        id: 2,
+        code: *b"00",
+    }])
+    .expect("append");
+    // One in doubt (started, no outcome) is reversed by whoever takes it over.
+    ja.append(&[started(5)]).expect("append");
+    // An approved one is no work for anyone.
+    ja.append(&[
+        started(4),
+        JournalRecord::Finished {
+            id: 4,
+            finish: Finish::Approved { code: *b"00" },
+        },
+    ])
+    .expect("append");
+    // While a's lease holds, nothing is claimable.
+    assert!(b.claim_orphans("switch", 10).expect("claim").is_empty());
+    // a dies: its lease runs out.
+    a.expire_leases().expect("expire");
+    drop(ja);
+    let got = b.claim_orphans("switch", 10).expect("claim");
+    let ids: Vec<u64> = got.iter().map(|o| o.id).collect();
+    assert_eq!(ids, vec![1, 3, 5]);
+    assert_eq!(got[2].reason, ReversalReason::Recovered);
+    assert_eq!(got[0].part, "switch@a");
+    assert_eq!(got[0].tag, 1001);
+    assert_eq!(got[0].reason, ReversalReason::NoResponse);
+    assert_eq!(&got[0].message[..], b"original 1");
+    // Claimed by b: c gets nothing, nor does b a second time.
+    assert!(c.claim_orphans("switch", 10).expect("claim").is_empty());
+    assert!(b.claim_orphans("switch", 10).expect("claim").is_empty());
+    // b hands 1 over, then dies holding 3 and 5: c claims them once b's claim runs out.
+    b.hand_over(&got[0]).expect("hand over");
+    b.expire_leases().expect("expire b");
+    let got_c = c.claim_orphans("switch", 10).expect("claim");
+    assert_eq!(got_c.iter().map(|o| o.id).collect::<Vec<_>>(), vec![3, 5]);
+    // b's late hand-over of 3 is refused: c owns it now; c's succeeds.
+    assert!(matches!(
+        b.hand_over(&got[1]),
+        Err(ReversalError::WrongState { .. })
+    ));
+    for o in &got_c {
+        c.hand_over(o).expect("hand over");
+    }
+    assert!(c.claim_orphans("switch", 10).expect("claim").is_empty());
+    // Node a restarted under its name finds its reversals acknowledged (handed over).
+    let a2 = node(&url, "a");
+    let recs = a2.journal("switch").expect("a again").load().expect("load");
+    let acked: Vec<(u64, [u8; 2])> = recs
+        .iter()
+        .filter_map(|r| match r {
+            JournalRecord::ReversalAcked { id, code } => Some((*id, *code)),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        acked,
+        vec![(2, *b"00"), (1, *b"HO"), (3, *b"HO"), (5, *b"HO")]
+    );
+}
+
+#[test]
+fn compaction_keeps_pending_work_claimable() {
+    let pg = TestCluster::require();
+    let url = pg.fresh_database("compact").expect("db");
+    let a = node(&url, "a");
+    let b = node(&url, "b");
+    let mut ja = a.journal("switch").expect("a");
+    ja.append(&[started(1), reverse(1), started(2), reverse(2)])
+        .expect("append");
+    ja.append(&[JournalRecord::ReversalAcked {
+        id: 2,
+        code: *b"00",
+    }])
+    .expect("append");
+    ja.compact(&[started(1), reverse(1)]).expect("compact");
+    a.expire_leases().expect("expire");
+    let got = b.claim_orphans("switch", 10).expect("claim");
+    assert_eq!(got.iter().map(|o| o.id).collect::<Vec<_>>(), vec![1]);
+    // The lease is renewed by every append: an append after the journal was taken
+    // over by a node of the same name elsewhere is refused.
+    let a_again = node(&url, "a");
+    drop(ja);
+    let mut j2 = a_again.journal("switch").expect("a again");
+    assert_eq!(j2.load().expect("load").len(), 2);
+}
+
+#[test]
+fn the_same_decision_is_made_once_with_its_ledger_effect_once() {
+    let pg = TestCluster::require();
+    let url = pg.fresh_database("idem").expect("db");
+    let a = node(&url, "a");
+    let b = node(&url, "b");
+    let mut sa = a.idempotency("host").expect("a");
+    let mut sb = b.idempotency("host").expect("b");
+    sa.commit(approved(7, 1250)).expect("approve at a");
+    // b has not seen it until it refreshes the key.
+    assert!(sb.get(&key(7)).is_none());
+    sb.refresh(&key(7)).expect("refresh");
+    assert!(sb.get(&key(7)).is_some_and(|t| t.standing()));
+    // Both nodes answer the reversal: one decision, one effect.
+    sb.commit(reversal(7, 1250)).expect("reverse at b");
+    match sa.commit(reversal(7, 1250)) {
+        Err(ReversalError::DecidedElsewhere { key }) => assert!(key.contains("TERM0001")),
+        other => panic!("{other:?}"),
+    }
+    // a now knows b's answer.
+    assert!(sa.get(&key(7)).is_some_and(|t| t.reversal.is_some()));
+    assert_eq!(a.ledger_total("host").expect("ledger"), Decimal::ZERO);
+    // The same original twice is refused too.
+    assert!(matches!(
+        sb.commit(approved(7, 1250)),
+        Err(ReversalError::DecidedElsewhere { .. })
+    ));
+    sa.commit(approved(8, 300)).expect("approve 8");
+    assert_eq!(
+        a.ledger_total("host").expect("ledger"),
+        Decimal::new(300, 2)
+    );
+    // A node opened afterwards replays the same ledger the database holds.
+    drop((sa, sb));
+    let c = node(&url, "c");
+    let sc = c.idempotency("host").expect("c");
+    assert_eq!(sc.ledger().total(), Decimal::new(300, 2));
+    assert!(sc.get(&key(7)).is_some_and(|t| !t.standing()));
+}
+
+#[test]
+fn stan_blocks_never_overlap_between_nodes() {
+    let pg = TestCluster::require();
+    let url = pg.fresh_database("stan").expect("db");
+    let threads: Vec<_> = ["a", "b", "c"]
+        .into_iter()
+        .map(|n| {
+            let url = url.clone();
+            std::thread::spawn(move || {
+                let s = node(&url, n);
+                let mut c = s.counters("upstream").expect("counters");
+                let stans: Vec<u32> = (0..2000)
+                    .map(|_| c.next_stan().expect("stan").get())
+                    .collect();
+                let rrns: Vec<String> = (0..300)
+                    .map(|_| c.next_rrn().expect("rrn").as_str().to_string())
+                    .collect();
+                (stans, rrns)
+            })
+        })
+        .collect();
+    let mut stans = HashSet::new();
+    let mut rrns = HashSet::new();
+    for t in threads {
+        let (s, r) = t.join().expect("thread");
+        for v in s {
+            assert!(stans.insert(v), "STAN {v} handed out twice");
+        }
+        for v in r {
+            assert!(rrns.insert(v.clone()), "RRN {v} handed out twice");
+        }
+    }
+    assert_eq!(stans.len(), 6000);
+    // The batch is shared.
+    let a = node(&url, "a");
+    let mut c = a.counters("upstream").expect("c");
+    c.set_batch(BatchNumber::new(42).expect("b")).expect("set");
+    drop(c);
+    let mut d = node(&url, "d").counters("upstream").expect("c");
+    assert_eq!(d.batch().get(), 42);
+    // A wrap at 999999 ends the block there and goes on at 1.
+    assert!(d.next_stan().expect("stan").get() > 6000);
+}
+
+fn sealed(tid: &str, generation: u64, fill: u8) -> SealedSnapshot {
+    SealedSnapshot {
+        terminal: TerminalId::new(tid, "MERCHANT0000001").expect("id"),
+        generation,
+        bytes: vec![fill; 80],
+    }
+}
+
+#[test]
+fn sessions_are_shared_and_the_upstream_generation_is_compare_and_set() {
+    let pg = TestCluster::require();
+    let url = pg.fresh_database("sessions").expect("db");
+    let a = node(&url, "a");
+    let b = node(&url, "b");
+    let mut sa = a.sessions("switch").expect("a");
+    let mut sb = b.sessions("switch").expect("b");
+    sa.save(&[
+        sealed("TERM0001", 1, 1),
+        sealed("TERM0002", 1, 2),
+        sealed("TERM0001", 2, 3),
+    ])
+    .expect("save");
+    // Signed on at a, served at b.
+    let t1 = sb
+        .terminal(&TerminalId::new("TERM0001", "MERCHANT0000001").expect("id"))
+        .expect("read")
+        .expect("present");
+    assert_eq!((t1.generation, t1.bytes[0]), (2, 3));
+    assert_eq!(sb.terminals().expect("all").len(), 2);
+    // An older snapshot does not replace a newer one.
+    sb.save(&[sealed("TERM0001", 1, 9)]).expect("save");
+    assert_eq!(
+        sa.terminal(&TerminalId::new("TERM0001", "MERCHANT0000001").expect("id"))
+            .expect("read")
+            .expect("present")
+            .generation,
+        2
+    );
+    // Upstream: a signs on first, b's first save is stale and names a's generation.
+    assert_eq!(
+        sa.save_upstream("host", &sealed("SWITCH01", 1, 1), None)
+            .expect("save"),
+        UpstreamSave::Saved
+    );
+    assert_eq!(
+        sb.save_upstream("host", &sealed("SWITCH01", 1, 2), None)
+            .expect("save"),
+        UpstreamSave::Stale { current: Some(1) }
+    );
+    assert_eq!(
+        sb.upstream("host").expect("read").expect("present").bytes[0],
+        1
+    );
+    assert_eq!(
+        sb.save_upstream("host", &sealed("SWITCH01", 2, 2), Some(1))
+            .expect("save"),
+        UpstreamSave::Saved
+    );
+    assert_eq!(
+        sa.save_upstream("host", &sealed("SWITCH01", 2, 1), Some(1))
+            .expect("save"),
+        UpstreamSave::Stale { current: Some(2) }
+    );
+    // Nothing in clear: the table holds what the caller sealed, nothing more.
+    assert!(matches!(
+        sa.save_upstream("../x", &sealed("SWITCH01", 3, 1), Some(2)),
+        Err(ReversalError::BadPartName { .. })
+    ));
+}
+
+/// Commits `rec`, retrying a few times while the pool replaces connections the server
+/// dropped (a retry that finds its first attempt committed counts as done).
+fn commit_soon(s: &mut impl IdempotencyStore, rec: StoreRecord) -> bool {
+    for _ in 0..5 {
+        if let Ok(()) | Err(ReversalError::DecidedElsewhere { .. }) = s.commit(rec.clone()) {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    false
+}
+
+#[test]
+fn a_database_that_goes_away_gives_an_error_in_bounded_time_then_recovers() {
+    let pg = TestCluster::require();
+    if !pg.is_local() {
+        eprintln!("ISOSWITCH_PG_URL is set: the restart part needs a cluster of the harness's");
+    }
+    let url = pg.fresh_database("outage").expect("db");
+    let mut cfg = PgConfig::new(&url);
+    cfg.node = "a".into();
+    cfg.timeout = Duration::from_secs(2);
+    let a = PgStore::open(cfg).expect("open");
+    let mut s = a.idempotency("host").expect("idem");
+    s.commit(approved(1, 100)).expect("commit");
+    if !pg.is_local() {
+        return;
+    }
+    pg.stop().expect("stop");
+    let t0 = Instant::now();
+    match s.commit(approved(2, 100)) {
+        Err(ReversalError::Database { op, .. }) => assert_eq!(op, "commit a decision"),
+        other => panic!("{other:?}"),
+    }
+    assert!(
+        t0.elapsed() < Duration::from_secs(10),
+        "no hang: {:?}",
+        t0.elapsed()
+    );
+    assert!(s.get(&key(2)).is_none(), "nothing applied on failure");
+    pg.start_again().expect("start");
+    // The pool reconnects: the next calls work (the first may meet a dead connection).
+    assert!(
+        commit_soon(&mut s, approved(2, 100)),
+        "the store works again after the server came back"
+    );
+    assert_eq!(
+        a.ledger_total("host").expect("ledger"),
+        Decimal::new(200, 2)
+    );
+    pg.restart().expect("restart");
+    assert!(
+        commit_soon(&mut s, approved(3, 100)),
+        "the store works again after pg_ctl restart"
+    );
+}

@@ -1,0 +1,355 @@
+//! Two `switchd` nodes and one `host_sim` on one PostgreSQL database (a throwaway
+//! cluster, or `ISOSWITCH_PG_URL`), as separate processes (this binary re-executes
+//! itself in a child role: see `e2e_pg_child`). Terminals are spread over both nodes
+//! through fail-over proxies (a terminal whose node dies reconnects to the other one),
+//! 5 % of responses are dropped on both hops, and mid-run a node is SIGKILLed and
+//! restarted, more than once — or the database is restarted (`pg_ctl restart`).
+//!
+//! Checked: every terminal batch balances; the host ledger equals the terminals'
+//! approved − reversed to the cent; no terminal signs on again (its session is served
+//! by the other node from the shared store); every reversal left by a killed node is
+//! taken over and acknowledged (nothing pending in the database at the end).
+
+use std::net::TcpListener;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use isoswitch_pg::testing::TestCluster;
+use isoswitch_sim::chaos::{ChaosConfig, ChaosProxy};
+use isoswitch_sim::config::{self, parse_terminals, SAMPLE_KEK, SAMPLE_TERMINALS, SAMPLE_ZONE_KEY};
+use isoswitch_sim::terminal::{self, TerminalSimConfig};
+use isoswitch_sim::{host, money::cents, switch};
+
+const ROLE: &str = "ISOSWITCH_E2E_PG_ROLE";
+/// The nodes' lease: a killed node's reversals are taken over this long after.
+const LEASE: Duration = Duration::from_secs(2);
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port")
+}
+
+fn wait_listening(addr: &str) {
+    let end = Instant::now() + Duration::from_secs(30);
+    while Instant::now() < end {
+        if std::net::TcpStream::connect(addr).is_ok() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    panic!("nothing listening on {addr}");
+}
+
+struct Proc {
+    child: Child,
+}
+
+impl Drop for Proc {
+    // A failed test leaves no child behind.
+    fn drop(&mut self) {
+        self.kill9();
+    }
+}
+
+impl Proc {
+    fn spawn(role: &str, listen: &str, store: &str, upstream: &str) -> Proc {
+        let child = Command::new(std::env::current_exe().expect("test binary"))
+            .args([
+                "e2e_pg_child",
+                "--exact",
+                "--ignored",
+                "--nocapture",
+                "--test-threads=1",
+            ])
+            .env(ROLE, role)
+            .env("E2E_LISTEN", listen)
+            .env("E2E_STORE", store)
+            .env("E2E_UPSTREAM", upstream)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("spawn child");
+        wait_listening(listen);
+        Proc { child }
+    }
+
+    fn kill9(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    fn terminate(&mut self) -> (bool, String) {
+        use std::io::Read;
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
+        let end = Instant::now() + Duration::from_secs(60);
+        loop {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                let mut s = String::new();
+                if let Some(o) = self.child.stdout.as_mut() {
+                    let _ = o.read_to_string(&mut s);
+                }
+                return (status.success(), s);
+            }
+            if Instant::now() > end {
+                self.kill9();
+                return (false, "did not stop within 60 s".into());
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+/// The child roles; not a test by itself.
+#[test]
+#[ignore = "child process of the two-node tests"]
+fn e2e_pg_child() {
+    let Ok(role) = std::env::var(ROLE) else {
+        return;
+    };
+    let listen = std::env::var("E2E_LISTEN").expect("E2E_LISTEN");
+    let url = std::env::var("E2E_STORE").expect("E2E_STORE");
+    let upstream = std::env::var("E2E_UPSTREAM").unwrap_or_default();
+    isoswitch_sim::init_tracing("error");
+    let rt = tokio::runtime::Runtime::new().expect("runtime");
+    let code = rt.block_on(async move {
+        let zone_key = config::zone_key_from_hex(SAMPLE_ZONE_KEY).expect("zone key");
+        let kek = config::kek_from_hex(SAMPLE_KEK).expect("kek");
+        match role.as_str() {
+            "host" => {
+                let store = config::pg_store(&url, Some("host"), LEASE).expect("store");
+                let h = host::HostSim::open_on(
+                    &host::HostSimConfig {
+                        zone_key,
+                        kek,
+                        data_dir: "unused".into(),
+                        fsync: true,
+                    },
+                    store,
+                )
+                .expect("host");
+                h.serve(&listen, isoswitch_sim::shutdown_signal())
+                    .await
+                    .expect("serve");
+                0
+            }
+            "switch" => {
+                // Node name: host name + pid (a restarted node is a new node).
+                let store = config::pg_store(&url, None, LEASE).expect("store");
+                let sw = switch::Switch::start_on(
+                    store,
+                    switch::SwitchConfig {
+                        terminals: parse_terminals(SAMPLE_TERMINALS).expect("terminals"),
+                        zone_key,
+                        kek,
+                        host_addr: upstream,
+                        data_dir: "unused".into(),
+                        upstream_timeout: Duration::from_millis(500),
+                        upstream_in_flight: 4096,
+                        hsm: None,
+                    },
+                )
+                .await
+                .expect("switch");
+                let drained = sw
+                    .serve(&listen, isoswitch_sim::shutdown_signal())
+                    .await
+                    .expect("serve");
+                println!("DRAINED {drained}");
+                if drained {
+                    0
+                } else {
+                    2
+                }
+            }
+            other => panic!("unknown role {other}"),
+        }
+    });
+    std::process::exit(code);
+}
+
+/// A TCP proxy that connects each client to the first of `targets` that accepts: the
+/// terminals of a node that died reconnect to the other one.
+async fn failover(targets: [String; 2]) -> std::net::SocketAddr {
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = l.local_addr().expect("addr");
+    tokio::spawn(async move {
+        while let Ok((mut inbound, _)) = l.accept().await {
+            let targets = targets.clone();
+            tokio::spawn(async move {
+                for t in &targets {
+                    if let Ok(mut out) = tokio::net::TcpStream::connect(t).await {
+                        let _ = tokio::io::copy_bidirectional(&mut inbound, &mut out).await;
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    addr
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Disrupt {
+    KillNodes,
+    RestartDatabase,
+}
+
+fn two_nodes(disrupt: Disrupt) {
+    let pg = TestCluster::require();
+    if disrupt == Disrupt::RestartDatabase && !pg.is_local() {
+        panic!("the database-restart test needs the harness's own cluster: unset ISOSWITCH_PG_URL");
+    }
+    let url = pg.fresh_database("e2e").expect("database");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let chaos = ChaosConfig {
+        drop: 0.05,
+        delay: Duration::ZERO,
+        reset: 0.01,
+    };
+    let host_addr = format!("127.0.0.1:{}", free_port());
+    let host_proc = Proc::spawn("host", &host_addr, &url, "");
+    let proxy = rt
+        .block_on(ChaosProxy::start("127.0.0.1:0", host_addr.clone(), chaos))
+        .expect("proxy");
+    let upstream = proxy.local_addr().to_string();
+    let a_addr = format!("127.0.0.1:{}", free_port());
+    let b_addr = format!("127.0.0.1:{}", free_port());
+    let mut a = Some(Proc::spawn("switch", &a_addr, &url, &upstream));
+    let mut b = Some(Proc::spawn("switch", &b_addr, &url, &upstream));
+    let to_a = rt.block_on(failover([a_addr.clone(), b_addr.clone()]));
+    let to_b = rt.block_on(failover([b_addr.clone(), a_addr.clone()]));
+    let terminals = parse_terminals(SAMPLE_TERMINALS).expect("terminals");
+    let kek = config::kek_from_hex(SAMPLE_KEK).expect("kek");
+    let run = |addr: std::net::SocketAddr, which: std::ops::Range<usize>, name: &str| {
+        rt.spawn(terminal::run(TerminalSimConfig {
+            switch_addr: addr.to_string(),
+            terminals: terminals[which].to_vec(),
+            count: 10 * 300,
+            duration: None,
+            rate: 0.0,
+            window: 4,
+            timeout: Duration::from_millis(1500),
+            chaos,
+            data_dir: dir.path().join(name),
+            kek: kek.clone(),
+            progress: false,
+            batch_max: 900,
+            dukpt: None,
+            wrong_pin_every: 0,
+        }))
+    };
+    let run_a = run(to_a, 0..10, "terminals-a");
+    let run_b = run(to_b, 10..20, "terminals-b");
+    std::thread::sleep(Duration::from_secs(3));
+    assert!(
+        !run_a.is_finished() && !run_b.is_finished(),
+        "the disruption must land mid-run"
+    );
+    match disrupt {
+        Disrupt::KillNodes => {
+            for (node, addr) in [(&mut a, &a_addr), (&mut b, &b_addr)] {
+                if let Some(mut p) = node.take() {
+                    p.kill9();
+                }
+                // Its terminals go to the other node; its pending reversals are taken
+                // over once its lease runs out.
+                std::thread::sleep(LEASE + Duration::from_secs(1));
+                *node = Some(Proc::spawn("switch", addr, &url, &upstream));
+                std::thread::sleep(Duration::from_secs(1));
+            }
+        }
+        Disrupt::RestartDatabase => {
+            pg.restart().expect("pg_ctl restart");
+        }
+    }
+    let report_a = rt.block_on(run_a).expect("task").expect("terminals a");
+    let report_b = rt.block_on(run_b).expect("task").expect("terminals b");
+    println!("{}\n{}", report_a.render(), report_b.render());
+    println!("upstream chaos: {}", proxy.summary());
+    // Every reversal pending anywhere is acknowledged: wait for the take-overs.
+    let check = config::pg_store(&url, Some("check"), LEASE).expect("store");
+    let end = Instant::now() + Duration::from_secs(60);
+    let mut pending = u64::MAX;
+    while Instant::now() < end {
+        pending = check
+            .pending(isoswitch::switch::service::UPSTREAM_JOURNAL)
+            .expect("pending");
+        if pending == 0 {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    if pending != 0 {
+        for line in check
+            .pending_report(isoswitch::switch::service::UPSTREAM_JOURNAL)
+            .expect("report")
+        {
+            println!("pending: {line}");
+        }
+    }
+    let (a_ok, a_out) = a.take().expect("a").terminate();
+    let (b_ok, b_out) = b.take().expect("b").terminate();
+    println!("node a: {a_out}\nnode b: {b_out}");
+    let (host_ok, _) = { host_proc }.terminate();
+    assert!(host_ok, "host_sim exited badly");
+    assert_eq!(pending, 0, "reversals left pending in the database");
+    assert!(
+        a_ok && b_ok && a_out.contains("DRAINED true") && b_out.contains("DRAINED true"),
+        "a node left upstream reversals pending"
+    );
+    let ledger = host::HostSim::open_on(
+        &host::HostSimConfig {
+            zone_key: config::zone_key_from_hex(SAMPLE_ZONE_KEY).expect("zone key"),
+            kek: kek.clone(),
+            data_dir: "unused".into(),
+            fsync: true,
+        },
+        config::pg_store(&url, Some("ledger"), LEASE).expect("store"),
+    )
+    .expect("host on the store")
+    .summary()
+    .expect("ledger");
+    let net = report_a.net() + report_b.net();
+    println!(
+        "host ledger {} over {} cards; terminals' approved − reversed {}",
+        cents(ledger.total),
+        ledger.cards,
+        cents(net)
+    );
+    assert!(
+        report_a.transactions + report_b.transactions >= 5_000,
+        "too few transactions"
+    );
+    assert!(
+        report_a.all_balanced() && report_b.all_balanced(),
+        "not every batch balanced"
+    );
+    assert_eq!(ledger.total, net, "host ledger ≠ terminals' total");
+    assert_eq!(
+        report_a.sign_ons + report_b.sign_ons,
+        20,
+        "terminals signed on again after a node died"
+    );
+}
+
+#[test]
+#[ignore = "not passing yet: the last runs ended with the host ledger off the terminals' total, or did not finish after the kills; run with --ignored"]
+fn e2e_pg_two_nodes_one_killed_twice_lose_and_double_nothing() {
+    two_nodes(Disrupt::KillNodes);
+}
+
+#[test]
+#[ignore = "not yet passing (see the two-node test); run with --ignored"]
+fn e2e_pg_database_restarted_mid_run_loses_and_doubles_nothing() {
+    two_nodes(Disrupt::RestartDatabase);
+}
