@@ -1,0 +1,71 @@
+//! Program input harnesses: the command-line tool's hex and JSON input and the
+//! simulators' configuration files (terminals TOML, key files).
+
+use isoswitch_cli::cli::args::parse_hex;
+use isoswitch_cli::cli_codec::{decode_command, encode_command, strip_frame};
+use isoswitch_codec::Dialect;
+use isoswitch_sim::config::{kek_from_hex, key_store, parse_terminals, zone_key_from_hex};
+
+/// The dialects the `cli_input` target picks from (first byte).
+pub const CLI_DIALECTS: [&str; 3] = ["iso87-ascii", "iso87-binary", "cup-pos"];
+
+/// `cli_input` target: first byte — bits 0-1 the dialect, bit 2 hex (`--hex`), bit 3
+/// JSON (`encode`, else `decode`), bits 4-5 the framing. `encode` output decodes to the
+/// same JSON; `decode --json` output encodes back. Reached: the command succeeded.
+pub fn cli_input(data: &[u8]) -> bool {
+    let Some((&ctl, rest)) = data.split_first() else {
+        return false;
+    };
+    let d = Dialect::builtin(CLI_DIALECTS[usize::from(ctl & 3) % CLI_DIALECTS.len()])
+        .expect("built-in dialect");
+    let hex = ctl & 4 != 0;
+    let framing = [None, Some("len2"), Some("len4"), Some("ascii4")][usize::from(ctl >> 4) & 3];
+    let _ = parse_hex(rest);
+    if let Some(f) = framing {
+        let _ = strip_frame(f, rest);
+    }
+    if ctl & 8 != 0 {
+        let Ok(out) = encode_command(&d, rest, hex) else {
+            return false;
+        };
+        let json =
+            decode_command(&d, &out, hex, None, true, true).expect("what encode wrote decodes");
+        let again = encode_command(&d, json.as_bytes(), hex).expect("its JSON encodes");
+        assert_eq!(again, out, "encode → decode → encode changed the bytes");
+        true
+    } else {
+        let _ = decode_command(&d, rest, hex, framing, false, false);
+        let Ok(json) = decode_command(&d, rest, hex, framing, true, true) else {
+            return false;
+        };
+        encode_command(&d, json.as_bytes(), false).expect("decoded JSON encodes");
+        true
+    }
+}
+
+/// `config_files` target: first byte — 0: a terminals file (TOML), 1: a zone key file,
+/// 2: a key-encryption key file; the rest is the text. Reached: the file was accepted
+/// (a terminals file then also builds the key store).
+pub fn config_files(data: &[u8]) -> bool {
+    let Some((&ctl, rest)) = data.split_first() else {
+        return false;
+    };
+    let Ok(text) = std::str::from_utf8(rest) else {
+        return false;
+    };
+    match ctl % 3 {
+        0 => match parse_terminals(text) {
+            Ok(t) => {
+                assert!(!t.is_empty());
+                let _ = key_store(&t);
+                true
+            }
+            Err(e) => {
+                let _ = e.to_string();
+                false
+            }
+        },
+        1 => zone_key_from_hex(text).is_ok(),
+        _ => kek_from_hex(text).is_ok(),
+    }
+}
