@@ -307,6 +307,13 @@ pub trait Journal: Send + 'static {
     fn size(&self) -> u64 {
         0
     }
+    /// `e` with the place it names in this journal's storage: a
+    /// [`ReversalError::BadJournalRecord`] of the records [`Journal::load`] returned
+    /// becomes [`ReversalError::Corrupt`] naming the file and the record's offset (for
+    /// a storage that has them); anything else is returned as it is.
+    fn locate(&self, e: ReversalError) -> ReversalError {
+        e
+    }
 }
 
 impl<J: Journal + ?Sized> Journal for Box<J> {
@@ -322,6 +329,9 @@ impl<J: Journal + ?Sized> Journal for Box<J> {
     fn size(&self) -> u64 {
         (**self).size()
     }
+    fn locate(&self, e: ReversalError) -> ReversalError {
+        (**self).locate(e)
+    }
 }
 
 /// The durable journal: one append-only file of CRC-framed records (see
@@ -331,6 +341,8 @@ impl<J: Journal + ?Sized> Journal for Box<J> {
 pub struct FileJournal {
     file: RecordFile,
     loaded: Option<Vec<JournalRecord>>,
+    /// Byte offsets of the loaded records (for [`Journal::locate`]).
+    offsets: Vec<u64>,
     torn: Option<Torn>,
 }
 
@@ -341,13 +353,16 @@ impl FileJournal {
     /// I/O errors, a bad magic, a CRC-valid record that does not parse.
     pub fn open(path: impl AsRef<Path>) -> Result<FileJournal> {
         let mut records = Vec::new();
-        let (file, torn) = RecordFile::open(path, |_, p| {
+        let mut offsets = Vec::new();
+        let (file, torn) = RecordFile::open(path, |offset, p| {
             records.push(JournalRecord::decode(p)?);
+            offsets.push(offset);
             Ok(())
         })?;
         Ok(FileJournal {
             file,
             loaded: Some(records),
+            offsets,
             torn,
         })
     }
@@ -385,11 +400,26 @@ impl Journal for FileJournal {
     fn compact(&mut self, live: &[JournalRecord]) -> Result<()> {
         let mut framed = Vec::new();
         frame_all(live, &mut framed)?;
+        self.offsets.clear();
         self.file.rewrite(&framed)
     }
 
     fn size(&self) -> u64 {
         self.file.len()
+    }
+
+    fn locate(&self, e: ReversalError) -> ReversalError {
+        match e {
+            ReversalError::BadJournalRecord { index, what } => match self.offsets.get(index) {
+                Some(&offset) => ReversalError::Corrupt {
+                    path: self.file.path().to_path_buf(),
+                    offset,
+                    what,
+                },
+                None => e,
+            },
+            e => e,
+        }
     }
 }
 
