@@ -609,6 +609,57 @@ mod tests {
     use super::*;
     use crate::profile::TxnKind;
 
+    #[test]
+    fn a_record_recovery_refuses_is_located_in_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("t.journal");
+        let counters = |next_id| JournalRecord::Counters {
+            next_id,
+            next_stan: 1,
+            batch: 1,
+            closed_net: Decimal::ZERO,
+            unkept: BatchTotals::default(),
+        };
+        {
+            let mut j = FileJournal::open(&path).unwrap();
+            j.append(&[counters(1), counters(u64::MAX)]).unwrap();
+        }
+        let mut j = FileJournal::open(&path).unwrap();
+        let records = j.load().unwrap();
+        let p = crate::ReversalProfile::cup_pos().unwrap();
+        let e = crate::ReversalEngine::recover(
+            std::time::Instant::now(),
+            crate::EngineConfig::default(),
+            p.clone(),
+            crate::NoMac::new(p.dialect.clone()),
+            1,
+            records,
+        )
+        .err()
+        .expect("next id u64::MAX is refused");
+        assert!(
+            matches!(e, ReversalError::BadJournalRecord { index: 1, .. }),
+            "{e}"
+        );
+        let first_len = {
+            let mut v = Vec::new();
+            counters(1).encode(&mut v);
+            (record::HEADER_LEN + v.len()) as u64
+        };
+        match j.locate(e) {
+            ReversalError::Corrupt {
+                path: p,
+                offset,
+                what,
+            } => {
+                assert_eq!(p, path);
+                assert_eq!(offset, record::MAGIC.len() as u64 + first_len);
+                assert!(what.contains("overflow"), "{what}");
+            }
+            other => panic!("{other}"),
+        }
+    }
+
     fn started(id: u64) -> JournalRecord {
         JournalRecord::Started {
             id,
