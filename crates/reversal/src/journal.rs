@@ -627,16 +627,16 @@ mod tests {
         let mut j = FileJournal::open(&path).unwrap();
         let records = j.load().unwrap();
         let p = crate::ReversalProfile::cup_pos().unwrap();
-        let e = crate::ReversalEngine::recover(
+        let Err(e) = crate::ReversalEngine::recover(
             std::time::Instant::now(),
             crate::EngineConfig::default(),
             p.clone(),
             crate::NoMac::new(p.dialect.clone()),
             1,
             records,
-        )
-        .err()
-        .expect("next id u64::MAX is refused");
+        ) else {
+            panic!("next id u64::MAX is refused")
+        };
         assert!(
             matches!(e, ReversalError::BadJournalRecord { index: 1, .. }),
             "{e}"
