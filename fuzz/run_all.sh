@@ -27,14 +27,17 @@ echo "building fuzz_reach (stable)..."
 (cd .. && cargo build -q -p isoswitch-fuzzing --bin fuzz_reach) > logs/reach-build.log 2>&1 \
   || { tail -30 logs/reach-build.log; exit 1; }
 reach_bin="${CARGO_TARGET_DIR:-$(cd .. && pwd)/target}/debug/fuzz_reach"
+# The binaries built above are run directly (`cargo fuzz run` would rebuild them when a
+# source changes during the run).
+bin_dir=target/$(rustc +nightly -vV | sed -n 's/^host: //p')/release
 
 run() {
   local t=$1
   mkdir -p "work/$t" "corpus/$t" "artifacts/$t"
   local start=$SECONDS
-  cargo +nightly fuzz run -a "$t" "work/$t" "corpus/$t" -- \
+  "$bin_dir/$t" -artifact_prefix="artifacts/$t/" \
     -max_total_time="$secs" -timeout=10 -rss_limit_mb=2048 -malloc_limit_mb=256 \
-    -print_final_stats=1 > "logs/$t.log" 2>&1
+    -print_final_stats=1 "work/$t" "corpus/$t" > "logs/$t.log" 2>&1
   local rc=$?
   local took=$((SECONDS - start))
   local status=ok

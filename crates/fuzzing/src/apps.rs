@@ -3,29 +3,47 @@
 
 use isoswitch_cli::cli::args::parse_hex;
 use isoswitch_cli::cli_codec::{decode_command, encode_command, strip_frame};
-use isoswitch_codec::Dialect;
+use isoswitch_codec::random::{self, Entropy};
+use isoswitch_codec::{json, Dialect, MessageView};
 use isoswitch_sim::config::{kek_from_hex, key_store, parse_terminals, zone_key_from_hex};
+use isoswitch_sim::unhex;
 
 /// The dialects the `cli_input` target picks from (first byte).
 pub const CLI_DIALECTS: [&str; 3] = ["iso87-ascii", "iso87-binary", "cup-pos"];
 
 /// `cli_input` target: first byte — bits 0-1 the dialect, bit 2 hex (`--hex`), bit 3
-/// JSON (`encode`, else `decode`), bits 4-5 the framing. `encode` output decodes to the
-/// same JSON; `decode --json` output encodes back. Reached: the command succeeded.
+/// JSON (`encode`, else `decode`), bits 4-5 the framing, bit 6 structured (the rest is
+/// entropy for a random valid message of the dialect, [`isoswitch_codec::random`], whose
+/// JSON form goes through `encode`). `encode` output decodes to the same JSON; `decode
+/// --json` output encodes back. Reached: the command succeeded.
 pub fn cli_input(data: &[u8]) -> bool {
     let Some((&ctl, rest)) = data.split_first() else {
         return false;
     };
     let d = Dialect::builtin(CLI_DIALECTS[usize::from(ctl & 3) % CLI_DIALECTS.len()])
         .expect("built-in dialect");
+    let made;
+    let rest = if ctl & 0x40 != 0 {
+        let m = random::message(&d, &mut Entropy::new(rest));
+        let Ok(b) = m.to_bytes() else { return false };
+        let v = MessageView::decode(&d, &b).expect("a built message decodes");
+        made = json::to_json(v.mti(), v.fields(), true).into_bytes();
+        &made[..]
+    } else {
+        rest
+    };
     let hex = ctl & 4 != 0;
     let framing = [None, Some("len2"), Some("len4"), Some("ascii4")][usize::from(ctl >> 4) & 3];
     let _ = parse_hex(rest);
     if let Some(f) = framing {
         let _ = strip_frame(f, rest);
     }
-    if ctl & 8 != 0 {
+    if ctl & 8 != 0 || ctl & 0x40 != 0 {
         let Ok(out) = encode_command(&d, rest, hex) else {
+            assert!(
+                ctl & 0x40 == 0,
+                "the JSON of a valid message does not encode"
+            );
             return false;
         };
         let json =
@@ -44,8 +62,9 @@ pub fn cli_input(data: &[u8]) -> bool {
 }
 
 /// `config_files` target: first byte — 0: a terminals file (TOML), 1: a zone key file,
-/// 2: a key-encryption key file; the rest is the text. Reached: the file was accepted
-/// (a terminals file then also builds the key store).
+/// 2: a key-encryption key file; the rest is the text. An accepted terminals file
+/// builds the key store. Reached: the text got past the syntax (valid TOML, valid hex)
+/// into the loader's checks.
 pub fn config_files(data: &[u8]) -> bool {
     let Some((&ctl, rest)) = data.split_first() else {
         return false;
@@ -54,18 +73,28 @@ pub fn config_files(data: &[u8]) -> bool {
         return false;
     };
     match ctl % 3 {
-        0 => match parse_terminals(text) {
-            Ok(t) => {
-                assert!(!t.is_empty());
-                let _ = key_store(&t);
-                true
+        0 => {
+            let syntax = toml::from_str::<toml::Table>(text).is_ok();
+            match parse_terminals(text) {
+                Ok(t) => {
+                    assert!(syntax && !t.is_empty());
+                    let _ = key_store(&t);
+                }
+                Err(e) => {
+                    let _ = e.to_string();
+                }
             }
-            Err(e) => {
-                let _ = e.to_string();
-                false
-            }
-        },
-        1 => zone_key_from_hex(text).is_ok(),
-        _ => kek_from_hex(text).is_ok(),
+            syntax
+        }
+        1 => {
+            let ok = zone_key_from_hex(text).is_ok();
+            assert!(!ok || unhex(text).is_some());
+            unhex(text).is_some()
+        }
+        _ => {
+            let ok = kek_from_hex(text).is_ok();
+            assert!(!ok || unhex(text).is_some());
+            unhex(text).is_some()
+        }
     }
 }

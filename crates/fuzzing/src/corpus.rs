@@ -209,8 +209,16 @@ fn pin_blocks() -> Vec<Vec<u8>> {
             (PinBlockFormat::Iso4, session::pin_aes()),
         ] {
             let b = PinBlock::encipher(f, &pin, Some(&pan), &key, Fill::Random).expect("block");
-            out.push(b.as_bytes().to_vec());
+            out.push(with(0, b.as_bytes()));
         }
+    }
+    for (i, digits) in ["1234", "00000", "987654", "123456789012"]
+        .iter()
+        .enumerate()
+    {
+        let mut v = vec![1, i as u8];
+        v.extend_from_slice(digits.as_bytes());
+        out.push(v);
     }
     out
 }
@@ -249,9 +257,17 @@ fn tr31_blocks() -> Vec<Vec<u8>> {
             continue;
         };
         if let Ok(b) = tr31::wrap(kbpk, &h, &key) {
-            out.push(b.into_bytes());
+            out.push(with(0, b.as_bytes()));
         }
-        out.push(header.as_bytes().to_vec());
+        out.push(with(0, header.as_bytes()));
+    }
+    for (i, (_, k)) in session::TR31_HEADERS.iter().enumerate() {
+        let mut v = vec![1, i as u8];
+        v.extend_from_slice(&[0x40 + i as u8; 16]);
+        if *k == 1 && i % 2 == 0 {
+            v.extend_from_slice(&[0x50; 16]);
+        }
+        out.push(v);
     }
     out
 }
@@ -326,8 +342,14 @@ fn journal_streams() -> Vec<Vec<u8>> {
         let recs = encoded(&journal(&p), |r, o| r.encode(o));
         out.push(with(pick, &framed(&recs)));
         for i in 1..recs.len() {
-            out.push(with(pick, &framed(&recs[..i])));
-            out.push(with(pick, &framed(&recs[i..])));
+            out.push(with(
+                0x80 | pick,
+                &crate::reversal::payload_list(&recs[..i]),
+            ));
+            out.push(with(
+                0x80 | pick,
+                &crate::reversal::payload_list(&recs[i..]),
+            ));
         }
     }
     out
@@ -368,9 +390,9 @@ fn store_streams() -> Vec<Vec<u8>> {
             });
         }
         let recs = encoded(&h.store().records(), |r, o| r.encode(o));
-        out.push(framed(&recs));
+        out.push(with(0, &framed(&recs)));
         for i in 1..recs.len() {
-            out.push(framed(&recs[..i]));
+            out.push(with(0x80, &crate::reversal::payload_list(&recs[..i])));
         }
     }
     out
@@ -397,8 +419,8 @@ fn counters_files() -> Vec<Vec<u8>> {
     ] {
         let one = framed(&[lease(s, b, r)]);
         out.push(with(1, &one));
-        let two = framed(&[lease(1, 1, 1), lease(s, b, r)]);
-        out.push(with(1, &two));
+        let two = [lease(1, 1, 1), lease(s, b, r)];
+        out.push(with(0x81, &crate::reversal::payload_list(&two)));
         let mut m = MAGIC.to_vec();
         m.extend_from_slice(&one);
         out.push(with(0, &m));
@@ -413,7 +435,11 @@ fn store_record_streams() -> Vec<Vec<u8>> {
         (1000, 7, 1000),
         (999_999, 999_999, 999_999_999_999),
     ] {
-        out.push(framed(&[lease(s, b, r)]));
+        out.push(with(0, &framed(&[lease(s, b, r)])));
+        out.push(with(
+            0x80,
+            &crate::reversal::payload_list(&[lease(s, b, r)]),
+        ));
     }
     let kek = isoswitch_session::Kek::new(&Key::aes(&[0x42; 32]).expect("key")).expect("kek");
     let p = session::profile(0);
@@ -432,9 +458,8 @@ fn store_record_streams() -> Vec<Vec<u8>> {
             },
         ];
         let payloads = encoded(&recs, |r, o| r.encode(o));
-        out.push(framed(&payloads));
-        out.extend(payloads);
-        out.push(sealed.bytes);
+        out.push(with(0, &framed(&payloads)));
+        out.push(with(0x80, &crate::reversal::payload_list(&payloads)));
     }
     out
 }
@@ -598,6 +623,11 @@ fn cli_inputs() -> Vec<Vec<u8>> {
             len2.extend_from_slice(&b);
             out.push(with(ctl | 0x10, &len2));
         }
+        let mut rng = Rng(0xC12 + i as u64);
+        for n in [64, 128, 256, 512] {
+            out.push(with(0x40 | i as u8, &rng.bytes(n)));
+            out.push(with(0x40 | 4 | i as u8, &rng.bytes(n)));
+        }
     }
     out
 }
@@ -750,7 +780,7 @@ pub fn seeds(target: &str) -> Vec<Vec<u8>> {
         "journal_records" => journal_streams()
             .into_iter()
             .map(|mut v| {
-                v.remove(0);
+                v[0] &= 0x80;
                 v
             })
             .collect(),

@@ -317,20 +317,55 @@ pub fn terminal_answer(data: &[u8]) -> bool {
     }
 }
 
-/// `pin_block` target: bytes as an enciphered PIN block of each format, deciphered
-/// under fixed keys with and without a PAN. A block that deciphers re-enciphers to one
-/// that deciphers to the same PIN. Reached: some format deciphered to a PIN.
+/// The PIN block formats of the `pin_block` target.
+pub const PIN_FORMATS: [PinBlockFormat; 4] = [
+    PinBlockFormat::Iso0,
+    PinBlockFormat::Iso1,
+    PinBlockFormat::Iso3,
+    PinBlockFormat::Iso4,
+];
+
+/// `pin_block` target. First byte bit 0 clear: the rest is an enciphered PIN block,
+/// read in each format and deciphered under fixed keys with and without a PAN; set: the
+/// rest picks a format and PIN digits, the harness enciphers them and the block goes
+/// the same way (and must decipher to that PIN). A block that deciphers re-enciphers to
+/// one that deciphers to the same PIN. Reached: some format deciphered to a PIN.
 pub fn pin_block(data: &[u8]) -> bool {
+    let Some((&ctl, rest)) = data.split_first() else {
+        return false;
+    };
+    if ctl & 1 == 0 {
+        return pin_block_bytes(rest);
+    }
+    let Some((&pick, digits)) = rest.split_first() else {
+        return false;
+    };
+    let format = PIN_FORMATS[usize::from(pick) % 4];
+    let text: String = digits
+        .iter()
+        .take(12)
+        .map(|b| char::from(b'0' + b % 10))
+        .collect();
+    let Ok(pin) = Pin::new(&text) else {
+        return false;
+    };
+    let key = if format == PinBlockFormat::Iso4 {
+        pin_aes()
+    } else {
+        pin_tdes()
+    };
+    let pan = Pan::new("4111111111111111").expect("pan");
+    let block = PinBlock::encipher(format, &pin, Some(&pan), &key, Fill::Random).expect("encipher");
+    assert!(block.decipher(Some(&pan), &key).expect("decipher") == pin);
+    pin_block_bytes(block.as_bytes())
+}
+
+fn pin_block_bytes(data: &[u8]) -> bool {
     let tdes = pin_tdes();
     let aes = pin_aes();
     let pan = Pan::new("4111111111111111").expect("pan");
     let mut reached = false;
-    for format in [
-        PinBlockFormat::Iso0,
-        PinBlockFormat::Iso1,
-        PinBlockFormat::Iso3,
-        PinBlockFormat::Iso4,
-    ] {
+    for format in PIN_FORMATS {
         let Ok(block) = PinBlock::from_bytes(format, data) else {
             continue;
         };
@@ -369,13 +404,56 @@ pub fn tr31_kbpks() -> [Key; 2] {
     ]
 }
 
-/// `tr31_block` target: text as a TR-31 / X9.143 key block (parsed, then unwrapped
-/// under fixed KBPKs) and as a header template (encodes back to text that parses to
-/// the same header). Reached: a block unwrapped under a fixture KBPK.
+/// The header templates of the `tr31_block` target's structured mode (with the index of
+/// their KBPK in [`tr31_kbpks`]).
+pub const TR31_HEADERS: [(&str, usize); 5] = [
+    ("B0000P0TE00N0000", 0),
+    ("B0000M3TC00E0000", 0),
+    ("A0000P0TE00N0000", 0),
+    ("D0000P0AE00E0000", 1),
+    ("D0000D0AB00E0000", 1),
+];
+
+/// `tr31_block` target. First byte bit 0 clear: the rest is text, as a TR-31 / X9.143
+/// key block (parsed, then unwrapped under fixed KBPKs) and as a header template
+/// (encodes back to text that parses to the same header); set: the rest picks a header
+/// and key bytes, the harness wraps them and the block goes the same way (and must
+/// unwrap to that key). Reached: a block unwrapped under a fixture KBPK.
 pub fn tr31_block(data: &[u8]) -> bool {
-    let text = String::from_utf8_lossy(data);
+    let Some((&ctl, rest)) = data.split_first() else {
+        return false;
+    };
+    if ctl & 1 == 0 {
+        return tr31_text(&String::from_utf8_lossy(rest));
+    }
+    let Some((&pick, key)) = rest.split_first() else {
+        return false;
+    };
+    let (template, k) = TR31_HEADERS[usize::from(pick) % TR31_HEADERS.len()];
+    let Ok(header) = Header::parse_template(template) else {
+        return false;
+    };
+    let kbpk = &tr31_kbpks()[k];
+    let Ok(key) = (if k == 1 {
+        Key::aes(key)
+    } else {
+        Key::tdes(key)
+    }) else {
+        return false;
+    };
+    let Ok(block) = tr31::wrap(kbpk, &header, &key) else {
+        return false;
+    };
+    let unwrapped = KeyBlock::parse(&block)
+        .and_then(|b| b.unwrap(kbpk))
+        .expect("a block wrapped here unwraps");
+    let _ = unwrapped;
+    tr31_text(&block)
+}
+
+fn tr31_text(text: &str) -> bool {
     let mut reached = false;
-    if let Ok(block) = KeyBlock::parse(&text) {
+    if let Ok(block) = KeyBlock::parse(text) {
         for kbpk in tr31_kbpks() {
             if let Ok(u) = block.unwrap(&kbpk) {
                 let _ = u.key_for(KeyOperation::EncryptPin);
@@ -383,9 +461,9 @@ pub fn tr31_block(data: &[u8]) -> bool {
             }
         }
     }
-    let _ = tr31::unwrap(&Key::des(&[0x33; 8]).expect("key"), &text);
-    let _ = Header::parse_prefix(&text);
-    if let Ok(h) = Header::parse_template(&text) {
+    let _ = tr31::unwrap(&Key::des(&[0x33; 8]).expect("key"), text);
+    let _ = Header::parse_prefix(text);
+    if let Ok(h) = Header::parse_template(text) {
         for op in [
             KeyOperation::GenerateMac,
             KeyOperation::Export,
