@@ -29,7 +29,8 @@ echo "building fuzz_reach (stable)..."
 reach_bin="${CARGO_TARGET_DIR:-$(cd .. && pwd)/target}/debug/fuzz_reach"
 # The binaries built above are run directly (`cargo fuzz run` would rebuild them when a
 # source changes during the run).
-bin_dir=target/$(rustc +nightly -vV | sed -n 's/^host: //p')/release
+# (cargo fuzz puts them under CARGO_TARGET_DIR when it is set, else fuzz/target).
+bin_dir=${CARGO_TARGET_DIR:-target}/$(rustc +nightly -vV | sed -n 's/^host: //p')/release
 
 run() {
   local t=$1

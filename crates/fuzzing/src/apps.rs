@@ -61,18 +61,49 @@ pub fn cli_input(data: &[u8]) -> bool {
     }
 }
 
+/// A terminals file made from `rest`: lines are entries, `,` separates `tid`, `mid` and
+/// `tmk`, each written as a TOML string (so the loader's checks, not the TOML syntax,
+/// see what the fuzzer made).
+fn terminals_toml(rest: &[u8]) -> String {
+    let quote = |b: &[u8]| toml::Value::String(String::from_utf8_lossy(b).into_owned()).to_string();
+    let mut out = String::new();
+    for line in rest.split(|&b| b == b'\n').take(8) {
+        let mut f = line.splitn(3, |&b| b == b',');
+        let (tid, mid, tmk) = (
+            f.next().unwrap_or_default(),
+            f.next().unwrap_or_default(),
+            f.next().unwrap_or_default(),
+        );
+        out.push_str(&format!(
+            "[[terminal]]\ntid = {}\nmid = {}\ntmk = {}\n",
+            quote(tid),
+            quote(mid),
+            quote(tmk)
+        ));
+    }
+    out
+}
+
 /// `config_files` target: first byte — 0: a terminals file (TOML), 1: a zone key file,
-/// 2: a key-encryption key file; the rest is the text. An accepted terminals file
-/// builds the key store. Reached: the text got past the syntax (valid TOML, valid hex)
-/// into the loader's checks.
+/// 2: a key-encryption key file, 3: a terminals file whose entries the harness writes
+/// from the rest (see `terminals_toml`); else the rest is the text. An accepted
+/// terminals file builds the key store. Reached: the text got past the syntax (valid
+/// TOML, valid hex) into the loader's checks.
 pub fn config_files(data: &[u8]) -> bool {
     let Some((&ctl, rest)) = data.split_first() else {
         return false;
     };
-    let Ok(text) = std::str::from_utf8(rest) else {
-        return false;
+    let made;
+    let text = if ctl % 4 == 3 {
+        made = terminals_toml(rest);
+        &made[..]
+    } else {
+        match std::str::from_utf8(rest) {
+            Ok(t) => t,
+            Err(_) => return false,
+        }
     };
-    match ctl % 3 {
+    match (ctl % 4) % 3 {
         0 => {
             let syntax = toml::from_str::<toml::Table>(text).is_ok();
             match parse_terminals(text) {
@@ -84,6 +115,10 @@ pub fn config_files(data: &[u8]) -> bool {
                     let _ = e.to_string();
                 }
             }
+            assert!(
+                syntax || ctl % 4 != 3,
+                "the harness wrote bad TOML:\n{text}"
+            );
             syntax
         }
         1 => {

@@ -645,6 +645,14 @@ fn config_files() -> Vec<Vec<u8>> {
         0,
         b"[[terminal]]\ntid = \"T1\"\nmid = \"M1\"\ntmk = \"0123456789ABCDEF\"\n",
     ));
+    out.push(with(
+        3,
+        b"TERM0001,MERCHANT0000001,0123456789ABCDEFFEDCBA9876543210\nT2,M2,0123456789ABCDEF",
+    ));
+    out.push(with(
+        3,
+        b"T0000001,M00000000000001,ECC25208B6FD2023E9767A5489BC9415",
+    ));
     out.push(with(1, repo_file("examples/zmk.hex").as_bytes()));
     out.push(with(1, b"0123456789ABCDEF"));
     out.push(with(2, repo_file("examples/kek.hex").as_bytes()));
