@@ -129,6 +129,29 @@ pub fn nested(data: &[u8]) -> bool {
     true
 }
 
+/// The bytes a `0xFF`-led input stands for: a random valid message of `dialect` made
+/// from the rest ([`random::message`]); other inputs are message bytes as they are. No
+/// message of a built-in dialect starts with `0xFF` (it is no MTI digit in ASCII, BCD or
+/// EBCDIC), so the structured inputs take nothing away from the raw ones.
+pub fn structured(dialect: &Dialect, data: &[u8]) -> Option<Vec<u8>> {
+    let rest = data.strip_prefix(&[0xFF])?;
+    let m = random::message(dialect, &mut Entropy::new(rest));
+    m.to_bytes().ok().map(|b| b.to_vec())
+}
+
+/// `decode_<dialect>` targets: [`decode`] of the input, or of the message a `0xFF`-led
+/// input stands for ([`structured`]; it must decode).
+pub fn decode_any(dialect_name: &str, data: &[u8]) -> bool {
+    let d = Dialect::builtin(dialect_name).expect("built-in dialect");
+    match structured(&d, data) {
+        Some(b) => {
+            assert!(decode(dialect_name, &b), "a built message does not decode");
+            true
+        }
+        None => decode(dialect_name, data),
+    }
+}
+
 /// The built-in dialects the `roundtrip` target picks from (first byte).
 pub const ROUNDTRIP_DIALECTS: [&str; 5] = [
     "iso87-ascii",
@@ -138,20 +161,29 @@ pub const ROUNDTRIP_DIALECTS: [&str; 5] = [
     "cup-pos",
 ];
 
-/// `roundtrip` target: the first byte picks the dialect, the rest is the message.
+/// `roundtrip` target: the first byte picks the dialect, the rest is the message (or,
+/// `0xFF`-led, stands for one: [`structured`]).
 pub fn roundtrip_any(data: &[u8]) -> bool {
-    match data.split_first() {
-        Some((&pick, rest)) => roundtrip(
-            ROUNDTRIP_DIALECTS[usize::from(pick) % ROUNDTRIP_DIALECTS.len()],
-            rest,
-        ),
-        None => false,
+    let Some((&pick, rest)) = data.split_first() else {
+        return false;
+    };
+    let name = ROUNDTRIP_DIALECTS[usize::from(pick) % ROUNDTRIP_DIALECTS.len()];
+    let d = Dialect::builtin(name).expect("built-in dialect");
+    match structured(&d, rest) {
+        Some(b) => {
+            assert!(roundtrip(name, &b), "a built message does not decode");
+            true
+        }
+        None => roundtrip(name, rest),
     }
 }
 
 /// `decode_iso87_composite` target: nested DE 48, 62, 127 decoded, walked by path and
 /// round-tripped through the JSON form.
 pub fn composite(data: &[u8]) -> bool {
+    let d = Dialect::builtin("iso87-composite").expect("built-in dialect");
+    let made = structured(&d, data);
+    let data = made.as_deref().unwrap_or(data);
     let a = decode("iso87-composite", data);
     let b = roundtrip("iso87-composite", data);
     assert_eq!(
@@ -203,6 +235,25 @@ pub fn tlv_objects(data: &[u8]) -> bool {
 /// back to the same definition. Reached: the text got past the syntax (valid JSON or
 /// TOML) into the dialect checks.
 pub fn dialect_file(data: &[u8]) -> bool {
+    let made;
+    let data = match data.strip_prefix(&[0xFF]) {
+        // Structured: a random dialect's JSON form, then a message from the rest.
+        Some(rest) => {
+            let mut e = Entropy::new(rest);
+            let d = random::dialect(&mut e);
+            let m = random::message(&d, &mut e).to_bytes().unwrap_or_default();
+            let mut t = serde_json::to_string(d.def())
+                .expect("dialect JSON")
+                .into_bytes();
+            if std::str::from_utf8(&m).is_ok() {
+                t.push(0);
+                t.extend_from_slice(&m);
+            }
+            made = t;
+            &made[..]
+        }
+        None => data,
+    };
     let Ok(text) = std::str::from_utf8(data) else {
         return false;
     };

@@ -768,8 +768,42 @@ fn admin() -> Vec<Vec<u8>> {
     .collect()
 }
 
+/// Structured inputs (the harness builds a valid input from entropy): `0xFF`-led for
+/// the codec targets, bit 7 of the first byte for the reversal handler and settlement.
+fn structured(target: &str) -> Vec<Vec<u8>> {
+    let mut rng = Rng(0x57C ^ target.len() as u64);
+    let ctls: Vec<Vec<u8>> = match target {
+        "decode_cup_pos"
+        | "decode_iso87_ascii"
+        | "decode_iso87_binary"
+        | "decode_iso87_ebcdic"
+        | "decode_iso93_ascii"
+        | "decode_iso87_composite"
+        | "dialect_json" => vec![vec![0xFF]],
+        "roundtrip" => (0..5u8).map(|i| vec![i, 0xFF]).collect(),
+        "reversal_handler" => vec![vec![0x80], vec![0x81]],
+        "settlement" => (0..4u8).map(|i| vec![0x80 | i]).collect(),
+        _ => Vec::new(),
+    };
+    let mut out = Vec::new();
+    for c in ctls {
+        for n in [48, 96, 160, 256, 400] {
+            let mut v = c.clone();
+            v.extend(rng.bytes(n));
+            out.push(v);
+        }
+    }
+    out
+}
+
 /// The seed inputs of `target` (empty for an unknown name).
 pub fn seeds(target: &str) -> Vec<Vec<u8>> {
+    let mut v = plain_seeds(target);
+    v.extend(structured(target));
+    v
+}
+
+fn plain_seeds(target: &str) -> Vec<Vec<u8>> {
     match target {
         "admin_request" => admin(),
         "cli_input" => cli_inputs(),

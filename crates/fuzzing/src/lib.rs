@@ -49,19 +49,19 @@ pub struct Target {
 }
 
 fn decode_cup_pos(d: &[u8]) -> bool {
-    codec::decode("cup-pos", d)
+    codec::decode_any("cup-pos", d)
 }
 fn decode_iso87_ascii(d: &[u8]) -> bool {
-    codec::decode("iso87-ascii", d)
+    codec::decode_any("iso87-ascii", d)
 }
 fn decode_iso87_binary(d: &[u8]) -> bool {
-    codec::decode("iso87-binary", d)
+    codec::decode_any("iso87-binary", d)
 }
 fn decode_iso87_ebcdic(d: &[u8]) -> bool {
-    codec::decode("iso87-ebcdic", d)
+    codec::decode_any("iso87-ebcdic", d)
 }
 fn decode_iso93_ascii(d: &[u8]) -> bool {
-    codec::decode("iso93-ascii", d)
+    codec::decode_any("iso93-ascii", d)
 }
 
 macro_rules! targets {

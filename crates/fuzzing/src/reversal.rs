@@ -15,7 +15,7 @@ use isoswitch_reversal::settlement::{parse_upload_field48, upload_field48};
 use isoswitch_reversal::{
     BatchTotals, Decision, EngineConfig, FileCounters, FileStore, HostConfig, HostSettlement,
     IdempotencyStore, Iso87Totals, MemoryStore, NoMac, ReversalEngine, ReversalHandler,
-    ReversalProfile, StoreRecord,
+    ReversalProfile, ReversalReason, SideTotals, StoreRecord, TxnKind, UploadEntry,
 };
 use isoswitch_session::counters::Counters;
 use isoswitch_session::crypto::Key;
@@ -299,8 +299,41 @@ pub fn counters_file(data: &[u8]) -> bool {
     has_record
 }
 
+/// A sale, reversal, advice or authorization of the fixture terminal with the STAN,
+/// amount, PAN digits and processing code taken from `e` (the structured inputs of
+/// [`reversal_handler`]).
+fn built_request(pick: u8, e: &mut isoswitch_codec::random::Entropy<'_>) -> Option<Vec<u8>> {
+    let sp = crate::session::profile(pick);
+    let rp = profile(pick);
+    let stan = 1 + (u32::from(e.byte()) << 8 | u32::from(e.byte())) % 999_999;
+    let mut m = crate::session::sale(&sp, Some(stan));
+    let amount: u64 = (0..5).fold(0, |a, _| a * 256 + u64::from(e.byte())) % 1_000_000_000_000;
+    m.set(4, format!("{amount:012}")).ok()?;
+    let pan: String = (0..16).map(|_| char::from(b'0' + e.byte() % 10)).collect();
+    m.set(2, pan).ok()?;
+    m.set(3, ["000000", "200000", "310000", "020000"][e.below(4)])
+        .ok()?;
+    m.set(41, "TERM0001").ok()?;
+    m.set(42, "MERCHANT0000001").ok()?;
+    let m = match e.below(4) {
+        0 => rp.build_reversal(&m, ReversalReason::NoResponse).ok()?,
+        1 => {
+            m.set_mti("0220".parse().ok()?);
+            m
+        }
+        2 => {
+            m.set_mti("0100".parse().ok()?);
+            m
+        }
+        _ => m,
+    };
+    m.to_bytes().ok().map(|b| b.to_vec())
+}
+
 /// `reversal_handler` target: the host's reversal handler on an arbitrary message
-/// (first byte: the profile; then the message bytes). Handled twice, the second answer
+/// (first byte: bit 0 the profile; bit 7 structured — the rest is entropy for a series
+/// of requests of the fixture terminal, [`built_request`], handled in turn — else the
+/// message bytes). Handled twice, the second answer
 /// has the same response code (or the configured duplicate code) and leaves the ledger as the first left it. Reached: the
 /// first was handled (an answer was decided).
 pub fn reversal_handler(data: &[u8]) -> bool {
@@ -308,19 +341,35 @@ pub fn reversal_handler(data: &[u8]) -> bool {
         return false;
     };
     let p = profile(ctl);
+    let mut h = ReversalHandler::new(p.clone(), MemoryStore::new(), HostConfig::default());
+    if ctl & 0x80 != 0 {
+        let mut e = isoswitch_codec::random::Entropy::new(rest);
+        let mut reached = false;
+        for _ in 0..8 {
+            let Some(b) = built_request(ctl, &mut e) else {
+                break;
+            };
+            let msg = Message::decode(&p.dialect, Bytes::from(b)).expect("a built request decodes");
+            reached |= handle_twice(&mut h, &msg);
+        }
+        return reached;
+    }
     let Ok(msg) = Message::decode(&p.dialect, Bytes::copy_from_slice(rest)) else {
         return false;
     };
-    let mut h = ReversalHandler::new(p, MemoryStore::new(), HostConfig::default());
+    handle_twice(&mut h, &msg)
+}
+
+fn handle_twice(h: &mut ReversalHandler<MemoryStore>, msg: &Message) -> bool {
     let approve = |_: &Message, _: &_| Decision::Approve {
         auth_code: Some("123456".into()),
     };
-    let Ok(first) = h.handle(&msg, approve) else {
+    let Ok(first) = h.handle(msg, approve) else {
         return false;
     };
     let ledger = h.ledger().clone();
     let second = h
-        .handle(&msg, approve)
+        .handle(msg, approve)
         .expect("a request handled once is handled again");
     let dup = HostConfig::default().duplicate_code;
     let code = second.get(39);
@@ -333,14 +382,90 @@ pub fn reversal_handler(data: &[u8]) -> bool {
     true
 }
 
+fn side(e: &mut isoswitch_codec::random::Entropy<'_>) -> SideTotals {
+    let mut n = |k: usize| (0..k).fold(0u64, |a, _| a * 256 + u64::from(e.byte()));
+    SideTotals {
+        debit_count: (n(2) % 1000) as u32,
+        debit_amount: rust_decimal::Decimal::new((n(5) % 1_000_000_000_000) as i64, 2),
+        credit_count: (n(2) % 1000) as u32,
+        credit_amount: rust_decimal::Decimal::new((n(5) % 1_000_000_000_000) as i64, 2),
+    }
+}
+
+/// What a structured `settlement` input (bit 7) stands for: totals, upload entries or
+/// DE 74–89 made from the entropy and written the way the terminal or the host writes
+/// them, for the parser `which` to read back.
+fn settlement_input(which: u8, rest: &[u8]) -> Vec<u8> {
+    let mut e = isoswitch_codec::random::Entropy::new(rest);
+    let totals = |e: &mut isoswitch_codec::random::Entropy<'_>| BatchTotals {
+        domestic: side(e),
+        foreign: side(e),
+    };
+    match which {
+        0 => totals(&mut e)
+            .to_field48(b'0' + e.byte() % 3, b'0')
+            .into_bytes(),
+        1 => {
+            let n = 1 + e.below(8);
+            let entries: Vec<UploadEntry> = (0..n)
+                .map(|_| UploadEntry {
+                    foreign: e.byte() & 1 == 1,
+                    stan: 1 + u32::from(e.byte()) * 997 % 999_999,
+                    pan: (0..16).map(|_| char::from(b'0' + e.byte() % 10)).collect(),
+                    amount: rust_decimal::Decimal::new(i64::from(e.byte()) * 1234, 2),
+                    kind: TxnKind::Debit,
+                })
+                .collect();
+            upload_field48(&entries).unwrap_or_default().into_bytes()
+        }
+        2 => {
+            let t = totals(&mut e);
+            let mut x = Iso87Totals::default();
+            for (kind, amount) in [
+                (TxnKind::Debit, t.domestic.debit_amount),
+                (TxnKind::Credit, t.domestic.credit_amount),
+            ] {
+                let _ = x.add(kind, amount, e.byte() & 1 == 1);
+            }
+            let p = profile(1);
+            let mut m = Message::new(&p.dialect, "0500".parse().expect("mti"));
+            let _ = x.apply(&mut m, 2);
+            m.to_bytes().map(|b| b.to_vec()).unwrap_or_default()
+        }
+        _ => {
+            let p = profile(0);
+            let upload = e.byte() & 1 == 1;
+            let mut m = Message::new(
+                &p.dialect,
+                if upload { "0320" } else { "0500" }.parse().expect("mti"),
+            );
+            for (n, v) in [(11, "000009"), (41, "TERM0001"), (42, "MERCHANT0000001")] {
+                let _ = m.set(n, v);
+            }
+            let f48 = settlement_input(u8::from(upload), e.rest());
+            let _ = m.set(48, String::from_utf8_lossy(&f48).into_owned());
+            let _ = m.set(60, "00000007201");
+            m.to_bytes().map(|b| b.to_vec()).unwrap_or_default()
+        }
+    }
+}
+
 /// `settlement` target: first byte picks the parser — 0: field 48 totals (`0500`), 1:
 /// batch upload entries (`0320`), 2: ISO 1987 reconciliation totals (DE 74–89) of an
-/// `iso87-binary` message, 3: the host-side settlement handler on a `cup-pos` message.
+/// `iso87-binary` message, 3: the host-side settlement handler on a `cup-pos` message;
+/// bit 7: the rest is entropy for a valid input of that parser ([`settlement_input`]).
 /// What parses re-encodes to text that parses to the same values. Reached: the
 /// chosen parser accepted the input.
 pub fn settlement(data: &[u8]) -> bool {
     let Some((&ctl, rest)) = data.split_first() else {
         return false;
+    };
+    let made;
+    let rest = if ctl & 0x80 != 0 {
+        made = settlement_input(ctl % 4, rest);
+        &made[..]
+    } else {
+        rest
     };
     match ctl % 4 {
         0 => {

@@ -250,6 +250,11 @@ pub struct MemoryStore {
     ledger: Ledger,
     /// Cancelled key → the originals that name it in [`OriginalState::cancels`].
     cancellers: HashMap<TxnKey, Vec<TxnKey>>,
+    /// The PAN each reversal record named (its ledger effect went to that card), so
+    /// that [`MemoryStore::records`] writes it back as it was, even with no original or
+    /// an original naming another card (a damaged or crafted store: found by the
+    /// `store_replay` fuzz target, where compaction moved amounts between cards).
+    reversal_pans: HashMap<TxnKey, String>,
 }
 
 impl MemoryStore {
@@ -302,7 +307,8 @@ impl MemoryStore {
                 k.admitted = None;
                 k.original = Some(state);
             }
-            StoreRecord::Reversal { key, state, .. } => {
+            StoreRecord::Reversal { key, state, pan } => {
+                self.reversal_pans.insert(key.clone(), pan);
                 self.map.entry(key).or_default().reversal = Some(state);
             }
             StoreRecord::Admitted { key, admission } => {
@@ -331,10 +337,11 @@ impl MemoryStore {
             if let Some(r) = &v.reversal {
                 out.push(StoreRecord::Reversal {
                     key: k.clone(),
-                    pan: v
-                        .original
-                        .as_ref()
-                        .map(|o| o.pan.clone())
+                    pan: self
+                        .reversal_pans
+                        .get(k)
+                        .cloned()
+                        .or_else(|| v.original.as_ref().map(|o| o.pan.clone()))
                         .unwrap_or_default(),
                     state: r.clone(),
                 });
