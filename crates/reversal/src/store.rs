@@ -255,6 +255,9 @@ pub struct MemoryStore {
     /// an original naming another card (a damaged or crafted store: found by the
     /// `store_replay` fuzz target, where compaction moved amounts between cards).
     reversal_pans: HashMap<TxnKey, String>,
+    /// Keys whose original was applied after their reversal (its effect then counts the
+    /// reversal): [`MemoryStore::records`] keeps that order.
+    reversed_first: std::collections::HashSet<TxnKey>,
 }
 
 impl MemoryStore {
@@ -303,7 +306,10 @@ impl MemoryStore {
                         .or_default()
                         .push(key.clone());
                 }
-                let k = self.map.entry(key).or_default();
+                let k = self.map.entry(key.clone()).or_default();
+                if k.reversal.is_some() {
+                    self.reversed_first.insert(key);
+                }
                 k.admitted = None;
                 k.original = Some(state);
             }
@@ -328,23 +334,28 @@ impl MemoryStore {
                     admission: a.clone(),
                 });
             }
-            if let Some(o) = &v.original {
-                out.push(StoreRecord::Original {
-                    key: k.clone(),
-                    state: o.clone(),
-                });
-            }
-            if let Some(r) = &v.reversal {
-                out.push(StoreRecord::Reversal {
-                    key: k.clone(),
-                    pan: self
-                        .reversal_pans
-                        .get(k)
-                        .cloned()
-                        .or_else(|| v.original.as_ref().map(|o| o.pan.clone()))
-                        .unwrap_or_default(),
-                    state: r.clone(),
-                });
+            let original = v.original.as_ref().map(|o| StoreRecord::Original {
+                key: k.clone(),
+                state: o.clone(),
+            });
+            let reversal = v.reversal.as_ref().map(|r| StoreRecord::Reversal {
+                key: k.clone(),
+                pan: self
+                    .reversal_pans
+                    .get(k)
+                    .cloned()
+                    .or_else(|| v.original.as_ref().map(|o| o.pan.clone()))
+                    .unwrap_or_default(),
+                state: r.clone(),
+            });
+            // In the order they were applied: an original's effect depends on whether
+            // its reversal came first.
+            if self.reversed_first.contains(k) {
+                out.extend(reversal);
+                out.extend(original);
+            } else {
+                out.extend(original);
+                out.extend(reversal);
             }
         }
         out
