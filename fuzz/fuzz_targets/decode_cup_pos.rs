@@ -1,7 +1,5 @@
 #![no_main]
-//! Arbitrary bytes decoded in `cup-pos` must never panic.
-use libfuzzer_sys::fuzz_target;
-
-fuzz_target!(|data: &[u8]| {
-    isoswitch_fuzz::decode("cup-pos", data);
+//! `decode_cup_pos`: see `isoswitch_fuzzing::TARGETS` (the harness's rustdoc says what it checks).
+libfuzzer_sys::fuzz_target!(|data: &[u8]| {
+    let _ = isoswitch_fuzzing::target("decode_cup_pos").map(|t| (t.run)(data));
 });

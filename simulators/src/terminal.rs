@@ -665,7 +665,8 @@ async fn open_terminal(
         link.zone_mac(),
         batch,
         records,
-    )?;
+    )
+    .map_err(|e| journal.locate(e))?;
     let (events_tx, mut events_rx) = tokio::sync::mpsc::unbounded_channel();
     let ring = link.ring().clone();
     let driver = ReversalDriver::builder(engine, journal, client.clone())

@@ -113,7 +113,7 @@ pub fn decode_command(
 ) -> Result<String, String> {
     let owned;
     let mut bytes: &[u8] = if hex {
-        owned = crate::parse_hex(raw)?;
+        owned = crate::cli::args::parse_hex(raw)?;
         &owned
     } else {
         raw
@@ -124,7 +124,7 @@ pub fn decode_command(
     let (view, err) = MessageView::decode_partial(d, bytes);
     if let Some(e) = err {
         if !hex && looks_like_hex(raw) {
-            if let Ok(b) = crate::parse_hex(raw) {
+            if let Ok(b) = crate::cli::args::parse_hex(raw) {
                 let b = match framing {
                     Some(f) => strip_frame(f, &b).map(|s| s.to_vec()).unwrap_or(b),
                     None => b,

@@ -21,11 +21,8 @@
 //! error) exits with status 1 and one line on stderr. The key-management commands live
 //! in `cli/`.
 
-mod cli;
-
-use cli::args::{hex_arg, key_arg, parse_hex, upper_hex};
-
-mod cli_codec;
+use isoswitch_cli::cli::args::{hex_arg, key_arg, upper_hex};
+use isoswitch_cli::{cli, cli_codec};
 
 use clap::{Parser, Subcommand};
 use isoswitch::session::crypto::{compute, Key, MacAlgorithm, Padding};

@@ -249,6 +249,30 @@ impl Dialect {
         v.is_empty() || v.contains(&mti.version())
     }
 
+    /// [`ErrorKind::MtiNotAllowed`] at `offset` unless [`Dialect::allows_mti`]: the
+    /// decoder and the JSON builder refuse the same MTIs.
+    pub(crate) fn check_mti(&self, mti: crate::mti::Mti, offset: usize) -> Result<()> {
+        if self.allows_mti(mti) {
+            return Ok(());
+        }
+        Err(CodecError::new(
+            Location::Mti,
+            offset,
+            ErrorKind::MtiNotAllowed {
+                mti: mti.as_str().to_string(),
+                dialect: self.name().to_string(),
+                allowed: self
+                    .0
+                    .def
+                    .mti_versions
+                    .iter()
+                    .map(|d| d.to_string())
+                    .collect::<Vec<_>>()
+                    .join(" or "),
+            },
+        ))
+    }
+
     /// The spec of the field or subfield at `path` (`48.42.1`), if the dialect defines it.
     pub fn spec_at(&self, path: &str) -> Option<&FieldSpec> {
         let mut segs = crate::composite::segments(path);

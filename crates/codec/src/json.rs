@@ -94,23 +94,7 @@ pub fn from_json(dialect: &Dialect, text: &str) -> Result<Message> {
         Some(serde_json::Value::String(m)) => m.parse()?,
         Some(_) => return Err(bad(Location::Mti, "\"mti\" must be a string".into())),
     };
-    if !dialect.allows_mti(mti) {
-        return Err(CodecError::new(
-            Location::Mti,
-            0,
-            ErrorKind::MtiNotAllowed {
-                mti: mti.as_str().to_string(),
-                dialect: dialect.name().to_string(),
-                allowed: dialect
-                    .def()
-                    .mti_versions
-                    .iter()
-                    .map(|d| d.to_string())
-                    .collect::<Vec<_>>()
-                    .join(" or "),
-            },
-        ));
-    }
+    dialect.check_mti(mti, 0)?;
     let mut msg = Message::new(dialect, mti);
     if let Some(fields) = obj.get("fields") {
         let fields = fields

@@ -293,6 +293,7 @@ impl Index {
             ));
         }
         self.mti = Mti::decode(d.mti_encoding(), buf)?;
+        d.check_mti(self.mti, 0)?;
         let mut pos = d.mti_encoding().len();
         let benc = d.bitmap_encoding();
         let w0 = Bitmap::decode_word(benc, &buf[pos..], 1, pos)?;

@@ -320,6 +320,9 @@ impl<T: Journal> Journal for Part<T> {
     fn size(&self) -> u64 {
         self.inner.size()
     }
+    fn locate(&self, e: ReversalError) -> ReversalError {
+        self.inner.locate(e)
+    }
 }
 
 impl<T: IdempotencyStore> IdempotencyStore for Part<T> {

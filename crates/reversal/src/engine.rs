@@ -622,12 +622,18 @@ impl<S: Security> ReversalEngine<S> {
     ) -> Result<Self> {
         let mut e = ReversalEngine::new(config, profile, security, batch);
         e.now = Some(now);
-        let over = |what| ReversalError::bad(what);
-        let mut started: BTreeMap<TxnId, Journaled> = BTreeMap::new();
+        // Errors name the record (its index; the journal turns it into a file offset:
+        // `Journal::locate`).
+        let at = |index: usize, what| ReversalError::BadJournalRecord { index, what };
+        let mut started: BTreeMap<TxnId, (usize, Journaled)> = BTreeMap::new();
+        // The record that set the highest next id (refused when it is u64::MAX).
+        let mut next_id_at = 0usize;
+        let mut last = 0usize;
         let mut acked: Vec<RecoveredTxn> = Vec::new();
         let mut seen_batch = false;
         let mut max_stan = 0u32;
-        for rec in records {
+        for (index, rec) in records.into_iter().enumerate() {
+            last = index;
             match rec {
                 JournalRecord::Counters {
                     next_id,
@@ -636,6 +642,9 @@ impl<S: Security> ReversalEngine<S> {
                     closed_net,
                     unkept,
                 } => {
+                    if next_id >= e.next_id {
+                        next_id_at = index;
+                    }
                     e.next_id = e.next_id.max(next_id);
                     e.next_stan = next_stan;
                     e.batch = batch;
@@ -653,7 +662,10 @@ impl<S: Security> ReversalEngine<S> {
                 } => {
                     let next = id
                         .checked_add(1)
-                        .ok_or_else(|| over("transaction id overflows"))?;
+                        .ok_or_else(|| at(index, "transaction id overflows"))?;
+                    if next >= e.next_id {
+                        next_id_at = index;
+                    }
                     e.next_id = e.next_id.max(next);
                     max_stan = max_stan.max(stan);
                     if !seen_batch {
@@ -662,23 +674,26 @@ impl<S: Security> ReversalEngine<S> {
                     }
                     started.insert(
                         id,
-                        Journaled {
-                            tag,
-                            batch,
-                            stan,
-                            info,
-                            message,
-                            finish: None,
-                        },
+                        (
+                            index,
+                            Journaled {
+                                tag,
+                                batch,
+                                stan,
+                                info,
+                                message,
+                                finish: None,
+                            },
+                        ),
                     );
                 }
                 JournalRecord::Finished { id, finish } => {
-                    if let Some(s) = started.get_mut(&id) {
+                    if let Some((_, s)) = started.get_mut(&id) {
                         s.finish = Some(finish);
                     }
                 }
                 JournalRecord::ReversalAcked { id, code } => {
-                    if let Some(s) = started.remove(&id) {
+                    if let Some((_, s)) = started.remove(&id) {
                         acked.push(RecoveredTxn {
                             txn: id,
                             tag: s.tag,
@@ -691,7 +706,7 @@ impl<S: Security> ReversalEngine<S> {
                     next_batch,
                     net,
                 } => {
-                    started.retain(|_, s| {
+                    started.retain(|_, (_, s)| {
                         !(s.batch == batch
                             && matches!(
                                 s.finish,
@@ -708,7 +723,7 @@ impl<S: Security> ReversalEngine<S> {
                     e.closed_net = e
                         .closed_net
                         .checked_add(net)
-                        .ok_or_else(|| over("closed batches' net amount overflows"))?;
+                        .ok_or_else(|| at(index, "closed batches' net amount overflows"))?;
                     e.unkept = BatchTotals::default();
                     seen_batch = true;
                 }
@@ -716,13 +731,13 @@ impl<S: Security> ReversalEngine<S> {
         }
         if e.next_id == u64::MAX {
             // `submit` takes `next_id` and adds one: refuse the journal instead.
-            return Err(over("transaction id overflows"));
+            return Err(at(next_id_at, "transaction id overflows"));
         }
         if max_stan >= e.next_stan {
             e.next_stan = next_stan_after(max_stan);
         }
         let mut recovered = acked;
-        for (id, j) in started {
+        for (id, (index, j)) in started {
             let Journaled {
                 tag,
                 batch,
@@ -731,7 +746,10 @@ impl<S: Security> ReversalEngine<S> {
                 message: bytes,
                 finish,
             } = j;
-            let message = Message::decode(&e.profile.dialect, bytes)?;
+            let message = Message::decode(&e.profile.dialect, bytes).map_err(|err| {
+                tracing::error!(txn = id, index, error = %err, "journal: a started transaction's message does not decode");
+                at(index, "the transaction's message does not decode in the profile's dialect")
+            })?;
             let reversible = e.profile.is_reversible(&message);
             let advice = is_advice(message.mti());
             let finish = match finish {
@@ -768,11 +786,12 @@ impl<S: Security> ReversalEngine<S> {
             });
             match &phase {
                 Phase::Done => {
+                    let over = |_| at(index, "batch totals overflow");
                     if !e.config.keep_approved {
-                        e.unkept.checked_add(&info)?;
+                        e.unkept.checked_add(&info).map_err(over)?;
                         continue;
                     }
-                    e.totals.checked_add(&info)?;
+                    e.totals.checked_add(&info).map_err(over)?;
                 }
                 Phase::Reversing(r) => {
                     tracing::warn!(txn = id, tag, stan, pan = %mask_pan(&info.pan), amount = %info.amount, reason = %r.reason, "recovered: reversal pending");
@@ -811,7 +830,9 @@ impl<S: Security> ReversalEngine<S> {
             );
         }
         let unkept = e.unkept;
-        e.totals.checked_merge(&unkept)?;
+        e.totals
+            .checked_merge(&unkept)
+            .map_err(|_| at(last, "batch totals overflow"))?;
         e.recovered = recovered;
         Ok(e)
     }
@@ -2702,7 +2723,7 @@ mod tests {
         };
         assert!(matches!(
             mk(vec![started]),
-            Err(ReversalError::BadRecord { .. })
+            Err(ReversalError::BadJournalRecord { .. })
         ));
         let closed = JournalRecord::BatchClosed {
             batch: 1,
@@ -2711,7 +2732,7 @@ mod tests {
         };
         assert!(matches!(
             mk(vec![closed.clone(), closed]),
-            Err(ReversalError::BadRecord { .. })
+            Err(ReversalError::BadJournalRecord { .. })
         ));
         let counters = |next_id| JournalRecord::Counters {
             next_id,
@@ -2722,7 +2743,7 @@ mod tests {
         };
         assert!(matches!(
             mk(vec![counters(u64::MAX)]),
-            Err(ReversalError::BadRecord { .. })
+            Err(ReversalError::BadJournalRecord { .. })
         ));
         assert!(mk(vec![counters(u64::MAX - 1)]).is_ok());
         let big = BatchTotals {
@@ -2769,6 +2790,9 @@ mod tests {
             1,
             recs,
         );
-        assert!(matches!(r, Err(ReversalError::BadRecord { .. })), "{r:?}");
+        assert!(
+            matches!(r, Err(ReversalError::BadJournalRecord { .. })),
+            "{r:?}"
+        );
     }
 }

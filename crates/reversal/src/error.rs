@@ -53,6 +53,18 @@ pub enum ReversalError {
         /// What was wrong.
         what: &'static str,
     },
+    /// A journal record that decodes but cannot be recovered (an id or amount that
+    /// overflows, a message that does not decode): record `index` (0-based, in journal
+    /// order) of the records given to [`crate::engine::ReversalEngine::recover`].
+    /// [`crate::Journal::locate`] turns it into [`ReversalError::Corrupt`] naming the
+    /// file and the record's byte offset.
+    #[error("journal record {index}: {what}")]
+    BadJournalRecord {
+        /// The record's position among the recovered records.
+        index: usize,
+        /// What was wrong.
+        what: &'static str,
+    },
     /// A file of the data directory is damaged before its end (a record that fails its
     /// CRC is followed by valid records, or a CRC-valid record does not parse or holds
     /// a value out of range): not a torn write, so nothing is truncated; the file is

@@ -307,6 +307,13 @@ pub trait Journal: Send + 'static {
     fn size(&self) -> u64 {
         0
     }
+    /// `e` with the place it names in this journal's storage: a
+    /// [`ReversalError::BadJournalRecord`] of the records [`Journal::load`] returned
+    /// becomes [`ReversalError::Corrupt`] naming the file and the record's offset (for
+    /// a storage that has them); anything else is returned as it is.
+    fn locate(&self, e: ReversalError) -> ReversalError {
+        e
+    }
 }
 
 impl<J: Journal + ?Sized> Journal for Box<J> {
@@ -322,6 +329,9 @@ impl<J: Journal + ?Sized> Journal for Box<J> {
     fn size(&self) -> u64 {
         (**self).size()
     }
+    fn locate(&self, e: ReversalError) -> ReversalError {
+        (**self).locate(e)
+    }
 }
 
 /// The durable journal: one append-only file of CRC-framed records (see
@@ -331,6 +341,8 @@ impl<J: Journal + ?Sized> Journal for Box<J> {
 pub struct FileJournal {
     file: RecordFile,
     loaded: Option<Vec<JournalRecord>>,
+    /// Byte offsets of the loaded records (for [`Journal::locate`]).
+    offsets: Vec<u64>,
     torn: Option<Torn>,
 }
 
@@ -354,13 +366,16 @@ impl FileJournal {
         seal: Option<std::sync::Arc<crate::seal::DataKeys>>,
     ) -> Result<FileJournal> {
         let mut records = Vec::new();
-        let (file, torn) = RecordFile::open_with(path, seal, |_, p| {
+        let mut offsets = Vec::new();
+        let (file, torn) = RecordFile::open_with(path, seal, |offset, p| {
             records.push(JournalRecord::decode(p)?);
+            offsets.push(offset);
             Ok(())
         })?;
         Ok(FileJournal {
             file,
             loaded: Some(records),
+            offsets,
             torn,
         })
     }
@@ -398,11 +413,26 @@ impl Journal for FileJournal {
     fn compact(&mut self, live: &[JournalRecord]) -> Result<()> {
         let mut framed = Vec::new();
         frame_all(live, &mut framed)?;
+        self.offsets.clear();
         self.file.rewrite(&framed)
     }
 
     fn size(&self) -> u64 {
         self.file.len()
+    }
+
+    fn locate(&self, e: ReversalError) -> ReversalError {
+        match e {
+            ReversalError::BadJournalRecord { index, what } => match self.offsets.get(index) {
+                Some(&offset) => ReversalError::Corrupt {
+                    path: self.file.path().to_path_buf(),
+                    offset,
+                    what,
+                },
+                None => e,
+            },
+            e => e,
+        }
     }
 }
 
@@ -609,6 +639,57 @@ impl GroupCommit {
 mod tests {
     use super::*;
     use crate::profile::TxnKind;
+
+    #[test]
+    fn a_record_recovery_refuses_is_located_in_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("t.journal");
+        let counters = |next_id| JournalRecord::Counters {
+            next_id,
+            next_stan: 1,
+            batch: 1,
+            closed_net: Decimal::ZERO,
+            unkept: BatchTotals::default(),
+        };
+        {
+            let mut j = FileJournal::open(&path).unwrap();
+            j.append(&[counters(1), counters(u64::MAX)]).unwrap();
+        }
+        let mut j = FileJournal::open(&path).unwrap();
+        let records = j.load().unwrap();
+        let p = crate::ReversalProfile::cup_pos().unwrap();
+        let Err(e) = crate::ReversalEngine::recover(
+            std::time::Instant::now(),
+            crate::EngineConfig::default(),
+            p.clone(),
+            crate::NoMac::new(p.dialect.clone()),
+            1,
+            records,
+        ) else {
+            panic!("next id u64::MAX is refused")
+        };
+        assert!(
+            matches!(e, ReversalError::BadJournalRecord { index: 1, .. }),
+            "{e}"
+        );
+        let first_len = {
+            let mut v = Vec::new();
+            counters(1).encode(&mut v);
+            (record::HEADER_LEN + v.len()) as u64
+        };
+        match j.locate(e) {
+            ReversalError::Corrupt {
+                path: p,
+                offset,
+                what,
+            } => {
+                assert_eq!(p, path);
+                assert_eq!(offset, record::MAGIC.len() as u64 + first_len);
+                assert!(what.contains("overflow"), "{what}");
+            }
+            other => panic!("{other}"),
+        }
+    }
 
     fn started(id: u64) -> JournalRecord {
         JournalRecord::Started {

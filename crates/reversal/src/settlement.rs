@@ -778,32 +778,42 @@ pub struct Iso87Totals {
 
 impl Iso87Totals {
     /// Counts a transaction (`reversal`: it was reversed afterwards).
-    pub fn add(&mut self, kind: TxnKind, amount: Decimal, reversal: bool) {
-        match (kind, reversal) {
-            (TxnKind::Debit, false) => {
-                self.debits_count += 1;
-                self.debits_amount += amount;
-            }
-            (TxnKind::Debit, true) => {
-                self.debit_reversals_count += 1;
-                self.debit_reversals_amount += amount;
-            }
-            (TxnKind::Credit, false) => {
-                self.credits_count += 1;
-                self.credits_amount += amount;
-            }
-            (TxnKind::Credit, true) => {
-                self.credit_reversals_count += 1;
-                self.credit_reversals_amount += amount;
-            }
-            (TxnKind::None, _) => {}
-        }
+    ///
+    /// # Errors
+    /// [`ReversalError::BadRecord`] when a count or an amount overflows (the totals are
+    /// then unchanged): amounts may come from disk or a peer.
+    pub fn add(&mut self, kind: TxnKind, amount: Decimal, reversal: bool) -> Result<()> {
+        let (count, total) = match (kind, reversal) {
+            (TxnKind::Debit, false) => (&mut self.debits_count, &mut self.debits_amount),
+            (TxnKind::Debit, true) => (
+                &mut self.debit_reversals_count,
+                &mut self.debit_reversals_amount,
+            ),
+            (TxnKind::Credit, false) => (&mut self.credits_count, &mut self.credits_amount),
+            (TxnKind::Credit, true) => (
+                &mut self.credit_reversals_count,
+                &mut self.credit_reversals_amount,
+            ),
+            (TxnKind::None, _) => return Ok(()),
+        };
+        let over = || ReversalError::bad("reconciliation total overflows");
+        let c = count.checked_add(1).ok_or_else(over)?;
+        let t = total.checked_add(amount).ok_or_else(over)?;
+        *count = c;
+        *total = t;
+        Ok(())
     }
 
     /// Net: (debits − debit reversals) − (credits − credit reversals).
+    ///
+    /// Saturating at the decimal range (amounts read from a peer never panic).
     pub fn net(&self) -> Decimal {
-        (self.debits_amount - self.debit_reversals_amount)
-            - (self.credits_amount - self.credit_reversals_amount)
+        self.debits_amount
+            .saturating_sub(self.debit_reversals_amount)
+            .saturating_sub(
+                self.credits_amount
+                    .saturating_sub(self.credit_reversals_amount),
+            )
     }
 
     /// Writes DE 74–77, 86–89 and 97 (`D` + n16 when the net is a debit, `C` otherwise),
@@ -887,6 +897,17 @@ mod tests {
     use super::*;
 
     #[test]
+    fn iso87_totals_refuse_an_overflowing_amount_and_keep_what_they_had() {
+        let mut t = Iso87Totals::default();
+        t.add(TxnKind::Debit, Decimal::MAX, false).unwrap();
+        assert!(t.add(TxnKind::Debit, Decimal::MAX, false).is_err());
+        assert_eq!((t.debits_count, t.debits_amount), (1, Decimal::MAX));
+        t.add(TxnKind::Credit, Decimal::MIN, false).unwrap();
+        // Net saturates instead of panicking.
+        assert_eq!(t.net(), Decimal::MAX);
+    }
+
+    #[test]
     fn field48_round_trips() {
         let mut t = BatchTotals::default();
         t.add_parts(TxnKind::Debit, false, Decimal::new(12345, 2));
@@ -920,9 +941,9 @@ mod tests {
     fn iso87_totals_apply_and_read() {
         let d = Dialect::builtin("iso87-binary").unwrap();
         let mut t = Iso87Totals::default();
-        t.add(TxnKind::Debit, Decimal::new(1000, 2), false);
-        t.add(TxnKind::Debit, Decimal::new(300, 2), true);
-        t.add(TxnKind::Credit, Decimal::new(200, 2), false);
+        t.add(TxnKind::Debit, Decimal::new(1000, 2), false).unwrap();
+        t.add(TxnKind::Debit, Decimal::new(300, 2), true).unwrap();
+        t.add(TxnKind::Credit, Decimal::new(200, 2), false).unwrap();
         let mut m = Message::new(&d, mti(500));
         t.apply(&mut m, 2).unwrap();
         assert_eq!(m.get(97).as_deref(), Some("D0000000000000500"));

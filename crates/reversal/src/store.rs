@@ -291,6 +291,14 @@ pub struct MemoryStore {
     ledger: Ledger,
     /// Cancelled key → the originals that name it in [`OriginalState::cancels`].
     cancellers: HashMap<TxnKey, Vec<TxnKey>>,
+    /// The PAN each reversal record named (its ledger effect went to that card), so
+    /// that [`MemoryStore::records`] writes it back as it was, even with no original or
+    /// an original naming another card (a damaged or crafted store: found by the
+    /// `store_replay` fuzz target, where compaction moved amounts between cards).
+    reversal_pans: HashMap<TxnKey, String>,
+    /// Keys whose original was applied after their reversal (its effect then counts the
+    /// reversal): [`MemoryStore::records`] keeps that order.
+    reversed_first: std::collections::HashSet<TxnKey>,
 }
 
 impl MemoryStore {
@@ -344,11 +352,15 @@ impl MemoryStore {
                         .or_default()
                         .push(key.clone());
                 }
-                let k = self.map.entry(key).or_default();
+                let k = self.map.entry(key.clone()).or_default();
+                if k.reversal.is_some() {
+                    self.reversed_first.insert(key);
+                }
                 k.admitted = None;
                 k.original = Some(state);
             }
-            StoreRecord::Reversal { key, state, .. } => {
+            StoreRecord::Reversal { key, state, pan } => {
+                self.reversal_pans.insert(key.clone(), pan);
                 self.map.entry(key).or_default().reversal = Some(state);
             }
             StoreRecord::Admitted { key, admission } => {
@@ -368,22 +380,28 @@ impl MemoryStore {
                     admission: a.clone(),
                 });
             }
-            if let Some(o) = &v.original {
-                out.push(StoreRecord::Original {
-                    key: k.clone(),
-                    state: o.clone(),
-                });
-            }
-            if let Some(r) = &v.reversal {
-                out.push(StoreRecord::Reversal {
-                    key: k.clone(),
-                    pan: v
-                        .original
-                        .as_ref()
-                        .map(|o| o.pan.clone())
-                        .unwrap_or_default(),
-                    state: r.clone(),
-                });
+            let original = v.original.as_ref().map(|o| StoreRecord::Original {
+                key: k.clone(),
+                state: o.clone(),
+            });
+            let reversal = v.reversal.as_ref().map(|r| StoreRecord::Reversal {
+                key: k.clone(),
+                pan: self
+                    .reversal_pans
+                    .get(k)
+                    .cloned()
+                    .or_else(|| v.original.as_ref().map(|o| o.pan.clone()))
+                    .unwrap_or_default(),
+                state: r.clone(),
+            });
+            // In the order they were applied: an original's effect depends on whether
+            // its reversal came first.
+            if self.reversed_first.contains(k) {
+                out.extend(reversal);
+                out.extend(original);
+            } else {
+                out.extend(original);
+                out.extend(reversal);
             }
         }
         out

@@ -377,7 +377,8 @@ where
             link.zone_mac(),
             0,
             records,
-        )?;
+        )
+        .map_err(|e| journal.locate(e))?;
         let recovered = engine.recovered().to_vec();
         let (events_tx, events_rx) = mpsc::unbounded_channel();
         let ring = link.ring().clone();

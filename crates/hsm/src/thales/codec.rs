@@ -814,7 +814,10 @@ fn end_frame(out: &mut BytesMut, start: usize) -> Result<(), ProtocolError> {
 
 fn put_key(out: &mut BytesMut, key: &EncryptedKey) {
     match key.kind() {
-        KeyKind::Des => {}
+        // Tagged: an untagged key is read with the field's default length (16, 32 or
+        // 48 digits), so a single-length key in a double-length field would not parse
+        // back (found by the thales_response fuzz target).
+        KeyKind::Des => out.put_u8(b'Z'),
         KeyKind::Tdes3 | KeyKind::Aes192 => out.put_u8(b'T'),
         _ => out.put_u8(b'U'),
     }
