@@ -15,7 +15,8 @@ use std::time::{Duration, Instant};
 use isoswitch::codec::{Dialect, Message, Mti};
 use isoswitch::reversal::journal::{FileJournal, Finish, Journal, JournalRecord};
 use isoswitch::reversal::profile::{TxnKey, TxnKind};
-use isoswitch::reversal::record::{frame, MAGIC};
+use isoswitch::reversal::record::{frame, MAGIC, SEALED_MAGIC};
+use isoswitch::reversal::seal::DataKeys;
 use isoswitch::reversal::store::{FileStore, IdempotencyStore, OriginalState, StoreRecord};
 use isoswitch::reversal::{BatchTotals, Decimal};
 
@@ -182,10 +183,28 @@ fn original(stan: u32, amount: Decimal) -> StoreRecord {
     }
 }
 
-fn framed(payloads: &[Vec<u8>]) -> Vec<u8> {
+/// The data keys the programs seal their journals and stores under (from the sample
+/// KEK they are started with).
+fn data_keys() -> std::sync::Arc<DataKeys> {
+    let kek = isoswitch_sim::config::kek_from_hex(isoswitch_sim::config::SAMPLE_KEK).expect("kek");
+    std::sync::Arc::new(DataKeys::from_kek(&kek).expect("data keys"))
+}
+
+/// `payloads` framed as records of a file whose content is `file`: sealed under the
+/// programs' data keys when the file is sealed, so the records get past the seal and
+/// reach the decoders.
+fn framed(file: &[u8], payloads: &[Vec<u8>]) -> Vec<u8> {
+    let keys = file.starts_with(SEALED_MAGIC).then(data_keys);
     let mut out = Vec::new();
     for p in payloads {
-        frame(p, &mut out).expect("frame");
+        match &keys {
+            Some(k) => {
+                let mut sealed = Vec::new();
+                k.seal_into(p, &mut sealed).expect("seal");
+                frame(&sealed, &mut out).expect("frame");
+            }
+            None => frame(p, &mut out).expect("frame"),
+        }
     }
     out
 }
@@ -223,13 +242,14 @@ fn sale() -> Message {
 /// Fills the data directories the programs made with records of every kind.
 fn add_records(host: &Path, switch: &Path) {
     for path in [host.join("host.store"), switch.join("terminals.store")] {
-        let mut s = FileStore::open(&path).expect("store");
+        let mut s = FileStore::open_sealed(&path, Some(data_keys())).expect("store");
         for stan in 1..=3 {
             s.commit(original(stan, Decimal::new(1000 * i64::from(stan), 2)))
                 .expect("commit");
         }
     }
-    let mut j = FileJournal::open(switch.join("upstream.journal")).expect("journal");
+    let mut j = FileJournal::open_sealed(switch.join("upstream.journal"), Some(data_keys()))
+        .expect("journal");
     let _ = j.load().expect("load");
     let msg = sale();
     let info = isoswitch::reversal::ReversalProfile::iso87("iso87-binary")
@@ -318,7 +338,7 @@ fn corruptions(file: &str, bytes: &[u8]) -> Vec<(&'static str, Vec<u8>)> {
         vec![p, vec![0xFF; 64]]
     };
     let mut b = bytes.to_vec();
-    b.extend_from_slice(&framed(&huge));
+    b.extend_from_slice(&framed(bytes, &huge));
     out.push(("CRC-valid records with the largest values", b));
     out
 }
