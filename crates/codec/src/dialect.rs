@@ -92,6 +92,9 @@ pub(crate) struct DialectInner {
     pub(crate) composite_bits: Bitmap,
     /// Whether any field is composite.
     pub(crate) has_composites: bool,
+    /// Bit `v` set when MTI version digit `v` is allowed (every bit when the dialect
+    /// names none): one test per decode instead of a search.
+    pub(crate) mti_mask: u16,
 }
 
 /// An ISO 8583 dialect: field specs, MTI and bitmap encodings, echo fields and MAC layout.
@@ -164,6 +167,11 @@ impl Dialect {
                 .map(Hot::of)
                 .unwrap_or_default()
         }));
+        let mti_mask = if def.mti_versions.is_empty() {
+            u16::MAX
+        } else {
+            def.mti_versions.iter().fold(0u16, |m, &v| m | (1 << v))
+        };
         Ok(Dialect(Arc::new(DialectInner {
             def,
             fields,
@@ -171,6 +179,7 @@ impl Dialect {
             nodes,
             has_composites: !composite_bits.is_empty(),
             composite_bits,
+            mti_mask,
         })))
     }
 
@@ -244,17 +253,25 @@ impl Dialect {
 
     /// Whether the dialect allows `mti` (its version digit; see
     /// [`DialectDef::mti_versions`]).
+    #[inline]
     pub fn allows_mti(&self, mti: crate::mti::Mti) -> bool {
-        let v = &self.0.def.mti_versions;
-        v.is_empty() || v.contains(&mti.version())
+        // The version is a digit (`Mti` holds four ASCII digits).
+        self.0.mti_mask & (1u16 << (mti.version() & 15)) != 0
     }
 
     /// [`ErrorKind::MtiNotAllowed`] at `offset` unless [`Dialect::allows_mti`]: the
     /// decoder and the JSON builder refuse the same MTIs.
+    #[inline]
     pub(crate) fn check_mti(&self, mti: crate::mti::Mti, offset: usize) -> Result<()> {
         if self.allows_mti(mti) {
             return Ok(());
         }
+        self.mti_not_allowed(mti, offset)
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn mti_not_allowed(&self, mti: crate::mti::Mti, offset: usize) -> Result<()> {
         Err(CodecError::new(
             Location::Mti,
             offset,
