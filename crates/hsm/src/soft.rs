@@ -633,7 +633,11 @@ mod tests {
     /// Loads a known clear test key the way an operator would: encrypted under the
     /// LMK outside the module.
     fn load(hsm: &SoftHsm, clear: &[u8], usage: KeyUsage) -> KeyHandle {
-        let key = Key::des_or_tdes(clear).unwrap();
+        load_clear(hsm, Key::des_or_tdes(clear).unwrap(), usage)
+    }
+
+    /// Encrypts `key` under the test LMK and loads it.
+    fn load_clear(hsm: &SoftHsm, key: Key, usage: KeyUsage) -> KeyHandle {
         let lmk = Key::tdes(&[
             0x01, 0x23, 0x45, 0x67, 0x89, 0xAB, 0xCD, 0xEF, 0xFE, 0xDC, 0xBA, 0x98, 0x76, 0x54,
             0x32, 0x10,
@@ -892,10 +896,7 @@ mod tests {
 
     /// Loads a clear AES test key through the LMK, as `load` does for DES keys.
     fn load_aes_key(hsm: &SoftHsm, clear: &[u8], usage: KeyUsage) -> KeyHandle {
-        let key = Key::aes(clear).unwrap();
-        let lmk = Key::tdes(&unhex(&LMK.replace(' ', ""))).unwrap();
-        let under = EncryptedKey::new(key.kind(), &encrypt_key_under(&lmk, &key).unwrap()).unwrap();
-        hsm.load_key(&under, usage).unwrap()
+        load_clear(hsm, Key::aes(clear).unwrap(), usage)
     }
 
     const ZPK: &str = "89ABCDEF01234567FEDCBA9876543210";
