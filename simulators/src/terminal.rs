@@ -9,8 +9,9 @@
 //!
 //! A simulated terminal behaves like a POS: one transaction at a time by default
 //! (`window` > 1 for load tests). Its state is durable under the data directory (one
-//! [`DataDir`], locked): the engine journal and the counters per terminal, and the session
-//! (working keys sealed under the KEK), so a second run continues the first: same STAN
+//! [`DataDir`], locked): one shared journal for all its terminals (a member each:
+//! [`SharedJournal`], one journal thread and one fsync per group), the counters per
+//! terminal, and the sessions (working keys sealed under the KEK), so a second run continues the first: same STAN
 //! sequence, same batch, no new sign-on while the switch kept the session too.
 //!
 //! The [`Report`]: transactions, approvals, declines, reversals sent and acknowledged,
@@ -18,6 +19,7 @@
 //!
 //! [`Settlement`]: crate::reversal::Settlement
 //! [`DataDir`]: crate::reversal::DataDir
+//! [`SharedJournal`]: crate::reversal::SharedJournal
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -37,8 +39,9 @@ use super::{local_now, Result, SimError};
 use crate::codec::{Message, Mti};
 use crate::net::{Client, ClientConfig, DialectCorrelator, Framing, ReconnectPolicy, TcpConnector};
 use crate::reversal::{
-    DataDir, Decimal, EngineConfig, EngineEvent, Journal, LateResponses, Outcome, ReversalDriver,
-    ReversalEngine, ReversalProfile, SessionStore, SettlementConfig, Store,
+    DataDir, Decimal, EngineConfig, EngineEvent, GroupCommit, JournalRecord, LateResponses,
+    Outcome, ReversalDriver, ReversalEngine, ReversalProfile, SessionStore, SettlementConfig,
+    Store,
 };
 use crate::session::counters::Counters as _;
 use crate::session::crypto::dukpt::tdes::{self as tdes_dukpt, TdesKsn, Variant};
@@ -590,8 +593,8 @@ async fn open_terminal(
     sessions: &SharedSessions,
     config: &TerminalSimConfig,
     (target, tls): (&str, Option<&crate::net::ClientTls>),
-    counts: Arc<Counts>,
-    hist: Arc<Mutex<Histogram<u64>>>,
+    (counts, hist): (Arc<Counts>, Arc<Mutex<Histogram<u64>>>),
+    (recovered, journal): (Option<Vec<JournalRecord>>, GroupCommit),
 ) -> Result<Arc<Term>> {
     let profile = SessionProfile::cup_pos()?;
     let late = LateResponses::new();
@@ -644,8 +647,7 @@ async fn open_terminal(
         }),
         stored.as_ref().map(|s| s.generation),
     );
-    let mut journal = store.journal(&entry.tid)?;
-    let records = journal.load()?;
+    let records = store.adopt_journal(&entry.tid, recovered, &journal).await?;
     let window = config.window.max(1);
     let ec = EngineConfig {
         response_timeout: config.timeout,
@@ -665,11 +667,10 @@ async fn open_terminal(
         link.zone_mac(),
         batch,
         records,
-    )
-    .map_err(|e| journal.locate(e))?;
+    )?;
     let (events_tx, mut events_rx) = tokio::sync::mpsc::unbounded_channel();
     let ring = link.ring().clone();
-    let driver = ReversalDriver::builder(engine, journal, client.clone())
+    let driver = ReversalDriver::builder_on(engine, journal, client.clone())
         .late(late)
         .events(events_tx)
         .on_sign_on(move |_| ring.request_sign_on(ring.generation()))
@@ -791,8 +792,19 @@ pub async fn run_with_tls(
         interval: (config.rate > 0.0).then(|| Duration::from_secs_f64(1.0 / config.rate)),
         next: Mutex::new(Instant::now()),
     });
+    // Every terminal's journal in one file, one journal thread and one fsync per group
+    // for all of them (each terminal is one member).
+    let mut shared = store.shared_journal("terminals")?;
+    let mut recovered: Vec<Option<Vec<JournalRecord>>> = config
+        .terminals
+        .iter()
+        .map(|e| shared.take(&e.tid))
+        .collect();
+    let journals = GroupCommit::spawn_shared(shared, "terminals");
     let mut terms = Vec::new();
-    for entry in config.terminals.clone() {
+    for (i, entry) in config.terminals.clone().into_iter().enumerate() {
+        let member = journals.member(&entry.tid);
+        let recovered = recovered.get_mut(i).and_then(Option::take);
         terms.push(
             open_terminal(
                 entry,
@@ -800,12 +812,13 @@ pub async fn run_with_tls(
                 &sessions,
                 &config,
                 (&target, tls.as_ref()),
-                counts.clone(),
-                hist.clone(),
+                (counts.clone(), hist.clone()),
+                (recovered, member),
             )
             .await?,
         );
     }
+    drop(journals);
     let sign_ons_before: u64 = terms.iter().map(|t| t.link.sign_ons()).sum();
     let bar = if config.progress {
         let pb = match config.duration {

@@ -4,6 +4,7 @@
 //! ```text
 //! <dir>/LOCK               advisory lock (flock): one process per data directory
 //! <dir>/<name>.journal     engine journal          FileJournal        (GroupCommit)
+//! <dir>/<name>.journals    many engines' journals  SharedJournal      (one GroupCommit)
 //! <dir>/<name>.store       idempotency + ledger    FileStore          (sync handle)
 //! <dir>/<name>.counters    STAN/RRN leases, batch  FileCounters
 //! <dir>/<name>.sessions    sealed snapshots        FileSessionStore
@@ -42,6 +43,7 @@ use crate::profile::TxnKey;
 use crate::record::Torn;
 use crate::seal::DataKeys;
 use crate::sessions::FileSessionStore;
+use crate::shared_journal::SharedJournal;
 use crate::store::{FileStore, IdempotencyStore, Ledger, StoreRecord, StoredTxn};
 use isoswitch_session::counters::{BatchNumber, CounterState, Counters, Rrn, Stan};
 use isoswitch_session::{SealedSnapshot, SessionError, TerminalId};
@@ -222,6 +224,66 @@ impl DataDir {
             dir: self.inner.clone(),
             key,
         })
+    }
+
+    /// The shared journal `name` (`<dir>/<name>.journals`): the journals of many engines
+    /// in one file, written by one [`crate::GroupCommit`] thread
+    /// ([`crate::GroupCommit::spawn_shared`]); see [`crate::shared_journal`]. Sealed under
+    /// the directory's data keys like every other part.
+    ///
+    /// # Errors
+    /// As [`Store::journal`].
+    pub fn shared_journal(&self, name: &str) -> Result<Part<SharedJournal>> {
+        self.part(
+            "shared journal",
+            "journals",
+            name,
+            |p| SharedJournal::open_sealed(p, self.inner.config.data_keys.clone()),
+            |j| j.torn_tail(),
+        )
+    }
+
+    /// `member`'s records for recovery from a shared journal whose writer is `group`:
+    /// `recovered` (what [`SharedJournal::take`] returned before the thread started), or,
+    /// when the shared journal never held the member, the records of a journal file of
+    /// its own (`<dir>/<member>.journal`, written before it joined the shared journal),
+    /// which are moved in — compacted into the member as one snapshot, then the old file
+    /// is removed. A left-over old file of a member the shared journal already holds
+    /// (a crash between those two steps) is removed.
+    ///
+    /// # Errors
+    /// As [`Store::journal`]; I/O errors removing the old file.
+    pub async fn adopt_journal(
+        &self,
+        member: &str,
+        recovered: Option<Vec<JournalRecord>>,
+        group: &crate::GroupCommit,
+    ) -> Result<Vec<JournalRecord>> {
+        let old = self.part_path("journal", member);
+        let exists = old
+            .try_exists()
+            .map_err(|e| ReversalError::io("stat", &old, e))?;
+        let records = match recovered {
+            Some(records) => records,
+            None if exists => {
+                let records = self.journal(member)?.load()?;
+                group.compact(records.clone()).await.map_err(|e| {
+                    ReversalError::io(
+                        "move into the shared journal",
+                        &old,
+                        std::io::Error::other(e.to_string()),
+                    )
+                })?;
+                tracing::info!(path = %old.display(), records = records.len(), "journal moved into the shared journal");
+                records
+            }
+            None => Vec::new(),
+        };
+        if exists {
+            std::fs::remove_file(&old).map_err(|e| ReversalError::io("remove", &old, e))?;
+            crate::record::sync_dir(&old)?;
+        }
+        Ok(records)
     }
 
     fn report(&self, path: &Path, torn: Option<Torn>) {

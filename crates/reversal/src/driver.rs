@@ -274,6 +274,15 @@ enum Inner {
     Response(TransmitId, bool, std::result::Result<Bytes, RequestError>),
 }
 
+/// Where a driver's journal groups go.
+enum JournalSource<J> {
+    /// Its own journal, behind a [`GroupCommit`] thread of its own.
+    Own(J),
+    /// A group commit thread shared with other drivers (a member of a
+    /// [`SharedJournal`](crate::SharedJournal)).
+    Group(GroupCommit),
+}
+
 /// The hook [`DriverBuilder::on_sign_on`] installs.
 type SignOnHook = Arc<dyn Fn(&EngineEvent) + Send + Sync>;
 
@@ -283,7 +292,7 @@ type SignOnHook = Arc<dyn Fn(&EngineEvent) + Send + Sync>;
 /// [`spawn`](DriverBuilder::spawn).
 pub struct DriverBuilder<S: Security, J: Journal, T: Transport> {
     engine: ReversalEngine<S>,
-    journal: J,
+    journal: JournalSource<J>,
     transport: T,
     late: Option<LateResponses>,
     events: Option<mpsc::UnboundedSender<EngineEvent>>,
@@ -302,6 +311,19 @@ impl<S: Security, J: Journal, T: Transport> std::fmt::Debug for DriverBuilder<S,
 }
 
 impl<S: Security, J: Journal, T: Transport> DriverBuilder<S, J, T> {
+    fn over(engine: ReversalEngine<S>, journal: JournalSource<J>, transport: T) -> Self {
+        DriverBuilder {
+            engine,
+            journal,
+            transport,
+            late: None,
+            events: None,
+            sign_on: None,
+            config: DriverConfig::default(),
+            link: "upstream".to_owned(),
+        }
+    }
+
     /// Late responses from the client's unmatched handler reach the engine (a late `0410`
     /// still acknowledges a reversal). The driver creates the channel behind `late`.
     pub fn late(mut self, late: LateResponses) -> Self {
@@ -343,7 +365,10 @@ impl<S: Security, J: Journal, T: Transport> DriverBuilder<S, J, T> {
     /// tokio runtime.
     pub fn spawn(self) -> ReversalDriver {
         let (tx, rx) = mpsc::channel(self.config.queue.max(1));
-        let group = GroupCommit::spawn_named(self.journal, &self.link);
+        let group = match self.journal {
+            JournalSource::Own(journal) => GroupCommit::spawn_named(journal, &self.link),
+            JournalSource::Group(group) => group,
+        };
         let late = self.late.map(|l| {
             let (ltx, lrx) = mpsc::channel(1024);
             if l.0.set(ltx).is_err() {
@@ -379,16 +404,20 @@ impl ReversalDriver {
         journal: J,
         transport: T,
     ) -> DriverBuilder<S, J, T> {
-        DriverBuilder {
-            engine,
-            journal,
-            transport,
-            late: None,
-            events: None,
-            sign_on: None,
-            config: DriverConfig::default(),
-            link: "upstream".to_owned(),
-        }
+        DriverBuilder::over(engine, JournalSource::Own(journal), transport)
+    }
+
+    /// As [`ReversalDriver::builder`], journaling through `group`, a [`GroupCommit`]
+    /// thread shared with other drivers: a member handle of a
+    /// [`SharedJournal`](crate::SharedJournal) ([`GroupCommit::member`]), the engine
+    /// recovered from that member's records
+    /// ([`SharedJournal::take`](crate::SharedJournal::take)).
+    pub fn builder_on<S: Security, T: Transport>(
+        engine: ReversalEngine<S>,
+        group: GroupCommit,
+        transport: T,
+    ) -> DriverBuilder<S, Box<dyn Journal>, T> {
+        DriverBuilder::over(engine, JournalSource::Group(group), transport)
     }
 
     async fn send(&self, cmd: Command) -> Result<()> {

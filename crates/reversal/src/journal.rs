@@ -481,23 +481,74 @@ impl Journal for MemoryJournal {
 
 type Reply = tokio::sync::oneshot::Sender<std::result::Result<(), Arc<ReversalError>>>;
 
+/// The member of a [`SharedJournal`](crate::shared_journal::SharedJournal) a command is
+/// for (`None`: the thread's only journal).
+type Member = Option<Arc<str>>;
+
 enum Command {
-    Append(Vec<JournalRecord>, Reply),
-    Compact(Vec<JournalRecord>, Reply),
+    Append(Member, Vec<JournalRecord>, Reply),
+    Compact(Member, Vec<JournalRecord>, Reply),
+}
+
+/// What a [`GroupCommit`] thread writes to: one [`Journal`], or every member of a
+/// [`SharedJournal`](crate::shared_journal::SharedJournal).
+trait Sink: Send + 'static {
+    /// Appends one group (`records`, cut into per-member runs by `runs`: the member and
+    /// the end index of its run) durably.
+    fn append(&mut self, records: &[JournalRecord], runs: &[(Member, usize)]) -> Result<()>;
+    /// Replaces `member`'s records with `live`.
+    fn compact(&mut self, member: Option<&str>, live: &[JournalRecord]) -> Result<()>;
+}
+
+/// A single journal as a [`Sink`] (members are ignored: there is only one).
+struct One<J>(J);
+
+impl<J: Journal> Sink for One<J> {
+    fn append(&mut self, records: &[JournalRecord], _: &[(Member, usize)]) -> Result<()> {
+        self.0.append(records)
+    }
+    fn compact(&mut self, _: Option<&str>, live: &[JournalRecord]) -> Result<()> {
+        self.0.compact(live)
+    }
+}
+
+/// The members of a shared journal as a [`Sink`].
+struct Shared<T>(T);
+
+impl<T> Sink for Shared<T>
+where
+    T: std::ops::DerefMut<Target = crate::shared_journal::SharedJournal> + Send + 'static,
+{
+    fn append(&mut self, records: &[JournalRecord], runs: &[(Member, usize)]) -> Result<()> {
+        self.0.append_runs(records, runs)
+    }
+    fn compact(&mut self, member: Option<&str>, live: &[JournalRecord]) -> Result<()> {
+        let member = member.ok_or(ReversalError::bad(
+            "a shared journal is written through its members (GroupCommit::member)",
+        ))?;
+        self.0.compact_member(member, live)
+    }
 }
 
 /// Group commit: a dedicated thread owns the journal; every batch of records that
 /// arrives while an fsync is running is written with the next single fsync. Clones share
 /// the thread; it ends when the last clone is dropped.
+///
+/// Over a [`SharedJournal`](crate::shared_journal::SharedJournal)
+/// ([`GroupCommit::spawn_shared`]) one thread and one fsync serve the journals of many
+/// engines (the terminals of one device, a simulator's terminals): each engine's driver
+/// writes through its own [`GroupCommit::member`] handle.
 #[derive(Clone)]
 pub struct GroupCommit {
     tx: mpsc::Sender<Command>,
     stats: Arc<GroupStats>,
+    member: Member,
 }
 
 impl std::fmt::Debug for GroupCommit {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("GroupCommit")
+            .field("member", &self.member)
             .field("fsyncs", &self.fsyncs())
             .finish_non_exhaustive()
     }
@@ -520,7 +571,33 @@ impl GroupCommit {
 
     /// As [`GroupCommit::spawn`], with `name` as the `journal` label of its metrics
     /// (sync latency and group size: see [`crate::metrics`]).
-    pub fn spawn_named<J: Journal>(mut journal: J, name: &str) -> GroupCommit {
+    pub fn spawn_named<J: Journal>(journal: J, name: &str) -> GroupCommit {
+        Self::start(One(journal), name)
+    }
+
+    /// Starts the writer thread over a shared journal (a
+    /// [`SharedJournal`](crate::shared_journal::SharedJournal), or a data directory's
+    /// part holding one): take each member's recovered records
+    /// ([`SharedJournal::take`](crate::shared_journal::SharedJournal::take)) first, then
+    /// write through [`GroupCommit::member`] handles. `name` labels the metrics.
+    pub fn spawn_shared<T>(shared: T, name: &str) -> GroupCommit
+    where
+        T: std::ops::DerefMut<Target = crate::shared_journal::SharedJournal> + Send + 'static,
+    {
+        Self::start(Shared(shared), name)
+    }
+
+    /// A handle on the same thread whose appends and compactions are `member`'s (of a
+    /// shared journal; on a single journal the member is ignored).
+    pub fn member(&self, member: &str) -> GroupCommit {
+        GroupCommit {
+            tx: self.tx.clone(),
+            stats: self.stats.clone(),
+            member: Some(Arc::from(member)),
+        }
+    }
+
+    fn start(mut sink: impl Sink, name: &str) -> GroupCommit {
         let metrics = crate::metrics::JournalMetrics::new(name);
         let (tx, rx) = mpsc::channel::<Command>();
         let stats = Arc::new(GroupStats::default());
@@ -530,7 +607,18 @@ impl GroupCommit {
             .spawn(move || {
                 let mut pending: Vec<Reply> = Vec::new();
                 let mut batch: Vec<JournalRecord> = Vec::new();
+                let mut runs: Vec<(Member, usize)> = Vec::new();
                 let mut next: Option<Command> = None;
+                let add = |batch: &mut Vec<JournalRecord>,
+                           runs: &mut Vec<(Member, usize)>,
+                           member: Member,
+                           recs: Vec<JournalRecord>| {
+                    batch.extend(recs);
+                    match runs.last_mut() {
+                        Some((m, end)) if *m == member => *end = batch.len(),
+                        _ => runs.push((member, batch.len())),
+                    }
+                };
                 loop {
                     let first = match next.take() {
                         Some(c) => c,
@@ -540,20 +628,20 @@ impl GroupCommit {
                         },
                     };
                     match first {
-                        Command::Compact(live, reply) => {
-                            let r = journal.compact(&live).map_err(Arc::new);
+                        Command::Compact(member, live, reply) => {
+                            let r = sink.compact(member.as_deref(), &live).map_err(Arc::new);
                             let _ = reply.send(r);
                             continue;
                         }
-                        Command::Append(recs, reply) => {
-                            batch.extend(recs);
+                        Command::Append(member, recs, reply) => {
+                            add(&mut batch, &mut runs, member, recs);
                             pending.push(reply);
                         }
                     }
                     while batch.len() < MAX_GROUP {
                         match rx.try_recv() {
-                            Ok(Command::Append(recs, reply)) => {
-                                batch.extend(recs);
+                            Ok(Command::Append(member, recs, reply)) => {
+                                add(&mut batch, &mut runs, member, recs);
                                 pending.push(reply);
                             }
                             Ok(c @ Command::Compact(..)) => {
@@ -564,13 +652,14 @@ impl GroupCommit {
                         }
                     }
                     let started = std::time::Instant::now();
-                    let r = journal.append(&batch).map_err(Arc::new);
+                    let r = sink.append(&batch, &runs).map_err(Arc::new);
                     metrics.sync.record(started.elapsed().as_secs_f64());
                     metrics.group.record(batch.len() as f64);
                     st.fsyncs.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                     st.records
                         .fetch_add(batch.len() as u64, std::sync::atomic::Ordering::Relaxed);
                     batch.clear();
+                    runs.clear();
                     for reply in pending.drain(..) {
                         let _ = reply.send(r.clone());
                     }
@@ -578,7 +667,11 @@ impl GroupCommit {
             })
             .map(|_| ())
             .unwrap_or_else(|e| tracing::error!(error = %e, "cannot start the journal thread"));
-        GroupCommit { tx, stats }
+        GroupCommit {
+            tx,
+            stats,
+            member: None,
+        }
     }
 
     /// Appends `records`; the returned future resolves when they are durable (sharing
@@ -595,7 +688,9 @@ impl GroupCommit {
     ) -> impl std::future::Future<Output = std::result::Result<(), Arc<ReversalError>>> + Send + 'static
     {
         let (tx, rx) = tokio::sync::oneshot::channel();
-        let sent = self.tx.send(Command::Append(records, tx));
+        let sent = self
+            .tx
+            .send(Command::Append(self.member.clone(), records, tx));
         async move {
             sent.map_err(|_| Arc::new(ReversalError::DriverStopped))?;
             rx.await
@@ -614,7 +709,9 @@ impl GroupCommit {
     ) -> impl std::future::Future<Output = std::result::Result<(), Arc<ReversalError>>> + Send + 'static
     {
         let (tx, rx) = tokio::sync::oneshot::channel();
-        let sent = self.tx.send(Command::Compact(live, tx));
+        let sent = self
+            .tx
+            .send(Command::Compact(self.member.clone(), live, tx));
         async move {
             sent.map_err(|_| Arc::new(ReversalError::DriverStopped))?;
             rx.await

@@ -12,6 +12,8 @@
 //! - [`journal`] — the terminal's write-ahead journal: [`JournalRecord`]s, the
 //!   [`Journal`] trait, [`FileJournal`] (fsync, recovery, compaction),
 //!   [`MemoryJournal`], and [`GroupCommit`] (concurrent writers share one fsync).
+//! - [`shared_journal`] — [`SharedJournal`]: many engines' journals in one file behind
+//!   one [`GroupCommit`] thread (one fsync per group for all of them).
 //! - [`profile`] — [`ReversalProfile`] per dialect (`cup-pos`, `iso87-*`, `iso93-ascii`):
 //!   building the `0400`/`1420` from the original, DE 39 reasons, DE 90/56/60/61,
 //!   the matching key [`TxnKey`].
@@ -130,6 +132,7 @@ pub mod seal;
 pub mod security;
 pub mod sessions;
 pub mod settlement;
+pub mod shared_journal;
 pub mod store;
 
 pub use counters::FileCounters;
@@ -164,6 +167,7 @@ pub use settlement::{
     BatchTotals, HostSettlement, Iso87Totals, Settlement, SettlementConfig, SettlementOutcome,
     SettlementState, SideTotals, UploadEntry,
 };
+pub use shared_journal::SharedJournal;
 pub use store::{
     Admission, FileStore, IdempotencyStore, Ledger, MemoryStore, StoreRecord, StoredTxn,
 };

@@ -589,7 +589,7 @@ fn read_full(r: &mut impl Read, buf: &mut [u8]) -> std::io::Result<usize> {
     Ok(n)
 }
 
-fn sync_dir(path: &Path) -> Result<()> {
+pub(crate) fn sync_dir(path: &Path) -> Result<()> {
     let dir = match path.parent() {
         Some(d) if !d.as_os_str().is_empty() => d,
         _ => Path::new("."),
@@ -662,6 +662,14 @@ impl<'a> Reader<'a> {
         let (a, b) = self.buf.split_at(n);
         self.buf = b;
         Ok(a)
+    }
+    /// Bytes not read yet.
+    pub fn remaining(&self) -> usize {
+        self.buf.len()
+    }
+    /// Everything not read yet (the reader is then at the end).
+    pub fn rest(&mut self) -> &'a [u8] {
+        std::mem::take(&mut self.buf)
     }
     /// One byte.
     pub fn u8(&mut self) -> Result<u8> {

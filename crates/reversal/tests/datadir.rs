@@ -552,3 +552,65 @@ fn a_ledger_overflow_is_refused_before_anything_is_written() {
     let s = d.idempotency("host").expect("replays");
     assert_eq!(s.ledger().total(), Decimal::MAX);
 }
+
+/// A shared journal part: members written through one group commit thread come back
+/// after a reopen; a member's journal file of its own (written before it joined) is moved
+/// in once and removed, and a left-over file of a member already moved is removed too.
+#[tokio::test]
+async fn shared_journal_part_adopts_old_per_member_journals() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        // An older run: terminal A had a journal file of its own.
+        let data = DataDir::open(dir.path()).unwrap();
+        let mut old = data.journal("A").unwrap();
+        old.append(&[started(1), started(2)]).unwrap();
+    }
+    let old_path = dir.path().join("A.journal");
+    assert!(old_path.exists());
+    {
+        let data = DataDir::open(dir.path()).unwrap();
+        let mut shared = data.shared_journal("terminals").unwrap();
+        let (ra, rb) = (shared.take("A"), shared.take("B"));
+        assert_eq!((ra.is_some(), rb.is_some()), (false, false));
+        let group = isoswitch_reversal::GroupCommit::spawn_shared(shared, "terminals");
+        let a = data
+            .adopt_journal("A", ra, &group.member("A"))
+            .await
+            .unwrap();
+        assert_eq!(a, vec![started(1), started(2)]);
+        assert!(!old_path.exists(), "moved in and removed");
+        let b = data
+            .adopt_journal("B", rb, &group.member("B"))
+            .await
+            .unwrap();
+        assert!(b.is_empty());
+        group.member("A").append(vec![started(3)]).await.unwrap();
+        group.member("B").append(vec![started(9)]).await.unwrap();
+    }
+    // A crash between moving A in and removing its old file: the file is left over.
+    {
+        let data = DataDir::open(dir.path()).unwrap();
+        data.journal("A").unwrap().append(&[started(77)]).unwrap();
+    }
+    let data = DataDir::open(dir.path()).unwrap();
+    let mut shared = data.shared_journal("terminals").unwrap();
+    let (ra, rb) = (shared.take("A"), shared.take("B"));
+    let group = isoswitch_reversal::GroupCommit::spawn_shared(shared, "terminals");
+    let a = data
+        .adopt_journal("A", ra, &group.member("A"))
+        .await
+        .unwrap();
+    assert_eq!(
+        a,
+        vec![started(1), started(2), started(3)],
+        "the shared journal wins"
+    );
+    assert!(!old_path.exists(), "left-over file removed");
+    let b = data
+        .adopt_journal("B", rb, &group.member("B"))
+        .await
+        .unwrap();
+    assert_eq!(b, vec![started(9)]);
+    // The part is claimed while the thread holds it.
+    assert!(data.shared_journal("terminals").is_err());
+}
