@@ -73,7 +73,8 @@ fn bench(c: &mut Criterion) {
     let url = pg.fresh_database("bench").expect("database");
     let mut cfg = PgConfig::new(&url);
     cfg.node = "bench".into();
-    let store = PgStore::open(cfg).expect("store");
+    let keys = isoswitch_reversal::seal::DataKeys::new(&[0x5A; 32]).expect("data key");
+    let store = PgStore::open(cfg, std::sync::Arc::new(keys)).expect("store");
     let gc = GroupCommit::spawn(store.journal("bench").expect("journal"));
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)

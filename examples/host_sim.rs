@@ -61,7 +61,7 @@ async fn main() -> ExitCode {
         let h = match &args.store {
             Some(url) => host::HostSim::open_on(
                 &cfg,
-                config::pg_store(url, None, std::time::Duration::from_secs(5))?,
+                config::pg_store(url, None, std::time::Duration::from_secs(5), &cfg.kek)?,
             )?,
             None => host::HostSim::open(&cfg)?,
         };

@@ -121,7 +121,7 @@ async fn main() -> ExitCode {
         };
         match &args.store {
             Some(url) => {
-                let store = config::pg_store(url, args.node.as_deref(), args.lease)?;
+                let store = config::pg_store(url, args.node.as_deref(), args.lease, &cfg.kek)?;
                 let sw = switch::Switch::start_on_with_tls(store, cfg, host_tls).await?;
                 sw.serve_ops(&args.listen, settings).await
             }

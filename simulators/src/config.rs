@@ -156,7 +156,8 @@ pub const ACQUIRER_ID: &str = "00000000001";
 
 /// Opens the shared PostgreSQL store `url` (`postgres://USER@HOST:PORT/DB`) as node
 /// `node` (default: host name + pid) with leases of `lease` (`--store`, `--node`,
-/// `--lease` of switchd and host_sim).
+/// `--lease` of switchd and host_sim), its rows sealed under the data key derived from
+/// `kek` (`--kek`), as [`crate::open_data_dir`] seals the files of a data directory.
 ///
 /// # Errors
 /// A bad URL, an unreachable server, a failed migration.
@@ -164,11 +165,14 @@ pub fn pg_store(
     url: &str,
     node: Option<&str>,
     lease: std::time::Duration,
+    kek: &Kek,
 ) -> Result<isoswitch_pg::PgStore> {
     let mut c = isoswitch_pg::PgConfig::new(url);
     if let Some(n) = node {
         c.node = n.to_string();
     }
     c.lease = lease;
-    isoswitch_pg::PgStore::open(c).map_err(|e| SimError::Config(format!("--store {url}: {e}")))
+    let keys = crate::reversal::seal::DataKeys::from_kek(kek)?;
+    isoswitch_pg::PgStore::open(c, std::sync::Arc::new(keys))
+        .map_err(|e| SimError::Config(format!("--store {url}: {e}")))
 }

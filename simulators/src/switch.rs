@@ -52,7 +52,7 @@ pub struct HsmConfig {
 
 impl HsmConfig {
     /// Opens the module (connects to a remote one) and loads the keys.
-    async fn open(&self, zone_key: &Key) -> Result<Arc<DukptPins>> {
+    async fn open(&self) -> Result<Arc<DukptPins>> {
         let module = match &self.remote {
             Some(addr) => AnyModule::Thales(
                 ThalesClient::connect(addr.as_str(), ClientConfig::default())
@@ -70,14 +70,8 @@ impl HsmConfig {
         );
         let bdk = super::config::load_key_under_lmk(&self.bdk, "BDK under LMK")?;
         let zmk = super::config::load_key_under_lmk(&self.zmk, "ZMK under LMK")?;
-        let pins = DukptPins::new(
-            module,
-            &bdk,
-            &zmk,
-            zone_key.clone(),
-            super::terminal::DUKPT_KSN_FIELD,
-        )
-        .map_err(|e| super::SimError::Config(e.to_string()))?;
+        let pins = DukptPins::new(module, &bdk, &zmk, super::terminal::DUKPT_KSN_FIELD)
+            .map_err(|e| super::SimError::Config(e.to_string()))?;
         Ok(Arc::new(pins))
     }
 }
@@ -144,7 +138,7 @@ impl<St: Store + Clone> Switch<St> {
     ) -> Result<Switch<St>> {
         let keys = super::config::key_store(&config.terminals)?;
         let dukpt = match &config.hsm {
-            Some(h) => Some(h.open(&config.zone_key).await?),
+            Some(h) => Some(h.open().await?),
             None => None,
         };
         let service = SwitchService::start(

@@ -7,7 +7,7 @@
 //! the rest of stderr is its log) naming
 //! the file, the offset and what is wrong; never panic.
 
-use std::net::{TcpListener, TcpStream};
+use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -20,39 +20,8 @@ use isoswitch::reversal::seal::DataKeys;
 use isoswitch::reversal::store::{FileStore, IdempotencyStore, OriginalState, StoreRecord};
 use isoswitch::reversal::{BatchTotals, Decimal};
 
-fn repo() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
-}
-
-/// The example binary `name` (built by `cargo test`; built here when missing, e.g. under
-/// `cargo test --test corruption`).
-fn program(name: &str) -> PathBuf {
-    let exe = std::env::current_exe().expect("test binary");
-    let debug = exe
-        .parent()
-        .and_then(Path::parent)
-        .expect("target dir")
-        .to_path_buf();
-    let p = debug.join("examples").join(name);
-    if !p.exists() {
-        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-        let ok = Command::new(cargo)
-            .args(["build", "-q", "-p", "isoswitch-sim", "--example", name])
-            .current_dir(repo())
-            .status()
-            .expect("cargo build")
-            .success();
-        assert!(ok, "building {name}");
-    }
-    p
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free port")
-}
+mod common;
+use common::{free_port, program, repo};
 
 /// What a start came to.
 #[derive(Debug)]

@@ -21,6 +21,8 @@ use isoswitch_sim::config::{self, parse_terminals, SAMPLE_KEK, SAMPLE_TERMINALS,
 use isoswitch_sim::terminal::{self, TerminalSimConfig};
 use isoswitch_sim::{host, switch};
 
+mod common;
+
 fn example(name: &str) -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
         .join("../examples")
@@ -112,41 +114,14 @@ async fn run(remote_hsm: bool) {
     // No clear PAN at rest: no card number the terminals used appears in any file of
     // the host's, the switch's or the terminals' data directories, neither as ASCII
     // digits (iso87) nor packed BCD (cup-pos DE 2).
-    let mut files = Vec::new();
-    let mut dirs = vec![dir.path().to_path_buf()];
-    while let Some(d) = dirs.pop() {
-        for e in std::fs::read_dir(&d).expect("read dir") {
-            let p = e.expect("entry").path();
-            if p.is_dir() {
-                dirs.push(p);
-            } else {
-                files.push(p);
-            }
-        }
-    }
+    let files = common::files_under(dir.path());
     assert!(files.len() >= 8, "{files:?}");
     let pans: Vec<String> = terminals[..4]
         .iter()
         .flat_map(|t| terminal::pans_for(&t.tid))
         .collect();
-    for f in &files {
-        let bytes = std::fs::read(f).expect("read");
-        for pan in &pans {
-            let bcd: Vec<u8> = pan
-                .as_bytes()
-                .chunks(2)
-                .map(|c| ((c[0] - b'0') << 4) | (c[1] - b'0'))
-                .collect();
-            for needle in [pan.as_bytes(), &pan.as_bytes()[6..], &bcd[..]] {
-                assert!(
-                    !bytes.windows(needle.len()).any(|w| w == needle),
-                    "{} holds PAN {}… in clear",
-                    f.display(),
-                    &pan[..6]
-                );
-            }
-        }
-    }
+    let hits = common::pans_in_files(&files, &pans);
+    assert!(hits.is_empty(), "{hits:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

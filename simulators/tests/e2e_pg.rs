@@ -120,7 +120,7 @@ fn e2e_pg_child() {
         let kek = config::kek_from_hex(SAMPLE_KEK).expect("kek");
         match role.as_str() {
             "host" => {
-                let store = config::pg_store(&url, Some("host"), LEASE).expect("store");
+                let store = config::pg_store(&url, Some("host"), LEASE, &kek).expect("store");
                 let h = host::HostSim::open_on(
                     &host::HostSimConfig {
                         zone_key,
@@ -138,7 +138,7 @@ fn e2e_pg_child() {
             }
             "switch" => {
                 // Node name: host name + pid (a restarted node is a new node).
-                let store = config::pg_store(&url, None, LEASE).expect("store");
+                let store = config::pg_store(&url, None, LEASE, &kek).expect("store");
                 let sw = switch::Switch::start_on(
                     store,
                     switch::SwitchConfig {
@@ -277,7 +277,7 @@ fn two_nodes(disrupt: Disrupt) {
     println!("{}\n{}", report_a.render(), report_b.render());
     println!("upstream chaos: {}", proxy.summary());
     // Every reversal pending anywhere is acknowledged: wait for the take-overs.
-    let check = config::pg_store(&url, Some("check"), LEASE).expect("store");
+    let check = config::pg_store(&url, Some("check"), LEASE, &kek).expect("store");
     let end = Instant::now() + Duration::from_secs(60);
     let mut pending = u64::MAX;
     while Instant::now() < end {
@@ -314,7 +314,7 @@ fn two_nodes(disrupt: Disrupt) {
             data_dir: "unused".into(),
             fsync: true,
         },
-        config::pg_store(&url, Some("ledger"), LEASE).expect("store"),
+        config::pg_store(&url, Some("ledger"), LEASE, &kek).expect("store"),
     )
     .expect("host on the store")
     .summary()

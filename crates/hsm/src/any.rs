@@ -123,4 +123,8 @@ impl SecurityModule for AnyModule {
     ) -> Result<KeyBlob> {
         each!(self, m => m.export_key(key, kek, format))
     }
+
+    async fn forget_key(&self, key: KeyHandle) -> Result<()> {
+        each!(self, m => m.forget_key(key))
+    }
 }

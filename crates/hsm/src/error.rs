@@ -74,3 +74,51 @@ pub enum HsmError {
     #[error("HSM response timed out")]
     Timeout,
 }
+
+impl HsmError {
+    /// Whether the module could not be talked to — connection failed or closed, no
+    /// answer in time, an answer that does not parse — as opposed to a module that
+    /// answered and refused (a PIN block that does not decipher, a key of the wrong
+    /// usage, an error code). A caller answers the first as a system malfunction
+    /// (`96`), the second as the request's own failure (`99` for a PIN translation).
+    pub fn is_transport(&self) -> bool {
+        matches!(
+            self,
+            HsmError::Io(_)
+                | HsmError::ConnectionClosed
+                | HsmError::Timeout
+                | HsmError::Protocol(_)
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn transport_errors_are_told_from_refusals() {
+        for e in [
+            HsmError::Io(std::io::Error::from(std::io::ErrorKind::ConnectionRefused)),
+            HsmError::ConnectionClosed,
+            HsmError::Timeout,
+        ] {
+            assert!(e.is_transport(), "{e}");
+        }
+        for e in [
+            HsmError::Refused {
+                command: "G0",
+                code: "20".into(),
+            },
+            HsmError::UnknownKey(KeyHandle(7)),
+            HsmError::Unsupported("x"),
+            HsmError::Crypto(SessionError::BadPinBlockLength {
+                format: isoswitch_session::crypto::PinBlockFormat::Iso0,
+                expected: 8,
+                found: 3,
+            }),
+        ] {
+            assert!(!e.is_transport(), "{e}");
+        }
+    }
+}

@@ -133,4 +133,12 @@ pub trait SecurityModule: Send + Sync {
         kek: KeyHandle,
         format: ExportFormat,
     ) -> impl Future<Output = Result<KeyBlob>> + Send;
+
+    /// Forgets a held key: its handle is no longer valid (a zone key of a generation
+    /// no longer in use, so that handles do not pile up); the software module zeroizes
+    /// it.
+    ///
+    /// # Errors
+    /// [`crate::HsmError::UnknownKey`] for a handle not held.
+    fn forget_key(&self, key: KeyHandle) -> impl Future<Output = Result<()>> + Send;
 }

@@ -609,6 +609,14 @@ impl SecurityModule for SoftHsm {
     ) -> impl Future<Output = Result<KeyBlob>> + Send {
         ready(self.export_key_now(key, kek, format))
     }
+
+    fn forget_key(&self, key: KeyHandle) -> impl Future<Output = Result<()>> + Send {
+        ready(if self.delete_key(key) {
+            Ok(())
+        } else {
+            Err(HsmError::UnknownKey(key))
+        })
+    }
 }
 
 #[cfg(test)]
@@ -645,6 +653,24 @@ mod tests {
         .unwrap();
         let under = EncryptedKey::new(key.kind(), &encrypt_key_under(&lmk, &key).unwrap()).unwrap();
         hsm.load_key(&under, usage).unwrap()
+    }
+
+    #[test]
+    fn a_deleted_key_is_gone() {
+        let hsm = hsm();
+        let h = load(&hsm, &[0x11; 16], KeyUsage::ZonePin);
+        let other = load(&hsm, &[0x22; 16], KeyUsage::ZonePin);
+        block_on(hsm.key_check_value(h)).unwrap();
+        block_on(hsm.forget_key(h)).unwrap();
+        assert!(matches!(
+            block_on(hsm.key_check_value(h)),
+            Err(HsmError::UnknownKey(k)) if k == h
+        ));
+        assert!(matches!(
+            block_on(hsm.forget_key(h)),
+            Err(HsmError::UnknownKey(_))
+        ));
+        block_on(hsm.key_check_value(other)).expect("the other key stays");
     }
 
     #[test]

@@ -59,6 +59,24 @@ async fn a0_generates_under_a_zmk_and_bu_checks_it() {
 }
 
 #[tokio::test]
+async fn a_forgotten_key_is_no_longer_held() {
+    let c = start().await;
+    let zmk = c.register_key(under(&lmk(), &tdes(ZMK)), KeyUsage::ZoneMaster);
+    let other = c.register_key(under(&lmk(), &tdes(ZMK)), KeyUsage::ZoneMaster);
+    c.forget_key(zmk).await.unwrap();
+    assert!(matches!(c.key_under_lmk(zmk), Err(HsmError::UnknownKey(k)) if k == zmk));
+    assert!(matches!(
+        c.key_check_value(zmk).await,
+        Err(HsmError::UnknownKey(_))
+    ));
+    assert!(matches!(
+        c.forget_key(zmk).await,
+        Err(HsmError::UnknownKey(_))
+    ));
+    c.key_under_lmk(other).expect("the other key stays");
+}
+
+#[tokio::test]
 async fn hc_changes_the_terminal_master_key() {
     let c = start().await;
     let tmk_clear = tdes(TMK);

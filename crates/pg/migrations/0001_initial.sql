@@ -1,8 +1,9 @@
 -- isoswitch-pg schema, version 1.
 -- Nothing here holds a PIN block, track data or a working key in clear: journal
 -- records carry the original without DE 35/36/45/52 and without its MAC (as the file
--- journal does), sessions are AES-256-GCM sealed snapshots, and the PAN is kept as the
--- file store keeps it.
+-- journal does), sessions are AES-256-GCM sealed snapshots. Version 1 keeps the PAN
+-- in clear (journal and decision payloads, host_ledger.pan); version 2
+-- (0002_sealed.sql) seals them under the data keys.
 
 -- A node's journal: `<journal>@<node>`, leased to its owner.
 CREATE TABLE journal_part (

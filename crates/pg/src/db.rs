@@ -1,6 +1,7 @@
 //! The connection side: a small tokio runtime of the store's own, a
 //! `deadpool-postgres` pool on it, the synchronous bridge the store traits need
-//! ([`Db::call`]), and the versioned migrations ([`MIGRATIONS`], [`migrate`]).
+//! ([`Db::call`]), the versioned migrations ([`MIGRATIONS`], [`migrate`]), and the
+//! sealing of rows under the data keys ([`seal_clear_rows`], [`reseal_rotated`]).
 //!
 //! The store traits are synchronous (the engine's group-commit thread, the host
 //! handler); a call sends its statement to the store's runtime and waits on a plain
@@ -9,27 +10,63 @@
 
 use crate::error::PgError;
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
+use isoswitch_reversal::seal::DataKeys;
 use std::future::Future;
 use std::time::Duration;
 
 /// The migrations, in order: `(version, file, SQL)`. Each is applied once, in one
-/// transaction with its `schema_version` row.
-pub const MIGRATIONS: &[(i32, &str, &str)] = &[(
-    1,
-    "0001_initial.sql",
-    include_str!("../migrations/0001_initial.sql"),
-)];
+/// transaction with its `schema_version` row. A migration whose SQL holds the line
+/// [`SEAL_MARKER`] runs [`seal_clear_rows`] there, in the same transaction (version
+/// 2: the rows version 1 wrote in clear are sealed before the clear column goes).
+pub const MIGRATIONS: &[(i32, &str, &str)] = &[
+    (
+        1,
+        "0001_initial.sql",
+        include_str!("../migrations/0001_initial.sql"),
+    ),
+    (
+        2,
+        "0002_sealed.sql",
+        include_str!("../migrations/0002_sealed.sql"),
+    ),
+];
+
+/// The line of a migration where the store's sealing step runs ([`seal_clear_rows`]).
+pub const SEAL_MARKER: &str = "\n-- @seal-clear-rows\n";
+
+/// The columns that hold sealed payloads from schema version 2 on: `(table, column)`.
+pub const SEALED_COLUMNS: &[(&str, &str)] = &[
+    ("journal_record", "payload"),
+    ("pending_reversal", "message"),
+    ("host_decision", "payload"),
+];
 
 /// The advisory lock key migrating nodes serialize on.
 pub const MIGRATION_LOCK: i64 = 0x1505_0511_0000_0001;
 
+/// Rows rewritten per statement by the sealing steps.
+const RESEAL_CHUNK: usize = 1000;
+
 /// Applies the migrations the database does not have yet; returns the version it is
 /// at. Concurrent starters are serialized by a transaction-scoped advisory lock: the
-/// second sees what the first applied.
+/// second sees what the first applied. `keys` seal what an older version left in
+/// clear ([`seal_clear_rows`]).
 ///
 /// # Errors
 /// [`PgError::Migration`], [`PgError::SchemaTooNew`], connection errors.
-pub async fn migrate(client: &mut tokio_postgres::Client) -> Result<i32, PgError> {
+pub async fn migrate(client: &mut tokio_postgres::Client, keys: &DataKeys) -> Result<i32, PgError> {
+    migrate_to(client, keys, i32::MAX).await
+}
+
+/// As [`migrate`], up to version `upto` at most (tests build older databases with it).
+///
+/// # Errors
+/// As [`migrate`].
+pub async fn migrate_to(
+    client: &mut tokio_postgres::Client,
+    keys: &DataKeys,
+    upto: i32,
+) -> Result<i32, PgError> {
     let tx = client.transaction().await?;
     tx.execute("SELECT pg_advisory_xact_lock($1)", &[&MIGRATION_LOCK])
         .await?;
@@ -49,16 +86,23 @@ pub async fn migrate(client: &mut tokio_postgres::Client) -> Result<i32, PgError
         return Err(PgError::SchemaTooNew { found: at, known });
     }
     for &(version, file, sql) in MIGRATIONS {
-        if version <= at {
+        if version <= at || version > upto {
             continue;
         }
-        tx.batch_execute(sql)
-            .await
-            .map_err(|source| PgError::Migration {
-                version,
-                file,
-                source,
-            })?;
+        let failed = |source| PgError::Migration {
+            version,
+            file,
+            source,
+        };
+        match sql.split_once(SEAL_MARKER) {
+            Some((before, after)) => {
+                tx.batch_execute(before).await.map_err(failed)?;
+                let n = seal_clear_rows(&tx, keys).await?;
+                tracing::info!(version, rows = n, key = %hex(&keys.current_id()), "rows written in clear sealed under the data key");
+                tx.batch_execute(after).await.map_err(failed)?;
+            }
+            None => tx.batch_execute(sql).await.map_err(failed)?,
+        }
         tx.execute(
             "INSERT INTO schema_version (version, file) VALUES ($1, $2)",
             &[&version, &file],
@@ -69,6 +113,129 @@ pub async fn migrate(client: &mut tokio_postgres::Client) -> Result<i32, PgError
     }
     tx.commit().await?;
     Ok(at)
+}
+
+fn hex(b: &[u8]) -> String {
+    b.iter().map(|x| format!("{x:02X}")).collect()
+}
+
+/// Rewrites `column` of every row of `table` that `pick` selects (`None`: leave it)
+/// through `rewrite`; returns how many rows changed. Rows are addressed by `ctid`
+/// (stable within the transaction: they are locked `FOR UPDATE`).
+async fn rewrite_column(
+    tx: &tokio_postgres::Transaction<'_>,
+    table: &'static str,
+    column: &'static str,
+    filter: &str,
+    params: &[&(dyn tokio_postgres::types::ToSql + Sync)],
+    mut rewrite: impl FnMut(&[u8]) -> Result<Vec<u8>, PgError>,
+) -> Result<u64, PgError> {
+    let rows = tx
+        .query(
+            &format!("SELECT ctid::text, {column} FROM {table} {filter} FOR UPDATE"),
+            params,
+        )
+        .await?;
+    let update = format!(
+        "UPDATE {table} SET {column} = u.v FROM unnest($1::text[], $2::bytea[]) AS u(c, v)
+          WHERE {table}.ctid = u.c::tid"
+    );
+    let mut n = 0u64;
+    for chunk in rows.chunks(RESEAL_CHUNK) {
+        let mut ids = Vec::with_capacity(chunk.len());
+        let mut values = Vec::with_capacity(chunk.len());
+        for r in chunk {
+            ids.push(r.get::<_, String>(0));
+            values.push(rewrite(r.get::<_, &[u8]>(1))?);
+        }
+        n += tx.execute(&update, &[&ids, &values]).await?;
+    }
+    Ok(n)
+}
+
+/// The sealing step of migration 2: seals every payload of [`SEALED_COLUMNS`] (all
+/// of them in clear at version 1) under the current data key, and fills
+/// `host_ledger.pan_hash` from the clear `pan`. Returns the rows rewritten.
+///
+/// # Errors
+/// Database errors; [`PgError::Seal`].
+pub async fn seal_clear_rows(
+    tx: &tokio_postgres::Transaction<'_>,
+    keys: &DataKeys,
+) -> Result<u64, PgError> {
+    let mut n = 0;
+    for &(table, column) in SEALED_COLUMNS {
+        n += rewrite_column(tx, table, column, "", &[], |clear| seal(keys, clear)).await?;
+    }
+    let rows = tx
+        .query("SELECT ctid::text, pan FROM host_ledger FOR UPDATE", &[])
+        .await?;
+    for chunk in rows.chunks(RESEAL_CHUNK) {
+        let ids: Vec<String> = chunk.iter().map(|r| r.get(0)).collect();
+        let hashes: Vec<Vec<u8>> = chunk
+            .iter()
+            .map(|r| keys.pan_hash(r.get::<_, &str>(1)).to_vec())
+            .collect();
+        n += tx
+            .execute(
+                "UPDATE host_ledger SET pan_hash = u.h FROM unnest($1::text[], $2::bytea[]) AS u(c, h)
+                  WHERE host_ledger.ctid = u.c::tid",
+                &[&ids, &hashes],
+            )
+            .await?;
+    }
+    Ok(n)
+}
+
+/// Rotation: re-seals under the current data key every payload of [`SEALED_COLUMNS`]
+/// sealed under another (a previous key, which must be loaded); returns the rows
+/// rewritten. After it, the previous key is no longer needed to open the rows.
+/// `host_ledger` rows keyed by an older key's PAN hash stay as they are (the PAN
+/// cannot be had from its hash): totals are unchanged, a card's later moves go to its
+/// row under the current key's hash.
+///
+/// # Errors
+/// Database errors; [`PgError::Unseal`] for a row no loaded key opens.
+pub async fn reseal_rotated(
+    tx: &tokio_postgres::Transaction<'_>,
+    keys: &DataKeys,
+) -> Result<u64, PgError> {
+    let current = keys.current_id().to_vec();
+    let mut n = 0;
+    for &(table, column) in SEALED_COLUMNS {
+        let filter = format!("WHERE substr({column}, 1, 4) <> $1");
+        n += rewrite_column(tx, table, column, &filter, &[&current], |sealed| {
+            let clear = unseal(keys, table, "a row", sealed)?;
+            seal(keys, &clear)
+        })
+        .await?;
+    }
+    Ok(n)
+}
+
+/// `clear` sealed under the current data key.
+pub(crate) fn seal(keys: &DataKeys, clear: &[u8]) -> Result<Vec<u8>, PgError> {
+    let mut out = Vec::with_capacity(clear.len() + isoswitch_reversal::seal::SEAL_OVERHEAD);
+    keys.seal_into(clear, &mut out).map_err(PgError::Seal)?;
+    Ok(out)
+}
+
+/// A sealed column opened; `what` names the row in the error.
+pub(crate) fn unseal(
+    keys: &DataKeys,
+    table: &'static str,
+    what: impl std::fmt::Display,
+    sealed: &[u8],
+) -> Result<Vec<u8>, PgError> {
+    let mut out = Vec::with_capacity(sealed.len());
+    keys.open_into(sealed, &mut out)
+        .map_err(|e| PgError::Unseal {
+            table,
+            what: format!("{what}: {e}"),
+            key: sealed.get(..4).map(hex).unwrap_or_default(),
+            loaded: format!("{keys:?}"),
+        })?;
+    Ok(out)
 }
 
 /// The runtime, the pool and the bridge; shared by every part of a store.
@@ -103,6 +270,7 @@ impl Db {
         url: &str,
         pool_size: usize,
         timeout: Duration,
+        keys: std::sync::Arc<DataKeys>,
     ) -> Result<(Db, i32), PgError> {
         let mut pg: tokio_postgres::Config = url.parse().map_err(PgError::Url)?;
         pg.connect_timeout(timeout);
@@ -147,7 +315,7 @@ impl Db {
         };
         let version = db.call(|pool| async move {
             let mut client = pool.get().await?;
-            migrate(&mut client).await
+            migrate(&mut client, &keys).await
         })?;
         Ok((db, version))
     }

@@ -45,6 +45,23 @@ pub enum PgError {
         /// What is wrong.
         what: String,
     },
+    /// A payload could not be sealed under the data key.
+    #[error("cannot seal a row under the data key: {0}")]
+    Seal(#[source] ReversalError),
+    /// A sealed row does not open under the data keys loaded: sealed under a key that
+    /// is not loaded (another key-encryption key, or a previous one after a rotation),
+    /// or damaged.
+    #[error("table {table}: {what} (sealed under data key {key}; loaded: {loaded}): start with the key-encryption key the database was written under (and the previous one after a rotation)")]
+    Unseal {
+        /// The table.
+        table: &'static str,
+        /// Which row, and why it does not open.
+        what: String,
+        /// The row's key id (hex).
+        key: String,
+        /// The key ids loaded.
+        loaded: String,
+    },
     /// Another node holds the lease on this journal.
     #[error("journal {part} is leased to node {owner}")]
     Leased {

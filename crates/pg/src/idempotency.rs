@@ -1,6 +1,10 @@
 //! [`PgIdempotency`]: the host's decisions and ledger in `host_decision` and
 //! `host_ledger`, shared by every node that opens the same part.
 //!
+//! No PAN at rest in clear: a decision's payload ([`StoreRecord::encode`]) is sealed
+//! under the store's data keys, and a card's ledger row is keyed by its keyed hash
+//! ([`isoswitch_reversal::seal::DataKeys::pan_hash`]).
+//!
 //! A decision is one statement (one transaction): `INSERT … ON CONFLICT DO NOTHING`
 //! of the record under its key and kind, and — only when that row went in — the
 //! ledger effect on the card's `host_ledger` row. A second decision of the same kind
@@ -52,8 +56,10 @@ pub struct PgIdempotency {
     _claim: Claim,
 }
 
-fn decode(table_row: usize, payload: &[u8]) -> Result<StoreRecord, PgError> {
-    StoreRecord::decode(payload).map_err(|e| PgError::BadRow {
+/// A decision row opened and decoded.
+fn decode(inner: &Inner, table_row: usize, sealed: &[u8]) -> Result<StoreRecord, PgError> {
+    let payload = inner.unseal("host_decision", format_args!("row {table_row}"), sealed)?;
+    StoreRecord::decode(&payload).map_err(|e| PgError::BadRow {
         table: "host_decision",
         what: format!("row {table_row}: {e}"),
     })
@@ -79,7 +85,7 @@ impl PgIdempotency {
             .map_err(inner.err("open idempotency store"))?;
         let mut state = MemoryStore::new();
         for (i, payload) in rows.iter().enumerate() {
-            let rec = decode(i, payload).map_err(inner.err("open idempotency store"))?;
+            let rec = decode(&inner, i, payload).map_err(inner.err("open idempotency store"))?;
             state.apply(rec)?;
         }
         Ok(PgIdempotency {
@@ -129,7 +135,7 @@ impl PgIdempotency {
             if known(&self.state, key, *kind) {
                 continue;
             }
-            let rec = decode(i, payload).map_err(self.inner.err("read a decision"))?;
+            let rec = decode(&self.inner, i, payload).map_err(self.inner.err("read a decision"))?;
             self.state.apply(rec)?;
         }
         Ok(())
@@ -148,13 +154,16 @@ impl IdempotencyStore for PgIdempotency {
     fn commit(&mut self, record: StoreRecord) -> Result<(), ReversalError> {
         // Refused before it is written: a stored record must always replay.
         self.state.check(&record)?;
-        let (pan, effect) = {
+        let (pan_hash, effect) = {
             let (pan, effect) = self.state.effect_of(&record);
-            (pan.to_string(), effect)
+            (self.inner.keys.pan_hash(pan).to_vec(), effect)
         };
         self.scratch.clear();
         record.encode(&mut self.scratch);
-        let payload = self.scratch.clone();
+        let payload = self
+            .inner
+            .seal(&self.scratch)
+            .map_err(self.inner.err("commit a decision"))?;
         let (key, kind) = key_and_kind(&record);
         let key = key.clone();
         let (part, k) = (self.part.clone(), key.clone());
@@ -173,9 +182,9 @@ impl IdempotencyStore for PgIdempotency {
                             ON CONFLICT DO NOTHING
                             RETURNING 1),
                          l AS (
-                            INSERT INTO host_ledger (part, pan, total)
+                            INSERT INTO host_ledger (part, pan_hash, total)
                             SELECT $1, $8, $9::text::numeric FROM d WHERE $10
-                            ON CONFLICT (part, pan) DO UPDATE SET total = host_ledger.total + EXCLUDED.total
+                            ON CONFLICT (part, pan_hash) DO UPDATE SET total = host_ledger.total + EXCLUDED.total
                             RETURNING 1)
                          SELECT (SELECT count(*) FROM d), (SELECT count(*) FROM l)",
                     )
@@ -191,7 +200,7 @@ impl IdempotencyStore for PgIdempotency {
                             &(k.stan as i32),
                             &kind,
                             &payload,
-                            &pan,
+                            &pan_hash,
                             &effect_text,
                             &moves,
                         ],
@@ -252,7 +261,7 @@ impl IdempotencyStore for PgIdempotency {
         let replayed = rows.map_err(|e| e.to_string()).and_then(|rows| {
             let mut all = MemoryStore::new();
             for (i, p) in rows.iter().enumerate() {
-                let rec = decode(i, p).map_err(|e| e.to_string())?;
+                let rec = decode(&self.inner, i, p).map_err(|e| e.to_string())?;
                 all.apply(rec).map_err(|e| e.to_string())?;
             }
             Ok(all)

@@ -1,6 +1,8 @@
 //! [`PgJournal`]: the engine journal of one node, `<name>@<node>`, in
-//! `journal_record` (payload = [`JournalRecord::encode`], so the PAN is kept as the file
-//! journal keeps it and the original carries no MAC, PIN block or track data).
+//! `journal_record` (payload = [`JournalRecord::encode`] sealed under the store's data
+//! keys, as the file journal seals its records: no PAN at rest in clear; the original
+//! carries no MAC, PIN block or track data). `pending_reversal.message` holds the
+//! original sealed the same way.
 //!
 //! Group commit: [`Journal::append`] writes all its records with one multi-row insert
 //! in one transaction (behind [`isoswitch_reversal::GroupCommit`], every append that
@@ -89,9 +91,12 @@ impl PgJournal {
             .map_err(inner.err("open journal"))?;
         let mut loaded = Vec::with_capacity(rows.len());
         let mut written = 0u64;
-        for (i, payload) in rows.iter().enumerate() {
-            written += payload.len() as u64;
-            let rec = JournalRecord::decode(payload).map_err(|e| {
+        for (i, sealed) in rows.iter().enumerate() {
+            written += sealed.len() as u64;
+            let payload = inner
+                .unseal("journal_record", format_args!("{part} record {i}"), sealed)
+                .map_err(inner.err("open journal"))?;
+            let rec = JournalRecord::decode(&payload).map_err(|e| {
                 PgError::BadRow {
                     table: "journal_record",
                     what: format!("{part} record {i}: {e}"),
@@ -156,20 +161,70 @@ impl PgJournal {
     /// Writes `records` (and, with `replace`, deletes everything before) in one
     /// transaction that also renews the lease and updates `pending_reversal`.
     fn write(&mut self, records: &[JournalRecord], replace: bool) -> Result<(), ReversalError> {
-        let saved = replace.then(|| std::mem::take(&mut self.started));
+        let op = if replace {
+            "journal compact"
+        } else {
+            "journal append"
+        };
+        let saved = replace.then(|| self.started.clone());
+        match self.prepare(records, replace) {
+            Ok((payloads, changes, bytes)) => self.commit(payloads, changes, bytes, replace, saved),
+            Err(e) => {
+                self.restore(saved);
+                Err(e.into_reversal(&self.inner.db.describe, op))
+            }
+        }
+    }
+
+    /// Puts the in-flight map back as it was before a write that failed (a compaction
+    /// rebuilt it from its records).
+    fn restore(&mut self, saved: Option<HashMap<u64, (u64, Bytes)>>) {
+        if let Some(s) = saved {
+            self.started = s;
+        }
+    }
+
+    /// The sealed payloads of `records` and the pending changes they make; with
+    /// `replace`, the in-flight map is rebuilt from `records` alone.
+    #[allow(clippy::type_complexity)]
+    fn prepare(
+        &mut self,
+        records: &[JournalRecord],
+        replace: bool,
+    ) -> Result<(Vec<Vec<u8>>, HashMap<i64, PendingChange>, u64), PgError> {
+        if replace {
+            self.started.clear();
+        }
         let mut payloads = Vec::with_capacity(records.len());
         // The last change per transaction wins (one row per key per statement).
         let mut changes: HashMap<i64, PendingChange> = HashMap::new();
         let mut bytes = 0u64;
+        let mut clear = Vec::new();
         for rec in records {
-            let mut p = Vec::new();
-            rec.encode(&mut p);
+            clear.clear();
+            rec.encode(&mut clear);
+            let p = self.inner.seal(&clear)?;
             bytes += p.len() as u64;
             payloads.push(p);
             if let Some((txn, c)) = self.track(rec) {
+                let c = match c {
+                    Some((tag, reason, message)) => Some((tag, reason, self.inner.seal(&message)?)),
+                    None => None,
+                };
                 changes.insert(txn, c);
             }
         }
+        Ok((payloads, changes, bytes))
+    }
+
+    fn commit(
+        &mut self,
+        payloads: Vec<Vec<u8>>,
+        changes: HashMap<i64, PendingChange>,
+        bytes: u64,
+        replace: bool,
+        saved: Option<HashMap<u64, (u64, Bytes)>>,
+    ) -> Result<(), ReversalError> {
         let (part, journal, node, secs) = (
             self.part.clone(),
             self.journal.clone(),
@@ -253,9 +308,7 @@ impl PgJournal {
                 Ok(())
             }
             Err(e) => {
-                if let Some(s) = saved {
-                    self.started = s;
-                }
+                self.restore(saved);
                 Err(e.into_reversal(
                     &self.inner.db.describe,
                     if replace {

@@ -22,6 +22,7 @@ use crate::idempotency::PgIdempotency;
 use crate::journal::PgJournal;
 use crate::sessions::PgSessions;
 use isoswitch_reversal::durable::{check_part_name, Orphan, Store};
+use isoswitch_reversal::seal::DataKeys;
 use isoswitch_reversal::{JournalRecord, ReversalError, ReversalReason};
 use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
@@ -78,6 +79,9 @@ pub fn default_node() -> String {
 #[derive(Debug)]
 pub(crate) struct Inner {
     pub(crate) db: Db,
+    /// What journal records, pending originals and decisions are sealed under, and
+    /// what hashes the PAN of a ledger row.
+    pub(crate) keys: Arc<DataKeys>,
     pub(crate) node: String,
     pub(crate) lease: Duration,
     pub(crate) block: u32,
@@ -91,6 +95,21 @@ impl Inner {
 
     pub(crate) fn lease_secs(&self) -> f64 {
         self.lease.as_secs_f64()
+    }
+
+    /// `clear` sealed under the current data key.
+    pub(crate) fn seal(&self, clear: &[u8]) -> Result<Vec<u8>, PgError> {
+        crate::db::seal(&self.keys, clear)
+    }
+
+    /// A sealed column of `table` opened (`what` names the row in the error).
+    pub(crate) fn unseal(
+        &self,
+        table: &'static str,
+        what: impl std::fmt::Display,
+        sealed: &[u8],
+    ) -> Result<Vec<u8>, PgError> {
+        crate::db::unseal(&self.keys, table, what, sealed)
     }
 }
 
@@ -116,16 +135,21 @@ impl Drop for Claim {
 }
 
 impl PgStore {
-    /// Connects to `config.url` and applies the migrations.
+    /// Connects to `config.url` and applies the migrations; journal records, pending
+    /// originals and decisions are sealed under `keys` (the programs derive them from
+    /// their key-encryption key: [`DataKeys::from_kek`]), the ledger is keyed by
+    /// [`DataKeys::pan_hash`]. A database written in clear by schema version 1 is
+    /// sealed under `keys` by the migration to version 2 (one transaction).
     ///
     /// # Errors
     /// A bad URL, an unreachable server, a failed migration.
-    pub fn open(config: PgConfig) -> Result<PgStore, PgError> {
-        let (db, version) = Db::open(&config.url, config.pool_size, config.timeout)?;
-        tracing::info!(store = %db.describe, node = %config.node, schema = version, "PostgreSQL store opened");
+    pub fn open(config: PgConfig, keys: Arc<DataKeys>) -> Result<PgStore, PgError> {
+        let (db, version) = Db::open(&config.url, config.pool_size, config.timeout, keys.clone())?;
+        tracing::info!(store = %db.describe, node = %config.node, schema = version, data_key = ?keys, "PostgreSQL store opened");
         Ok(PgStore {
             inner: Arc::new(Inner {
                 db,
+                keys,
                 node: config.node,
                 lease: config.lease,
                 block: config.block.clamp(1, 100_000),
@@ -227,7 +251,7 @@ impl PgStore {
                 let rows = c
                     .query(
                         "SELECT p.part, p.txn, p.reason, coalesce(p.claimed_by, '-'),
-                                j.lease_until > now(), j.owner, length(p.message), substr(p.message, 1, 2)
+                                j.lease_until > now(), j.owner, p.message
                            FROM pending_reversal p JOIN journal_part j ON j.part = p.part
                           WHERE p.journal = $1 ORDER BY p.part, p.txn",
                         &[&journal],
@@ -236,21 +260,57 @@ impl PgStore {
                 Ok(rows
                     .iter()
                     .map(|r| {
-                        format!(
-                            "{} txn {} reason {} claimed by {} lease held {} owner {} message {} bytes mti {:02x?}",
-                            r.get::<_, String>(0),
-                            r.get::<_, i64>(1),
-                            r.get::<_, i16>(2),
-                            r.get::<_, String>(3),
-                            r.get::<_, bool>(4),
-                            r.get::<_, String>(5),
-                            r.get::<_, i32>(6),
-                            r.get::<_, Vec<u8>>(7),
+                        (
+                            format!(
+                                "{} txn {} reason {} claimed by {} lease held {} owner {}",
+                                r.get::<_, String>(0),
+                                r.get::<_, i64>(1),
+                                r.get::<_, i16>(2),
+                                r.get::<_, String>(3),
+                                r.get::<_, bool>(4),
+                                r.get::<_, String>(5),
+                            ),
+                            r.get::<_, Vec<u8>>(6),
                         )
                     })
-                    .collect())
+                    .collect::<Vec<_>>())
             })
             .map_err(self.inner.err("list pending reversals"))
+            .map(|rows| {
+                rows.into_iter()
+                    .map(|(line, sealed)| {
+                        match self.inner.unseal("pending_reversal", &line, &sealed) {
+                            Ok(m) => format!(
+                                "{line} message {} bytes mti {:02x?}",
+                                m.len(),
+                                m.get(..2).unwrap_or_default()
+                            ),
+                            Err(e) => format!("{line} message does not open: {e}"),
+                        }
+                    })
+                    .collect()
+            })
+    }
+
+    /// Key rotation: re-seals under the current data key every row sealed under a
+    /// previous one (loaded with [`DataKeys::with_previous`]), in one transaction;
+    /// returns how many rows it rewrote. Afterwards the previous key can be dropped
+    /// (see [`crate::db::reseal_rotated`] for the ledger's hashes).
+    ///
+    /// # Errors
+    /// Database errors; a row no loaded key opens (nothing is changed then).
+    pub fn reseal(&self) -> Result<u64, ReversalError> {
+        let keys = self.inner.keys.clone();
+        self.inner
+            .db
+            .call(|pool| async move {
+                let mut c = pool.get().await?;
+                let tx = c.transaction().await?;
+                let n = crate::db::reseal_rotated(&tx, &keys).await?;
+                tx.commit().await?;
+                Ok(n)
+            })
+            .map_err(self.inner.err("re-seal under the current data key"))
     }
 
     /// The ledger total of idempotency part `name` as the database holds it (every
@@ -386,12 +446,21 @@ impl Store for PgStore {
                 .ok_or_else(|| bad(format!("reason {reason}")))?;
             let txn: i64 = r.get(1);
             let tag: i64 = r.get(2);
+            let part: String = r.get(0);
+            let message = self
+                .inner
+                .unseal(
+                    "pending_reversal",
+                    format_args!("{part} txn {txn}"),
+                    r.get::<_, &[u8]>(4),
+                )
+                .map_err(self.inner.err("claim pending reversals"))?;
             out.push(Orphan {
-                part: r.get(0),
+                part,
                 id: txn as u64,
                 tag: tag as u64,
                 reason,
-                message: bytes::Bytes::from(r.get::<_, Vec<u8>>(4)),
+                message: bytes::Bytes::from(message),
             });
         }
         if !out.is_empty() {
@@ -410,6 +479,10 @@ impl Store for PgStore {
             code: *crate::journal::HANDED_OVER,
         }
         .encode(&mut ack);
+        let ack = self
+            .inner
+            .seal(&ack)
+            .map_err(self.inner.err("hand over a reversal"))?;
         let taken = self
             .inner
             .db

@@ -307,40 +307,25 @@ impl TestCluster {
                 }
             })
             .collect();
-        let url = self.url.clone();
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .map_err(|e| e.to_string())?;
         let sql_name = name.clone();
-        std::thread::spawn(move || {
-            rt.block_on(async move {
-                let (client, conn) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
+        with_client(&self.url, move |client| async move {
+            for sql in [
+                format!("DROP DATABASE IF EXISTS {name}"),
+                format!("CREATE DATABASE {name}"),
+            ] {
+                client
+                    .batch_execute(&sql)
                     .await
-                    .map_err(|e| format!("connect {url}: {e}"))?;
-                let task = tokio::spawn(conn);
-                for sql in [
-                    format!("DROP DATABASE IF EXISTS {sql_name}"),
-                    format!("CREATE DATABASE {sql_name}"),
-                ] {
-                    client
-                        .batch_execute(&sql)
-                        .await
-                        .map_err(|e| format!("{sql}: {}", crate::error::db_text(&e)))?;
-                }
-                drop(client);
-                let _ = task.await;
-                Ok::<_, String>(())
-            })
-        })
-        .join()
-        .map_err(|_| "database creation thread panicked".to_string())??;
+                    .map_err(|e| format!("{sql}: {}", crate::error::db_text(&e)))?;
+            }
+            Ok(())
+        })?;
         let base = self
             .url
             .rsplit_once('/')
             .map(|(b, _)| b.to_string())
             .unwrap_or_else(|| self.url.clone());
-        Ok(format!("{base}/{name}"))
+        Ok(format!("{base}/{sql_name}"))
     }
 
     /// Stops the server (fast shutdown: sessions are disconnected).
@@ -395,4 +380,154 @@ impl Drop for TestCluster {
             );
         }
     }
+}
+
+/// Runs `f` on a connection to `url`, on a runtime of its own in a thread of its own
+/// (callable from inside another runtime); the connection is closed afterwards.
+///
+/// # Errors
+/// Connection errors and `f`'s, as text.
+pub fn with_client<T, F, Fut>(url: &str, f: F) -> Result<T, String>
+where
+    T: Send + 'static,
+    F: FnOnce(tokio_postgres::Client) -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = Result<T, String>>,
+{
+    let url = url.to_string();
+    std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|e| e.to_string())?;
+        rt.block_on(async move {
+            let (client, conn) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
+                .await
+                .map_err(|e| format!("connect {url}: {}", crate::error::db_text(&e)))?;
+            let task = tokio::spawn(conn);
+            let r = f(client).await;
+            let _ = task.await;
+            r
+        })
+    })
+    .join()
+    .map_err(|_| "database client thread panicked".to_string())?
+}
+
+/// Runs `sql` (one or more statements) on `url`.
+///
+/// # Errors
+/// The server's error, as text.
+pub fn execute(url: &str, sql: &str) -> Result<(), String> {
+    let sql = sql.to_string();
+    with_client(url, move |c| async move {
+        c.batch_execute(&sql)
+            .await
+            .map_err(|e| format!("{sql}: {}", crate::error::db_text(&e)))
+    })
+}
+
+/// Applies the store's migrations to `url` up to `version` only (a database as an
+/// older isoswitch-pg left it, for migration tests).
+///
+/// # Errors
+/// As [`crate::db::migrate_to`], as text.
+pub fn migrate_to(
+    url: &str,
+    keys: std::sync::Arc<isoswitch_reversal::seal::DataKeys>,
+    version: i32,
+) -> Result<i32, String> {
+    with_client(url, move |mut c| async move {
+        crate::db::migrate_to(&mut c, &keys, version)
+            .await
+            .map_err(|e| e.to_string())
+    })
+}
+
+/// What a PAN looks like at rest in clear: its digits as ASCII, its last ten digits
+/// as ASCII (a PAN stored without its BIN), and packed BCD (cup-pos DE 2; a PAN of odd
+/// length padded with `F`).
+pub fn pan_needles(pan: &str) -> Vec<Vec<u8>> {
+    let digits = pan.as_bytes();
+    let mut padded = digits.to_vec();
+    if padded.len() % 2 == 1 {
+        padded.push(b'F');
+    }
+    let nibble = |c: u8| if c.is_ascii_digit() { c - b'0' } else { 0xF };
+    let bcd: Vec<u8> = padded
+        .chunks(2)
+        .map(|c| (nibble(c[0]) << 4) | nibble(c[1]))
+        .collect();
+    vec![
+        digits.to_vec(),
+        digits[digits.len().saturating_sub(10)..].to_vec(),
+        bcd,
+    ]
+}
+
+/// Scans every column of every table of `url`'s database (all schemas but the
+/// system's) for `needles`: each value as text (`::text`: a `bytea` as its hex, where
+/// packed BCD digits show as the digits), and each `bytea` value's raw bytes. Returns
+/// one line per hit: `schema.table.column row N: needle K as text|bytes`.
+///
+/// # Errors
+/// Connection or SQL errors, as text.
+pub fn scan_database(url: &str, needles: &[Vec<u8>]) -> Result<Vec<String>, String> {
+    let needles = needles.to_vec();
+    with_client(url, move |c| async move {
+        let q = |e: tokio_postgres::Error| crate::error::db_text(&e);
+        let columns = c
+            .query(
+                "SELECT c.table_schema, c.table_name, c.column_name, c.data_type
+                   FROM information_schema.columns c
+                   JOIN information_schema.tables t
+                     ON t.table_schema = c.table_schema AND t.table_name = c.table_name
+                  WHERE t.table_type = 'BASE TABLE'
+                    AND c.table_schema NOT IN ('pg_catalog', 'information_schema')
+                  ORDER BY 1, 2, c.ordinal_position",
+                &[],
+            )
+            .await
+            .map_err(q)?;
+        let mut hits = Vec::new();
+        let ident = |s: &str| format!("\"{}\"", s.replace('"', "\"\""));
+        for col in &columns {
+            let (schema, table, column, ty): (String, String, String, String) =
+                (col.get(0), col.get(1), col.get(2), col.get(3));
+            let from = format!("{}.{}", ident(&schema), ident(&table));
+            let name = format!("{schema}.{table}.{column}");
+            let rows = c
+                .query(&format!("SELECT {}::text FROM {from}", ident(&column)), &[])
+                .await
+                .map_err(q)?;
+            for (i, r) in rows.iter().enumerate() {
+                let Some(text) = r.get::<_, Option<String>>(0) else {
+                    continue;
+                };
+                let text = text.to_ascii_uppercase();
+                for (k, n) in needles.iter().enumerate() {
+                    let n = n.to_ascii_uppercase();
+                    if !n.is_empty() && text.as_bytes().windows(n.len()).any(|w| w == n) {
+                        hits.push(format!("{name} row {i}: needle {k} as text"));
+                    }
+                }
+            }
+            if ty == "bytea" {
+                let rows = c
+                    .query(&format!("SELECT {} FROM {from}", ident(&column)), &[])
+                    .await
+                    .map_err(q)?;
+                for (i, r) in rows.iter().enumerate() {
+                    let Some(bytes) = r.get::<_, Option<Vec<u8>>>(0) else {
+                        continue;
+                    };
+                    for (k, n) in needles.iter().enumerate() {
+                        if !n.is_empty() && bytes.windows(n.len()).any(|w| w == &n[..]) {
+                            hits.push(format!("{name} row {i}: needle {k} as bytes"));
+                        }
+                    }
+                }
+            }
+        }
+        Ok(hits)
+    })
 }

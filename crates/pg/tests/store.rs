@@ -1,10 +1,12 @@
 //! The PostgreSQL store against a real server (a throwaway cluster per test, or
-//! `ISOSWITCH_PG_URL`): two `PgStore`s on one database play two nodes.
+//! `ISOSWITCH_PG_URL`): two `PgStore`s on one database play two nodes; and no clear
+//! PAN at rest in any table (the scan tests at the end).
 
 use bytes::Bytes;
-use isoswitch_pg::testing::TestCluster;
+use isoswitch_pg::testing::{self, pan_needles, scan_database, TestCluster};
 use isoswitch_pg::{PgConfig, PgStore};
 use isoswitch_reversal::durable::Store;
+use isoswitch_reversal::seal::DataKeys;
 use isoswitch_reversal::store::{OriginalState, ReversalState};
 use isoswitch_reversal::{
     Decimal, Finish, GroupCommit, IdempotencyStore, Journal, JournalRecord, ReversalError,
@@ -13,14 +15,24 @@ use isoswitch_reversal::{
 use isoswitch_session::counters::{BatchNumber, Counters};
 use isoswitch_session::{SealedSnapshot, TerminalId};
 use std::collections::HashSet;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+/// The data keys every node of these tests seals under.
+fn keys() -> Arc<DataKeys> {
+    Arc::new(DataKeys::new(&[0x5A; 32]).expect("data key"))
+}
+
 fn node(url: &str, name: &str) -> PgStore {
+    node_keyed(url, name, keys())
+}
+
+fn node_keyed(url: &str, name: &str, keys: Arc<DataKeys>) -> PgStore {
     let mut c = PgConfig::new(url);
     c.node = name.into();
     c.lease = Duration::from_secs(30);
     c.block = 50;
-    PgStore::open(c).expect("open the store")
+    PgStore::open(c, keys).expect("open the store")
 }
 
 fn info(amount: i64) -> TxnInfo {
@@ -29,7 +41,7 @@ fn info(amount: i64) -> TxnInfo {
         foreign: false,
         txn_type: 22,
         amount: Decimal::new(amount, 2),
-        pan: "6222020000000001".into(),
+        pan: PAN.into(),
     }
 }
 
@@ -72,7 +84,7 @@ fn approved(stan: u32, amount: i64) -> StoreRecord {
 fn reversal(stan: u32, amount: i64) -> StoreRecord {
     StoreRecord::Reversal {
         key: key(stan),
-        pan: "6222020000000001".into(),
+        pan: PAN.into(),
         state: ReversalState {
             code: *b"00",
             amount: Decimal::new(amount, 2),
@@ -96,7 +108,7 @@ fn migrations_are_versioned_and_concurrent_starters_are_safe() {
         .into_iter()
         .map(|h| h.join().expect("start"))
         .collect();
-    // Every starter saw the schema; version 1 is recorded once.
+    // Every starter saw the schema; each version is recorded once.
     let n = stores[0].ledger_total("nothing").expect("query");
     assert_eq!(n, Decimal::ZERO);
     drop(stores);
@@ -491,7 +503,7 @@ fn a_database_that_goes_away_gives_an_error_in_bounded_time_then_recovers() {
     let mut cfg = PgConfig::new(&url);
     cfg.node = "a".into();
     cfg.timeout = Duration::from_secs(2);
-    let a = PgStore::open(cfg).expect("open");
+    let a = PgStore::open(cfg, keys()).expect("open");
     let mut s = a.idempotency("host").expect("idem");
     s.commit(approved(1, 100)).expect("commit");
     if !pg.is_local() {
@@ -524,4 +536,256 @@ fn a_database_that_goes_away_gives_an_error_in_bounded_time_then_recovers() {
         commit_soon(&mut s, approved(3, 100)),
         "the store works again after pg_ctl restart"
     );
+}
+
+// ---- No clear PAN at rest: what the store writes is scanned, table by table and
+// column by column, for the PAN's digits (ASCII, the last ten digits, packed BCD); a
+// database written in clear by schema version 1 is sealed at start and still reads
+// back; keys rotate.
+
+/// The card of [`info`].
+const PAN: &str = "6222020000000001";
+
+fn key_a() -> Arc<DataKeys> {
+    Arc::new(DataKeys::new(&[0xA1; 32]).expect("key"))
+}
+
+/// A started original carrying the PAN in its message.
+fn started_pan(id: u64) -> JournalRecord {
+    JournalRecord::Started {
+        id,
+        tag: 1000 + id,
+        batch: 1,
+        stan: id as u32,
+        info: info(500),
+        message: original(id),
+    }
+}
+
+fn bcd(pan: &str) -> Vec<u8> {
+    pan.as_bytes()
+        .chunks(2)
+        .map(|c| ((c[0] - b'0') << 4) | (c[1] - b'0'))
+        .collect()
+}
+
+/// An "original" holding the PAN both ways a message carries it (iso87 ASCII, cup-pos
+/// packed BCD).
+fn original(id: u64) -> Bytes {
+    let mut m = format!("0200 {id} {PAN} ").into_bytes();
+    m.extend_from_slice(&bcd(PAN));
+    Bytes::from(m)
+}
+
+fn hex(b: &[u8]) -> String {
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+fn scan(url: &str) -> Vec<String> {
+    scan_database(url, &pan_needles(PAN)).expect("scan")
+}
+
+fn count(url: &str, sql: &'static str) -> i64 {
+    testing::with_client(url, move |c| async move {
+        let r = c.query_one(sql, &[]).await.map_err(|e| e.to_string())?;
+        Ok(r.get::<_, i64>(0))
+    })
+    .expect("count")
+}
+
+#[test]
+fn the_scan_finds_a_planted_pan_in_text_bytea_and_bcd() {
+    let pg = TestCluster::require();
+    let url = pg.fresh_database("plant").expect("db");
+    assert!(scan(&url).is_empty(), "an empty database holds no PAN");
+    testing::execute(
+        &url,
+        &format!(
+            "CREATE TABLE planted (t text, b bytea);
+             INSERT INTO planted VALUES ('card {PAN}', NULL), (NULL, '\\x{}'::bytea), (NULL, '\\x00{}ff'::bytea);",
+            hex(PAN.as_bytes()),
+            hex(&bcd(PAN)),
+        ),
+    )
+    .expect("plant");
+    let hits = scan(&url);
+    let has = |s: &str| hits.iter().any(|h| h.contains(s));
+    assert!(has("public.planted.t row 0: needle 0 as text"), "{hits:?}");
+    assert!(has("public.planted.b row 1: needle 0 as bytes"), "{hits:?}");
+    assert!(has("public.planted.b row 2: needle 2 as bytes"), "{hits:?}");
+    // The hex text of packed BCD is the PAN's digits: found as text too.
+    assert!(has("public.planted.b row 2: needle 0 as text"), "{hits:?}");
+}
+
+#[test]
+fn the_store_keeps_no_pan_in_clear_in_any_table() {
+    let pg = TestCluster::require();
+    let url = pg.fresh_database("nopan").expect("db");
+    {
+        let a = node_keyed(&url, "a", key_a());
+        let mut j = a.journal("switch").expect("journal");
+        j.append(&[started_pan(1), reverse(1), started_pan(2)])
+            .expect("append");
+        j.append(&[started_pan(3)]).expect("append");
+        j.compact(&[started_pan(2), started_pan(3), reverse(3)])
+            .expect("compact");
+        let mut s = a.idempotency("host").expect("idem");
+        s.commit(approved(1, 500)).expect("commit");
+        s.commit(approved(2, 500)).expect("commit");
+        assert!(a.pending("switch").expect("pending") >= 2);
+        a.expire_leases().expect("expire");
+    }
+    // Another node takes the dead node's reversals over (reads the sealed originals,
+    // writes a sealed acknowledgement into its journal).
+    let b = node_keyed(&url, "b", key_a());
+    let got = b.claim_orphans("switch", 10).expect("claim");
+    assert_eq!(got.len(), 2);
+    assert!(got.iter().all(|o| o.message == original(o.id)));
+    b.hand_over(&got[0]).expect("hand over");
+    assert!(b.pending_report("switch").expect("report")[0].contains("mti"));
+    // Every table, every column: not a digit of the PAN in clear.
+    let hits = scan(&url);
+    assert!(hits.is_empty(), "PAN in clear: {hits:?}");
+    assert!(count(&url, "SELECT count(*) FROM journal_record") >= 3);
+    assert_eq!(count(&url, "SELECT count(*) FROM host_ledger"), 1);
+    // And it all reads back.
+    let a = node_keyed(&url, "a", key_a());
+    let recs = a.journal("switch").expect("journal").load().expect("load");
+    assert_eq!(recs[..3], [started_pan(2), started_pan(3), reverse(3)]);
+    assert_eq!(recs.len(), 4, "plus the hand-over's acknowledgement");
+    let s = a.idempotency("host").expect("idem");
+    assert!(s.get(&key(2)).is_some_and(|t| t.standing()));
+    assert_eq!(
+        a.ledger_total("host").expect("ledger"),
+        Decimal::new(1000, 2)
+    );
+}
+
+#[test]
+fn a_clear_version_1_database_is_sealed_at_start_and_reads_back() {
+    let pg = TestCluster::require();
+    let url = pg.fresh_database("v1").expect("db");
+    assert_eq!(testing::migrate_to(&url, key_a(), 1).expect("v1"), 1);
+    // What isoswitch-pg 1 wrote: clear payloads, the ledger by PAN.
+    let enc = |r: &JournalRecord| {
+        let mut v = Vec::new();
+        r.encode(&mut v);
+        hex(&v)
+    };
+    let mut decision = Vec::new();
+    approved(5, 500).encode(&mut decision);
+    testing::execute(
+        &url,
+        &format!(
+            "INSERT INTO journal_part VALUES ('switch@old', 'switch', 'old', now() - interval '1 hour');
+             INSERT INTO journal_record (part, payload) VALUES ('switch@old', '\\x{}'), ('switch@old', '\\x{}');
+             INSERT INTO pending_reversal (part, txn, journal, tag, reason, message)
+                 VALUES ('switch@old', 1, 'switch', 1001, {}, '\\x{}');
+             INSERT INTO host_decision (part, terminal, merchant, batch, stan, kind, payload)
+                 VALUES ('host', 'TERM0001', 'MERCHANT0000001', 1, 5, 1, '\\x{}');
+             INSERT INTO host_ledger (part, pan, total) VALUES ('host', '{PAN}', 5.00);",
+            enc(&started_pan(1)),
+            enc(&reverse(1)),
+            ReversalReason::NoResponse.to_u8(),
+            hex(&original(1)),
+            hex(&decision),
+        ),
+    )
+    .expect("version 1 rows");
+    let before = scan(&url);
+    for table in [
+        "journal_record.payload",
+        "pending_reversal.message",
+        "host_decision.payload",
+        "host_ledger.pan",
+    ] {
+        assert!(
+            before.iter().any(|h| h.contains(table)),
+            "{table}: {before:?}"
+        );
+    }
+    // A store of this version seals every clear row while migrating to version 2.
+    let b = node_keyed(&url, "b", key_a());
+    let hits = scan(&url);
+    assert!(hits.is_empty(), "PAN in clear after migration: {hits:?}");
+    assert_eq!(
+        count(&url, "SELECT max(version)::int8 FROM schema_version"),
+        2
+    );
+    // The migrated rows read back: the pending reversal, the decision, the ledger
+    // (the migrated row's hash is the one new decisions on the card move).
+    let got = b.claim_orphans("switch", 10).expect("claim");
+    assert_eq!(got.len(), 1);
+    assert_eq!(got[0].message, original(1));
+    b.hand_over(&got[0]).expect("hand over");
+    let mut s = b.idempotency("host").expect("idem");
+    assert!(s.get(&key(5)).is_some_and(|t| t.standing()));
+    s.commit(approved(6, 500)).expect("commit");
+    assert_eq!(
+        b.ledger_total("host").expect("ledger"),
+        Decimal::new(1000, 2)
+    );
+    assert_eq!(count(&url, "SELECT count(*) FROM host_ledger"), 1);
+    drop(s);
+    let old = node_keyed(&url, "old", key_a());
+    let recs = old
+        .journal("switch")
+        .expect("journal")
+        .load()
+        .expect("load");
+    assert_eq!(recs[..2], [started_pan(1), reverse(1)]);
+    assert!(matches!(
+        recs[2],
+        JournalRecord::ReversalAcked { id: 1, .. }
+    ));
+    assert!(scan(&url).is_empty());
+}
+
+#[test]
+fn keys_rotate_and_a_foreign_key_is_refused_with_a_clear_message() {
+    let pg = TestCluster::require();
+    let url = pg.fresh_database("rotate").expect("db");
+    {
+        let a = node_keyed(&url, "a", key_a());
+        let mut j = a.journal("switch").expect("journal");
+        j.append(&[started_pan(1), started_pan(2)]).expect("append");
+        a.idempotency("host")
+            .expect("idem")
+            .commit(approved(1, 500))
+            .expect("commit");
+    }
+    // Without the key the rows were sealed under: refused, saying what to do.
+    let other = Arc::new(DataKeys::new(&[0xC3; 32]).expect("key"));
+    let c = node_keyed(&url, "a", other);
+    let e = c.journal("switch").expect_err("foreign key").to_string();
+    assert!(
+        e.contains("journal_record") && e.contains("key-encryption key"),
+        "{e}"
+    );
+    let e = c.idempotency("host").expect_err("foreign key").to_string();
+    assert!(e.contains("host_decision"), "{e}");
+    drop(c);
+    // A new current key with the old one as previous reads everything, re-seals it…
+    let rotated = Arc::new(
+        DataKeys::new(&[0xB2; 32])
+            .expect("key")
+            .with_previous(&[0xA1; 32])
+            .expect("previous"),
+    );
+    {
+        let b = node_keyed(&url, "a", rotated);
+        let recs = b.journal("switch").expect("journal").load().expect("load");
+        assert_eq!(recs, [started_pan(1), started_pan(2)]);
+        assert!(b.idempotency("host").expect("idem").get(&key(1)).is_some());
+        // 2 journal records, 2 pending originals, 1 decision.
+        assert_eq!(b.reseal().expect("reseal"), 5);
+        assert_eq!(b.reseal().expect("reseal"), 0);
+    }
+    // …after which the old key is not needed any more.
+    let new_only = Arc::new(DataKeys::new(&[0xB2; 32]).expect("key"));
+    let n = node_keyed(&url, "a", new_only);
+    let recs = n.journal("switch").expect("journal").load().expect("load");
+    assert_eq!(recs, [started_pan(1), started_pan(2)]);
+    assert!(n.idempotency("host").expect("idem").get(&key(1)).is_some());
+    assert!(scan(&url).is_empty());
 }

@@ -84,4 +84,4 @@ pub use terminal::{
     TerminalSession, TerminalState,
 };
 pub use terminal_id::TerminalId;
-pub use working_keys::{KeyRole, KeyScheme, WorkingKeys};
+pub use working_keys::{KeyRole, KeyScheme, WorkingKeys, WrappedKey};

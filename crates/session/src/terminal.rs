@@ -262,6 +262,9 @@ pub struct TerminalSession<C: Counters = MemoryCounters> {
     counters: C,
     state: TerminalState,
     keys: Option<WorkingKeys>,
+    /// The key field of the sign-on answer the keys came in (`None` for keys restored
+    /// from a snapshot).
+    key_block: Option<Vec<u8>>,
     pending: Option<Pending>,
     outstanding: Vec<Outstanding>,
     events: VecDeque<TerminalEvent>,
@@ -313,6 +316,7 @@ impl<C: Counters> TerminalSession<C> {
             counters,
             state: TerminalState::NotSignedOn,
             keys: None,
+            key_block: None,
             pending: None,
             outstanding: Vec::new(),
             events: VecDeque::new(),
@@ -354,6 +358,21 @@ impl<C: Counters> TerminalSession<C> {
     /// The installed working keys (in `Ready`), e.g. the PIK for PIN blocks.
     pub fn working_keys(&self) -> Option<&WorkingKeys> {
         self.keys.as_ref()
+    }
+
+    /// The PIN key under the master key, as the host sent it in the sign-on answer's
+    /// key field, with its check value: what a security module holding the master key
+    /// imports ([`WorkingKeys::pik_of_block`]), so the clear PIN key need not be
+    /// wrapped again. For keys restored from a snapshot, the same bytes made again
+    /// under the master key this session holds for its sign-ons (key wrapping is ECB:
+    /// they are the host's bytes). `None` before a sign-on.
+    pub fn pik_under_master(&self) -> Option<crate::working_keys::WrappedKey> {
+        let keys = self.keys.as_ref()?;
+        let block = match &self.key_block {
+            Some(b) => b.clone(),
+            None => keys.encrypt_block(&self.tmk).ok()?,
+        };
+        WorkingKeys::pik_of_block(keys.scheme(), &block).ok()
     }
 
     /// Sign-ons completed by this session (restored ones included): the key
@@ -409,6 +428,7 @@ impl<C: Counters> TerminalSession<C> {
             TerminalState::NotSignedOn
         };
         self.keys = snapshot.keys;
+        self.key_block = None;
         tracing::info!(terminal = %self.config.id, generation = self.generation, state = ?self.state, "session restored");
         Ok(())
     }
@@ -823,10 +843,10 @@ impl<C: Counters> TerminalSession<C> {
             let batch = self.profile.batch_of(msg)?;
             let block = self.profile.key_block_of(msg)?;
             let keys = WorkingKeys::decrypt_block(&self.tmk, scheme, &block)?;
-            Ok((keys, batch))
+            Ok((keys, batch, block))
         })();
         match result {
-            Ok((keys, batch)) => {
+            Ok((keys, batch, block)) => {
                 if let Some(b) = batch {
                     self.counters.set_batch(b)?;
                 }
@@ -839,6 +859,7 @@ impl<C: Counters> TerminalSession<C> {
                     "signed on"
                 );
                 self.keys = Some(keys);
+                self.key_block = Some(block);
                 self.state = TerminalState::Ready;
                 self.generation = self.generation.wrapping_add(1);
                 self.changed = true;

@@ -101,6 +101,48 @@ impl fmt::Display for KeyRole {
     }
 }
 
+/// A working key encrypted under the master key, as a key block carries it: for a
+/// security module that imports it under the master key it holds, so that nobody
+/// wraps the clear key again. Not secret (it is ciphertext); `Debug` shows the check
+/// value only.
+#[derive(Clone, PartialEq, Eq)]
+pub struct WrappedKey {
+    /// The key's kind (DES for the single scheme, two-key TDES otherwise).
+    pub kind: KeyKind,
+    /// The key under the master key (ECB).
+    pub encrypted: Vec<u8>,
+    /// The leading bytes of its check value, as the block carries them.
+    pub check: [u8; BLOCK_KCV_LEN],
+}
+
+impl fmt::Debug for WrappedKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("WrappedKey")
+            .field("kind", &self.kind)
+            .field(
+                "check",
+                &self
+                    .check
+                    .iter()
+                    .map(|b| format!("{b:02X}"))
+                    .collect::<String>(),
+            )
+            .finish_non_exhaustive()
+    }
+}
+
+/// [`SessionError::KeyBlockLength`] unless `block` is as long as `scheme`'s blocks.
+fn check_block_len(scheme: KeyScheme, block: &[u8]) -> Result<()> {
+    if block.len() != scheme.block_len() {
+        return Err(SessionError::KeyBlockLength {
+            scheme,
+            expected: scheme.block_len(),
+            found: block.len(),
+        });
+    }
+    Ok(())
+}
+
 /// The working keys of one signed-on session. `Debug` shows kinds and check values
 /// only (see [`Key`]); the keys are wiped when dropped.
 #[derive(Clone, Debug)]
@@ -211,19 +253,33 @@ impl WorkingKeys {
         Ok(out)
     }
 
+    /// The PIN key's slot of a key block for `scheme` (its first): the PIK under the
+    /// master key and its check value, as they came.
+    ///
+    /// # Errors
+    /// [`SessionError::KeyBlockLength`] for a block of the wrong length.
+    pub fn pik_of_block(scheme: KeyScheme, block: &[u8]) -> Result<WrappedKey> {
+        check_block_len(scheme, block)?;
+        let slot = scheme.slot_len();
+        let mut check = [0u8; BLOCK_KCV_LEN];
+        check.copy_from_slice(&block[slot..slot + BLOCK_KCV_LEN]);
+        Ok(WrappedKey {
+            kind: match scheme {
+                KeyScheme::Single => KeyKind::Des,
+                _ => KeyKind::Tdes2,
+            },
+            encrypted: block[..slot].to_vec(),
+            check,
+        })
+    }
+
     /// Recovers the keys of a block received for `scheme`: decrypts each key under
     /// `tmk` and compares its check value in constant time.
     ///
     /// Errors: [`SessionError::KeyBlockLength`] for a block of the wrong length,
     /// [`SessionError::WorkingKeyCheck`] naming the key whose check value differs.
     pub fn decrypt_block(tmk: &Key, scheme: KeyScheme, block: &[u8]) -> Result<WorkingKeys> {
-        if block.len() != scheme.block_len() {
-            return Err(SessionError::KeyBlockLength {
-                scheme,
-                expected: scheme.block_len(),
-                found: block.len(),
-            });
-        }
+        check_block_len(scheme, block)?;
         let slot = scheme.slot_len();
         let step = slot + BLOCK_KCV_LEN;
         let part = |i: usize| {

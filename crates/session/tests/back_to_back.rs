@@ -696,6 +696,40 @@ fn the_sign_on_messages_have_the_domain_layout() {
 }
 
 #[test]
+fn the_pik_under_the_master_key_is_the_bytes_the_host_sent() {
+    for name in DIALECTS {
+        let mut pair = Pair::new(name);
+        assert!(pair.term.pik_under_master().is_none(), "no keys yet");
+        let req = pair.term.sign_on(pair.now, local()).expect("sign-on");
+        let HostOutcome::Replied { reply, .. } = pair.host_handle(req) else {
+            panic!("{name}: sign-on")
+        };
+        let d = pair.term.profile().dialect.clone();
+        let answer = Message::decode(&d, reply.clone()).expect("0810");
+        let block = pair
+            .term
+            .profile()
+            .key_block_of(&answer)
+            .expect("key field");
+        pair.term.handle_message(pair.now, reply).expect("0810");
+        let wrapped = pair.term.pik_under_master().expect("wrapped PIK");
+        let slot = wrapped.encrypted.len();
+        assert_eq!(slot, 16, "{name}");
+        assert_eq!(wrapped.encrypted[..], block[..slot], "{name}");
+        assert_eq!(wrapped.check[..], block[slot..slot + 4], "{name}");
+        // It is the PIK, under the master key.
+        let pik = isoswitch_session::crypto::keys::decrypt_key_under(&tmk(), &wrapped.encrypted)
+            .expect("unwrap");
+        let keys = pair.term.working_keys().expect("keys");
+        assert_eq!(pik.kcv(), keys.pik().kcv());
+        // A session restored from its snapshot gives the same bytes.
+        let mut again = Pair::new(name);
+        again.term.restore(pair.term.export()).expect("restore");
+        assert_eq!(again.term.pik_under_master(), Some(wrapped), "{name}");
+    }
+}
+
+#[test]
 fn nothing_secret_in_debug_output() {
     let mut pair = Pair::new("cup-pos");
     pair.sign_on();

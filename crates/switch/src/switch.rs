@@ -658,8 +658,10 @@ where
             let dukpt_block = match self.dukpt_block(msg, &keys).await {
                 Ok(b) => b,
                 Err(e) => {
-                    tracing::warn!(error = %e, "DUKPT PIN translation failed");
-                    return Ok(Forwarded::Decision(Decision::Decline(*b"99"), None, None));
+                    // 99 for a block the module refused, 96 when the module failed.
+                    let code = e.pin_failure_code();
+                    tracing::warn!(error = %e, code = %String::from_utf8_lossy(&code), "DUKPT PIN translation failed");
+                    return Ok(Forwarded::Decision(Decision::Decline(code), None, None));
                 }
             };
             let up = match self.prepare(msg, &keys, dukpt_block) {

@@ -27,7 +27,7 @@ use isoswitch_codec::{Message, MessageView};
 use isoswitch_reversal::{ReversalError, Security, SessionStore, Transport, UpstreamSave, Verify};
 use isoswitch_session::counters::Counters;
 use isoswitch_session::crypto::Key;
-use isoswitch_session::{Inbound, Kek, SessionProfile, TerminalSession};
+use isoswitch_session::{Inbound, Kek, SessionProfile, TerminalSession, WrappedKey};
 use tokio::sync::{watch, Mutex};
 
 use crate::error::{Result, SwitchError};
@@ -43,6 +43,11 @@ pub struct ZoneKeys {
     /// The MAK of the generation before (answers to messages sealed under it still
     /// verify during a key change).
     pub previous_mak: Option<Key>,
+    /// The PIK under the zone master key as the host sent it (0810 key field), with its
+    /// check value: what a security module holding the ZMK imports
+    /// ([`crate::DukptPins`]) without anyone wrapping the clear PIK again. `None` for
+    /// keys installed without it.
+    pub pik_under_zmk: Option<WrappedKey>,
 }
 
 impl std::fmt::Debug for ZoneKeys {
@@ -129,8 +134,9 @@ impl ZoneKeyRing {
         self.generation.load(Ordering::Acquire)
     }
 
-    /// Installs new keys as the next generation; returns it.
-    pub fn install(&self, mak: Key, pik: Key) -> u64 {
+    /// Installs new keys as the next generation (`pik_under_zmk`: the PIK as the host
+    /// sent it, see [`ZoneKeys::pik_under_zmk`]); returns it.
+    pub fn install(&self, mak: Key, pik: Key, pik_under_zmk: Option<WrappedKey>) -> u64 {
         let mut cur = self
             .current
             .write()
@@ -142,6 +148,7 @@ impl ZoneKeyRing {
             mak,
             pik,
             previous_mak,
+            pik_under_zmk,
         }));
         self.generation.store(generation, Ordering::Release);
         drop(cur);
@@ -365,7 +372,7 @@ impl<T: Transport, C: Counters + Send + 'static> UpstreamLink<T, C> {
         let profile = session.profile().clone();
         let keys = session
             .working_keys()
-            .map(|k| (k.mak().clone(), k.pik().clone()));
+            .map(|k| (k.mak().clone(), k.pik().clone(), session.pik_under_master()));
         let last_sealed = match (&persistence, stored) {
             (Some(p), Some(_)) => p
                 .sessions
@@ -389,8 +396,8 @@ impl<T: Transport, C: Counters + Send + 'static> UpstreamLink<T, C> {
             last_sealed: std::sync::Mutex::new(last_sealed),
             adoptions: AtomicU64::new(0),
         });
-        if let Some((mak, pik)) = keys {
-            link.ring.install(mak, pik);
+        if let Some((mak, pik, wrapped)) = keys {
+            link.ring.install(mak, pik, wrapped);
         }
         link
     }
@@ -455,7 +462,11 @@ impl<T: Transport, C: Counters + Send + 'static> UpstreamLink<T, C> {
                     .ok_or_else(|| SwitchError::NotSignedOn {
                         link: self.config.name.clone(),
                     })?;
-                let g = self.ring.install(keys.mak().clone(), keys.pik().clone());
+                let g = self.ring.install(
+                    keys.mak().clone(),
+                    keys.pik().clone(),
+                    session.pik_under_master(),
+                );
                 self.sign_ons.fetch_add(1, Ordering::Relaxed);
                 ::metrics::counter!(crate::metrics::SIGN_ONS, "link" => self.config.name.clone())
                     .increment(1);
@@ -528,7 +539,11 @@ impl<T: Transport, C: Counters + Send + 'static> UpstreamLink<T, C> {
             .ok_or_else(|| SwitchError::NotSignedOn {
                 link: self.config.name.clone(),
             })?;
-        let g = self.ring.install(keys.mak().clone(), keys.pik().clone());
+        let g = self.ring.install(
+            keys.mak().clone(),
+            keys.pik().clone(),
+            session.pik_under_master(),
+        );
         *self
             .stored_generation
             .lock()

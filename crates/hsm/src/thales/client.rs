@@ -770,4 +770,14 @@ impl SecurityModule for ThalesClient {
             "key export (payShield A8 is not in the subset)",
         )))
     }
+
+    /// Keys are held here, under the LMK, not in the HSM: forgetting one is local.
+    fn forget_key(&self, key: KeyHandle) -> impl Future<Output = Result<()>> + Send {
+        let removed = self
+            .keys
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&key);
+        std::future::ready(removed.map(drop).ok_or(HsmError::UnknownKey(key)))
+    }
 }
