@@ -28,9 +28,14 @@ struct Args {
     /// Address terminals connect to (cup-pos framing).
     #[arg(long, default_value = "127.0.0.1:8583")]
     listen: String,
-    /// The host (host_sim) address.
+    /// The host (host_sim) address; repeat for a pool of hosts (each its own link,
+    /// sign-on and zone keys).
     #[arg(long, default_value = "127.0.0.1:9583")]
-    host: String,
+    host: Vec<String>,
+    /// How a pool of hosts shares the traffic: failover (the first live host) or
+    /// round-robin (every live host in turn).
+    #[arg(long, default_value = "failover")]
+    host_strategy: isoswitch::switch::Strategy,
     /// Terminal master keys (TOML: [[terminal]] tid, mid, tmk).
     #[arg(long, default_value = "examples/terminals.toml")]
     terminals: PathBuf,
@@ -102,7 +107,7 @@ async fn main() -> ExitCode {
             terminals: config::load_terminals(&args.terminals)?,
             zone_key: config::load_zone_key(&args.zone_key)?,
             kek: config::load_kek(&args.kek)?,
-            host_addr: args.host.clone(),
+            host_addr: args.host.first().cloned().unwrap_or_default(),
             data_dir: args.data_dir.clone(),
             upstream_timeout: args.upstream_timeout,
             upstream_in_flight: args.upstream_in_flight,
@@ -119,14 +124,18 @@ async fn main() -> ExitCode {
             data_dir: args.data_dir.clone(),
             metrics,
         };
+        let pool = switch::HostPool {
+            more_hosts: args.host.iter().skip(1).cloned().collect(),
+            strategy: args.host_strategy,
+        };
         match &args.store {
             Some(url) => {
                 let store = config::pg_store(url, args.node.as_deref(), args.lease)?;
-                let sw = switch::Switch::start_on_with_tls(store, cfg, host_tls).await?;
+                let sw = switch::Switch::start_on_with(store, cfg, host_tls, pool).await?;
                 sw.serve_ops(&args.listen, settings).await
             }
             None => {
-                let sw = switch::Switch::start_with_tls(cfg, host_tls).await?;
+                let sw = switch::Switch::start_with(cfg, host_tls, pool).await?;
                 sw.serve_ops(&args.listen, settings).await
             }
         }
