@@ -375,11 +375,24 @@ impl<T: Transport, C: Counters + Send + 'static> LinkPool<T, C> {
         self.is_live(i) && self.members[i].link.ring().generation() == g
     }
 
-    /// Where `msg` goes: its link and the keys to MAC it under.
+    /// Where `msg` goes: its link and the keys to MAC it under. An original's link is
+    /// noted as its home.
     fn route(&self, msg: &Message) -> Result<(usize, Arc<ZoneKeys>), RejectReason> {
-        let none = || RejectReason::NotConnected;
         let r = txn_ref(msg);
-        // A PIN block goes on the link it was translated for, under those keys.
+        if msg.mti().class() == MessageClass::Reversal {
+            return self.route_reversal(r);
+        }
+        let chosen = self.route_original(msg)?;
+        if let Some(r) = r {
+            lock(&self.notes).homes.insert(r, chosen.0);
+        }
+        Ok(chosen)
+    }
+
+    /// A PIN block goes on the link it was translated for, under those keys; anything
+    /// else where the strategy says.
+    fn route_original(&self, msg: &Message) -> Result<(usize, Arc<ZoneKeys>), RejectReason> {
+        let none = || RejectReason::NotConnected;
         if let Some(f) = msg.field(52) {
             let noted = lock(&self.notes).pins.remove(&f.bytes().to_vec());
             if let Some((i, g)) = noted {
@@ -390,33 +403,32 @@ impl<T: Transport, C: Counters + Send + 'static> LinkPool<T, C> {
                 return Ok((i, keys));
             }
         }
-        if msg.mti().class() == MessageClass::Reversal {
-            let (pinned, home) = {
-                let n = lock(&self.notes);
-                let pinned = r.and_then(|r| n.pinned.get(&r).copied());
-                let home = r.and_then(|r| n.homes.get(&r).copied());
-                (pinned, home)
-            };
-            // Owed to its home: there only, when it is back.
-            if let Some(i) = pinned {
-                if !self.is_live(i) {
-                    return Err(none());
-                }
-                let keys = self.members[i].link.ring().current().ok_or_else(none)?;
+        self.pick().ok_or_else(none)
+    }
+
+    /// A reversal owed to its home goes there only (when it is back); any other to its
+    /// home when that is live, else where the strategy says.
+    fn route_reversal(&self, r: Option<TxnRef>) -> Result<(usize, Arc<ZoneKeys>), RejectReason> {
+        let none = || RejectReason::NotConnected;
+        let (pinned, home) = {
+            let n = lock(&self.notes);
+            let pinned = r.and_then(|r| n.pinned.get(&r).copied());
+            let home = r.and_then(|r| n.homes.get(&r).copied());
+            (pinned, home)
+        };
+        if let Some(i) = pinned {
+            if !self.is_live(i) {
+                return Err(none());
+            }
+            let keys = self.members[i].link.ring().current().ok_or_else(none)?;
+            return Ok((i, keys));
+        }
+        if let Some(i) = home.filter(|&i| self.is_live(i)) {
+            if let Some(keys) = self.members[i].link.ring().current() {
                 return Ok((i, keys));
             }
-            if let Some(i) = home.filter(|&i| self.is_live(i)) {
-                if let Some(keys) = self.members[i].link.ring().current() {
-                    return Ok((i, keys));
-                }
-            }
-            return self.pick().ok_or_else(none);
         }
-        let (i, keys) = self.pick().ok_or_else(none)?;
-        if let Some(r) = r {
-            lock(&self.notes).homes.insert(r, i);
-        }
-        Ok((i, keys))
+        self.pick().ok_or_else(none)
     }
 
     /// After link `i` answered `sent` with `answer` under `keys`: a `77`/`A0` or a MAC
