@@ -58,7 +58,10 @@ pub use service::{
     cup_to_iso87, host_part, iso87_to_cup, keep_leases, DrainSummary, ServiceConfig, ServiceSwitch,
     SwitchService, RETRY_CODE, UPSTREAM_JOURNAL, UPSTREAM_LINK,
 };
-pub use switch::{tag_of, Reply, Switch, SwitchConfig, SwitchParts, TerminalReload, TERMINAL_LINK};
+pub use switch::{
+    refusal_message, tag_of, Reply, Switch, SwitchConfig, SwitchParts, TerminalReload,
+    TERMINAL_LINK,
+};
 pub use upstream::{
     resume_after_sign_on, LinkPersistence, SharedSessions, UpstreamConfig, UpstreamLink,
     ZoneKeyRing, ZoneKeys, ZoneMac,

@@ -348,22 +348,7 @@ where
     /// advices, reversals (any `0410` acknowledges a reversal at the terminal, so a
     /// refusal would lose it), settlement and batch upload, responses.
     pub fn refusal(&self, request: &Message, code: &str) -> Option<Bytes> {
-        use isoswitch_codec::MessageFunction;
-        let mti = request.mti();
-        let answerable = matches!(
-            mti.class(),
-            MessageClass::Authorization | MessageClass::Financial | MessageClass::NetworkManagement
-        );
-        if !answerable || mti.function() != MessageFunction::Request {
-            return None;
-        }
-        let mut reply = Message::response_to(request).ok()?;
-        for n in [41u8, 42] {
-            if let Some(v) = request.get(n) {
-                reply.set(n, v.as_bytes()).ok()?;
-            }
-        }
-        reply.set(39, code).ok()?;
+        let mut reply = refusal_message(request, code)?;
         let mut t = lock(&self.inner.terminals);
         match t.seal_response(&mut reply) {
             Ok(b) => Some(b),
@@ -993,6 +978,32 @@ where
 enum Prepared {
     PinTranslation(SwitchError),
     Other(SwitchError),
+}
+
+/// The one admission rule for a request that is not carried out (a draining switch or
+/// host): the unsealed answer with `code` in DE 39 for authorization and financial
+/// requests and network management; `None` for the rest, which their sender repeats
+/// until they are taken: advices, reversals (any `0410` acknowledges a reversal, so a
+/// refusal would lose it), settlement and batch upload, responses. The caller seals it
+/// under its peer's MAK ([`Switch::refusal`] for a terminal).
+pub fn refusal_message(request: &Message, code: &str) -> Option<Message> {
+    use isoswitch_codec::MessageFunction;
+    let mti = request.mti();
+    let answerable = matches!(
+        mti.class(),
+        MessageClass::Authorization | MessageClass::Financial | MessageClass::NetworkManagement
+    );
+    if !answerable || mti.function() != MessageFunction::Request {
+        return None;
+    }
+    let mut reply = Message::response_to(request).ok()?;
+    for n in [41u8, 42] {
+        if let Some(v) = request.get(n) {
+            reply.set(n, v.as_bytes()).ok()?;
+        }
+    }
+    reply.set(39, code).ok()?;
+    Some(reply)
 }
 
 /// The session profile a switch's terminals use, and the one of its host, by name.
