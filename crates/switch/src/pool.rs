@@ -37,6 +37,13 @@
 //! notes of homes and pins are in memory: after a restart of the switch, a reversal left
 //! pending goes through the strategy's link and is not owed anywhere else.
 //!
+//! # Advices
+//!
+//! An advice (`0220`) goes where the strategy says the first time; the engine repeats it
+//! until it is answered, and every repeat goes to that same host (its home) only, waiting
+//! while the home is down: a host that kept a ledger of its own and recorded the first
+//! copy before it died would otherwise see the refund once and another host once more.
+//!
 //! # No echo loops
 //!
 //! A message the switch receives from upstream is never sent upstream again:
@@ -382,6 +389,18 @@ impl<T: Transport, C: Counters + Send + 'static> LinkPool<T, C> {
         if msg.mti().class() == MessageClass::Reversal {
             return self.route_reversal(r);
         }
+        // An advice repeated goes to the host that may hold its first copy: its home
+        // only (store and forward), never to another host that would count it again.
+        if isoswitch_reversal::is_advice(msg.mti()) {
+            let home = r.and_then(|r| lock(&self.notes).homes.get(&r).copied());
+            if let Some(i) = home {
+                let keys = self.members[i].link.ring().current();
+                return match keys {
+                    Some(k) if self.is_live(i) => Ok((i, k)),
+                    _ => Err(RejectReason::NotConnected),
+                };
+            }
+        }
         let chosen = self.route_original(msg)?;
         if let Some(r) = r {
             lock(&self.notes).homes.insert(r, chosen.0);
@@ -389,8 +408,9 @@ impl<T: Transport, C: Counters + Send + 'static> LinkPool<T, C> {
         Ok(chosen)
     }
 
-    /// A PIN block goes on the link it was translated for, under those keys; anything
-    /// else where the strategy says.
+    /// A PIN block goes on the link it was translated for, under those keys; a void to
+    /// the host of the sale it cancels when that is live; anything else where the
+    /// strategy says.
     fn route_original(&self, msg: &Message) -> Result<(usize, Arc<ZoneKeys>), RejectReason> {
         let none = || RejectReason::NotConnected;
         if let Some(f) = msg.field(52) {
@@ -401,6 +421,18 @@ impl<T: Transport, C: Counters + Send + 'static> LinkPool<T, C> {
                     return Err(none());
                 }
                 return Ok((i, keys));
+            }
+        }
+        // A void (DE 90 names the sale it cancels) goes to the sale's host when it is live.
+        if let Some(Ok(Some(ode))) = msg.has(90).then(|| OriginalDataElements::read(msg)) {
+            let home = lock(&self.notes)
+                .homes
+                .get(&(ode.stan, ode.transmission))
+                .copied();
+            if let Some(i) = home.filter(|&i| self.is_live(i)) {
+                if let Some(keys) = self.members[i].link.ring().current() {
+                    return Ok((i, keys));
+                }
             }
         }
         self.pick().ok_or_else(none)
