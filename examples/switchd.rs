@@ -9,6 +9,8 @@
 //! reversal in the journal, upstream sign-off, store synced) and exit 0. SIGHUP or
 //! `POST /reload` on `--admin`: read `--terminals` again. The switch itself is
 //! `isoswitch::switch::SwitchService`.
+//! A pool of hosts: `--host A --host B [--host-strategy failover|round-robin]`, each host
+//! its own link, sign-on and zone keys (`isoswitch::switch::pool`).
 //! Several nodes on one PostgreSQL database instead of the data directory:
 //! `--store postgres://USER@HOST:PORT/DB --node switch-a --lease 5s` (README: "Shared
 //! state on PostgreSQL").
