@@ -29,8 +29,10 @@ pub struct DukptPins {
     /// The zone master key, to wrap each generation's zone PIN key for import.
     zmk_clear: Key,
     ksn_field: u8,
-    /// The zone PIN key of the newest generation imported: (generation, handle).
-    zpk: Mutex<Option<(u64, KeyHandle)>>,
+    /// The zone PIN keys imported, newest last: (the key's full check value, handle). A
+    /// pool's links each have zone keys of their own (their generations count
+    /// separately), so a key is known by its check value, not its generation.
+    zpk: Mutex<Vec<(isoswitch_session::crypto::Kcv, KeyHandle)>>,
 }
 
 impl std::fmt::Debug for DukptPins {
@@ -69,7 +71,7 @@ impl DukptPins {
             zmk,
             zmk_clear,
             ksn_field,
-            zpk: Mutex::new(None),
+            zpk: Mutex::new(Vec::new()),
         })
     }
 
@@ -123,11 +125,16 @@ impl DukptPins {
     /// The module's handle of `keys`' zone PIN key, imported on first use of its
     /// generation.
     async fn zone_pin_key(&self, keys: &ZoneKeys) -> Result<KeyHandle> {
-        let held = *self.zpk.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some((g, h)) = held {
-            if g == keys.generation {
-                return Ok(h);
-            }
+        let kcv = *keys.pik.kcv();
+        let held = self
+            .zpk
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .find(|(k, _)| *k == kcv)
+            .map(|(_, h)| *h);
+        if let Some(h) = held {
+            return Ok(h);
         }
         let wrapped = Zeroizing::new(encrypt_key_under(&self.zmk_clear, &keys.pik)?);
         let blob = KeyBlob::Ecb(EncryptedKey::new(keys.pik.kind(), &wrapped).map_err(security)?);
@@ -137,12 +144,19 @@ impl DukptPins {
             .await
             .map_err(security)?;
         let mut held = self.zpk.lock().unwrap_or_else(|e| e.into_inner());
-        if held.is_none_or(|(g, _)| g < keys.generation) {
-            *held = Some((keys.generation, h));
+        if !held.iter().any(|(k, _)| *k == kcv) {
+            held.push((kcv, h));
+            // A few links, each with its current and previous key.
+            if held.len() > MAX_ZONE_PIN_KEYS {
+                held.remove(0);
+            }
         }
         Ok(h)
     }
 }
+
+/// The most zone PIN key handles kept (older ones are imported again when used).
+const MAX_ZONE_PIN_KEYS: usize = 16;
 
 fn security(e: isoswitch_hsm::HsmError) -> SwitchError {
     SwitchError::Security(e.to_string())
