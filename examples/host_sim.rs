@@ -37,6 +37,9 @@ struct Args {
     /// instead of --data-dir.
     #[arg(long)]
     store: Option<String>,
+    /// Each answer (but network management's) waits this long: a slow issuer, e.g. 200ms.
+    #[arg(long, default_value = "0ms", value_parser = sim::parse_duration)]
+    answer_delay: std::time::Duration,
 
     // ---- Operations (issue 13): --admin, --log-format, --drain-timeout, --tls-* ----
     #[command(flatten)]
@@ -65,6 +68,7 @@ async fn main() -> ExitCode {
             )?,
             None => host::HostSim::open(&cfg)?,
         };
+        h.set_answer_delay(args.answer_delay);
         h.serve_ops(&args.listen, &args.ops, metrics, &args.data_dir)
             .await?;
         let s = h.summary()?;

@@ -9,6 +9,8 @@
 //! reversal in the journal, upstream sign-off, store synced) and exit 0. SIGHUP or
 //! `POST /reload` on `--admin`: read `--terminals` again. The switch itself is
 //! `isoswitch::switch::SwitchService`.
+//! A pool of hosts: `--host A --host B [--host-strategy failover|round-robin]`, each host
+//! its own link, sign-on and zone keys (`isoswitch::switch::pool`).
 //! Several nodes on one PostgreSQL database instead of the data directory:
 //! `--store postgres://USER@HOST:PORT/DB --node switch-a --lease 5s` (README: "Shared
 //! state on PostgreSQL").
@@ -28,9 +30,14 @@ struct Args {
     /// Address terminals connect to (cup-pos framing).
     #[arg(long, default_value = "127.0.0.1:8583")]
     listen: String,
-    /// The host (host_sim) address.
+    /// The host (host_sim) address; repeat for a pool of hosts (each its own link,
+    /// sign-on and zone keys).
     #[arg(long, default_value = "127.0.0.1:9583")]
-    host: String,
+    host: Vec<String>,
+    /// How a pool of hosts shares the traffic: failover (the first live host) or
+    /// round-robin (every live host in turn).
+    #[arg(long, default_value = "failover")]
+    host_strategy: isoswitch::switch::Strategy,
     /// Terminal master keys (TOML: [[terminal]] tid, mid, tmk).
     #[arg(long, default_value = "examples/terminals.toml")]
     terminals: PathBuf,
@@ -102,7 +109,7 @@ async fn main() -> ExitCode {
             terminals: config::load_terminals(&args.terminals)?,
             zone_key: config::load_zone_key(&args.zone_key)?,
             kek: config::load_kek(&args.kek)?,
-            host_addr: args.host.clone(),
+            host_addr: args.host.first().cloned().unwrap_or_default(),
             data_dir: args.data_dir.clone(),
             upstream_timeout: args.upstream_timeout,
             upstream_in_flight: args.upstream_in_flight,
@@ -119,14 +126,18 @@ async fn main() -> ExitCode {
             data_dir: args.data_dir.clone(),
             metrics,
         };
+        let pool = switch::HostPool {
+            more_hosts: args.host.iter().skip(1).cloned().collect(),
+            strategy: args.host_strategy,
+        };
         match &args.store {
             Some(url) => {
                 let store = config::pg_store(url, args.node.as_deref(), args.lease, &cfg.kek)?;
-                let sw = switch::Switch::start_on_with_tls(store, cfg, host_tls).await?;
+                let sw = switch::Switch::start_on_with(store, cfg, host_tls, pool).await?;
                 sw.serve_ops(&args.listen, settings).await
             }
             None => {
-                let sw = switch::Switch::start_with_tls(cfg, host_tls).await?;
+                let sw = switch::Switch::start_with(cfg, host_tls, pool).await?;
                 sw.serve_ops(&args.listen, settings).await
             }
         }

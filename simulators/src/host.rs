@@ -307,6 +307,8 @@ struct Inner {
     describe: String,
     /// Torn tails cut when the data directory's parts were opened.
     torn: Vec<TornReport>,
+    /// Each answer waits this long, in milliseconds (a slow issuer; 0: none).
+    answer_delay_ms: AtomicU64,
 }
 
 /// The host; cheap to clone.
@@ -463,6 +465,7 @@ impl HostSim {
                 _data: data,
                 describe,
                 torn,
+                answer_delay_ms: AtomicU64::new(0),
             }),
         })
     }
@@ -513,9 +516,12 @@ impl HostSim {
             link: "switches".into(),
             ..ServerConfig::default()
         };
+        let host = self.clone();
         let server = Server::bind(listen, Framing::Len2, config, handler)
             .await?
-            .with_dialect(self.inner.profile.dialect.clone());
+            .with_dialect(self.inner.profile.dialect.clone())
+            // Draining: new requests get the retry code (the switch's own rule).
+            .answer_while_draining(move |req| host.refusal(req.message()?.ok()?).map(Frame::new));
         Ok(match tls {
             Some(tls) => server.with_tls(tls),
             None => server,
@@ -558,7 +564,15 @@ impl HostSim {
     }
 
     async fn handle(&self, req: Request) -> Option<Frame> {
+        let delay = self.inner.answer_delay_ms.load(Ordering::Relaxed);
+        let network = req
+            .message()
+            .and_then(|m| m.ok())
+            .is_some_and(|m| m.mti().class() == MessageClass::NetworkManagement);
         let bytes = req.frame.payload;
+        if delay > 0 && !network {
+            tokio::time::sleep(Duration::from_millis(delay)).await;
+        }
         // Run to the end even if the connection (and so this future) goes away.
         let h = self.clone();
         // Boxed: `answer`'s future is about 5 KiB (decoded messages live in it), which
@@ -574,6 +588,27 @@ impl HostSim {
                 tracing::warn!(error = %e, "host: message not answered");
                 None
             }
+        }
+    }
+
+    /// Each answer but network management's waits `delay` first (a slow issuer, e.g. to
+    /// test a drain with a request in flight).
+    pub fn set_answer_delay(&self, delay: Duration) {
+        let ms = u64::try_from(delay.as_millis()).unwrap_or(u64::MAX);
+        self.inner.answer_delay_ms.store(ms, Ordering::Relaxed);
+    }
+
+    /// The answer to a request that arrives while the host drains: the library's
+    /// refusal rule ([`isoswitch::switch::refusal_message`]) with the retry code, MACed
+    /// under the zone MAK when the host holds one.
+    fn refusal(&self, msg: &Message) -> Option<Bytes> {
+        let mut r = isoswitch::switch::refusal_message(msg, isoswitch::switch::RETRY_CODE)?;
+        let mak = lock(&self.inner.session)
+            .working_keys(&self.inner.switch)
+            .map(|k| k.mak().clone());
+        match mak {
+            Some(k) => self.inner.profile.seal(&k, &mut r).ok(),
+            None => r.to_bytes().ok(),
         }
     }
 

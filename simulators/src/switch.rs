@@ -36,6 +36,15 @@ pub struct SwitchConfig {
     pub hsm: Option<HsmConfig>,
 }
 
+/// More hosts for `switchd --host A --host B …` (a link pool, `isoswitch_switch::pool`).
+#[derive(Debug, Clone, Default)]
+pub struct HostPool {
+    /// The hosts after the first (`SwitchConfig::host_addr`).
+    pub more_hosts: Vec<String>,
+    /// `--host-strategy`.
+    pub strategy: isoswitch::switch::Strategy,
+}
+
 /// The security module of `switchd` and the keys it holds for DUKPT terminals.
 #[derive(Debug, Clone)]
 pub struct HsmConfig {
@@ -117,8 +126,18 @@ impl Switch {
         config: SwitchConfig,
         host_tls: Option<crate::net::ClientTls>,
     ) -> Result<Switch> {
+        Self::start_with(config, host_tls, HostPool::default()).await
+    }
+
+    /// [`Switch::start_with_tls`] with a pool of hosts (`pool.more_hosts` beside
+    /// `config.host_addr`).
+    pub async fn start_with(
+        config: SwitchConfig,
+        host_tls: Option<crate::net::ClientTls>,
+        pool: HostPool,
+    ) -> Result<Switch> {
         let store = super::open_data_dir(&config.data_dir, &config.kek)?;
-        Switch::start_on_with_tls(store, config, host_tls).await
+        Switch::start_on_with(store, config, host_tls, pool).await
     }
 }
 
@@ -135,6 +154,16 @@ impl<St: Store + Clone> Switch<St> {
         store: St,
         config: SwitchConfig,
         host_tls: Option<crate::net::ClientTls>,
+    ) -> Result<Switch<St>> {
+        Switch::start_on_with(store, config, host_tls, HostPool::default()).await
+    }
+
+    /// [`Switch::start_on_with_tls`] with a pool of hosts.
+    pub async fn start_on_with(
+        store: St,
+        config: SwitchConfig,
+        host_tls: Option<crate::net::ClientTls>,
+        pool: HostPool,
     ) -> Result<Switch<St>> {
         let keys = super::config::key_store(&config.terminals)?;
         let dukpt = match &config.hsm {
@@ -153,6 +182,8 @@ impl<St: Store + Clone> Switch<St> {
                 upstream_in_flight: config.upstream_in_flight,
                 max_reversals_in_flight: 8,
                 host_tls,
+                more_hosts: pool.more_hosts,
+                host_strategy: pool.strategy,
                 switch: LibSwitchConfig {
                     acquirer_id: ACQUIRER_ID.into(),
                     ..LibSwitchConfig::default()

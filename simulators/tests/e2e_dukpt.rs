@@ -29,19 +29,35 @@ fn example(name: &str) -> PathBuf {
         .join(name)
 }
 
-async fn run(remote_hsm: bool) {
+/// `pooled`: two hosts behind the switch, round-robin (each its own zone keys: the
+/// module must translate every PIN block to the PIK of the link it goes on).
+async fn run(remote_hsm: bool, pooled: bool) {
     let dir = tempfile::tempdir().expect("tempdir");
     let zone_key = config::zone_key_from_hex(SAMPLE_ZONE_KEY).expect("zone key");
     let kek = config::kek_from_hex(SAMPLE_KEK).expect("kek");
-    let host_dir = dir.path().join("host");
-    let host = host::HostSim::open(&host::HostSimConfig {
-        zone_key: zone_key.clone(),
-        kek: kek.clone(),
-        data_dir: host_dir.clone(),
-        fsync: true,
-    })
-    .expect("host");
+    let open_host = |name: &str| {
+        host::HostSim::open(&host::HostSimConfig {
+            zone_key: zone_key.clone(),
+            kek: kek.clone(),
+            data_dir: dir.path().join(name),
+            fsync: true,
+        })
+        .expect("host")
+    };
+    let host = open_host("host");
     let host_running = host.spawn("127.0.0.1:0").await.expect("host up");
+    let second = match pooled {
+        true => {
+            let h = open_host("host-2");
+            let r = h.spawn("127.0.0.1:0").await.expect("host up");
+            Some((h, r))
+        }
+        false => None,
+    };
+    let pool = switch::HostPool {
+        more_hosts: second.iter().map(|(_, r)| r.addr.to_string()).collect(),
+        strategy: isoswitch::switch::Strategy::RoundRobin,
+    };
     let remote = if remote_hsm {
         let lmk = SoftHsm::from_master_key_file(&example("lmk.hex")).expect("lmk");
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
@@ -53,21 +69,25 @@ async fn run(remote_hsm: bool) {
     } else {
         None
     };
-    let sw = switch::Switch::start(switch::SwitchConfig {
-        terminals: parse_terminals(SAMPLE_TERMINALS).expect("terminals"),
-        zone_key,
-        kek: kek.clone(),
-        host_addr: host_running.addr.to_string(),
-        data_dir: dir.path().join("switch"),
-        upstream_timeout: Duration::from_secs(2),
-        upstream_in_flight: 256,
-        hsm: Some(switch::HsmConfig {
-            remote,
-            lmk: example("lmk.hex"),
-            bdk: example("bdk.lmk.hex"),
-            zmk: example("zmk.lmk.hex"),
-        }),
-    })
+    let sw = switch::Switch::start_with(
+        switch::SwitchConfig {
+            terminals: parse_terminals(SAMPLE_TERMINALS).expect("terminals"),
+            zone_key,
+            kek: kek.clone(),
+            host_addr: host_running.addr.to_string(),
+            data_dir: dir.path().join("switch"),
+            upstream_timeout: Duration::from_secs(2),
+            upstream_in_flight: 256,
+            hsm: Some(switch::HsmConfig {
+                remote,
+                lmk: example("lmk.hex"),
+                bdk: example("bdk.lmk.hex"),
+                zmk: example("zmk.lmk.hex"),
+            }),
+        },
+        None,
+        pool,
+    )
     .await
     .expect("switch");
     let sr = sw.spawn("127.0.0.1:0").await.expect("switch up");
@@ -102,11 +122,17 @@ async fn run(remote_hsm: bool) {
     assert!(report.all_balanced(), "{}", report.render());
     sr.stop().await;
     sw.service().shutdown();
-    let ledger = host.summary().expect("ledger");
+    let mut total = host.summary().expect("ledger").total;
+    if let Some((h, r)) = second {
+        let t = h.summary().expect("ledger").total;
+        assert!(t != 0 && total != 0, "both hosts took traffic");
+        total += t;
+        r.stop().await;
+    }
     assert_eq!(
-        ledger.total,
+        total,
         report.net(),
-        "host ledger ≠ terminals' approved − reversed"
+        "host ledgers ≠ terminals' approved − reversed"
     );
     host_running.stop().await;
     drop(sw);
@@ -127,11 +153,17 @@ async fn run(remote_hsm: bool) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dukpt_terminals_through_the_soft_hsm() {
     isoswitch_sim::init_tracing("error");
-    run(false).await;
+    run(false, false).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dukpt_terminals_through_a_round_robin_pool_of_two_hosts() {
+    isoswitch_sim::init_tracing("error");
+    run(false, true).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dukpt_terminals_through_hsm_sim() {
     isoswitch_sim::init_tracing("error");
-    run(true).await;
+    run(true, false).await;
 }

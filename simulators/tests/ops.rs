@@ -772,3 +772,270 @@ fn ops_tls_on_both_hops_with_mutual_tls_balances_and_refuses_an_untrusted_termin
     assert!(host.stop().0, "host_sim exited badly");
     assert_balances(&report, &host_dir, "TLS run");
 }
+
+/// `host_sim`'s drain: a sale in flight at a slow host (`--answer-delay`) when SIGTERM
+/// arrives finishes (approved); a sale that arrives while the host drains is answered
+/// with the retry code by the library's refusal rule (the one `switchd` uses), which
+/// reaches its terminal as a decline; `/readyz` is 503 meanwhile; exit 0; the host's
+/// ledger holds the approved sale only.
+#[test]
+fn ops_host_sim_drain_answers_new_requests_with_the_retry_code() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (host_dir, switch_dir) = (dir.path().join("host"), dir.path().join("switch"));
+    let (host_addr, switch_addr) = (addr(), addr());
+    let (host_admin, switch_admin) = (addr(), addr());
+    let d = |p: &Path| p.to_str().expect("utf-8 path").to_owned();
+    let host = Prog::start(
+        "host_sim",
+        &[
+            "--listen",
+            &host_addr,
+            "--data-dir",
+            &d(&host_dir),
+            "--admin",
+            &host_admin,
+            "--answer-delay",
+            "3s",
+            "--drain-timeout",
+            "10s",
+        ],
+        dir.path().join("host_sim.log"),
+        &[],
+    );
+    let switchd = Prog::start(
+        "switchd",
+        &[
+            "--listen",
+            &switch_addr,
+            "--host",
+            &host_addr,
+            "--data-dir",
+            &d(&switch_dir),
+            "--admin",
+            &switch_admin,
+            "--upstream-timeout",
+            "8s",
+        ],
+        dir.path().join("switchd.log"),
+        &[],
+    );
+    wait_listening(&switch_admin);
+    assert_eq!(wait_ready(&switch_admin, 200).0, 200);
+    assert_eq!(wait_ready(&host_admin, 200).0, 200);
+    let rt = runtime();
+    let ts = terminals();
+    let mut slow = load(&switch_addr, &ts[..1], 1, dir.path().join("terminal-a"));
+    slow.timeout = Duration::from_secs(12);
+    let slow = rt.spawn(terminal::run(slow));
+    let end = Instant::now() + Duration::from_secs(20);
+    while metric(
+        &get(&host_admin, "/metrics").1,
+        "isoswitch_in_flight",
+        &[("link", "switches")],
+    ) < 1.0
+    {
+        assert!(Instant::now() < end, "the sale never reached the host");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    host.signal("TERM");
+    let (code, body) = wait_ready(&host_admin, 503);
+    assert_eq!(code, 503);
+    assert!(body.contains("draining"), "the reason: {body}");
+    // A new sale while the host drains: answered with the retry code.
+    let mut late = load(&switch_addr, &ts[1..2], 1, dir.path().join("terminal-b"));
+    late.timeout = Duration::from_secs(12);
+    let late = rt.block_on(terminal::run(late)).expect("terminal run");
+    let slow = rt.block_on(slow).expect("task").expect("terminal run");
+    let m = get(&switch_admin, "/metrics").1;
+    assert!(
+        metric(
+            &m,
+            "isoswitch_responses_total",
+            &[("link", "host"), ("direction", "in"), ("rc", "91")]
+        ) >= 1.0,
+        "the host did not answer 91 while draining:\n{m}"
+    );
+    assert_eq!(slow.approvals, 1, "{}", slow.render());
+    assert_eq!(late.approvals, 0, "{}", late.render());
+    assert_eq!(late.declines, 1, "{}", late.render());
+    let (ok, _) = host.wait();
+    assert!(ok, "host_sim did not exit 0 after the drain");
+    let (ok, out) = switchd.stop();
+    assert!(ok, "{out}");
+    let ledger = host::read_ledger(&host_dir, &kek()).expect("ledger");
+    assert_eq!(ledger.total, slow.net() + late.net());
+    assert!(slow.all_balanced() && late.all_balanced());
+}
+
+/// Starts `host_sim` on `listen` over `data` with an admin endpoint.
+fn start_host(listen: &str, data: &Path, admin: &str, log: PathBuf) -> Prog {
+    let data = data.to_str().expect("utf-8 path");
+    Prog::start(
+        "host_sim",
+        &["--listen", listen, "--data-dir", data, "--admin", admin],
+        log,
+        &[],
+    )
+}
+
+/// A link pool: `switchd --host A --host B` (failover) under terminal load; host A is
+/// killed (SIGSTOP until requests are in flight there, then SIGKILL) mid-run: traffic moves to B, A's in-doubt transactions are reversed
+/// through B (B never saw their originals: acknowledged without a ledger effect) and,
+/// once A is back on its data directory, at A too (A holds the approvals it had made
+/// durable before it died); advices A got first wait for A. Afterwards every batch balances with the switch, and the two
+/// hosts' ledgers together equal the terminals' approved − reversed total to the cent:
+/// nothing lost or doubled.
+#[test]
+fn ops_pool_of_two_hosts_survives_one_killed_mid_run() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (dir_a, dir_b) = (dir.path().join("host-a"), dir.path().join("host-b"));
+    let (addr_a, addr_b, switch_addr) = (addr(), addr(), addr());
+    let (admin_a, admin_b, switch_admin) = (addr(), addr(), addr());
+    let host_a = start_host(&addr_a, &dir_a, &admin_a, dir.path().join("host-a.log"));
+    let host_b = start_host(&addr_b, &dir_b, &admin_b, dir.path().join("host-b.log"));
+    let switch_dir = dir.path().join("switch");
+    let switchd = Prog::start(
+        "switchd",
+        &[
+            "--listen",
+            &switch_addr,
+            "--host",
+            &addr_a,
+            "--host",
+            &addr_b,
+            "--host-strategy",
+            "failover",
+            "--data-dir",
+            switch_dir.to_str().expect("utf-8 path"),
+            "--admin",
+            &switch_admin,
+            "--upstream-timeout",
+            "1s",
+        ],
+        dir.path().join("switchd.log"),
+        &[],
+    );
+    wait_listening(&switch_admin);
+    assert_eq!(wait_ready(&switch_admin, 200).0, 200);
+    // Each link signs on by itself (ready already once one has).
+    let end = Instant::now() + Duration::from_secs(30);
+    loop {
+        let m = get(&switch_admin, "/metrics").1;
+        let signed = |link: &str| metric(&m, "isoswitch_sign_ons_total", &[("link", link)]);
+        if signed("host") == 1.0 && signed("host-2") == 1.0 {
+            break;
+        }
+        assert!(Instant::now() < end, "the links did not sign on:\n{m}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+
+    let rt = runtime();
+    let ts = terminals();
+    let mut cfg = load(
+        &switch_addr,
+        &ts[..16],
+        16 * 80,
+        dir.path().join("terminals"),
+    );
+    cfg.timeout = Duration::from_secs(4);
+    let run = rt.spawn(terminal::run(cfg));
+    let out = |m: &str, link: &str, mti: &str| {
+        metric(
+            m,
+            "isoswitch_messages_total",
+            &[("link", link), ("direction", "out"), ("mti", mti)],
+        )
+    };
+    // Failover: the first host takes the traffic; kill it mid-run.
+    let end = Instant::now() + Duration::from_secs(60);
+    while out(&get(&switch_admin, "/metrics").1, "host", "0200") < 200.0 {
+        assert!(Instant::now() < end, "no traffic to the first host");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // Frozen first, so that requests are in flight there when it dies (the terminals
+    // move in step with the group commits: at a random instant the host may hold none).
+    host_a.signal("STOP");
+    let end = Instant::now() + Duration::from_secs(30);
+    while metric(
+        &get(&switch_admin, "/metrics").1,
+        "isoswitch_in_flight",
+        &[("link", "host")],
+    ) < 1.0
+    {
+        assert!(Instant::now() < end, "nothing in flight to the first host");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let mut host_a = host_a;
+    host_a.signal("KILL");
+    let _ = host_a.child.wait();
+    // Traffic moves to the survivor.
+    let end = Instant::now() + Duration::from_secs(60);
+    while out(&get(&switch_admin, "/metrics").1, "host-2", "0200") < 100.0 {
+        assert!(Instant::now() < end, "traffic did not move to the survivor");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // The dead host's in-doubt transactions: reversed through the survivor.
+    let end = Instant::now() + Duration::from_secs(30);
+    loop {
+        let m = get(&switch_admin, "/metrics").1;
+        if out(&m, "host-2", "0400") + out(&m, "host-2", "0401") >= 1.0 {
+            break;
+        }
+        assert!(
+            Instant::now() < end,
+            "no reversal through the survivor:\n{m}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    // The dead host comes back on its data directory (advices it got first wait for it:
+    // their terminals repeat them until then): what is owed to it arrives, and nothing
+    // stays pending.
+    let host_a = start_host(&addr_a, &dir_a, &admin_a, dir.path().join("host-a-2.log"));
+    let report = rt.block_on(run).expect("task").expect("terminal run");
+    let end = Instant::now() + Duration::from_secs(60);
+    loop {
+        let m = get(&switch_admin, "/metrics").1;
+        let pending = metric(&m, "isoswitch_reversals_pending", &[("link", "host")])
+            + metric(&m, "isoswitch_advices_pending", &[("link", "host")]);
+        // (Its admin endpoint may not be up yet.)
+        let ma = http("GET", &admin_a, "/metrics").unwrap_or_default().1;
+        let at_a: f64 = ["0400", "0401"]
+            .iter()
+            .map(|mti| {
+                metric(
+                    &ma,
+                    "isoswitch_messages_total",
+                    &[("link", "switches"), ("direction", "in"), ("mti", mti)],
+                )
+            })
+            .sum();
+        if pending == 0.0 && at_a >= 1.0 {
+            break;
+        }
+        assert!(
+            Instant::now() < end,
+            "owed reversals not delivered to the host that came back:\n{m}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let (ok, out_text) = switchd.stop();
+    assert!(ok, "{out_text}");
+    assert!(out_text.contains("nothing pending upstream"), "{out_text}");
+    let (ok_a, _) = host_a.stop();
+    let (ok_b, _) = host_b.stop();
+    assert!(ok_a && ok_b, "a host exited badly");
+    println!("{}", report.render());
+    assert!(
+        report.all_balanced(),
+        "not every batch balanced:\n{}",
+        report.render()
+    );
+    let a = host::read_ledger(&dir_a, &kek()).expect("ledger A");
+    let b = host::read_ledger(&dir_b, &kek()).expect("ledger B");
+    assert!(a.total != 0 && b.total != 0, "both hosts took traffic");
+    assert_eq!(
+        a.total + b.total,
+        report.net(),
+        "the hosts' ledgers ≠ the terminals' approved − reversed total"
+    );
+}

@@ -37,9 +37,11 @@ pub struct DukptPins {
     bdk: KeyHandle,
     zmk: KeyHandle,
     ksn_field: u8,
-    /// The zone PIN keys imported, newest first: (generation, handle), at most
-    /// [`ZONE_PIN_KEYS_HELD`].
-    zpks: Mutex<Vec<(u64, KeyHandle)>>,
+    /// The zone PIN keys imported, newest generation first: (generation, the key's full
+    /// check value, handle), at most [`ZONE_PIN_KEYS_HELD`]. A key is known by its check
+    /// value: the links of a pool each have zone keys of their own, their generations
+    /// counted separately.
+    zpks: Mutex<Vec<(u64, isoswitch_session::crypto::Kcv, KeyHandle)>>,
 }
 
 impl std::fmt::Debug for DukptPins {
@@ -104,10 +106,12 @@ impl DukptPins {
     /// The zone PIN keys the module holds for this translator: (generation, handle),
     /// newest first, at most [`ZONE_PIN_KEYS_HELD`].
     pub fn zone_pin_keys(&self) -> Vec<(u64, KeyHandle)> {
-        self.lock().clone()
+        self.lock().iter().map(|&(g, _, h)| (g, h)).collect()
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<(u64, KeyHandle)>> {
+    fn lock(
+        &self,
+    ) -> std::sync::MutexGuard<'_, Vec<(u64, isoswitch_session::crypto::Kcv, KeyHandle)>> {
         self.zpks.lock().unwrap_or_else(|e| e.into_inner())
     }
 
@@ -155,7 +159,8 @@ impl DukptPins {
     /// one's key is deleted from the module when the newer ones come (or, for a late
     /// message of a generation older than both, after its one translation).
     async fn zone_pin_key(&self, keys: &ZoneKeys) -> Result<(KeyHandle, bool)> {
-        if let Some((_, h)) = self.lock().iter().find(|(g, _)| *g == keys.generation) {
+        let kcv = *keys.pik.kcv();
+        if let Some((_, _, h)) = self.lock().iter().find(|(_, k, _)| *k == kcv) {
             return Ok((*h, true));
         }
         let wrapped = keys.pik_under_zmk.as_ref().ok_or_else(|| {
@@ -175,19 +180,19 @@ impl DukptPins {
         // generation, the newest generations kept.
         let (used, kept, dropped) = {
             let mut held = self.lock();
-            match held.iter().find(|(g, _)| *g == keys.generation) {
-                Some((_, existing)) => (*existing, true, vec![h]),
+            match held.iter().find(|(_, k, _)| *k == kcv) {
+                Some((_, _, existing)) => (*existing, true, vec![h]),
                 None => {
-                    held.push((keys.generation, h));
-                    held.sort_by_key(|&(g, _)| std::cmp::Reverse(g));
+                    held.push((keys.generation, kcv, h));
+                    held.sort_by_key(|&(g, _, _)| std::cmp::Reverse(g));
                     let keep = held.len().min(ZONE_PIN_KEYS_HELD);
                     let old: Vec<KeyHandle> = held
                         .split_off(keep)
                         .into_iter()
-                        .map(|(_, h)| h)
+                        .map(|(_, _, h)| h)
                         .filter(|&o| o != h)
                         .collect();
-                    let kept = held.iter().any(|&(_, k)| k == h);
+                    let kept = held.iter().any(|&(_, _, k)| k == h);
                     (h, kept, old)
                 }
             }

@@ -16,6 +16,11 @@
 //! - [`upstream`] — [`UpstreamLink`]: a net `Client` + `TerminalSession` signed on to the
 //!   host at every connection and again on 77 / A0 / bad MAC; [`ZoneKeyRing`] holds the
 //!   zone keys as numbered generations; [`ZoneMac`] is the reversal engine's MAC hook.
+//! - [`pool`] — [`LinkPool`]: several upstream links (`failover` / `round-robin`,
+//!   [`Strategy`]), each signed on with its own zone keys; the reversal engine's
+//!   [`PoolTransport`] and [`PoolMac`] send each message on one live link under that
+//!   link's keys; in-doubt transactions of a dead link are reversed through a live one;
+//!   a host's echo is answered, never relayed ([`UpstreamUnmatched`]).
 //! - [`metrics`] — the switch's own metric names (sign-ons, MAC failures, upstream
 //!   readiness); the net and reversal crates record the rest.
 //! - [`error`] — [`SwitchError`].
@@ -35,6 +40,7 @@ pub mod dukpt;
 pub mod error;
 pub mod field_map;
 pub mod metrics;
+pub mod pool;
 pub mod security;
 pub mod service;
 pub mod switch;
@@ -43,12 +49,19 @@ pub mod upstream;
 pub use dukpt::DukptPins;
 pub use error::{Result, SwitchError};
 pub use field_map::{FieldMap, FieldMapDef, Functions, MapContext, MapFn, Rule, Source};
+pub use pool::{
+    answer_upstream_request, upstream_unmatched, LinkPool, PoolMac, PoolMember, PoolTransport,
+    Selector, Strategy, UpstreamUnmatched,
+};
 pub use security::{SecurityOps, SoftSecurity};
 pub use service::{
     cup_to_iso87, host_part, iso87_to_cup, keep_leases, DrainSummary, ServiceConfig, ServiceSwitch,
     SwitchService, RETRY_CODE, UPSTREAM_JOURNAL, UPSTREAM_LINK,
 };
-pub use switch::{tag_of, Reply, Switch, SwitchConfig, SwitchParts, TerminalReload, TERMINAL_LINK};
+pub use switch::{
+    refusal_message, tag_of, Reply, Switch, SwitchConfig, SwitchParts, TerminalReload,
+    TERMINAL_LINK,
+};
 pub use upstream::{
     resume_after_sign_on, LinkPersistence, SharedSessions, UpstreamConfig, UpstreamLink,
     ZoneKeyRing, ZoneKeys, ZoneMac,

@@ -61,8 +61,53 @@ pub struct ServiceConfig {
     /// terminal has session keys).
     pub dukpt: Option<Arc<DukptPins>>,
     /// TLS towards the host (`None`: plain TCP). The host's certificate must name the
-    /// host part of [`ServiceConfig::host_addr`] (a DNS name or an IP address).
+    /// host part of [`ServiceConfig::host_addr`] (a DNS name or an IP address), and so
+    /// must each of [`ServiceConfig::more_hosts`]'.
     pub host_tls: Option<ClientTls>,
+    /// More hosts beside `host_addr`: with any, the switch runs a link pool
+    /// ([`crate::pool`]), each host a link of its own (its own sign-on and zone keys),
+    /// named `host`, `host-2`, `host-3`… in this order (the `link` label of their
+    /// metrics and the name their zone keys are stored under). Empty: the one link
+    /// `host`, as without pools.
+    pub more_hosts: Vec<String>,
+    /// How the pool picks a link (unused without `more_hosts`).
+    pub host_strategy: crate::pool::Strategy,
+}
+
+/// The name of upstream link `i` (0-based): `host`, then `host-2`, `host-3`…
+pub fn link_name(i: usize) -> String {
+    match i {
+        0 => UPSTREAM_LINK.to_owned(),
+        _ => format!("{UPSTREAM_LINK}-{}", i + 1),
+    }
+}
+
+/// The client of one upstream link (`len2` framing, TLS when configured).
+fn spawn_client(
+    config: &ServiceConfig,
+    addr: &str,
+    name: &str,
+    unmatched: crate::pool::UpstreamUnmatched,
+    iso: &SessionProfile,
+) -> Result<Client> {
+    let mut cc = ClientConfig::new(Framing::Len2);
+    cc.link = name.into();
+    cc.max_in_flight = config.upstream_in_flight.max(1);
+    cc.write_queue = 4096;
+    cc.reconnect = Some(ReconnectPolicy {
+        initial_delay: Duration::from_millis(5),
+        max_delay: Duration::from_millis(300),
+        ..Default::default()
+    });
+    let builder =
+        Client::builder(cc, DialectCorrelator::new(iso.dialect.clone())).unmatched(unmatched);
+    Ok(match &config.host_tls {
+        Some(tls) => builder.spawn(
+            TlsConnector::new(addr.to_owned(), host_part(addr), tls)
+                .map_err(|e| SwitchError::Security(format!("upstream TLS: {e}")))?,
+        )?,
+        None => builder.spawn(TcpConnector::new(addr.to_owned()))?,
+    })
 }
 
 /// The name of the upstream link: the `link` label of its metrics, and the name its
@@ -123,6 +168,9 @@ pub type ServiceSwitch<St> =
 pub struct SwitchService<St: Store> {
     switch: ServiceSwitch<St>,
     client: Client,
+    /// Every upstream link (the first is `switch.upstream()`).
+    links: Vec<Arc<UpstreamLink<Client, <St as Store>::Counters>>>,
+    answerers: Vec<crate::pool::UpstreamUnmatched>,
     terminal_profile: SessionProfile,
     upstream_timeout: Duration,
     local: fn() -> NaiveDateTime,
@@ -307,56 +355,73 @@ where
         let mut terminals = HostSession::new(cup.clone(), HostConfig::default(), keys)?;
         let restored = isoswitch_reversal::restore_host(&mut terminals, &sessions, &kek)?;
 
-        // Upstream link: the client, the switch's own session, its stored zone keys.
-        let mut cc = ClientConfig::new(Framing::Len2);
-        cc.link = UPSTREAM_LINK.into();
-        cc.max_in_flight = config.upstream_in_flight.max(1);
-        cc.write_queue = 4096;
-        cc.reconnect = Some(ReconnectPolicy {
-            initial_delay: Duration::from_millis(5),
-            max_delay: Duration::from_millis(300),
-            ..Default::default()
-        });
+        // Upstream links: per host a client, the switch's own session, its stored zone
+        // keys.
+        let hosts: Vec<&str> = std::iter::once(config.host_addr.as_str())
+            .chain(config.more_hosts.iter().map(String::as_str))
+            .collect();
         let late = LateResponses::new();
-        let builder = Client::builder(cc, DialectCorrelator::new(iso.dialect.clone()))
-            .unmatched(late.clone());
-        let client = match &config.host_tls {
-            Some(tls) => builder.spawn(
-                TlsConnector::new(config.host_addr.clone(), host_part(&config.host_addr), tls)
-                    .map_err(|e| SwitchError::Security(format!("upstream TLS: {e}")))?,
-            )?,
-            None => builder.spawn(TcpConnector::new(config.host_addr.clone()))?,
-        };
-        let mut tc = TerminalConfig::new(config.switch_id);
-        tc.response_timeout = Duration::from_secs(5);
-        let mut up_session = TerminalSession::new(
-            iso.clone(),
-            tc,
-            config.zone_key.clone(),
-            store.counters("upstream-session")?,
-        )?;
-        let link_name = UPSTREAM_LINK;
-        let stored_zone =
-            isoswitch_reversal::restore_link(&mut up_session, &sessions, link_name, &kek)?;
+        let mut prepared = Vec::with_capacity(hosts.len());
+        for (i, addr) in hosts.iter().enumerate() {
+            let name = link_name(i);
+            let answerer = crate::pool::upstream_unmatched(late.clone(), iso.dialect.clone());
+            let client = spawn_client(&config, addr, &name, answerer.clone(), &iso)?;
+            answerer.attach(client.clone());
+            let mut tc = TerminalConfig::new(config.switch_id);
+            tc.response_timeout = Duration::from_secs(5);
+            let counters = match i {
+                0 => "upstream-session".to_owned(),
+                _ => format!("upstream-session-{name}"),
+            };
+            let mut up_session = TerminalSession::new(
+                iso.clone(),
+                tc,
+                config.zone_key.clone(),
+                store.counters(&counters)?,
+            )?;
+            let stored = isoswitch_reversal::restore_link(&mut up_session, &sessions, &name, &kek)?;
+            prepared.push((name, client, up_session, stored, answerer));
+        }
+        let stored_zone = prepared.first().and_then(|p| p.3);
         let sessions: SharedSessions = Arc::new(std::sync::Mutex::new(Box::new(sessions)));
-        let link = UpstreamLink::with_persistence(
-            UpstreamConfig {
-                name: link_name.into(),
-                // With zone keys (restored, or from a sign-on) the link keeps them across
-                // reconnections and restarts until the host refuses them (77 / A0 / bad
-                // MAC): the host keeps its sessions too, and nodes sharing one identity do
-                // not sign on in turn.
-                sign_on_at_connect: false,
-                ..UpstreamConfig::default()
-            },
-            client.clone(),
-            up_session,
-            Some(LinkPersistence {
-                sessions: sessions.clone(),
-                kek: kek.clone(),
-            }),
-            stored_zone,
-        );
+        let mut links = Vec::with_capacity(prepared.len());
+        let mut clients = Vec::with_capacity(prepared.len());
+        let mut answerers = Vec::with_capacity(prepared.len());
+        for (name, client, up_session, stored, answerer) in prepared {
+            links.push(UpstreamLink::with_persistence(
+                UpstreamConfig {
+                    name,
+                    // With zone keys (restored, or from a sign-on) the link keeps them
+                    // across reconnections and restarts until the host refuses them (77 /
+                    // A0 / bad MAC): the host keeps its sessions too, and nodes sharing one
+                    // identity do not sign on in turn.
+                    sign_on_at_connect: false,
+                    ..UpstreamConfig::default()
+                },
+                client.clone(),
+                up_session,
+                Some(LinkPersistence {
+                    sessions: sessions.clone(),
+                    kek: kek.clone(),
+                }),
+                stored,
+            ));
+            clients.push(client);
+            answerers.push(answerer);
+        }
+        let link = links[0].clone();
+        let client = clients[0].clone();
+        let pool = (links.len() > 1).then(|| {
+            crate::pool::LinkPool::new(
+                links
+                    .iter()
+                    .cloned()
+                    .map(crate::pool::PoolMember::client)
+                    .collect(),
+                config.host_strategy,
+                iso.clone(),
+            )
+        });
 
         // 2. The reversal engine over its journal.
         let mut journal = store.journal(UPSTREAM_JOURNAL)?;
@@ -370,31 +435,63 @@ where
                 _ => None,
             })
             .collect();
-        let engine = ReversalEngine::recover(
-            Instant::now(),
-            engine_config(&config),
-            ReversalProfile::iso87(iso.dialect.name())?,
-            link.zone_mac(),
-            0,
-            records,
-        )
-        .map_err(|e| journal.locate(e))?;
-        let recovered = engine.recovered().to_vec();
         let (events_tx, events_rx) = mpsc::unbounded_channel();
-        let ring = link.ring().clone();
-        let driver = ReversalDriver::builder(engine, journal, client.clone())
-            // A terminal's admission is completed in the book after the engine finished:
-            // until then a compaction must keep what reached the host (see
-            // `Switch::completed` and the restart loop below).
-            .config(isoswitch_reversal::DriverConfig {
-                hold_until_released: true,
-                ..isoswitch_reversal::DriverConfig::default()
-            })
-            .link(UPSTREAM_LINK)
-            .late(late)
-            .events(events_tx)
-            .on_sign_on(move |_| ring.request_sign_on(ring.generation()))
-            .spawn();
+        // A terminal's admission is completed in the book after the engine finished:
+        // until then a compaction must keep what reached the host (see
+        // `Switch::completed` and the restart loop below).
+        let driver_config = isoswitch_reversal::DriverConfig {
+            hold_until_released: true,
+            ..isoswitch_reversal::DriverConfig::default()
+        };
+        let (recovered, driver) = match &pool {
+            None => {
+                let engine = ReversalEngine::recover(
+                    Instant::now(),
+                    engine_config(&config),
+                    ReversalProfile::iso87(iso.dialect.name())?,
+                    link.zone_mac(),
+                    0,
+                    records,
+                )
+                .map_err(|e| journal.locate(e))?;
+                let recovered = engine.recovered().to_vec();
+                let ring = link.ring().clone();
+                let driver = ReversalDriver::builder(engine, journal, client.clone())
+                    .config(driver_config)
+                    .link(UPSTREAM_LINK)
+                    .late(late)
+                    .events(events_tx)
+                    .on_sign_on(move |_| ring.request_sign_on(ring.generation()))
+                    .spawn();
+                (recovered, driver)
+            }
+            Some(pool) => {
+                // One engine and journal for the pool: the transport picks the link and
+                // MACs under its keys; a `77`/`A0`/bad MAC asks that link to sign on.
+                let engine = ReversalEngine::recover(
+                    Instant::now(),
+                    engine_config(&config),
+                    ReversalProfile::iso87(iso.dialect.name())?,
+                    crate::pool::PoolMac(pool.clone()),
+                    0,
+                    records,
+                )
+                .map_err(|e| journal.locate(e))?;
+                let recovered = engine.recovered().to_vec();
+                let driver = ReversalDriver::builder(
+                    engine,
+                    journal,
+                    crate::pool::PoolTransport(pool.clone()),
+                )
+                .config(driver_config)
+                .link(UPSTREAM_LINK)
+                .late(late)
+                .events(events_tx)
+                .spawn();
+                pool.attach_driver(driver.clone());
+                (recovered, driver)
+            }
+        };
 
         let book = ReversalHandler::new(
             ReversalProfile::cup_pos()?,
@@ -402,7 +499,7 @@ where
             BookConfig::default(),
         );
         let functions = Functions::builtin();
-        let switch = Switch::new(SwitchParts {
+        let parts = SwitchParts {
             config: config.switch.clone(),
             terminals,
             book,
@@ -417,7 +514,11 @@ where
             utc,
             sessions,
             kek,
-        });
+        };
+        let switch = match &pool {
+            Some(pool) => Switch::with_pool(parts, pool.clone()),
+            None => Switch::new(parts),
+        };
 
         // Admissions left open by the previous run: the terminal was never answered.
         let open: Vec<u64> =
@@ -487,13 +588,16 @@ where
             "switch state recovered"
         );
 
-        let tasks = vec![
-            // 3. Sign-on at every connection and on request.
-            tokio::spawn(link.clone().keep_signed_on(local)),
-            tokio::spawn(crate::upstream::resume_after_sign_on(
-                link.ring().clone(),
+        let mut tasks = Vec::new();
+        for l in &links {
+            // 3. Sign-on at every connection and on request, link by link.
+            tasks.push(tokio::spawn(l.clone().keep_signed_on(local)));
+            tasks.push(tokio::spawn(crate::upstream::resume_after_sign_on(
+                l.ring().clone(),
                 driver.clone(),
-            )),
+            )));
+        }
+        tasks.extend([
             // Engine events: outcomes of transactions nobody waits for any more.
             tokio::spawn(switch.clone().run_events(events_rx)),
             // A shared store: leases, and the reversals of nodes that stopped.
@@ -502,10 +606,12 @@ where
                 driver.clone(),
                 iso.dialect.clone(),
             )),
-        ];
+        ]);
         Ok(SwitchService {
             switch,
             client,
+            links,
+            answerers,
             terminal_profile: cup,
             upstream_timeout: config.upstream_timeout,
             local,
@@ -592,15 +698,37 @@ where
     /// # Errors
     /// The reason, as text.
     pub fn upstream_ready(&self) -> std::result::Result<(), String> {
-        let link = self.switch.upstream();
-        let ok = match self.client.state() {
-            ConnState::Connected if link.ring().current().is_some() => Ok(()),
-            ConnState::Connected => Err(format!("upstream link {} not signed on", link.name())),
-            other => Err(format!("upstream link {} {other:?}", link.name()).to_lowercase()),
-        };
-        ::metrics::gauge!(crate::metrics::UPSTREAM_READY, "link" => link.name().to_owned())
-            .set(if ok.is_ok() { 1.0 } else { 0.0 });
-        ok
+        let states: Vec<_> = self
+            .links
+            .iter()
+            .map(|link| {
+                let ok = match link.transport().state() {
+                    ConnState::Connected if link.ring().current().is_some() => Ok(()),
+                    ConnState::Connected => {
+                        Err(format!("upstream link {} not signed on", link.name()))
+                    }
+                    other => Err(format!("upstream link {} {other:?}", link.name()).to_lowercase()),
+                };
+                ::metrics::gauge!(crate::metrics::UPSTREAM_READY, "link" => link.name().to_owned())
+                    .set(if ok.is_ok() { 1.0 } else { 0.0 });
+                ok
+            })
+            .collect();
+        // Ready while any link is: a pool takes traffic on the links that are up.
+        if states.iter().any(std::result::Result::is_ok) {
+            return Ok(());
+        }
+        Err(states
+            .into_iter()
+            .filter_map(std::result::Result::err)
+            .collect::<Vec<_>>()
+            .join(", "))
+    }
+
+    /// Every upstream link, in the order of the hosts (the first is the switch's
+    /// `upstream()`).
+    pub fn links(&self) -> &[Arc<UpstreamLink<Client, <St as Store>::Counters>>] {
+        &self.links
     }
 
     /// Graceful stop, in order: the terminal server drains (`control`: no new
@@ -631,13 +759,16 @@ where
         for t in &self.tasks {
             t.abort();
         }
-        let signed_off = match self.switch.upstream().sign_off(self.local()).await {
-            Ok(()) => true,
-            Err(e) => {
-                tracing::warn!(error = %e, "upstream sign-off");
-                false
+        let mut signed_off = true;
+        for link in &self.links {
+            if let Err(e) = link.sign_off(self.local()).await {
+                tracing::warn!(link = %link.name(), error = %e, "upstream sign-off");
+                signed_off = false;
             }
-        };
+        }
+        for a in &self.answerers {
+            a.detach();
+        }
         if let Err(e) = self.switch.sync_store().await {
             tracing::error!(error = %e, "store sync at drain");
         }
@@ -667,6 +798,9 @@ where
     pub fn shutdown(&self) {
         for t in &self.tasks {
             t.abort();
+        }
+        for a in &self.answerers {
+            a.detach();
         }
     }
 }

@@ -46,6 +46,7 @@ use isoswitch_session::{
 use crate::dukpt::DukptPins;
 use crate::error::{Result, SwitchError};
 use crate::field_map::{FieldMap, MapContext};
+use crate::pool::LinkPool;
 use crate::security::SecurityOps;
 use crate::upstream::{SharedSessions, UpstreamLink, ZoneKeys};
 
@@ -159,6 +160,8 @@ struct Inner<K: KeyStore, S: IdempotencyStore, T: Transport, C: Counters + Send 
     kek: Kek,
     /// Group commit of the terminal-side store (`None`: it syncs every commit itself).
     book_sync: Option<GroupSync>,
+    /// Several upstream links ([`Switch::with_pool`]); `None`: the one `upstream` link.
+    pool: Option<Arc<LinkPool<T, C>>>,
 }
 
 /// The switch; clones share it. See the module docs.
@@ -246,7 +249,19 @@ where
     C: Counters + Send + 'static,
 {
     /// Assembles a switch.
-    pub fn new(mut parts: SwitchParts<K, S, T, C>) -> Self {
+    pub fn new(parts: SwitchParts<K, S, T, C>) -> Self {
+        Self::build(parts, None)
+    }
+
+    /// Assembles a switch over a pool of upstream links: each request is prepared (PIN
+    /// translated) for the link the pool's strategy picks, and `parts.driver` must run
+    /// over the pool's [`crate::pool::PoolTransport`] and [`crate::pool::PoolMac`];
+    /// `parts.upstream` is the pool's first link. See [`crate::pool`].
+    pub fn with_pool(parts: SwitchParts<K, S, T, C>, pool: Arc<LinkPool<T, C>>) -> Self {
+        Self::build(parts, Some(pool))
+    }
+
+    fn build(mut parts: SwitchParts<K, S, T, C>, pool: Option<Arc<LinkPool<T, C>>>) -> Self {
         let book_sync = parts.book.store_mut().defer_sync().map(|h| {
             let written = parts.book.store().written();
             GroupSync::new(h, written)
@@ -269,6 +284,7 @@ where
                 sessions: parts.sessions,
                 kek: parts.kek,
                 book_sync,
+                pool,
             }),
         }
     }
@@ -276,6 +292,11 @@ where
     /// The upstream link.
     pub fn upstream(&self) -> &Arc<UpstreamLink<T, C>> {
         &self.inner.upstream
+    }
+
+    /// The pool of upstream links, when there are several.
+    pub fn pool(&self) -> Option<&Arc<LinkPool<T, C>>> {
+        self.inner.pool.as_ref()
     }
 
     /// The reversal driver.
@@ -327,22 +348,7 @@ where
     /// advices, reversals (any `0410` acknowledges a reversal at the terminal, so a
     /// refusal would lose it), settlement and batch upload, responses.
     pub fn refusal(&self, request: &Message, code: &str) -> Option<Bytes> {
-        use isoswitch_codec::MessageFunction;
-        let mti = request.mti();
-        let answerable = matches!(
-            mti.class(),
-            MessageClass::Authorization | MessageClass::Financial | MessageClass::NetworkManagement
-        );
-        if !answerable || mti.function() != MessageFunction::Request {
-            return None;
-        }
-        let mut reply = Message::response_to(request).ok()?;
-        for n in [41u8, 42] {
-            if let Some(v) = request.get(n) {
-                reply.set(n, v.as_bytes()).ok()?;
-            }
-        }
-        reply.set(39, code).ok()?;
+        let mut reply = refusal_message(request, code)?;
         let mut t = lock(&self.inner.terminals);
         match t.seal_response(&mut reply) {
             Ok(b) => Some(b),
@@ -648,8 +654,8 @@ where
         let advice = msg.mti().function() == isoswitch_codec::MessageFunction::Advice;
         let mut attempts = 0;
         loop {
-            let Some(keys) = inner.upstream.ring().current() else {
-                if attempts < inner.config.max_reprepare && self.wait_for_keys(0).await {
+            let Some((link, keys)) = self.choose_link() else {
+                if attempts < inner.config.max_reprepare && self.wait_for_keys(None, 0).await {
                     attempts += 1;
                     continue;
                 }
@@ -664,7 +670,7 @@ where
                     return Ok(Forwarded::Decision(Decision::Decline(code), None, None));
                 }
             };
-            let up = match self.prepare(msg, &keys, dukpt_block) {
+            let up = match self.prepare(msg, &keys, link, dukpt_block) {
                 Ok(up) => up,
                 Err(Prepared::PinTranslation(e)) => {
                     tracing::warn!(error = %e, "PIN translation failed");
@@ -724,7 +730,7 @@ where
                     let stale = reason == NotSentReason::Seal;
                     if stale
                         && attempts < inner.config.max_reprepare
-                        && self.wait_for_keys(keys.generation).await
+                        && self.wait_for_keys(Some(link), keys.generation).await
                     {
                         attempts += 1;
                         continue;
@@ -733,9 +739,9 @@ where
                 }
                 Outcome::NotActed { code } => {
                     tracing::info!(code = %String::from_utf8_lossy(&code), generation = keys.generation, "host refused under old keys: preparing again");
-                    inner.upstream.ring().request_sign_on(keys.generation);
+                    self.link_ring(link).request_sign_on(keys.generation);
                     if attempts < inner.config.max_reprepare
-                        && self.wait_for_keys(keys.generation).await
+                        && self.wait_for_keys(Some(link), keys.generation).await
                     {
                         attempts += 1;
                         continue;
@@ -746,12 +752,38 @@ where
         }
     }
 
-    /// Waits until a generation newer than `seen` is installed.
-    async fn wait_for_keys(&self, seen: u64) -> bool {
-        let ring = self.inner.upstream.ring();
+    /// The upstream link for the next request and its current keys: the one link, or
+    /// the pool's pick (`None`: no link is signed on, or none of the pool's is live).
+    fn choose_link(&self) -> Option<(usize, Arc<ZoneKeys>)> {
+        match &self.inner.pool {
+            Some(pool) => pool.pick(),
+            None => Some((0, self.inner.upstream.ring().current()?)),
+        }
+    }
+
+    /// The zone keys of link `link` (the one link without a pool).
+    fn link_ring(&self, link: usize) -> &Arc<crate::upstream::ZoneKeyRing> {
+        match self.inner.pool.as_ref().and_then(|p| p.link(link)) {
+            Some(l) => l.ring(),
+            None => self.inner.upstream.ring(),
+        }
+    }
+
+    /// Waits until link `link` (any link: `None`) has a generation newer than `seen`
+    /// installed, or — in a pool — another link is live.
+    async fn wait_for_keys(&self, link: Option<usize>, seen: u64) -> bool {
+        let ring = self.link_ring(link.unwrap_or(0));
         let end = tokio::time::Instant::now() + self.inner.config.sign_on_wait;
         while tokio::time::Instant::now() < end {
-            if ring.generation() > seen && ring.current().is_some() {
+            if let Some(pool) = &self.inner.pool {
+                let other = (0..pool.len()).any(|i| Some(i) != link && pool.is_live(i));
+                let renewed = link.is_some_and(|i| {
+                    pool.is_live(i) && pool.link(i).is_some_and(|l| l.ring().generation() > seen)
+                });
+                if other || renewed || (link.is_none() && pool.pick().is_some()) {
+                    return true;
+                }
+            } else if ring.generation() > seen && ring.current().is_some() {
                 return true;
             }
             tokio::time::sleep(Duration::from_millis(10)).await;
@@ -781,11 +813,12 @@ where
     }
 
     /// The upstream message: mapped, PIN translated to `keys`' PIK (or `dukpt_block`,
-    /// already translated), MACed under `keys`' MAK.
+    /// already translated), MACed under `keys`' MAK; `keys` are link `link`'s.
     fn prepare(
         &self,
         msg: &Message,
         keys: &ZoneKeys,
+        link: usize,
         dukpt_block: Option<PinBlock>,
     ) -> std::result::Result<Message, Prepared> {
         let inner = &self.inner;
@@ -848,10 +881,13 @@ where
             (None, None) => None,
         };
         if let Some(block) = block {
-            inner
-                .upstream
-                .ring()
-                .note_pin_block(block.as_bytes(), keys.generation);
+            match &inner.pool {
+                Some(pool) => pool.note_pin_block(block.as_bytes(), link, keys.generation),
+                None => inner
+                    .upstream
+                    .ring()
+                    .note_pin_block(block.as_bytes(), keys.generation),
+            }
             up.set_bytes(52, block.as_bytes())
                 .map_err(|e| Prepared::Other(e.into()))?;
         }
@@ -944,6 +980,32 @@ where
 enum Prepared {
     PinTranslation(SwitchError),
     Other(SwitchError),
+}
+
+/// The one admission rule for a request that is not carried out (a draining switch or
+/// host): the unsealed answer with `code` in DE 39 for authorization and financial
+/// requests and network management; `None` for the rest, which their sender repeats
+/// until they are taken: advices, reversals (any `0410` acknowledges a reversal, so a
+/// refusal would lose it), settlement and batch upload, responses. The caller seals it
+/// under its peer's MAK ([`Switch::refusal`] for a terminal).
+pub fn refusal_message(request: &Message, code: &str) -> Option<Message> {
+    use isoswitch_codec::MessageFunction;
+    let mti = request.mti();
+    let answerable = matches!(
+        mti.class(),
+        MessageClass::Authorization | MessageClass::Financial | MessageClass::NetworkManagement
+    );
+    if !answerable || mti.function() != MessageFunction::Request {
+        return None;
+    }
+    let mut reply = Message::response_to(request).ok()?;
+    for n in [41u8, 42] {
+        if let Some(v) = request.get(n) {
+            reply.set(n, v.as_bytes()).ok()?;
+        }
+    }
+    reply.set(39, code).ok()?;
+    Some(reply)
 }
 
 /// The session profile a switch's terminals use, and the one of its host, by name.

@@ -52,6 +52,9 @@ pub struct Faults {
     pub drop_answers: AtomicU32,
     /// Advices answered with no answer at all for this many advices (0221 repeats).
     pub drop_advices: AtomicU32,
+    /// The host acts on this many requests and then dies before answering: the request
+    /// fails with a lost connection and the host is down from then on.
+    pub die_after_acting: AtomicU32,
 }
 
 /// The host: network sign-on of the switch (zone keys under the ZMK), MAC checks, the
@@ -63,6 +66,10 @@ pub struct FakeHost {
     pub seen: Mutex<Vec<Message>>,
     pub connections: AtomicU64,
     pub timeout_answers: AtomicU32,
+    /// Down: nothing is connected (requests are not sent).
+    pub down: std::sync::atomic::AtomicBool,
+    /// Network management goes unanswered: the switch's link never signs on.
+    pub refuse_sign_on: std::sync::atomic::AtomicBool,
     profile: SessionProfile,
 }
 
@@ -85,8 +92,32 @@ impl FakeHost {
             seen: Mutex::new(Vec::new()),
             connections: AtomicU64::new(1),
             timeout_answers: AtomicU32::new(0),
+            down: std::sync::atomic::AtomicBool::new(false),
+            refuse_sign_on: std::sync::atomic::AtomicBool::new(false),
             profile,
         })
+    }
+
+    /// Whether the link to this host is connected.
+    pub fn is_up(&self) -> bool {
+        !self.down.load(Ordering::Acquire)
+    }
+
+    /// The host comes back (a new connection).
+    pub fn revive(&self) {
+        self.down.store(false, Ordering::Release);
+        self.connections.fetch_add(1, Ordering::AcqRel);
+    }
+
+    /// The MTIs this host acted on, with their DE 11.
+    pub fn seen_stans(&self, mti: u16) -> Vec<String> {
+        self.seen
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|m| m.mti().as_u16() == mti)
+            .map(|m| m.get(11).unwrap_or_default())
+            .collect()
     }
 
     /// Forces new zone keys at the next sign-on (as a restarted host would have none).
@@ -113,6 +144,9 @@ impl FakeHost {
     fn answer(&self, bytes: Bytes) -> Option<Bytes> {
         let view = MessageView::decode(&self.profile.dialect, &bytes).ok()?;
         if view.mti().class() == isoswitch_codec::MessageClass::NetworkManagement {
+            if self.refuse_sign_on.load(Ordering::Acquire) {
+                return None;
+            }
             return match self
                 .session
                 .lock()
@@ -194,11 +228,20 @@ impl Transport for HostLink {
     ) -> impl std::future::Future<Output = Result<Bytes, RequestError>> + Send {
         let host = self.0.clone();
         async move {
+            if !host.is_up() {
+                return Err(RequestError::Rejected(
+                    isoswitch_net::RejectReason::NotConnected,
+                ));
+            }
             let view_mti = MessageView::decode(&host.profile.dialect, &msg)
                 .map(|v| v.mti())
                 .unwrap_or(Mti::ZERO);
             let advice = view_mti.function() == isoswitch_codec::MessageFunction::Advice;
             let answer = host.answer(msg);
+            if answer.is_some() && take(&host.faults.die_after_acting) {
+                host.down.store(true, Ordering::Release);
+                return Err(RequestError::ConnectionLost);
+            }
             let drop = if advice {
                 take(&host.faults.drop_advices)
             } else {
@@ -234,6 +277,10 @@ pub type TestSwitch = Switch<
 
 pub struct Rig {
     pub host: Arc<FakeHost>,
+    /// Every host (a pool's; just `host` otherwise).
+    pub hosts: Vec<Arc<FakeHost>>,
+    /// The switch's link pool, with several hosts.
+    pub pool: Option<Arc<TestPool>>,
     pub switch: TestSwitch,
     pub terminal: TerminalSession,
     pub store: MemoryDurable,
@@ -250,9 +297,112 @@ pub async fn rig() -> Rig {
     rig_with(FakeHost::new(), MemoryDurable::new()).await
 }
 
-pub async fn rig_with(host: Arc<FakeHost>, store: MemoryDurable) -> Rig {
+pub type TestPool = isoswitch_switch::LinkPool<Arc<HostLink>, <MemoryDurable as Store>::Counters>;
+
+pub type TestLink = UpstreamLink<Arc<HostLink>, <MemoryDurable as Store>::Counters>;
+
+/// The switch's link to `host`, named `name` (its session's counters `counters`),
+/// signed on.
+async fn signed_on_link(
+    host: &Arc<FakeHost>,
+    name: &str,
+    counters: &str,
+    store: &MemoryDurable,
+    sessions: &SharedSessions,
+) -> Arc<TestLink> {
+    let up_session = TerminalSession::new(
+        SessionProfile::iso87_binary().unwrap(),
+        TerminalConfig::new(switch_id()),
+        Key::tdes(&hex(ZMK)).unwrap(),
+        store.counters(counters).unwrap(),
+    )
+    .unwrap();
+    let link = UpstreamLink::with_persistence(
+        UpstreamConfig {
+            name: name.into(),
+            ..UpstreamConfig::default()
+        },
+        Arc::new(HostLink(host.clone())),
+        up_session,
+        Some(LinkPersistence {
+            sessions: sessions.clone(),
+            kek: kek(),
+        }),
+        None,
+    );
+    if !host.refuse_sign_on.load(Ordering::Acquire) {
+        link.sign_on(0, local()).await.expect("upstream sign-on");
+    }
+    link
+}
+
+fn engine_config() -> EngineConfig {
+    EngineConfig {
+        response_timeout: Duration::from_secs(2),
+        reversal_timeout: Duration::from_secs(2),
+        backoff_base: Duration::from_millis(100),
+        backoff_max: Duration::from_secs(1),
+        ..EngineConfig::switch()
+    }
+}
+
+/// A switch over a pool of `hosts` (links `host-1`, `host-2`…) with `strategy`: one
+/// engine over the pool's transport and security hook.
+pub async fn rig_pool(hosts: Vec<Arc<FakeHost>>, strategy: isoswitch_switch::Strategy) -> Rig {
+    let store = MemoryDurable::new();
+    let (terminals, sessions) = terminal_side(&store);
+    let mut members = Vec::new();
+    let mut links = Vec::new();
+    for (i, h) in hosts.iter().enumerate() {
+        let name = format!("host-{}", i + 1);
+        let counters = format!("upstream-session-{name}");
+        let link = signed_on_link(h, &name, &counters, &store, &sessions).await;
+        let host = h.clone();
+        members.push(isoswitch_switch::PoolMember {
+            link: link.clone(),
+            connected: Box::new(move || host.is_up()),
+        });
+        links.push(link);
+    }
+    let pool =
+        isoswitch_switch::LinkPool::new(members, strategy, SessionProfile::iso87_binary().unwrap());
+    let engine = ReversalEngine::new(
+        engine_config(),
+        ReversalProfile::iso87_binary().unwrap(),
+        isoswitch_switch::PoolMac(pool.clone()),
+        0,
+    );
+    let (tx, events_in) = tokio::sync::mpsc::unbounded_channel();
+    let driver = ReversalDriver::builder(
+        engine,
+        MemoryJournal::new(),
+        isoswitch_switch::PoolTransport(pool.clone()),
+    )
+    .config(isoswitch_reversal::DriverConfig {
+        hold_until_released: true,
+        ..isoswitch_reversal::DriverConfig::default()
+    })
+    .events(tx)
+    .spawn();
+    pool.attach_driver(driver.clone());
+    for l in &links {
+        tokio::spawn(l.clone().keep_signed_on(local));
+        tokio::spawn(isoswitch_switch::resume_after_sign_on(
+            l.ring().clone(),
+            driver.clone(),
+        ));
+    }
+    let parts = switch_parts(&store, terminals, sessions, links[0].clone(), driver);
+    let switch = Switch::with_pool(parts, pool.clone());
+    let mut rig = finish(switch, events_in, hosts[0].clone(), store);
+    rig.hosts = hosts;
+    rig.pool = Some(pool);
+    rig
+}
+
+/// The terminal side: the host session over the store's sessions (restored).
+fn terminal_side(store: &MemoryDurable) -> (HostSession, SharedSessions) {
     let cup = SessionProfile::cup_pos().unwrap();
-    let iso = SessionProfile::iso87_binary().unwrap();
     let mut keys = MemoryKeyStore::new();
     keys.insert(terminal_id(), Key::tdes(&hex(TMK)).unwrap())
         .unwrap();
@@ -262,33 +412,50 @@ pub async fn rig_with(host: Arc<FakeHost>, store: MemoryDurable) -> Rig {
         terminals.restore(s.open(&kek()).unwrap()).unwrap();
     }
     let sessions: SharedSessions = Arc::new(Mutex::new(Box::new(sessions)));
-    let transport = Arc::new(HostLink(host.clone()));
-    let up_session = TerminalSession::new(
-        iso.clone(),
-        TerminalConfig::new(switch_id()),
-        Key::tdes(&hex(ZMK)).unwrap(),
-        store.counters("upstream-session").unwrap(),
-    )
-    .unwrap();
-    let link = UpstreamLink::with_persistence(
-        UpstreamConfig::default(),
-        transport.clone(),
-        up_session,
-        Some(LinkPersistence {
-            sessions: sessions.clone(),
-            kek: kek(),
-        }),
-        None,
-    );
-    link.sign_on(0, local()).await.expect("upstream sign-on");
+    (terminals, sessions)
+}
+
+fn switch_parts(
+    store: &MemoryDurable,
+    terminals: HostSession,
+    sessions: SharedSessions,
+    upstream: Arc<TestLink>,
+    driver: ReversalDriver,
+) -> SwitchParts<
+    MemoryKeyStore,
+    <MemoryDurable as Store>::Idempotency,
+    Arc<HostLink>,
+    <MemoryDurable as Store>::Counters,
+> {
+    let f = Functions::builtin();
+    SwitchParts {
+        config: SwitchConfig::default(),
+        terminals,
+        book: ReversalHandler::new(
+            ReversalProfile::cup_pos().unwrap(),
+            store.idempotency("terminals").unwrap(),
+            isoswitch_reversal::HostConfig::default(),
+        ),
+        counters: store.counters("upstream").unwrap(),
+        upstream,
+        driver,
+        security: Arc::new(SoftSecurity),
+        dukpt: None,
+        to_host: cup_to_iso87(&f).unwrap(),
+        to_terminal: iso87_to_cup(&f).unwrap(),
+        local,
+        utc: local,
+        sessions,
+        kek: kek(),
+    }
+}
+
+pub async fn rig_with(host: Arc<FakeHost>, store: MemoryDurable) -> Rig {
+    let (terminals, sessions) = terminal_side(&store);
+    let link = signed_on_link(&host, "host", "upstream-session", &store, &sessions).await;
+    let transport = link.transport().clone();
     let engine = ReversalEngine::new(
-        EngineConfig {
-            response_timeout: Duration::from_secs(2),
-            reversal_timeout: Duration::from_secs(2),
-            backoff_base: Duration::from_millis(100),
-            backoff_max: Duration::from_secs(1),
-            ..EngineConfig::switch()
-        },
+        engine_config(),
         ReversalProfile::iso87_binary().unwrap(),
         link.zone_mac(),
         0,
@@ -308,27 +475,18 @@ pub async fn rig_with(host: Arc<FakeHost>, store: MemoryDurable) -> Rig {
         link.ring().clone(),
         driver.clone(),
     ));
-    let f = Functions::builtin();
-    let switch = Switch::new(SwitchParts {
-        config: SwitchConfig::default(),
-        terminals,
-        book: ReversalHandler::new(
-            ReversalProfile::cup_pos().unwrap(),
-            store.idempotency("terminals").unwrap(),
-            isoswitch_reversal::HostConfig::default(),
-        ),
-        counters: store.counters("upstream").unwrap(),
-        upstream: link,
-        driver,
-        security: Arc::new(SoftSecurity),
-        dukpt: None,
-        to_host: cup_to_iso87(&f).unwrap(),
-        to_terminal: iso87_to_cup(&f).unwrap(),
-        local,
-        utc: local,
-        sessions,
-        kek: kek(),
-    });
+    let switch = Switch::new(switch_parts(&store, terminals, sessions, link, driver));
+    finish(switch, events_in, host, store)
+}
+
+/// Events to the switch's completion loop and to the test; the terminal.
+fn finish(
+    switch: TestSwitch,
+    events_in: tokio::sync::mpsc::UnboundedReceiver<EngineEvent>,
+    host: Arc<FakeHost>,
+    store: MemoryDurable,
+) -> Rig {
+    let cup = SessionProfile::cup_pos().unwrap();
     let (fwd, events) = tokio::sync::mpsc::unbounded_channel();
     let (mut rx, sw) = (events_in, switch.clone());
     let (to_switch, switch_rx) = tokio::sync::mpsc::unbounded_channel();
@@ -348,6 +506,8 @@ pub async fn rig_with(host: Arc<FakeHost>, store: MemoryDurable) -> Rig {
     )
     .unwrap();
     Rig {
+        hosts: vec![host.clone()],
+        pool: None,
         host,
         switch,
         terminal,
