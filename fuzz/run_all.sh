@@ -13,6 +13,10 @@
 # of memory (RSS over 2 GB, or one allocation over 256 MB) or timed out (libFuzzer's exit status; the input is kept in
 # fuzz/artifacts/<target>/: commit it, it then replays in `cargo test --workspace`),
 # or when the reporter failed.
+#
+# Environment: FUZZ_JOBS (targets run at once, default 2); CARGO_TARGET_DIR (where the
+# fuzz targets and fuzz_reach are built); REACH_TARGET_DIR (a separate target directory
+# for the stable fuzz_reach build, e.g. the one `cargo test` already uses).
 set -u
 cd "$(dirname "$0")"
 secs=${1:-300}
@@ -24,9 +28,10 @@ if [ $# -gt 0 ]; then targets="$*"; else targets=$(cargo +nightly fuzz list); fi
 echo "building the fuzz targets (nightly, debug assertions)..."
 cargo +nightly fuzz build -a > logs/build.log 2>&1 || { tail -30 logs/build.log; exit 1; }
 echo "building fuzz_reach (stable)..."
-(cd .. && cargo build -q -p isoswitch-fuzzing --bin fuzz_reach) > logs/reach-build.log 2>&1 \
-  || { tail -30 logs/reach-build.log; exit 1; }
-reach_bin="${CARGO_TARGET_DIR:-$(cd .. && pwd)/target}/debug/fuzz_reach"
+reach_dir=${REACH_TARGET_DIR:-${CARGO_TARGET_DIR:-$(cd .. && pwd)/target}}
+(cd .. && CARGO_TARGET_DIR="$reach_dir" cargo build -q -p isoswitch-fuzzing --bin fuzz_reach) \
+  > logs/reach-build.log 2>&1 || { tail -30 logs/reach-build.log; exit 1; }
+reach_bin="$reach_dir/debug/fuzz_reach"
 # The binaries built above are run directly (`cargo fuzz run` would rebuild them when a
 # source changes during the run).
 # (cargo fuzz puts them under CARGO_TARGET_DIR when it is set, else fuzz/target).

@@ -484,7 +484,7 @@ fn settlement() -> Vec<Vec<u8>> {
         },
     ];
     for t in &totals {
-        out.push(with(0, t.to_field48(b'0', b'0').as_bytes()));
+        out.push(with(0, t.to_field48(0, 0).as_bytes()));
     }
     let entries: Vec<UploadEntry> = (1..=8u32)
         .map(|i| UploadEntry {
@@ -521,7 +521,7 @@ fn settlement() -> Vec<Vec<u8>> {
         for (n, v) in [(11, "000009"), (41, "TERM0001"), (42, "MERCHANT0000001")] {
             m.set(n, v).expect("field");
         }
-        m.set(48, t.to_field48(b'0', b'0')).expect("48");
+        m.set(48, t.to_field48(0, 0)).expect("48");
         m.set(60, "00000007201").ok();
         out.push(with(3, &m.to_bytes().expect("0500")));
         let mut u = Message::new(&cup, "0320".parse::<Mti>().expect("mti"));
@@ -575,7 +575,7 @@ fn thales_commands() -> Vec<Vec<u8>> {
     for c in &cmds {
         let mut b = BytesMut::new();
         if c.encode(b"0000", &mut b).is_ok() {
-            out.push(b[6..].to_vec());
+            out.push(with(0, &b[6..]));
         }
     }
     out
@@ -584,9 +584,10 @@ fn thales_commands() -> Vec<Vec<u8>> {
 fn thales_responses() -> Vec<Vec<u8>> {
     let mut out = Vec::new();
     // Replies of the fixture soft HSM to the seed commands (and to fresh keys it made).
-    for body in thales_commands() {
+    for seed in thales_commands() {
+        let body = &seed[1..];
         let mut msg = b"0000".to_vec();
-        msg.extend_from_slice(&body);
+        msg.extend_from_slice(body);
         let mut reply = BytesMut::new();
         if handle_message(
             crate::hsm::hsm(),
@@ -769,7 +770,8 @@ fn admin() -> Vec<Vec<u8>> {
 }
 
 /// Structured inputs (the harness builds a valid input from entropy): `0xFF`-led for
-/// the codec targets, bit 7 of the first byte for the reversal handler and settlement.
+/// the codec targets, bit 7 of the first byte for the reversal handler, settlement,
+/// the Thales commands and responses, TR-31 blocks and the terminal's answers.
 fn structured(target: &str) -> Vec<Vec<u8>> {
     let mut rng = Rng(0x57C ^ target.len() as u64);
     let ctls: Vec<Vec<u8>> = match target {
@@ -783,6 +785,10 @@ fn structured(target: &str) -> Vec<Vec<u8>> {
         "roundtrip" => (0..5u8).map(|i| vec![i, 0xFF]).collect(),
         "reversal_handler" => vec![vec![0x80], vec![0x81]],
         "settlement" => (0..4u8).map(|i| vec![0x80 | i]).collect(),
+        "thales_command" => vec![vec![0x80]; 8],
+        "thales_response" => (0..11u8).map(|i| vec![0x80 | i]).collect(),
+        "tr31_block" => vec![vec![0x81]; 8],
+        "terminal_answer" => (0..8u8).map(|i| vec![0x80 | i]).collect(),
         _ => Vec::new(),
     };
     let mut out = Vec::new();

@@ -101,6 +101,16 @@ targets! {
     tr31_block => session::tr31_block,
 }
 
+/// For the structured modes: `true` one time in `n` (the rarer branch), `false` when
+/// the input is used up, so that a short or truncated input takes the common path
+/// (`Unstructured::ratio` is `true` then).
+///
+/// # Errors
+/// None in practice (`Unstructured::int_in_range` does not fail on a short input).
+pub fn one_in(u: &mut arbitrary::Unstructured<'_>, n: u8) -> arbitrary::Result<bool> {
+    Ok(u.int_in_range(1..=n)? == n)
+}
+
 /// The target named `name`.
 pub fn target(name: &str) -> Option<&'static Target> {
     TARGETS.iter().find(|t| t.name == name)

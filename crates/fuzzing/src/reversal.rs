@@ -414,7 +414,7 @@ fn settlement_input(which: u8, rest: &[u8]) -> Vec<u8> {
     };
     match which {
         0 => totals(&mut e)
-            .to_field48(b'0' + e.byte() % 3, b'0')
+            .to_field48(e.byte() % 3, e.byte() % 2)
             .into_bytes(),
         1 => {
             let n = 1 + e.below(8);
