@@ -355,6 +355,34 @@ fn journal_streams() -> Vec<Vec<u8>> {
     out
 }
 
+/// Shared journals: the engines' journals of both profiles as members, record by record
+/// and as snapshots, framed as on disk and as payload lists.
+fn shared_streams() -> Vec<Vec<u8>> {
+    use isoswitch_reversal::shared_journal::{member_payload, snapshot_payload};
+    let mut out = Vec::new();
+    for pick in 0..2u8 {
+        let recs = journal(&crate::reversal::profile(pick));
+        let members = ["T0000001", "T0000002"];
+        let mut payloads = Vec::new();
+        for (i, r) in recs.iter().enumerate() {
+            let mut p = Vec::new();
+            member_payload(members[i % 2], r, &mut p);
+            payloads.push(p);
+        }
+        for cut in [1, recs.len() / 2, recs.len()] {
+            let mut p = Vec::new();
+            snapshot_payload(members[0], &recs[..cut.min(recs.len())], &mut p);
+            let mut with_snapshot = payloads.clone();
+            with_snapshot.push(p);
+            out.push(with(0, &framed(&with_snapshot)));
+            out.push(with(0x80, &crate::reversal::payload_list(&with_snapshot)));
+        }
+        out.push(with(0, &framed(&payloads)));
+        out.push(with(0x80, &crate::reversal::payload_list(&payloads)));
+    }
+    out
+}
+
 fn handler_messages(pick: u8) -> Vec<Vec<u8>> {
     let sp = session::profile(pick);
     let rp = crate::reversal::profile(pick);
@@ -833,6 +861,7 @@ fn plain_seeds(target: &str) -> Vec<Vec<u8>> {
             })
             .collect(),
         "pin_block" => pin_blocks(),
+        "shared_journal" => shared_streams(),
         "reversal_handler" => (0..2u8)
             .flat_map(|pick| {
                 handler_messages(pick)

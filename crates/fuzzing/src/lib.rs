@@ -16,7 +16,7 @@
 //! - [`codec`]: dialect decoders, JSON round trips, nested dialects, TLV, dialect files;
 //! - [`net`]: framing, the admin request parser;
 //! - [`session`]: host and terminal sessions, PIN blocks, TR-31;
-//! - [`reversal`]: journal and store records, store replay, engine recovery, counters
+//! - [`reversal`]: journal and store records, shared journals, store replay, engine recovery, counters
 //!   files, the reversal handler, settlement;
 //! - [`hsm`]: Thales commands and responses;
 //! - [`apps`]: the CLI's input, the simulators' configuration files;
@@ -92,6 +92,7 @@ targets! {
     roundtrip => codec::roundtrip_any,
     roundtrip_nested => codec::nested,
     settlement => reversal::settlement,
+    shared_journal => reversal::shared_journal,
     store_records => reversal::store_records,
     store_replay => reversal::store_replay,
     terminal_answer => session::terminal_answer,

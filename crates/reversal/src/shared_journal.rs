@@ -91,10 +91,26 @@ pub fn parse_payload(payload: &[u8]) -> Result<SharedPayload<'_>> {
     Ok(p)
 }
 
-/// Appends a member record's payload.
-fn member_payload(member: &str, rec: &JournalRecord, out: &mut Vec<u8>) {
+/// Appends the payload of one record of `member` (what [`parse_payload`] reads as
+/// [`SharedPayload::Record`]).
+pub fn member_payload(member: &str, rec: &JournalRecord, out: &mut Vec<u8>) {
     Writer::new(out).u8(T_MEMBER).str(member);
     rec.encode(out);
+}
+
+/// Appends the payload of a snapshot of `member` holding `live` (what [`parse_payload`]
+/// reads as [`SharedPayload::Snapshot`]).
+pub fn snapshot_payload(member: &str, live: &[JournalRecord], out: &mut Vec<u8>) {
+    let mut one = Vec::with_capacity(256);
+    Writer::new(out)
+        .u8(T_SNAPSHOT)
+        .str(member)
+        .u32(live.len() as u32);
+    for rec in live {
+        one.clear();
+        rec.encode(&mut one);
+        Writer::new(out).bytes(&one);
+    }
 }
 
 /// Many engines' journals in one file; see the module docs. Written by a
@@ -234,16 +250,7 @@ impl SharedJournal {
     /// superseded records.
     pub(crate) fn compact_member(&mut self, member: &str, live: &[JournalRecord]) -> Result<()> {
         let mut payload = Vec::with_capacity(64 + live.len() * 128);
-        let mut one = Vec::with_capacity(256);
-        Writer::new(&mut payload)
-            .u8(T_SNAPSHOT)
-            .str(member)
-            .u32(live.len() as u32);
-        for rec in live {
-            one.clear();
-            rec.encode(&mut one);
-            Writer::new(&mut payload).bytes(&one);
-        }
+        snapshot_payload(member, live, &mut payload);
         if payload.len() > MAX_RECORD_LEN {
             return self.rewrite(Some((member, live)));
         }
