@@ -1,7 +1,7 @@
 //! Codec benchmarks: decode, encode and decode-edit-encode of the typical 0200 purchase
 //! (`tests/vectors/samples/purchase-0200.json`, 21 fields with DE 55) in `iso87-ascii`,
 //! `iso87-binary` and `cup-pos` (for cup-pos: the sample's fields that dialect defines plus
-//! its usual 26, 53 and 60 — 19 fields).
+//! its usual 26, 53 and 60 — 21 fields).
 //!
 //! Also: `message_decode` (the owned `Message::decode`, to compare with the view's
 //! `decode`), `build_encode` (`Message::new`, the 21 fields set from text, encoded into a

@@ -187,7 +187,12 @@ impl Bitmap {
                 s[..8].copy_from_slice(&word.to_be_bytes());
                 (s, 8)
             }
-            BitmapEncoding::Hex | BitmapEncoding::EbcdicHex => {
+            BitmapEncoding::Hex => {
+                s[..8].copy_from_slice(&hex8((word >> 32) as u32).to_le_bytes());
+                s[8..].copy_from_slice(&hex8(word as u32).to_le_bytes());
+                (s, 16)
+            }
+            BitmapEncoding::EbcdicHex => {
                 const HEX: &[u8; 16] = b"0123456789ABCDEF";
                 for (i, o) in s.iter_mut().enumerate() {
                     let c = HEX[(word >> (60 - 4 * i) & 0xF) as usize];
@@ -201,6 +206,22 @@ impl Bitmap {
             }
         }
     }
+}
+
+/// The eight uppercase hex digits of `v`, most significant first (in the lowest byte):
+/// nibbles spread into bytes, then `0`–`9` / `A`–`F` added eight at a time.
+#[inline(always)]
+fn hex8(v: u32) -> u64 {
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    let x = v as u64;
+    let x = (x | x << 16) & 0x0000_FFFF_0000_FFFF;
+    let x = (x | x << 8) & 0x00FF_00FF_00FF_00FF;
+    let x = (x | x << 4) & 0x0F0F_0F0F_0F0F_0F0F;
+    // Lane i holds nibble i from the least significant: the first digit goes last.
+    let x = x.swap_bytes();
+    // Nibbles 10..=15 carry into bit 4 when 6 is added: those get 7 more (`A` - `9` - 1).
+    let letters = ((x + ONES * 6) >> 4) & ONES;
+    x + ONES * b'0' as u64 + letters * 7
 }
 
 /// Iterator over the present field numbers of a [`Bitmap`].
@@ -269,5 +290,23 @@ mod tests {
         );
         assert!(Bitmap::decode_word(BitmapEncoding::Hex, b"C00000000000000G", 1, 0).is_err());
         assert!(Bitmap::decode_word(BitmapEncoding::Binary, &[0; 7], 1, 0).is_err());
+    }
+
+    #[test]
+    fn hex_words_match_format() {
+        let mut x = 0x9E37_79B9_7F4A_7C15u64;
+        for i in 0..5000 {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            let w = match i % 4 {
+                0 => x,
+                1 => x & 0x0F0F_0F0F_0F0F_0F0F,
+                2 => x | 0xF0F0_F0F0_F0F0_F0F0,
+                _ => x >> (i % 64),
+            };
+            let (v, l) = Bitmap::word_bytes(BitmapEncoding::Hex, w);
+            assert_eq!(&v[..l], format!("{w:016X}").as_bytes());
+        }
     }
 }

@@ -10,6 +10,7 @@ use crate::error::FieldPath;
 use crate::error::{CodecError, ErrorKind, Location, Result};
 use crate::hot::Hot;
 use crate::mti::MtiEncoding;
+use crate::plan::SetPlan;
 use crate::spec::FieldSpec;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -86,6 +87,8 @@ pub(crate) struct DialectInner {
     pub(crate) fields: Vec<Option<FieldSpec>>,
     /// Indexed by field number; 256 entries so a `u8` index needs no bounds check.
     pub(crate) hot: Box<[Hot; 256]>,
+    /// How `Message::set` writes each field from text, indexed by field number.
+    pub(crate) plans: Box<[SetPlan; 256]>,
     /// Compiled composites, by field number.
     pub(crate) nodes: Vec<Option<Box<Node>>>,
     /// The fields that are composite.
@@ -167,6 +170,15 @@ impl Dialect {
                 .map(Hot::of)
                 .unwrap_or_default()
         }));
+        let bitmap_field = |i: usize| i == 1 || (i == 65 && def.tertiary_bitmap);
+        let plans = Box::new(std::array::from_fn(|i| {
+            fields
+                .get(i)
+                .and_then(Option::as_ref)
+                .filter(|_| (2..=192).contains(&i) && !bitmap_field(i))
+                .map(|f| SetPlan::of(i as u8, f))
+                .unwrap_or_default()
+        }));
         let mti_mask = if def.mti_versions.is_empty() {
             u16::MAX
         } else {
@@ -176,6 +188,7 @@ impl Dialect {
             def,
             fields,
             hot,
+            plans,
             nodes,
             has_composites: !composite_bits.is_empty(),
             composite_bits,
@@ -231,6 +244,12 @@ impl Dialect {
     #[inline(always)]
     pub(crate) fn hot(&self, n: u8) -> &Hot {
         &self.0.hot[n as usize]
+    }
+
+    /// How [`crate::Message::set`] writes field `n` from text.
+    #[inline(always)]
+    pub(crate) fn plan(&self, n: u8) -> &SetPlan {
+        &self.0.plans[n as usize]
     }
 
     /// The decoder's compact table, indexed by field number.

@@ -89,7 +89,7 @@ const HIGH: u64 = 0x8080_8080_8080_8080;
 
 /// One 8-byte chunk, little-endian (the first byte in the low lane).
 #[inline(always)]
-fn le(c: &[u8]) -> u64 {
+pub(crate) fn le(c: &[u8]) -> u64 {
     let mut a = [0u8; 8];
     a.copy_from_slice(c);
     u64::from_le_bytes(a)
@@ -254,72 +254,11 @@ pub(crate) enum Op {
     Bcd16,
 }
 
-/// How [`crate::Message::set`] can write a value without the general encoder.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub(crate) enum Direct {
-    /// Through [`FieldSpec::text_to_wire`].
-    #[default]
-    No,
-    /// The text is the wire content (ASCII text, hex text).
-    Same,
-    /// Hex text to raw bytes (binary fields counting bytes).
-    HexToBytes,
-}
-
-/// Hex digit values (0xFF: not a hex digit).
-static UNHEX: [u8; 256] = {
-    let mut t = [0xFFu8; 256];
-    let mut i = 0;
-    while i < 10 {
-        t[b'0' as usize + i] = i as u8;
-        i += 1;
-    }
-    let mut i = 0;
-    while i < 6 {
-        t[b'A' as usize + i] = 10 + i as u8;
-        t[b'a' as usize + i] = 10 + i as u8;
-        i += 1;
-    }
-    t
-};
-
-/// Appends the bytes of hex text `hex` (even length, hex digits: checked by the caller).
-#[inline]
-pub(crate) fn unhex_into(hex: &[u8], out: &mut Vec<u8>) {
-    out.reserve(hex.len() / 2);
-    let mut chunks = hex.chunks_exact(16);
-    for c in &mut chunks {
-        let (a, b) = c.split_at(8);
-        let lo = unhex8(le(a)) as u64;
-        let hi = unhex8(le(b)) as u64;
-        out.extend_from_slice(&(lo | hi << 32).to_le_bytes());
-    }
-    out.extend(
-        chunks
-            .remainder()
-            .chunks_exact(2)
-            .map(|p| (UNHEX[p[0] as usize] << 4) | (UNHEX[p[1] as usize] & 0x0F)),
-    );
-}
-
-/// Hex digits (checked) in uppercase, in place: a letter (bit 6 set) loses bit 5; digits
-/// are left as they are. Eight at a time.
-#[inline]
-pub(crate) fn upper_hex(hex: &mut [u8]) {
-    const B6: u64 = 0x4040_4040_4040_4040;
-    let mut chunks = hex.chunks_exact_mut(8);
-    for c in &mut chunks {
-        let x = le(c);
-        c.copy_from_slice(&(x & !((x & B6) >> 1)).to_le_bytes());
-    }
-    chunks.into_remainder().make_ascii_uppercase();
-}
-
 /// Eight hex digits (checked), first digit in the lowest byte, as four bytes (the first
 /// in the lowest byte). A digit's value is its low nibble, plus 9 for a letter (bit 6 set:
 /// `A`–`F`, `a`–`f`).
 #[inline(always)]
-fn unhex8(x: u64) -> u32 {
+pub(crate) fn unhex8(x: u64) -> u32 {
     const LOW: u64 = 0x0F0F_0F0F_0F0F_0F0F;
     const BIT: u64 = 0x0101_0101_0101_0101;
     let n = (x & LOW) + ((x >> 6) & BIT) * 9;
@@ -358,10 +297,6 @@ pub(crate) struct Hot {
     pub(crate) fixed_wire: u16,
     table: &'static [u8; 256],
     pub(crate) check: Check,
-    /// How `Message::set` writes a value directly.
-    pub(crate) direct: Direct,
-    /// `Direct::Same` for hex text: written in uppercase.
-    pub(crate) upper: bool,
 }
 
 impl Default for Hot {
@@ -385,8 +320,6 @@ impl Default for Hot {
             fixed_wire: 0,
             table: &ASCII,
             check: Check::Any,
-            direct: Direct::No,
-            upper: false,
         }
     }
 }
@@ -449,15 +382,6 @@ impl Hot {
             fixed_wire: spec.wire_len(spec.max as usize).min(u16::MAX as usize) as u16,
             table: &ASCII,
             check,
-            direct: match (spec.encoding, wire) {
-                _ if spec.composite.is_some() => Direct::No,
-                (ContentEncoding::Ascii | ContentEncoding::Hex, Wire::Same) => Direct::Same,
-                (ContentEncoding::Binary, Wire::Same) if unit == LengthUnit::Bytes => {
-                    Direct::HexToBytes
-                }
-                _ => Direct::No,
-            },
-            upper: spec.encoding == ContentEncoding::Hex,
         };
         match check {
             Check::Any => hot.kind = Kind::Any,
@@ -531,28 +455,6 @@ impl Hot {
             };
         }
         hot
-    }
-
-    /// Whether `units` fits the field's fixed length or maximum.
-    #[inline(always)]
-    pub(crate) fn units_ok(&self, units: usize) -> bool {
-        if self.fixed {
-            units == self.max as usize
-        } else {
-            units <= self.max as usize
-        }
-    }
-
-    /// Whether text `value` can be written directly (see [`Direct`]): it passes the
-    /// field's content check (for `HexToBytes`: it is hex of even length).
-    #[inline(always)]
-    pub(crate) fn text_ok(&self, value: &[u8]) -> bool {
-        let len = value.len();
-        match self.direct {
-            Direct::Same => self.content_ok(value, 0, len, len),
-            Direct::HexToBytes => len % 2 == 0 && scan(value, 0, len, hex_bad),
-            Direct::No => false,
-        }
     }
 
     /// A short fixed field (see [`Op`]) at `pos`: its end if it is valid; `None` if it is
@@ -832,34 +734,6 @@ impl Hot {
 
 #[cfg(test)]
 mod tests {
-    #[test]
-    fn unhex_into_matches_a_byte_at_a_time() {
-        let digits = b"0123456789abcdefABCDEF";
-        let mut seed = 0x9E37_79B9_7F4A_7C15u64;
-        for len in 0..80 {
-            for _ in 0..50 {
-                let hex: Vec<u8> = (0..len * 2)
-                    .map(|_| {
-                        seed ^= seed << 13;
-                        seed ^= seed >> 7;
-                        seed ^= seed << 17;
-                        digits[(seed % digits.len() as u64) as usize]
-                    })
-                    .collect();
-                let want: Vec<u8> = hex
-                    .chunks_exact(2)
-                    .map(|p| u8::from_str_radix(std::str::from_utf8(p).unwrap(), 16).unwrap())
-                    .collect();
-                let mut got = vec![0xAA];
-                super::unhex_into(&hex, &mut got);
-                assert_eq!(got[1..], want[..], "{}", String::from_utf8_lossy(&hex));
-                let mut up = hex.clone();
-                super::upper_hex(&mut up);
-                assert_eq!(up, hex.to_ascii_uppercase());
-            }
-        }
-    }
-
     use super::*;
 
     #[test]

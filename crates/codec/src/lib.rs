@@ -19,6 +19,8 @@
 //!   ([`Message::set_path`]).
 //! - [`path`] — [`Path`]: a field or subfield path (`48.42.1`) parsed once, for reading
 //!   many messages by it ([`MessageView::at`], [`Message::at`]).
+//! - `plan` (private) — `Message::set`'s per-field plan: the text checked and written in
+//!   wire form eight bytes at a time.
 //! - [`tlv`] — BER-TLV parser and builder (EMV data in DE 55).
 //! - [`random`] — random composite dialects and messages from a byte source (property
 //!   tests, fuzzing).
@@ -60,6 +62,7 @@ pub mod mask;
 pub mod message;
 pub mod mti;
 pub mod path;
+mod plan;
 pub mod random;
 pub mod spec;
 pub mod tlv;

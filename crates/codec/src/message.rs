@@ -17,7 +17,6 @@ use crate::currency;
 use crate::dialect::Dialect;
 use crate::error::{CodecError, ErrorKind, FieldPath, Location, Result};
 use crate::field::FieldRef;
-use crate::hot::Direct;
 use crate::mti::Mti;
 use crate::view::{parse_field_number, units_at, Index, MessageView};
 use bytes::{BufMut, Bytes, BytesMut};
@@ -285,7 +284,7 @@ impl Message {
     #[inline]
     fn reserve_entry(&mut self, n: u8, len: usize) -> Result<()> {
         if self.arena.capacity() == 0 {
-            self.arena.reserve(len.max(ARENA_FIRST));
+            self.arena = Vec::with_capacity(len.max(ARENA_FIRST));
         } else if self.arena.len() >= 4096 || self.arena.len() + len > ARENA_MAX {
             self.compact();
             if self.arena.len() + len > ARENA_MAX {
@@ -351,32 +350,84 @@ impl Message {
     #[inline]
     pub fn set(&mut self, n: u8, value: impl AsRef<[u8]>) -> Result<&mut Self> {
         let value = value.as_ref();
-        let (direct, upper, units) = {
-            let h = self.dialect.hot(n);
-            let units = match h.direct {
-                Direct::Same => value.len(),
-                Direct::HexToBytes => value.len() / 2,
-                Direct::No => return self.set_general(n, value),
-            };
-            if !h.units_ok(units) || !h.text_ok(value) {
-                return self.set_general(n, value);
-            }
-            (h.direct, h.upper, units)
-        };
-        let plen = self.dialect.hot(n).prefix_len as usize;
-        // `put_prefix` writes 8 bytes before dropping the unused ones.
-        self.reserve_entry(n, plen.max(8) + value.len())?;
+        if self.set_text(n, value) {
+            Ok(self)
+        } else {
+            self.set_general(n, value)
+        }
+    }
+
+    /// [`Message::set`] by the field's plan (see `crate::plan`): `false` when the plan does
+    /// not take the value (then nothing changed and the general path decides). Text of up
+    /// to 16 bytes appended in field order is one 24-byte store; the rest goes through
+    /// [`Message::set_planned`].
+    #[inline(never)]
+    fn set_text(&mut self, n: u8, value: &[u8]) -> bool {
+        let p = self.dialect.plan(n);
+        let len = value.len();
+        if !p.takes(len) {
+            return false;
+        }
         let start = self.arena.len();
-        self.put_prefix(n, units);
-        match direct {
-            Direct::HexToBytes => crate::hot::unhex_into(value, &mut self.arena),
-            _ => self.arena.extend_from_slice(value),
+        // In order and above the last field: not present (`in_order` means the arena
+        // holds exactly the present fields, all up to `last`).
+        if self.in_order && n > self.last && start < 4096 && self.arena.capacity() - start >= 24 {
+            if let Some(b) = p.short(value) {
+                let plen = p.plen as usize;
+                let (w, bit) = (p.word, p.bit);
+                self.arena.extend_from_slice(&b);
+                self.arena.truncate(start + plen + len);
+                self.last = n;
+                self.wire_total += plen + len;
+                self.ix.slots[n as usize] = (start + plen) as u16;
+                self.present.0[w] |= bit;
+                self.in_arena.0[w] |= bit;
+                self.pristine = false;
+                return true;
+            }
         }
-        if upper {
-            crate::hot::upper_hex(&mut self.arena[start + plen..]);
+        self.set_planned(n, value)
+    }
+
+    /// The plan's general path: any length, every conversion, any order.
+    #[inline(never)]
+    fn set_planned(&mut self, n: u8, value: &[u8]) -> bool {
+        let p = self.dialect.plan(n);
+        let len = value.len();
+        let plen = p.plen as usize;
+        // The prefix and the last chunk are written whole before being cut to size.
+        let need = plen + p.sizes(len).0 + 16;
+        if (self.arena.capacity() - self.arena.len() < need || self.arena.len() >= 4096)
+            && !self.reserve_cold(n, need)
+        {
+            return false;
         }
-        self.finish_entry(n, start);
-        Ok(self)
+        let start = self.arena.len();
+        let p = self.dialect.plan(n);
+        if !p.write(value, &mut self.arena) {
+            return false;
+        }
+        if !self.in_order || n <= self.last {
+            // Replacing a field, or out of order: the general bookkeeping.
+            self.finish_entry(n, start);
+            return true;
+        }
+        let (w, bit) = (p.word, p.bit);
+        self.last = n;
+        self.wire_total += self.arena.len() - start;
+        self.ix.slots[n as usize] = (start + plen) as u16;
+        self.present.0[w] |= bit;
+        self.in_arena.0[w] |= bit;
+        self.pristine = false;
+        true
+    }
+
+    /// The first allocation of the arena, or its compaction (cold: once per message).
+    #[cold]
+    #[inline(never)]
+    fn reserve_cold(&mut self, n: u8, need: usize) -> bool {
+        // An arena at its limit is an error the general path reports.
+        self.reserve_entry(n, need).is_ok()
     }
 
     /// [`Message::set`] for every spec, with the exact error.
@@ -664,19 +715,18 @@ impl Message {
         let d = &self.dialect;
         let b = self.wire_bitmap()?;
         out.reserve(self.header_len(&b) + self.wire_total);
-        let (mti, l) = self.ix.mti.to_wire(d.mti_encoding());
-        out.put_slice(&mti[..l]);
+        // The MTI and the bitmaps into one buffer, copied once.
+        let mut head = [0u8; 52];
+        let (mti, mut at) = self.ix.mti.to_wire(d.mti_encoding());
+        head[..4].copy_from_slice(&mti);
         let benc = d.bitmap_encoding();
-        let (w, l) = Bitmap::word_bytes(benc, b.0[0]);
-        out.put_slice(&w[..l]);
-        if b.get(1) {
-            let (w, l) = Bitmap::word_bytes(benc, b.0[1]);
-            out.put_slice(&w[..l]);
+        let words = 1 + b.get(1) as usize + (d.has_tertiary() && b.get(65)) as usize;
+        for &word in &b.0[..words] {
+            let (w, l) = Bitmap::word_bytes(benc, word);
+            head[at..at + 16].copy_from_slice(&w);
+            at += l;
         }
-        if d.has_tertiary() && b.get(65) {
-            let (w, l) = Bitmap::word_bytes(benc, b.0[2]);
-            out.put_slice(&w[..l]);
-        }
+        out.put_slice(&head[..at]);
         if self.in_order {
             // Every field, in order, prefix and content: the arena as it is.
             out.put_slice(&self.arena);

@@ -157,6 +157,23 @@ impl Keys for PathKeys<'_> {
     }
 }
 
+/// The value of the decimal digits `b` starts with, read up to `max` of them, and how
+/// many were read (the value wraps past `u32`: callers refuse that many digits).
+#[inline(always)]
+pub(crate) fn leading_digits(b: &[u8], max: usize) -> (u32, usize) {
+    let mut v = 0u32;
+    let mut i = 0;
+    while i < b.len() && i < max {
+        let d = b[i].wrapping_sub(b'0');
+        if d > 9 {
+            break;
+        }
+        v = v.wrapping_mul(10).wrapping_add(d as u32);
+        i += 1;
+    }
+    (v, i)
+}
+
 /// The keys of a path given as text (the elements after the data element).
 pub(crate) struct TextKeys<'t> {
     pub(crate) rest: Option<&'t [u8]>,
@@ -166,6 +183,25 @@ impl Keys for TextKeys<'_> {
     #[inline(always)]
     fn next_key(&mut self, style: KeyStyle) -> Option<Option<u32>> {
         let r = self.rest?;
+        if style == KeyStyle::Decimal {
+            // Digits read as they are scanned for the dot (at most nine, as
+            // `KeyStyle::parse` takes); anything else takes the general split below.
+            let (v, i) = leading_digits(r, 10);
+            if i < 10 {
+                let key = (i > 0).then_some(v);
+                match r.get(i) {
+                    None => {
+                        self.rest = None;
+                        return Some(key);
+                    }
+                    Some(b'.') => {
+                        self.rest = Some(&r[i + 1..]);
+                        return Some(key);
+                    }
+                    Some(_) => {}
+                }
+            }
+        }
         let seg = match r.iter().position(|&c| c == b'.') {
             Some(i) => {
                 self.rest = Some(&r[i + 1..]);

@@ -257,11 +257,18 @@ pub(crate) fn resolve_path<'a>(
     field: impl FnOnce(u8) -> Option<FieldRef<'a>>,
 ) -> Option<FieldRef<'a>> {
     let b = path.as_bytes();
-    let (top, rest) = match b.iter().position(|&c| c == b'.') {
-        Some(i) => (&b[..i], Some(&b[i + 1..])),
-        None => (b, None),
+    // The data element's digits read as they are scanned for the first dot (as
+    // `parse_field_number` of the text before it: one to three digits, at most 192).
+    let (v, i) = crate::path::leading_digits(b, 4);
+    if !(1..=3).contains(&i) || v > 192 {
+        return None;
+    }
+    let rest = match b.get(i) {
+        None => None,
+        Some(b'.') => Some(&b[i + 1..]),
+        Some(_) => return None,
     };
-    let f = field(parse_field_number(top)?)?;
+    let f = field(v as u8)?;
     crate::composite::descend(f, crate::path::TextKeys { rest })
 }
 

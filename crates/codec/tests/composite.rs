@@ -89,6 +89,68 @@ fn paths_read_nested_subfields() {
     assert_eq!(keys, ["2", "3", "22", "25"]);
 }
 
+/// Reading by text (which parses the digits as it walks) gives what reading by a parsed
+/// `Path` gives, for real paths, near misses and junk, in every sample.
+#[test]
+fn text_paths_read_as_parsed_paths() {
+    let d = d();
+    let mut x = 0x2545_F491_4F6C_DD1Du64;
+    let mut rnd = move || {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        x
+    };
+    let fixed = [
+        "48.42.1",
+        "48.42",
+        "48.42.",
+        "48..42",
+        ".48",
+        "48.042.1",
+        "048.42.1",
+        "48.42.1.1",
+        "127.25.2",
+        "127.025.2",
+        "193",
+        "192",
+        "0",
+        "00",
+        "1000",
+        "4",
+        "4.",
+        "55.9F26",
+        "48.4200000000",
+        "48.0000000042",
+        "48.9999999999.1",
+        "48.42x",
+        "48.x",
+        "",
+    ];
+    for n in 1..=5 {
+        let (bytes, _, _) = sample(n);
+        let v = MessageView::decode(&d, &bytes).unwrap();
+        let mut paths: Vec<String> = fixed.iter().map(|s| s.to_string()).collect();
+        for _ in 0..3000 {
+            let len = (rnd() % 12) as usize;
+            paths.push(
+                (0..len)
+                    .map(|_| b"0123456789..4812AF x"[(rnd() % 20) as usize] as char)
+                    .collect(),
+            );
+        }
+        for p in &paths {
+            let by_text = v.get_path(p).map(|f| (f.path(), f.raw(), f.offset()));
+            let parsed = isoswitch_codec::Path::parse(p).ok();
+            let by_path = parsed
+                .as_ref()
+                .and_then(|q| v.at(q))
+                .map(|f| (f.path(), f.raw(), f.offset()));
+            assert_eq!(by_text, by_path, "{p:?}");
+        }
+    }
+}
+
 #[test]
 fn set_path_reencodes_the_enclosing_composites() {
     let d = d();
