@@ -553,6 +553,20 @@ fn a_ledger_overflow_is_refused_before_anything_is_written() {
     assert_eq!(s.ledger().total(), Decimal::MAX);
 }
 
+/// The data directory at `path`, once the journal thread of a part opened before has
+/// ended (it releases the directory after its last handle is dropped, on its own time).
+async fn open_when_released(path: &Path) -> DataDir {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        match DataDir::open(path) {
+            Err(ReversalError::Locked { .. }) if std::time::Instant::now() < deadline => {
+                tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+            }
+            r => return r.unwrap(),
+        }
+    }
+}
+
 /// A shared journal part: members written through one group commit thread come back
 /// after a reopen; a member's journal file of its own (written before it joined) is moved
 /// in once and removed, and a left-over file of a member already moved is removed too.
@@ -589,7 +603,7 @@ async fn shared_journal_part_adopts_old_per_member_journals() {
     }
     // A crash between moving A in and removing its old file: the file is left over.
     {
-        let data = DataDir::open(dir.path()).unwrap();
+        let data = open_when_released(dir.path()).await;
         data.journal("A").unwrap().append(&[started(77)]).unwrap();
     }
     let data = DataDir::open(dir.path()).unwrap();
