@@ -172,8 +172,8 @@ impl Ledger {
     /// overflows (amounts read from disk or a peer may be as large as the decoder allows).
     fn after(&self, pan: &str, effect: Decimal) -> Result<(Decimal, Decimal)> {
         let over = || ReversalError::bad("ledger total overflows");
-        let card = self.card(pan).checked_add(effect).ok_or_else(over)?;
-        let total = self.total.checked_add(effect).ok_or_else(over)?;
+        let card = exact_add(self.card(pan), effect).ok_or_else(over)?;
+        let total = exact_add(self.total, effect).ok_or_else(over)?;
         Ok((card, total))
     }
 
@@ -710,8 +710,39 @@ impl IdempotencyStore for FileStore {
     }
 }
 
+/// `a + b` when it is exact: `None` when it overflows, and when the sum would only fit
+/// rounded (near `Decimal::MAX` a sum loses its last digits — cents a ledger cannot
+/// lose, and the same records summed in another order would disagree). A sum with a
+/// zero, or a zero sum, is exact.
+fn exact_add(a: Decimal, b: Decimal) -> Option<Decimal> {
+    if a.is_zero() || b.is_zero() {
+        return a.checked_add(b);
+    }
+    let r = a.checked_add(b)?;
+    (r.is_zero() || r.scale() >= a.scale().max(b.scale())).then_some(r)
+}
+
 #[cfg(test)]
 mod tests {
+    use super::exact_add;
+
+    #[test]
+    fn ledger_sums_are_exact_or_refused() {
+        let d = |t: &str| Decimal::from_str_exact(t).unwrap();
+        let big = d("-792281625142643375935177339.36");
+        assert_eq!(
+            exact_add(big, d("-0.04")),
+            Some(d("-792281625142643375935177339.40"))
+        );
+        // A thousandth more would be rounded away: refused.
+        assert_eq!(exact_add(big, d("-0.001")), None);
+        assert_eq!(exact_add(Decimal::MAX, Decimal::ONE), None);
+        assert_eq!(exact_add(d("10.50"), d("-2.5")), Some(d("8.00")));
+        assert_eq!(exact_add(d("0.00"), d("0")), Some(Decimal::ZERO));
+        assert_eq!(exact_add(d("0"), d("12.34")), Some(d("12.34")));
+        assert_eq!(exact_add(d("10.50"), d("-10.50")), Some(Decimal::ZERO));
+    }
+
     use super::*;
 
     fn key(stan: u32) -> TxnKey {
