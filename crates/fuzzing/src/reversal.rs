@@ -201,8 +201,12 @@ pub fn store_replay(data: &[u8]) -> bool {
     });
     if !repeats {
         let (c, refused_c) = replay(&a.records());
-        assert_eq!(refused_c, 0, "compacted records overflow");
-        same_state(&a, &c);
+        // The ledger adds exactly or refuses: near `Decimal::MAX` a sum that was exact in
+        // the original order may not be in the compacted order (then it is refused, never
+        // rounded). Amounts a real store holds are far from that.
+        if refused_c == 0 {
+            same_state(&a, &c);
+        }
     }
     let path = scratch("replay.store");
     let mut image = MAGIC.to_vec();
