@@ -41,7 +41,7 @@ impl Proc {
             .env("E2E_DATA", data)
             .env("E2E_UPSTREAM", upstream)
             .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
+            .stderr(child_log(role, data))
             .spawn()
             .expect("spawn child");
         let p = Proc { child };
@@ -80,6 +80,33 @@ impl Proc {
             std::thread::sleep(Duration::from_millis(50));
         }
     }
+}
+
+/// The child's stderr: with `E2E_LOGS` set, appended to `<data>/../<role>.log` (kept with
+/// the test directory when `E2E_KEEP` is set, for a failure's diagnosis); else inherited.
+fn child_log(role: &str, data: &Path) -> Stdio {
+    if std::env::var_os("E2E_LOGS").is_none() {
+        return Stdio::inherit();
+    }
+    let path = data.parent().unwrap_or(data).join(format!("{role}.log"));
+    match std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&path)
+    {
+        Ok(f) => Stdio::from(f),
+        Err(_) => Stdio::inherit(),
+    }
+}
+
+/// A test directory, kept (and its path printed) when `E2E_KEEP` is set.
+fn test_dir() -> tempfile::TempDir {
+    let mut dir = tempfile::tempdir().expect("tempdir");
+    if std::env::var_os("E2E_KEEP").is_some() {
+        dir.disable_cleanup(true);
+        println!("test directory {}", dir.path().display());
+    }
+    dir
 }
 
 impl Drop for Proc {
@@ -155,7 +182,7 @@ enum Kill {
 }
 
 fn scenario(kill: Kill) {
-    let dir = tempfile::tempdir().expect("tempdir");
+    let dir = test_dir();
     let host_dir = dir.path().join("host");
     let switch_dir = dir.path().join("switch");
     let host_addr = format!("127.0.0.1:{}", free_port());

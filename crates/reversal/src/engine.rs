@@ -540,6 +540,31 @@ pub struct RecoveredTxn {
     pub state: RecoveredState,
 }
 
+/// The latest recovered transaction of each caller tag.
+///
+/// A caller that sends one request again under the same tag (a switch preparing a
+/// terminal's original again under new zone keys after a `77`/`A0` or a stale seal) has
+/// several journaled transactions per tag: the earlier ones ended not sent or not acted
+/// on, and only the latest (the highest [`TxnId`], ids only grow) says what reached the
+/// host. Looking a tag up in [`ReversalEngine::recovered`] directly can find an earlier
+/// attempt (its order is not the journal's) and take an approval upstream for a refusal.
+pub fn latest_by_tag(
+    recovered: &[RecoveredTxn],
+) -> std::collections::HashMap<CallerTag, RecoveredTxn> {
+    let mut out: std::collections::HashMap<CallerTag, RecoveredTxn> =
+        std::collections::HashMap::with_capacity(recovered.len());
+    for r in recovered {
+        out.entry(r.tag)
+            .and_modify(|seen| {
+                if r.txn > seen.txn {
+                    *seen = *r;
+                }
+            })
+            .or_insert(*r);
+    }
+    out
+}
+
 /// The state of a journaled transaction after a restart.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum RecoveredState {
@@ -2306,6 +2331,42 @@ fn next_stan_after(stan: u32) -> u32 {
         1
     } else {
         stan + 1
+    }
+}
+
+#[cfg(test)]
+mod latest_tests {
+    use super::*;
+
+    fn t(txn: TxnId, tag: CallerTag, state: RecoveredState) -> RecoveredTxn {
+        RecoveredTxn { txn, tag, state }
+    }
+
+    #[test]
+    fn the_latest_attempt_of_a_tag_decides_in_any_order() {
+        // Tag 7: refused under old keys (77), then prepared again and approved.
+        let refused = t(
+            3,
+            7,
+            RecoveredState::Finished(Finish::NotActed { code: *b"77" }),
+        );
+        let approved = t(
+            9,
+            7,
+            RecoveredState::Finished(Finish::Approved { code: *b"00" }),
+        );
+        let other = t(5, 8, RecoveredState::Repeating);
+        for list in [
+            vec![refused, approved, other],
+            vec![approved, refused, other],
+            vec![other, approved, refused],
+        ] {
+            let latest = latest_by_tag(&list);
+            assert_eq!(latest.len(), 2);
+            assert_eq!(latest[&7], approved);
+            assert_eq!(latest[&8], other);
+        }
+        assert!(latest_by_tag(&[]).is_empty());
     }
 }
 

@@ -427,6 +427,35 @@ impl<S: IdempotencyStore> ReversalHandler<S> {
         Ok((self.answer(request, code)?, action))
     }
 
+    /// What [`ReversalHandler::admit`] would ask upstream for this terminal reversal
+    /// (`None` for any other request), recording nothing. A switch journals the upstream
+    /// reversal of an approval first and admits the terminal's reversal after: were the
+    /// terminal's reversal recorded first, another request's sync could make it durable
+    /// before the upstream reversal is journaled, and a crash in between would leave the
+    /// host's approval standing while the terminal's repeat gets the stored `00`.
+    ///
+    /// # Errors
+    /// As [`ReversalHandler::admit`] (the key does not parse, the store is unreachable).
+    pub fn upstream_action_of(&mut self, request: &Message) -> Result<Option<UpstreamAction>> {
+        if request.mti().class() != MessageClass::Reversal {
+            return Ok(None);
+        }
+        let key: TxnKey = self.profile.key_of(request)?;
+        let info = self.profile.classify(request);
+        self.store.refresh(&key)?;
+        let Some(known) = self.store.get(&key) else {
+            return Ok(None);
+        };
+        Ok(match (&known.reversal, &known.original) {
+            (None, Some(o))
+                if o.approved && o.txn_type == info.txn_type && o.amount == info.amount =>
+            {
+                Some(UpstreamAction::ReverseUpstream { key })
+            }
+            _ => None,
+        })
+    }
+
     /// First phase for a switch: decides what needs no upstream answer (duplicates,
     /// reversals, repeats, late originals: [`Admit::Answer`]) and durably records a new
     /// original as admitted before it is forwarded ([`Admit::Forward`]). See the module
@@ -726,6 +755,61 @@ mod tests {
         let done = h.complete(t2, Decision::Decline(*b"51")).unwrap();
         assert_eq!((code(&done.answer), done.action), ("51".into(), None));
         assert_eq!(h.ledger().total(), Decimal::ZERO);
+    }
+
+    #[test]
+    fn the_upstream_action_of_a_terminal_reversal_is_known_before_anything_is_recorded() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("switch.store");
+        let p = ReversalProfile::cup_pos().unwrap();
+        let upstream = b"the upstream 0200".to_vec();
+        let (o, key) = {
+            let mut h = ReversalHandler::new(
+                p.clone(),
+                FileStore::open(&path).unwrap(),
+                HostConfig::default(),
+            );
+            let o = sale(&p, "000021");
+            let t = forward(&mut h, &o);
+            // Still being forwarded: nothing upstream yet (the completion reports it).
+            assert_eq!(h.upstream_action_of(&reversal_of(&p, &o)).unwrap(), None);
+            h.complete_forwarded(t.clone(), approve(), Some(upstream.clone()))
+                .unwrap();
+            (o, t.key().clone())
+        };
+        // After a restart too: the approval is known, the reversal not recorded by asking.
+        let mut h = ReversalHandler::new(
+            p.clone(),
+            FileStore::open(&path).unwrap(),
+            HostConfig::default(),
+        );
+        let rev = reversal_of(&p, &o);
+        let action = Some(UpstreamAction::ReverseUpstream { key: key.clone() });
+        assert_eq!(h.upstream_action_of(&rev).unwrap(), action);
+        assert_eq!(h.upstream_action_of(&rev).unwrap(), action);
+        assert!(h.store().get(&key).unwrap().reversal.is_none());
+        assert_eq!(h.ledger().total(), Decimal::new(1000, 2));
+        assert_eq!(h.upstream_original(&key), Some(&upstream[..]));
+        // Admitted: the same action, once; a repeat asks nothing more.
+        assert_eq!(answered(&mut h, &rev), ("00".into(), action));
+        let mut repeat = rev.clone();
+        repeat.set_mti(rev.mti().repeat_mti());
+        assert_eq!(h.upstream_action_of(&repeat).unwrap(), None);
+        assert_eq!(answered(&mut h, &repeat), ("00".into(), None));
+        assert_eq!(h.ledger().total(), Decimal::ZERO);
+        // Not a reversal, a mismatched amount, a declined original: nothing.
+        assert_eq!(h.upstream_action_of(&o).unwrap(), None);
+        let d = sale(&p, "000022");
+        let t = forward(&mut h, &d);
+        h.complete_forwarded(t, Decision::Decline(*b"05"), Some(upstream))
+            .unwrap();
+        assert_eq!(h.upstream_action_of(&reversal_of(&p, &d)).unwrap(), None);
+        let x = sale(&p, "000023");
+        let t = forward(&mut h, &x);
+        h.complete(t, approve()).unwrap();
+        let mut wrong = reversal_of(&p, &x);
+        wrong.set(4, "000000009999").unwrap();
+        assert_eq!(h.upstream_action_of(&wrong).unwrap(), None);
     }
 
     #[test]

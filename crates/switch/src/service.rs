@@ -426,12 +426,15 @@ where
         // 2. The reversal engine over its journal.
         let mut journal = store.journal(UPSTREAM_JOURNAL)?;
         let records = journal.load()?;
+        // By transaction, not by tag: one terminal original prepared again under new
+        // keys has several upstream attempts under its tag, each its own STAN, and a
+        // compaction's snapshot does not keep them in the order they were sent.
         let started: std::collections::HashMap<u64, bytes::Bytes> = records
             .iter()
             .filter_map(|r| match r {
-                isoswitch_reversal::JournalRecord::Started { tag, message, .. } if *tag != 0 => {
-                    Some((*tag, message.clone()))
-                }
+                isoswitch_reversal::JournalRecord::Started {
+                    id, tag, message, ..
+                } if *tag != 0 => Some((*id, message.clone())),
                 _ => None,
             })
             .collect();
@@ -525,8 +528,12 @@ where
             switch.with_book(|b| b.admitted().iter().map(|t| tag_of(t.key())).collect());
         let mut finished = 0usize;
         let shared = store.lease_renewal().is_some();
+        // The latest upstream attempt of each admission decides (an earlier one was
+        // refused under old keys and prepared again).
+        let latest = isoswitch_reversal::latest_by_tag(&recovered);
         for tag in open {
-            let state = recovered.iter().find(|r| r.tag == tag).map(|r| r.state);
+            let attempt = latest.get(&tag);
+            let state = attempt.map(|r| r.state);
             if shared && state.is_none() {
                 // A shared store: an admission this node's journal does not know is
                 // another node's (in flight there, or left by a dead node, whose
@@ -541,20 +548,28 @@ where
                 // Approved upstream, but the terminal never heard it: reversed upstream
                 // (from the journaled original), declined 98 to the terminal.
                 Some(RecoveredState::Finished(Finish::Approved { .. })) => {
-                    if let Some(original) = started.get(&tag) {
-                        if let Ok(m) =
-                            isoswitch_codec::Message::decode(&iso.dialect, original.clone())
-                        {
-                            switch
-                                .driver()
-                                .reverse_message_tagged(
-                                    m,
-                                    isoswitch_reversal::ReversalReason::Recovered,
-                                    tag,
-                                )
-                                .await?;
-                        }
-                    }
+                    let original = attempt.and_then(|a| started.get(&a.txn)).and_then(|b| {
+                        isoswitch_codec::Message::decode(&iso.dialect, b.clone()).ok()
+                    });
+                    let Some(m) = original else {
+                        // The engine recovered it from this journal, so its original is
+                        // there: a journal that says otherwise is not one to go on from.
+                        tracing::error!(tag, "upstream journal: an approved original of an open admission is missing");
+                        return Err(SwitchError::Reversal(
+                            isoswitch_reversal::ReversalError::BadRecord {
+                                offset: 0,
+                                what: "upstream journal: the approved original of an open admission is missing or does not decode",
+                            },
+                        ));
+                    };
+                    switch
+                        .driver()
+                        .reverse_message_tagged(
+                            m,
+                            isoswitch_reversal::ReversalReason::Recovered,
+                            tag,
+                        )
+                        .await?;
                     Outcome::Reversed {
                         reason: isoswitch_reversal::ReversalReason::Recovered,
                     }
@@ -579,12 +594,14 @@ where
             switch.completed(tag, &outcome).await?;
             finished += 1;
         }
+        let reversed_again = switch.reverse_reversed_approvals(&latest).await?;
         tracing::info!(
             store = %store.describe(),
             sessions = restored.restored,
             zone_keys = stored_zone.is_some(),
             recovered = recovered.len(),
             admissions_finished = finished,
+            reversed_again,
             "switch state recovered"
         );
 

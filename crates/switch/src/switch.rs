@@ -493,6 +493,24 @@ where
     }
 
     async fn financial(&self, msg: &Message) -> Result<Option<Bytes>> {
+        // A terminal's reversal of an approved original: the upstream reversal is in the
+        // engine's journal before the terminal's reversal is recorded. Recorded first,
+        // another request's sync could make it durable before the upstream one is
+        // journaled, and a crash in between would leave the host's approval standing
+        // while the terminal's repeat gets the stored `00`. (A crash after this journal
+        // write and before the record: the repeat reverses upstream once more, which the
+        // host answers idempotently.)
+        let reversed_first = {
+            let pre = lock(&self.inner.book).upstream_action_of(msg);
+            match pre {
+                Ok(Some(UpstreamAction::ReverseUpstream { key })) => {
+                    self.reverse_upstream(&key).await;
+                    Some(key)
+                }
+                // Anything else is decided (and any error met again) by `admit`.
+                _ => None,
+            }
+        };
         let (admitted, upto) = {
             let mut book = lock(&self.inner.book);
             let a = match book.admit(msg) {
@@ -520,13 +538,13 @@ where
         };
         let ticket = match admitted {
             Admit::Answer { answer, action } => {
-                // A terminal's reversal of an approved original: the upstream reversal is
-                // in the engine's journal before the decision is durable and answered, so
-                // a crash in between cannot leave the host's approval standing while the
-                // terminal was told it is reversed (a repeat after a crash reverses again:
-                // the host answers a second reversal of one original idempotently).
-                if let Some(a) = action {
-                    self.upstream_action(a).await;
+                // Journaled above, unless the state changed in between (the original's
+                // completion came meanwhile): then now, before the answer is durable.
+                match (action, &reversed_first) {
+                    (Some(UpstreamAction::ReverseUpstream { key }), Some(done)) if key == *done => {
+                    }
+                    (Some(a), _) => self.upstream_action(a).await,
+                    (None, _) => {}
                 }
                 self.book_durable(upto).await?;
                 return Ok(Some(self.seal_for_terminal(*answer)?));
@@ -542,6 +560,20 @@ where
             Forwarded::Pending => return Ok(None),
         };
         let decision = final_for(msg.mti(), decision);
+        // An approval the terminal reversed meanwhile: reversed upstream (journaled)
+        // before the approval is recorded, for the reason given at the top.
+        let approved = matches!(decision, Decision::Approve { .. });
+        let reversed_meanwhile = approved
+            && lock(&self.inner.book)
+                .store()
+                .get(ticket.key())
+                .is_some_and(|t| t.reversal.is_some());
+        if reversed_meanwhile {
+            if let Some(up) = &sent {
+                self.reverse_original((**up).clone(), ticket.key()).await;
+            }
+        }
+        let reversed_meanwhile = reversed_meanwhile && sent.is_some();
         // The upstream original goes into the store with the approval: a later terminal
         // reversal is reversed upstream from it, after a restart too.
         let upstream = sent.and_then(|m| m.to_bytes().ok()).map(|b| b.to_vec());
@@ -550,10 +582,13 @@ where
             let c = book.complete_forwarded(ticket, decision, upstream)?;
             (c, book.store().written())
         };
-        // A reversal the terminal sent meanwhile: journaled upstream before the
-        // completion is durable (see the `Admit::Answer` arm).
-        if let Some(a) = action {
-            self.upstream_action(a).await;
+        // A reversal the terminal sent between the check above and the record: journaled
+        // upstream now, before the completion is durable (and if a crash comes first,
+        // the restart reverses it: `reverse_reversed_approvals`).
+        match action {
+            Some(UpstreamAction::ReverseUpstream { .. }) if reversed_meanwhile => {}
+            Some(a) => self.upstream_action(a).await,
+            None => {}
         }
         self.book_durable(upto).await?;
         // The completion is durable: the engine's journal need no longer keep this
@@ -580,10 +615,23 @@ where
         }
     }
 
+    /// Hands `original` (the upstream message of `key`'s approval) to the reversal
+    /// engine, which sends the 0400 until the host acknowledges it; returns once the
+    /// reversal is in the journal.
+    async fn reverse_original(&self, original: Message, key: &TxnKey) {
+        if let Err(e) = self
+            .inner
+            .driver
+            .reverse_message_tagged(original, ReversalReason::TerminalFailure, tag_of(key))
+            .await
+        {
+            tracing::error!(%key, error = %e, "upstream reversal not handed to the engine");
+        }
+    }
+
     /// Hands the upstream original of an approved transaction the terminal reversed to
     /// the reversal engine, which sends the 0400 until the host acknowledges it.
     async fn reverse_upstream(&self, key: &TxnKey) {
-        let tag = tag_of(key);
         let bytes = lock(&self.inner.book)
             .upstream_original(key)
             .map(bytes::Bytes::copy_from_slice);
@@ -596,14 +644,7 @@ where
             );
             return;
         };
-        if let Err(e) = self
-            .inner
-            .driver
-            .reverse_message_tagged(original, ReversalReason::TerminalFailure, tag)
-            .await
-        {
-            tracing::error!(%key, error = %e, "upstream reversal not handed to the engine");
-        }
+        self.reverse_original(original, key).await;
     }
 
     /// The terminal's answer: the handler's decision (DE 39, 38) with the host's fields
@@ -892,6 +933,68 @@ where
                 .map_err(|e| Prepared::Other(e.into()))?;
         }
         Ok(up)
+    }
+
+    /// After a restart, from the engine's recovered transactions
+    /// ([`isoswitch_reversal::latest_by_tag`]): approvals the engine still holds for an
+    /// admission the book completed (the completion was durable, the release was not) that
+    /// the terminal had reversed. The completion's record can be durable (another
+    /// request's sync) before its upstream reversal is journaled; a crash in between would
+    /// leave the host's approval standing while the terminal was told it is reversed. Each
+    /// is reversed upstream again (the host answers a repeat idempotently), and every held
+    /// approval of a completed admission is released. Returns how many were reversed.
+    ///
+    /// # Errors
+    /// The engine refused a reversal; an upstream original that does not decode.
+    pub async fn reverse_reversed_approvals(
+        &self,
+        latest: &HashMap<CallerTag, isoswitch_reversal::RecoveredTxn>,
+    ) -> Result<usize> {
+        let held: std::collections::HashSet<CallerTag> = latest
+            .values()
+            .filter(|r| {
+                matches!(
+                    r.state,
+                    isoswitch_reversal::RecoveredState::Finished(
+                        isoswitch_reversal::Finish::Approved { .. }
+                    )
+                )
+            })
+            .map(|r| r.tag)
+            .collect();
+        if held.is_empty() {
+            return Ok(0);
+        }
+        let (to_reverse, completed) = {
+            let book = lock(&self.inner.book);
+            let mut rev: Vec<(CallerTag, TxnKey, Vec<u8>)> = Vec::new();
+            let mut done = Vec::new();
+            for (key, txn) in book.store().entries() {
+                let tag = tag_of(key);
+                if !held.contains(&tag) {
+                    continue;
+                }
+                let Some(o) = &txn.original else { continue };
+                done.push(tag);
+                if let (true, Some(up), Some(_)) = (o.approved, &o.upstream, &txn.reversal) {
+                    rev.push((tag, key.clone(), up.clone()));
+                }
+            }
+            (rev, done)
+        };
+        let n = to_reverse.len();
+        for (tag, key, up) in to_reverse {
+            let m = Message::decode(&self.inner.upstream.profile().dialect, Bytes::from(up))?;
+            tracing::warn!(%key, "restart: an approval the terminal reversed is reversed upstream again");
+            self.inner
+                .driver
+                .reverse_message_tagged(m, ReversalReason::Recovered, tag)
+                .await?;
+        }
+        for tag in completed {
+            self.inner.driver.release(tag).await?;
+        }
+        Ok(n)
     }
 
     /// A transaction the engine finished on its own (an advice answered after the

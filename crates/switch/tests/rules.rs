@@ -2,9 +2,10 @@
 
 mod common;
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::{rig, Rig, PIN};
+use common::{rig, FakeHost, Rig, PIN};
 use isoswitch_codec::Message;
 use isoswitch_reversal::{ReversalProfile, ReversalReason};
 
@@ -234,6 +235,88 @@ async fn a_terminal_reversal_after_an_approval_reverses_upstream_once() {
         1,
         "{c:?}"
     );
+    assert_eq!(r.host.ledger_total(), rust_decimal::Decimal::ZERO);
+}
+
+/// The engine's journal, checking at every append that the book holds no terminal
+/// reversal of an original whose upstream reversal is only now journaled.
+struct OrderedJournal {
+    inner: isoswitch_reversal::MemoryJournal,
+    store: isoswitch_reversal::MemoryDurable,
+    upstream_reversals: Arc<std::sync::atomic::AtomicU32>,
+    recorded_first: Arc<std::sync::atomic::AtomicU32>,
+}
+
+impl isoswitch_reversal::Journal for OrderedJournal {
+    fn load(&mut self) -> isoswitch_reversal::Result<Vec<isoswitch_reversal::JournalRecord>> {
+        self.inner.load()
+    }
+    fn append(
+        &mut self,
+        records: &[isoswitch_reversal::JournalRecord],
+    ) -> isoswitch_reversal::Result<()> {
+        use isoswitch_reversal::{Finish, IdempotencyStore, JournalRecord, ReversalReason, Store};
+        use std::sync::atomic::Ordering;
+        for r in records {
+            let JournalRecord::Finished {
+                id,
+                finish:
+                    Finish::Reverse {
+                        reason: ReversalReason::TerminalFailure,
+                    },
+            } = r
+            else {
+                continue;
+            };
+            let tag = records.iter().find_map(|s| match s {
+                JournalRecord::Started { id: i, tag, .. } if i == id => Some(*tag),
+                _ => None,
+            });
+            self.upstream_reversals.fetch_add(1, Ordering::SeqCst);
+            // What a crash now would leave of the book.
+            let book = self.store.idempotency("terminals").unwrap();
+            let reversed = book
+                .entries()
+                .any(|(k, t)| Some(isoswitch_switch::tag_of(k)) == tag && t.reversal.is_some());
+            if reversed {
+                self.recorded_first.fetch_add(1, Ordering::SeqCst);
+            }
+        }
+        self.inner.append(records)
+    }
+    fn compact(
+        &mut self,
+        live: &[isoswitch_reversal::JournalRecord],
+    ) -> isoswitch_reversal::Result<()> {
+        self.inner.compact(live)
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_terminal_reversal_is_journaled_upstream_before_the_book_records_it() {
+    use std::sync::atomic::Ordering;
+    let store = isoswitch_reversal::MemoryDurable::new();
+    let upstream_reversals = Arc::new(std::sync::atomic::AtomicU32::new(0));
+    let recorded_first = Arc::new(std::sync::atomic::AtomicU32::new(0));
+    let journal = OrderedJournal {
+        inner: isoswitch_reversal::MemoryJournal::new(),
+        store: store.clone(),
+        upstream_reversals: upstream_reversals.clone(),
+        recorded_first: recorded_first.clone(),
+    };
+    let mut r = common::rig_with_journal(FakeHost::new(), store, journal).await;
+    r.sign_on().await;
+    let (bytes, _) = r.sale(2500);
+    let sale = decode(&r, &bytes);
+    r.last_sale = Some(sale.clone());
+    assert_eq!(Rig::code(&r.send(bytes).await.expect("0210")), "00");
+    let rev = terminal_reversal(&mut r, &sale);
+    assert_eq!(Rig::code(&r.send(rev).await.expect("0410")), "00");
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    assert_eq!(upstream_reversals.load(Ordering::SeqCst), 1);
+    // Recorded first, a crash between the two would leave the host's approval standing
+    // and the terminal's repeat answered 00 from the book with nothing sent upstream.
+    assert_eq!(recorded_first.load(Ordering::SeqCst), 0);
     assert_eq!(r.host.ledger_total(), rust_decimal::Decimal::ZERO);
 }
 

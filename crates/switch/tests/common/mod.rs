@@ -451,6 +451,15 @@ fn switch_parts(
 }
 
 pub async fn rig_with(host: Arc<FakeHost>, store: MemoryDurable) -> Rig {
+    rig_with_journal(host, store, MemoryJournal::new()).await
+}
+
+/// As [`rig_with`], the engine over `journal`.
+pub async fn rig_with_journal(
+    host: Arc<FakeHost>,
+    store: MemoryDurable,
+    journal: impl isoswitch_reversal::Journal,
+) -> Rig {
     let (terminals, sessions) = terminal_side(&store);
     let link = signed_on_link(&host, "host", "upstream-session", &store, &sessions).await;
     let transport = link.transport().clone();
@@ -462,7 +471,7 @@ pub async fn rig_with(host: Arc<FakeHost>, store: MemoryDurable) -> Rig {
     );
     let (tx, events_in) = tokio::sync::mpsc::unbounded_channel();
     let ring = link.ring().clone();
-    let driver = ReversalDriver::builder(engine, MemoryJournal::new(), transport.clone())
+    let driver = ReversalDriver::builder(engine, journal, transport.clone())
         .config(isoswitch_reversal::DriverConfig {
             hold_until_released: true,
             ..isoswitch_reversal::DriverConfig::default()
