@@ -46,6 +46,24 @@ struct Proc {
     child: Child,
 }
 
+/// The child's stderr: with `E2E_LOGS=<dir>`, appended to `<dir>/<role>-<port>.log`
+/// (for a failure's diagnosis); else inherited.
+fn child_log(role: &str, listen: &str) -> Stdio {
+    let Some(dir) = std::env::var_os("E2E_LOGS") else {
+        return Stdio::inherit();
+    };
+    let port = listen.rsplit(':').next().unwrap_or("0");
+    let path = std::path::Path::new(&dir).join(format!("{role}-{port}.log"));
+    match std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&path)
+    {
+        Ok(f) => Stdio::from(f),
+        Err(_) => Stdio::inherit(),
+    }
+}
+
 impl Drop for Proc {
     // A failed test leaves no child behind.
     fn drop(&mut self) {
@@ -68,7 +86,7 @@ impl Proc {
             .env("E2E_STORE", store)
             .env("E2E_UPSTREAM", upstream)
             .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
+            .stderr(child_log(role, listen))
             .spawn()
             .expect("spawn child");
         wait_listening(listen);
