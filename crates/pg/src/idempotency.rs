@@ -151,6 +151,40 @@ impl IdempotencyStore for PgIdempotency {
         self.load_key(key)
     }
 
+    /// The decisions on keys with no original decided yet (admissions still open,
+    /// reversals that came first), those the cache lacks applied in the order they were
+    /// made. A scan of the part: called when a node completes a dead node's admissions.
+    fn refresh_open(&mut self) -> Result<(), ReversalError> {
+        let part = self.part.clone();
+        let rows = self
+            .inner
+            .db
+            .call(|pool| {
+                crate::db::payloads(
+                    pool,
+                    "SELECT d.payload FROM host_decision d
+                      WHERE d.part = $1 AND d.kind <> 1 AND NOT EXISTS (
+                        SELECT 1 FROM host_decision o
+                         WHERE o.part = d.part AND o.terminal = d.terminal
+                           AND o.merchant = d.merchant AND o.batch = d.batch
+                           AND o.stan = d.stan AND o.kind = 1)
+                      ORDER BY d.seq",
+                    part,
+                )
+            })
+            .map_err(self.inner.err("read open admissions"))?;
+        for (i, payload) in rows.iter().enumerate() {
+            let rec =
+                decode(&self.inner, i, payload).map_err(self.inner.err("read open admissions"))?;
+            let (key, kind) = key_and_kind(&rec);
+            if known(&self.state, key, kind) {
+                continue;
+            }
+            self.state.apply(rec)?;
+        }
+        Ok(())
+    }
+
     fn commit(&mut self, record: StoreRecord) -> Result<(), ReversalError> {
         // Refused before it is written: a stored record must always replay.
         self.state.check(&record)?;

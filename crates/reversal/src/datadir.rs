@@ -409,6 +409,9 @@ impl<T: IdempotencyStore> IdempotencyStore for Part<T> {
     fn refresh(&mut self, key: &TxnKey) -> Result<()> {
         self.inner.refresh(key)
     }
+    fn refresh_open(&mut self) -> Result<()> {
+        self.inner.refresh_open()
+    }
     fn defer_sync(&mut self) -> Option<crate::record::SyncHandle> {
         self.inner.defer_sync()
     }

@@ -601,6 +601,16 @@ impl<S: IdempotencyStore> ReversalHandler<S> {
         self.store.get(key)?.original.as_ref()?.upstream.as_deref()
     }
 
+    /// Reads the admissions still open that other nodes of a shared store made
+    /// ([`IdempotencyStore::refresh_open`]), so that [`ReversalHandler::admitted`] lists
+    /// them too.
+    ///
+    /// # Errors
+    /// Store I/O or database errors.
+    pub fn refresh_admitted(&mut self) -> Result<()> {
+        self.store.refresh_open()
+    }
+
     /// Originals admitted but not completed (for example across a restart), as tickets
     /// without their request.
     pub fn admitted(&self) -> Vec<Ticket> {

@@ -213,6 +213,17 @@ pub trait IdempotencyStore {
         Ok(())
     }
 
+    /// Reads the admissions still open that another node made (a shared store), so
+    /// that [`crate::ReversalHandler::admitted`] lists them: a node that took over a dead
+    /// node's upstream work completes that node's admissions with its outcomes. The
+    /// default (a store its process owns alone) has nothing to read.
+    ///
+    /// # Errors
+    /// I/O or database errors.
+    fn refresh_open(&mut self) -> Result<()> {
+        Ok(())
+    }
+
     /// Group commit: stops syncing on every commit and returns a handle that makes the
     /// commits durable from outside the store's lock, with [`IdempotencyStore::written`]
     /// telling how far ([`crate::GroupSync`]). The caller must then wait for durability
@@ -269,6 +280,9 @@ impl<S: IdempotencyStore + ?Sized> IdempotencyStore for Box<S> {
     }
     fn refresh(&mut self, key: &TxnKey) -> Result<()> {
         (**self).refresh(key)
+    }
+    fn refresh_open(&mut self) -> Result<()> {
+        (**self).refresh_open()
     }
     fn defer_sync(&mut self) -> Option<crate::record::SyncHandle> {
         (**self).defer_sync()

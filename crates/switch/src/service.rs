@@ -271,18 +271,27 @@ pub async fn keep_leases<St: Store + Clone>(
     store: St,
     driver: ReversalDriver,
     dialect: isoswitch_codec::Dialect,
+    on_taken: impl Fn(isoswitch_reversal::CallerTag) + Send + 'static,
 ) {
     let Some(period) = store.lease_renewal() else {
         return;
     };
+    // Claimed a few at a time, each journaled here before the next: a claim lasts one
+    // lease, and orphans claimed but not handed over before it ends are claimed again
+    // by another node (taken over twice; the host answers the repeat).
+    const CLAIM_BATCH: usize = 16;
+    let mut more = false;
     loop {
-        tokio::time::sleep(period).await;
+        if !more {
+            tokio::time::sleep(period).await;
+        }
         let s = store.clone();
         let claimed = tokio::task::spawn_blocking(move || {
             s.renew_leases()?;
-            s.claim_orphans(UPSTREAM_JOURNAL, 256)
+            s.claim_orphans(UPSTREAM_JOURNAL, CLAIM_BATCH)
         })
         .await;
+        more = matches!(&claimed, Ok(Ok(o)) if o.len() == CLAIM_BATCH);
         let orphans = match claimed {
             Ok(Ok(o)) => o,
             Ok(Err(e)) => {
@@ -301,10 +310,15 @@ pub async fn keep_leases<St: Store + Clone>(
                 }
             };
             // An advice is not in doubt, only its delivery: it is repeated from here.
+            // Under the dead node's tag: the outcome completes the terminal's admission
+            // (`Switch::completed`), so the terminal's repeat gets an answer.
+            on_taken(orphan.tag);
             let taken = if isoswitch_reversal::is_advice(original.mti()) {
-                driver.enqueue(original, 0).await.map(|()| 0)
+                driver.enqueue(original, orphan.tag).await.map(|()| 0)
             } else {
-                driver.reverse_message(original, orphan.reason).await
+                driver
+                    .reverse_message_tagged(original, orphan.reason, orphan.tag)
+                    .await
             };
             match taken {
                 Ok(txn) => {
@@ -618,11 +632,15 @@ where
             // Engine events: outcomes of transactions nobody waits for any more.
             tokio::spawn(switch.clone().run_events(events_rx)),
             // A shared store: leases, and the reversals of nodes that stopped.
-            tokio::spawn(keep_leases(
-                store.clone(),
-                driver.clone(),
-                iso.dialect.clone(),
-            )),
+            tokio::spawn({
+                let sw = switch.clone();
+                keep_leases(
+                    store.clone(),
+                    driver.clone(),
+                    iso.dialect.clone(),
+                    move |tag| sw.note_taken_over(tag),
+                )
+            }),
         ]);
         Ok(SwitchService {
             switch,

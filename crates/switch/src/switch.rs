@@ -162,6 +162,8 @@ struct Inner<K: KeyStore, S: IdempotencyStore, T: Transport, C: Counters + Send 
     book_sync: Option<GroupSync>,
     /// Several upstream links ([`Switch::with_pool`]); `None`: the one `upstream` link.
     pool: Option<Arc<LinkPool<T, C>>>,
+    /// Tags of upstream work taken over from a dead node ([`Switch::note_taken_over`]).
+    taken_over: Mutex<std::collections::HashSet<CallerTag>>,
 }
 
 /// The switch; clones share it. See the module docs.
@@ -285,6 +287,7 @@ where
                 kek: parts.kek,
                 book_sync,
                 pool,
+                taken_over: Mutex::new(std::collections::HashSet::new()),
             }),
         }
     }
@@ -997,6 +1000,15 @@ where
         Ok(n)
     }
 
+    /// Notes that the upstream work tagged `tag` was taken over from a node whose lease
+    /// ran out (a shared store): its outcome completes that node's admission, which this
+    /// node's view of the store does not hold yet ([`Switch::completed`] reads it then).
+    pub fn note_taken_over(&self, tag: CallerTag) {
+        if tag != 0 {
+            lock(&self.inner.taken_over).insert(tag);
+        }
+    }
+
     /// A transaction the engine finished on its own (an advice answered after the
     /// terminal stopped waiting, an original recovered after a restart): its admission is
     /// completed so the terminal's repeat gets the stored answer.
@@ -1013,8 +1025,19 @@ where
             Outcome::NotSent { .. } | Outcome::NotActed { .. } => Decision::Decline(*b"91"),
         };
         let ticket = {
-            let book = lock(&self.inner.book);
-            book.admitted().into_iter().find(|t| tag_of(t.key()) == tag)
+            let mut book = lock(&self.inner.book);
+            let find =
+                |b: &ReversalHandler<S>| b.admitted().into_iter().find(|t| tag_of(t.key()) == tag);
+            match find(&book) {
+                Some(t) => Some(t),
+                // Not in this node's view: the admission of a node that died, whose
+                // upstream work this node took over (a shared store).
+                None if lock(&self.inner.taken_over).remove(&tag) => {
+                    book.refresh_admitted()?;
+                    find(&book)
+                }
+                None => None,
+            }
         };
         if let Some(ticket) = ticket {
             let decision = final_for(ticket.mti(), decision);
