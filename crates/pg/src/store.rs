@@ -400,6 +400,25 @@ impl Store for PgStore {
             .map_err(self.inner.err("renew leases"))
     }
 
+    fn pending_tag(&self, journal: &str, tag: u64) -> Result<Option<bool>, ReversalError> {
+        let journal = journal.to_string();
+        // Tags are stored as the bits of an i64.
+        let tag = tag as i64;
+        self.inner
+            .db
+            .call(|pool| async move {
+                let c = pool.get().await?;
+                let row = c
+                    .query_one(
+                        "SELECT EXISTS (SELECT 1 FROM pending_reversal WHERE journal = $1 AND tag = $2)",
+                        &[&journal, &tag],
+                    )
+                    .await?;
+                Ok(Some(row.get::<_, bool>(0)))
+            })
+            .map_err(self.inner.err("look up pending work"))
+    }
+
     fn claim_orphans(&self, journal: &str, max: usize) -> Result<Vec<Orphan>, ReversalError> {
         let node = self.inner.node.clone();
         let secs = self.inner.lease_secs();

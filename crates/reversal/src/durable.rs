@@ -102,6 +102,18 @@ pub trait Store: Send + Sync + 'static {
         let _ = orphan;
         Ok(())
     }
+
+    /// Whether any node's journal named `journal` holds upstream work under `tag` still
+    /// pending (an original in doubt, a reversal or an advice not yet answered), live
+    /// node or dead. `None` (the default): a store its process owns alone, where the
+    /// question does not arise (its one process knows its own work).
+    ///
+    /// # Errors
+    /// Database errors.
+    fn pending_tag(&self, journal: &str, tag: crate::CallerTag) -> Result<Option<bool>> {
+        let _ = (journal, tag);
+        Ok(None)
+    }
 }
 
 /// A reversal a node left pending when its lease ran out ([`Store::claim_orphans`]):

@@ -601,6 +601,14 @@ impl<S: IdempotencyStore> ReversalHandler<S> {
         self.store.get(key)?.original.as_ref()?.upstream.as_deref()
     }
 
+    /// The key `request` is matched by (its profile's [`ReversalProfile::key_of`]).
+    ///
+    /// # Errors
+    /// The key's fields are missing or malformed.
+    pub fn key_of(&self, request: &Message) -> Result<TxnKey> {
+        self.profile.key_of(request)
+    }
+
     /// Reads the admissions still open that other nodes of a shared store made
     /// ([`IdempotencyStore::refresh_open`]), so that [`ReversalHandler::admitted`] lists
     /// them too.

@@ -59,8 +59,8 @@ pub use service::{
     SwitchService, RETRY_CODE, UPSTREAM_JOURNAL, UPSTREAM_LINK,
 };
 pub use switch::{
-    refusal_message, tag_of, Reply, Switch, SwitchConfig, SwitchParts, TerminalReload,
-    TERMINAL_LINK,
+    refusal_message, tag_of, PendingCheck, Reply, Switch, SwitchConfig, SwitchParts,
+    TerminalReload, TERMINAL_LINK,
 };
 pub use upstream::{
     resume_after_sign_on, LinkPersistence, SharedSessions, UpstreamConfig, UpstreamLink,

@@ -536,6 +536,18 @@ where
             Some(pool) => Switch::with_pool(parts, pool.clone()),
             None => Switch::new(parts),
         };
+        // A shared store: advices a dead node admitted but never sent upstream are found
+        // by their terminals' repeats, once they stay open for two leases.
+        let switch = match store.lease_renewal() {
+            Some(renewal) => {
+                let s = store.clone();
+                switch.with_shared_work(
+                    Arc::new(move |tag| s.pending_tag(UPSTREAM_JOURNAL, tag)),
+                    renewal * 6 + Duration::from_secs(1),
+                )
+            }
+            None => switch,
+        };
 
         // Admissions left open by the previous run: the terminal was never answered.
         let open: Vec<u64> =

@@ -164,6 +164,23 @@ struct Inner<K: KeyStore, S: IdempotencyStore, T: Transport, C: Counters + Send 
     pool: Option<Arc<LinkPool<T, C>>>,
     /// Tags of upstream work taken over from a dead node ([`Switch::note_taken_over`]).
     taken_over: Mutex<std::collections::HashSet<CallerTag>>,
+    /// A store shared by several nodes ([`Switch::with_shared_work`]).
+    shared_work: std::sync::OnceLock<SharedWork>,
+}
+
+/// Whether some node's journal holds upstream work under a tag (see
+/// [`isoswitch_reversal::Store::pending_tag`]): `None` when the store cannot tell.
+pub type PendingCheck =
+    Arc<dyn Fn(CallerTag) -> isoswitch_reversal::Result<Option<bool>> + Send + Sync>;
+
+/// Advices admitted by a node that died before it journaled them upstream: found by
+/// their terminals' repeats ([`Switch::with_shared_work`]).
+struct SharedWork {
+    pending: PendingCheck,
+    after: Duration,
+    /// Per tag: when a repeat first found it open here, and since when no journal
+    /// holds it.
+    seen: Mutex<HashMap<CallerTag, (tokio::time::Instant, Option<tokio::time::Instant>)>>,
 }
 
 /// The switch; clones share it. See the module docs.
@@ -288,6 +305,7 @@ where
                 book_sync,
                 pool,
                 taken_over: Mutex::new(std::collections::HashSet::new()),
+                shared_work: std::sync::OnceLock::new(),
             }),
         }
     }
@@ -553,7 +571,7 @@ where
                 return Ok(Some(self.seal_for_terminal(*answer)?));
             }
             Admit::Forward(t) => t,
-            Admit::InProgress => return Ok(None),
+            Admit::InProgress => return self.advice_in_progress(msg).await,
         };
         // Durable before it is forwarded.
         self.book_durable(upto).await?;
@@ -998,6 +1016,78 @@ where
             self.inner.driver.release(tag).await?;
         }
         Ok(n)
+    }
+
+    /// On a store shared by several nodes: `pending` tells whether any node's journal
+    /// holds upstream work under a tag ([`isoswitch_reversal::Store::pending_tag`]). An
+    /// advice a terminal keeps repeating whose admission stays open for `after` (longer
+    /// than a node's lease) while no journal holds it, checked twice a second or more
+    /// apart, was admitted by a node that died before it sent it upstream: it is answered
+    /// `06` (never reached the host; the terminal stops repeating it and does not count
+    /// it), as a restarted node answers its own ([`final_for`]). Set once; later calls
+    /// are ignored.
+    pub fn with_shared_work(self, pending: PendingCheck, after: Duration) -> Self {
+        let _ = self.inner.shared_work.set(SharedWork {
+            pending,
+            after,
+            seen: Mutex::new(HashMap::new()),
+        });
+        self
+    }
+
+    /// An advice repeat whose admission is still open: no answer yet, unless it was
+    /// abandoned by a dead node (see [`Switch::with_shared_work`]).
+    async fn advice_in_progress(&self, msg: &Message) -> Result<Option<Bytes>> {
+        const RECHECK: Duration = Duration::from_secs(1);
+        let Some(w) = self.inner.shared_work.get() else {
+            return Ok(None);
+        };
+        let key = lock(&self.inner.book).key_of(msg)?;
+        let tag = tag_of(&key);
+        let now = tokio::time::Instant::now();
+        let (first, negative) = {
+            let mut seen = lock(&w.seen);
+            if seen.len() > 100_000 {
+                seen.clear();
+            }
+            *seen.entry(tag).or_insert((now, None))
+        };
+        if now.duration_since(first) < w.after {
+            return Ok(None);
+        }
+        // A blocking store call, as the book's own.
+        let pending = (w.pending)(tag)?;
+        if pending != Some(false) {
+            lock(&w.seen).insert(tag, (first, None));
+            return Ok(None);
+        }
+        match negative {
+            Some(since) if now.duration_since(since) >= RECHECK => {}
+            Some(_) => return Ok(None),
+            None => {
+                lock(&w.seen).insert(tag, (first, Some(now)));
+                return Ok(None);
+            }
+        }
+        lock(&w.seen).remove(&tag);
+        let ticket = {
+            let mut book = lock(&self.inner.book);
+            book.refresh_admitted()?;
+            book.admitted().into_iter().find(|t| t.key() == &key)
+        };
+        let Some(ticket) = ticket else {
+            return Ok(None);
+        };
+        tracing::warn!(%key, "advice admitted by a node that died before it was sent upstream: answered 06");
+        let decision = final_for(msg.mti(), Decision::Decline(*b"91"));
+        let (Completion { answer, .. }, upto) = {
+            let mut book = lock(&self.inner.book);
+            let c = book.complete(ticket, decision)?;
+            (c, book.store().written())
+        };
+        self.book_durable(upto).await?;
+        let reply = self.map_back(msg, &answer, None)?;
+        Ok(Some(self.seal_for_terminal(reply)?))
     }
 
     /// Notes that the upstream work tagged `tag` was taken over from a node whose lease
