@@ -48,11 +48,33 @@ impl MemoryDurable {
     }
 }
 
-/// An idempotency store of a [`MemoryDurable`]: decisions kept in a shared log.
+/// An idempotency store of a [`MemoryDurable`]: decisions kept in a shared log. Two
+/// handles opened on one name behave as two nodes on one shared store: each reads what
+/// the other decided when it refreshes ([`IdempotencyStore::refresh`],
+/// [`IdempotencyStore::refresh_open`]).
 #[derive(Debug)]
 pub struct MemoryIdempotency {
     state: MemoryStore,
     log: Arc<Mutex<Vec<StoreRecord>>>,
+    /// Log entries applied (or written) by this handle.
+    seen: usize,
+    /// Indices of this handle's own entries not yet passed by `seen`.
+    own: std::collections::HashSet<usize>,
+}
+
+impl MemoryIdempotency {
+    /// Applies what other handles appended since.
+    fn catch_up(&mut self) -> Result<()> {
+        let log = Arc::clone(&self.log);
+        let log = lock(&log);
+        for i in self.seen..log.len() {
+            if !self.own.remove(&i) {
+                self.state.apply(log[i].clone())?;
+            }
+        }
+        self.seen = log.len();
+        Ok(())
+    }
 }
 
 impl IdempotencyStore for MemoryIdempotency {
@@ -61,8 +83,17 @@ impl IdempotencyStore for MemoryIdempotency {
     }
     fn commit(&mut self, record: StoreRecord) -> Result<()> {
         self.state.commit(record.clone())?;
-        lock(&self.log).push(record);
+        let mut log = lock(&self.log);
+        self.own.insert(log.len());
+        log.push(record);
         Ok(())
+    }
+    fn refresh(&mut self, key: &TxnKey) -> Result<()> {
+        let _ = key;
+        self.catch_up()
+    }
+    fn refresh_open(&mut self) -> Result<()> {
+        self.catch_up()
     }
     fn ledger(&self) -> &Ledger {
         self.state.ledger()
@@ -172,10 +203,19 @@ impl Store for MemoryDurable {
             .or_default()
             .clone();
         let mut state = MemoryStore::new();
-        for rec in lock(&log).iter() {
-            state.commit(rec.clone())?;
-        }
-        Ok(MemoryIdempotency { state, log })
+        let seen = {
+            let l = lock(&log);
+            for rec in l.iter() {
+                state.commit(rec.clone())?;
+            }
+            l.len()
+        };
+        Ok(MemoryIdempotency {
+            state,
+            log,
+            seen,
+            own: std::collections::HashSet::new(),
+        })
     }
 
     fn counters(&self, name: &str) -> Result<SharedCounters> {

@@ -396,13 +396,14 @@ where
         let local = (inner.local)();
         let mut outcome = lock(&inner.terminals).handle_request(local, bytes.clone())?;
         if let HostOutcome::Rejected {
-            reason: RejectReason::NotSignedOn | RejectReason::MacFailure(_),
+            reason: reason @ (RejectReason::NotSignedOn | RejectReason::MacFailure(_)),
             ..
         } = &outcome
         {
             // Signed on at another node sharing the store (or under keys newer than
             // this node's copy): take the stored session and try once more.
-            if self.adopt_stored_session(&bytes)? {
+            let not_signed_on = matches!(reason, RejectReason::NotSignedOn);
+            if self.adopt_stored_session(&bytes, not_signed_on)? {
                 outcome = lock(&inner.terminals).handle_request(local, bytes)?;
             }
         }
@@ -455,8 +456,10 @@ where
 
     /// Restores the stored session of the terminal that sent `bytes` when the store
     /// holds a newer generation than this node (another node of a shared store signed
-    /// it on); `true` when it did.
-    fn adopt_stored_session(&self, bytes: &Bytes) -> Result<bool> {
+    /// it on); `true` when it did, or — for a request refused as not signed on
+    /// (`not_signed_on`) — when a concurrent request of the same terminal restored it
+    /// meanwhile (its retry is then served, not refused 77 into a needless sign-on).
+    fn adopt_stored_session(&self, bytes: &Bytes, not_signed_on: bool) -> Result<bool> {
         let inner = &self.inner;
         let dialect = lock(&inner.terminals).profile().dialect.clone();
         let Ok(msg) = Message::decode(&dialect, bytes.clone()) else {
@@ -473,7 +476,7 @@ where
         };
         let held = lock(&inner.terminals).export(&id).map(|s| s.generation);
         if held.is_some_and(|g| g >= sealed.generation) {
-            return Ok(false);
+            return Ok(not_signed_on);
         }
         let snapshot = sealed.open(&inner.kek)?;
         lock(&inner.terminals).restore(snapshot)?;

@@ -410,3 +410,66 @@ async fn settlement_balanced_and_unbalanced_with_upload() {
     assert!(!o.balanced, "{o:?}");
     assert!(o.uploaded > 0, "{o:?}");
 }
+
+/// A store shared by two nodes (two handles on one `MemoryDurable` log): the other node
+/// admitted a refund advice and died before it journaled it upstream. The terminal's
+/// repeats find it open here; while some journal holds its tag nothing is answered; once
+/// none does, for two checks a second apart after the wait, it is answered 06 (never
+/// reached the host), and the host never sees it.
+#[tokio::test(start_paused = true)]
+async fn an_advice_a_dead_node_admitted_but_never_sent_is_answered_06_on_a_shared_store() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let mut r = rig().await;
+    r.sign_on().await;
+    let (bytes, _) = r.financial(220, "200000", "25", 700, None);
+    let advice = decode(&r, &bytes);
+    // The dead node's admission, in the shared store.
+    let mut other = isoswitch_reversal::ReversalHandler::new(
+        ReversalProfile::cup_pos().unwrap(),
+        isoswitch_reversal::Store::idempotency(&r.store, "terminals").unwrap(),
+        isoswitch_reversal::HostConfig::default(),
+    );
+    assert!(matches!(
+        other.admit(&advice).unwrap(),
+        isoswitch_reversal::Admit::Forward(_)
+    ));
+    let held = Arc::new(AtomicBool::new(true));
+    let h = held.clone();
+    let _ = r.switch.clone().with_shared_work(
+        Arc::new(move |_| Ok(Some(h.load(Ordering::SeqCst)))),
+        Duration::from_secs(7),
+    );
+    let repeat = |r: &mut Rig| {
+        let mut m = advice.clone();
+        m.set_mti("0221".parse().unwrap());
+        m.remove(64);
+        r.terminal.seal_request(Instant::now(), m).unwrap().bytes
+    };
+    // Some journal holds it (a node is forwarding it): no answer, however long.
+    for _ in 0..8 {
+        let b = repeat(&mut r);
+        assert!(r.switch.handle(b).await.unwrap().is_none());
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+    }
+    // No journal holds it any more: the first check only notes it, the next one a
+    // second later answers.
+    held.store(false, Ordering::SeqCst);
+    let b = repeat(&mut r);
+    assert!(r.switch.handle(b).await.unwrap().is_none());
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let b = repeat(&mut r);
+    let reply = r.switch.handle(b).await.unwrap().expect("0230");
+    let m = decode(&r, &reply.bytes);
+    assert_eq!(m.mti().as_str(), "0230");
+    assert_eq!(m.get(39).as_deref(), Some("06"));
+    // Decided once: the next repeat gets the stored answer; the host never saw it.
+    let b = repeat(&mut r);
+    let again = r.switch.handle(b).await.unwrap().expect("0230");
+    assert_eq!(decode(&r, &again.bytes).get(39).as_deref(), Some("06"));
+    let c = r.counts();
+    assert_eq!(
+        c.get(&220).copied().unwrap_or(0) + c.get(&221).copied().unwrap_or(0),
+        0,
+        "{c:?}"
+    );
+}
