@@ -419,6 +419,97 @@ impl Store for PgStore {
             .map_err(self.inner.err("look up pending work"))
     }
 
+    fn dead_journals(
+        &self,
+        journal: &str,
+        max: usize,
+    ) -> Result<Vec<(String, Vec<JournalRecord>)>, ReversalError> {
+        let (journal, node) = (journal.to_string(), self.inner.node.clone());
+        let max = i64::try_from(max).unwrap_or(i64::MAX);
+        let parts = self
+            .inner
+            .db
+            .call(|pool| async move {
+                let c = pool.get().await?;
+                let rows = c
+                    .query(
+                        "SELECT part FROM journal_part
+                          WHERE journal = $1 AND owner <> $2 AND lease_until < now()
+                          ORDER BY part LIMIT $3",
+                        &[&journal, &node, &max],
+                    )
+                    .await?;
+                Ok(rows
+                    .into_iter()
+                    .map(|r| r.get::<_, String>(0))
+                    .collect::<Vec<_>>())
+            })
+            .map_err(self.inner.err("list dead journals"))?;
+        let mut out = Vec::with_capacity(parts.len());
+        for part in parts {
+            let p = part.clone();
+            let rows = self
+                .inner
+                .db
+                .call(|pool| {
+                    crate::db::payloads(
+                        pool,
+                        "SELECT payload FROM journal_record WHERE part = $1 ORDER BY seq",
+                        p,
+                    )
+                })
+                .map_err(self.inner.err("read a dead journal"))?;
+            let mut records = Vec::with_capacity(rows.len());
+            for (i, sealed) in rows.iter().enumerate() {
+                let payload = self
+                    .inner
+                    .unseal("journal_record", format_args!("{part} record {i}"), sealed)
+                    .map_err(self.inner.err("read a dead journal"))?;
+                let rec = JournalRecord::decode(&payload).map_err(|e| {
+                    PgError::BadRow {
+                        table: "journal_record",
+                        what: format!("{part} record {i}: {e}"),
+                    }
+                    .into_reversal(&self.inner.db.describe, "read a dead journal")
+                })?;
+                records.push(rec);
+            }
+            out.push((part, records));
+        }
+        Ok(out)
+    }
+
+    fn retire_journal(&self, part: &str) -> Result<bool, ReversalError> {
+        let part = part.to_string();
+        self.inner
+            .db
+            .call(|pool| async move {
+                let mut c = pool.get().await?;
+                let tx = c.transaction().await?;
+                // Locked first: a node that comes back under this part renews its lease
+                // through this row, and its records reference it.
+                let dead = tx
+                    .query(
+                        "SELECT 1 FROM journal_part j
+                          WHERE j.part = $1 AND j.lease_until < now()
+                            AND NOT EXISTS (SELECT 1 FROM pending_reversal p WHERE p.part = $1)
+                          FOR UPDATE",
+                        &[&part],
+                    )
+                    .await?;
+                if dead.is_empty() {
+                    return Ok(false);
+                }
+                tx.execute("DELETE FROM journal_record WHERE part = $1", &[&part])
+                    .await?;
+                tx.execute("DELETE FROM journal_part WHERE part = $1", &[&part])
+                    .await?;
+                tx.commit().await?;
+                Ok(true)
+            })
+            .map_err(self.inner.err("retire a dead journal"))
+    }
+
     fn claim_orphans(&self, journal: &str, max: usize) -> Result<Vec<Orphan>, ReversalError> {
         let node = self.inner.node.clone();
         let secs = self.inner.lease_secs();

@@ -114,6 +114,33 @@ pub trait Store: Send + Sync + 'static {
         let _ = (journal, tag);
         Ok(None)
     }
+
+    /// The journals named `journal` of nodes whose lease ran out, each as its part and
+    /// its records (at most `max` parts): what they decided is finished by a live node
+    /// against the shared book (the switch's `finish_dead_journal`), then the part is
+    /// retired ([`Store::retire_journal`]). A store its process owns alone has no other
+    /// node: none.
+    ///
+    /// # Errors
+    /// Database errors; a record that does not open or decode.
+    fn dead_journals(
+        &self,
+        journal: &str,
+        max: usize,
+    ) -> Result<Vec<(String, Vec<crate::JournalRecord>)>> {
+        let _ = (journal, max);
+        Ok(Vec::new())
+    }
+
+    /// Deletes the dead node's journal `part` (from [`Store::dead_journals`]) once none
+    /// of its work is pending any more; `false` while some is (or its node came back).
+    ///
+    /// # Errors
+    /// Database errors.
+    fn retire_journal(&self, part: &str) -> Result<bool> {
+        let _ = part;
+        Ok(false)
+    }
 }
 
 /// A reversal a node left pending when its lease ran out ([`Store::claim_orphans`]):

@@ -565,6 +565,107 @@ pub fn latest_by_tag(
     out
 }
 
+/// What `records` (a whole journal, as [`crate::Journal::load`] gives it) say of each
+/// journaled transaction, read without an engine, and each transaction's journaled
+/// message: for a node finishing the journal of a node that died (a shared store), whose
+/// engine nobody recovers. The states are those [`ReversalEngine::recover`] reports: a
+/// started original with no outcome is in doubt ([`Finish::Reverse`], `Recovered`); a
+/// started advice with no answer is [`RecoveredState::Repeating`], and so is an advice
+/// whose delivery another node took over (acknowledged in its journal: see
+/// `isoswitch-pg`'s hand-over). Transactions of closed batches are left out, as
+/// recovery leaves them out. Messages that do not decode in `dialect` count as
+/// originals.
+pub fn journal_states(
+    records: &[crate::journal::JournalRecord],
+    dialect: &isoswitch_codec::Dialect,
+) -> (
+    Vec<RecoveredTxn>,
+    std::collections::HashMap<TxnId, bytes::Bytes>,
+) {
+    use crate::journal::JournalRecord;
+    struct Seen {
+        tag: CallerTag,
+        batch: u32,
+        finish: Option<Finish>,
+        acked: Option<[u8; 2]>,
+    }
+    let mut txns: std::collections::BTreeMap<TxnId, Seen> = std::collections::BTreeMap::new();
+    let mut messages = std::collections::HashMap::new();
+    for r in records {
+        match r {
+            JournalRecord::Started {
+                id,
+                tag,
+                batch,
+                message,
+                ..
+            } => {
+                txns.insert(
+                    *id,
+                    Seen {
+                        tag: *tag,
+                        batch: *batch,
+                        finish: None,
+                        acked: None,
+                    },
+                );
+                messages.insert(*id, message.clone());
+            }
+            JournalRecord::Finished { id, finish } => {
+                if let Some(t) = txns.get_mut(id) {
+                    t.finish = Some(*finish);
+                }
+            }
+            JournalRecord::ReversalAcked { id, code } => {
+                if let Some(t) = txns.get_mut(id) {
+                    t.acked = Some(*code);
+                }
+            }
+            JournalRecord::BatchClosed { batch, .. } => {
+                txns.retain(|_, t| {
+                    !(t.batch == *batch
+                        && t.acked.is_none()
+                        && matches!(
+                            t.finish,
+                            Some(
+                                Finish::Approved { .. }
+                                    | Finish::Declined { .. }
+                                    | Finish::NotSent
+                                    | Finish::Unknown
+                                    | Finish::NotActed { .. }
+                            )
+                        ))
+                });
+            }
+            JournalRecord::Counters { .. } => {}
+        }
+    }
+    let out = txns
+        .into_iter()
+        .map(|(txn, t)| {
+            let advice = messages
+                .get(&txn)
+                .and_then(|m| isoswitch_codec::Mti::decode(dialect.mti_encoding(), m).ok())
+                .is_some_and(is_advice);
+            let state = match (t.acked, t.finish) {
+                (Some(_), _) if advice => RecoveredState::Repeating,
+                (Some(code), _) => RecoveredState::ReversalAcked { code },
+                (None, None) if advice => RecoveredState::Repeating,
+                (None, None) => RecoveredState::Finished(Finish::Reverse {
+                    reason: ReversalReason::Recovered,
+                }),
+                (None, Some(f)) => RecoveredState::Finished(f),
+            };
+            RecoveredTxn {
+                txn,
+                tag: t.tag,
+                state,
+            }
+        })
+        .collect();
+    (out, messages)
+}
+
 /// The state of a journaled transaction after a restart.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum RecoveredState {
@@ -2367,6 +2468,85 @@ mod latest_tests {
             assert_eq!(latest[&8], other);
         }
         assert!(latest_by_tag(&[]).is_empty());
+    }
+
+    #[test]
+    fn a_dead_nodes_journal_reads_as_recovery_would_find_it() {
+        use crate::journal::JournalRecord;
+        let d = isoswitch_codec::Dialect::builtin("iso87-ascii").unwrap();
+        let msg = |mti: &str| {
+            isoswitch_codec::Message::new(&d, mti.parse().unwrap())
+                .to_bytes()
+                .unwrap()
+        };
+        let info = crate::profile::TxnInfo {
+            kind: crate::profile::TxnKind::Debit,
+            foreign: false,
+            txn_type: 0,
+            amount: rust_decimal::Decimal::ONE,
+            pan: String::new(),
+        };
+        let started = |id: TxnId, tag: CallerTag, mti: &str| JournalRecord::Started {
+            id,
+            tag,
+            batch: 1,
+            stan: id as u32,
+            info: info.clone(),
+            message: msg(mti),
+        };
+        let records = vec![
+            started(1, 10, "0200"),
+            JournalRecord::Finished {
+                id: 1,
+                finish: Finish::Approved { code: *b"00" },
+            },
+            started(2, 20, "0200"),
+            started(3, 30, "0220"),
+            // Taken over by another node: acknowledged here, still being repeated there.
+            JournalRecord::ReversalAcked {
+                id: 3,
+                code: *b"HO",
+            },
+            started(4, 40, "0200"),
+            JournalRecord::Finished {
+                id: 4,
+                finish: Finish::Reverse {
+                    reason: ReversalReason::NoResponse,
+                },
+            },
+            JournalRecord::ReversalAcked {
+                id: 4,
+                code: *b"00",
+            },
+            started(5, 50, "0220"),
+        ];
+        let (states, messages) = journal_states(&records, &d);
+        let of = |tag| states.iter().find(|t| t.tag == tag).map(|t| t.state);
+        assert_eq!(
+            of(10),
+            Some(RecoveredState::Finished(Finish::Approved { code: *b"00" }))
+        );
+        assert_eq!(
+            of(20),
+            Some(RecoveredState::Finished(Finish::Reverse {
+                reason: ReversalReason::Recovered
+            }))
+        );
+        assert_eq!(of(30), Some(RecoveredState::Repeating));
+        assert_eq!(of(40), Some(RecoveredState::ReversalAcked { code: *b"00" }));
+        assert_eq!(of(50), Some(RecoveredState::Repeating));
+        assert_eq!(messages.len(), 5);
+        assert_eq!(messages[&1], msg("0200"));
+        // A closed batch takes its finished transactions out, as recovery does.
+        let mut closed = records.clone();
+        closed.push(JournalRecord::BatchClosed {
+            batch: 1,
+            next_batch: 2,
+            net: rust_decimal::Decimal::ZERO,
+        });
+        let (states, _) = journal_states(&closed, &d);
+        assert!(states.iter().all(|t| t.tag != 10));
+        assert_eq!(states.len(), 4);
     }
 }
 

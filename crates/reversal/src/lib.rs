@@ -142,9 +142,9 @@ pub use driver::{
 };
 pub use durable::{Orphan, SessionStore, Store, UpstreamSave};
 pub use engine::{
-    latest_by_tag, CallerTag, EngineConfig, EngineEvent, EngineStats, NotSentReason, Outcome,
-    RecoveredState, RecoveredTxn, ReversalEngine, SendFailure, Transmit, TransmitId, TransmitKind,
-    TxnId,
+    journal_states, latest_by_tag, CallerTag, EngineConfig, EngineEvent, EngineStats,
+    NotSentReason, Outcome, RecoveredState, RecoveredTxn, ReversalEngine, SendFailure, Transmit,
+    TransmitId, TransmitKind, TxnId,
 };
 pub use error::{Result, ReversalError};
 pub use group_sync::GroupSync;

@@ -22,8 +22,8 @@ use isoswitch_net::{
     Request, Server, ServerConfig, ServerControl, ServerTls, TcpConnector, TlsConnector,
 };
 use isoswitch_reversal::{
-    EngineConfig, Finish, HostConfig as BookConfig, Journal, LateResponses, Outcome,
-    RecoveredState, ReversalDriver, ReversalEngine, ReversalHandler, ReversalProfile, Store,
+    EngineConfig, HostConfig as BookConfig, Journal, LateResponses, ReversalDriver, ReversalEngine,
+    ReversalHandler, ReversalProfile, Store,
 };
 use isoswitch_session::crypto::Key;
 use isoswitch_session::{
@@ -36,7 +36,7 @@ use crate::dukpt::DukptPins;
 use crate::error::{Result, SwitchError};
 use crate::field_map::{FieldMap, Functions, Rule};
 use crate::security::SoftSecurity;
-use crate::switch::{tag_of, Switch, SwitchConfig, SwitchParts};
+use crate::switch::{Switch, SwitchConfig, SwitchParts};
 use crate::upstream::{LinkPersistence, SharedSessions, UpstreamConfig, UpstreamLink};
 
 /// Everything a [`SwitchService`] needs besides its store.
@@ -267,15 +267,22 @@ pub const UPSTREAM_JOURNAL: &str = "upstream";
 /// nodes whose lease ran out left pending: each is journaled and sent by this node's
 /// engine (`reverse_message`), then handed over ([`Store::hand_over`]). Runs for as
 /// long as the driver does; a store without leases returns at once.
-pub async fn keep_leases<St: Store + Clone>(
+pub async fn keep_leases<St, K, S, T, C>(
     store: St,
-    driver: ReversalDriver,
+    switch: Switch<K, S, T, C>,
     dialect: isoswitch_codec::Dialect,
-    on_taken: impl Fn(isoswitch_reversal::CallerTag) + Send + 'static,
-) {
+) where
+    St: Store + Clone,
+    K: isoswitch_session::KeyStore + Send + 'static,
+    S: isoswitch_reversal::IdempotencyStore + Send + 'static,
+    T: isoswitch_reversal::Transport,
+    C: isoswitch_session::counters::Counters + Send + 'static,
+{
     let Some(period) = store.lease_renewal() else {
         return;
     };
+    let driver = switch.driver().clone();
+    let on_taken = |tag| switch.note_taken_over(tag);
     // Claimed a few at a time, each journaled here before the next: a claim lasts one
     // lease, and orphans claimed but not handed over before it ends are claimed again
     // by another node (taken over twice; the host answers the repeat).
@@ -339,6 +346,56 @@ pub async fn keep_leases<St: Store + Clone>(
                 }
                 Err(_) => return,
             }
+        }
+        if !more {
+            finish_dead_journals(&store, &switch).await;
+        }
+    }
+}
+
+/// The journals of nodes whose lease ran out: what they decided but did not complete in
+/// the shared book (an approval whose terminal was never answered, a decline, an advice
+/// never sent) is finished here ([`Switch::finish_dead_journal`]); a journal with
+/// nothing pending any more is retired.
+async fn finish_dead_journals<St, K, S, T, C>(store: &St, switch: &Switch<K, S, T, C>)
+where
+    St: Store + Clone,
+    K: isoswitch_session::KeyStore + Send + 'static,
+    S: isoswitch_reversal::IdempotencyStore + Send + 'static,
+    T: isoswitch_reversal::Transport,
+    C: isoswitch_session::counters::Counters + Send + 'static,
+{
+    let s = store.clone();
+    let dead = match tokio::task::spawn_blocking(move || s.dead_journals(UPSTREAM_JOURNAL, 4)).await
+    {
+        Ok(Ok(d)) => d,
+        Ok(Err(e)) => {
+            tracing::warn!(error = %e, "reading dead nodes' journals failed");
+            return;
+        }
+        Err(_) => return,
+    };
+    for (part, records) in dead {
+        match switch.finish_dead_journal(&records).await {
+            Ok(n) => {
+                if n > 0 {
+                    tracing::info!(%part, finished = n, "finished what a dead node left in the shared book");
+                }
+            }
+            Err(e) => {
+                tracing::warn!(%part, error = %e, "finishing a dead node's journal failed (tried again)");
+                continue;
+            }
+        }
+        let s = store.clone();
+        let p = part.clone();
+        match tokio::task::spawn_blocking(move || s.retire_journal(&p)).await {
+            Ok(Ok(true)) => tracing::info!(%part, "dead node's journal retired"),
+            Ok(Ok(false)) => {}
+            Ok(Err(e)) => {
+                tracing::warn!(%part, error = %e, "retiring a dead node's journal failed")
+            }
+            Err(_) => return,
         }
     }
 }
@@ -550,77 +607,12 @@ where
         };
 
         // Admissions left open by the previous run: the terminal was never answered.
-        let open: Vec<u64> =
-            switch.with_book(|b| b.admitted().iter().map(|t| tag_of(t.key())).collect());
-        let mut finished = 0usize;
-        let shared = store.lease_renewal().is_some();
         // The latest upstream attempt of each admission decides (an earlier one was
         // refused under old keys and prepared again).
+        let shared = store.lease_renewal().is_some();
         let latest = isoswitch_reversal::latest_by_tag(&recovered);
-        for tag in open {
-            let attempt = latest.get(&tag);
-            let state = attempt.map(|r| r.state);
-            if shared && state.is_none() {
-                // A shared store: an admission this node's journal does not know is
-                // another node's (in flight there, or left by a dead node, whose
-                // upstream originals in doubt are taken over as reversals).
-                continue;
-            }
-            let outcome = match state {
-                // The engine has it (an advice being repeated, a reversal pending): its
-                // outcome arrives as an event.
-                Some(RecoveredState::Repeating)
-                | Some(RecoveredState::Finished(Finish::Reverse { .. })) => continue,
-                // Approved upstream, but the terminal never heard it: reversed upstream
-                // (from the journaled original), declined 98 to the terminal.
-                Some(RecoveredState::Finished(Finish::Approved { .. })) => {
-                    let original = attempt.and_then(|a| started.get(&a.txn)).and_then(|b| {
-                        isoswitch_codec::Message::decode(&iso.dialect, b.clone()).ok()
-                    });
-                    let Some(m) = original else {
-                        // The engine recovered it from this journal, so its original is
-                        // there: a journal that says otherwise is not one to go on from.
-                        tracing::error!(tag, "upstream journal: an approved original of an open admission is missing");
-                        return Err(SwitchError::Reversal(
-                            isoswitch_reversal::ReversalError::BadRecord {
-                                offset: 0,
-                                what: "upstream journal: the approved original of an open admission is missing or does not decode",
-                            },
-                        ));
-                    };
-                    switch
-                        .driver()
-                        .reverse_message_tagged(
-                            m,
-                            isoswitch_reversal::ReversalReason::Recovered,
-                            tag,
-                        )
-                        .await?;
-                    Outcome::Reversed {
-                        reason: isoswitch_reversal::ReversalReason::Recovered,
-                    }
-                }
-                Some(RecoveredState::Finished(Finish::Declined { code })) => Outcome::Declined {
-                    code,
-                    response: Box::new(isoswitch_codec::Message::new(
-                        &iso.dialect,
-                        isoswitch_codec::Mti::ZERO,
-                    )),
-                },
-                Some(RecoveredState::Finished(_)) | Some(RecoveredState::ReversalAcked { .. }) => {
-                    Outcome::Reversed {
-                        reason: isoswitch_reversal::ReversalReason::Recovered,
-                    }
-                }
-                // Never journaled upstream: nothing reached the host.
-                None => Outcome::NotSent {
-                    reason: isoswitch_reversal::NotSentReason::Rejected,
-                },
-            };
-            switch.completed(tag, &outcome).await?;
-            finished += 1;
-        }
-        let reversed_again = switch.reverse_reversed_approvals(&latest).await?;
+        let finished = switch.finish_admissions(&latest, &started, shared).await?;
+        let reversed_again = switch.reverse_reversed_approvals(&latest, true).await?;
         tracing::info!(
             store = %store.describe(),
             sessions = restored.restored,
@@ -644,15 +636,11 @@ where
             // Engine events: outcomes of transactions nobody waits for any more.
             tokio::spawn(switch.clone().run_events(events_rx)),
             // A shared store: leases, and the reversals of nodes that stopped.
-            tokio::spawn({
-                let sw = switch.clone();
-                keep_leases(
-                    store.clone(),
-                    driver.clone(),
-                    iso.dialect.clone(),
-                    move |tag| sw.note_taken_over(tag),
-                )
-            }),
+            tokio::spawn(keep_leases(
+                store.clone(),
+                switch.clone(),
+                iso.dialect.clone(),
+            )),
         ]);
         Ok(SwitchService {
             switch,

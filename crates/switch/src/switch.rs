@@ -959,20 +959,124 @@ where
         Ok(up)
     }
 
+    /// Completes the admissions left open by a journal's node (this node's previous run,
+    /// or a node of a shared store that died) from what that journal says of their
+    /// latest upstream attempt (`latest`, [`isoswitch_reversal::latest_by_tag`]; the
+    /// journaled messages by transaction in `started`):
+    ///
+    /// | latest attempt | the admission |
+    /// |---|---|
+    /// | approved upstream (the terminal never heard it) | reversed upstream from the journaled original, declined `98` |
+    /// | declined | declined with the host's code |
+    /// | reversed and acknowledged, or ended otherwise | declined `98` |
+    /// | in doubt or a reversal pending, an advice being repeated | left to the engine that holds it (its outcome completes it) |
+    /// | not in the journal | never sent: `91` (`06` for an advice) — unless `unknown_is_foreign` (a shared store: another node's, in flight there) |
+    ///
+    /// Returns how many were completed.
+    ///
+    /// # Errors
+    /// Store failures; a journal whose approved original is missing or does not decode.
+    pub async fn finish_admissions(
+        &self,
+        latest: &HashMap<CallerTag, isoswitch_reversal::RecoveredTxn>,
+        started: &HashMap<u64, Bytes>,
+        unknown_is_foreign: bool,
+    ) -> Result<usize> {
+        use isoswitch_reversal::{Finish, RecoveredState};
+        let open: Vec<CallerTag> = {
+            let mut book = lock(&self.inner.book);
+            if unknown_is_foreign {
+                book.refresh_admitted()?;
+            }
+            book.admitted().iter().map(|t| tag_of(t.key())).collect()
+        };
+        let dialect = self.inner.upstream.profile().dialect.clone();
+        let mut finished = 0usize;
+        for tag in open {
+            let attempt = latest.get(&tag);
+            let state = attempt.map(|r| r.state);
+            if unknown_is_foreign && state.is_none() {
+                continue;
+            }
+            let outcome = match state {
+                Some(RecoveredState::Repeating)
+                | Some(RecoveredState::Finished(Finish::Reverse { .. })) => continue,
+                Some(RecoveredState::Finished(Finish::Approved { .. })) => {
+                    let original = attempt
+                        .and_then(|a| started.get(&a.txn))
+                        .and_then(|b| Message::decode(&dialect, b.clone()).ok());
+                    let Some(m) = original else {
+                        tracing::error!(tag, "upstream journal: an approved original of an open admission is missing");
+                        return Err(SwitchError::Reversal(
+                            isoswitch_reversal::ReversalError::BadRecord {
+                                offset: 0,
+                                what: "upstream journal: the approved original of an open admission is missing or does not decode",
+                            },
+                        ));
+                    };
+                    self.inner
+                        .driver
+                        .reverse_message_tagged(m, ReversalReason::Recovered, tag)
+                        .await?;
+                    Outcome::Reversed {
+                        reason: ReversalReason::Recovered,
+                    }
+                }
+                Some(RecoveredState::Finished(Finish::Declined { code })) => Outcome::Declined {
+                    code,
+                    response: Box::new(Message::new(&dialect, isoswitch_codec::Mti::ZERO)),
+                },
+                Some(RecoveredState::Finished(_)) | Some(RecoveredState::ReversalAcked { .. }) => {
+                    Outcome::Reversed {
+                        reason: ReversalReason::Recovered,
+                    }
+                }
+                None => Outcome::NotSent {
+                    reason: NotSentReason::Rejected,
+                },
+            };
+            self.completed(tag, &outcome).await?;
+            finished += 1;
+        }
+        Ok(finished)
+    }
+
+    /// Finishes what the journal `records` of a node that died (a shared store) left:
+    /// its open admissions ([`Switch::finish_admissions`]) and the approvals it had
+    /// recorded that the terminal reversed but it had not yet reversed upstream
+    /// ([`Switch::reverse_reversed_approvals`]). Its work still pending (in doubt,
+    /// reversals, advices) is taken over separately, through the store's claims.
+    ///
+    /// # Errors
+    /// As [`Switch::finish_admissions`].
+    pub async fn finish_dead_journal(
+        &self,
+        records: &[isoswitch_reversal::JournalRecord],
+    ) -> Result<usize> {
+        let dialect = self.inner.upstream.profile().dialect.clone();
+        let (states, started) = isoswitch_reversal::journal_states(records, &dialect);
+        let latest = isoswitch_reversal::latest_by_tag(&states);
+        let n = self.finish_admissions(&latest, &started, true).await?;
+        let m = self.reverse_reversed_approvals(&latest, false).await?;
+        Ok(n + m)
+    }
+
     /// After a restart, from the engine's recovered transactions
     /// ([`isoswitch_reversal::latest_by_tag`]): approvals the engine still holds for an
     /// admission the book completed (the completion was durable, the release was not) that
     /// the terminal had reversed. The completion's record can be durable (another
     /// request's sync) before its upstream reversal is journaled; a crash in between would
     /// leave the host's approval standing while the terminal was told it is reversed. Each
-    /// is reversed upstream again (the host answers a repeat idempotently), and every held
-    /// approval of a completed admission is released. Returns how many were reversed.
+    /// is reversed upstream again (the host answers a repeat idempotently), and with
+    /// `release` (this node's own journal) every held approval of a completed admission
+    /// is released. Returns how many were reversed.
     ///
     /// # Errors
     /// The engine refused a reversal; an upstream original that does not decode.
     pub async fn reverse_reversed_approvals(
         &self,
         latest: &HashMap<CallerTag, isoswitch_reversal::RecoveredTxn>,
+        release: bool,
     ) -> Result<usize> {
         let held: std::collections::HashSet<CallerTag> = latest
             .values()
@@ -1015,8 +1119,10 @@ where
                 .reverse_message_tagged(m, ReversalReason::Recovered, tag)
                 .await?;
         }
-        for tag in completed {
-            self.inner.driver.release(tag).await?;
+        if release {
+            for tag in completed {
+                self.inner.driver.release(tag).await?;
+            }
         }
         Ok(n)
     }
