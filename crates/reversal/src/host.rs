@@ -609,6 +609,19 @@ impl<S: IdempotencyStore> ReversalHandler<S> {
         self.profile.key_of(request)
     }
 
+    /// Whether `key`'s admission is still open, read afresh from the store (another node
+    /// of a shared store may have completed it since this handler last looked).
+    ///
+    /// # Errors
+    /// Store I/O or database errors.
+    pub fn still_admitted(&mut self, key: &TxnKey) -> Result<bool> {
+        self.store.refresh(key)?;
+        Ok(self
+            .store
+            .get(key)
+            .is_some_and(|t| t.original.is_none() && t.admitted.is_some()))
+    }
+
     /// Reads the admissions still open that other nodes of a shared store made
     /// ([`IdempotencyStore::refresh_open`]), so that [`ReversalHandler::admitted`] lists
     /// them too.

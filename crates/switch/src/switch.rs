@@ -983,19 +983,25 @@ where
         unknown_is_foreign: bool,
     ) -> Result<usize> {
         use isoswitch_reversal::{Finish, RecoveredState};
-        let open: Vec<CallerTag> = {
+        let open: Vec<TxnKey> = {
             let mut book = lock(&self.inner.book);
             if unknown_is_foreign {
                 book.refresh_admitted()?;
             }
-            book.admitted().iter().map(|t| tag_of(t.key())).collect()
+            book.admitted().iter().map(|t| t.key().clone()).collect()
         };
         let dialect = self.inner.upstream.profile().dialect.clone();
         let mut finished = 0usize;
-        for tag in open {
+        for key in open {
+            let tag = tag_of(&key);
             let attempt = latest.get(&tag);
             let state = attempt.map(|r| r.state);
             if unknown_is_foreign && state.is_none() {
+                continue;
+            }
+            // Read afresh before acting on it: on a shared store another node may have
+            // completed it meanwhile (an approval it answered must not be reversed).
+            if unknown_is_foreign && !lock(&self.inner.book).still_admitted(&key)? {
                 continue;
             }
             let outcome = match state {
