@@ -309,6 +309,8 @@ struct Inner {
     torn: Vec<TornReport>,
     /// Each answer waits this long, in milliseconds (a slow issuer; 0: none).
     answer_delay_ms: AtomicU64,
+    /// Sign-ons of the switch answered since this host started.
+    sign_ons: AtomicU64,
 }
 
 /// The host; cheap to clone.
@@ -466,6 +468,7 @@ impl HostSim {
                 describe,
                 torn,
                 answer_delay_ms: AtomicU64::new(0),
+                sign_ons: AtomicU64::new(0),
             }),
         })
     }
@@ -476,6 +479,17 @@ impl HostSim {
     /// The totals overflow (a damaged store).
     pub fn summary(&self) -> Result<LedgerSummary> {
         summarize(lock(&self.inner.book).store())
+    }
+
+    /// Sign-ons of the switch this host answered since it started.
+    pub fn sign_ons(&self) -> u64 {
+        self.inner.sign_ons.load(Ordering::Relaxed)
+    }
+
+    /// What the host's book decided since it started (duplicates: originals that came
+    /// with a key, and so a STAN, already used).
+    pub fn book_stats(&self) -> crate::reversal::HostStats {
+        lock(&self.inner.book).stats()
     }
 
     /// Torn tails cut when the data directory's parts were opened (none on PostgreSQL).
@@ -654,6 +668,9 @@ impl HostSim {
         }
         Ok(match out {
             HostOutcome::Replied { reply, action } => {
+                if matches!(action, crate::session::HostAction::SignedOn { .. }) {
+                    inner.sign_ons.fetch_add(1, Ordering::Relaxed);
+                }
                 tracing::info!(?action, "host: network management");
                 Some(reply)
             }

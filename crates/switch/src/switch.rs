@@ -966,7 +966,7 @@ where
     ///
     /// | latest attempt | the admission |
     /// |---|---|
-    /// | approved upstream (the terminal never heard it) | reversed upstream from the journaled original, declined `98` |
+    /// | approved upstream (the terminal never heard it) | reversed upstream from the journaled original, declined `98`; an advice: approved (advices are never reversed) |
     /// | declined | declined with the host's code |
     /// | reversed and acknowledged, or ended otherwise | declined `98` |
     /// | in doubt or a reversal pending, an advice being repeated | left to the engine that holds it (its outcome completes it) |
@@ -983,16 +983,19 @@ where
         unknown_is_foreign: bool,
     ) -> Result<usize> {
         use isoswitch_reversal::{Finish, RecoveredState};
-        let open: Vec<TxnKey> = {
+        let open: Vec<(TxnKey, bool)> = {
             let mut book = lock(&self.inner.book);
             if unknown_is_foreign {
                 book.refresh_admitted()?;
             }
-            book.admitted().iter().map(|t| t.key().clone()).collect()
+            book.admitted()
+                .iter()
+                .map(|t| (t.key().clone(), isoswitch_reversal::is_advice(t.mti())))
+                .collect()
         };
         let dialect = self.inner.upstream.profile().dialect.clone();
         let mut finished = 0usize;
-        for key in open {
+        for (key, advice) in open {
             let tag = tag_of(&key);
             let attempt = latest.get(&tag);
             let state = attempt.map(|r| r.state);
@@ -1004,9 +1007,17 @@ where
             if unknown_is_foreign && !lock(&self.inner.book).still_admitted(&key)? {
                 continue;
             }
+            tracing::info!(%key, ?state, "finishing an admission its journal left open");
             let outcome = match state {
                 Some(RecoveredState::Repeating)
                 | Some(RecoveredState::Finished(Finish::Reverse { .. })) => continue,
+                // An advice the host accepted: never reversed, it stands (the terminal's
+                // next repeat gets the approval).
+                Some(RecoveredState::Finished(Finish::Approved { .. })) if advice => {
+                    Outcome::Approved {
+                        response: Box::new(Message::new(&dialect, isoswitch_codec::Mti::ZERO)),
+                    }
+                }
                 Some(RecoveredState::Finished(Finish::Approved { .. })) => {
                     let original = attempt
                         .and_then(|a| started.get(&a.txn))
@@ -1239,7 +1250,11 @@ where
                 // upstream work this node took over (a shared store).
                 None if lock(&self.inner.taken_over).remove(&tag) => {
                     book.refresh_admitted()?;
-                    find(&book)
+                    let t = find(&book);
+                    if let Some(t) = &t {
+                        tracing::info!(key = %t.key(), %outcome, "completing a dead node's admission from work taken over");
+                    }
+                    t
                 }
                 None => None,
             }
