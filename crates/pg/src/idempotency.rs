@@ -203,16 +203,48 @@ impl IdempotencyStore for PgIdempotency {
         let (part, k) = (self.part.clone(), key.clone());
         let effect_text = effect.to_string();
         let moves = !effect.is_zero();
+        // What this decision was made on: a decision of the other kind that another node
+        // recorded meanwhile (an original approved while the terminal's reversal was
+        // being recorded elsewhere) makes it stale, and it is not written.
+        let (known_original, known_reversal) = self.state.get(&key).map_or((false, false), |t| {
+            (t.original.is_some(), t.reversal.is_some())
+        });
+        // FNV-1a of the key: the same lock on every node, whatever its build.
+        let lock = {
+            let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+            let mut eat = |b: &[u8]| {
+                for &x in b {
+                    h ^= u64::from(x);
+                    h = h.wrapping_mul(0x0100_0000_01b3);
+                }
+                h ^= 0xff;
+                h = h.wrapping_mul(0x0100_0000_01b3);
+            };
+            eat(part.as_bytes());
+            eat(k.terminal.as_bytes());
+            eat(k.merchant.as_bytes());
+            eat(&k.batch.to_be_bytes());
+            eat(&k.stan.to_be_bytes());
+            h as i64
+        };
         let inserted = self
             .inner
             .db
             .call(|pool| async move {
-                let c = pool.get().await?;
-                let stmt = c
+                let mut c = pool.get().await?;
+                let tx = c.transaction().await?;
+                // Decisions on one key are made one at a time across nodes.
+                tx.execute("SELECT pg_advisory_xact_lock($1)", &[&lock]).await?;
+                let stmt = tx
                     .prepare_cached(
                         "WITH d AS (
                             INSERT INTO host_decision (part, terminal, merchant, batch, stan, kind, payload)
-                            VALUES ($1, $2, $3, $4, $5, $6, $7)
+                            SELECT $1, $2, $3, $4, $5, $6, $7
+                             WHERE NOT EXISTS (
+                                SELECT 1 FROM host_decision o
+                                 WHERE o.part = $1 AND o.terminal = $2 AND o.merchant = $3
+                                   AND o.batch = $4 AND o.stan = $5 AND o.kind <> $6
+                                   AND ((o.kind = 1 AND NOT $11) OR (o.kind = 2 AND NOT $12)))
                             ON CONFLICT DO NOTHING
                             RETURNING 1),
                          l AS (
@@ -223,7 +255,7 @@ impl IdempotencyStore for PgIdempotency {
                          SELECT (SELECT count(*) FROM d), (SELECT count(*) FROM l)",
                     )
                     .await?;
-                let row = c
+                let row = tx
                     .query_one(
                         &stmt,
                         &[
@@ -237,16 +269,20 @@ impl IdempotencyStore for PgIdempotency {
                             &pan_hash,
                             &effect_text,
                             &moves,
+                            &known_original,
+                            &known_reversal,
                         ],
                     )
                     .await?;
+                tx.commit().await?;
                 Ok(row.get::<_, i64>(0) == 1)
             })
             .map_err(self.inner.err("commit a decision"))?;
         if inserted {
             self.state.apply(record)
         } else {
-            // Another node (or an earlier attempt whose answer was lost) decided first.
+            // Another node (or an earlier attempt whose answer was lost) decided first,
+            // or decided the other kind meanwhile: read back, decide again.
             self.load_key(&key)?;
             Err(ReversalError::DecidedElsewhere {
                 key: format!(

@@ -789,3 +789,33 @@ fn keys_rotate_and_a_foreign_key_is_refused_with_a_clear_message() {
     assert!(n.idempotency("host").expect("idem").get(&key(1)).is_some());
     assert!(scan(&url).is_empty());
 }
+
+/// A decision is made on what the deciding node knows of its key: one of the other kind
+/// that another node recorded meanwhile makes it stale — not written, read back, to be
+/// decided again (an original approved at one node while the terminal's reversal was
+/// recorded at another must not leave both standing as if neither knew).
+#[test]
+fn a_decision_made_on_a_stale_view_of_its_key_is_refused_and_read_back() {
+    let pg = TestCluster::require();
+    let url = pg.fresh_database("stale").expect("db");
+    let a = node(&url, "a");
+    let b = node(&url, "b");
+    let mut sa = a.idempotency("host").expect("a");
+    let mut sb = b.idempotency("host").expect("b");
+    // b records a reversal that came first; a, not knowing it, approves the original.
+    sb.commit(reversal(9, 500)).expect("reversal at b");
+    match sa.commit(approved(9, 500)) {
+        Err(ReversalError::DecidedElsewhere { .. }) => {}
+        other => panic!("a stale approval was written: {other:?}"),
+    }
+    // a has read the reversal back; the refused approval moved no money (the ledger
+    // holds the reversal record's own effect only).
+    assert!(sa
+        .get(&key(9))
+        .is_some_and(|t| t.reversal.is_some() && t.original.is_none()));
+    assert_eq!(a.ledger_total("host").expect("ledger"), Decimal::new(-500, 2));
+    // Decided again on what is stored: now written.
+    sa.commit(approved(9, 500))
+        .expect("approval once the reversal is known");
+    assert!(sa.get(&key(9)).is_some_and(|t| t.original.is_some()));
+}

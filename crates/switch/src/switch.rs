@@ -524,41 +524,53 @@ where
         // while the terminal's repeat gets the stored `00`. (A crash after this journal
         // write and before the record: the repeat reverses upstream once more, which the
         // host answers idempotently.)
-        let reversed_first = {
-            let pre = lock(&self.inner.book).upstream_action_of(msg);
-            match pre {
-                Ok(Some(UpstreamAction::ReverseUpstream { key })) => {
-                    self.reverse_upstream(&key).await;
-                    Some(key)
+        // A decision another node of a shared store made on the same key meanwhile makes
+        // this one stale (not written): decided again on what is stored now.
+        let mut attempts = 0;
+        let (admitted, upto, reversed_first) = loop {
+            attempts += 1;
+            let reversed_first = {
+                let pre = lock(&self.inner.book).upstream_action_of(msg);
+                match pre {
+                    Ok(Some(UpstreamAction::ReverseUpstream { key })) => {
+                        self.reverse_upstream(&key).await;
+                        Some(key)
+                    }
+                    // Anything else is decided (and any error met again) by `admit`.
+                    _ => None,
                 }
-                // Anything else is decided (and any error met again) by `admit`.
-                _ => None,
-            }
-        };
-        let (admitted, upto) = {
-            let mut book = lock(&self.inner.book);
-            let a = match book.admit(msg) {
-                Ok(a) => a,
-                // The store is unreachable (a shared database restarting): nothing was
-                // decided, admitted or forwarded, so the terminal gets a fair `96` now
-                // rather than a timeout (a reversal of it is then answered once the
-                // store is back).
-                // Never a reversal or an advice: any answer would end it at the terminal.
-                Err(e @ isoswitch_reversal::ReversalError::Database { .. })
-                    if matches!(
-                        msg.mti().class(),
-                        MessageClass::Authorization | MessageClass::Financial
-                    ) && !isoswitch_reversal::is_advice(msg.mti()) =>
-                {
-                    drop(book);
-                    tracing::warn!(error = %e, "store unavailable: answered 96");
-                    let mut r = Message::response_to(msg)?;
-                    r.set(39, "96")?;
-                    return Ok(Some(self.seal_for_terminal(r)?));
-                }
-                Err(e) => return Err(e.into()),
             };
-            (a, book.store().written())
+            let (admitted, upto) = {
+                let mut book = lock(&self.inner.book);
+                let a = match book.admit(msg) {
+                    Ok(a) => a,
+                    Err(isoswitch_reversal::ReversalError::DecidedElsewhere { .. })
+                        if attempts < 4 =>
+                    {
+                        continue;
+                    }
+                    // The store is unreachable (a shared database restarting): nothing was
+                    // decided, admitted or forwarded, so the terminal gets a fair `96` now
+                    // rather than a timeout (a reversal of it is then answered once the
+                    // store is back).
+                    // Never a reversal or an advice: any answer would end it at the terminal.
+                    Err(e @ isoswitch_reversal::ReversalError::Database { .. })
+                        if matches!(
+                            msg.mti().class(),
+                            MessageClass::Authorization | MessageClass::Financial
+                        ) && !isoswitch_reversal::is_advice(msg.mti()) =>
+                    {
+                        drop(book);
+                        tracing::warn!(error = %e, "store unavailable: answered 96");
+                        let mut r = Message::response_to(msg)?;
+                        r.set(39, "96")?;
+                        return Ok(Some(self.seal_for_terminal(r)?));
+                    }
+                    Err(e) => return Err(e.into()),
+                };
+                (a, book.store().written())
+            };
+            break (admitted, upto, reversed_first);
         };
         let ticket = match admitted {
             Admit::Answer { answer, action } => {
@@ -584,28 +596,40 @@ where
             Forwarded::Pending => return Ok(None),
         };
         let decision = final_for(msg.mti(), decision);
-        // An approval the terminal reversed meanwhile: reversed upstream (journaled)
-        // before the approval is recorded, for the reason given at the top.
         let approved = matches!(decision, Decision::Approve { .. });
-        let reversed_meanwhile = approved
-            && lock(&self.inner.book)
-                .store()
-                .get(ticket.key())
-                .is_some_and(|t| t.reversal.is_some());
-        if reversed_meanwhile {
-            if let Some(up) = &sent {
-                self.reverse_original((**up).clone(), ticket.key()).await;
-            }
-        }
-        let reversed_meanwhile = reversed_meanwhile && sent.is_some();
         // The upstream original goes into the store with the approval: a later terminal
         // reversal is reversed upstream from it, after a restart too.
-        let upstream = sent.and_then(|m| m.to_bytes().ok()).map(|b| b.to_vec());
-        let (Completion { answer, action }, upto) = {
+        let upstream = sent
+            .as_ref()
+            .and_then(|m| m.to_bytes().ok())
+            .map(|b| b.to_vec());
+        let mut reversed = false;
+        let mut attempts = 0;
+        let (Completion { answer, action }, upto) = loop {
+            attempts += 1;
+            // An approval the terminal reversed meanwhile: reversed upstream (journaled)
+            // before the approval is recorded, for the reason given at the top.
+            let reversed_meanwhile = approved
+                && lock(&self.inner.book)
+                    .store()
+                    .get(ticket.key())
+                    .is_some_and(|t| t.reversal.is_some());
+            if reversed_meanwhile && !reversed {
+                if let Some(up) = &sent {
+                    self.reverse_original((**up).clone(), ticket.key()).await;
+                    reversed = true;
+                }
+            }
             let mut book = lock(&self.inner.book);
-            let c = book.complete_forwarded(ticket, decision, upstream)?;
-            (c, book.store().written())
+            match book.complete_forwarded(ticket.clone(), decision.clone(), upstream.clone()) {
+                Ok(c) => break (c, book.store().written()),
+                // The terminal's reversal recorded at another node meanwhile: again.
+                Err(isoswitch_reversal::ReversalError::DecidedElsewhere { .. }) if attempts < 4 => {
+                }
+                Err(e) => return Err(e.into()),
+            }
         };
+        let reversed_meanwhile = reversed;
         // A reversal the terminal sent between the check above and the record: journaled
         // upstream now, before the completion is durable (and if a crash comes first,
         // the restart reverses it: `reverse_reversed_approvals`).
@@ -1261,10 +1285,16 @@ where
         };
         if let Some(ticket) = ticket {
             let decision = final_for(ticket.mti(), decision);
-            let (Completion { action, .. }, upto) = {
+            let mut attempts = 0;
+            let (Completion { action, .. }, upto) = loop {
+                attempts += 1;
                 let mut book = lock(&self.inner.book);
-                let c = book.complete(ticket, decision)?;
-                (c, book.store().written())
+                match book.complete(ticket.clone(), decision.clone()) {
+                    Ok(c) => break (c, book.store().written()),
+                    Err(isoswitch_reversal::ReversalError::DecidedElsewhere { .. })
+                        if attempts < 4 => {}
+                    Err(e) => return Err(e.into()),
+                }
             };
             if let Some(a) = action {
                 self.upstream_action(a).await;
