@@ -99,10 +99,34 @@ pub fn db_text(e: &tokio_postgres::Error) -> String {
 impl PgError {
     /// As the store traits' error: `store` names the database, `op` what was done.
     pub fn into_reversal(self, store: &str, op: &'static str) -> ReversalError {
+        let transient = self.is_transient();
         ReversalError::Database {
             store: store.to_string(),
             op,
             source: Box::new(self),
+            transient,
+        }
+    }
+
+    /// The database could not be reached (no connection from the pool, a connection
+    /// closed or terminated by a restarting server, no answer in time): nothing was
+    /// done and the same operation may succeed later. A refused statement, a lost
+    /// lease, a row that does not open are not.
+    pub fn is_transient(&self) -> bool {
+        match self {
+            PgError::Pool(_) | PgError::Timeout(_) => true,
+            PgError::Db(e) => {
+                e.is_closed()
+                    || match e.code() {
+                        // I/O or protocol: the connection went away.
+                        None => true,
+                        Some(c) => {
+                            let c = c.code();
+                            c.starts_with("08") || c.starts_with("57P") || c == "53300"
+                        }
+                    }
+            }
+            _ => false,
         }
     }
 }

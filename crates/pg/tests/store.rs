@@ -813,7 +813,10 @@ fn a_decision_made_on_a_stale_view_of_its_key_is_refused_and_read_back() {
     assert!(sa
         .get(&key(9))
         .is_some_and(|t| t.reversal.is_some() && t.original.is_none()));
-    assert_eq!(a.ledger_total("host").expect("ledger"), Decimal::new(-500, 2));
+    assert_eq!(
+        a.ledger_total("host").expect("ledger"),
+        Decimal::new(-500, 2)
+    );
     // Decided again on what is stored: now written.
     sa.commit(approved(9, 500))
         .expect("approval once the reversal is known");

@@ -165,6 +165,9 @@ pub enum ReversalError {
         /// The underlying error.
         #[source]
         source: Box<dyn std::error::Error + Send + Sync>,
+        /// The database could not be reached (no connection, restarting, no answer in
+        /// time): nothing was done, and the same operation may succeed later.
+        transient: bool,
     },
     /// Another node recorded a decision on this key first: nothing of this one was
     /// applied; the stored one now answers (the caller answers `96`, the repeat gets
@@ -186,6 +189,18 @@ impl ReversalError {
             path: path.to_path_buf(),
             source,
         }
+    }
+
+    /// A database that could not be reached ([`ReversalError::Database`] with
+    /// `transient`): the operation may be tried again.
+    pub fn is_transient(&self) -> bool {
+        matches!(
+            self,
+            ReversalError::Database {
+                transient: true,
+                ..
+            }
+        )
     }
 
     pub(crate) fn bad(what: &'static str) -> Self {

@@ -652,7 +652,26 @@ impl GroupCommit {
                         }
                     }
                     let started = std::time::Instant::now();
-                    let r = sink.append(&batch, &runs).map_err(Arc::new);
+                    // A database that cannot be reached now (restarting): the group waits
+                    // and is written once it is back, in order; nothing after it is
+                    // written first. Any other failure goes to the callers.
+                    let mut r = sink.append(&batch, &runs);
+                    let mut wait = std::time::Duration::from_millis(50);
+                    while let Err(e) = &r {
+                        if !e.is_transient() {
+                            break;
+                        }
+                        if wait == std::time::Duration::from_millis(50) {
+                            tracing::warn!(error = %e, records = batch.len(), "journal store unreachable: the group waits and is written when it is back");
+                        }
+                        std::thread::sleep(wait);
+                        wait = (wait * 2).min(std::time::Duration::from_secs(2));
+                        r = sink.append(&batch, &runs);
+                    }
+                    if wait > std::time::Duration::from_millis(50) && r.is_ok() {
+                        tracing::info!(waited = ?started.elapsed(), "journal store back: the group is written");
+                    }
+                    let r = r.map_err(Arc::new);
                     metrics.sync.record(started.elapsed().as_secs_f64());
                     metrics.group.record(batch.len() as f64);
                     st.fsyncs.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
@@ -909,6 +928,62 @@ mod tests {
         drop(j);
         let mut j = FileJournal::open(&path).unwrap();
         assert_eq!(j.load().unwrap(), vec![started(2), started(3)]);
+    }
+
+    /// A journal whose store is unreachable for its first `down` appends (a database
+    /// restarting), and refuses for good once `refuse` is set.
+    struct Flaky {
+        inner: MemoryJournal,
+        down: std::sync::Arc<std::sync::atomic::AtomicU32>,
+        refuse: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    }
+
+    impl Journal for Flaky {
+        fn load(&mut self) -> Result<Vec<JournalRecord>> {
+            self.inner.load()
+        }
+        fn append(&mut self, records: &[JournalRecord]) -> Result<()> {
+            use std::sync::atomic::Ordering;
+            let db = |transient| ReversalError::Database {
+                store: "flaky".into(),
+                op: "journal append",
+                source: "down".into(),
+                transient,
+            };
+            if self.refuse.load(Ordering::SeqCst) {
+                return Err(db(false));
+            }
+            if self.down.load(Ordering::SeqCst) > 0 {
+                self.down.fetch_sub(1, Ordering::SeqCst);
+                return Err(db(true));
+            }
+            self.inner.append(records)
+        }
+        fn compact(&mut self, live: &[JournalRecord]) -> Result<()> {
+            self.inner.compact(live)
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_group_waits_while_its_store_is_unreachable_and_is_written_after() {
+        use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+        let inner = MemoryJournal::new();
+        let down = std::sync::Arc::new(AtomicU32::new(3));
+        let refuse = std::sync::Arc::new(AtomicBool::new(false));
+        let g = GroupCommit::spawn(Flaky {
+            inner: inner.clone(),
+            down: down.clone(),
+            refuse: refuse.clone(),
+        });
+        // Written once the store is back, in order, nothing lost.
+        g.append(vec![started(1)]).await.unwrap();
+        g.append(vec![started(2)]).await.unwrap();
+        assert_eq!(down.load(Ordering::SeqCst), 0);
+        assert_eq!(inner.records(), vec![started(1), started(2)]);
+        // A refusal that is not about reaching the store goes to the caller.
+        refuse.store(true, Ordering::SeqCst);
+        assert!(g.append(vec![started(3)]).await.is_err());
+        assert_eq!(inner.records().len(), 2);
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
