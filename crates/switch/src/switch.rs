@@ -620,11 +620,24 @@ where
                     reversed = true;
                 }
             }
-            let mut book = lock(&self.inner.book);
-            match book.complete_forwarded(ticket.clone(), decision.clone(), upstream.clone()) {
-                Ok(c) => break (c, book.store().written()),
+            let done = {
+                let mut book = lock(&self.inner.book);
+                book.complete_forwarded(ticket.clone(), decision.clone(), upstream.clone())
+                    .map(|c| (c, book.store().written()))
+            };
+            match done {
+                Ok(c) => break c,
                 // The terminal's reversal recorded at another node meanwhile: again.
                 Err(isoswitch_reversal::ReversalError::DecidedElsewhere { .. }) if attempts < 4 => {
+                }
+                // The upstream host has decided: that must reach the book, or an
+                // approval would stand upstream with nobody to reverse it. A store that
+                // cannot be reached now (a database restarting) is waited for; the
+                // terminal's reversal meanwhile is recorded once it is back, and this
+                // completion then reverses the approval upstream.
+                Err(e) if e.is_transient() => {
+                    tracing::warn!(error = %e, key = %ticket.key(), "store unreachable: the upstream outcome waits to be recorded");
+                    tokio::time::sleep(Duration::from_millis(200)).await;
                 }
                 Err(e) => return Err(e.into()),
             }
@@ -1288,11 +1301,19 @@ where
             let mut attempts = 0;
             let (Completion { action, .. }, upto) = loop {
                 attempts += 1;
-                let mut book = lock(&self.inner.book);
-                match book.complete(ticket.clone(), decision.clone()) {
-                    Ok(c) => break (c, book.store().written()),
+                let done = {
+                    let mut book = lock(&self.inner.book);
+                    book.complete(ticket.clone(), decision.clone())
+                        .map(|c| (c, book.store().written()))
+                };
+                match done {
+                    Ok(c) => break c,
                     Err(isoswitch_reversal::ReversalError::DecidedElsewhere { .. })
                         if attempts < 4 => {}
+                    // As in the terminal's own path: the outcome waits for the store.
+                    Err(e) if e.is_transient() => {
+                        tokio::time::sleep(Duration::from_millis(200)).await;
+                    }
                     Err(e) => return Err(e.into()),
                 }
             };
