@@ -130,6 +130,7 @@ async fn main() -> ExitCode {
                 None
             },
             wrong_pin_every: args.wrong_pin_every,
+            sales_only: false,
         };
         let _ = &args.engine;
         let tls = sim::ops::client_tls(

@@ -6,6 +6,9 @@
 #
 #   scripts/bench/e2e.sh [COUNT] [WINDOW] [DURATION] [BIN_DIR]
 #   e.g. scripts/bench/e2e.sh 200 1 15s
+#
+# With STORE=postgres://USER@HOST:PORT/DB both host_sim and switchd keep their state in
+# that database (a fresh one each run is best: createdb) instead of data directories.
 set -euo pipefail
 count=${1:-200}
 window=${2:-1}
@@ -21,11 +24,17 @@ cpu_of() { # pid -> user+system clock ticks
   awk '{print $14 + $15}' "/proc/$1/stat"
 }
 
-"$bin/host_sim" --listen 127.0.0.1:$host_port --data-dir "$work/host" > "$work/host.log" 2>&1 &
+store_host=(--data-dir "$work/host")
+store_switch=(--data-dir "$work/switch")
+if [ -n "${STORE:-}" ]; then
+  store_host=(--store "$STORE")
+  store_switch=(--store "$STORE" --node bench-node)
+fi
+"$bin/host_sim" --listen 127.0.0.1:$host_port "${store_host[@]}" > "$work/host.log" 2>&1 &
 hpid=$!
 sleep 0.5
 "$bin/switchd" --listen 127.0.0.1:$switch_port --host 127.0.0.1:$host_port \
-  --data-dir "$work/switch" > "$work/switch.log" 2>&1 &
+  "${store_switch[@]}" > "$work/switch.log" 2>&1 &
 spid=$!
 sleep 1
 h0=$(cpu_of $hpid); s0=$(cpu_of $spid)

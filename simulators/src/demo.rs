@@ -174,6 +174,7 @@ pub async fn run(config: DemoConfig) -> Result<DemoOutcome> {
         batch_max: 900,
         dukpt: None,
         wrong_pin_every: 0,
+        sales_only: false,
     })
     .await?;
     print!("{}", report.render());

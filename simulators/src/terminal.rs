@@ -81,6 +81,9 @@ pub struct TerminalSimConfig {
     pub dukpt: Option<Key>,
     /// Every n-th PIN entered is wrong (the host answers 55); 0: never.
     pub wrong_pin_every: u64,
+    /// Sales only: no voids and no refund advices (the default mix is 10% voids and 10%
+    /// refund advices).
+    pub sales_only: bool,
 }
 
 /// One batch settlement of a terminal.
@@ -843,6 +846,7 @@ pub async fn run_with_tls(
         let bar = bar.clone();
         let window = config.window.max(1);
         let batch_max = config.batch_max.max(1);
+        let sales_only = config.sales_only;
         tasks.push(tokio::spawn(async move {
             let mut batches = Vec::new();
             let mut net: i128 = 0;
@@ -882,7 +886,9 @@ pub async fn run_with_tls(
                                 let mut r = rand::thread_rng();
                                 (r.gen::<f64>(), r.gen_range(100..100_000u64), r.gen_range(0..8usize))
                             };
-                            let kind = if k < 0.10 {
+                            let kind = if sales_only {
+                                Kind::Sale
+                            } else if k < 0.10 {
                                 Kind::Void
                             } else if k < 0.20 {
                                 Kind::Refund

@@ -219,6 +219,7 @@ fn scenario(kill: Kill) {
         batch_max: 900,
         dukpt: None,
         wrong_pin_every: 0,
+        sales_only: false,
     }));
     if kill != Kill::Nothing {
         std::thread::sleep(Duration::from_secs(4));
@@ -338,6 +339,7 @@ fn e2e_readme_flow_twice_on_the_same_data_balances_both_times() {
                 batch_max: 900,
                 dukpt: None,
                 wrong_pin_every: 0,
+                sales_only: false,
             }))
             .expect("terminal run");
         println!("run {run}:\n{}", report.render());
@@ -420,6 +422,7 @@ fn e2e_host_sim_killed_keeps_the_zone_session_no_new_upstream_sign_on() {
             batch_max: 900,
             dukpt: None,
             wrong_pin_every: 0,
+            sales_only: false,
         }))
         .expect("terminal run")
     };

@@ -107,6 +107,7 @@ async fn run(remote_hsm: bool, pooled: bool) {
         batch_max: 900,
         dukpt: Some(config::load_tdes_key(&example("bdk.hex"), "BDK").expect("bdk")),
         wrong_pin_every: 7,
+        sales_only: false,
     })
     .await
     .expect("terminal run");

@@ -278,6 +278,7 @@ fn two_nodes(disrupt: Disrupt) {
             batch_max: 900,
             dukpt: None,
             wrong_pin_every: 0,
+            sales_only: false,
         }))
     };
     let run_a = run(to_a, 0..10, "terminals-a");

@@ -122,6 +122,7 @@ fn switchd_and_host_sim_on_postgres_keep_no_pan_in_clear() {
                 config::load_tdes_key(&repo().join("examples/bdk.hex"), "BDK").expect("bdk"),
             ),
             wrong_pin_every: 7,
+            sales_only: false,
         }))
         .expect("terminal run");
     println!("{}", report.render());
