@@ -210,23 +210,13 @@ impl IdempotencyStore for PgIdempotency {
             (t.original.is_some(), t.reversal.is_some())
         });
         // FNV-1a of the key: the same lock on every node, whatever its build.
-        let lock = {
-            let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-            let mut eat = |b: &[u8]| {
-                for &x in b {
-                    h ^= u64::from(x);
-                    h = h.wrapping_mul(0x0100_0000_01b3);
-                }
-                h ^= 0xff;
-                h = h.wrapping_mul(0x0100_0000_01b3);
-            };
-            eat(part.as_bytes());
-            eat(k.terminal.as_bytes());
-            eat(k.merchant.as_bytes());
-            eat(&k.batch.to_be_bytes());
-            eat(&k.stan.to_be_bytes());
-            h as i64
-        };
+        let lock = isoswitch_reversal::profile::fnv1a_fields(&[
+            part.as_bytes(),
+            k.terminal.as_bytes(),
+            k.merchant.as_bytes(),
+            &k.batch.to_be_bytes(),
+            &k.stan.to_be_bytes(),
+        ]) as i64;
         let inserted = self
             .inner
             .db

@@ -25,6 +25,30 @@ use std::sync::Arc;
 /// over (`HO`: not a host's answer, never sent).
 pub const HANDED_OVER: &[u8; 2] = b"HO";
 
+/// The records of journal `part` from its rows (sealed payloads in order).
+pub(crate) fn decode_rows(
+    inner: &Inner,
+    part: &str,
+    rows: &[Vec<u8>],
+    op: &'static str,
+) -> Result<Vec<JournalRecord>, ReversalError> {
+    let mut out = Vec::with_capacity(rows.len());
+    for (i, sealed) in rows.iter().enumerate() {
+        let payload = inner
+            .unseal("journal_record", format_args!("{part} record {i}"), sealed)
+            .map_err(inner.err(op))?;
+        let rec = JournalRecord::decode(&payload).map_err(|e| {
+            PgError::BadRow {
+                table: "journal_record",
+                what: format!("{part} record {i}: {e}"),
+            }
+            .into_reversal(&inner.db.describe, op)
+        })?;
+        out.push(rec);
+    }
+    Ok(out)
+}
+
 /// A node's journal; see the module docs.
 #[derive(Debug)]
 pub struct PgJournal {
@@ -89,22 +113,8 @@ impl PgJournal {
                 .await
             })
             .map_err(inner.err("open journal"))?;
-        let mut loaded = Vec::with_capacity(rows.len());
-        let mut written = 0u64;
-        for (i, sealed) in rows.iter().enumerate() {
-            written += sealed.len() as u64;
-            let payload = inner
-                .unseal("journal_record", format_args!("{part} record {i}"), sealed)
-                .map_err(inner.err("open journal"))?;
-            let rec = JournalRecord::decode(&payload).map_err(|e| {
-                PgError::BadRow {
-                    table: "journal_record",
-                    what: format!("{part} record {i}: {e}"),
-                }
-                .into_reversal(&inner.db.describe, "open journal")
-            })?;
-            loaded.push(rec);
-        }
+        let written = rows.iter().map(|r| r.len() as u64).sum();
+        let loaded = decode_rows(&inner, &part, &rows, "open journal")?;
         let mut j = PgJournal {
             inner,
             part,

@@ -459,21 +459,8 @@ impl Store for PgStore {
                     )
                 })
                 .map_err(self.inner.err("read a dead journal"))?;
-            let mut records = Vec::with_capacity(rows.len());
-            for (i, sealed) in rows.iter().enumerate() {
-                let payload = self
-                    .inner
-                    .unseal("journal_record", format_args!("{part} record {i}"), sealed)
-                    .map_err(self.inner.err("read a dead journal"))?;
-                let rec = JournalRecord::decode(&payload).map_err(|e| {
-                    PgError::BadRow {
-                        table: "journal_record",
-                        what: format!("{part} record {i}: {e}"),
-                    }
-                    .into_reversal(&self.inner.db.describe, "read a dead journal")
-                })?;
-                records.push(rec);
-            }
+            let records =
+                crate::journal::decode_rows(&self.inner, &part, &rows, "read a dead journal")?;
             out.push((part, records));
         }
         Ok(out)

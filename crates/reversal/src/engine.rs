@@ -565,6 +565,21 @@ pub fn latest_by_tag(
     out
 }
 
+/// Whether a transaction that ended this way is done with once its batch is closed (a
+/// reversal still pending, or one not ended, is not).
+fn closed_with_batch(finish: Option<Finish>) -> bool {
+    matches!(
+        finish,
+        Some(
+            Finish::Approved { .. }
+                | Finish::Declined { .. }
+                | Finish::NotSent
+                | Finish::Unknown
+                | Finish::NotActed { .. }
+        )
+    )
+}
+
 /// What `records` (a whole journal, as [`crate::Journal::load`] gives it) say of each
 /// journaled transaction, read without an engine, and each transaction's journaled
 /// message: for a node finishing the journal of a node that died (a shared store), whose
@@ -623,18 +638,7 @@ pub fn journal_states(
             }
             JournalRecord::BatchClosed { batch, .. } => {
                 txns.retain(|_, t| {
-                    !(t.batch == *batch
-                        && t.acked.is_none()
-                        && matches!(
-                            t.finish,
-                            Some(
-                                Finish::Approved { .. }
-                                    | Finish::Declined { .. }
-                                    | Finish::NotSent
-                                    | Finish::Unknown
-                                    | Finish::NotActed { .. }
-                            )
-                        ))
+                    !(t.batch == *batch && t.acked.is_none() && closed_with_batch(t.finish))
                 });
             }
             JournalRecord::Counters { .. } => {}
@@ -832,19 +836,7 @@ impl<S: Security> ReversalEngine<S> {
                     next_batch,
                     net,
                 } => {
-                    started.retain(|_, (_, s)| {
-                        !(s.batch == batch
-                            && matches!(
-                                s.finish,
-                                Some(
-                                    Finish::Approved { .. }
-                                        | Finish::Declined { .. }
-                                        | Finish::NotSent
-                                        | Finish::Unknown
-                                        | Finish::NotActed { .. }
-                                )
-                            ))
-                    });
+                    started.retain(|_, (_, s)| !(s.batch == batch && closed_with_batch(s.finish)));
                     e.batch = next_batch;
                     e.closed_net = e
                         .closed_net

@@ -53,6 +53,22 @@ impl TxnKind {
     }
 }
 
+/// 64-bit FNV-1a over `fields`, each followed by a `0xff` separator byte: a stable hash
+/// of a key's fields (the same on every node and build; persisted as caller tags, used as
+/// database lock keys).
+pub fn fnv1a_fields(fields: &[&[u8]]) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for f in fields {
+        for &x in *f {
+            h ^= u64::from(x);
+            h = h.wrapping_mul(0x0100_0000_01b3);
+        }
+        h ^= 0xff;
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    }
+    h
+}
+
 /// What the journal and settlement need to know about a transaction.
 #[derive(Clone, PartialEq, Eq)]
 pub struct TxnInfo {

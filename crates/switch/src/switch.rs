@@ -1434,18 +1434,10 @@ fn final_for(mti: isoswitch_codec::Mti, decision: Decision) -> Decision {
 /// share a tag; at 2^64 values that is not a practical concern for the keys one switch sees
 /// within the engine's window.
 pub fn tag_of(key: &TxnKey) -> CallerTag {
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    let mut eat = |b: &[u8]| {
-        for &x in b {
-            h ^= u64::from(x);
-            h = h.wrapping_mul(0x0100_0000_01b3);
-        }
-        h ^= 0xff;
-        h = h.wrapping_mul(0x0100_0000_01b3);
-    };
-    eat(key.merchant.as_bytes());
-    eat(key.terminal.as_bytes());
-    eat(&key.batch.to_be_bytes());
-    eat(&key.stan.to_be_bytes());
-    h
+    isoswitch_reversal::profile::fnv1a_fields(&[
+        key.merchant.as_bytes(),
+        key.terminal.as_bytes(),
+        &key.batch.to_be_bytes(),
+        &key.stan.to_be_bytes(),
+    ])
 }
