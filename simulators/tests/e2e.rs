@@ -41,7 +41,7 @@ impl Proc {
             .env("E2E_DATA", data)
             .env("E2E_UPSTREAM", upstream)
             .stdout(Stdio::piped())
-            .stderr(child_log(role, data))
+            .stderr(common::child_log(role, listen))
             .spawn()
             .expect("spawn child");
         let p = Proc { child };
@@ -79,23 +79,6 @@ impl Proc {
             }
             std::thread::sleep(Duration::from_millis(50));
         }
-    }
-}
-
-/// The child's stderr: with `E2E_LOGS` set, appended to `<data>/../<role>.log` (kept with
-/// the test directory when `E2E_KEEP` is set, for a failure's diagnosis); else inherited.
-fn child_log(role: &str, data: &Path) -> Stdio {
-    if std::env::var_os("E2E_LOGS").is_none() {
-        return Stdio::inherit();
-    }
-    let path = data.parent().unwrap_or(data).join(format!("{role}.log"));
-    match std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(&path)
-    {
-        Ok(f) => Stdio::from(f),
-        Err(_) => Stdio::inherit(),
     }
 }
 

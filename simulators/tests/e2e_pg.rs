@@ -10,10 +10,12 @@
 //! by the other node from the shared store); every reversal left by a killed node is
 //! taken over and acknowledged (nothing pending in the database at the end).
 
-use std::net::TcpListener;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+mod common;
+
+use common::{free_port, wait_listening};
 use isoswitch_pg::testing::TestCluster;
 use isoswitch_sim::chaos::{ChaosConfig, ChaosProxy};
 use isoswitch_sim::config::{self, parse_terminals, SAMPLE_KEK, SAMPLE_TERMINALS, SAMPLE_ZONE_KEY};
@@ -24,44 +26,8 @@ const ROLE: &str = "ISOSWITCH_E2E_PG_ROLE";
 /// The nodes' lease: a killed node's reversals are taken over this long after.
 const LEASE: Duration = Duration::from_secs(2);
 
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free port")
-}
-
-fn wait_listening(addr: &str) {
-    let end = Instant::now() + Duration::from_secs(30);
-    while Instant::now() < end {
-        if std::net::TcpStream::connect(addr).is_ok() {
-            return;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    panic!("nothing listening on {addr}");
-}
-
 struct Proc {
     child: Child,
-}
-
-/// The child's stderr: with `E2E_LOGS=<dir>`, appended to `<dir>/<role>-<port>.log`
-/// (for a failure's diagnosis); else inherited.
-fn child_log(role: &str, listen: &str) -> Stdio {
-    let Some(dir) = std::env::var_os("E2E_LOGS") else {
-        return Stdio::inherit();
-    };
-    let port = listen.rsplit(':').next().unwrap_or("0");
-    let path = std::path::Path::new(&dir).join(format!("{role}-{port}.log"));
-    match std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(&path)
-    {
-        Ok(f) => Stdio::from(f),
-        Err(_) => Stdio::inherit(),
-    }
 }
 
 impl Drop for Proc {
@@ -86,7 +52,7 @@ impl Proc {
             .env("E2E_STORE", store)
             .env("E2E_UPSTREAM", upstream)
             .stdout(Stdio::piped())
-            .stderr(child_log(role, listen))
+            .stderr(common::child_log(role, listen))
             .spawn()
             .expect("spawn child");
         wait_listening(listen);

@@ -527,19 +527,17 @@ where
         // A decision another node of a shared store made on the same key meanwhile makes
         // this one stale (not written): decided again on what is stored now.
         let mut attempts = 0;
-        let (admitted, upto, reversed_first) = loop {
+        let mut reversed_first: Option<TxnKey> = None;
+        let (admitted, upto) = loop {
             attempts += 1;
-            let reversed_first = {
+            if reversed_first.is_none() {
                 let pre = lock(&self.inner.book).upstream_action_of(msg);
-                match pre {
-                    Ok(Some(UpstreamAction::ReverseUpstream { key })) => {
-                        self.reverse_upstream(&key).await;
-                        Some(key)
-                    }
-                    // Anything else is decided (and any error met again) by `admit`.
-                    _ => None,
+                // Anything else is decided (and any error met again) by `admit`.
+                if let Ok(Some(UpstreamAction::ReverseUpstream { key })) = pre {
+                    self.reverse_upstream(&key).await;
+                    reversed_first = Some(key);
                 }
-            };
+            }
             let (admitted, upto) = {
                 let mut book = lock(&self.inner.book);
                 let a = match book.admit(msg) {
@@ -570,7 +568,7 @@ where
                 };
                 (a, book.store().written())
             };
-            break (admitted, upto, reversed_first);
+            break (admitted, upto);
         };
         let ticket = match admitted {
             Admit::Answer { answer, action } => {
@@ -627,27 +625,22 @@ where
             };
             match done {
                 Ok(c) => break c,
-                // The terminal's reversal recorded at another node meanwhile: again.
-                Err(isoswitch_reversal::ReversalError::DecidedElsewhere { .. }) if attempts < 4 => {
-                }
-                // The upstream host has decided: that must reach the book, or an
-                // approval would stand upstream with nobody to reverse it. A store that
-                // cannot be reached now (a database restarting) is waited for; the
-                // terminal's reversal meanwhile is recorded once it is back, and this
-                // completion then reverses the approval upstream.
-                Err(e) if e.is_transient() => {
-                    tracing::warn!(error = %e, key = %ticket.key(), "store unreachable: the upstream outcome waits to be recorded");
-                    tokio::time::sleep(Duration::from_millis(200)).await;
-                }
-                Err(e) => return Err(e.into()),
+                Err(e) => match record_again_after(&e, attempts) {
+                    Some(wait) => {
+                        if !wait.is_zero() {
+                            tracing::warn!(error = %e, key = %ticket.key(), "store unreachable: the upstream outcome waits to be recorded");
+                        }
+                        tokio::time::sleep(wait).await;
+                    }
+                    None => return Err(e.into()),
+                },
             }
         };
-        let reversed_meanwhile = reversed;
         // A reversal the terminal sent between the check above and the record: journaled
         // upstream now, before the completion is durable (and if a crash comes first,
         // the restart reverses it: `reverse_reversed_approvals`).
         match action {
-            Some(UpstreamAction::ReverseUpstream { .. }) if reversed_meanwhile => {}
+            Some(UpstreamAction::ReverseUpstream { .. }) if reversed => {}
             Some(a) => self.upstream_action(a).await,
             None => {}
         }
@@ -1277,6 +1270,7 @@ where
             Outcome::Reversed { .. } | Outcome::InDoubt { .. } => Decision::Decline(*b"98"),
             Outcome::NotSent { .. } | Outcome::NotActed { .. } => Decision::Decline(*b"91"),
         };
+        let taken_over = lock(&self.inner.taken_over).remove(&tag);
         let ticket = {
             let mut book = lock(&self.inner.book);
             let find =
@@ -1285,7 +1279,7 @@ where
                 Some(t) => Some(t),
                 // Not in this node's view: the admission of a node that died, whose
                 // upstream work this node took over (a shared store).
-                None if lock(&self.inner.taken_over).remove(&tag) => {
+                None if taken_over => {
                     book.refresh_admitted()?;
                     let t = find(&book);
                     if let Some(t) = &t {
@@ -1308,13 +1302,10 @@ where
                 };
                 match done {
                     Ok(c) => break c,
-                    Err(isoswitch_reversal::ReversalError::DecidedElsewhere { .. })
-                        if attempts < 4 => {}
-                    // As in the terminal's own path: the outcome waits for the store.
-                    Err(e) if e.is_transient() => {
-                        tokio::time::sleep(Duration::from_millis(200)).await;
-                    }
-                    Err(e) => return Err(e.into()),
+                    Err(e) => match record_again_after(&e, attempts) {
+                        Some(wait) => tokio::time::sleep(wait).await,
+                        None => return Err(e.into()),
+                    },
                 }
             };
             if let Some(a) = action {
@@ -1411,6 +1402,23 @@ pub fn profiles(terminals: &str, host: &str) -> Option<(SessionProfile, SessionP
         SessionProfile::builtin(terminals)?,
         SessionProfile::builtin(host)?,
     ))
+}
+
+/// Whether a completion the book refused is recorded again, and after how long: a
+/// decision another node made on the key meanwhile (decided again at once on what is
+/// stored now, a few times), or a store that cannot be reached now (a database
+/// restarting: waited for — the upstream host has decided, and that must reach the book,
+/// or an approval would stand upstream with nobody to reverse it; the terminal's
+/// reversal meanwhile is recorded once the store is back, and the completion then
+/// reverses the approval upstream). `None`: any other failure.
+fn record_again_after(e: &isoswitch_reversal::ReversalError, attempts: u32) -> Option<Duration> {
+    match e {
+        isoswitch_reversal::ReversalError::DecidedElsewhere { .. } if attempts < 4 => {
+            Some(Duration::ZERO)
+        }
+        e if e.is_transient() => Some(Duration::from_millis(200)),
+        _ => None,
+    }
 }
 
 /// An advice is repeated by its terminal until it gets an answer outside its retry codes

@@ -26,6 +26,24 @@ pub fn wait_listening(addr: &str) {
     panic!("nothing listening on {addr}");
 }
 
+/// A child process's stderr: with `E2E_LOGS=<dir>` set, appended to
+/// `<dir>/<role>-<port of listen>.log` (for a failure's diagnosis); else inherited.
+pub fn child_log(role: &str, listen: &str) -> std::process::Stdio {
+    let Some(dir) = std::env::var_os("E2E_LOGS") else {
+        return std::process::Stdio::inherit();
+    };
+    let port = listen.rsplit(':').next().unwrap_or("0");
+    let path = Path::new(&dir).join(format!("{role}-{port}.log"));
+    match std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&path)
+    {
+        Ok(f) => std::process::Stdio::from(f),
+        Err(_) => std::process::Stdio::inherit(),
+    }
+}
+
 /// Kills a child process and reaps it (for `Drop`).
 pub fn reap(child: &mut std::process::Child) {
     let _ = child.kill();
