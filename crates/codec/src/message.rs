@@ -375,10 +375,11 @@ impl Message {
             if let Some(b) = p.short(value) {
                 let plen = p.plen as usize;
                 let (w, bit) = (p.word, p.bit);
+                let wire = plen + p.sizes(len).0;
                 self.arena.extend_from_slice(&b);
-                self.arena.truncate(start + plen + len);
+                self.arena.truncate(start + wire);
                 self.last = n;
-                self.wire_total += plen + len;
+                self.wire_total += wire;
                 self.ix.slots[n as usize] = (start + plen) as u16;
                 self.present.0[w] |= bit;
                 self.in_arena.0[w] |= bit;

@@ -305,7 +305,7 @@ impl SetPlan {
     }
 
     /// The short path, for text of up to 16 bytes written as it is (`Same1`, `Same3`,
-    /// `Hex`): the field's wire form (prefix, then content) in the low bytes of 24, or
+    /// `Hex`) or packed to BCD (`Bcd1`, `Bcd3`): the field's wire form (prefix, then content) in the low bytes of 24, or
     /// `None` if the text is not valid or not for this path (then [`SetPlan::write`]
     /// decides). The caller checked [`SetPlan::takes`].
     #[inline(always)]
@@ -318,6 +318,8 @@ impl SetPlan {
             SetOp::Same1 => load16::<1, false>(self.class, v),
             SetOp::Same3 => load16::<3, false>(self.class, v),
             SetOp::Hex if len % 2 == 0 => load16::<2, true>(self.class, v),
+            SetOp::Bcd1 => self.load_bcd::<1>(v),
+            SetOp::Bcd3 => self.load_bcd::<3>(v),
             _ => return None,
         };
         if bad != 0 {
@@ -336,6 +338,33 @@ impl SetPlan {
         b[8..16].copy_from_slice(&w1.to_le_bytes());
         b[16..].copy_from_slice(&w2.to_le_bytes());
         Some(b)
+    }
+
+    /// Digits (1..=16) packed to BCD for [`SetPlan::short`]: the packed bytes in the low
+    /// lanes of the first word (the second zero), and the lanes not in the class. An odd
+    /// count gets the pad character first or last, so one pairing packs every count.
+    #[inline(always)]
+    fn load_bcd<const K: usize>(&self, v: &[u8]) -> (u64, u64, u64) {
+        let len = v.len();
+        let (x, y, bad) = load16::<K, false>(self.class, v);
+        let (x, y) = if len % 2 == 0 {
+            (x, y)
+        } else {
+            // A character whose nibble is the pad (digits, or `A`..`F` for 10..15).
+            let c = if self.pad < 10 {
+                0x30 | self.pad
+            } else {
+                0x40 | (self.pad - 9)
+            } as u64;
+            if self.pad_first {
+                (x << 8 | c, y << 8 | x >> 56)
+            } else if len < 8 {
+                (x | c << (8 * len), y)
+            } else {
+                (x, y | c << (8 * (len - 8)))
+            }
+        };
+        (unhex8(x) as u64 | (unhex8(y) as u64) << 32, 0, bad)
     }
 
     /// Appends the field (prefix and content) for `text` to `out`: `false` (and `out` as it
@@ -642,7 +671,7 @@ mod tests {
             x ^= x << 17;
             x
         };
-        let mut taken = 0;
+        let (mut taken, mut shorts) = (0, 0);
         for name in crate::Dialect::builtin_names() {
             let d = crate::Dialect::builtin(name).unwrap();
             for n in 2..=192u8 {
@@ -663,8 +692,26 @@ mod tests {
                     if !plan.takes(t.len()) {
                         continue;
                     }
+                    let short = plan.short(&t);
                     let mut got = vec![0xAA; 3];
                     let ok = plan.write(&t, &mut got);
+                    let short_op = matches!(
+                        plan.op,
+                        SetOp::Same1 | SetOp::Same3 | SetOp::Bcd1 | SetOp::Bcd3
+                    ) || (plan.op == SetOp::Hex && t.len() % 2 == 0);
+                    if ok && short_op && (1..=16).contains(&t.len()) {
+                        let b = short.expect("the short path takes valid text of up to 16");
+                        let wire = plan.plen as usize + plan.sizes(t.len()).0;
+                        assert_eq!(
+                            b[..wire],
+                            got[3..],
+                            "short {name} {n} {:?}",
+                            String::from_utf8_lossy(&t)
+                        );
+                        shorts += 1;
+                    } else {
+                        assert!(short.is_none() || ok, "short took invalid {name} {n}");
+                    }
                     assert_eq!(
                         ok,
                         units.is_ok(),
@@ -682,5 +729,71 @@ mod tests {
             }
         }
         assert!(taken > 50_000, "{taken}");
+        assert!(shorts > 10_000, "{shorts}");
+    }
+
+    /// The short BCD path against the encoder for every count of 1..=16 digits, both
+    /// justifications and pads, fixed and variable, each prefix encoding (the built-in
+    /// dialects do not have every combination).
+    #[test]
+    fn short_bcd_agrees_with_the_encoder() {
+        use crate::spec::LengthKind;
+        let mut checked = 0;
+        for class in [ContentClass::N, ContentClass::Z] {
+            for justify in [Justify::Left, Justify::Right] {
+                for pad in [0u8, 0x0D, 0x0F] {
+                    for le_ in [
+                        LengthEncoding::Ascii,
+                        LengthEncoding::Bcd,
+                        LengthEncoding::Binary,
+                    ] {
+                        for len in 1..=16usize {
+                            for fixed in [true, false] {
+                                let kind = if fixed {
+                                    LengthKind::Fixed
+                                } else {
+                                    LengthKind::LL
+                                };
+                                let max = if fixed { len as u32 } else { 19 };
+                                let mut spec = FieldSpec::new("t", class, kind, max);
+                                spec.encoding = ContentEncoding::Bcd;
+                                spec.length_encoding = le_;
+                                spec.justify = justify;
+                                spec.pad = pad;
+                                let plan = SetPlan::of(35, &spec);
+                                let h = crate::hot::Hot::of(&spec);
+                                let digits: &[u8] = if class == ContentClass::Z {
+                                    b"0123456789=D"
+                                } else {
+                                    b"0123456789"
+                                };
+                                for k in 0..digits.len() {
+                                    let t: Vec<u8> = (0..len)
+                                        .map(|i| digits[(i * 7 + k) % digits.len()])
+                                        .collect();
+                                    let mut want = vec![0; spec.prefix_len()];
+                                    let u = spec.text_to_wire(35, &t, &mut want).expect("valid");
+                                    let (p, l) = h.prefix_bytes(u);
+                                    want[..l].copy_from_slice(&p[..l]);
+                                    let b = plan.short(&t).expect("short takes valid digits");
+                                    let wire = plan.plen as usize + plan.sizes(len).0;
+                                    assert_eq!(
+                                        b[..wire],
+                                        want[..],
+                                        "{class:?} {justify:?} pad {pad} {le_:?} fixed {fixed} {:?}",
+                                        String::from_utf8_lossy(&t)
+                                    );
+                                    let mut bad = t.clone();
+                                    bad[k % len] = b'x';
+                                    assert!(plan.short(&bad).is_none());
+                                    checked += 1;
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        assert!(checked > 2_000, "{checked}");
     }
 }
