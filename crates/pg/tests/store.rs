@@ -224,6 +224,57 @@ fn group_commit_writes_each_batch_in_one_transaction_in_order() {
     }
 }
 
+/// An append is written only while its node holds the journal: once another node has
+/// retired a dead node's journal, that node's late append is refused (`LeaseLost`) and
+/// writes nothing, neither records nor pending work; a live node's appends go in
+/// whole, records in order, pending rows made and taken out in the same append.
+#[test]
+fn an_append_without_the_lease_writes_nothing() {
+    let pg = TestCluster::require();
+    let url = pg.fresh_database("lease").expect("db");
+    let a = node(&url, "a");
+    let b = node(&url, "b");
+    let mut ja = a.journal("switch").expect("a");
+    // One append: 7 started, 6 of them finished, 8 started and reversed.
+    ja.append(&[
+        started(6),
+        started(7),
+        JournalRecord::Finished {
+            id: 6,
+            finish: Finish::Approved { code: *b"00" },
+        },
+        started(8),
+        reverse(8),
+    ])
+    .expect("append");
+    let pending = |url: &str| count(url, "SELECT count(*) FROM pending_reversal");
+    assert_eq!(pending(&url), 2, "7 in doubt and 8 to reverse");
+    ja.append(&[
+        JournalRecord::Finished {
+            id: 7,
+            finish: Finish::Approved { code: *b"00" },
+        },
+        JournalRecord::ReversalAcked {
+            id: 8,
+            code: *b"00",
+        },
+    ])
+    .expect("append");
+    assert_eq!(pending(&url), 0);
+    let records = count(&url, "SELECT count(*) FROM journal_record");
+    assert_eq!(records, 7);
+    // a dies; b retires its journal (nothing pending).
+    a.expire_leases().expect("expire");
+    let dead = b.dead_journals("switch", 10).expect("dead");
+    assert_eq!(dead.len(), 1);
+    assert!(b.retire_journal(&dead[0].0).expect("retire"));
+    // a's late append is refused and leaves nothing behind.
+    let e = ja.append(&[started(9)]).expect_err("no lease");
+    assert!(e.to_string().contains("lease"), "{e}");
+    assert_eq!(count(&url, "SELECT count(*) FROM journal_record"), 0);
+    assert_eq!(pending(&url), 0);
+}
+
 #[test]
 fn a_dead_nodes_pending_reversals_are_claimed_once_by_another_node() {
     let pg = TestCluster::require();
