@@ -305,9 +305,10 @@ impl SetPlan {
     }
 
     /// The short path, for text of up to 16 bytes written as it is (`Same1`, `Same3`,
-    /// `Hex`) or packed to BCD (`Bcd1`, `Bcd3`): the field's wire form (prefix, then content) in the low bytes of 24, or
-    /// `None` if the text is not valid or not for this path (then [`SetPlan::write`]
-    /// decides). The caller checked [`SetPlan::takes`].
+    /// `Hex`) or packed to BCD (`Bcd1`, `Bcd3`): the field's wire form (prefix, then
+    /// content; `plen + sizes(len).0` bytes) in the low bytes of 24, or `None` if the
+    /// text is not valid or not for this path (then [`SetPlan::write`] decides). The
+    /// caller checked [`SetPlan::takes`].
     #[inline(always)]
     pub(crate) fn short(&self, v: &[u8]) -> Option<[u8; 24]> {
         let len = v.len();

@@ -227,7 +227,7 @@ fn group_commit_writes_each_batch_in_one_transaction_in_order() {
 /// An append is written only while its node holds the journal: once another node has
 /// retired a dead node's journal, that node's late append is refused (`LeaseLost`) and
 /// writes nothing, neither records nor pending work; a live node's appends go in
-/// whole, records in order, pending rows made and taken out in the same append.
+/// whole, pending rows made and taken out by the append that journals the change.
 #[test]
 fn an_append_without_the_lease_writes_nothing() {
     let pg = TestCluster::require();
@@ -235,7 +235,7 @@ fn an_append_without_the_lease_writes_nothing() {
     let a = node(&url, "a");
     let b = node(&url, "b");
     let mut ja = a.journal("switch").expect("a");
-    // One append: 7 started, 6 of them finished, 8 started and reversed.
+    // One append: 6 and 7 started, 6 approved, 8 started and reversed.
     ja.append(&[
         started(6),
         started(7),
