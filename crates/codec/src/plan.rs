@@ -305,7 +305,7 @@ impl SetPlan {
     }
 
     /// The short path, for text of up to 16 bytes written as it is (`Same1`, `Same3`,
-    /// `Hex`) or packed to BCD (`Bcd1`, `Bcd3`): the field's wire form (prefix, then
+    /// `Hex`), packed to BCD (`Bcd1`, `Bcd3`) or hex to bytes (`Unhex`): the field's wire form (prefix, then
     /// content; `plen + sizes(len).0` bytes) in the low bytes of 24, or `None` if the
     /// text is not valid or not for this path (then [`SetPlan::write`] decides). The
     /// caller checked [`SetPlan::takes`].
@@ -321,6 +321,11 @@ impl SetPlan {
             SetOp::Hex if len % 2 == 0 => load16::<2, true>(self.class, v),
             SetOp::Bcd1 => self.load_bcd::<1>(v),
             SetOp::Bcd3 => self.load_bcd::<3>(v),
+            SetOp::Unhex if len % 2 == 0 => {
+                // Hex digit pairs to bytes: the same pairing as packed BCD.
+                let (x, y, bad) = load16::<2, false>(self.class, v);
+                (unhex8(x) as u64 | (unhex8(y) as u64) << 32, 0, bad)
+            }
             _ => return None,
         };
         if bad != 0 {
@@ -330,7 +335,7 @@ impl SetPlan {
             (x, y, 0)
         } else {
             // The prefix, then the content: shifted up by the prefix's bytes (1..=3).
-            let pw = self.prefix_word(len) as u64;
+            let pw = self.prefix_word(self.sizes(len).1) as u64;
             let s = 8 * self.plen as u32;
             (pw | x << s, x >> (64 - s) | y << s, y >> (64 - s))
         };
@@ -796,5 +801,59 @@ mod tests {
             }
         }
         assert!(checked > 2_000, "{checked}");
+    }
+
+    #[test]
+    fn short_unhex_agrees_with_the_encoder() {
+        use crate::spec::LengthKind;
+        let mut checked = 0;
+        for le_ in [
+            LengthEncoding::Ascii,
+            LengthEncoding::Bcd,
+            LengthEncoding::Binary,
+        ] {
+            for kind in [LengthKind::Fixed, LengthKind::LL, LengthKind::LLL] {
+                for bytes in 1..=8usize {
+                    let max = if kind == LengthKind::Fixed {
+                        bytes as u32
+                    } else {
+                        99
+                    };
+                    let mut spec = FieldSpec::new("t", ContentClass::B, kind, max);
+                    spec.encoding = ContentEncoding::Binary;
+                    spec.length_encoding = le_;
+                    let plan = SetPlan::of(52, &spec);
+                    assert_eq!(plan.op, SetOp::Unhex);
+                    let h = crate::hot::Hot::of(&spec);
+                    let digits = b"0123456789ABCDEFabcdef";
+                    for k in 0..digits.len() {
+                        let t: Vec<u8> = (0..2 * bytes)
+                            .map(|i| digits[(i * 5 + k) % digits.len()])
+                            .collect();
+                        let mut want = vec![0; spec.prefix_len()];
+                        let u = spec.text_to_wire(52, &t, &mut want).expect("valid");
+                        let (p, l) = h.prefix_bytes(u);
+                        want[..l].copy_from_slice(&p[..l]);
+                        let b = plan.short(&t).expect("short takes valid hex");
+                        let wire = plan.plen as usize + plan.sizes(t.len()).0;
+                        assert_eq!(
+                            b[..wire],
+                            want[..],
+                            "{le_:?} {kind:?} {:?}",
+                            String::from_utf8_lossy(&t)
+                        );
+                        let mut bad = t.clone();
+                        bad[k % t.len()] = b'g';
+                        assert!(plan.short(&bad).is_none());
+                        if kind != LengthKind::Fixed {
+                            // An odd count of hex digits is not bytes.
+                            assert!(plan.short(&t[..t.len() - 1]).is_none());
+                        }
+                        checked += 1;
+                    }
+                }
+            }
+        }
+        assert!(checked > 500, "{checked}");
     }
 }
