@@ -78,7 +78,7 @@ impl Message {
     /// view: it costs little more than [`MessageView::decode`].
     pub fn decode(dialect: &Dialect, bytes: Bytes) -> Result<Message> {
         let mut m = Message::new(dialect, Mti::ZERO);
-        m.ix.parse(dialect, &bytes)?;
+        m.ix.parse_outlined(dialect, &bytes)?;
         m.after_parse(bytes.len());
         m.shared = bytes;
         Ok(m)

@@ -93,7 +93,7 @@ impl<'a> MessageView<'a> {
             buf,
             ix: Index::empty(Mti::ZERO),
         };
-        match view.ix.parse(dialect, buf) {
+        match view.ix.parse_outlined(dialect, buf) {
             Ok(()) => (view, None),
             Err(e) => {
                 let keep_below = match e.location {
@@ -294,6 +294,14 @@ pub(crate) fn parse_field_number(t: &[u8]) -> Option<u8> {
     }
 }
 impl Index {
+    /// [`Index::parse`] out of line, for callers that keep the index inside a larger
+    /// value ([`crate::Message::decode`], [`MessageView::decode_partial`]): one copy of
+    /// the parser between them, and their own code stays small.
+    #[inline(never)]
+    pub(crate) fn parse_outlined(&mut self, d: &Dialect, buf: &[u8]) -> Result<()> {
+        self.parse(d, buf)
+    }
+
     /// Decodes `buf` into this index (see [`MessageView::decode`]). Always inlined: out
     /// of line, the view it writes into is a separate stack object that the caller then
     /// copies (568 bytes) into the `Result` it returns; inlined, the caller's loop zeroes

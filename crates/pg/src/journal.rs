@@ -244,34 +244,6 @@ impl PgJournal {
         let r = self.inner.db.call(|pool| async move {
             let mut c = pool.get().await?;
             let tx = c.transaction().await?;
-            let held = tx
-                .execute(
-                    "UPDATE journal_part SET lease_until = now() + make_interval(secs => $3)
-                      WHERE part = $1 AND owner = $2",
-                    &[&part, &node, &secs],
-                )
-                .await?;
-            if held != 1 {
-                return Err(PgError::LeaseLost { part });
-            }
-            if replace {
-                tx.execute("DELETE FROM journal_record WHERE part = $1", &[&part])
-                    .await?;
-                tx.execute(
-                    "DELETE FROM pending_reversal WHERE part = $1 AND claimed_by IS NULL",
-                    &[&part],
-                )
-                .await?;
-            }
-            if !payloads.is_empty() {
-                let stmt = tx
-                    .prepare_cached(
-                        "INSERT INTO journal_record (part, payload)
-                         SELECT $1, p FROM unnest($2::bytea[]) WITH ORDINALITY AS t(p, n) ORDER BY n",
-                    )
-                    .await?;
-                tx.execute(&stmt, &[&part, &payloads]).await?;
-            }
             let mut add = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
             let mut done = Vec::new();
             for (txn, ch) in changes {
@@ -285,25 +257,87 @@ impl PgJournal {
                     None => done.push(txn),
                 }
             }
-            if !add.0.is_empty() {
-                let stmt = tx
-                    .prepare_cached(
-                        "INSERT INTO pending_reversal (part, txn, journal, tag, reason, message)
-                         SELECT $1, t, $2, g, r, m
-                           FROM unnest($3::int8[], $4::int8[], $5::int2[], $6::bytea[]) AS u(t, g, r, m)
-                         ON CONFLICT (part, txn) DO UPDATE SET reason = EXCLUDED.reason",
-                    )
-                    .await?;
-                tx.execute(&stmt, &[&part, &journal, &add.0, &add.1, &add.2, &add.3])
-                    .await?;
-            }
-            if !done.is_empty() {
-                let stmt = tx
-                    .prepare_cached(
-                        "DELETE FROM pending_reversal WHERE part = $1 AND txn = ANY($2::int8[])",
-                    )
-                    .await?;
-                tx.execute(&stmt, &[&part, &done]).await?;
+            // Every statement prepared (once per connection), so that the writes below
+            // go out together, in this order, and cost one round trip, not one each.
+            let lease = tx
+                .prepare_cached(
+                    "UPDATE journal_part SET lease_until = now() + make_interval(secs => $3)
+                      WHERE part = $1 AND owner = $2",
+                )
+                .await?;
+            let clear_records = tx
+                .prepare_cached("DELETE FROM journal_record WHERE part = $1")
+                .await?;
+            let clear_pending = tx
+                .prepare_cached(
+                    "DELETE FROM pending_reversal WHERE part = $1 AND claimed_by IS NULL",
+                )
+                .await?;
+            let insert = tx
+                .prepare_cached(
+                    "INSERT INTO journal_record (part, payload)
+                     SELECT $1, p FROM unnest($2::bytea[]) WITH ORDINALITY AS t(p, n) ORDER BY n",
+                )
+                .await?;
+            let pend = tx
+                .prepare_cached(
+                    "INSERT INTO pending_reversal (part, txn, journal, tag, reason, message)
+                     SELECT $1, t, $2, g, r, m
+                       FROM unnest($3::int8[], $4::int8[], $5::int2[], $6::bytea[]) AS u(t, g, r, m)
+                     ON CONFLICT (part, txn) DO UPDATE SET reason = EXCLUDED.reason",
+                )
+                .await?;
+            let unpend = tx
+                .prepare_cached(
+                    "DELETE FROM pending_reversal WHERE part = $1 AND txn = ANY($2::int8[])",
+                )
+                .await?;
+            // Pipelined: each request is sent when its future is first polled, and
+            // `try_join!` polls them in the order written, so the server runs them in
+            // that order within the transaction. The lease is checked before the commit:
+            // without it the transaction is dropped (rolled back) and nothing is written.
+            let skip = || async { Ok::<u64, tokio_postgres::Error>(0) };
+            let (held, _, _, _, _, _) = tokio::try_join!(
+                async { tx.execute(&lease, &[&part, &node, &secs]).await },
+                async {
+                    if replace {
+                        tx.execute(&clear_records, &[&part]).await
+                    } else {
+                        skip().await
+                    }
+                },
+                async {
+                    if replace {
+                        tx.execute(&clear_pending, &[&part]).await
+                    } else {
+                        skip().await
+                    }
+                },
+                async {
+                    if payloads.is_empty() {
+                        skip().await
+                    } else {
+                        tx.execute(&insert, &[&part, &payloads]).await
+                    }
+                },
+                async {
+                    if add.0.is_empty() {
+                        skip().await
+                    } else {
+                        tx.execute(&pend, &[&part, &journal, &add.0, &add.1, &add.2, &add.3])
+                            .await
+                    }
+                },
+                async {
+                    if done.is_empty() {
+                        skip().await
+                    } else {
+                        tx.execute(&unpend, &[&part, &done]).await
+                    }
+                },
+            )?;
+            if held != 1 {
+                return Err(PgError::LeaseLost { part });
             }
             tx.commit().await?;
             Ok(())
