@@ -534,12 +534,17 @@ fn small(v: &[u8]) -> u64 {
     }
 }
 
+/// Eight pairs of characters (two chunks) packed into eight bytes.
+#[inline(always)]
+fn two(a: u64, b: u64) -> u64 {
+    unhex8(a) as u64 | (unhex8(b) as u64) << 32
+}
+
 /// Pairs of characters (hex digits, or BCD digits) of `v` (an even count, checked against
 /// `class`) packed into bytes, sixteen characters at a time.
 #[inline(always)]
 fn pack<const K: usize>(class: &Class, v: &[u8], out: &mut Vec<u8>) -> bool {
     let len = v.len();
-    let two = |a: u64, b: u64| unhex8(a) as u64 | (unhex8(b) as u64) << 32;
     if len < 16 {
         if len == 0 {
             return true;
