@@ -198,6 +198,8 @@ fn two_nodes(disrupt: Disrupt) {
     let _one = ONE_AT_A_TIME
         .lock()
         .unwrap_or_else(std::sync::PoisonError::into_inner);
+    // The terminals run in this process: their warnings (with RUST_LOG) on stderr.
+    isoswitch_sim::init_tracing("error");
     let pg = TestCluster::require();
     if disrupt == Disrupt::RestartDatabase && !pg.is_local() {
         panic!("the database-restart test needs the harness's own cluster: unset ISOSWITCH_PG_URL");
@@ -361,7 +363,7 @@ fn two_nodes(disrupt: Disrupt) {
 }
 
 #[test]
-#[ignore = "passes in most runs (the ledger always balanced); about one run in eight a terminal signs on again after a kill (21 sign-ons for 20): run with --ignored"]
+#[ignore = "not reliable yet: in 27 runs on 2026-12-02 one ended with 21 terminal sign-ons for 20 and one with the host ledger 400.57 below the terminals' approved − reversed; every other check held in every run: run with --ignored (RUST_LOG=warn,isoswitch_switch=info for the logs)"]
 fn e2e_pg_two_nodes_one_killed_twice_lose_and_double_nothing() {
     two_nodes(Disrupt::KillNodes);
 }
