@@ -305,10 +305,10 @@ impl SetPlan {
     }
 
     /// The short path, for text of up to 16 bytes written as it is (`Same1`, `Same3`,
-    /// `Hex`), packed to BCD (`Bcd1`, `Bcd3`) or hex to bytes (`Unhex`): the field's wire form (prefix, then
-    /// content; `plen + sizes(len).0` bytes) in the low bytes of 24, or `None` if the
-    /// text is not valid or not for this path (then [`SetPlan::write`] decides). The
-    /// caller checked [`SetPlan::takes`].
+    /// `Hex`), packed to BCD (`Bcd1`, `Bcd3`) or hex to bytes (`Unhex`): the field's wire
+    /// form (prefix, then content; `plen + sizes(len).0` bytes) in the low bytes of 24, or
+    /// `None` if the text is not valid or not for this path (then [`SetPlan::write`]
+    /// decides). The caller checked [`SetPlan::takes`].
     #[inline(always)]
     pub(crate) fn short(&self, v: &[u8]) -> Option<[u8; 24]> {
         let len = v.len();
@@ -782,10 +782,7 @@ mod tests {
                                     let t: Vec<u8> = (0..len)
                                         .map(|i| digits[(i * 7 + k) % digits.len()])
                                         .collect();
-                                    let mut want = vec![0; spec.prefix_len()];
-                                    let u = spec.text_to_wire(35, &t, &mut want).expect("valid");
-                                    let (p, l) = h.prefix_bytes(u);
-                                    want[..l].copy_from_slice(&p[..l]);
+                                    let want = by_encoder(&spec, &h, 35, &t);
                                     let b = plan.short(&t).expect("short takes valid digits");
                                     let wire = plan.plen as usize + plan.sizes(len).0;
                                     assert_eq!(
@@ -806,6 +803,15 @@ mod tests {
             }
         }
         assert!(checked > 2_000, "{checked}");
+    }
+
+    /// Field `n`'s wire form (prefix, content) for text `t`, by the general encoder.
+    fn by_encoder(spec: &FieldSpec, h: &crate::hot::Hot, n: u8, t: &[u8]) -> Vec<u8> {
+        let mut want = vec![0; spec.prefix_len()];
+        let u = spec.text_to_wire(n, t, &mut want).expect("valid");
+        let (p, l) = h.prefix_bytes(u);
+        want[..l].copy_from_slice(&p[..l]);
+        want
     }
 
     #[test]
@@ -835,10 +841,7 @@ mod tests {
                         let t: Vec<u8> = (0..2 * bytes)
                             .map(|i| digits[(i * 5 + k) % digits.len()])
                             .collect();
-                        let mut want = vec![0; spec.prefix_len()];
-                        let u = spec.text_to_wire(52, &t, &mut want).expect("valid");
-                        let (p, l) = h.prefix_bytes(u);
-                        want[..l].copy_from_slice(&p[..l]);
+                        let want = by_encoder(&spec, &h, 52, &t);
                         let b = plan.short(&t).expect("short takes valid hex");
                         let wire = plan.plen as usize + plan.sizes(t.len()).0;
                         assert_eq!(

@@ -292,12 +292,14 @@ impl PgJournal {
                     "DELETE FROM pending_reversal WHERE part = $1 AND txn = ANY($2::int8[])",
                 )
                 .await?;
-            // Pipelined: each request is sent when its future is first polled, and
-            // `try_join!` polls them in the order written, so the server runs them in
-            // that order within the transaction. The lease is checked before the commit:
-            // without it the transaction is dropped (rolled back) and nothing is written.
+            // Pipelined: each request is sent when its future is first polled, and a
+            // `biased` `try_join!` polls them in the order written, so the server runs
+            // them in that order within the transaction (a compaction's deletes before
+            // its inserts). The lease is checked before the commit: without it the
+            // transaction is dropped (rolled back) and nothing is written.
             let skip = || async { Ok::<u64, tokio_postgres::Error>(0) };
             let (held, _, _, _, _, _) = tokio::try_join!(
+                biased;
                 async { tx.execute(&lease, &[&part, &node, &secs]).await },
                 async {
                     if replace {
