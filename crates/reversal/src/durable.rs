@@ -185,6 +185,12 @@ pub enum UpstreamSave {
     },
 }
 
+/// Whether `new` may replace `stored` (the terminal's snapshot a store holds): the
+/// same generation or a newer one ([`SessionStore::save`]'s rule, every store's).
+pub fn supersedes(stored: Option<&SealedSnapshot>, new: &SealedSnapshot) -> bool {
+    stored.is_none_or(|s| s.generation <= new.generation)
+}
+
 /// Durable terminal sessions and upstream link keys, as sealed snapshots (see
 /// [`isoswitch_session::snapshot`]): the latest per terminal and per link.
 pub trait SessionStore: Send + 'static {
@@ -199,7 +205,9 @@ pub trait SessionStore: Send + 'static {
     /// I/O or database errors.
     fn terminal(&self, id: &TerminalId) -> Result<Option<SealedSnapshot>>;
     /// Stores `snapshots` durably (one write and one sync for all of them: a sign-on
-    /// storm is saved in groups), each replacing the terminal's previous one.
+    /// storm is saved in groups), each replacing the terminal's previous one unless
+    /// that one has a newer generation ([`supersedes`]): a node's stale copy never
+    /// overwrites a later sign-on another node sharing the store saved.
     ///
     /// # Errors
     /// I/O or database errors: then none of them is stored.

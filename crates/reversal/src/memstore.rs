@@ -156,7 +156,9 @@ impl SessionStore for MemorySessions {
     fn save(&mut self, snapshots: &[SealedSnapshot]) -> Result<()> {
         let mut s = lock(&self.shared);
         for snap in snapshots {
-            s.terminals.insert(snap.terminal, snap.clone());
+            if crate::durable::supersedes(s.terminals.get(&snap.terminal), snap) {
+                s.terminals.insert(snap.terminal, snap.clone());
+            }
         }
         Ok(())
     }

@@ -242,14 +242,26 @@ impl SessionStore for FileSessionStore {
                 max: MAX_SEALED_LEN,
             });
         }
-        let recs: Vec<SessionRecord> = snapshots
-            .iter()
-            .cloned()
-            .map(SessionRecord::Terminal)
-            .collect();
-        self.append(&recs)?;
+        // Those that replace what is held (in order: a later one of the same terminal
+        // in this group is checked against the earlier one).
+        let mut newer: HashMap<TerminalId, &SealedSnapshot> = HashMap::new();
+        let mut recs = Vec::with_capacity(snapshots.len());
         for s in snapshots {
-            self.terminals.insert(s.terminal, s.clone());
+            let held = newer
+                .get(&s.terminal)
+                .copied()
+                .or_else(|| self.terminals.get(&s.terminal));
+            if crate::durable::supersedes(held, s) {
+                newer.insert(s.terminal, s);
+                recs.push(SessionRecord::Terminal(s.clone()));
+            }
+        }
+        if recs.is_empty() {
+            return Ok(());
+        }
+        self.append(&recs)?;
+        for (id, s) in newer {
+            self.terminals.insert(id, s.clone());
         }
         self.maybe_compact()
     }

@@ -628,3 +628,64 @@ async fn shared_journal_part_adopts_old_per_member_journals() {
     // The part is claimed while the thread holds it.
     assert!(data.shared_journal("terminals").is_err());
 }
+
+/// A snapshot of a terminal at generation `g` (keys not needed for the store's rule).
+fn sealed_at(n: u32, g: u64) -> SealedSnapshot {
+    TerminalSnapshot {
+        terminal: tid(n),
+        batch: isoswitch_session::counters::BatchNumber::new(1).expect("batch"),
+        generation: g,
+        keys: None,
+    }
+    .seal(&kek(1))
+    .expect("seal")
+}
+
+/// Every store keeps a terminal's newer generation: an older snapshot saved after it
+/// (a node's stale copy) changes nothing, across a reopen too; the same generation or
+/// a newer one replaces it.
+#[test]
+fn a_session_store_never_replaces_a_newer_generation() {
+    fn check(s: &mut impl SessionStore) {
+        s.save(&[sealed_at(1, 2)]).expect("save");
+        s.save(&[sealed_at(1, 1), sealed_at(2, 5)]).expect("save");
+        assert_eq!(
+            s.terminal(&tid(1)).expect("read").map(|x| x.generation),
+            Some(2),
+            "an older generation replaced a newer one"
+        );
+        assert_eq!(
+            s.terminal(&tid(2)).expect("read").map(|x| x.generation),
+            Some(5)
+        );
+        // In one group: the later of two snapshots of one terminal is checked against
+        // the earlier.
+        s.save(&[sealed_at(1, 4), sealed_at(1, 3)]).expect("save");
+        assert_eq!(
+            s.terminal(&tid(1)).expect("read").map(|x| x.generation),
+            Some(4)
+        );
+        s.save(&[sealed_at(1, 4)]).expect("same generation");
+        assert_eq!(
+            s.terminal(&tid(1)).expect("read").map(|x| x.generation),
+            Some(4)
+        );
+    }
+    let dir = tempfile::tempdir().expect("dir");
+    {
+        let d = DataDir::open(dir.path()).expect("open");
+        check(&mut d.sessions("p").expect("sessions"));
+    }
+    let d = DataDir::open(dir.path()).expect("reopen");
+    let s = d.sessions("p").expect("sessions");
+    assert_eq!(
+        s.terminal(&tid(1)).expect("read").map(|x| x.generation),
+        Some(4)
+    );
+    assert_eq!(
+        s.terminal(&tid(2)).expect("read").map(|x| x.generation),
+        Some(5)
+    );
+    let m = isoswitch_reversal::MemoryDurable::new();
+    check(&mut m.sessions("p").expect("sessions"));
+}

@@ -420,6 +420,21 @@ impl<K: KeyStore> HostSession<K> {
         Ok(())
     }
 
+    /// Raises terminal `id`'s session generation above `stored` (a generation a shared
+    /// store already holds for it, written by another node) and queues it for
+    /// [`HostSession::poll_snapshot`]: a sign-on here must outrank every session stored
+    /// before it, or the store keeps the older keys (it never replaces a newer
+    /// generation) and the next node to serve the terminal fails its MAC. No effect
+    /// when the terminal has no session here or its generation is above `stored`.
+    pub fn outrank(&mut self, id: &TerminalId, stored: u64) {
+        if let Some(r) = self.terminals.get_mut(id) {
+            if r.generation <= stored {
+                r.generation = stored.saturating_add(1);
+                self.changed.insert(*id);
+            }
+        }
+    }
+
     fn next_stan(&mut self) -> Stan {
         let s = self.stan;
         self.stan = s.next();

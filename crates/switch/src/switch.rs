@@ -407,6 +407,13 @@ where
                 outcome = lock(&inner.terminals).handle_request(local, bytes)?;
             }
         }
+        if let HostOutcome::Replied {
+            action: HostAction::SignedOn { terminal, .. },
+            ..
+        } = &outcome
+        {
+            self.outrank_stored_session(terminal)?;
+        }
         self.save_sessions()?;
         let accepted = match outcome {
             HostOutcome::Replied { reply, action } => {
@@ -482,6 +489,17 @@ where
         lock(&inner.terminals).restore(snapshot)?;
         tracing::info!(terminal = %id, generation = sealed.generation, "terminal session taken from the shared store");
         Ok(true)
+    }
+
+    /// After a sign-on here: the new session's generation above the one the store holds
+    /// (another node's sign-on of the same terminal, e.g. one whose answer the terminal
+    /// never received), so that saving it replaces the stored keys.
+    fn outrank_stored_session(&self, id: &TerminalId) -> Result<()> {
+        let inner = &self.inner;
+        if let Some(sealed) = lock(&inner.sessions).terminal(id)? {
+            lock(&inner.terminals).outrank(id, sealed.generation);
+        }
+        Ok(())
     }
 
     fn seal_for_terminal(&self, mut reply: Message) -> Result<Bytes> {

@@ -473,3 +473,43 @@ async fn an_advice_a_dead_node_admitted_but_never_sent_is_answered_06_on_a_share
         "{c:?}"
     );
 }
+
+/// A terminal signs on twice at one node (the first answer lost), then — that node
+/// down — at another that never served it. The second node's session must outrank the
+/// first node's stored one: a store keeps the newer generation, and a second node
+/// counting from 1 would leave the first node's older keys stored, so the terminal's
+/// next request at the first node (restarted, or taking the terminal back) would fail
+/// its MAC (A0) and force a new sign-on.
+#[tokio::test(start_paused = true)]
+async fn a_sign_on_at_another_node_outranks_the_session_stored_before_it() {
+    use isoswitch_reversal::{SessionStore, Store};
+    let store = isoswitch_reversal::MemoryDurable::new();
+    let host = FakeHost::new();
+    // Both nodes up before the terminal signs on: neither holds a session for it.
+    let mut a = common::rig_with(host.clone(), store.clone()).await;
+    let mut b = common::rig_with(host.clone(), store.clone()).await;
+    a.sign_on().await;
+    a.sign_on().await;
+    let id = common::terminal_id();
+    let stored = |s: &isoswitch_reversal::MemoryDurable| {
+        s.sessions("sessions")
+            .unwrap()
+            .terminal(&id)
+            .unwrap()
+            .expect("stored")
+            .generation
+    };
+    assert_eq!(stored(&store), 2);
+    b.sign_on().await;
+    assert_eq!(
+        stored(&store),
+        3,
+        "the second node's sign-on is the stored one"
+    );
+    // The terminal (under the keys node b gave it) back at node a.
+    let (sale, _) = b.sale(1000);
+    let reply = a.switch.handle(sale).await.unwrap().expect("0210");
+    let m = decode(&b, &reply.bytes);
+    assert_eq!(m.get(39).as_deref(), Some("00"), "{m:?}");
+    assert!(!reply.sign_on_again);
+}
