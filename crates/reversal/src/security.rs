@@ -152,18 +152,22 @@ fn verify_with<'k>(
     maks: impl IntoIterator<Item = &'k Key>,
     bytes: &Bytes,
 ) -> std::result::Result<Message, Verify> {
-    let view = MessageView::decode(&profile.dialect, bytes).map_err(|_| Verify::Undecodable)?;
-    if let Some(sign_on) = sign_on_code(&view) {
-        return Err(sign_on);
-    }
-    if profile.requires_mac(view.mti())
-        && !maks
-            .into_iter()
-            .any(|mak| profile.verify_mac(mak, &view).is_ok())
+    // Decoded once: the MAC check reads the message's own index.
+    let msg = Message::decode(&profile.dialect, bytes.clone()).map_err(|_| Verify::Undecodable)?;
     {
-        return Err(Verify::BadMac);
+        let view = msg.view().ok_or(Verify::Undecodable)?;
+        if let Some(sign_on) = sign_on_code(&view) {
+            return Err(sign_on);
+        }
+        if profile.requires_mac(view.mti())
+            && !maks
+                .into_iter()
+                .any(|mak| profile.verify_mac(mak, &view).is_ok())
+        {
+            return Err(Verify::BadMac);
+        }
     }
-    Message::decode(&profile.dialect, bytes.clone()).map_err(|_| Verify::Undecodable)
+    Ok(msg)
 }
 
 impl Security for ProfileMac {

@@ -45,7 +45,7 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use chrono::NaiveDateTime;
-use isoswitch_codec::{Message, MessageClass, MessageView};
+use isoswitch_codec::{Message, MessageClass};
 
 use crate::counters::{BatchNumber, Rrn, Stan, MAX_RRN_SEQUENCE};
 use crate::crypto::keys::Key;
@@ -576,10 +576,10 @@ impl<K: KeyStore> HostSession<K> {
     /// change acknowledgement and for unknown network-management codes.
     pub fn handle_request(&mut self, local: NaiveDateTime, bytes: Bytes) -> Result<HostOutcome> {
         let dialect = self.profile.dialect.clone();
-        let view = MessageView::decode(&dialect, &bytes)?;
-        let mti = view.mti();
+        // Decoded once: the MAC check below reads the message's own index.
+        let msg = Message::decode(&dialect, bytes)?;
+        let mti = msg.mti();
         if mti.class() == MessageClass::NetworkManagement {
-            let msg = Message::decode(&dialect, bytes)?;
             return self.handle_management(local, msg);
         }
         if mti.is_response() || mti.response_mti().is_none() {
@@ -588,7 +588,6 @@ impl<K: KeyStore> HostSession<K> {
                 why: "a host receives requests and advices only",
             });
         }
-        let msg = Message::decode(&dialect, bytes.clone())?;
         let id = match self.registered_terminal(&msg)? {
             Ok(id) => id,
             Err(rejected) => return Ok(rejected),
@@ -602,7 +601,11 @@ impl<K: KeyStore> HostSession<K> {
             );
         };
         if self.profile.requires_mac(mti) {
-            if let Err(reason) = self.profile.verify_mac(keys.mak(), &view) {
+            // A message just decoded is unchanged: its view is always there.
+            let checked = msg.view().map_or(Err(MacFailureReason::Missing), |view| {
+                self.profile.verify_mac(keys.mak(), &view)
+            });
+            if let Err(reason) = checked {
                 let out = self.reject(
                     &msg,
                     ResponseCode::MAC_FAILED,

@@ -258,25 +258,29 @@ impl Security for ZoneMac {
     }
 
     fn verify(&mut self, bytes: &Bytes) -> std::result::Result<Message, Verify> {
-        let view =
-            MessageView::decode(&self.profile.dialect, bytes).map_err(|_| Verify::Undecodable)?;
-        // 77 / A0: the host did not act on it and asks for a new sign-on (such an answer
-        // usually has no MAC: the host has no keys for us).
-        if let Some(refused) = isoswitch_reversal::sign_on_code(&view) {
-            self.ring.request_sign_on(self.ring.generation());
-            return Err(refused);
-        }
-        match self.ring.current() {
-            Some(keys) if keys.verify(&self.profile, &view) => {}
-            _ if !self.profile.requires_mac(view.mti()) => {}
-            _ => {
-                ::metrics::counter!(crate::metrics::MAC_FAILURES, "link" => self.link.clone())
-                    .increment(1);
+        // Decoded once: the MAC check reads the message's own index.
+        let msg = Message::decode(&self.profile.dialect, bytes.clone())
+            .map_err(|_| Verify::Undecodable)?;
+        {
+            let view = msg.view().ok_or(Verify::Undecodable)?;
+            // 77 / A0: the host did not act on it and asks for a new sign-on (such an
+            // answer usually has no MAC: the host has no keys for us).
+            if let Some(refused) = isoswitch_reversal::sign_on_code(&view) {
                 self.ring.request_sign_on(self.ring.generation());
-                return Err(Verify::BadMac);
+                return Err(refused);
+            }
+            match self.ring.current() {
+                Some(keys) if keys.verify(&self.profile, &view) => {}
+                _ if !self.profile.requires_mac(view.mti()) => {}
+                _ => {
+                    ::metrics::counter!(crate::metrics::MAC_FAILURES, "link" => self.link.clone())
+                        .increment(1);
+                    self.ring.request_sign_on(self.ring.generation());
+                    return Err(Verify::BadMac);
+                }
             }
         }
-        Message::decode(&self.profile.dialect, bytes.clone()).map_err(|_| Verify::Undecodable)
+        Ok(msg)
     }
 }
 
