@@ -557,6 +557,7 @@ impl<K: KeyStore> HostSession<K> {
         tracing::warn!(
             mti = %req.mti(),
             terminal = ?TerminalId::from_message(req).ok(),
+            stan = ?req.get(11),
             %code,
             ?reason,
             "request rejected"

@@ -6,6 +6,12 @@
 //! while a second 0200 with the same STAN is a duplicate. A repeat (0201, 0401, 0421:
 //! odd origin digit) is by definition a retransmission of a request the host may have
 //! seen and is never refused as a duplicate; the reversal rules make repeats idempotent.
+//! Nor is a second copy of an advice (0120, 0220) or a reversal (0400, 0420): those are
+//! delivered at least once (stored and repeated until answered), any answer ends them at
+//! the sender, and the host's reversal rules answer a second copy with the first one's
+//! answer. A `94` to one would end an advice the host may have applied as declined, or
+//! a reversal as acknowledged that was never carried out. Only originals that move money
+//! on their own (0100, 0200) are refused as duplicates.
 //!
 //! The window holds the last `capacity` accepted requests in a ring (4 bytes each).
 //! A STAN reused after `capacity` newer requests is not detected — with STANs counting
@@ -72,12 +78,23 @@ impl ReplayWindow {
     pub fn check_and_record(&mut self, mti: Mti, stan: Stan) -> bool {
         let seen = self.contains(mti, stan);
         if seen {
-            return mti.is_repeat();
+            return mti.is_repeat() || at_least_once(mti);
         }
         self.ring[self.next] = ReplayWindow::key(mti, stan);
         self.next = (self.next + 1) % self.ring.len();
         self.len = (self.len + 1).min(self.ring.len());
         true
+    }
+}
+
+/// Advices and reversals: delivered at least once, answered idempotently (see the
+/// module docs).
+fn at_least_once(mti: Mti) -> bool {
+    use isoswitch_codec::{MessageClass as C, MessageFunction as F};
+    match mti.class() {
+        C::Authorization | C::Financial => mti.function() == F::Advice,
+        C::Reversal => true,
+        _ => false,
     }
 }
 
@@ -104,8 +121,16 @@ mod tests {
         assert!(w.check_and_record(mti("0401"), stan(1)));
         assert!(w.check_and_record(mti("0401"), stan(1)));
         assert!(w.check_and_record(mti("0201"), stan(9)));
-        assert!(!w.check_and_record(mti("0400"), stan(1)));
         assert_eq!(w.len(), 3);
+        // A second copy of an advice or a reversal is no duplicate (answered with the
+        // first one's answer by the reversal rules); a second sale or authorization is.
+        assert!(w.check_and_record(mti("0400"), stan(1)));
+        assert!(w.check_and_record(mti("0220"), stan(2)));
+        assert!(w.check_and_record(mti("0220"), stan(2)));
+        assert!(w.check_and_record(mti("0120"), stan(3)));
+        assert!(w.check_and_record(mti("0120"), stan(3)));
+        assert!(w.check_and_record(mti("0100"), stan(4)));
+        assert!(!w.check_and_record(mti("0100"), stan(4)));
     }
 
     #[test]
