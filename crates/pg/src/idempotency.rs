@@ -5,7 +5,8 @@
 //! under the store's data keys, and a card's ledger row is keyed by its keyed hash
 //! ([`isoswitch_reversal::seal::DataKeys::pan_hash`]).
 //!
-//! A decision is one statement (one transaction): `INSERT … ON CONFLICT DO NOTHING`
+//! A decision is one statement in one transaction (its requests pipelined: one round
+//! trip), after a per-key advisory lock: `INSERT … ON CONFLICT DO NOTHING`
 //! of the record under its key and kind, and — only when that row went in — the
 //! ledger effect on the card's `host_ledger` row. A second decision of the same kind
 //! on the same key, from this node or another, changes nothing and is reported as
@@ -221,11 +222,9 @@ impl IdempotencyStore for PgIdempotency {
             .inner
             .db
             .call(|pool| async move {
-                let mut c = pool.get().await?;
-                let tx = c.transaction().await?;
-                // Decisions on one key are made one at a time across nodes.
-                tx.execute("SELECT pg_advisory_xact_lock($1)", &[&lock]).await?;
-                let stmt = tx
+                let c = pool.get().await?;
+                let lock_stmt = c.prepare_cached("SELECT pg_advisory_xact_lock($1)").await?;
+                let stmt = c
                     .prepare_cached(
                         "WITH d AS (
                             INSERT INTO host_decision (part, terminal, merchant, batch, stan, kind, payload)
@@ -245,15 +244,24 @@ impl IdempotencyStore for PgIdempotency {
                          SELECT (SELECT count(*) FROM d), (SELECT count(*) FROM l)",
                     )
                     .await?;
-                let row = tx
-                    .query_one(
-                        &stmt,
-                        &[
+                // One round trip: the four requests pipelined on the connection, sent in
+                // the order written (`biased`: first poll in order), so the server runs
+                // them in that order. Decisions on one key are made one at a time across
+                // nodes (the lock, held to the commit); the decision reads its snapshot
+                // after the lock. A failure aborts the transaction, and the COMMIT that
+                // follows it on the wire rolls it back.
+                let (_, _, row, _) = tokio::try_join!(
+                    biased;
+                    c.batch_execute("BEGIN"),
+                    async { c.execute(&lock_stmt, &[&lock]).await },
+                    async {
+                        let (batch, stan) = (k.batch as i32, k.stan as i32);
+                        let params: [&(dyn tokio_postgres::types::ToSql + Sync); 12] = [
                             &part,
                             &k.terminal,
                             &k.merchant,
-                            &(k.batch as i32),
-                            &(k.stan as i32),
+                            &batch,
+                            &stan,
                             &kind,
                             &payload,
                             &pan_hash,
@@ -261,10 +269,11 @@ impl IdempotencyStore for PgIdempotency {
                             &moves,
                             &known_original,
                             &known_reversal,
-                        ],
-                    )
-                    .await?;
-                tx.commit().await?;
+                        ];
+                        c.query_one(&stmt, &params).await
+                    },
+                    c.batch_execute("COMMIT"),
+                )?;
                 Ok(row.get::<_, i64>(0) == 1)
             })
             .map_err(self.inner.err("commit a decision"))?;
