@@ -389,6 +389,39 @@ fn e2e_pg_diagnose_book_against_host() {
     let host = store.idempotency(host::PART).expect("host");
     let d = isoswitch::codec::Dialect::builtin("iso87-binary").expect("dialect");
     let p = ReversalProfile::iso87("iso87-binary").expect("profile");
+    // One terminal's book, entry by entry (E2E_DIAG_TERMINAL=T0000008), in STAN order.
+    if let Ok(tid) = std::env::var("E2E_DIAG_TERMINAL") {
+        let mut rows: Vec<_> = book.entries().filter(|(k, _)| k.terminal == tid).collect();
+        rows.sort_by_key(|(k, _)| (k.batch, k.stan));
+        let mut net = isoswitch::reversal::Decimal::ZERO;
+        for (key, t) in rows {
+            let o = t.original.as_ref().map(|o| {
+                (
+                    o.kind,
+                    o.amount,
+                    String::from_utf8_lossy(&o.code).to_string(),
+                    o.approved,
+                )
+            });
+            if t.standing() {
+                if let Some(o) = &t.original {
+                    net += match o.kind {
+                        isoswitch::reversal::TxnKind::Debit => o.amount,
+                        isoswitch::reversal::TxnKind::Credit => -o.amount,
+                        isoswitch::reversal::TxnKind::None => isoswitch::reversal::Decimal::ZERO,
+                    };
+                }
+            }
+            println!(
+                "BOOK {key} original={o:?} reversal={:?} admitted={}",
+                t.reversal
+                    .as_ref()
+                    .map(|r| String::from_utf8_lossy(&r.code).to_string()),
+                t.admitted.is_some()
+            );
+        }
+        println!("BOOK {tid} standing net {net}");
+    }
     let mut seen = std::collections::HashSet::new();
     for (key, t) in book.entries() {
         let Some(o) = &t.original else { continue };
