@@ -576,9 +576,24 @@ impl<K: KeyStore> HostSession<K> {
     /// answered), [`SessionError::UnexpectedMessage`] for responses other than a key
     /// change acknowledgement and for unknown network-management codes.
     pub fn handle_request(&mut self, local: NaiveDateTime, bytes: Bytes) -> Result<HostOutcome> {
-        let dialect = self.profile.dialect.clone();
-        // Decoded once: the MAC check below reads the message's own index.
-        let msg = Message::decode(&dialect, bytes)?;
+        let msg = Message::decode(&self.profile.dialect, bytes)?;
+        self.handle_decoded(local, msg)
+    }
+
+    /// [`HostSession::handle_request`] for a message already decoded (by a server that
+    /// decoded it once for its own use): it must be unchanged since it was decoded in
+    /// this profile's dialect, so that its MAC is checked over the bytes received
+    /// (read from the message's own index, nothing decoded again). A message built or
+    /// changed since, or of another dialect, is decoded again from its encoding.
+    ///
+    /// # Errors
+    /// As [`HostSession::handle_request`].
+    pub fn handle_decoded(&mut self, local: NaiveDateTime, msg: Message) -> Result<HostOutcome> {
+        let msg = if msg.view().is_some() && msg.dialect().name() == self.profile.dialect.name() {
+            msg
+        } else {
+            Message::decode(&self.profile.dialect, msg.to_bytes()?)?
+        };
         let mti = msg.mti();
         if mti.class() == MessageClass::NetworkManagement {
             return self.handle_management(local, msg);

@@ -697,10 +697,19 @@ where
             let sw = sw.clone();
             async move {
                 let header = req.reply_header();
-                match sw.handle(req.frame.payload.clone()).await {
+                // The server's decode (made for its span, or now) is the hop's only one.
+                let payload = req.frame.payload.clone();
+                let answered = match req.into_message() {
+                    Some(Ok(msg)) => sw.handle_decoded(msg).await,
+                    _ => sw.handle(payload).await,
+                };
+                match answered {
                     Ok(Some(reply)) => Some(match (header, reply.sign_on_again) {
                         (Some(h), true) => Frame::with_header(h.reply_sign_on_again(), reply.bytes),
-                        _ => req.reply(reply.bytes),
+                        _ => Frame {
+                            header,
+                            payload: reply.bytes,
+                        },
                     }),
                     Ok(None) => None,
                     Err(e) => {

@@ -392,9 +392,26 @@ where
     /// # Errors
     /// Store and codec failures; the terminal gets no answer and will repeat or reverse.
     pub async fn handle(&self, bytes: Bytes) -> Result<Option<Reply>> {
+        let dialect = lock(&self.inner.terminals).profile().dialect.clone();
+        let msg = Message::decode(&dialect, bytes)?;
+        self.handle_decoded(msg).await
+    }
+
+    /// [`Switch::handle`] for a terminal message a server decoded already (see
+    /// [`isoswitch_net::Request::into_message`]): the one decode of the hop, unchanged
+    /// since (see [`HostSession::handle_decoded`]).
+    ///
+    /// # Errors
+    /// As [`Switch::handle`].
+    pub async fn handle_decoded(&self, msg: Message) -> Result<Option<Reply>> {
         let inner = &self.inner;
         let local = (inner.local)();
-        let mut outcome = lock(&inner.terminals).handle_request(local, bytes.clone())?;
+        // The bytes received, for the rare second look (a session to adopt).
+        let bytes = match msg.decoded_bytes() {
+            Some(b) => b.clone(),
+            None => msg.to_bytes()?,
+        };
+        let mut outcome = lock(&inner.terminals).handle_decoded(local, msg)?;
         if let HostOutcome::Rejected {
             reason: reason @ (RejectReason::NotSignedOn | RejectReason::MacFailure(_)),
             ..
