@@ -10,8 +10,10 @@
 //! delivered at least once (stored and repeated until answered), any answer ends them at
 //! the sender, and the host's reversal rules answer a second copy with the first one's
 //! answer. A `94` to one would end an advice the host may have applied as declined, or
-//! a reversal as acknowledged that was never carried out. Only originals that move money
-//! on their own (0100, 0200) are refused as duplicates.
+//! a reversal as acknowledged that was never carried out. The same for a settlement
+//! (0500) or batch upload (0320) sent again after no answer: its answer is computed
+//! from the batch again. Only originals that move money on their own (0100, 0200) are
+//! refused as duplicates.
 //!
 //! The window holds the last `capacity` accepted requests in a ring (4 bytes each).
 //! A STAN reused after `capacity` newer requests is not detected — with STANs counting
@@ -78,7 +80,7 @@ impl ReplayWindow {
     pub fn check_and_record(&mut self, mti: Mti, stan: Stan) -> bool {
         let seen = self.contains(mti, stan);
         if seen {
-            return mti.is_repeat() || at_least_once(mti);
+            return mti.is_repeat() || !refused_when_seen(mti);
         }
         self.ring[self.next] = ReplayWindow::key(mti, stan);
         self.next = (self.next + 1) % self.ring.len();
@@ -87,15 +89,12 @@ impl ReplayWindow {
     }
 }
 
-/// Advices and reversals: delivered at least once, answered idempotently (see the
-/// module docs).
-fn at_least_once(mti: Mti) -> bool {
+/// Requests whose second copy is a duplicate: authorization and financial requests
+/// (0100, 0200), which move money on their own. Advices, reversals, settlement and
+/// upload are delivered at least once and answered idempotently (see the module docs).
+fn refused_when_seen(mti: Mti) -> bool {
     use isoswitch_codec::{MessageClass as C, MessageFunction as F};
-    match mti.class() {
-        C::Authorization | C::Financial => mti.function() == F::Advice,
-        C::Reversal => true,
-        _ => false,
-    }
+    matches!(mti.class(), C::Authorization | C::Financial) && mti.function() == F::Request
 }
 
 #[cfg(test)]
@@ -131,6 +130,11 @@ mod tests {
         assert!(w.check_and_record(mti("0120"), stan(3)));
         assert!(w.check_and_record(mti("0100"), stan(4)));
         assert!(!w.check_and_record(mti("0100"), stan(4)));
+        // A settlement or an upload sent again after no answer is answered again.
+        assert!(w.check_and_record(mti("0500"), stan(5)));
+        assert!(w.check_and_record(mti("0500"), stan(5)));
+        assert!(w.check_and_record(mti("0320"), stan(6)));
+        assert!(w.check_and_record(mti("0320"), stan(6)));
     }
 
     #[test]
