@@ -74,27 +74,30 @@ impl ReplayWindow {
         self.ring[..self.len].contains(&k)
     }
 
+    /// Whether a second copy of a request `mti` (its STAN already accepted) is a
+    /// duplicate: authorization and financial requests that are not repeats (0100,
+    /// 0200), which move money on their own. Repeats, advices, reversals, settlement and
+    /// upload are delivered at least once and answered idempotently (module docs).
+    pub fn refuses_second_copy(mti: Mti) -> bool {
+        use isoswitch_codec::{MessageClass as C, MessageFunction as F};
+        !mti.is_repeat()
+            && matches!(mti.class(), C::Authorization | C::Financial)
+            && mti.function() == F::Request
+    }
+
     /// Records a request and returns `true` if it is fresh; returns `false` (and
     /// records nothing) for a duplicate. Repeats are always fresh and recorded only if
     /// their original is not already there.
     pub fn check_and_record(&mut self, mti: Mti, stan: Stan) -> bool {
         let seen = self.contains(mti, stan);
         if seen {
-            return mti.is_repeat() || !refused_when_seen(mti);
+            return !ReplayWindow::refuses_second_copy(mti);
         }
         self.ring[self.next] = ReplayWindow::key(mti, stan);
         self.next = (self.next + 1) % self.ring.len();
         self.len = (self.len + 1).min(self.ring.len());
         true
     }
-}
-
-/// Requests whose second copy is a duplicate: authorization and financial requests
-/// (0100, 0200), which move money on their own. Advices, reversals, settlement and
-/// upload are delivered at least once and answered idempotently (see the module docs).
-fn refused_when_seen(mti: Mti) -> bool {
-    use isoswitch_codec::{MessageClass as C, MessageFunction as F};
-    matches!(mti.class(), C::Authorization | C::Financial) && mti.function() == F::Request
 }
 
 #[cfg(test)]
