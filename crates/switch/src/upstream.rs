@@ -454,12 +454,25 @@ impl<T: Transport, C: Counters + Send + 'static> UpstreamLink<T, C> {
             return Ok(g);
         }
         let bytes = session.sign_on(Instant::now(), local)?;
-        let resp = self
+        let resp = match self
             .transport
             .request(bytes, self.config.sign_on_timeout)
             .await
-            .map_err(|e| SwitchError::Security(format!("sign-on: {e}")))?;
-        match session.handle_message(Instant::now(), resp)? {
+        {
+            Ok(r) => r,
+            Err(e) => {
+                // No answer will come for this exchange: end it in the session too (a
+                // sign-on left pending refuses the restore of keys another node signed
+                // on with, and the link would neither adopt nor sign on again).
+                expire_pending(&mut session);
+                return Err(SwitchError::Security(format!("sign-on: {e}")));
+            }
+        };
+        let answered = session.handle_message(Instant::now(), resp);
+        if answered.is_err() {
+            expire_pending(&mut session);
+        }
+        match answered? {
             Inbound::SignedOn { .. } => {
                 let keys = session
                     .working_keys()
@@ -629,6 +642,15 @@ impl<T: Transport, C: Counters + Send + 'static> UpstreamLink<T, C> {
             }
         }
     }
+}
+
+/// Ends a link session's pending exchange (a sign-on whose answer will not be handled)
+/// as its deadline would, and drops the events nobody reads.
+fn expire_pending<C: Counters>(session: &mut TerminalSession<C>) {
+    if let Some(deadline) = session.poll_timeout() {
+        session.handle_timeout(deadline);
+    }
+    while session.poll_event().is_some() {}
 }
 
 /// Tells `driver` after every new key generation that sending may resume (the engine

@@ -513,3 +513,39 @@ async fn a_sign_on_at_another_node_outranks_the_session_stored_before_it() {
     assert_eq!(m.get(39).as_deref(), Some("00"), "{m:?}");
     assert!(!reply.sign_on_again);
 }
+
+/// Two nodes share one upstream identity (one store). Node a's sign-on gets no answer
+/// (the host acted: it now holds keys a never received); node b signs on. Node a's next
+/// try adopts b's keys: a sign-on left pending in a's session must not refuse the
+/// restore, or a would neither adopt nor sign on while b's keys are stored.
+#[tokio::test(start_paused = true)]
+async fn a_sign_on_without_an_answer_does_not_stop_the_link_adopting_another_nodes_keys() {
+    use std::sync::atomic::Ordering;
+    let store = isoswitch_reversal::MemoryDurable::new();
+    let sessions: isoswitch_switch::SharedSessions = Arc::new(std::sync::Mutex::new(Box::new(
+        isoswitch_reversal::Store::sessions(&store, "sessions").unwrap(),
+    )));
+    let host = FakeHost::new();
+    let a = common::signed_on_link(&host, "host", "a-session", &store, &sessions).await;
+    let b = common::signed_on_link(&host, "host", "b-session", &store, &sessions).await;
+    host.faults.drop_answers.store(1, Ordering::SeqCst);
+    let seen = a.ring().generation();
+    assert!(
+        a.sign_on(seen, common::local()).await.is_err(),
+        "the answer was lost"
+    );
+    let g = b
+        .sign_on(b.ring().generation(), common::local())
+        .await
+        .unwrap();
+    assert!(g > 0);
+    let adopted = a.adoptions();
+    a.sign_on(a.ring().generation(), common::local())
+        .await
+        .expect("adopts the keys node b signed on with");
+    assert_eq!(a.adoptions(), adopted + 1, "adopted, not signed on again");
+    assert_eq!(
+        a.ring().current().unwrap().mak.kcv(),
+        b.ring().current().unwrap().mak.kcv()
+    );
+}

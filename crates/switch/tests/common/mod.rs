@@ -303,7 +303,7 @@ pub type TestLink = UpstreamLink<Arc<HostLink>, <MemoryDurable as Store>::Counte
 
 /// The switch's link to `host`, named `name` (its session's counters `counters`),
 /// signed on.
-async fn signed_on_link(
+pub async fn signed_on_link(
     host: &Arc<FakeHost>,
     name: &str,
     counters: &str,
