@@ -363,7 +363,7 @@ fn two_nodes(disrupt: Disrupt) {
 }
 
 #[test]
-#[ignore = "not reliable yet: in 34 runs on 2026-12-02 one ended with 21 terminal sign-ons for 20 and one with the host ledger 400.57 below the terminals' approved − reversed; every other check held in every run: run with --ignored (RUST_LOG=warn,isoswitch_switch=info for the logs)"]
+#[ignore = "not yet proven reliable: on 2026-12-02 three causes of failure were found and fixed (terminal sign-on generation, 94 to a second advice copy, a link stuck SignOnPending) and the last 16 runs passed, but where the second 0220 copies came from is not found and two nodes starting at once may still sign on in turn: run with --ignored (RUST_LOG=warn,isoswitch_switch=info for the logs)"]
 fn e2e_pg_two_nodes_one_killed_twice_lose_and_double_nothing() {
     two_nodes(Disrupt::KillNodes);
 }
