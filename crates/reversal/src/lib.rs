@@ -159,7 +159,9 @@ pub use profile::{
 };
 /// The decimal type of amounts and totals (re-exported `rust_decimal`).
 pub use rust_decimal::Decimal;
-pub use security::{sign_on_code, NoMac, ProfileMac, Security, Verify, SIGN_ON_CODES};
+pub use security::{
+    sign_on_code, verify_answer, NoMac, ProfileMac, Security, Verify, SIGN_ON_CODES,
+};
 pub use sessions::{
     restore_host, restore_link, save_host_changes, save_link_changes, FileSessionStore,
     RestoreReport, SessionRecord,

@@ -145,29 +145,42 @@ fn seal_with(profile: &SessionProfile, mak: Option<&Key>, msg: &mut Message) -> 
     Ok(profile.seal(mak, msg)?)
 }
 
-/// Decodes, answers [`Verify::SignOnAgain`] for a 77/A0, and checks the MAC (when the
-/// profile requires one) under any of `maks` (current first, then previous).
-fn verify_with<'k>(
+/// The check every [`Security::verify`] makes of an answer: decoded once (the MAC is
+/// checked over the span read from the decoded message's own index), a 77/A0 is
+/// [`Verify::SignOnAgain`], and when `profile` requires a MAC, `mac_ok` must accept the
+/// view ([`Verify::BadMac`] otherwise).
+///
+/// # Errors
+/// [`Verify::Undecodable`], [`Verify::SignOnAgain`], [`Verify::BadMac`].
+pub fn verify_answer(
     profile: &SessionProfile,
-    maks: impl IntoIterator<Item = &'k Key>,
     bytes: &Bytes,
+    mac_ok: impl FnOnce(&isoswitch_codec::MessageView<'_>) -> bool,
 ) -> std::result::Result<Message, Verify> {
-    // Decoded once: the MAC check reads the message's own index.
     let msg = Message::decode(&profile.dialect, bytes.clone()).map_err(|_| Verify::Undecodable)?;
     {
         let view = msg.view().ok_or(Verify::Undecodable)?;
         if let Some(sign_on) = sign_on_code(&view) {
             return Err(sign_on);
         }
-        if profile.requires_mac(view.mti())
-            && !maks
-                .into_iter()
-                .any(|mak| profile.verify_mac(mak, &view).is_ok())
-        {
+        if profile.requires_mac(view.mti()) && !mac_ok(&view) {
             return Err(Verify::BadMac);
         }
     }
     Ok(msg)
+}
+
+/// [`verify_answer`] with the MAC checked under any of `maks` (current first, then
+/// previous).
+fn verify_with<'k>(
+    profile: &SessionProfile,
+    maks: impl IntoIterator<Item = &'k Key>,
+    bytes: &Bytes,
+) -> std::result::Result<Message, Verify> {
+    verify_answer(profile, bytes, |view| {
+        maks.into_iter()
+            .any(|mak| profile.verify_mac(mak, view).is_ok())
+    })
 }
 
 impl Security for ProfileMac {

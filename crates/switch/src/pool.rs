@@ -594,27 +594,14 @@ impl<T: Transport, C: Counters + Send + 'static> Security for PoolMac<T, C> {
 
     fn verify(&mut self, bytes: &Bytes) -> Result<Message, Verify> {
         let pool = &self.0;
-        // Decoded once: the MAC check reads the message's own index.
-        let msg = Message::decode(&pool.profile.dialect, bytes.clone())
-            .map_err(|_| Verify::Undecodable)?;
-        {
-            let view = msg.view().ok_or(Verify::Undecodable)?;
-            if let Some(refused) = isoswitch_reversal::sign_on_code(&view) {
-                return Err(refused);
-            }
-            if pool.profile.requires_mac(view.mti()) {
-                let ok = pool.members.iter().any(|m| {
-                    m.link
-                        .ring()
-                        .current()
-                        .is_some_and(|k| k.verify(&pool.profile, &view))
-                });
-                if !ok {
-                    return Err(Verify::BadMac);
-                }
-            }
-        }
-        Ok(msg)
+        isoswitch_reversal::verify_answer(&pool.profile, bytes, |view| {
+            pool.members.iter().any(|m| {
+                m.link
+                    .ring()
+                    .current()
+                    .is_some_and(|k| k.verify(&pool.profile, view))
+            })
+        })
     }
 }
 

@@ -258,29 +258,23 @@ impl Security for ZoneMac {
     }
 
     fn verify(&mut self, bytes: &Bytes) -> std::result::Result<Message, Verify> {
-        // Decoded once: the MAC check reads the message's own index.
-        let msg = Message::decode(&self.profile.dialect, bytes.clone())
-            .map_err(|_| Verify::Undecodable)?;
-        {
-            let view = msg.view().ok_or(Verify::Undecodable)?;
+        let ring = &self.ring;
+        let checked = isoswitch_reversal::verify_answer(&self.profile, bytes, |view| {
+            ring.current()
+                .is_some_and(|keys| keys.verify(&self.profile, view))
+        });
+        match &checked {
             // 77 / A0: the host did not act on it and asks for a new sign-on (such an
             // answer usually has no MAC: the host has no keys for us).
-            if let Some(refused) = isoswitch_reversal::sign_on_code(&view) {
-                self.ring.request_sign_on(self.ring.generation());
-                return Err(refused);
+            Err(Verify::SignOnAgain { .. }) => ring.request_sign_on(ring.generation()),
+            Err(Verify::BadMac) => {
+                ::metrics::counter!(crate::metrics::MAC_FAILURES, "link" => self.link.clone())
+                    .increment(1);
+                ring.request_sign_on(ring.generation());
             }
-            match self.ring.current() {
-                Some(keys) if keys.verify(&self.profile, &view) => {}
-                _ if !self.profile.requires_mac(view.mti()) => {}
-                _ => {
-                    ::metrics::counter!(crate::metrics::MAC_FAILURES, "link" => self.link.clone())
-                        .increment(1);
-                    self.ring.request_sign_on(self.ring.generation());
-                    return Err(Verify::BadMac);
-                }
-            }
+            _ => {}
         }
-        Ok(msg)
+        checked
     }
 }
 
