@@ -76,11 +76,11 @@ use super::money::{Kind, ReconTotals};
 use super::{local_now, masked_pan, Result, Running, SimError};
 use crate::codec::{Message, MessageClass, MessageView};
 use crate::net::{Frame, Framing, Request, Server, ServerConfig};
-use crate::reversal::record::SyncHandle;
 use crate::reversal::{
     DataDir, Decimal, Decision, FileStore, HostConfig as ReversalConfig, IdempotencyStore, Part,
     ReversalHandler, ReversalProfile, SessionStore, Store, TornReport, TxnKey,
 };
+use crate::reversal::{Durability, GroupSync};
 use crate::session::crypto::{Key, Pan, Pin, PinBlock, PinBlockFormat};
 use crate::session::{
     HostConfig, HostOutcome, HostSession, Kek, MemoryKeyStore, SealedSnapshot, SessionProfile,
@@ -277,7 +277,7 @@ struct Parts {
     store: Box<dyn IdempotencyStore + Send>,
     sessions: Box<dyn SessionStore>,
     where_: String,
-    syncer: Option<SyncHandle>,
+    syncer: Option<Arc<dyn Durability>>,
     written: u64,
     describe: String,
     torn: Vec<TornReport>,
@@ -295,12 +295,11 @@ struct Inner {
     /// snapshots reach the store in the order the session made them.
     sessions: Arc<tokio::sync::Mutex<Box<dyn SessionStore>>>,
     kek: Kek,
-    /// `Some` with [`HostSimConfig::fsync`]: answers wait until the store is synced past
-    /// them.
-    syncer: Option<SyncHandle>,
-    /// Store bytes known durable.
-    synced: AtomicU64,
-    sync_gate: tokio::sync::Mutex<()>,
+    /// `Some` with [`HostSimConfig::fsync`] or a shared database: answers wait until the
+    /// store is durable past them (group commit).
+    syncer: Option<Arc<dyn Durability>>,
+    /// The answers' shared flush over `syncer`.
+    group: Option<GroupSync>,
     /// The store (a data directory's lock is held while the host lives).
     _data: Box<dyn std::any::Any + Send + Sync>,
     /// The store, for logs.
@@ -374,7 +373,7 @@ impl HostSim {
         let syncer = if config.fsync {
             // What a killed host wrote but never synced is answered from: sync it.
             store.sync()?;
-            Some(store.sync_handle()?)
+            Some(Arc::new(store.sync_handle()?) as Arc<dyn Durability>)
         } else {
             None
         };
@@ -407,7 +406,9 @@ impl HostSim {
     /// # Errors
     /// Database errors, a session snapshot that does not open under the KEK.
     pub fn open_on(config: &HostSimConfig, store: isoswitch_pg::PgStore) -> Result<HostSim> {
-        let book = store.idempotency(PART)?;
+        let mut book = store.idempotency(PART)?;
+        // Group commit: the decisions made while one group is written go in the next.
+        let syncer = book.defer_sync();
         let sessions = store.sessions(PART)?;
         HostSim::assemble(
             config,
@@ -415,7 +416,7 @@ impl HostSim {
                 store: Box::new(book),
                 sessions: Box::new(sessions),
                 where_: store.describe(),
-                syncer: None,
+                syncer,
                 written: 0,
                 describe: store.describe(),
                 torn: Vec::new(),
@@ -461,9 +462,8 @@ impl HostSim {
                 book: Mutex::new(handler),
                 sessions: Arc::new(tokio::sync::Mutex::new(sessions)),
                 kek: config.kek.clone(),
+                group: syncer.clone().map(|h| GroupSync::new(h, written)),
                 syncer,
-                synced: AtomicU64::new(written),
-                sync_gate: tokio::sync::Mutex::new(()),
                 _data: data,
                 describe,
                 torn,
@@ -549,31 +549,27 @@ impl HostSim {
         shutdown.await;
         running.stop().await;
         if let Some(h) = &self.inner.syncer {
-            h.sync()?;
+            h.make_durable()?;
         }
         Ok(())
     }
 
-    /// Waits until the store is durable up to `upto` bytes: one `fdatasync` covers every
-    /// decision written before it started (group commit).
-    async fn durable(&self, upto: u64) -> Result<()> {
+    /// Waits until the store is durable past the decision written between `w.0` and
+    /// `w.1` (one flush covers every decision written before it started: group commit),
+    /// and that the store kept it (a decision a database group refused or failed to write
+    /// is not answered: the switch repeats the request).
+    async fn durable(&self, (since, upto): (u64, u64)) -> Result<()> {
         let inner = &self.inner;
-        let Some(h) = &inner.syncer else {
-            return Ok(());
+        let durable = match &inner.group {
+            Some(g) => {
+                g.durable(upto, || lock(&inner.book).store().written())
+                    .await
+            }
+            None => Ok(()),
         };
-        if inner.synced.load(Ordering::Acquire) >= upto {
-            return Ok(());
-        }
-        let _gate = inner.sync_gate.lock().await;
-        if inner.synced.load(Ordering::Acquire) >= upto {
-            return Ok(());
-        }
-        let target = lock(&inner.book).store().written();
-        let h = h.clone();
-        tokio::task::spawn_blocking(move || h.sync())
-            .await
-            .map_err(|e| SimError::Protocol(format!("store sync task: {e}")))??;
-        inner.synced.fetch_max(target, Ordering::AcqRel);
+        let kept = lock(&inner.book).store_mut().kept(since, upto);
+        durable?;
+        kept?;
         Ok(())
     }
 
@@ -751,13 +747,15 @@ impl HostSim {
         };
         let (code, auth, upto) = {
             let mut handler = lock(&inner.book);
+            handler.store_mut().refresh(&key)?;
+            let since = handler.store().written();
             let known = handler.store().get(&key).and_then(|t| t.original.clone());
             match known {
                 // A repeated advice gets its first answer again.
                 Some(o) if advice => {
                     let code = String::from_utf8_lossy(&o.code).into_owned();
                     let auth = o.approved.then(|| auth_code(&key));
-                    (code, auth, handler.store().written())
+                    (code, auth, (since, handler.store().written()))
                 }
                 _ => {
                     let decision = match (pin_code, kind) {
@@ -793,7 +791,7 @@ impl HostSim {
                         handler.handle_original_cancelling(&canon, sale, move |_, _| decision)?;
                     let code = r.get(39).unwrap_or_else(|| "96".into());
                     let auth = (code == "00").then(|| auth_code(&key));
-                    (code, auth, handler.store().written())
+                    (code, auth, (since, handler.store().written()))
                 }
             }
         };
@@ -811,6 +809,8 @@ impl HostSim {
         };
         let (code, auth, upto) = {
             let mut handler = lock(&inner.book);
+            handler.store_mut().refresh(&key)?;
+            let since = handler.store().written();
             let prior = handler.store().get(&key).cloned().unwrap_or_default();
             // DE 38 of the answer: the original's approval code, when the host had
             // approved it (tells the switch what its reconciliation must count).
@@ -830,7 +830,7 @@ impl HostSim {
                 _ => decided,
             };
             tracing::debug!(mti = %msg.mti(), original = %key, rc = %code, "host: reversal");
-            (code, auth, handler.store().written())
+            (code, auth, (since, handler.store().written()))
         };
         self.durable(upto).await?;
         self.sealed(msg, &code, auth.as_deref(), mak)
@@ -1267,7 +1267,7 @@ impl HostSim {
         let report = control.drain(ops.drain_timeout).await;
         let _ = tokio::time::timeout(Duration::from_secs(5), serving).await;
         if let Some(h) = &self.inner.syncer {
-            h.sync()?;
+            h.make_durable()?;
         }
         tracing::info!(
             completed = report.completed,

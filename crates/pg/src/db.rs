@@ -29,6 +29,11 @@ pub const MIGRATIONS: &[(i32, &str, &str)] = &[
         "0002_sealed.sql",
         include_str!("../migrations/0002_sealed.sql"),
     ),
+    (
+        3,
+        "0003_decision_groups.sql",
+        include_str!("../migrations/0003_decision_groups.sql"),
+    ),
 ];
 
 /// The line of a migration where the store's sealing step runs ([`seal_clear_rows`]).

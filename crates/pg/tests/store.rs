@@ -755,13 +755,14 @@ fn a_clear_version_1_database_is_sealed_at_start_and_reads_back() {
             "{table}: {before:?}"
         );
     }
-    // A store of this version seals every clear row while migrating to version 2.
+    // A store of this version seals every clear row while migrating to version 2 (and
+    // goes on to the newest).
     let b = node_keyed(&url, "b", key_a());
     let hits = scan(&url);
     assert!(hits.is_empty(), "PAN in clear after migration: {hits:?}");
     assert_eq!(
         count(&url, "SELECT max(version)::int8 FROM schema_version"),
-        2
+        i64::from(isoswitch_pg::db::MIGRATIONS.last().expect("migrations").0)
     );
     // The migrated rows read back: the pending reversal, the decision, the ledger
     // (the migrated row's hash is the one new decisions on the card move).
@@ -872,4 +873,94 @@ fn a_decision_made_on_a_stale_view_of_its_key_is_refused_and_read_back() {
     sa.commit(approved(9, 500))
         .expect("approval once the reversal is known");
     assert!(sa.get(&key(9)).is_some_and(|t| t.original.is_some()));
+}
+
+/// Flushes `s`'s deferred decisions with `flush` and asks what became of the one
+/// written between `since` and `upto`.
+fn kept_after_flush(
+    s: &mut impl IdempotencyStore,
+    flush: &Arc<dyn isoswitch_reversal::Durability>,
+    since: u64,
+) -> Result<(), ReversalError> {
+    let upto = s.written();
+    flush.make_durable().expect("flush");
+    s.kept(since, upto)
+}
+
+#[test]
+fn deferred_decisions_are_written_as_one_group_and_a_stale_group_is_refused_whole() {
+    let pg = TestCluster::require();
+    let url = pg.fresh_database("groups").expect("db");
+    let a = node(&url, "a");
+    let b = node(&url, "b");
+    let mut sa = a.idempotency("host").expect("a");
+    let mut sb = b.idempotency("host").expect("b");
+    let flush = sa.defer_sync().expect("a database store defers");
+    // Three decisions queued: applied to a's view at once, in the database only
+    // after the flush (one transaction).
+    let since = sa.written();
+    for stan in 1..=3 {
+        sa.commit(approved(stan, 100)).expect("queued");
+    }
+    assert_eq!(sa.written(), since + 3);
+    assert!(sa.get(&key(2)).is_some_and(|t| t.standing()));
+    assert_eq!(count(&url, "SELECT count(*) FROM host_decision"), 0);
+    kept_after_flush(&mut sa, &flush, since).expect("kept");
+    assert_eq!(count(&url, "SELECT count(*) FROM host_decision"), 3);
+    assert_eq!(
+        a.ledger_total("host").expect("ledger"),
+        Decimal::new(300, 2)
+    );
+    // Nothing queued: a flush writes nothing and every position is kept.
+    flush.make_durable().expect("empty flush");
+    sa.kept(0, sa.written()).expect("still kept");
+
+    // b reverses STAN 4 first; a, not knowing it, approves STAN 4 and 5 in one group:
+    // the group is refused whole (5 is not written either), both are reported.
+    sb.commit(reversal(4, 100)).expect("reversal at b");
+    let since = sa.written();
+    sa.commit(approved(4, 100)).expect("queued 4");
+    let mid = sa.written();
+    sa.commit(approved(5, 100)).expect("queued 5");
+    let upto = sa.written();
+    flush.make_durable().expect("a refusal is no flush error");
+    assert!(matches!(
+        sa.kept(since, mid),
+        Err(ReversalError::DecidedElsewhere { .. })
+    ));
+    assert!(matches!(
+        sa.kept(mid, upto),
+        Err(ReversalError::DecidedElsewhere { .. })
+    ));
+    // Reported once: a second ask finds nothing.
+    sa.kept(since, upto).expect("reported already");
+    assert_eq!(count(&url, "SELECT count(*) FROM host_decision"), 4);
+    assert_eq!(
+        a.ledger_total("host").expect("ledger"),
+        Decimal::new(200, 2)
+    );
+    // Before the next decision a's view is read again: b's reversal is in it, the
+    // refused approvals are not.
+    sa.refresh(&key(4)).expect("read again");
+    assert!(sa
+        .get(&key(4))
+        .is_some_and(|t| t.reversal.is_some() && t.original.is_none()));
+    assert!(sa.get(&key(5)).is_none());
+    // Decided again on what is stored: kept.
+    let since = sa.written();
+    sa.commit(approved(4, 100)).expect("queued 4 again");
+    sa.commit(approved(5, 100)).expect("queued 5 again");
+    kept_after_flush(&mut sa, &flush, since).expect("kept now");
+    // 4 approved after its reversal moves nothing; 5 moves 1.00.
+    assert_eq!(
+        a.ledger_total("host").expect("ledger"),
+        Decimal::new(300, 2)
+    );
+    assert_eq!(sa.ledger().total(), Decimal::new(300, 2));
+    // A node opened afterwards replays the same state.
+    drop((sa, sb));
+    let c = node(&url, "c");
+    let sc = c.idempotency("host").expect("c");
+    assert_eq!(sc.ledger().total(), Decimal::new(300, 2));
+    assert!(sc.get(&key(5)).is_some_and(|t| t.standing()));
 }

@@ -412,8 +412,14 @@ impl<T: IdempotencyStore> IdempotencyStore for Part<T> {
     fn refresh_open(&mut self) -> Result<()> {
         self.inner.refresh_open()
     }
-    fn defer_sync(&mut self) -> Option<crate::record::SyncHandle> {
+    fn defer_sync(&mut self) -> Option<std::sync::Arc<dyn crate::Durability>> {
         self.inner.defer_sync()
+    }
+    fn kept(&mut self, since: u64, upto: u64) -> Result<()> {
+        self.inner.kept(since, upto)
+    }
+    fn reload(&mut self, key: &TxnKey) -> Result<()> {
+        self.inner.reload(key)
     }
     fn written(&self) -> u64 {
         self.inner.written()

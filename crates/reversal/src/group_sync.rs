@@ -1,31 +1,49 @@
-//! [`GroupSync`]: many writers of one record file share one `fdatasync` (group commit)
-//! without a thread of their own.
+//! [`GroupSync`]: many writers of one store share one flush (group commit) without a
+//! thread of their own: one `fdatasync` of a record file, or one database transaction.
 //!
-//! A writer appends (with sync-on-append off), notes the file length after its append
-//! (`upto`), and awaits [`GroupSync::durable`]`(upto, len)`. The first writer to arrive
-//! runs one `fdatasync` (on tokio's blocking pool) covering everything written before it
-//! started; writers arriving meanwhile wait for it and return at once if it covered them,
-//! or run the next one. One sync in flight at a time, so under load each sync covers every
-//! append made while the previous one ran.
+//! A writer appends (with sync-on-append off), notes the store's write position after its
+//! append (`upto`: bytes of a file, decisions of a database queue), and awaits
+//! [`GroupSync::durable`]`(upto, len)`. The first writer to arrive runs one flush
+//! ([`Durability::make_durable`], on tokio's blocking pool) covering everything written
+//! before it started; writers arriving meanwhile wait for it and return at once if it
+//! covered them, or run the next one. One flush in flight at a time, so under load each
+//! flush covers every append made while the previous one ran.
 
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 
 use crate::error::{Result, ReversalError};
 use crate::record::SyncHandle;
 
-/// Group commit over a [`SyncHandle`]; see the module docs.
+/// What makes a store's deferred writes durable: everything written before the call is
+/// durable when it returns Ok ([`crate::IdempotencyStore::defer_sync`]).
+pub trait Durability: Send + Sync + std::fmt::Debug {
+    /// Makes every write made before this call durable.
+    ///
+    /// # Errors
+    /// The flush failed: nothing written since the last good flush is known durable.
+    fn make_durable(&self) -> Result<()>;
+}
+
+impl Durability for SyncHandle {
+    fn make_durable(&self) -> Result<()> {
+        self.sync()
+    }
+}
+
+/// Group commit over a store's [`Durability`]; see the module docs.
 #[derive(Debug)]
 pub struct GroupSync {
-    handle: SyncHandle,
+    handle: Arc<dyn Durability>,
     synced: AtomicU64,
     gate: tokio::sync::Mutex<()>,
     syncs: AtomicU64,
 }
 
 impl GroupSync {
-    /// Over `handle`; `synced` is the length already durable (e.g. the file length at
+    /// Over `handle`; `synced` is the position already durable (e.g. the file length at
     /// open, after the recovery sync).
-    pub fn new(handle: SyncHandle, synced: u64) -> GroupSync {
+    pub fn new(handle: Arc<dyn Durability>, synced: u64) -> GroupSync {
         GroupSync {
             handle,
             synced: AtomicU64::new(synced),
@@ -34,12 +52,12 @@ impl GroupSync {
         }
     }
 
-    /// Returns once the file is durable up to `upto` bytes. `len` reads the file's
-    /// current length (called just before a sync starts: the sync covers that much).
+    /// Returns once the store is durable up to `upto`. `len` reads the store's current
+    /// write position (called just before a flush starts: the flush covers that much).
     ///
     /// # Errors
-    /// The `fdatasync` failed (nothing after the last good sync may be durable: the
-    /// caller must not acknowledge what it wrote).
+    /// The flush failed (nothing after the last good flush may be durable: the caller
+    /// must not acknowledge what it wrote).
     pub async fn durable(&self, upto: u64, len: impl FnOnce() -> u64) -> Result<()> {
         if self.synced.load(Ordering::Acquire) >= upto {
             return Ok(());
@@ -50,7 +68,7 @@ impl GroupSync {
         }
         let target = len().max(upto);
         let h = self.handle.clone();
-        tokio::task::spawn_blocking(move || h.sync())
+        tokio::task::spawn_blocking(move || h.make_durable())
             .await
             .map_err(|_| ReversalError::DriverStopped)??;
         self.syncs.fetch_add(1, Ordering::Relaxed);
@@ -68,14 +86,16 @@ impl GroupSync {
 mod tests {
     use super::*;
     use crate::record::RecordFile;
-    use std::sync::Arc;
 
     #[tokio::test]
     async fn concurrent_writers_share_syncs_and_each_is_covered() {
         let dir = tempfile::tempdir().unwrap();
         let (mut file, _) = RecordFile::open(dir.path().join("g.rec"), |_, _| Ok(())).unwrap();
         file.set_sync_on_append(false);
-        let gs = Arc::new(GroupSync::new(file.sync_handle().unwrap(), file.len()));
+        let gs = Arc::new(GroupSync::new(
+            Arc::new(file.sync_handle().unwrap()),
+            file.len(),
+        ));
         let file = Arc::new(std::sync::Mutex::new(file));
         let mut tasks = Vec::new();
         for i in 0..64u32 {

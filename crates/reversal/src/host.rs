@@ -615,7 +615,7 @@ impl<S: IdempotencyStore> ReversalHandler<S> {
     /// # Errors
     /// Store I/O or database errors.
     pub fn still_admitted(&mut self, key: &TxnKey) -> Result<bool> {
-        self.store.refresh(key)?;
+        self.store.reload(key)?;
         Ok(self
             .store
             .get(key)

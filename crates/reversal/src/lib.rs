@@ -33,7 +33,7 @@
 //!   and [`GroupCommit`], built with [`ReversalDriver::builder`] ([`DriverBuilder`]:
 //!   late responses through [`LateResponses`], engine events, a sign-on hook); commands
 //!   are handled in batches, one journal group per batch.
-//! - [`group_sync`] — [`GroupSync`]: writers of one record file share one `fdatasync`.
+//! - [`group_sync`] — [`GroupSync`]: writers of one store share one flush ([`Durability`]: an `fdatasync`, a database transaction).
 //! - [`host`] — [`ReversalHandler`], the idempotent host side: one-shot
 //!   ([`ReversalHandler::handle`]) or, for a switch forwarding upstream, two-phase
 //!   ([`ReversalHandler::admit`] → [`Admit`], [`ReversalHandler::complete`] →
@@ -147,7 +147,7 @@ pub use engine::{
     TransmitId, TransmitKind, TxnId,
 };
 pub use error::{Result, ReversalError};
-pub use group_sync::GroupSync;
+pub use group_sync::{Durability, GroupSync};
 pub use host::{
     Admit, Completion, Decision, HostConfig, HostStats, ReversalHandler, Ticket, UpstreamAction,
 };

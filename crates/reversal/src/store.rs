@@ -229,8 +229,37 @@ pub trait IdempotencyStore {
     /// telling how far ([`crate::GroupSync`]). The caller must then wait for durability
     /// before it acts on a commit (answers or forwards). `None` (the default): every
     /// commit is durable when it returns, nothing to wait for.
-    fn defer_sync(&mut self) -> Option<crate::record::SyncHandle> {
+    fn defer_sync(&mut self) -> Option<std::sync::Arc<dyn crate::Durability>> {
         None
+    }
+
+    /// After the deferred commits made between the write positions `since` and `upto`
+    /// ([`IdempotencyStore::written`] before and after a decision) were made durable
+    /// ([`IdempotencyStore::defer_sync`]): whether the store kept them. A store shared by
+    /// several nodes writes a group of decisions in one transaction and refuses the group
+    /// when one was made on a stale view (another node decided on its key meanwhile):
+    /// [`ReversalError::DecidedElsewhere`], the caller decides again (on what is stored
+    /// now) before it acts. [`ReversalError::Database`]: the group's write failed, the
+    /// decision is not known to be stored. The default (a store that never refuses a
+    /// commit it accepted) keeps everything. `since == upto`: the decision committed
+    /// nothing, nothing to report.
+    ///
+    /// # Errors
+    /// As above.
+    fn kept(&mut self, since: u64, upto: u64) -> Result<()> {
+        let _ = (since, upto);
+        Ok(())
+    }
+
+    /// Reads what is stored about `key` now, whatever the store's mode: unlike
+    /// [`IdempotencyStore::refresh`], which a store with deferred commits may skip
+    /// (its group write refuses a decision made on a stale view), this always reads.
+    /// The default is [`IdempotencyStore::refresh`].
+    ///
+    /// # Errors
+    /// I/O or database errors.
+    fn reload(&mut self, key: &TxnKey) -> Result<()> {
+        self.refresh(key)
     }
 
     /// Bytes written so far (grows with every commit), for [`crate::GroupSync`]; 0 for a
@@ -284,8 +313,14 @@ impl<S: IdempotencyStore + ?Sized> IdempotencyStore for Box<S> {
     fn refresh_open(&mut self) -> Result<()> {
         (**self).refresh_open()
     }
-    fn defer_sync(&mut self) -> Option<crate::record::SyncHandle> {
+    fn defer_sync(&mut self) -> Option<std::sync::Arc<dyn crate::Durability>> {
         (**self).defer_sync()
+    }
+    fn kept(&mut self, since: u64, upto: u64) -> Result<()> {
+        (**self).kept(since, upto)
+    }
+    fn reload(&mut self, key: &TxnKey) -> Result<()> {
+        (**self).reload(key)
     }
     fn written(&self) -> u64 {
         (**self).written()
@@ -715,9 +750,10 @@ impl IdempotencyStore for FileStore {
     fn is_cancelled(&self, key: &TxnKey) -> bool {
         self.state.is_cancelled(key)
     }
-    fn defer_sync(&mut self) -> Option<crate::record::SyncHandle> {
+    fn defer_sync(&mut self) -> Option<std::sync::Arc<dyn crate::Durability>> {
         self.set_sync_on_commit(false);
-        self.sync_handle().ok()
+        let h = self.sync_handle().ok()?;
+        Some(std::sync::Arc::new(h))
     }
     fn written(&self) -> u64 {
         FileStore::written(self)

@@ -383,7 +383,7 @@ where
     /// The store's sync failed.
     pub async fn sync_store(&self) -> Result<()> {
         let upto = lock(&self.inner.book).store().written();
-        self.book_durable(upto).await
+        Ok(self.book_durable(Wrote::at(upto)).await?)
     }
 
     /// Answers one terminal message (its bytes as received, no frame header); `None`:
@@ -541,14 +541,40 @@ where
         Ok(())
     }
 
-    /// Waits until the terminal-side store is durable up to `upto` (group commit: one
-    /// fsync for every decision written meanwhile).
-    async fn book_durable(&self, upto: u64) -> Result<()> {
-        if let Some(gs) = &self.inner.book_sync {
-            gs.durable(upto, || lock(&self.inner.book).store().written())
-                .await?;
-        }
-        Ok(())
+    /// Waits until the terminal-side store is durable past the decision written
+    /// between `w.since` and `w.upto` (group commit: one flush for every decision written
+    /// meanwhile), then asks the store whether it kept it
+    /// ([`IdempotencyStore::kept`]: a shared store refuses a decision made on a stale
+    /// view, [`isoswitch_reversal::ReversalError::DecidedElsewhere`], and the caller
+    /// decides again).
+    async fn book_durable(
+        &self,
+        w: Wrote,
+    ) -> std::result::Result<(), isoswitch_reversal::ReversalError> {
+        let durable = match &self.inner.book_sync {
+            Some(gs) => {
+                gs.durable(w.upto, || lock(&self.inner.book).store().written())
+                    .await
+            }
+            None => Ok(()),
+        };
+        // Asked even when the flush failed, so that the store forgets what it reports.
+        let kept = lock(&self.inner.book).store_mut().kept(w.since, w.upto);
+        durable.and(kept)
+    }
+
+    /// The store is unreachable (a shared database restarting): nothing was forwarded,
+    /// so the terminal gets a fair `96` now rather than a timeout (a reversal of it is
+    /// then answered once the store is back).
+    fn store_unavailable(
+        &self,
+        msg: &Message,
+        e: &isoswitch_reversal::ReversalError,
+    ) -> Result<Option<Bytes>> {
+        tracing::warn!(error = %e, "store unavailable: answered 96");
+        let mut r = Message::response_to(msg)?;
+        r.set(39, "96")?;
+        Ok(Some(self.seal_for_terminal(r)?))
     }
 
     async fn financial(&self, msg: &Message) -> Result<Option<Bytes>> {
@@ -563,7 +589,9 @@ where
         // this one stale (not written): decided again on what is stored now.
         let mut attempts = 0;
         let mut reversed_first: Option<TxnKey> = None;
-        let (admitted, upto) = loop {
+        // A decision the store refuses when it is made durable (decided on a stale view
+        // of a shared store) is made again, as one refused when it is made.
+        let ticket = loop {
             attempts += 1;
             if reversed_first.is_none() {
                 let pre = lock(&self.inner.book).upstream_action_of(msg);
@@ -573,8 +601,9 @@ where
                     reversed_first = Some(key);
                 }
             }
-            let (admitted, upto) = {
+            let (admitted, wrote) = {
                 let mut book = lock(&self.inner.book);
+                let since = book.store().written();
                 let a = match book.admit(msg) {
                     Ok(a) => a,
                     Err(isoswitch_reversal::ReversalError::DecidedElsewhere { .. })
@@ -588,41 +617,48 @@ where
                     // store is back).
                     // Never a reversal or an advice: any answer would end it at the terminal.
                     Err(e @ isoswitch_reversal::ReversalError::Database { .. })
-                        if matches!(
-                            msg.mti().class(),
-                            MessageClass::Authorization | MessageClass::Financial
-                        ) && !isoswitch_reversal::is_advice(msg.mti()) =>
+                        if answered_96_when_unreachable(msg) =>
                     {
                         drop(book);
-                        tracing::warn!(error = %e, "store unavailable: answered 96");
-                        let mut r = Message::response_to(msg)?;
-                        r.set(39, "96")?;
-                        return Ok(Some(self.seal_for_terminal(r)?));
+                        return self.store_unavailable(msg, &e);
                     }
                     Err(e) => return Err(e.into()),
                 };
-                (a, book.store().written())
+                let upto = book.store().written();
+                (a, Wrote { since, upto })
             };
-            break (admitted, upto);
-        };
-        let ticket = match admitted {
-            Admit::Answer { answer, action } => {
-                // Journaled above, unless the state changed in between (the original's
-                // completion came meanwhile): then now, before the answer is durable.
-                match (action, &reversed_first) {
-                    (Some(UpstreamAction::ReverseUpstream { key }), Some(done)) if key == *done => {
+            let durable = match admitted {
+                Admit::Answer { answer, action } => {
+                    // Journaled above, unless the state changed in between (the original's
+                    // completion came meanwhile): then now, before the answer is durable.
+                    match (action, &reversed_first) {
+                        (Some(UpstreamAction::ReverseUpstream { key }), Some(done))
+                            if key == *done => {}
+                        (Some(a), _) => self.upstream_action(a).await,
+                        (None, _) => {}
                     }
-                    (Some(a), _) => self.upstream_action(a).await,
-                    (None, _) => {}
+                    match self.book_durable(wrote).await {
+                        Ok(()) => return Ok(Some(self.seal_for_terminal(*answer)?)),
+                        Err(e) => e,
+                    }
                 }
-                self.book_durable(upto).await?;
-                return Ok(Some(self.seal_for_terminal(*answer)?));
+                // Durable before it is forwarded.
+                Admit::Forward(t) => match self.book_durable(wrote).await {
+                    Ok(()) => break t,
+                    Err(e) => e,
+                },
+                Admit::InProgress => return self.advice_in_progress(msg).await,
+            };
+            match durable {
+                isoswitch_reversal::ReversalError::DecidedElsewhere { .. } if attempts < 4 => {}
+                e @ isoswitch_reversal::ReversalError::Database { .. }
+                    if answered_96_when_unreachable(msg) =>
+                {
+                    return self.store_unavailable(msg, &e);
+                }
+                e => return Err(e.into()),
             }
-            Admit::Forward(t) => t,
-            Admit::InProgress => return self.advice_in_progress(msg).await,
         };
-        // Durable before it is forwarded.
-        self.book_durable(upto).await?;
         let tag = tag_of(ticket.key());
         let (decision, response, sent) = match self.forward(msg, tag).await? {
             Forwarded::Decision(d, response, sent) => (d, response, sent),
@@ -638,7 +674,7 @@ where
             .map(|b| b.to_vec());
         let mut reversed = false;
         let mut attempts = 0;
-        let (Completion { answer, action }, upto) = loop {
+        let Completion { answer, .. } = loop {
             attempts += 1;
             // An approval the terminal reversed meanwhile: reversed upstream (journaled)
             // before the approval is recorded, for the reason given at the top.
@@ -655,8 +691,33 @@ where
             }
             let done = {
                 let mut book = lock(&self.inner.book);
+                let since = book.store().written();
                 book.complete_forwarded(ticket.clone(), decision.clone(), upstream.clone())
-                    .map(|c| (c, book.store().written()))
+                    .map(|c| {
+                        let upto = book.store().written();
+                        (c, Wrote { since, upto })
+                    })
+            };
+            // Durable (and kept) before anything is acted on.
+            let done = match done {
+                Ok((c, w)) => {
+                    // A reversal the terminal sent between the check above and the
+                    // record: journaled upstream now, before the completion is durable
+                    // (and if a crash comes first, the restart reverses it:
+                    // `reverse_reversed_approvals`).
+                    match &c.action {
+                        Some(UpstreamAction::ReverseUpstream { .. }) if reversed => {}
+                        Some(a) => {
+                            self.upstream_action(a.clone()).await;
+                            if matches!(a, UpstreamAction::ReverseUpstream { .. }) {
+                                reversed = true;
+                            }
+                        }
+                        None => {}
+                    }
+                    self.book_durable(w).await.map(|()| c)
+                }
+                Err(e) => Err(e),
             };
             match done {
                 Ok(c) => break c,
@@ -671,15 +732,6 @@ where
                 },
             }
         };
-        // A reversal the terminal sent between the check above and the record: journaled
-        // upstream now, before the completion is durable (and if a crash comes first,
-        // the restart reverses it: `reverse_reversed_approvals`).
-        match action {
-            Some(UpstreamAction::ReverseUpstream { .. }) if reversed => {}
-            Some(a) => self.upstream_action(a).await,
-            None => {}
-        }
-        self.book_durable(upto).await?;
         // The completion is durable: the engine's journal need no longer keep this
         // transaction for a restart (DriverConfig::hold_until_released).
         self.inner.driver.release(tag).await?;
@@ -1271,12 +1323,14 @@ where
         };
         tracing::warn!(%key, "advice admitted by a node that died before it was sent upstream: answered 06");
         let decision = final_for(msg.mti(), Decision::Decline(*b"91"));
-        let (Completion { answer, .. }, upto) = {
+        let (Completion { answer, .. }, wrote) = {
             let mut book = lock(&self.inner.book);
+            let since = book.store().written();
             let c = book.complete(ticket, decision)?;
-            (c, book.store().written())
+            let upto = book.store().written();
+            (c, Wrote { since, upto })
         };
-        self.book_durable(upto).await?;
+        self.book_durable(wrote).await?;
         let reply = self.map_back(msg, &answer, None)?;
         Ok(Some(self.seal_for_terminal(reply)?))
     }
@@ -1328,25 +1382,33 @@ where
         if let Some(ticket) = ticket {
             let decision = final_for(ticket.mti(), decision);
             let mut attempts = 0;
-            let (Completion { action, .. }, upto) = loop {
+            loop {
                 attempts += 1;
                 let done = {
                     let mut book = lock(&self.inner.book);
-                    book.complete(ticket.clone(), decision.clone())
-                        .map(|c| (c, book.store().written()))
+                    let since = book.store().written();
+                    book.complete(ticket.clone(), decision.clone()).map(|c| {
+                        let upto = book.store().written();
+                        (c, Wrote { since, upto })
+                    })
+                };
+                let done = match done {
+                    Ok((Completion { action, .. }, w)) => {
+                        if let Some(a) = action {
+                            self.upstream_action(a).await;
+                        }
+                        self.book_durable(w).await
+                    }
+                    Err(e) => Err(e),
                 };
                 match done {
-                    Ok(c) => break c,
+                    Ok(()) => break,
                     Err(e) => match record_again_after(&e, attempts) {
                         Some(wait) => tokio::time::sleep(wait).await,
                         None => return Err(e.into()),
                     },
                 }
-            };
-            if let Some(a) = action {
-                self.upstream_action(a).await;
             }
-            self.book_durable(upto).await?;
         }
         self.inner.driver.release(tag).await?;
         Ok(())
@@ -1437,6 +1499,29 @@ pub fn profiles(terminals: &str, host: &str) -> Option<(SessionProfile, SessionP
         SessionProfile::builtin(terminals)?,
         SessionProfile::builtin(host)?,
     ))
+}
+
+/// Positions of the book's store before and after one decision ([`Switch::book_durable`]).
+#[derive(Debug, Clone, Copy)]
+struct Wrote {
+    since: u64,
+    upto: u64,
+}
+
+impl Wrote {
+    /// Everything written up to `upto` (no decision of the caller's own to ask about).
+    fn at(upto: u64) -> Wrote {
+        Wrote { since: upto, upto }
+    }
+}
+
+/// Requests answered `96` when the store cannot be reached: authorization and financial
+/// requests, never a reversal or an advice (any answer would end it at the terminal).
+fn answered_96_when_unreachable(msg: &Message) -> bool {
+    matches!(
+        msg.mti().class(),
+        MessageClass::Authorization | MessageClass::Financial
+    ) && !isoswitch_reversal::is_advice(msg.mti())
 }
 
 /// Whether a completion the book refused is recorded again, and after how long: a
