@@ -563,6 +563,19 @@ where
         durable.and(kept)
     }
 
+    /// One decision of the book under its lock, with the store's write positions before
+    /// and after it (what [`Switch::book_durable`] waits for and asks the store about).
+    fn decide<R>(
+        &self,
+        f: impl FnOnce(&mut ReversalHandler<S>) -> isoswitch_reversal::Result<R>,
+    ) -> isoswitch_reversal::Result<(R, Wrote)> {
+        let mut book = lock(&self.inner.book);
+        let since = book.store().written();
+        let r = f(&mut book)?;
+        let upto = book.store().written();
+        Ok((r, Wrote { since, upto }))
+    }
+
     /// The store is unreachable (a shared database restarting): nothing was forwarded,
     /// so the terminal gets a fair `96` now rather than a timeout (a reversal of it is
     /// then answered once the store is back).
@@ -601,31 +614,22 @@ where
                     reversed_first = Some(key);
                 }
             }
-            let (admitted, wrote) = {
-                let mut book = lock(&self.inner.book);
-                let since = book.store().written();
-                let a = match book.admit(msg) {
-                    Ok(a) => a,
-                    Err(isoswitch_reversal::ReversalError::DecidedElsewhere { .. })
-                        if attempts < 4 =>
-                    {
-                        continue;
-                    }
-                    // The store is unreachable (a shared database restarting): nothing was
-                    // decided, admitted or forwarded, so the terminal gets a fair `96` now
-                    // rather than a timeout (a reversal of it is then answered once the
-                    // store is back).
-                    // Never a reversal or an advice: any answer would end it at the terminal.
-                    Err(e @ isoswitch_reversal::ReversalError::Database { .. })
-                        if answered_96_when_unreachable(msg) =>
-                    {
-                        drop(book);
-                        return self.store_unavailable(msg, &e);
-                    }
-                    Err(e) => return Err(e.into()),
-                };
-                let upto = book.store().written();
-                (a, Wrote { since, upto })
+            let (admitted, wrote) = match self.decide(|book| book.admit(msg)) {
+                Ok(a) => a,
+                Err(isoswitch_reversal::ReversalError::DecidedElsewhere { .. }) if attempts < 4 => {
+                    continue;
+                }
+                // The store is unreachable (a shared database restarting): nothing was
+                // decided, admitted or forwarded, so the terminal gets a fair `96` now
+                // rather than a timeout (a reversal of it is then answered once the
+                // store is back).
+                // Never a reversal or an advice: any answer would end it at the terminal.
+                Err(e @ isoswitch_reversal::ReversalError::Database { .. })
+                    if answered_96_when_unreachable(msg) =>
+                {
+                    return self.store_unavailable(msg, &e);
+                }
+                Err(e) => return Err(e.into()),
             };
             let durable = match admitted {
                 Admit::Answer { answer, action } => {
@@ -689,15 +693,9 @@ where
                     reversed = true;
                 }
             }
-            let done = {
-                let mut book = lock(&self.inner.book);
-                let since = book.store().written();
+            let done = self.decide(|book| {
                 book.complete_forwarded(ticket.clone(), decision.clone(), upstream.clone())
-                    .map(|c| {
-                        let upto = book.store().written();
-                        (c, Wrote { since, upto })
-                    })
-            };
+            });
             // Durable (and kept) before anything is acted on.
             let done = match done {
                 Ok((c, w)) => {
@@ -1323,13 +1321,8 @@ where
         };
         tracing::warn!(%key, "advice admitted by a node that died before it was sent upstream: answered 06");
         let decision = final_for(msg.mti(), Decision::Decline(*b"91"));
-        let (Completion { answer, .. }, wrote) = {
-            let mut book = lock(&self.inner.book);
-            let since = book.store().written();
-            let c = book.complete(ticket, decision)?;
-            let upto = book.store().written();
-            (c, Wrote { since, upto })
-        };
+        let (Completion { answer, .. }, wrote) =
+            self.decide(|book| book.complete(ticket, decision))?;
         self.book_durable(wrote).await?;
         let reply = self.map_back(msg, &answer, None)?;
         Ok(Some(self.seal_for_terminal(reply)?))
@@ -1384,14 +1377,7 @@ where
             let mut attempts = 0;
             loop {
                 attempts += 1;
-                let done = {
-                    let mut book = lock(&self.inner.book);
-                    let since = book.store().written();
-                    book.complete(ticket.clone(), decision.clone()).map(|c| {
-                        let upto = book.store().written();
-                        (c, Wrote { since, upto })
-                    })
-                };
+                let done = self.decide(|book| book.complete(ticket.clone(), decision.clone()));
                 let done = match done {
                     Ok((Completion { action, .. }, w)) => {
                         if let Some(a) = action {
