@@ -34,6 +34,16 @@ pub const MIGRATIONS: &[(i32, &str, &str)] = &[
         "0003_decision_groups.sql",
         include_str!("../migrations/0003_decision_groups.sql"),
     ),
+    (
+        4,
+        "0004_pending_by_txn.sql",
+        include_str!("../migrations/0004_pending_by_txn.sql"),
+    ),
+    (
+        5,
+        "0005_sign_on_claims.sql",
+        include_str!("../migrations/0005_sign_on_claims.sql"),
+    ),
 ];
 
 /// The line of a migration where the store's sealing step runs ([`seal_clear_rows`]).

@@ -234,4 +234,51 @@ impl SessionStore for PgSessions {
             },
         })
     }
+
+    fn claim_sign_on(
+        &mut self,
+        link: &str,
+        lease: std::time::Duration,
+    ) -> Result<bool, ReversalError> {
+        check_part_name(link)?;
+        let (part, l, node) = (self.part.clone(), link.to_string(), self.inner.node.clone());
+        let secs = lease.as_secs_f64();
+        self.inner
+            .db
+            .call(|pool| async move {
+                let c = pool.get().await?;
+                // Taken when free, lapsed, or already this node's; kept otherwise.
+                let rows = c
+                    .query(
+                        "INSERT INTO upstream_sign_on (part, link, owner, until)
+                         VALUES ($1, $2, $3, now() + make_interval(secs => $4))
+                         ON CONFLICT (part, link) DO UPDATE
+                            SET owner = EXCLUDED.owner, until = EXCLUDED.until
+                          WHERE upstream_sign_on.owner = EXCLUDED.owner
+                             OR upstream_sign_on.until < now()
+                         RETURNING 1",
+                        &[&part, &l, &node, &secs],
+                    )
+                    .await?;
+                Ok(!rows.is_empty())
+            })
+            .map_err(self.inner.err("claim the upstream sign-on"))
+    }
+
+    fn release_sign_on(&mut self, link: &str) -> Result<(), ReversalError> {
+        check_part_name(link)?;
+        let (part, l, node) = (self.part.clone(), link.to_string(), self.inner.node.clone());
+        self.inner
+            .db
+            .call(|pool| async move {
+                let c = pool.get().await?;
+                c.execute(
+                    "DELETE FROM upstream_sign_on WHERE part = $1 AND link = $2 AND owner = $3",
+                    &[&part, &l, &node],
+                )
+                .await?;
+                Ok(())
+            })
+            .map_err(self.inner.err("release the upstream sign-on"))
+    }
 }

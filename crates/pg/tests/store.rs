@@ -471,6 +471,52 @@ fn sealed(tid: &str, generation: u64, fill: u8) -> SealedSnapshot {
 }
 
 #[test]
+fn one_node_at_a_time_holds_the_upstream_sign_on_claim_and_a_dead_holders_claim_lapses() {
+    let pg = TestCluster::require();
+    let url = pg.fresh_database("signon_claim").expect("db");
+    let (a, b) = (node(&url, "a"), node(&url, "b"));
+    let mut sa = a.sessions("switch").expect("a");
+    let mut sb = b.sessions("switch").expect("b");
+    let lease = Duration::from_millis(600);
+    assert!(
+        sa.claim_sign_on("host", lease).expect("claim"),
+        "free: a takes it"
+    );
+    assert!(
+        sa.claim_sign_on("host", lease).expect("claim"),
+        "a holds it already"
+    );
+    assert!(
+        !sb.claim_sign_on("host", lease).expect("claim"),
+        "held by a"
+    );
+    // Another link of the same identity store is another claim.
+    assert!(sb.claim_sign_on("host-2", lease).expect("claim"));
+    // A release by a node that does not hold the claim changes nothing.
+    sb.release_sign_on("host").expect("release");
+    assert!(
+        !sb.claim_sign_on("host", lease).expect("claim"),
+        "still a's"
+    );
+    sa.release_sign_on("host").expect("release");
+    assert!(
+        sb.claim_sign_on("host", lease).expect("claim"),
+        "released: b takes it"
+    );
+    // b dies holding it: the claim lapses with its lease.
+    assert!(!sa.claim_sign_on("host", lease).expect("claim"));
+    std::thread::sleep(lease + Duration::from_millis(300));
+    assert!(
+        sa.claim_sign_on("host", lease).expect("claim"),
+        "lapsed: a takes it"
+    );
+    assert!(matches!(
+        sa.claim_sign_on("../x", lease),
+        Err(isoswitch_reversal::ReversalError::BadPartName { .. })
+    ));
+}
+
+#[test]
 fn sessions_are_shared_and_the_upstream_generation_is_compare_and_set() {
     let pg = TestCluster::require();
     let url = pg.fresh_database("sessions").expect("db");

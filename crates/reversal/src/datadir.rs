@@ -468,4 +468,10 @@ impl<T: SessionStore> SessionStore for Part<T> {
     ) -> Result<UpstreamSave> {
         self.inner.save_upstream(link, snapshot, expected)
     }
+    fn claim_sign_on(&mut self, link: &str, lease: std::time::Duration) -> Result<bool> {
+        self.inner.claim_sign_on(link, lease)
+    }
+    fn release_sign_on(&mut self, link: &str) -> Result<()> {
+        self.inner.release_sign_on(link)
+    }
 }

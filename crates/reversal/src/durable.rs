@@ -229,6 +229,27 @@ pub trait SessionStore: Send + 'static {
         snapshot: &SealedSnapshot,
         expected: Option<u64>,
     ) -> Result<UpstreamSave>;
+    /// Claims, for at most `lease`, the right to sign link `link` on (send the 0800 and
+    /// store the keys of its 0810): `true` if this node holds the claim now (it may
+    /// already have held it), `false` if another node sharing the store holds it and
+    /// is signing on (adopt its keys when they are stored instead of signing on too).
+    /// A claim whose holder stopped without [`SessionStore::release_sign_on`] lapses
+    /// after its lease. The default, for stores one node owns: always `true`.
+    ///
+    /// # Errors
+    /// I/O or database errors.
+    fn claim_sign_on(&mut self, link: &str, lease: std::time::Duration) -> Result<bool> {
+        let _ = (link, lease);
+        Ok(true)
+    }
+    /// Gives up this node's claim on signing link `link` on, if it holds one.
+    ///
+    /// # Errors
+    /// I/O or database errors.
+    fn release_sign_on(&mut self, link: &str) -> Result<()> {
+        let _ = link;
+        Ok(())
+    }
 }
 
 impl<S: SessionStore + ?Sized> SessionStore for Box<S> {
@@ -251,6 +272,12 @@ impl<S: SessionStore + ?Sized> SessionStore for Box<S> {
         expected: Option<u64>,
     ) -> Result<UpstreamSave> {
         (**self).save_upstream(link, snapshot, expected)
+    }
+    fn claim_sign_on(&mut self, link: &str, lease: std::time::Duration) -> Result<bool> {
+        (**self).claim_sign_on(link, lease)
+    }
+    fn release_sign_on(&mut self, link: &str) -> Result<()> {
+        (**self).release_sign_on(link)
     }
 }
 

@@ -152,7 +152,7 @@ pub use host::{
     Admit, Completion, Decision, HostConfig, HostStats, ReversalHandler, Ticket, UpstreamAction,
 };
 pub use journal::{FileJournal, Finish, GroupCommit, Journal, JournalRecord, MemoryJournal};
-pub use memstore::MemoryDurable;
+pub use memstore::{MemoryDurable, MemorySessions};
 pub use original::OriginalDataElements;
 pub use profile::{
     is_advice, OriginalData, ReasonCodes, ReversalProfile, ReversalReason, TxnInfo, TxnKey, TxnKind,

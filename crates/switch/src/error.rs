@@ -51,6 +51,13 @@ pub enum SwitchError {
         /// The link's name.
         link: String,
     },
+    /// Another node sharing the link's upstream identity is signing it on now
+    /// ([`isoswitch_reversal::SessionStore::claim_sign_on`]): adopt its keys once stored.
+    #[error("upstream link {link}: another node is signing on")]
+    SignOnElsewhere {
+        /// The link's name.
+        link: String,
+    },
 }
 
 impl SwitchError {

@@ -436,8 +436,13 @@ impl<T: Transport, C: Counters + Send + 'static> UpstreamLink<T, C> {
     /// after this link's (those are adopted: nodes do not sign on in turn against each
     /// other); returns the current generation.
     ///
+    /// With a store, the sign-on is claimed first ([`SessionStore::claim_sign_on`]):
+    /// while another node sharing the store holds the claim, this link does not sign on
+    /// and adopts that node's keys on a later call.
+    ///
     /// # Errors
-    /// The host did not answer, or the answer was not a good sign-on.
+    /// The host did not answer, the answer was not a good sign-on, or another node is
+    /// signing on now ([`SwitchError::SignOnElsewhere`]).
     pub async fn sign_on(&self, seen: u64, local: chrono::NaiveDateTime) -> Result<u64> {
         let mut session = self.session.lock().await;
         let current = self.ring.generation();
@@ -447,6 +452,51 @@ impl<T: Transport, C: Counters + Send + 'static> UpstreamLink<T, C> {
         if let Some(g) = self.adopt_stored(&mut session)? {
             return Ok(g);
         }
+        // One node at a time signs a shared identity on: the others adopt its keys.
+        if !self.claim_sign_on()? {
+            return Err(SwitchError::SignOnElsewhere {
+                link: self.config.name.clone(),
+            });
+        }
+        let signed = self.exchange_sign_on(&mut session, local).await;
+        if let Err(e) = self.release_sign_on() {
+            // The claim lapses with its lease.
+            tracing::warn!(link = %self.config.name, error = %e, "upstream sign-on claim not released");
+        }
+        signed
+    }
+
+    /// How long a claim on signing on lasts: the exchange and the store's write.
+    fn claim_lease(&self) -> Duration {
+        self.config.sign_on_timeout + Duration::from_secs(1)
+    }
+
+    fn claim_sign_on(&self) -> Result<bool> {
+        let Some(p) = &self.persistence else {
+            return Ok(true);
+        };
+        Ok(p.sessions
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .claim_sign_on(&self.config.name, self.claim_lease())?)
+    }
+
+    fn release_sign_on(&self) -> Result<()> {
+        let Some(p) = &self.persistence else {
+            return Ok(());
+        };
+        Ok(p.sessions
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .release_sign_on(&self.config.name)?)
+    }
+
+    /// The 0800/0810 exchange of [`UpstreamLink::sign_on`], the claim held.
+    async fn exchange_sign_on(
+        &self,
+        session: &mut TerminalSession<C>,
+        local: chrono::NaiveDateTime,
+    ) -> Result<u64> {
         let bytes = session.sign_on(Instant::now(), local)?;
         let resp = match self
             .transport
@@ -458,13 +508,13 @@ impl<T: Transport, C: Counters + Send + 'static> UpstreamLink<T, C> {
                 // No answer will come for this exchange: end it in the session too (a
                 // sign-on left pending refuses the restore of keys another node signed
                 // on with, and the link would neither adopt nor sign on again).
-                expire_pending(&mut session);
+                expire_pending(session);
                 return Err(SwitchError::Security(format!("sign-on: {e}")));
             }
         };
         let answered = session.handle_message(Instant::now(), resp);
         if answered.is_err() {
-            expire_pending(&mut session);
+            expire_pending(session);
         }
         match answered? {
             Inbound::SignedOn { .. } => {
@@ -481,7 +531,7 @@ impl<T: Transport, C: Counters + Send + 'static> UpstreamLink<T, C> {
                 self.sign_ons.fetch_add(1, Ordering::Relaxed);
                 ::metrics::counter!(crate::metrics::SIGN_ONS, "link" => self.config.name.clone())
                     .increment(1);
-                self.persist(&session)?;
+                self.persist(session)?;
                 tracing::info!(link = %self.config.name, generation = g, mak_kcv = %keys.mak().kcv(), "signed on upstream");
                 Ok(g)
             }
@@ -619,8 +669,16 @@ impl<T: Transport, C: Counters + Send + 'static> UpstreamLink<T, C> {
                 match self.sign_on(seen, local()).await {
                     Ok(_) => connections = Some(now),
                     Err(e) => {
-                        tracing::warn!(link = %self.config.name, error = %e, "upstream sign-on failed");
+                        if matches!(e, SwitchError::SignOnElsewhere { .. }) {
+                            tracing::debug!(link = %self.config.name, "another node is signing on: adopting its keys once stored");
+                        } else {
+                            tracing::warn!(link = %self.config.name, error = %e, "upstream sign-on failed");
+                        }
                         tokio::time::sleep(self.config.retry).await;
+                        // Try again: a refused generation still needs new keys (the
+                        // engine holds its traffic until then), whether they come from
+                        // this node's next sign-on or another node's.
+                        woken = true;
                         continue;
                     }
                 }

@@ -549,3 +549,107 @@ async fn a_sign_on_without_an_answer_does_not_stop_the_link_adopting_another_nod
         b.ring().current().unwrap().mak.kcv()
     );
 }
+
+/// A session store of one node that shares its snapshots and its sign-on claims with
+/// the other nodes (the claim rule of `SessionStore::claim_sign_on`, without a lease).
+struct Claiming {
+    inner: isoswitch_reversal::MemorySessions,
+    node: &'static str,
+    claims: Arc<std::sync::Mutex<Option<&'static str>>>,
+}
+
+impl isoswitch_reversal::SessionStore for Claiming {
+    fn terminals(&self) -> isoswitch_reversal::Result<Vec<isoswitch_session::SealedSnapshot>> {
+        self.inner.terminals()
+    }
+    fn terminal(
+        &self,
+        id: &isoswitch_session::TerminalId,
+    ) -> isoswitch_reversal::Result<Option<isoswitch_session::SealedSnapshot>> {
+        self.inner.terminal(id)
+    }
+    fn save(&mut self, s: &[isoswitch_session::SealedSnapshot]) -> isoswitch_reversal::Result<()> {
+        self.inner.save(s)
+    }
+    fn upstream(
+        &self,
+        link: &str,
+    ) -> isoswitch_reversal::Result<Option<isoswitch_session::SealedSnapshot>> {
+        self.inner.upstream(link)
+    }
+    fn save_upstream(
+        &mut self,
+        link: &str,
+        s: &isoswitch_session::SealedSnapshot,
+        expected: Option<u64>,
+    ) -> isoswitch_reversal::Result<isoswitch_reversal::UpstreamSave> {
+        self.inner.save_upstream(link, s, expected)
+    }
+    fn claim_sign_on(&mut self, _link: &str, _lease: Duration) -> isoswitch_reversal::Result<bool> {
+        let mut c = self.claims.lock().unwrap();
+        match *c {
+            Some(holder) if holder != self.node => Ok(false),
+            _ => {
+                *c = Some(self.node);
+                Ok(true)
+            }
+        }
+    }
+    fn release_sign_on(&mut self, _link: &str) -> isoswitch_reversal::Result<()> {
+        let mut c = self.claims.lock().unwrap();
+        if *c == Some(self.node) {
+            *c = None;
+        }
+        Ok(())
+    }
+}
+
+#[tokio::test]
+async fn a_node_does_not_sign_on_while_another_holds_the_claim_and_adopts_its_keys_after() {
+    let store = isoswitch_reversal::MemoryDurable::new();
+    let shared = isoswitch_reversal::Store::sessions(&store, "sessions").unwrap();
+    let claims = Arc::new(std::sync::Mutex::new(None));
+    let node = |name: &'static str| -> isoswitch_switch::SharedSessions {
+        Arc::new(std::sync::Mutex::new(Box::new(Claiming {
+            inner: shared.clone(),
+            node: name,
+            claims: claims.clone(),
+        })))
+    };
+    let (a_sessions, b_sessions) = (node("a"), node("b"));
+    let host = FakeHost::new();
+    let a = common::signed_on_link(&host, "host", "a-session", &store, &a_sessions).await;
+    assert_eq!(a.sign_ons(), 1);
+    assert_eq!(*claims.lock().unwrap(), None, "released after the sign-on");
+    // Node b starts after a stored its keys: it adopts them.
+    let b = common::signed_on_link(&host, "host", "b-session", &store, &b_sessions).await;
+    assert_eq!((b.sign_ons(), b.adoptions()), (0, 1));
+    // Node b is signing on (holds the claim) when a's keys are refused: a does not sign
+    // on against it.
+    assert!(b_sessions
+        .lock()
+        .unwrap()
+        .claim_sign_on("host", Duration::from_secs(3))
+        .unwrap());
+    let refused = a.ring().generation();
+    let e = a.sign_on(refused, common::local()).await.unwrap_err();
+    assert!(
+        matches!(e, isoswitch_switch::SwitchError::SignOnElsewhere { .. }),
+        "{e}"
+    );
+    assert_eq!(a.sign_ons(), 1, "no second sign-on while b holds the claim");
+    // b signs on under its claim, then a adopts b's keys instead of signing on.
+    b.sign_on(b.ring().generation(), common::local())
+        .await
+        .expect("b signs on under its claim");
+    assert_eq!(b.sign_ons(), 1);
+    assert_eq!(*claims.lock().unwrap(), None);
+    a.sign_on(refused, common::local())
+        .await
+        .expect("a adopts b's keys");
+    assert_eq!((a.sign_ons(), a.adoptions()), (1, 1));
+    assert_eq!(
+        a.ring().current().unwrap().mak.kcv(),
+        b.ring().current().unwrap().mak.kcv()
+    );
+}
