@@ -44,6 +44,11 @@ pub const MIGRATIONS: &[(i32, &str, &str)] = &[
         "0005_sign_on_claims.sql",
         include_str!("../migrations/0005_sign_on_claims.sql"),
     ),
+    (
+        6,
+        "0006_lighter_writes.sql",
+        include_str!("../migrations/0006_lighter_writes.sql"),
+    ),
 ];
 
 /// The line of a migration where the store's sealing step runs ([`seal_clear_rows`]).
