@@ -363,13 +363,11 @@ fn two_nodes(disrupt: Disrupt) {
 }
 
 #[test]
-#[ignore = "not yet proven reliable: on 2026-12-02 three causes of failure were found and fixed (terminal sign-on generation, 94 to a second advice copy, a link stuck SignOnPending) and the last 16 runs passed, but where the second 0220 copies came from is not found and two nodes starting at once may still sign on in turn: run with --ignored (RUST_LOG=warn,isoswitch_switch=info for the logs)"]
 fn e2e_pg_two_nodes_one_killed_twice_lose_and_double_nothing() {
     two_nodes(Disrupt::KillNodes);
 }
 
 #[test]
-#[ignore = "passed in every run so far, but asserts the same sign-on count as the two-node test, which is not yet reliable: run with --ignored"]
 fn e2e_pg_database_restarted_mid_run_loses_and_doubles_nothing() {
     two_nodes(Disrupt::RestartDatabase);
 }
