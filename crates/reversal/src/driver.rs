@@ -63,6 +63,20 @@ pub trait Transport: Send + Sync + 'static {
         timeout: Duration,
     ) -> impl Future<Output = std::result::Result<Bytes, RequestError>> + Send;
 
+    /// As [`Transport::request`], also handing over the response decoded when the
+    /// transport decoded it anyway (a net `Client`'s correlator does), so that the
+    /// engine verifies it without decoding it again ([`Security::verify_decoded`]).
+    /// The default decodes nothing.
+    fn request_decoded(
+        &self,
+        msg: Bytes,
+        timeout: Duration,
+    ) -> impl Future<Output = std::result::Result<(Bytes, Option<Message>), RequestError>> + Send
+    {
+        let sent = self.request(msg, timeout);
+        async move { sent.await.map(|b| (b, None)) }
+    }
+
     /// Connections established so far: when it grows, the driver tells the engine a new
     /// connection is up (deferred reversals get fresh tries). `0` when unknown.
     fn connections(&self) -> u64 {
@@ -79,6 +93,16 @@ impl Transport for Client {
         Client::request(self, msg, timeout)
     }
 
+    fn request_decoded(
+        &self,
+        msg: Bytes,
+        timeout: Duration,
+    ) -> impl Future<Output = std::result::Result<(Bytes, Option<Message>), RequestError>> + Send
+    {
+        let sent = Client::request_decoded(self, isoswitch_net::Frame::new(msg), timeout);
+        async move { sent.await.map(|r| (r.frame.payload, r.message)) }
+    }
+
     fn connections(&self) -> u64 {
         self.metrics().connects
     }
@@ -91,6 +115,15 @@ impl<T: Transport> Transport for Arc<T> {
         timeout: Duration,
     ) -> impl Future<Output = std::result::Result<Bytes, RequestError>> + Send {
         (**self).request(msg, timeout)
+    }
+
+    fn request_decoded(
+        &self,
+        msg: Bytes,
+        timeout: Duration,
+    ) -> impl Future<Output = std::result::Result<(Bytes, Option<Message>), RequestError>> + Send
+    {
+        (**self).request_decoded(msg, timeout)
     }
 
     fn connections(&self) -> u64 {
@@ -269,9 +302,16 @@ enum Command {
 
 type SettlementData = (BatchTotals, Vec<UploadEntry>, u32, u32);
 
+// A response's decoded message travels in the channel by value: boxing it would cost an
+// allocation per response to save a copy.
+#[allow(clippy::large_enum_variant)]
 enum Inner {
     Journaled(u64, std::result::Result<(), Arc<ReversalError>>),
-    Response(TransmitId, bool, std::result::Result<Bytes, RequestError>),
+    Response(
+        TransmitId,
+        bool,
+        std::result::Result<(Bytes, Option<Message>), RequestError>,
+    ),
 }
 
 /// Where a driver's journal groups go.
@@ -709,7 +749,7 @@ async fn run<S: Security, T: Transport>(
             let itx = itx.clone();
             let reversal = matches!(t.kind, TransmitKind::Reversal { .. });
             tokio::spawn(async move {
-                let r = tr.request(t.bytes, t.timeout).await;
+                let r = tr.request_decoded(t.bytes, t.timeout).await;
                 let _ = itx.send(Inner::Response(t.id, reversal, r));
             });
         }
@@ -829,11 +869,11 @@ async fn run<S: Security, T: Transport>(
                             }
                             return;
                         }
-                        Inner::Response(id, reversal, Ok(bytes)) => {
+                        Inner::Response(id, reversal, Ok((bytes, decoded))) => {
                             if reversal {
                                 metrics.attempt(Attempt::Answered);
                             }
-                            engine.handle_response(t, id, bytes)
+                            engine.handle_response_decoded(t, id, bytes, decoded)
                         }
                         Inner::Response(id, reversal, Err(e)) => {
                             if reversal {

@@ -1553,29 +1553,57 @@ impl<S: Security> ReversalEngine<S> {
 
     /// Handles the response to transmission `transmit` (its exact bytes).
     pub fn handle_response(&mut self, now: Instant, transmit: TransmitId, bytes: Bytes) {
+        self.handle_response_decoded(now, transmit, bytes, None);
+    }
+
+    /// As [`ReversalEngine::handle_response`], with the response as the transport
+    /// already decoded it (`decoded`, when it did): it is verified without decoding it
+    /// again ([`Security::verify_decoded`]).
+    pub fn handle_response_decoded(
+        &mut self,
+        now: Instant,
+        transmit: TransmitId,
+        bytes: Bytes,
+        decoded: Option<Message>,
+    ) {
         self.now = Some(now);
         let Some((txn, kind)) = self.take_transmit(transmit) else {
             self.handle_late(now, bytes);
             return;
         };
+        let answer = Received { bytes, decoded };
         match kind {
-            TransmitKind::Original => self.original_response(now, txn, transmit, bytes),
-            TransmitKind::Reversal { .. } => self.reversal_response(now, txn, transmit, bytes),
-            TransmitKind::AdviceRepeat { .. } => self.repeat_response(now, txn, transmit, bytes),
+            TransmitKind::Original => self.original_response(now, txn, transmit, answer),
+            TransmitKind::Reversal { .. } => self.reversal_response(now, txn, transmit, answer),
+            TransmitKind::AdviceRepeat { .. } => self.repeat_response(now, txn, transmit, answer),
         }
         self.pump();
+    }
+
+    /// Verifies an answer, decoding it only if the transport did not.
+    fn verify_received(&mut self, answer: Received) -> std::result::Result<Message, Verify> {
+        match answer.decoded {
+            Some(m) => self.security.verify_decoded(m),
+            None => self.security.verify(&answer.bytes),
+        }
     }
 
     fn awaiting_original(&self, txn: TxnId, transmit: TransmitId) -> bool {
         matches!(self.entries.get(&txn).map(|e| &e.phase), Some(Phase::Awaiting { transmit: t, .. }) if *t == transmit)
     }
 
-    fn original_response(&mut self, now: Instant, txn: TxnId, transmit: TransmitId, bytes: Bytes) {
+    fn original_response(
+        &mut self,
+        now: Instant,
+        txn: TxnId,
+        transmit: TransmitId,
+        answer: Received,
+    ) {
         if !self.awaiting_original(txn, transmit) {
-            self.handle_late(now, bytes);
+            self.handle_late(now, answer.bytes);
             return;
         }
-        let checked = self.security.verify(&bytes);
+        let checked = self.verify_received(answer);
         self.answer_of(now, txn, checked);
     }
 
@@ -1672,16 +1700,22 @@ impl<S: Security> ReversalEngine<S> {
         self.handle_connected(now);
     }
 
-    fn repeat_response(&mut self, now: Instant, txn: TxnId, transmit: TransmitId, bytes: Bytes) {
+    fn repeat_response(
+        &mut self,
+        now: Instant,
+        txn: TxnId,
+        transmit: TransmitId,
+        answer: Received,
+    ) {
         let awaiting = matches!(
             self.entries.get(&txn).map(|e| &e.phase),
             Some(Phase::Repeating(Repeat { awaiting: Some((t, _)), .. })) if *t == transmit
         );
         if !awaiting {
-            self.handle_late(now, bytes);
+            self.handle_late(now, answer.bytes);
             return;
         }
-        let checked = self.security.verify(&bytes);
+        let checked = self.verify_received(answer);
         self.answer_of(now, txn, checked);
     }
 
@@ -1766,16 +1800,22 @@ impl<S: Security> ReversalEngine<S> {
         }
     }
 
-    fn reversal_response(&mut self, now: Instant, txn: TxnId, transmit: TransmitId, bytes: Bytes) {
+    fn reversal_response(
+        &mut self,
+        now: Instant,
+        txn: TxnId,
+        transmit: TransmitId,
+        answer: Received,
+    ) {
         let awaiting = matches!(
             self.entries.get(&txn).map(|e| &e.phase),
             Some(Phase::Reversing(Rev { awaiting: Some((t, _)), .. })) if *t == transmit
         );
         if !awaiting {
-            self.handle_late(now, bytes);
+            self.handle_late(now, answer.bytes);
             return;
         }
-        match self.security.verify(&bytes) {
+        match self.verify_received(answer) {
             Ok(msg) if self.is_reversal_answer(txn, &msg) => self.acknowledge(txn, &msg),
             other => {
                 match &other {
@@ -2425,6 +2465,12 @@ fn next_stan_after(stan: u32) -> u32 {
     } else {
         stan + 1
     }
+}
+
+/// An answer as it came back: its bytes and, when the transport decoded it, the message.
+struct Received {
+    bytes: Bytes,
+    decoded: Option<Message>,
 }
 
 #[cfg(test)]

@@ -160,7 +160,7 @@ pub use profile::{
 /// The decimal type of amounts and totals (re-exported `rust_decimal`).
 pub use rust_decimal::Decimal;
 pub use security::{
-    sign_on_code, verify_answer, NoMac, ProfileMac, Security, Verify, SIGN_ON_CODES,
+    sign_on_code, verify_answer, Answer, NoMac, ProfileMac, Security, Verify, SIGN_ON_CODES,
 };
 pub use sessions::{
     restore_host, restore_link, save_host_changes, save_link_changes, FileSessionStore,

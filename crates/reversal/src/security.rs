@@ -63,6 +63,18 @@ pub trait Security: Send + 'static {
     /// # Errors
     /// [`Verify::Undecodable`] or [`Verify::BadMac`].
     fn verify(&mut self, bytes: &Bytes) -> std::result::Result<Message, Verify>;
+    /// As [`Security::verify`], for an answer the transport already decoded (a net
+    /// `Client`'s correlator does: [`Transport::request_decoded`](crate::Transport::request_decoded)),
+    /// so that it is not decoded a second time. The default verifies the bytes `msg`
+    /// was decoded from.
+    ///
+    /// # Errors
+    /// As [`Security::verify`]; [`Verify::Undecodable`] for a message that was built
+    /// or changed rather than decoded.
+    fn verify_decoded(&mut self, msg: Message) -> std::result::Result<Message, Verify> {
+        let bytes = msg.decoded_bytes().cloned().ok_or(Verify::Undecodable)?;
+        self.verify(&bytes)
+    }
 }
 
 /// No MAC at all: seal = encode, verify = decode.
@@ -83,7 +95,16 @@ impl Security for NoMac {
         Ok(msg.to_bytes()?)
     }
     fn verify(&mut self, bytes: &Bytes) -> std::result::Result<Message, Verify> {
-        let m = Message::decode(&self.dialect, bytes.clone()).map_err(|_| Verify::Undecodable)?;
+        self.check(Answer::Bytes(bytes))
+    }
+    fn verify_decoded(&mut self, msg: Message) -> std::result::Result<Message, Verify> {
+        self.check(Answer::Decoded(msg))
+    }
+}
+
+impl NoMac {
+    fn check(&self, answer: Answer<'_>) -> std::result::Result<Message, Verify> {
+        let m = answer.into_message(&self.dialect)?;
         let code = m.get(39);
         if let (true, Some(c)) = (m.mti().is_response(), code.as_deref()) {
             if let [a, b] = *c.as_bytes() {
@@ -154,10 +175,50 @@ fn seal_with(profile: &SessionProfile, mak: Option<&Key>, msg: &mut Message) -> 
 /// [`Verify::Undecodable`], [`Verify::SignOnAgain`], [`Verify::BadMac`].
 pub fn verify_answer(
     profile: &SessionProfile,
-    bytes: &Bytes,
+    answer: Answer<'_>,
     mac_ok: impl FnOnce(&isoswitch_codec::MessageView<'_>) -> bool,
 ) -> std::result::Result<Message, Verify> {
-    let msg = Message::decode(&profile.dialect, bytes.clone()).map_err(|_| Verify::Undecodable)?;
+    check_answer(profile, answer.into_message(&profile.dialect)?, mac_ok)
+}
+
+/// An answer to verify ([`verify_answer`]): as received, or as the transport's
+/// correlator already decoded it (then it is not decoded again).
+#[derive(Debug)]
+// Passed by value once, straight into the check: boxing the message would cost an
+// allocation per answer to save a copy.
+#[allow(clippy::large_enum_variant)]
+pub enum Answer<'a> {
+    /// The bytes received.
+    Bytes(&'a Bytes),
+    /// The message decoded from them.
+    Decoded(Message),
+}
+
+impl Answer<'_> {
+    /// The decoded message, in `dialect`: decoded here from the bytes, or the message
+    /// handed over (decoded again from its bytes if that was another dialect).
+    ///
+    /// # Errors
+    /// [`Verify::Undecodable`]; also for a handed-over message that was built or
+    /// changed rather than decoded.
+    pub fn into_message(
+        self,
+        dialect: &isoswitch_codec::Dialect,
+    ) -> std::result::Result<Message, Verify> {
+        let bytes = match self {
+            Answer::Decoded(m) if m.dialect() == dialect && m.view().is_some() => return Ok(m),
+            Answer::Decoded(m) => m.decoded_bytes().cloned().ok_or(Verify::Undecodable)?,
+            Answer::Bytes(b) => b.clone(),
+        };
+        Message::decode(dialect, bytes).map_err(|_| Verify::Undecodable)
+    }
+}
+
+fn check_answer(
+    profile: &SessionProfile,
+    msg: Message,
+    mac_ok: impl FnOnce(&isoswitch_codec::MessageView<'_>) -> bool,
+) -> std::result::Result<Message, Verify> {
     {
         let view = msg.view().ok_or(Verify::Undecodable)?;
         if let Some(sign_on) = sign_on_code(&view) {
@@ -175,9 +236,9 @@ pub fn verify_answer(
 fn verify_with<'k>(
     profile: &SessionProfile,
     maks: impl IntoIterator<Item = &'k Key>,
-    bytes: &Bytes,
+    answer: Answer<'_>,
 ) -> std::result::Result<Message, Verify> {
-    verify_answer(profile, bytes, |view| {
+    verify_answer(profile, answer, |view| {
         maks.into_iter()
             .any(|mak| profile.verify_mac(mak, view).is_ok())
     })
@@ -188,10 +249,19 @@ impl Security for ProfileMac {
         seal_with(&self.profile, Some(&self.mak), msg)
     }
     fn verify(&mut self, bytes: &Bytes) -> std::result::Result<Message, Verify> {
+        self.check(Answer::Bytes(bytes))
+    }
+    fn verify_decoded(&mut self, msg: Message) -> std::result::Result<Message, Verify> {
+        self.check(Answer::Decoded(msg))
+    }
+}
+
+impl ProfileMac {
+    fn check(&self, answer: Answer<'_>) -> std::result::Result<Message, Verify> {
         verify_with(
             &self.profile,
             std::iter::once(&self.mak).chain(&self.previous),
-            bytes,
+            answer,
         )
     }
 }
@@ -204,7 +274,11 @@ impl<C: Counters + Send + 'static> Security for TerminalSession<C> {
     }
     fn verify(&mut self, bytes: &Bytes) -> std::result::Result<Message, Verify> {
         let mak = self.working_keys().map(|k| k.mak().clone());
-        verify_with(self.profile(), mak.as_ref(), bytes)
+        verify_with(self.profile(), mak.as_ref(), Answer::Bytes(bytes))
+    }
+    fn verify_decoded(&mut self, msg: Message) -> std::result::Result<Message, Verify> {
+        let mak = self.working_keys().map(|k| k.mak().clone());
+        verify_with(self.profile(), mak.as_ref(), Answer::Decoded(msg))
     }
 }
 
@@ -253,11 +327,29 @@ mod tests {
             mac.verify(&answer("00", Some(&k3))).unwrap_err(),
             Verify::BadMac
         );
-        mac.rotate(k3);
+        mac.rotate(k3.clone());
         assert_eq!(
             mac.verify(&answer("00", Some(&k1))).unwrap_err(),
             Verify::BadMac
         );
+        // The same answers handed over decoded (as a net client's correlator does) give
+        // the same verdicts without a second decode.
+        let p = SessionProfile::cup_pos().unwrap();
+        let decoded = |b: Bytes| Message::decode(&p.dialect, b).unwrap();
+        assert!(mac.verify_decoded(decoded(answer("00", Some(&k3)))).is_ok());
+        assert_eq!(
+            mac.verify_decoded(decoded(answer("00", Some(&k1))))
+                .unwrap_err(),
+            Verify::BadMac
+        );
+        assert_eq!(
+            mac.verify_decoded(decoded(answer("A0", None))).unwrap_err(),
+            Verify::SignOnAgain { code: *b"A0" }
+        );
+        // Built, not decoded: no bytes to check.
+        let mut built = Message::new(&p.dialect, "0210".parse().unwrap());
+        built.set(39, "00").unwrap();
+        assert_eq!(mac.verify_decoded(built).unwrap_err(), Verify::Undecodable);
         let mut none = NoMac::new(SessionProfile::cup_pos().unwrap().dialect);
         assert_eq!(
             none.verify(&answer("77", None)).unwrap_err(),

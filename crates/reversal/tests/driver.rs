@@ -300,3 +300,89 @@ async fn reverse_message_returns_once_the_reversal_is_journaled() {
         );
     }
 }
+
+/// A transport that decodes what it receives (as a net `Client`'s correlator does) and
+/// hands the message over with the bytes.
+struct Decoding(Arc<HostTransport>);
+
+impl Transport for Decoding {
+    fn request(
+        &self,
+        msg: Bytes,
+        timeout: Duration,
+    ) -> impl std::future::Future<Output = Result<Bytes, RequestError>> + Send {
+        self.0.request(msg, timeout)
+    }
+
+    fn request_decoded(
+        &self,
+        msg: Bytes,
+        timeout: Duration,
+    ) -> impl std::future::Future<Output = Result<(Bytes, Option<Message>), RequestError>> + Send
+    {
+        let sent = self.0.request(msg, timeout);
+        let dialect = self.0.profile.dialect.clone();
+        async move {
+            let b = sent.await?;
+            let m = Message::decode(&dialect, b.clone()).ok();
+            Ok((b, m))
+        }
+    }
+}
+
+/// Counts how answers reach the MAC check.
+struct Counting {
+    inner: ProfileMac,
+    bytes: Arc<AtomicU32>,
+    decoded: Arc<AtomicU32>,
+}
+
+impl Security for Counting {
+    fn seal(&mut self, msg: &mut Message) -> Result<Bytes> {
+        self.inner.seal(msg)
+    }
+    fn verify(&mut self, bytes: &Bytes) -> std::result::Result<Message, Verify> {
+        self.bytes.fetch_add(1, Ordering::SeqCst);
+        self.inner.verify(bytes)
+    }
+    fn verify_decoded(&mut self, msg: Message) -> std::result::Result<Message, Verify> {
+        self.decoded.fetch_add(1, Ordering::SeqCst);
+        self.inner.verify_decoded(msg)
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn answers_the_transport_decoded_are_verified_without_a_second_decode() {
+    let profile = ReversalProfile::cup_pos().unwrap();
+    let host = host_transport(&profile, 1);
+    let (bytes, decoded) = (Arc::new(AtomicU32::new(0)), Arc::new(AtomicU32::new(0)));
+    let security = Counting {
+        inner: security(),
+        bytes: bytes.clone(),
+        decoded: decoded.clone(),
+    };
+    let engine = ReversalEngine::new(EngineConfig::default(), profile.clone(), security, 1);
+    let driver = ReversalDriver::builder(
+        engine,
+        MemoryJournal::new(),
+        Arc::new(Decoding(host.clone())),
+    )
+    .spawn();
+    // The first sale's answer is lost (reversed: the 0410 comes back decoded), the
+    // second is approved.
+    assert!(matches!(
+        driver.submit(sale(&profile, 1500)).await.unwrap(),
+        Outcome::Reversed { .. }
+    ));
+    assert!(driver
+        .submit(sale(&profile, 2000))
+        .await
+        .unwrap()
+        .is_approved());
+    assert_eq!(
+        host.host.lock().unwrap().ledger().total(),
+        Decimal::new(2000, 2)
+    );
+    assert!(decoded.load(Ordering::SeqCst) >= 2, "the 0410 and the 0210");
+    assert_eq!(bytes.load(Ordering::SeqCst), 0, "nothing decoded twice");
+}

@@ -547,6 +547,16 @@ impl<T: Transport, C: Counters + Send + 'static> Transport for PoolTransport<T, 
         msg: Bytes,
         timeout: Duration,
     ) -> impl std::future::Future<Output = Result<Bytes, RequestError>> + Send {
+        let sent = self.request_decoded(msg, timeout);
+        async move { sent.await.map(|(answer, _)| answer) }
+    }
+
+    fn request_decoded(
+        &self,
+        msg: Bytes,
+        timeout: Duration,
+    ) -> impl std::future::Future<Output = Result<(Bytes, Option<Message>), RequestError>> + Send
+    {
         let pool = self.0.clone();
         async move {
             let invalid = |e: isoswitch_codec::CodecError| {
@@ -559,9 +569,9 @@ impl<T: Transport, C: Counters + Send + 'static> Transport for PoolTransport<T, 
                 RequestError::Rejected(RejectReason::NotConnected)
             })?;
             let link = pool.members[i].link.clone();
-            let answer = link.transport().request(sealed, timeout).await?;
+            let (answer, decoded) = link.transport().request_decoded(sealed, timeout).await?;
             pool.answered(i, &keys, &m, &answer);
-            Ok(answer)
+            Ok((answer, decoded))
         }
     }
 
@@ -593,8 +603,18 @@ impl<T: Transport, C: Counters + Send + 'static> Security for PoolMac<T, C> {
     }
 
     fn verify(&mut self, bytes: &Bytes) -> Result<Message, Verify> {
+        self.check(isoswitch_reversal::Answer::Bytes(bytes))
+    }
+
+    fn verify_decoded(&mut self, msg: Message) -> Result<Message, Verify> {
+        self.check(isoswitch_reversal::Answer::Decoded(msg))
+    }
+}
+
+impl<T: Transport, C: Counters + Send + 'static> PoolMac<T, C> {
+    fn check(&self, answer: isoswitch_reversal::Answer<'_>) -> Result<Message, Verify> {
         let pool = &self.0;
-        isoswitch_reversal::verify_answer(&pool.profile, bytes, |view| {
+        isoswitch_reversal::verify_answer(&pool.profile, answer, |view| {
             pool.members.iter().any(|m| {
                 m.link
                     .ring()

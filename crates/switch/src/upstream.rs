@@ -24,7 +24,9 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use isoswitch_codec::{Message, MessageView};
-use isoswitch_reversal::{ReversalError, Security, SessionStore, Transport, UpstreamSave, Verify};
+use isoswitch_reversal::{
+    Answer, ReversalError, Security, SessionStore, Transport, UpstreamSave, Verify,
+};
 use isoswitch_session::counters::Counters;
 use isoswitch_session::crypto::Key;
 use isoswitch_session::{Inbound, Kek, SessionProfile, TerminalSession, WrappedKey};
@@ -258,8 +260,18 @@ impl Security for ZoneMac {
     }
 
     fn verify(&mut self, bytes: &Bytes) -> std::result::Result<Message, Verify> {
+        self.check(Answer::Bytes(bytes))
+    }
+
+    fn verify_decoded(&mut self, msg: Message) -> std::result::Result<Message, Verify> {
+        self.check(Answer::Decoded(msg))
+    }
+}
+
+impl ZoneMac {
+    fn check(&self, answer: Answer<'_>) -> std::result::Result<Message, Verify> {
         let ring = &self.ring;
-        let checked = isoswitch_reversal::verify_answer(&self.profile, bytes, |view| {
+        let checked = isoswitch_reversal::verify_answer(&self.profile, answer, |view| {
             ring.current()
                 .is_some_and(|keys| keys.verify(&self.profile, view))
         });
