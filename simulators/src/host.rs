@@ -560,16 +560,7 @@ impl HostSim {
     /// is not answered: the switch repeats the request).
     async fn durable(&self, (since, upto): (u64, u64)) -> Result<()> {
         let inner = &self.inner;
-        let durable = match &inner.group {
-            Some(g) => {
-                g.durable(upto, || lock(&inner.book).store().written())
-                    .await
-            }
-            None => Ok(()),
-        };
-        let kept = lock(&inner.book).store_mut().kept(since, upto);
-        durable?;
-        kept?;
+        isoswitch::reversal::settle(inner.group.as_ref(), &inner.book, since, upto).await?;
         Ok(())
     }
 

@@ -13,7 +13,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use crate::error::{Result, ReversalError};
+use crate::host::ReversalHandler;
 use crate::record::SyncHandle;
+use crate::store::IdempotencyStore;
 
 /// What makes a store's deferred writes durable: everything written before the call is
 /// durable when it returns Ok ([`crate::IdempotencyStore::defer_sync`]).
@@ -80,6 +82,35 @@ impl GroupSync {
     pub fn syncs(&self) -> u64 {
         self.syncs.load(Ordering::Relaxed)
     }
+}
+
+/// Settles the decisions `handler` made at store positions `since..upto` (read from
+/// [`IdempotencyStore::written`] before and after them, under the handler's lock): waits
+/// until they are durable through `sync` (when the store's writes are deferred to a
+/// group), then asks the store whether it kept them ([`IdempotencyStore::kept`]). The
+/// store is asked even when the flush failed, so that it forgets what it reports.
+///
+/// # Errors
+/// The flush failed, or the store did not keep a decision (for instance
+/// [`ReversalError::DecidedElsewhere`]: decide again on what is stored now). The flush's
+/// error comes first.
+pub async fn settle<S: IdempotencyStore>(
+    sync: Option<&GroupSync>,
+    handler: &std::sync::Mutex<ReversalHandler<S>>,
+    since: u64,
+    upto: u64,
+) -> Result<()> {
+    let lock = || {
+        handler
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    };
+    let durable = match sync {
+        Some(gs) => gs.durable(upto, || lock().store().written()).await,
+        None => Ok(()),
+    };
+    let kept = lock().store_mut().kept(since, upto);
+    durable.and(kept)
 }
 
 #[cfg(test)]

@@ -147,7 +147,7 @@ pub use engine::{
     TransmitId, TransmitKind, TxnId,
 };
 pub use error::{Result, ReversalError};
-pub use group_sync::{Durability, GroupSync};
+pub use group_sync::{settle, Durability, GroupSync};
 pub use host::{
     Admit, Completion, Decision, HostConfig, HostStats, ReversalHandler, Ticket, UpstreamAction,
 };

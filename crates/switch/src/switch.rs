@@ -551,16 +551,13 @@ where
         &self,
         w: Wrote,
     ) -> std::result::Result<(), isoswitch_reversal::ReversalError> {
-        let durable = match &self.inner.book_sync {
-            Some(gs) => {
-                gs.durable(w.upto, || lock(&self.inner.book).store().written())
-                    .await
-            }
-            None => Ok(()),
-        };
-        // Asked even when the flush failed, so that the store forgets what it reports.
-        let kept = lock(&self.inner.book).store_mut().kept(w.since, w.upto);
-        durable.and(kept)
+        isoswitch_reversal::settle(
+            self.inner.book_sync.as_ref(),
+            &self.inner.book,
+            w.since,
+            w.upto,
+        )
+        .await
     }
 
     /// One decision of the book under its lock, with the store's write positions before
