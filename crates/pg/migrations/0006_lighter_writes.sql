@@ -6,7 +6,8 @@
 --
 -- * host_decision_seq: an index per decision kept only so that the whole view of a
 --   part could be read in order (at start, and after a refused group). Those reads
---   now sort the part's rows instead (they read every row anyway).
+--   now take every row of the part with its seq and sort them in the node (they read
+--   every row anyway; a sort in the server would spill to disk beyond work_mem).
 -- * The foreign keys of journal_record and pending_reversal on journal_part: a
 --   referential check (a row lock on the part's journal_part row) per written row.
 --   The journal guards the same thing itself: every append first renews the part's

@@ -377,6 +377,24 @@ pub(crate) async fn payloads(
     Ok(rows.into_iter().map(|r| r.get::<_, Vec<u8>>(0)).collect())
 }
 
+/// Like [`payloads`] for a query that selects `seq, payload` in no particular order:
+/// the payloads in `seq` order, sorted here (`host_decision` has no index on its `seq`:
+/// the server would sort the whole part, on disk beyond `work_mem`).
+pub(crate) async fn payloads_by_seq(
+    pool: Pool,
+    sql: &'static str,
+    part: String,
+) -> Result<Vec<Vec<u8>>, PgError> {
+    let c = pool.get().await?;
+    let rows = c.query(sql, &[&part]).await?;
+    let mut rows: Vec<(i64, Vec<u8>)> = rows
+        .into_iter()
+        .map(|r| (r.get::<_, i64>(0), r.get::<_, Vec<u8>>(1)))
+        .collect();
+    rows.sort_unstable_by_key(|(seq, _)| *seq);
+    Ok(rows.into_iter().map(|(_, p)| p).collect())
+}
+
 /// `postgres user@host:port/db` (no password).
 fn describe(pg: &tokio_postgres::Config) -> String {
     let host = pg

@@ -79,9 +79,9 @@ fn read_state(inner: &Inner, part: &str) -> Result<MemoryStore, ReversalError> {
     let rows = inner
         .db
         .call(|pool| {
-            crate::db::payloads(
+            crate::db::payloads_by_seq(
                 pool,
-                "SELECT payload FROM host_decision WHERE part = $1 ORDER BY seq",
+                "SELECT seq, payload FROM host_decision WHERE part = $1",
                 p,
             )
         })
@@ -479,15 +479,14 @@ impl IdempotencyStore for PgIdempotency {
             .inner
             .db
             .call(|pool| {
-                crate::db::payloads(
+                crate::db::payloads_by_seq(
                     pool,
-                    "SELECT d.payload FROM host_decision d
+                    "SELECT d.seq, d.payload FROM host_decision d
                       WHERE d.part = $1 AND d.kind <> 1 AND NOT EXISTS (
                         SELECT 1 FROM host_decision o
                          WHERE o.part = d.part AND o.terminal = d.terminal
                            AND o.merchant = d.merchant AND o.batch = d.batch
-                           AND o.stan = d.stan AND o.kind = 1)
-                      ORDER BY d.seq",
+                           AND o.stan = d.stan AND o.kind = 1)",
                     part,
                 )
             })

@@ -514,7 +514,7 @@ impl Store for PgStore {
                             JOIN journal_part j ON j.part = p.part
                             WHERE p.journal = $1 AND j.lease_until < now() AND j.owner <> $2
                               AND (p.claimed_by IS NULL OR p.claim_until < now())
-                            ORDER BY p.part, p.txn
+                            ORDER BY p.txn, p.part
                             LIMIT $4
                             FOR UPDATE OF p SKIP LOCKED)
                          UPDATE pending_reversal p

@@ -66,7 +66,9 @@ pub trait Transport: Send + Sync + 'static {
     /// As [`Transport::request`], also handing over the response decoded when the
     /// transport decoded it anyway (a net `Client`'s correlator does), so that the
     /// engine verifies it without decoding it again ([`Security::verify_decoded`]).
-    /// The default decodes nothing.
+    /// The message must be the one decoded from the returned bytes (unchanged), in the
+    /// engine's dialect; otherwise it is decoded again from its own bytes. The default
+    /// decodes nothing.
     fn request_decoded(
         &self,
         msg: Bytes,

@@ -324,6 +324,13 @@ pub struct UpstreamConfig {
     /// `true`); a POS terminal keeps its session across reconnections (`false`) and signs
     /// on only when it has no keys or is asked to (77 / A0 / bad MAC).
     pub sign_on_at_connect: bool,
+    /// How long a claim on signing on ([`SessionStore::claim_sign_on`]) lasts at most:
+    /// the exchange (`sign_on_timeout`) and the store's writes of the new keys, with
+    /// their own timeouts, must fit in it, or a waiting node could sign on too. It is
+    /// released as soon as the keys are stored; only a node that dies holding it makes
+    /// the others wait this long. At least `sign_on_timeout` + 10 s is used (a store
+    /// write's default timeout is 5 s, and a stale snapshot takes two).
+    pub claim_lease: Duration,
 }
 
 impl Default for UpstreamConfig {
@@ -333,6 +340,7 @@ impl Default for UpstreamConfig {
             sign_on_timeout: Duration::from_secs(2),
             retry: Duration::from_millis(200),
             sign_on_at_connect: true,
+            claim_lease: Duration::from_secs(15),
         }
     }
 }
@@ -478,11 +486,6 @@ impl<T: Transport, C: Counters + Send + 'static> UpstreamLink<T, C> {
         signed
     }
 
-    /// How long a claim on signing on lasts: the exchange and the store's write.
-    fn claim_lease(&self) -> Duration {
-        self.config.sign_on_timeout + Duration::from_secs(1)
-    }
-
     fn claim_sign_on(&self) -> Result<bool> {
         let Some(p) = &self.persistence else {
             return Ok(true);
@@ -490,7 +493,12 @@ impl<T: Transport, C: Counters + Send + 'static> UpstreamLink<T, C> {
         Ok(p.sessions
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .claim_sign_on(&self.config.name, self.claim_lease())?)
+            .claim_sign_on(
+                &self.config.name,
+                self.config
+                    .claim_lease
+                    .max(self.config.sign_on_timeout + Duration::from_secs(10)),
+            )?)
     }
 
     fn release_sign_on(&self) -> Result<()> {
@@ -687,10 +695,16 @@ impl<T: Transport, C: Counters + Send + 'static> UpstreamLink<T, C> {
                             tracing::warn!(link = %self.config.name, error = %e, "upstream sign-on failed");
                         }
                         tokio::time::sleep(self.config.retry).await;
-                        // Try again: a refused generation still needs new keys (the
-                        // engine holds its traffic until then), whether they come from
-                        // this node's next sign-on or another node's.
-                        woken = true;
+                        // Try again while the refused generation is still the current
+                        // one: it still needs new keys (the engine holds its traffic
+                        // until then), from this node's next sign-on or another node's.
+                        // Not when new keys were installed and only storing them failed:
+                        // another 0800 would change the host's keys under the traffic.
+                        woken = self.ring.generation() == seen;
+                        if !woken {
+                            // Signed on, on this connection: keys in use.
+                            connections = Some(now);
+                        }
                         continue;
                     }
                 }

@@ -653,3 +653,56 @@ async fn a_node_does_not_sign_on_while_another_holds_the_claim_and_adopts_its_ke
         b.ring().current().unwrap().mak.kcv()
     );
 }
+
+/// A session store whose upstream writes fail (a database that refuses them).
+struct UpstreamWritesFail(isoswitch_reversal::MemorySessions);
+
+impl isoswitch_reversal::SessionStore for UpstreamWritesFail {
+    fn terminals(&self) -> isoswitch_reversal::Result<Vec<isoswitch_session::SealedSnapshot>> {
+        self.0.terminals()
+    }
+    fn terminal(
+        &self,
+        id: &isoswitch_session::TerminalId,
+    ) -> isoswitch_reversal::Result<Option<isoswitch_session::SealedSnapshot>> {
+        self.0.terminal(id)
+    }
+    fn save(&mut self, s: &[isoswitch_session::SealedSnapshot]) -> isoswitch_reversal::Result<()> {
+        self.0.save(s)
+    }
+    fn upstream(
+        &self,
+        link: &str,
+    ) -> isoswitch_reversal::Result<Option<isoswitch_session::SealedSnapshot>> {
+        self.0.upstream(link)
+    }
+    fn save_upstream(
+        &mut self,
+        _link: &str,
+        _s: &isoswitch_session::SealedSnapshot,
+        _expected: Option<u64>,
+    ) -> isoswitch_reversal::Result<isoswitch_reversal::UpstreamSave> {
+        Err(isoswitch_reversal::ReversalError::DriverStopped)
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_sign_on_whose_keys_cannot_be_stored_is_not_repeated_against_the_host() {
+    let store = isoswitch_reversal::MemoryDurable::new();
+    let sessions: isoswitch_switch::SharedSessions = Arc::new(std::sync::Mutex::new(Box::new(
+        UpstreamWritesFail(isoswitch_reversal::Store::sessions(&store, "sessions").unwrap()),
+    )));
+    let host = FakeHost::new();
+    host.refuse_sign_on
+        .store(true, std::sync::atomic::Ordering::Release);
+    let link = common::signed_on_link(&host, "host", "a-session", &store, &sessions).await;
+    host.refuse_sign_on
+        .store(false, std::sync::atomic::Ordering::Release);
+    let task = tokio::spawn(link.clone().keep_signed_on(common::local));
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    // Signed on (the keys are in use), the store's write failed: no second 0800 (it
+    // would change the host's keys under the traffic).
+    assert!(link.ring().current().is_some(), "signed on");
+    assert_eq!(link.sign_ons(), 1);
+    task.abort();
+}
