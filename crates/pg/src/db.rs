@@ -366,14 +366,23 @@ impl Db {
     }
 }
 
+/// The rows of `sql`, whose one parameter is the part.
+async fn rows_of_part(
+    pool: Pool,
+    sql: &'static str,
+    part: String,
+) -> Result<Vec<tokio_postgres::Row>, PgError> {
+    let c = pool.get().await?;
+    Ok(c.query(sql, &[&part]).await?)
+}
+
 /// The `bytea` first column of `sql` (one parameter: the part), in order.
 pub(crate) async fn payloads(
     pool: Pool,
     sql: &'static str,
     part: String,
 ) -> Result<Vec<Vec<u8>>, PgError> {
-    let c = pool.get().await?;
-    let rows = c.query(sql, &[&part]).await?;
+    let rows = rows_of_part(pool, sql, part).await?;
     Ok(rows.into_iter().map(|r| r.get::<_, Vec<u8>>(0)).collect())
 }
 
@@ -385,9 +394,8 @@ pub(crate) async fn payloads_by_seq(
     sql: &'static str,
     part: String,
 ) -> Result<Vec<Vec<u8>>, PgError> {
-    let c = pool.get().await?;
-    let rows = c.query(sql, &[&part]).await?;
-    let mut rows: Vec<(i64, Vec<u8>)> = rows
+    let mut rows: Vec<(i64, Vec<u8>)> = rows_of_part(pool, sql, part)
+        .await?
         .into_iter()
         .map(|r| (r.get::<_, i64>(0), r.get::<_, Vec<u8>>(1)))
         .collect();

@@ -551,11 +551,14 @@ async fn a_sign_on_without_an_answer_does_not_stop_the_link_adopting_another_nod
 }
 
 /// A session store of one node that shares its snapshots and its sign-on claims with
-/// the other nodes (the claim rule of `SessionStore::claim_sign_on`, without a lease).
+/// the other nodes (the claim rule of `SessionStore::claim_sign_on`, without a lease);
+/// with `refuse_upstream`, its writes of the upstream snapshot fail (a database that
+/// refuses them).
 struct Claiming {
     inner: isoswitch_reversal::MemorySessions,
     node: &'static str,
     claims: Arc<std::sync::Mutex<Option<&'static str>>>,
+    refuse_upstream: bool,
 }
 
 impl isoswitch_reversal::SessionStore for Claiming {
@@ -583,6 +586,9 @@ impl isoswitch_reversal::SessionStore for Claiming {
         s: &isoswitch_session::SealedSnapshot,
         expected: Option<u64>,
     ) -> isoswitch_reversal::Result<isoswitch_reversal::UpstreamSave> {
+        if self.refuse_upstream {
+            return Err(isoswitch_reversal::ReversalError::DriverStopped);
+        }
         self.inner.save_upstream(link, s, expected)
     }
     fn claim_sign_on(&mut self, _link: &str, _lease: Duration) -> isoswitch_reversal::Result<bool> {
@@ -614,6 +620,7 @@ async fn a_node_does_not_sign_on_while_another_holds_the_claim_and_adopts_its_ke
             inner: shared.clone(),
             node: name,
             claims: claims.clone(),
+            refuse_upstream: false,
         })))
     };
     let (a_sessions, b_sessions) = (node("a"), node("b"));
@@ -654,44 +661,16 @@ async fn a_node_does_not_sign_on_while_another_holds_the_claim_and_adopts_its_ke
     );
 }
 
-/// A session store whose upstream writes fail (a database that refuses them).
-struct UpstreamWritesFail(isoswitch_reversal::MemorySessions);
-
-impl isoswitch_reversal::SessionStore for UpstreamWritesFail {
-    fn terminals(&self) -> isoswitch_reversal::Result<Vec<isoswitch_session::SealedSnapshot>> {
-        self.0.terminals()
-    }
-    fn terminal(
-        &self,
-        id: &isoswitch_session::TerminalId,
-    ) -> isoswitch_reversal::Result<Option<isoswitch_session::SealedSnapshot>> {
-        self.0.terminal(id)
-    }
-    fn save(&mut self, s: &[isoswitch_session::SealedSnapshot]) -> isoswitch_reversal::Result<()> {
-        self.0.save(s)
-    }
-    fn upstream(
-        &self,
-        link: &str,
-    ) -> isoswitch_reversal::Result<Option<isoswitch_session::SealedSnapshot>> {
-        self.0.upstream(link)
-    }
-    fn save_upstream(
-        &mut self,
-        _link: &str,
-        _s: &isoswitch_session::SealedSnapshot,
-        _expected: Option<u64>,
-    ) -> isoswitch_reversal::Result<isoswitch_reversal::UpstreamSave> {
-        Err(isoswitch_reversal::ReversalError::DriverStopped)
-    }
-}
-
 #[tokio::test(start_paused = true)]
 async fn a_sign_on_whose_keys_cannot_be_stored_is_not_repeated_against_the_host() {
     let store = isoswitch_reversal::MemoryDurable::new();
-    let sessions: isoswitch_switch::SharedSessions = Arc::new(std::sync::Mutex::new(Box::new(
-        UpstreamWritesFail(isoswitch_reversal::Store::sessions(&store, "sessions").unwrap()),
-    )));
+    let sessions: isoswitch_switch::SharedSessions =
+        Arc::new(std::sync::Mutex::new(Box::new(Claiming {
+            inner: isoswitch_reversal::Store::sessions(&store, "sessions").unwrap(),
+            node: "a",
+            claims: Arc::new(std::sync::Mutex::new(None)),
+            refuse_upstream: true,
+        })));
     let host = FakeHost::new();
     host.refuse_sign_on
         .store(true, std::sync::atomic::Ordering::Release);
