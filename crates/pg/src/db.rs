@@ -49,6 +49,11 @@ pub const MIGRATIONS: &[(i32, &str, &str)] = &[
         "0006_lighter_writes.sql",
         include_str!("../migrations/0006_lighter_writes.sql"),
     ),
+    (
+        7,
+        "0007_in_doubt_listed.sql",
+        include_str!("../migrations/0007_in_doubt_listed.sql"),
+    ),
 ];
 
 /// The line of a migration where the store's sealing step runs ([`seal_clear_rows`]).

@@ -9,10 +9,12 @@
 //! arrived meanwhile shares it) and returns only after the commit; the same
 //! transaction renews the node's lease on the journal (an append after another node
 //! took the journal over is [`PgError::LeaseLost`]) and keeps `pending_reversal` in
-//! step: a `Started` puts the original there (in doubt until its outcome: reversed as
-//! `Recovered` if its node dies first), its `Finished` takes it out again unless it is
-//! a reversal (`Finished { Reverse }` sets the reason), and a `ReversalAcked` takes
-//! that out.
+//! step: a `Finished { Reverse }` puts the original there with its reason, a `Started`
+//! advice puts it there at once (its delivery is pending until answered), and the
+//! outcome or `ReversalAcked` takes it out. An original in flight gets no row: if its
+//! node dies before its outcome, the node that takes over lists it from the dead
+//! journal's records (reversed as `Recovered`; [`in_doubt_rows`], migration 7) before
+//! claiming.
 
 use crate::error::PgError;
 use crate::store::{Claim, Inner};
@@ -32,21 +34,91 @@ pub(crate) fn decode_rows(
     rows: &[Vec<u8>],
     op: &'static str,
 ) -> Result<Vec<JournalRecord>, ReversalError> {
+    records_of(inner, part, rows).map_err(inner.err(op))
+}
+
+/// [`decode_rows`] with the store's own error.
+fn records_of(inner: &Inner, part: &str, rows: &[Vec<u8>]) -> Result<Vec<JournalRecord>, PgError> {
     let mut out = Vec::with_capacity(rows.len());
     for (i, sealed) in rows.iter().enumerate() {
-        let payload = inner
-            .unseal("journal_record", format_args!("{part} record {i}"), sealed)
-            .map_err(inner.err(op))?;
-        let rec = JournalRecord::decode(&payload).map_err(|e| {
-            PgError::BadRow {
-                table: "journal_record",
-                what: format!("{part} record {i}: {e}"),
-            }
-            .into_reversal(&inner.db.describe, op)
+        let payload = inner.unseal("journal_record", format_args!("{part} record {i}"), sealed)?;
+        let rec = JournalRecord::decode(&payload).map_err(|e| PgError::BadRow {
+            table: "journal_record",
+            what: format!("{part} record {i}: {e}"),
         })?;
         out.push(rec);
     }
     Ok(out)
+}
+
+/// What `rec` does to its transaction's `pending_reversal` row, with `started` (the
+/// originals started and not finished: `id → (tag, message)`) kept up to date. A
+/// reversal to send (`Finished { Reverse }`) is pending until acknowledged, and so is an
+/// advice from its start (its delivery is: [`isoswitch_reversal::may_be_advice`], since
+/// the store does not know the dialect); an outcome or an acknowledgement takes the row
+/// out. An original in flight is pending only in a `listing` (a dead node's journal,
+/// [`in_doubt_rows`]): a live node's outcome follows within its timeout, so its append
+/// writes no row for it (migration 7).
+fn pending_change(
+    started: &mut HashMap<u64, (u64, Bytes)>,
+    rec: &JournalRecord,
+    listing: bool,
+) -> Option<(i64, PendingChange)> {
+    match rec {
+        JournalRecord::Started {
+            id, tag, message, ..
+        } => {
+            started.insert(*id, (*tag, message.clone()));
+            (listing || isoswitch_reversal::may_be_advice(message)).then(|| {
+                let reason = i16::from(ReversalReason::Recovered.to_u8());
+                (*id as i64, Some((*tag as i64, reason, message.to_vec())))
+            })
+        }
+        JournalRecord::Finished {
+            id,
+            finish: Finish::Reverse { reason },
+        } => {
+            let (tag, message) = started.get(id)?.clone();
+            Some((
+                *id as i64,
+                Some((tag as i64, i16::from(reason.to_u8()), message.to_vec())),
+            ))
+        }
+        JournalRecord::Finished { id, .. } | JournalRecord::ReversalAcked { id, .. } => {
+            started.remove(id);
+            Some((*id as i64, None))
+        }
+        JournalRecord::Counters { .. } | JournalRecord::BatchClosed { .. } => None,
+    }
+}
+
+/// A pending row to list: transaction, tag, reason, sealed original.
+pub(crate) type ListedRow = (i64, i64, i16, Vec<u8>);
+
+/// The pending rows the records of a dead node's journal `part` (sealed payloads in
+/// order) call for: every reversal not yet acknowledged, every advice not yet answered,
+/// and every original started without an outcome (in doubt: reversed as `Recovered`),
+/// originals sealed again for `pending_reversal.message`.
+pub(crate) fn in_doubt_rows(
+    inner: &Inner,
+    part: &str,
+    sealed: &[Vec<u8>],
+) -> Result<Vec<ListedRow>, PgError> {
+    let mut started = HashMap::new();
+    let mut changes: HashMap<i64, PendingChange> = HashMap::new();
+    for rec in records_of(inner, part, sealed)? {
+        if let Some((txn, c)) = pending_change(&mut started, &rec, true) {
+            changes.insert(txn, c);
+        }
+    }
+    let mut rows = Vec::new();
+    for (txn, c) in changes {
+        if let Some((tag, reason, message)) = c {
+            rows.push((txn, tag, reason, inner.seal(&message)?));
+        }
+    }
+    rows.sort_unstable_by_key(|r| r.0);
+    Ok(rows)
 }
 
 /// A node's journal; see the module docs.
@@ -88,7 +160,8 @@ impl PgJournal {
                         "INSERT INTO journal_part (part, journal, owner, lease_until)
                          VALUES ($1, $2, $3, now() + make_interval(secs => $4))
                          ON CONFLICT (part) DO UPDATE
-                            SET owner = EXCLUDED.owner, lease_until = EXCLUDED.lease_until
+                            SET owner = EXCLUDED.owner, lease_until = EXCLUDED.lease_until,
+                                in_doubt_listed = false
                           WHERE journal_part.owner = EXCLUDED.owner
                              OR journal_part.lease_until < now()
                          RETURNING owner",
@@ -137,35 +210,9 @@ impl PgJournal {
     }
 
     /// Follows `rec` in the in-flight map; returns the pending change it makes to its
-    /// transaction. A started original is pending (as `Recovered`: a node that dies
-    /// before its outcome leaves it in doubt, and the engine would reverse it at
-    /// recovery); its outcome takes it out, unless that is a reversal, which stays
-    /// until acknowledged.
+    /// transaction ([`pending_change`], outside a listing).
     fn track(&mut self, rec: &JournalRecord) -> Option<(i64, PendingChange)> {
-        match rec {
-            JournalRecord::Started {
-                id, tag, message, ..
-            } => {
-                self.started.insert(*id, (*tag, message.clone()));
-                let reason = i16::from(ReversalReason::Recovered.to_u8());
-                Some((*id as i64, Some((*tag as i64, reason, message.to_vec()))))
-            }
-            JournalRecord::Finished {
-                id,
-                finish: Finish::Reverse { reason },
-            } => {
-                let (tag, message) = self.started.get(id)?.clone();
-                Some((
-                    *id as i64,
-                    Some((tag as i64, i16::from(reason.to_u8()), message.to_vec())),
-                ))
-            }
-            JournalRecord::Finished { id, .. } | JournalRecord::ReversalAcked { id, .. } => {
-                self.started.remove(id);
-                Some((*id as i64, None))
-            }
-            JournalRecord::Counters { .. } | JournalRecord::BatchClosed { .. } => None,
-        }
+        pending_change(&mut self.started, rec, false)
     }
 
     /// Writes `records` (and, with `replace`, deletes everything before) in one
@@ -261,7 +308,9 @@ impl PgJournal {
             // go out together, in this order, and cost one round trip, not one each.
             let lease = tx
                 .prepare_cached(
-                    "UPDATE journal_part SET lease_until = now() + make_interval(secs => $3)
+                    "UPDATE journal_part
+                        SET lease_until = now() + make_interval(secs => $3),
+                            in_doubt_listed = false
                       WHERE part = $1 AND owner = $2",
                 )
                 .await?;

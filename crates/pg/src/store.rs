@@ -113,6 +113,13 @@ impl Inner {
     }
 }
 
+/// Whose work in doubt [`PgStore::list_in_doubt`] lists: the dead parts of a journal
+/// name, or one part.
+enum Lists {
+    Journal(String),
+    Part(String),
+}
+
 /// The PostgreSQL store; see the module docs. Cheap to clone.
 #[derive(Debug, Clone)]
 pub struct PgStore {
@@ -214,8 +221,99 @@ impl PgStore {
             .map_err(self.inner.err("expire leases"))
     }
 
-    /// Reversals (and in-doubt originals) still pending in journals named `journal`, of
-    /// every node: 0 once every one was acknowledged.
+    /// Lists as pending rows what the journals of nodes whose lease ran out leave in
+    /// doubt ([`crate::journal::in_doubt_rows`]; migration 7): each part once, in one
+    /// transaction with its `journal_part` row locked (an owner that was only slow renews
+    /// its lease through that row, so it waits, and its later appends clear the flag);
+    /// rows already there (claimed or not) are left as they are. Returns the rows added.
+    fn list_in_doubt(&self, which: Lists) -> Result<u64, ReversalError> {
+        const PARTS_PER_CALL: i64 = 4;
+        let node = self.inner.node.clone();
+        let inner = self.inner.clone();
+        let added = self
+            .inner
+            .db
+            .call(|pool| async move {
+                let c = pool.get().await?;
+                let due = "owner <> $2 AND lease_until < now() AND NOT in_doubt_listed";
+                let parts: Vec<String> = match &which {
+                    Lists::Journal(journal) => c
+                        .query(
+                            &format!(
+                                "SELECT part FROM journal_part WHERE journal = $1 AND {due}
+                                  ORDER BY part LIMIT {PARTS_PER_CALL}"
+                            ),
+                            &[journal, &node],
+                        )
+                        .await?
+                        .iter()
+                        .map(|r| r.get(0))
+                        .collect(),
+                    Lists::Part(part) => vec![part.clone()],
+                };
+                drop(c);
+                let mut added = 0;
+                for part in parts {
+                    let mut c = pool.get().await?;
+                    let tx = c.transaction().await?;
+                    let locked = tx
+                        .query(
+                            &format!(
+                                "SELECT journal FROM journal_part WHERE part = $1 AND {due}
+                                  FOR UPDATE SKIP LOCKED"
+                            ),
+                            &[&part, &node],
+                        )
+                        .await?;
+                    let Some(row) = locked.first() else {
+                        continue;
+                    };
+                    let journal: String = row.get(0);
+                    let sealed: Vec<Vec<u8>> = tx
+                        .query(
+                            "SELECT payload FROM journal_record WHERE part = $1 ORDER BY seq",
+                            &[&part],
+                        )
+                        .await?
+                        .iter()
+                        .map(|r| r.get(0))
+                        .collect();
+                    let rows = crate::journal::in_doubt_rows(&inner, &part, &sealed)?;
+                    if !rows.is_empty() {
+                        let txn: Vec<i64> = rows.iter().map(|r| r.0).collect();
+                        let tag: Vec<i64> = rows.iter().map(|r| r.1).collect();
+                        let reason: Vec<i16> = rows.iter().map(|r| r.2).collect();
+                        let message: Vec<&[u8]> = rows.iter().map(|r| r.3.as_slice()).collect();
+                        added += tx
+                            .execute(
+                                "INSERT INTO pending_reversal (part, txn, journal, tag, reason, message)
+                                 SELECT $1, t, $2, g, r, m
+                                   FROM unnest($3::int8[], $4::int8[], $5::int2[], $6::bytea[]) AS u(t, g, r, m)
+                                 ON CONFLICT (txn, part) DO NOTHING",
+                                &[&part, &journal, &txn, &tag, &reason, &message],
+                            )
+                            .await?;
+                    }
+                    tx.execute(
+                        "UPDATE journal_part SET in_doubt_listed = true WHERE part = $1",
+                        &[&part],
+                    )
+                    .await?;
+                    tx.commit().await?;
+                }
+                Ok(added)
+            })
+            .map_err(self.inner.err("list a dead node's work in doubt"))?;
+        if added > 0 {
+            tracing::info!(node = %self.inner.node, added, "listed the work a node whose lease ran out left in doubt");
+        }
+        Ok(added)
+    }
+
+    /// Reversals and advices still pending in journals named `journal`, of every node,
+    /// and the originals that nodes whose lease ran out left in doubt, once listed (a
+    /// live node's originals in flight are not counted): 0 once every one was
+    /// acknowledged.
     ///
     /// # Errors
     /// Database errors.
@@ -386,7 +484,8 @@ impl Store for PgStore {
             .call(|pool| async move {
                 let c = pool.get().await?;
                 c.execute(
-                    "UPDATE journal_part SET lease_until = now() + make_interval(secs => $2) WHERE owner = $1",
+                    "UPDATE journal_part SET lease_until = now() + make_interval(secs => $2), in_doubt_listed = false
+                      WHERE owner = $1",
                     &[&node, &secs],
                 )
                 .await?;
@@ -467,6 +566,8 @@ impl Store for PgStore {
     }
 
     fn retire_journal(&self, part: &str) -> Result<bool, ReversalError> {
+        // What it leaves in doubt first becomes pending (and keeps it from retiring).
+        self.list_in_doubt(Lists::Part(part.to_string()))?;
         let part = part.to_string();
         self.inner
             .db
@@ -478,7 +579,7 @@ impl Store for PgStore {
                 let dead = tx
                     .query(
                         "SELECT 1 FROM journal_part j
-                          WHERE j.part = $1 AND j.lease_until < now()
+                          WHERE j.part = $1 AND j.lease_until < now() AND j.in_doubt_listed
                             AND NOT EXISTS (SELECT 1 FROM pending_reversal p WHERE p.part = $1)
                           FOR UPDATE",
                         &[&part],
@@ -498,6 +599,7 @@ impl Store for PgStore {
     }
 
     fn claim_orphans(&self, journal: &str, max: usize) -> Result<Vec<Orphan>, ReversalError> {
+        self.list_in_doubt(Lists::Journal(journal.to_string()))?;
         let node = self.inner.node.clone();
         let secs = self.inner.lease_secs();
         let journal = journal.to_string();

@@ -227,7 +227,8 @@ fn group_commit_writes_each_batch_in_one_transaction_in_order() {
 /// An append is written only while its node holds the journal: once another node has
 /// retired a dead node's journal, that node's late append is refused (`LeaseLost`) and
 /// writes nothing, neither records nor pending work; a live node's appends go in
-/// whole, pending rows made and taken out by the append that journals the change.
+/// whole, pending rows made and taken out by the append that journals the change (a
+/// reversal to send has one; an original in flight has none while its node lives).
 #[test]
 fn an_append_without_the_lease_writes_nothing() {
     let pg = TestCluster::require();
@@ -248,7 +249,7 @@ fn an_append_without_the_lease_writes_nothing() {
     ])
     .expect("append");
     let pending = |url: &str| count(url, "SELECT count(*) FROM pending_reversal");
-    assert_eq!(pending(&url), 2, "7 in doubt and 8 to reverse");
+    assert_eq!(pending(&url), 1, "8 to reverse (7 is in flight: no row)");
     ja.append(&[
         JournalRecord::Finished {
             id: 7,
@@ -273,6 +274,74 @@ fn an_append_without_the_lease_writes_nothing() {
     assert!(e.to_string().contains("lease"), "{e}");
     assert_eq!(count(&url, "SELECT count(*) FROM journal_record"), 0);
     assert_eq!(pending(&url), 0);
+}
+
+/// A live node's original in flight has no pending row; once the node's lease has run
+/// out, the first node that looks lists it (in doubt: reversed as `Recovered`) and claims
+/// it, and the dead journal is not retired before. An advice is pending from its start.
+/// A node that was only slow and goes on appending clears the listing: what it starts
+/// after is listed when its lease runs out again.
+#[test]
+fn a_dead_nodes_originals_in_flight_are_listed_once_its_lease_runs_out() {
+    let pg = TestCluster::require();
+    let url = pg.fresh_database("listing").expect("db");
+    let a = node(&url, "a");
+    let b = node(&url, "b");
+    let mut ja = a.journal("switch").expect("a");
+    let _jb = b.journal("switch").expect("b");
+    let advice = JournalRecord::Started {
+        id: 2,
+        tag: 1002,
+        batch: 1,
+        stan: 2,
+        info: info(100),
+        message: Bytes::from_static(b"0220 an advice"),
+    };
+    ja.append(&[started(1), advice]).expect("append");
+    let pending = |url: &str| count(url, "SELECT count(*) FROM pending_reversal");
+    assert_eq!(pending(&url), 1, "the advice only");
+    assert_eq!(b.pending_tag("switch", 1002).expect("tag"), Some(true));
+    assert_eq!(b.pending_tag("switch", 1001).expect("tag"), Some(false));
+    // While a's lease holds, nothing is listed or claimed.
+    assert!(b.claim_orphans("switch", 10).expect("claim").is_empty());
+    assert_eq!(pending(&url), 1);
+    a.expire_leases().expect("expire");
+    // Retiring lists first: 1 is in doubt, so the journal stays.
+    assert!(!b.retire_journal("switch@a").expect("retire"));
+    assert_eq!(pending(&url), 2);
+    let got = b.claim_orphans("switch", 10).expect("claim");
+    let ids: Vec<(u64, ReversalReason)> = got.iter().map(|o| (o.id, o.reason)).collect();
+    assert_eq!(
+        ids,
+        [
+            (1, ReversalReason::Recovered),
+            (2, ReversalReason::Recovered)
+        ]
+    );
+    assert_eq!(&got[0].message[..], b"original 1");
+    assert_eq!(got[0].tag, 1001);
+    // Listed once: another look adds nothing.
+    assert!(b.claim_orphans("switch", 10).expect("claim").is_empty());
+    assert_eq!(pending(&url), 2);
+    // a was only slow: its append renews its lease (the advice answered, 3 started).
+    ja.append(&[
+        JournalRecord::Finished {
+            id: 2,
+            finish: Finish::Approved { code: *b"00" },
+        },
+        started(3),
+    ])
+    .expect("append");
+    assert_eq!(pending(&url), 1, "1, claimed by b");
+    b.hand_over(&got[0]).expect("hand over");
+    assert_eq!(pending(&url), 0);
+    // a's lease runs out again: 3 is listed now, and nothing else.
+    a.expire_leases().expect("expire");
+    let got = b.claim_orphans("switch", 10).expect("claim");
+    assert_eq!(got.iter().map(|o| o.id).collect::<Vec<_>>(), [3]);
+    b.hand_over(&got[0]).expect("hand over");
+    assert!(b.retire_journal("switch@a").expect("retire"));
+    assert_eq!(count(&url, "SELECT count(*) FROM journal_record"), 0);
 }
 
 #[test]
@@ -729,7 +798,8 @@ fn the_store_keeps_no_pan_in_clear_in_any_table() {
         let mut s = a.idempotency("host").expect("idem");
         s.commit(approved(1, 500)).expect("commit");
         s.commit(approved(2, 500)).expect("commit");
-        assert!(a.pending("switch").expect("pending") >= 2);
+        // 3 to reverse; 2 is in flight (a row only once another node lists it).
+        assert_eq!(a.pending("switch").expect("pending"), 1);
         a.expire_leases().expect("expire");
     }
     // Another node takes the dead node's reversals over (reads the sealed originals,
@@ -846,7 +916,8 @@ fn keys_rotate_and_a_foreign_key_is_refused_with_a_clear_message() {
     {
         let a = node_keyed(&url, "a", key_a());
         let mut j = a.journal("switch").expect("journal");
-        j.append(&[started_pan(1), started_pan(2)]).expect("append");
+        j.append(&[started_pan(1), started_pan(2), reverse(2)])
+            .expect("append");
         a.idempotency("host")
             .expect("idem")
             .commit(approved(1, 500))
@@ -873,9 +944,9 @@ fn keys_rotate_and_a_foreign_key_is_refused_with_a_clear_message() {
     {
         let b = node_keyed(&url, "a", rotated);
         let recs = b.journal("switch").expect("journal").load().expect("load");
-        assert_eq!(recs, [started_pan(1), started_pan(2)]);
+        assert_eq!(recs, [started_pan(1), started_pan(2), reverse(2)]);
         assert!(b.idempotency("host").expect("idem").get(&key(1)).is_some());
-        // 2 journal records, 2 pending originals, 1 decision.
+        // 3 journal records, 1 pending reversal, 1 decision.
         assert_eq!(b.reseal().expect("reseal"), 5);
         assert_eq!(b.reseal().expect("reseal"), 0);
     }
@@ -883,7 +954,7 @@ fn keys_rotate_and_a_foreign_key_is_refused_with_a_clear_message() {
     let new_only = Arc::new(DataKeys::new(&[0xB2; 32]).expect("key"));
     let n = node_keyed(&url, "a", new_only);
     let recs = n.journal("switch").expect("journal").load().expect("load");
-    assert_eq!(recs, [started_pan(1), started_pan(2)]);
+    assert_eq!(recs, [started_pan(1), started_pan(2), reverse(2)]);
     assert!(n.idempotency("host").expect("idem").get(&key(1)).is_some());
     assert!(scan(&url).is_empty());
 }

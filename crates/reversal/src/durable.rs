@@ -104,8 +104,8 @@ pub trait Store: Send + Sync + 'static {
     }
 
     /// Whether any node's journal named `journal` holds upstream work under `tag` still
-    /// pending (an original in doubt, a reversal or an advice not yet answered), live
-    /// node or dead. `None` (the default): a store its process owns alone, where the
+    /// pending (a reversal or an advice not yet answered, live node or dead; an original
+    /// in doubt at least once its node's lease ran out). `None` (the default): a store its process owns alone, where the
     /// question does not arise (its one process knows its own work).
     ///
     /// # Errors

@@ -155,7 +155,8 @@ pub use journal::{FileJournal, Finish, GroupCommit, Journal, JournalRecord, Memo
 pub use memstore::{MemoryDurable, MemorySessions};
 pub use original::OriginalDataElements;
 pub use profile::{
-    is_advice, OriginalData, ReasonCodes, ReversalProfile, ReversalReason, TxnInfo, TxnKey, TxnKind,
+    is_advice, may_be_advice, OriginalData, ReasonCodes, ReversalProfile, ReversalReason, TxnInfo,
+    TxnKey, TxnKind,
 };
 /// The decimal type of amounts and totals (re-exported `rust_decimal`).
 pub use rust_decimal::Decimal;

@@ -653,6 +653,16 @@ pub fn is_advice(mti: Mti) -> bool {
         )
 }
 
+/// Whether `message` (an encoded original, MTI first) could be an advice in any MTI
+/// encoding (ASCII, BCD, EBCDIC): for a store that keeps advices apart without knowing
+/// the dialect. `false` only when no encoding reads an advice's MTI from its first bytes.
+pub fn may_be_advice(message: &[u8]) -> bool {
+    use isoswitch_codec::MtiEncoding;
+    [MtiEncoding::Ascii, MtiEncoding::Bcd, MtiEncoding::Ebcdic]
+        .into_iter()
+        .any(|e| Mti::decode(e, message).is_ok_and(is_advice))
+}
+
 /// Positions `at` of `v` (field `field`) as a number.
 fn number(v: &str, at: std::ops::Range<usize>, field: u8, what: &'static str) -> Result<u32> {
     let bad = || ReversalError::BadField { field, what };
@@ -674,6 +684,39 @@ fn digits(msg: &Message, n: u8, width: usize) -> Result<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn advices_are_told_from_their_first_bytes_in_every_builtin_dialect() {
+        for name in Dialect::builtin_names() {
+            let d = Dialect::builtin(name).unwrap();
+            for (n, advice) in [
+                (120, true),
+                (121, true),
+                (220, true),
+                (221, true),
+                (100, false),
+                (200, false),
+                (400, false),
+                (401, false),
+                (420, false),
+                (800, false),
+                (500, false),
+                (320, false),
+            ] {
+                if !d.allows_mti(mti(n)) {
+                    continue;
+                }
+                let mut m = Message::new(&d, mti(n));
+                m.set(11, "000042").unwrap();
+                let bytes = m.to_bytes().unwrap();
+                assert_eq!(may_be_advice(&bytes), advice, "{name} {n:04}");
+            }
+        }
+        assert!(!may_be_advice(b"original 1"));
+        assert!(!may_be_advice(b""));
+        assert!(may_be_advice(&[0x02, 0x20, 0, 0]));
+        assert!(may_be_advice(&[0xF0, 0xF2, 0xF2, 0xF1]));
+    }
 
     fn sale(p: &ReversalProfile) -> Message {
         let mut m = Message::new(&p.dialect, mti(200));

@@ -1,0 +1,15 @@
+-- isoswitch-pg schema, version 7: in-doubt originals listed when their node dies.
+--
+-- Until version 6 every started original was written to pending_reversal as it was
+-- journaled (reason Recovered: in doubt until its outcome) and deleted again by its
+-- outcome: an insert and a delete per switched transaction, a second sealed copy of the
+-- original, for rows that only a node taking over a dead node's work ever reads. Now a
+-- journal append writes a pending row for a reversal to send (Finished Reverse) and for
+-- a stored advice (delivery pending), not for an original in flight. When a node's lease
+-- has run out, the first node that looks for its orphans lists the originals its journal
+-- leaves in doubt (its records read in one transaction with the part's row locked) as
+-- pending rows, then sets `in_doubt_listed`. Every lease renewal by the owner (an
+-- append, a renewal, reopening the part) clears the flag again, so a node that was only
+-- slow and goes on writing is listed afresh if its lease runs out later. A part is
+-- retired only once listed and with nothing pending.
+ALTER TABLE journal_part ADD COLUMN in_doubt_listed boolean NOT NULL DEFAULT false;
