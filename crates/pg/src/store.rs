@@ -599,7 +599,12 @@ impl Store for PgStore {
     }
 
     fn claim_orphans(&self, journal: &str, max: usize) -> Result<Vec<Orphan>, ReversalError> {
-        self.list_in_doubt(Lists::Journal(journal.to_string()))?;
+        // A listing that fails (a database error, a dead journal too long to read within
+        // the call's timeout) does not hold up the claim of the rows already there; it is
+        // tried again at the next look, and the part is not retired before it succeeds.
+        if let Err(e) = self.list_in_doubt(Lists::Journal(journal.to_string())) {
+            tracing::warn!(node = %self.inner.node, error = %e, "listing a dead node's work in doubt failed (tried again)");
+        }
         let node = self.inner.node.clone();
         let secs = self.inner.lease_secs();
         let journal = journal.to_string();
