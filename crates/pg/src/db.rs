@@ -54,6 +54,11 @@ pub const MIGRATIONS: &[(i32, &str, &str)] = &[
         "0007_in_doubt_listed.sql",
         include_str!("../migrations/0007_in_doubt_listed.sql"),
     ),
+    (
+        8,
+        "0008_retire_once_listed.sql",
+        include_str!("../migrations/0008_retire_once_listed.sql"),
+    ),
 ];
 
 /// The line of a migration where the store's sealing step runs ([`seal_clear_rows`]).

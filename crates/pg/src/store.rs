@@ -113,13 +113,6 @@ impl Inner {
     }
 }
 
-/// Whose work in doubt [`PgStore::list_in_doubt`] lists: the dead parts of a journal
-/// name, or one part.
-enum Lists {
-    Journal(String),
-    Part(String),
-}
-
 /// The PostgreSQL store; see the module docs. Cheap to clone.
 #[derive(Debug, Clone)]
 pub struct PgStore {
@@ -221,91 +214,125 @@ impl PgStore {
             .map_err(self.inner.err("expire leases"))
     }
 
+    /// The parts of journals named `journal` whose lease ran out (other nodes'), in
+    /// order, at most `max`; with `unlisted`, only those whose work in doubt was not
+    /// listed yet.
+    fn dead_parts(
+        &self,
+        journal: &str,
+        unlisted: bool,
+        max: i64,
+    ) -> Result<Vec<String>, ReversalError> {
+        let (journal, node) = (journal.to_string(), self.inner.node.clone());
+        self.inner
+            .db
+            .call(|pool| async move {
+                let c = pool.get().await?;
+                let rows = c
+                    .query(
+                        "SELECT part FROM journal_part
+                          WHERE journal = $1 AND owner <> $2 AND lease_until < now()
+                            AND NOT ($3 AND in_doubt_listed)
+                          ORDER BY part LIMIT $4",
+                        &[&journal, &node, &unlisted, &max],
+                    )
+                    .await?;
+                Ok(rows.iter().map(|r| r.get(0)).collect())
+            })
+            .map_err(self.inner.err("list dead journals"))
+    }
+
     /// Lists as pending rows what the journals of nodes whose lease ran out leave in
-    /// doubt ([`crate::journal::in_doubt_rows`]; migration 7): each part once, in one
+    /// doubt ([`crate::journal::in_doubt_rows`]; migration 7), each part in a call of its
+    /// own ([`PgStore::list_part`]): a part that cannot be listed (a database error, a
+    /// journal too long to read within the call's timeout, a record this node cannot
+    /// open) is logged and passed over, and the parts after it are still listed; it is
+    /// tried again at the next look and is not retired before it is listed. Returns the
+    /// rows added.
+    fn list_in_doubt(&self, journal: &str) -> Result<u64, ReversalError> {
+        let parts = self.dead_parts(journal, true, i64::MAX)?;
+        let mut added = 0;
+        for part in parts {
+            match self.list_part(&part) {
+                Ok(n) => added += n,
+                Err(e) => tracing::warn!(
+                    node = %self.inner.node,
+                    part = %part,
+                    error = %e,
+                    "a dead node's work in doubt could not be listed: its originals in flight are not reversed until it is (tried again at the next look; the journal is kept)"
+                ),
+            }
+        }
+        Ok(added)
+    }
+
+    /// Lists what one part whose lease ran out leaves in doubt, once: in one
     /// transaction with its `journal_part` row locked (an owner that was only slow renews
-    /// its lease through that row, so it waits, and its later appends clear the flag);
-    /// rows already there (claimed or not) are left as they are. Returns the rows added.
-    fn list_in_doubt(&self, which: Lists) -> Result<u64, ReversalError> {
-        const PARTS_PER_CALL: i64 = 4;
+    /// its lease through that row, so it waits, and its later appends clear the flag; a
+    /// hand-over into the part waits too, so a row handed over meanwhile is not listed
+    /// again); rows already there (claimed or not) are left as they are. Returns the rows
+    /// added (0 when the part is not due or is being listed by another node).
+    fn list_part(&self, part: &str) -> Result<u64, ReversalError> {
         let node = self.inner.node.clone();
         let inner = self.inner.clone();
+        let name = part.to_string();
+        let part = name.clone();
         let added = self
             .inner
             .db
             .call(|pool| async move {
-                let c = pool.get().await?;
-                let due = "owner <> $2 AND lease_until < now() AND NOT in_doubt_listed";
-                let parts: Vec<String> = match &which {
-                    Lists::Journal(journal) => c
-                        .query(
-                            &format!(
-                                "SELECT part FROM journal_part WHERE journal = $1 AND {due}
-                                  ORDER BY part LIMIT {PARTS_PER_CALL}"
-                            ),
-                            &[journal, &node],
-                        )
-                        .await?
-                        .iter()
-                        .map(|r| r.get(0))
-                        .collect(),
-                    Lists::Part(part) => vec![part.clone()],
-                };
-                drop(c);
-                let mut added = 0;
-                for part in parts {
-                    let mut c = pool.get().await?;
-                    let tx = c.transaction().await?;
-                    let locked = tx
-                        .query(
-                            &format!(
-                                "SELECT journal FROM journal_part WHERE part = $1 AND {due}
-                                  FOR UPDATE SKIP LOCKED"
-                            ),
-                            &[&part, &node],
-                        )
-                        .await?;
-                    let Some(row) = locked.first() else {
-                        continue;
-                    };
-                    let journal: String = row.get(0);
-                    let sealed: Vec<Vec<u8>> = tx
-                        .query(
-                            "SELECT payload FROM journal_record WHERE part = $1 ORDER BY seq",
-                            &[&part],
-                        )
-                        .await?
-                        .iter()
-                        .map(|r| r.get(0))
-                        .collect();
-                    let rows = crate::journal::in_doubt_rows(&inner, &part, &sealed)?;
-                    if !rows.is_empty() {
-                        let txn: Vec<i64> = rows.iter().map(|r| r.0).collect();
-                        let tag: Vec<i64> = rows.iter().map(|r| r.1).collect();
-                        let reason: Vec<i16> = rows.iter().map(|r| r.2).collect();
-                        let message: Vec<&[u8]> = rows.iter().map(|r| r.3.as_slice()).collect();
-                        added += tx
-                            .execute(
-                                "INSERT INTO pending_reversal (part, txn, journal, tag, reason, message)
-                                 SELECT $1, t, $2, g, r, m
-                                   FROM unnest($3::int8[], $4::int8[], $5::int2[], $6::bytea[]) AS u(t, g, r, m)
-                                 ON CONFLICT (txn, part) DO NOTHING",
-                                &[&part, &journal, &txn, &tag, &reason, &message],
-                            )
-                            .await?;
-                    }
-                    tx.execute(
-                        "UPDATE journal_part SET in_doubt_listed = true WHERE part = $1",
-                        &[&part],
+                let mut c = pool.get().await?;
+                let tx = c.transaction().await?;
+                let locked = tx
+                    .query(
+                        "SELECT journal FROM journal_part
+                          WHERE part = $1 AND owner <> $2 AND lease_until < now()
+                            AND NOT in_doubt_listed
+                          FOR UPDATE SKIP LOCKED",
+                        &[&part, &node],
                     )
                     .await?;
-                    tx.commit().await?;
+                let Some(row) = locked.first() else {
+                    return Ok(0);
+                };
+                let journal: String = row.get(0);
+                let sealed: Vec<Vec<u8>> = tx
+                    .query(
+                        "SELECT payload FROM journal_record WHERE part = $1 ORDER BY seq",
+                        &[&part],
+                    )
+                    .await?
+                    .iter()
+                    .map(|r| r.get(0))
+                    .collect();
+                let rows = crate::journal::in_doubt_rows(&inner, &part, &sealed)?;
+                let mut added = 0;
+                if !rows.is_empty() {
+                    let txn: Vec<i64> = rows.iter().map(|r| r.0).collect();
+                    let tag: Vec<i64> = rows.iter().map(|r| r.1).collect();
+                    let reason: Vec<i16> = rows.iter().map(|r| r.2).collect();
+                    let message: Vec<&[u8]> = rows.iter().map(|r| r.3.as_slice()).collect();
+                    added = tx
+                        .execute(
+                            "INSERT INTO pending_reversal (part, txn, journal, tag, reason, message)
+                             SELECT $1, t, $2, g, r, m
+                               FROM unnest($3::int8[], $4::int8[], $5::int2[], $6::bytea[]) AS u(t, g, r, m)
+                             ON CONFLICT (txn, part) DO NOTHING",
+                            &[&part, &journal, &txn, &tag, &reason, &message],
+                        )
+                        .await?;
                 }
+                tx.execute(
+                    "UPDATE journal_part SET in_doubt_listed = true WHERE part = $1",
+                    &[&part],
+                )
+                .await?;
+                tx.commit().await?;
                 Ok(added)
             })
             .map_err(self.inner.err("list a dead node's work in doubt"))?;
         if added > 0 {
-            tracing::info!(node = %self.inner.node, added, "listed the work a node whose lease ran out left in doubt");
+            tracing::info!(node = %self.inner.node, part = %name, added, "listed the work a node whose lease ran out left in doubt");
         }
         Ok(added)
     }
@@ -523,27 +550,7 @@ impl Store for PgStore {
         journal: &str,
         max: usize,
     ) -> Result<Vec<(String, Vec<JournalRecord>)>, ReversalError> {
-        let (journal, node) = (journal.to_string(), self.inner.node.clone());
-        let max = i64::try_from(max).unwrap_or(i64::MAX);
-        let parts = self
-            .inner
-            .db
-            .call(|pool| async move {
-                let c = pool.get().await?;
-                let rows = c
-                    .query(
-                        "SELECT part FROM journal_part
-                          WHERE journal = $1 AND owner <> $2 AND lease_until < now()
-                          ORDER BY part LIMIT $3",
-                        &[&journal, &node, &max],
-                    )
-                    .await?;
-                Ok(rows
-                    .into_iter()
-                    .map(|r| r.get::<_, String>(0))
-                    .collect::<Vec<_>>())
-            })
-            .map_err(self.inner.err("list dead journals"))?;
+        let parts = self.dead_parts(journal, false, i64::try_from(max).unwrap_or(i64::MAX))?;
         let mut out = Vec::with_capacity(parts.len());
         for part in parts {
             let p = part.clone();
@@ -567,7 +574,7 @@ impl Store for PgStore {
 
     fn retire_journal(&self, part: &str) -> Result<bool, ReversalError> {
         // What it leaves in doubt first becomes pending (and keeps it from retiring).
-        self.list_in_doubt(Lists::Part(part.to_string()))?;
+        self.list_part(part)?;
         let part = part.to_string();
         self.inner
             .db
@@ -599,11 +606,11 @@ impl Store for PgStore {
     }
 
     fn claim_orphans(&self, journal: &str, max: usize) -> Result<Vec<Orphan>, ReversalError> {
-        // A listing that fails (a database error, a dead journal too long to read within
-        // the call's timeout) does not hold up the claim of the rows already there; it is
-        // tried again at the next look, and the part is not retired before it succeeds.
-        if let Err(e) = self.list_in_doubt(Lists::Journal(journal.to_string())) {
-            tracing::warn!(node = %self.inner.node, error = %e, "listing a dead node's work in doubt failed (tried again)");
+        // A listing that fails (the database away, or one part that cannot be listed:
+        // logged per part) does not hold up the claim of the rows already there; it is
+        // tried again at the next look, and a part is not retired before it is listed.
+        if let Err(e) = self.list_in_doubt(journal) {
+            tracing::warn!(node = %self.inner.node, error = %e, "looking for dead journals to list failed (tried again)");
         }
         let node = self.inner.node.clone();
         let secs = self.inner.lease_secs();
@@ -693,6 +700,15 @@ impl Store for PgStore {
             .call(|pool| async move {
                 let mut c = pool.get().await?;
                 let tx = c.transaction().await?;
+                // The part's row shared first: a listing of the part in progress (which
+                // holds it FOR UPDATE, having read its records without this hand-over)
+                // finishes before the row is deleted here, so it cannot put the row back
+                // after; the owner's appends (FOR NO KEY UPDATE) do not wait for it.
+                tx.execute(
+                    "SELECT 1 FROM journal_part WHERE part = $1 FOR KEY SHARE",
+                    &[&part],
+                )
+                .await?;
                 let n = tx
                     .execute(
                         "DELETE FROM pending_reversal WHERE part = $1 AND txn = $2 AND claimed_by = $3",

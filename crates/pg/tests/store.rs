@@ -345,6 +345,136 @@ fn a_dead_nodes_originals_in_flight_are_listed_once_its_lease_runs_out() {
 }
 
 #[test]
+fn a_node_built_for_an_older_schema_cannot_retire_a_journal_that_was_not_listed() {
+    let pg = TestCluster::require();
+    let url = pg.fresh_database("oldretire").expect("db");
+    let a = node(&url, "a");
+    let b = node(&url, "b");
+    let mut ja = a.journal("switch").expect("a");
+    ja.append(&[started(1)]).expect("append");
+    a.expire_leases().expect("expire");
+    // Version 6's retirement, as a node built for it still running after a newer node
+    // applied the schema: no pending row, lease run out, so it deletes the journal.
+    let old_retire = "BEGIN;
+        SELECT 1 FROM journal_part j
+         WHERE j.part = 'switch@a' AND j.lease_until < now()
+           AND NOT EXISTS (SELECT 1 FROM pending_reversal p WHERE p.part = 'switch@a')
+         FOR UPDATE;
+        DELETE FROM journal_record WHERE part = 'switch@a';
+        DELETE FROM journal_part WHERE part = 'switch@a';
+        COMMIT;";
+    let refused = testing::execute(&url, old_retire).expect_err("refused by the schema");
+    assert!(refused.contains("never listed"), "{refused}");
+    assert_eq!(count(&url, "SELECT count(*) FROM journal_record"), 1);
+    // The original it left in doubt is still reversed by a node that lists it.
+    let got = b.claim_orphans("switch", 10).expect("claim");
+    assert_eq!(got.iter().map(|o| o.id).collect::<Vec<_>>(), [1]);
+    b.hand_over(&got[0]).expect("hand over");
+    assert!(b.retire_journal("switch@a").expect("retire"));
+    assert_eq!(
+        count(
+            &url,
+            "SELECT count(*) FROM journal_part WHERE part = 'switch@a'"
+        ),
+        0
+    );
+}
+
+#[test]
+fn a_part_that_cannot_be_listed_does_not_keep_the_parts_after_it_from_being_listed() {
+    let pg = TestCluster::require();
+    let url = pg.fresh_database("listskip").expect("db");
+    // a seals under a data key b does not hold: b cannot read a's journal.
+    let a = node_keyed(&url, "a", key_a());
+    let c = node(&url, "c");
+    let b = node(&url, "b");
+    let mut ja = a.journal("switch").expect("a");
+    let mut jc = c.journal("switch").expect("c");
+    ja.append(&[started(1)]).expect("append");
+    jc.append(&[started(5)]).expect("append");
+    a.expire_leases().expect("expire");
+    c.expire_leases().expect("expire");
+    let got = b.claim_orphans("switch", 10).expect("claim");
+    assert_eq!(
+        got.iter().map(|o| o.id).collect::<Vec<_>>(),
+        [5],
+        "c's, after a's"
+    );
+    b.hand_over(&got[0]).expect("hand over");
+    // a's stays unlisted, so it is neither claimed nor retired.
+    assert!(b.claim_orphans("switch", 10).expect("claim").is_empty());
+    assert!(b.retire_journal("switch@a").is_err());
+    assert_eq!(
+        count(
+            &url,
+            "SELECT count(*) FROM journal_part WHERE in_doubt_listed"
+        ),
+        1
+    );
+    assert!(b.retire_journal("switch@c").expect("retire"));
+}
+
+#[test]
+fn a_hand_over_waits_for_a_listing_in_progress_so_the_row_is_not_put_back() {
+    let pg = TestCluster::require();
+    let url = pg.fresh_database("listrace").expect("db");
+    let a = node(&url, "a");
+    let b = node(&url, "b");
+    let mut ja = a.journal("switch").expect("a");
+    ja.append(&[started(1), reverse(1)]).expect("append");
+    a.expire_leases().expect("expire");
+    let got = b.claim_orphans("switch", 10).expect("claim");
+    assert_eq!(got.iter().map(|o| o.id).collect::<Vec<_>>(), [1]);
+    // Another node's listing of a's part, under way: the part's row locked, the records
+    // read (no hand-over of 1 among them, so 1 is to be listed: here a copy of its row).
+    let (locked_tx, locked) = std::sync::mpsc::channel::<()>();
+    let (go_tx, go) = std::sync::mpsc::channel::<()>();
+    let lister = {
+        let url = url.clone();
+        std::thread::spawn(move || {
+            testing::with_client(&url, move |c| async move {
+                let e = |e: tokio_postgres::Error| e.to_string();
+                c.batch_execute(
+                    "BEGIN;
+                     SELECT 1 FROM journal_part WHERE part = 'switch@a' FOR UPDATE;
+                     CREATE TEMP TABLE seen AS SELECT * FROM pending_reversal;",
+                )
+                .await
+                .map_err(e)?;
+                locked_tx.send(()).map_err(|e| e.to_string())?;
+                go.recv().map_err(|e| e.to_string())?;
+                c.batch_execute(
+                    "INSERT INTO pending_reversal (part, txn, journal, tag, reason, message)
+                     SELECT part, txn, journal, tag, reason, message FROM seen
+                     ON CONFLICT (txn, part) DO NOTHING;
+                     COMMIT;",
+                )
+                .await
+                .map_err(e)
+            })
+        })
+    };
+    locked.recv().expect("locked");
+    let handing = {
+        let b = b.clone();
+        let orphan = got[0].clone();
+        std::thread::spawn(move || b.hand_over(&orphan))
+    };
+    // The hand-over waits for the listing (without the wait it would delete the row now
+    // and the listing would put it back).
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(
+        !handing.is_finished(),
+        "the hand-over waits for the listing"
+    );
+    go_tx.send(()).expect("go");
+    lister.join().expect("lister").expect("listing");
+    handing.join().expect("hand over").expect("handed over");
+    assert_eq!(count(&url, "SELECT count(*) FROM pending_reversal"), 0);
+    assert!(b.claim_orphans("switch", 10).expect("claim").is_empty());
+}
+
+#[test]
 fn a_dead_nodes_pending_reversals_are_claimed_once_by_another_node() {
     let pg = TestCluster::require();
     let url = pg.fresh_database("claim").expect("db");
