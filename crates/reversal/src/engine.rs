@@ -506,6 +506,11 @@ pub struct ReversalEngine<S: Security> {
     closed_net: Decimal,
     unkept: BatchTotals,
     entries: BTreeMap<TxnId, Entry>,
+    /// Reversals deferred to the next connection (`Reversing` with `deferred`; an id
+    /// whose entry moved on since is passed over): what `retry_deferred` wakes, without
+    /// a scan of `entries`, which holds the whole batch's approved transactions on a
+    /// terminal (`keep_approved`).
+    deferred_ids: BTreeSet<TxnId>,
     queue: VecDeque<TxnId>,
     ready_originals: VecDeque<TxnId>,
     ready_reversals: VecDeque<TxnId>,
@@ -712,6 +717,7 @@ impl<S: Security> ReversalEngine<S> {
             closed_net: Decimal::ZERO,
             unkept: BatchTotals::default(),
             entries: BTreeMap::new(),
+            deferred_ids: BTreeSet::new(),
             queue: VecDeque::new(),
             ready_originals: VecDeque::new(),
             ready_reversals: VecDeque::new(),
@@ -1972,25 +1978,26 @@ impl<S: Security> ReversalEngine<S> {
     /// Gives deferred reversals (every reversal when `new_connection`) a fresh set of
     /// tries.
     fn retry_deferred(&mut self, _now: Instant, new_connection: bool) {
-        let mut woken = Vec::new();
-        for (&id, e) in self.entries.iter_mut() {
-            if let Phase::Reversing(rev) = &mut e.phase {
-                if new_connection || rev.deferred {
+        if new_connection {
+            for e in self.entries.values_mut() {
+                if let Phase::Reversing(rev) = &mut e.phase {
                     rev.tries_conn = 0;
-                }
-                if rev.deferred {
-                    rev.deferred = false;
-                    rev.ready = true;
-                    if let Some(at) = rev.next_at.take() {
-                        woken.push((id, Some(at)));
-                    } else {
-                        woken.push((id, None));
-                    }
                 }
             }
         }
-        for (id, at) in woken {
-            if let Some(at) = at {
+        // In id order, as `entries` is.
+        for id in std::mem::take(&mut self.deferred_ids) {
+            let Some(Phase::Reversing(rev)) = self.entries.get_mut(&id).map(|e| &mut e.phase)
+            else {
+                continue;
+            };
+            if !rev.deferred {
+                continue;
+            }
+            rev.tries_conn = 0;
+            rev.deferred = false;
+            rev.ready = true;
+            if let Some(at) = rev.next_at.take() {
                 self.timers.remove(&(at, id));
             }
             self.ready_reversals.push_back(id);
@@ -2051,6 +2058,7 @@ impl<S: Security> ReversalEngine<S> {
                         if rev.deferred {
                             rev.deferred = false;
                             rev.tries_conn = 0;
+                            self.deferred_ids.remove(&txn);
                         }
                         rev.ready = true;
                         self.ready_reversals.push_back(txn);
@@ -2331,6 +2339,7 @@ impl<S: Security> ReversalEngine<S> {
         rev.ready = false;
         if rev.tries_conn >= max {
             rev.deferred = true;
+            self.deferred_ids.insert(txn);
             let attempts = rev.attempts;
             rev.next_at = deferred_retry.map(|d| now + d);
             if let Some(at) = rev.next_at {
