@@ -102,9 +102,32 @@ pub(crate) struct DialectInner {
 
 /// An ISO 8583 dialect: field specs, MTI and bitmap encodings, echo fields and MAC layout.
 ///
-/// Cloning is cheap (reference counted).
+/// Cloning is cheap: reference counted, or, for the built-in dialects and those made
+/// [`Dialect::into_static`], a plain reference (cloning and dropping one touches no
+/// shared counter, which an owned [`crate::Message`] does on every decode).
 #[derive(Clone)]
-pub struct Dialect(pub(crate) Arc<DialectInner>);
+pub struct Dialect(pub(crate) Tables);
+
+/// How a [`Dialect`] holds its tables.
+#[derive(Clone)]
+pub(crate) enum Tables {
+    /// Shared by reference count (a dialect built at run time).
+    Counted(Arc<DialectInner>),
+    /// For the life of the process (built-in, or [`Dialect::into_static`]).
+    Static(&'static DialectInner),
+}
+
+impl std::ops::Deref for Tables {
+    type Target = DialectInner;
+
+    #[inline(always)]
+    fn deref(&self) -> &DialectInner {
+        match self {
+            Tables::Counted(a) => a,
+            Tables::Static(r) => r,
+        }
+    }
+}
 
 impl fmt::Debug for Dialect {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -114,7 +137,7 @@ impl fmt::Debug for Dialect {
 
 impl PartialEq for Dialect {
     fn eq(&self, other: &Self) -> bool {
-        Arc::ptr_eq(&self.0, &other.0) || self.0.def == other.0.def
+        std::ptr::eq::<DialectInner>(&*self.0, &*other.0) || self.0.def == other.0.def
     }
 }
 
@@ -184,7 +207,7 @@ impl Dialect {
         } else {
             def.mti_versions.iter().fold(0u16, |m, &v| m | (1 << v))
         };
-        Ok(Dialect(Arc::new(DialectInner {
+        Ok(Dialect(Tables::Counted(Arc::new(DialectInner {
             def,
             fields,
             hot,
@@ -193,7 +216,27 @@ impl Dialect {
             has_composites: !composite_bits.is_empty(),
             composite_bits,
             mti_mask,
-        })))
+        }))))
+    }
+
+    /// This dialect for the life of the process: its tables are kept (never freed) and
+    /// clones of the result are plain references, with no reference count to move on
+    /// every clone and drop (every owned [`crate::Message`] holds its dialect). For
+    /// dialects loaded once at start; the built-in ones are so already.
+    pub fn into_static(self) -> Dialect {
+        match self.0 {
+            Tables::Static(_) => self,
+            Tables::Counted(a) => {
+                let kept: &'static Arc<DialectInner> = Box::leak(Box::new(a));
+                Dialect(Tables::Static(kept))
+            }
+        }
+    }
+
+    /// The same dialect as a plain reference to `self`'s tables (`self` kept for the
+    /// life of the process: the built-in dialects' cells).
+    pub(crate) fn borrowed(d: &'static Dialect) -> Dialect {
+        Dialect(Tables::Static(&d.0))
     }
 
     /// Parses a dialect from JSON.
@@ -372,5 +415,42 @@ impl Dialect {
     /// Names of the built-in dialects.
     pub fn builtin_names() -> &'static [&'static str] {
         crate::dialects::NAMES
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{Message, Mti};
+
+    #[test]
+    fn a_dialect_made_static_is_the_same_dialect_and_builtins_are_static() {
+        let built = Dialect::from_json(
+            &serde_json::to_string(Dialect::builtin("iso87-ascii").expect("builtin").def())
+                .expect("json"),
+        )
+        .expect("dialect");
+        assert!(matches!(built.0, Tables::Counted(_)));
+        let kept = built.clone().into_static();
+        assert!(matches!(kept.0, Tables::Static(_)));
+        assert!(matches!(kept.clone().into_static().0, Tables::Static(_)));
+        assert_eq!(kept, built);
+        let a = Dialect::builtin("cup-pos").expect("builtin");
+        let b = Dialect::builtin("cup-pos").expect("builtin");
+        assert!(matches!(a.0, Tables::Static(_)));
+        assert!(
+            std::ptr::eq::<DialectInner>(&*a.0, &*b.0),
+            "one table per builtin"
+        );
+        // The same messages either way.
+        let mut m = Message::new(&built, Mti::new(*b"0800").expect("mti"));
+        m.set(11, "000123")
+            .expect("set")
+            .set(70, "001")
+            .expect("set");
+        let wire = m.to_bytes().expect("encode");
+        let back = Message::decode(&kept, wire.clone()).expect("decode");
+        assert_eq!(back.to_bytes().expect("encode"), wire);
+        assert_eq!(back.dialect(), &built);
     }
 }

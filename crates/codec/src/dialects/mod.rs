@@ -786,10 +786,9 @@ macro_rules! cached {
     ($f:ident, $def:ident) => {
         fn $f() -> Dialect {
             static CELL: OnceLock<Dialect> = OnceLock::new();
-            CELL.get_or_init(|| {
+            Dialect::borrowed(CELL.get_or_init(|| {
                 Dialect::from_def($def()).expect("built-in dialect tables are valid")
-            })
-            .clone()
+            }))
         }
     };
 }
