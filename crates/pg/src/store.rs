@@ -30,6 +30,9 @@ use std::time::Duration;
 
 /// Default lease of a node's journal and claimed work.
 pub const DEFAULT_LEASE: Duration = Duration::from_secs(5);
+/// Dead journal parts whose work in doubt one look lists at most
+/// ([`Store::claim_orphans`]).
+const PARTS_LISTED_PER_LOOK: i64 = 4;
 /// Default STAN/RRN block leased per database round trip.
 pub const DEFAULT_BLOCK: u32 = 100;
 
@@ -214,9 +217,10 @@ impl PgStore {
             .map_err(self.inner.err("expire leases"))
     }
 
-    /// The parts of journals named `journal` whose lease ran out (other nodes'), in
-    /// order, at most `max`; with `unlisted`, only those whose work in doubt was not
-    /// listed yet.
+    /// The parts of journals named `journal` whose lease ran out (other nodes'), at most
+    /// `max`, in random order (so that parts which cannot be handled, e.g. sealed under
+    /// a data key this node lacks, do not keep the same others from their turn at every
+    /// look); with `unlisted`, only those whose work in doubt was not listed yet.
     fn dead_parts(
         &self,
         journal: &str,
@@ -233,7 +237,7 @@ impl PgStore {
                         "SELECT part FROM journal_part
                           WHERE journal = $1 AND owner <> $2 AND lease_until < now()
                             AND NOT ($3 AND in_doubt_listed)
-                          ORDER BY part LIMIT $4",
+                          ORDER BY random() LIMIT $4",
                         &[&journal, &node, &unlisted, &max],
                     )
                     .await?;
@@ -249,10 +253,19 @@ impl PgStore {
     /// open) is logged and passed over, and the parts after it are still listed; it is
     /// tried again at the next look and is not retired before it is listed. Returns the
     /// rows added.
+    ///
+    /// A look lists at most [`PARTS_LISTED_PER_LOOK`] parts and, after the first, starts
+    /// none once a third of the lease has gone: it runs between this node's own lease renewals, which
+    /// must not wait for a backlog of dead parts (the rest are listed at the next looks).
     fn list_in_doubt(&self, journal: &str) -> Result<u64, ReversalError> {
-        let parts = self.dead_parts(journal, true, i64::MAX)?;
+        let begun = std::time::Instant::now();
+        let budget = self.inner.lease / 3;
+        let parts = self.dead_parts(journal, true, PARTS_LISTED_PER_LOOK)?;
         let mut added = 0;
-        for part in parts {
+        for (i, part) in parts.into_iter().enumerate() {
+            if i > 0 && begun.elapsed() >= budget {
+                break;
+            }
             match self.list_part(&part) {
                 Ok(n) => added += n,
                 Err(e) => tracing::warn!(
@@ -564,10 +577,20 @@ impl Store for PgStore {
                         p,
                     )
                 })
-                .map_err(self.inner.err("read a dead journal"))?;
-            let records =
-                crate::journal::decode_rows(&self.inner, &part, &rows, "read a dead journal")?;
-            out.push((part, records));
+                .map_err(self.inner.err("read a dead journal"));
+            // A part that cannot be read (a record under a data key this node lacks) is
+            // passed over, so that it does not hold up the others' finishing and retiring.
+            match rows.and_then(|rows| {
+                crate::journal::decode_rows(&self.inner, &part, &rows, "read a dead journal")
+            }) {
+                Ok(records) => out.push((part, records)),
+                Err(e) => tracing::warn!(
+                    node = %self.inner.node,
+                    part = %part,
+                    error = %e,
+                    "a dead node's journal could not be read: it is not finished or retired here (tried again at the next look)"
+                ),
+            }
         }
         Ok(out)
     }

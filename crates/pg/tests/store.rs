@@ -381,7 +381,7 @@ fn a_node_built_for_an_older_schema_cannot_retire_a_journal_that_was_not_listed(
 }
 
 #[test]
-fn a_part_that_cannot_be_listed_does_not_keep_the_parts_after_it_from_being_listed() {
+fn a_part_that_cannot_be_read_does_not_keep_the_others_from_being_listed_or_finished() {
     let pg = TestCluster::require();
     let url = pg.fresh_database("listskip").expect("db");
     // a seals under a data key b does not hold: b cannot read a's journal.
@@ -400,6 +400,10 @@ fn a_part_that_cannot_be_listed_does_not_keep_the_parts_after_it_from_being_list
         [5],
         "c's, after a's"
     );
+    // Nor does a's keep c's journal from being read to be finished.
+    let dead = b.dead_journals("switch", 10).expect("dead journals");
+    let names: Vec<&str> = dead.iter().map(|(p, _)| p.as_str()).collect();
+    assert_eq!(names, ["switch@c"]);
     b.hand_over(&got[0]).expect("hand over");
     // a's stays unlisted, so it is neither claimed nor retired.
     assert!(b.claim_orphans("switch", 10).expect("claim").is_empty());
