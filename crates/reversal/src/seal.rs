@@ -129,8 +129,11 @@ impl DataKeys {
     /// Never for payloads a record can hold (the cipher refuses only inputs of
     /// gigabytes).
     pub fn seal_into(&self, payload: &[u8], out: &mut Vec<u8>) -> Result<()> {
+        // A fresh random nonce per seal from the thread's CSPRNG (ChaCha, seeded from
+        // and periodically reseeded by the OS): no system call per record, where
+        // `OsRng` made one (`getrandom`) for every record sealed.
         let mut nonce = [0u8; 12];
-        rand::rngs::OsRng.fill_bytes(&mut nonce);
+        rand::thread_rng().fill_bytes(&mut nonce);
         out.extend_from_slice(&self.current.id);
         out.extend_from_slice(&nonce);
         let start = out.len();

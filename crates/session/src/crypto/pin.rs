@@ -13,7 +13,6 @@
 
 use std::fmt;
 
-use rand::rngs::OsRng;
 use rand::RngCore;
 use subtle::ConstantTimeEq;
 use zeroize::{Zeroize, ZeroizeOnDrop, Zeroizing};
@@ -592,12 +591,14 @@ fn fill_from(format: PinBlockFormat, fill: Fill<'_>, out: &mut [u8]) -> Result<(
     }
 }
 
-/// Uniform random nibbles in `lowest..=0xF` from the OS RNG.
+/// Uniform random nibbles in `lowest..=0xF` from the thread's CSPRNG (`rand`'s
+/// `ThreadRng`: ChaCha seeded from and periodically reseeded by the OS; no system call per
+/// PIN block).
 fn random_nibbles(out: &mut [u8], lowest: u8) -> Result<()> {
     let mut pool = Zeroizing::new([0u8; 32]);
     let mut filled = 0;
     while filled < out.len() {
-        OsRng
+        rand::thread_rng()
             .try_fill_bytes(&mut pool[..])
             .map_err(SessionError::Rng)?;
         for &byte in pool.iter() {
