@@ -57,14 +57,21 @@ pub struct Message {
 impl Message {
     /// An empty message of type `mti`.
     pub fn new(dialect: &Dialect, mti: Mti) -> Message {
+        Message::from_parts(dialect, Index::empty(mti), Bytes::new())
+    }
+
+    /// A message of `ix` over `shared`, nothing set by hand yet. Always inlined, so that
+    /// the caller builds the message where it keeps it.
+    #[inline(always)]
+    fn from_parts(dialect: &Dialect, ix: Index, shared: Bytes) -> Message {
         Message {
             dialect: dialect.clone(),
-            ix: Index::empty(mti),
+            ix,
             present: Bitmap::EMPTY,
             in_arena: Bitmap::EMPTY,
             pristine: false,
             wire_total: 0,
-            shared: Bytes::new(),
+            shared,
             arena: Vec::new(),
             in_order: true,
             last: 0,
@@ -78,25 +85,15 @@ impl Message {
     /// view: it costs little more than [`MessageView::decode`].
     #[inline]
     pub fn decode(dialect: &Dialect, bytes: Bytes) -> Result<Message> {
-        // Written out (not `Message::new`) and as the one value returned on every path:
-        // the message is zeroed and parsed where the caller keeps the result, not built
-        // aside and then copied into it (about 600 bytes).
-        let mut r = Ok(Message {
-            dialect: dialect.clone(),
-            ix: Index {
-                mti: Mti::ZERO,
-                bitmap: Bitmap::EMPTY,
-                slots: [0; 256],
-            },
-            present: Bitmap::EMPTY,
-            in_arena: Bitmap::EMPTY,
-            pristine: false,
-            wire_total: 0,
-            shared: bytes,
-            arena: Vec::new(),
-            in_order: true,
-            last: 0,
-        });
+        // The index written out (not `Index::empty`), and the result the one value
+        // returned on every path: the message is zeroed and parsed where the caller keeps
+        // the result, not built aside and then copied into it (about 600 bytes).
+        let ix = Index {
+            mti: Mti::ZERO,
+            bitmap: Bitmap::EMPTY,
+            slots: [0; 256],
+        };
+        let mut r = Ok(Message::from_parts(dialect, ix, bytes));
         if let Ok(m) = &mut r {
             match m.ix.parse_outlined(dialect, &m.shared) {
                 Ok(()) => m.after_parse(m.shared.len()),

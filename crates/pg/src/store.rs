@@ -268,15 +268,26 @@ impl PgStore {
             }
             match self.list_part(&part) {
                 Ok(n) => added += n,
-                Err(e) => tracing::warn!(
-                    node = %self.inner.node,
-                    part = %part,
-                    error = %e,
-                    "a dead node's work in doubt could not be listed: its originals in flight are not reversed until it is (tried again at the next look; the journal is kept)"
+                Err(e) => self.passed_over(
+                    &part,
+                    &e,
+                    "its work in doubt is not listed (its originals in flight are not reversed) until it can be",
                 ),
             }
         }
         Ok(added)
+    }
+
+    /// Logs a dead part passed over at this look (read again at the next): `what` it
+    /// means meanwhile.
+    fn passed_over(&self, part: &str, e: &ReversalError, what: &str) {
+        tracing::warn!(
+            node = %self.inner.node,
+            part = %part,
+            error = %e,
+            consequence = what,
+            "a dead node's journal could not be handled at this look: passed over, tried again at the next"
+        );
     }
 
     /// Lists what one part whose lease ran out leaves in doubt, once: in one
@@ -288,8 +299,7 @@ impl PgStore {
     fn list_part(&self, part: &str) -> Result<u64, ReversalError> {
         let node = self.inner.node.clone();
         let inner = self.inner.clone();
-        let name = part.to_string();
-        let part = name.clone();
+        let owned = part.to_string();
         let added = self
             .inner
             .db
@@ -302,7 +312,7 @@ impl PgStore {
                           WHERE part = $1 AND owner <> $2 AND lease_until < now()
                             AND NOT in_doubt_listed
                           FOR UPDATE SKIP LOCKED",
-                        &[&part, &node],
+                        &[&owned, &node],
                     )
                     .await?;
                 let Some(row) = locked.first() else {
@@ -312,13 +322,13 @@ impl PgStore {
                 let sealed: Vec<Vec<u8>> = tx
                     .query(
                         "SELECT payload FROM journal_record WHERE part = $1 ORDER BY seq",
-                        &[&part],
+                        &[&owned],
                     )
                     .await?
                     .iter()
                     .map(|r| r.get(0))
                     .collect();
-                let rows = crate::journal::in_doubt_rows(&inner, &part, &sealed)?;
+                let rows = crate::journal::in_doubt_rows(&inner, &owned, &sealed)?;
                 let mut added = 0;
                 if !rows.is_empty() {
                     let txn: Vec<i64> = rows.iter().map(|r| r.0).collect();
@@ -331,13 +341,13 @@ impl PgStore {
                              SELECT $1, t, $2, g, r, m
                                FROM unnest($3::int8[], $4::int8[], $5::int2[], $6::bytea[]) AS u(t, g, r, m)
                              ON CONFLICT (txn, part) DO NOTHING",
-                            &[&part, &journal, &txn, &tag, &reason, &message],
+                            &[&owned, &journal, &txn, &tag, &reason, &message],
                         )
                         .await?;
                 }
                 tx.execute(
                     "UPDATE journal_part SET in_doubt_listed = true WHERE part = $1",
-                    &[&part],
+                    &[&owned],
                 )
                 .await?;
                 tx.commit().await?;
@@ -345,7 +355,7 @@ impl PgStore {
             })
             .map_err(self.inner.err("list a dead node's work in doubt"))?;
         if added > 0 {
-            tracing::info!(node = %self.inner.node, part = %name, added, "listed the work a node whose lease ran out left in doubt");
+            tracing::info!(node = %self.inner.node, part = %part, added, "listed the work a node whose lease ran out left in doubt");
         }
         Ok(added)
     }
@@ -584,12 +594,9 @@ impl Store for PgStore {
                 crate::journal::decode_rows(&self.inner, &part, &rows, "read a dead journal")
             }) {
                 Ok(records) => out.push((part, records)),
-                Err(e) => tracing::warn!(
-                    node = %self.inner.node,
-                    part = %part,
-                    error = %e,
-                    "a dead node's journal could not be read: it is not finished or retired here (tried again at the next look)"
-                ),
+                Err(e) => {
+                    self.passed_over(&part, &e, "it is not finished or retired until it can be")
+                }
             }
         }
         Ok(out)
