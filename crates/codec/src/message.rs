@@ -83,7 +83,7 @@ impl Message {
     /// Errors as [`MessageView::decode`] (including messages over
     /// [`MessageView::MAX_LEN`] bytes). The message decodes into the same index as a
     /// view: it costs little more than [`MessageView::decode`].
-    #[inline]
+    #[inline(always)]
     pub fn decode(dialect: &Dialect, bytes: Bytes) -> Result<Message> {
         // The index written out (not `Index::empty`), and the result the one value
         // returned on every path: the message is zeroed and parsed where the caller keeps
@@ -93,14 +93,14 @@ impl Message {
             bitmap: Bitmap::EMPTY,
             slots: [0; 256],
         };
-        let mut r = Ok(Message::from_parts(dialect, ix, bytes));
-        if let Ok(m) = &mut r {
-            match m.ix.parse_outlined(dialect, &m.shared) {
-                Ok(()) => m.after_parse(m.shared.len()),
-                Err(e) => r = Err(e),
+        let mut m = Message::from_parts(dialect, ix, bytes);
+        match m.ix.parse_outlined(dialect, &m.shared) {
+            Ok(()) => {
+                m.after_parse(m.shared.len());
+                Ok(m)
             }
+            Err(e) => Err(e),
         }
-        r
     }
 
     #[inline]
@@ -710,6 +710,7 @@ impl Message {
         Ok(b)
     }
 
+    #[inline]
     fn header_len(&self, b: &Bitmap) -> usize {
         let d = &self.dialect;
         let words = 1 + b.get(1) as usize + (d.has_tertiary() && b.get(65)) as usize;

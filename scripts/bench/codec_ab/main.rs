@@ -1,5 +1,7 @@
 //! Old and new codec in one process (see `scripts/bench/codec_ab.sh`): the 0200 purchase
-//! decoded by `MessageView::decode` and built from text + encoded, by each version in
+//! decoded by `MessageView::decode`, decoded into an owned `Message` (`Message::decode` of
+//! a clone of a shared `Bytes`, as `benches/codec.rs` does it) and built from text +
+//! encoded, by each version in
 //! turn, many short rounds, so that whatever else the machine does falls on both alike.
 //! Prints per dialect and operation the median ns of each version and the median and
 //! quartiles of the per-round ratio new / old.
@@ -9,7 +11,7 @@ const SAMPLE: &str = include_str!("purchase-0200.json");
 macro_rules! version {
     ($m:ident, $krate:ident) => {
         mod $m {
-            use bytes::BytesMut;
+            use bytes::{Bytes, BytesMut};
             use std::hint::black_box;
             pub use $krate::{Dialect, Message, MessageView};
 
@@ -47,6 +49,17 @@ macro_rules! version {
                 for _ in 0..n {
                     let v = MessageView::decode(d, black_box(bytes)).expect("decode");
                     black_box(v.raw(11));
+                }
+                t.elapsed().as_nanos()
+            }
+
+            /// `n` owned decodes as `benches/codec.rs` does them; the time in ns.
+            #[inline(never)]
+            pub fn message_decode(d: &Dialect, bytes: &Bytes, n: u32) -> u128 {
+                let t = std::time::Instant::now();
+                for _ in 0..n {
+                    let m = Message::decode(d, black_box(bytes.clone())).expect("decode");
+                    black_box(m.has(11));
                 }
                 t.elapsed().as_nanos()
             }
@@ -91,11 +104,14 @@ fn main() {
         let bytes = new::bytes(&nd);
         assert_eq!(old::bytes(&od), bytes, "{name}: both versions encode the sample alike");
         let (ov, nv) = (old::values(&od), new::values(&nd));
-        for op in ["decode", "build_encode"] {
+        let shared = bytes::Bytes::from(bytes.clone());
+        for op in ["decode", "message_decode", "build_encode"] {
             let run = |which: bool| -> f64 {
                 let ns = match (op, which) {
                     ("decode", false) => old::decode(&od, &bytes, n),
                     ("decode", true) => new::decode(&nd, &bytes, n),
+                    ("message_decode", false) => old::message_decode(&od, &shared, n),
+                    ("message_decode", true) => new::message_decode(&nd, &shared, n),
                     (_, false) => old::build_encode(&od, &ov, n),
                     (_, true) => new::build_encode(&nd, &nv, n),
                 };
