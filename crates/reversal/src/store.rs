@@ -348,6 +348,11 @@ pub struct MemoryStore {
     /// Keys whose original was applied after their reversal (its effect then counts the
     /// reversal): [`MemoryStore::records`] keeps that order.
     reversed_first: std::collections::HashSet<TxnKey>,
+    /// Terminal batch (DE 41, DE 42, batch number) → the STANs of its keys, in the order
+    /// they were first stored: a settlement reads its batch, not every entry of the day
+    /// (a thousand terminals settling against a store of a day's transactions each
+    /// walked all of them, under the lock every request takes).
+    batches: HashMap<(String, String, u32), Vec<u32>>,
 }
 
 impl MemoryStore {
@@ -401,7 +406,7 @@ impl MemoryStore {
                         .or_default()
                         .push(key.clone());
                 }
-                let k = self.map.entry(key.clone()).or_default();
+                let k = slot(&mut self.map, &mut self.batches, key.clone());
                 if k.reversal.is_some() {
                     self.reversed_first.insert(key);
                 }
@@ -410,10 +415,10 @@ impl MemoryStore {
             }
             StoreRecord::Reversal { key, state, pan } => {
                 self.reversal_pans.insert(key.clone(), pan);
-                self.map.entry(key).or_default().reversal = Some(state);
+                slot(&mut self.map, &mut self.batches, key).reversal = Some(state);
             }
             StoreRecord::Admitted { key, admission } => {
-                self.map.entry(key).or_default().admitted = Some(admission);
+                slot(&mut self.map, &mut self.batches, key).admitted = Some(admission);
             }
         }
         Ok(())
@@ -457,6 +462,25 @@ impl MemoryStore {
     }
 }
 
+/// `key`'s entry in `map`, made (and noted in its batch) if it is new.
+fn slot<'m>(
+    map: &'m mut HashMap<TxnKey, StoredTxn>,
+    batches: &mut HashMap<(String, String, u32), Vec<u32>>,
+    key: TxnKey,
+) -> &'m mut StoredTxn {
+    match map.entry(key) {
+        std::collections::hash_map::Entry::Occupied(o) => o.into_mut(),
+        std::collections::hash_map::Entry::Vacant(v) => {
+            let k = v.key();
+            batches
+                .entry((k.terminal.clone(), k.merchant.clone(), k.batch))
+                .or_default()
+                .push(k.stan);
+            v.insert(StoredTxn::default())
+        }
+    }
+}
+
 impl IdempotencyStore for MemoryStore {
     fn get(&self, key: &TxnKey) -> Option<&StoredTxn> {
         self.map.get(key)
@@ -475,6 +499,35 @@ impl IdempotencyStore for MemoryStore {
             cs.iter()
                 .any(|c| self.map.get(c).is_some_and(StoredTxn::standing))
         })
+    }
+    /// From the batch's own keys (an index), not a walk of every entry.
+    fn batch_totals(&self, terminal: &str, merchant: &str, batch: u32) -> BatchTotals {
+        let mut t = BatchTotals::default();
+        let id = (terminal.to_string(), merchant.to_string(), batch);
+        let Some(stans) = self.batches.get(&id) else {
+            return t;
+        };
+        let (terminal, merchant, batch) = id;
+        let mut key = TxnKey {
+            terminal,
+            merchant,
+            batch,
+            stan: 0,
+        };
+        for &stan in stans {
+            key.stan = stan;
+            if let Some(StoredTxn {
+                original: Some(o),
+                reversal: None,
+                ..
+            }) = self.map.get(&key)
+            {
+                if o.approved {
+                    t.add_parts(o.kind, o.foreign, o.amount);
+                }
+            }
+        }
+        t
     }
 }
 
@@ -750,6 +803,9 @@ impl IdempotencyStore for FileStore {
     fn is_cancelled(&self, key: &TxnKey) -> bool {
         self.state.is_cancelled(key)
     }
+    fn batch_totals(&self, terminal: &str, merchant: &str, batch: u32) -> BatchTotals {
+        self.state.batch_totals(terminal, merchant, batch)
+    }
     fn defer_sync(&mut self) -> Option<std::sync::Arc<dyn crate::Durability>> {
         self.set_sync_on_commit(false);
         let h = self.sync_handle().ok()?;
@@ -889,5 +945,130 @@ mod tests {
         m.commit(decided).unwrap();
         assert!(m.get(&key(5)).unwrap().admitted.is_none());
         assert_eq!(m.ledger().total(), Decimal::new(1000, 2));
+    }
+}
+
+#[cfg(test)]
+mod batch_index_tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    /// What the trait's default computes: a walk of every entry.
+    fn scanned(
+        s: &dyn IdempotencyStore,
+        terminal: &str,
+        merchant: &str,
+        batch: u32,
+    ) -> BatchTotals {
+        let mut t = BatchTotals::default();
+        for (k, v) in s.entries() {
+            if (k.terminal.as_str(), k.merchant.as_str(), k.batch) != (terminal, merchant, batch) {
+                continue;
+            }
+            if let (Some(o), None) = (&v.original, &v.reversal) {
+                if o.approved {
+                    t.add_parts(o.kind, o.foreign, o.amount);
+                }
+            }
+        }
+        t
+    }
+
+    fn key(t: u8, b: u8, stan: u16) -> TxnKey {
+        TxnKey {
+            terminal: format!("T{t:07}"),
+            merchant: format!("M{:014}", t % 2),
+            batch: u32::from(b),
+            stan: u32::from(stan),
+        }
+    }
+
+    /// (terminal, batch, stan, what, amount in cents, foreign, credit): what is 0 an
+    /// approved original, 1 a declined one, 2 a reversal, 3 an admission.
+    fn record(
+        (t, b, stan, what, cents, foreign, credit): (u8, u8, u16, u8, u32, bool, bool),
+    ) -> StoreRecord {
+        let key = key(t, b, stan);
+        let amount = Decimal::new(i64::from(cents), 2);
+        let kind = if credit {
+            TxnKind::Credit
+        } else {
+            TxnKind::Debit
+        };
+        match what {
+            0 | 1 => StoreRecord::Original {
+                key,
+                state: OriginalState {
+                    txn_type: 0,
+                    kind,
+                    foreign,
+                    pan: "6222021234567890".into(),
+                    amount,
+                    code: if what == 0 { *b"00" } else { *b"51" },
+                    approved: what == 0,
+                    cancels: None,
+                    upstream: None,
+                },
+            },
+            2 => StoreRecord::Reversal {
+                key,
+                state: ReversalState {
+                    code: *b"00",
+                    amount,
+                    txn_type: 0,
+                    effect: Decimal::ZERO,
+                },
+                pan: "6222021234567890".into(),
+            },
+            _ => StoreRecord::Admitted {
+                key,
+                admission: Admission {
+                    mti: "0200".parse().unwrap(),
+                    info: TxnInfo {
+                        txn_type: 0,
+                        kind,
+                        foreign,
+                        pan: "6222021234567890".into(),
+                        amount,
+                    },
+                },
+            },
+        }
+    }
+
+    proptest! {
+        /// Settlement totals read through the batch index are the walk of every entry's,
+        /// for every batch, in memory and in a file store reopened from its records.
+        #[test]
+        fn batch_totals_from_the_index_are_the_walk_of_every_entry(
+            recs in proptest::collection::vec(
+                (0u8..4, 0u8..3, 0u16..40, 0u8..4, 0u32..100_000, any::<bool>(), any::<bool>()),
+                0..200,
+            )
+        ) {
+            let dir = tempfile::tempdir().unwrap();
+            let path = dir.path().join("h.store");
+            let mut mem = MemoryStore::new();
+            {
+                let mut file = FileStore::open(&path).unwrap();
+                for r in recs {
+                    let r = record(r);
+                    // A record the state refuses (an effect that does not fit) is
+                    // refused by both alike.
+                    let a = mem.commit(r.clone()).is_ok();
+                    prop_assert_eq!(a, file.commit(r).is_ok());
+                }
+            }
+            let file = FileStore::open(&path).unwrap();
+            for t in 0..5u8 {
+                for b in 0..4u8 {
+                    let k = key(t, b, 0);
+                    let want = scanned(&mem, &k.terminal, &k.merchant, k.batch);
+                    prop_assert_eq!(mem.batch_totals(&k.terminal, &k.merchant, k.batch), want);
+                    prop_assert_eq!(file.batch_totals(&k.terminal, &k.merchant, k.batch), want);
+                    prop_assert_eq!(scanned(&file, &k.terminal, &k.merchant, k.batch), want);
+                }
+            }
+        }
     }
 }
