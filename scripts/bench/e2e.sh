@@ -51,7 +51,8 @@ h0=$(cpu_of $hpid); s0=$(cpu_of $spid); d0=$(db_cpu); i0=$(idle_of); w0=$(date +
 /usr/bin/time -f "%U %S" -o "$work/term.time" "$bin/terminal_sim" \
   --switch 127.0.0.1:$switch_port --count "$count" --window "$window" \
   --duration "$duration" --data-dir "$work/term" --quiet > "$work/term.out" 2>&1 || {
-  echo "terminal_sim failed:"; tail -20 "$work/term.out"; exit 1; }
+  keep=$(mktemp -d /tmp/e2e-failed.XXXXXX); cp -r "$work"/*.log "$work/term.out" "$keep/" 2>/dev/null || true
+  echo "terminal_sim failed (logs kept in $keep):"; tail -20 "$work/term.out"; exit 1; }
 h1=$(cpu_of $hpid); s1=$(cpu_of $spid); d1=$(db_cpu); i1=$(idle_of); w1=$(date +%s%N)
 tck=$(getconf CLK_TCK)
 txns=$(grep -m1 -oE 'transactions[^0-9]*[0-9,]+' "$work/term.out" | grep -oE '[0-9,]+$' | tr -d ,)
