@@ -152,4 +152,98 @@ mod tests {
         }
         assert!(gs.syncs() >= 1 && gs.syncs() <= 64);
     }
+    /// A flush that counts its calls, fails while `fail` is set, and first waits for
+    /// `release` when `hold` is set.
+    #[derive(Debug, Default)]
+    struct Gated {
+        calls: AtomicU64,
+        fail: std::sync::atomic::AtomicBool,
+        hold: std::sync::atomic::AtomicBool,
+        release: std::sync::Mutex<Option<std::sync::mpsc::Receiver<()>>>,
+    }
+
+    impl Durability for Gated {
+        fn make_durable(&self) -> Result<()> {
+            self.calls.fetch_add(1, Ordering::SeqCst);
+            if self.hold.swap(false, Ordering::SeqCst) {
+                if let Some(rx) = self.release.lock().unwrap().take() {
+                    let _ = rx.recv();
+                }
+            }
+            if self.fail.load(Ordering::SeqCst) {
+                return Err(ReversalError::bad("flush failed"));
+            }
+            Ok(())
+        }
+    }
+
+    #[tokio::test]
+    async fn one_flush_releases_every_writer_it_covers() {
+        let g = Arc::new(Gated::default());
+        let gs = Arc::new(GroupSync::new(g.clone(), 0));
+        // 64 appends made before any flush starts: the first flush covers them all.
+        let tasks: Vec<_> = (1..=64u64)
+            .map(|upto| {
+                let gs = gs.clone();
+                tokio::spawn(async move { gs.durable(upto, || 64).await })
+            })
+            .collect();
+        for t in tasks {
+            t.await.unwrap().unwrap();
+        }
+        assert_eq!(g.calls.load(Ordering::SeqCst), 1);
+        assert_eq!(gs.syncs(), 1);
+    }
+
+    #[tokio::test]
+    async fn a_writer_dropped_while_it_runs_the_flush_does_not_stall_the_others() {
+        let (tx, rx) = std::sync::mpsc::channel();
+        let g = Arc::new(Gated::default());
+        g.hold.store(true, Ordering::SeqCst);
+        *g.release.lock().unwrap() = Some(rx);
+        let gs = Arc::new(GroupSync::new(g.clone(), 0));
+        // The leader: its flush is held.
+        let lead = {
+            let gs = gs.clone();
+            tokio::spawn(async move { gs.durable(1, || 1).await })
+        };
+        while g.calls.load(Ordering::SeqCst) == 0 {
+            tokio::task::yield_now().await;
+        }
+        // A writer after it waits for that flush.
+        let follower = {
+            let gs = gs.clone();
+            tokio::spawn(async move { gs.durable(2, || 2).await })
+        };
+        tokio::task::yield_now().await;
+        // The leader's request is cancelled: the follower runs a flush of its own.
+        lead.abort();
+        assert!(lead.await.unwrap_err().is_cancelled());
+        tokio::time::timeout(std::time::Duration::from_secs(5), follower)
+            .await
+            .expect("the follower is not left waiting")
+            .unwrap()
+            .unwrap();
+        assert!(gs.synced.load(Ordering::Acquire) >= 2);
+        let _ = tx.send(());
+    }
+
+    #[tokio::test]
+    async fn a_failed_flush_is_the_error_of_the_writers_it_covered_and_the_next_one_retries() {
+        let g = Arc::new(Gated::default());
+        g.fail.store(true, Ordering::SeqCst);
+        let gs = GroupSync::new(g.clone(), 0);
+        assert!(gs.durable(1, || 1).await.is_err());
+        assert_eq!(
+            gs.synced.load(Ordering::Acquire),
+            0,
+            "nothing counted durable"
+        );
+        g.fail.store(false, Ordering::SeqCst);
+        gs.durable(1, || 1).await.unwrap();
+        assert_eq!(g.calls.load(Ordering::SeqCst), 2);
+        // Covered already: no flush.
+        gs.durable(1, || 1).await.unwrap();
+        assert_eq!(g.calls.load(Ordering::SeqCst), 2);
+    }
 }
