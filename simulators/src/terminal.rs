@@ -504,19 +504,24 @@ impl Term {
                     self.counts.not_sent.fetch_add(1, Ordering::Relaxed);
                     if tries < 3 {
                         tries += 1;
-                        let seen = self.link.ring().generation();
-                        self.link.ring().request_sign_on(seen);
-                        for _ in 0..100 {
-                            if self.link.ring().generation() > seen {
-                                break;
-                            }
-                            tokio::time::sleep(Duration::from_millis(20)).await;
-                        }
+                        self.sign_on_again().await;
                         continue;
                     }
                 }
             }
             return Ok(());
+        }
+    }
+
+    /// Asks the link to sign on again and waits (up to 2 s) until it has new keys.
+    async fn sign_on_again(&self) {
+        let seen = self.link.ring().generation();
+        self.link.ring().request_sign_on(seen);
+        for _ in 0..100 {
+            if self.link.ring().generation() > seen {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
         }
     }
 
@@ -544,8 +549,18 @@ impl Term {
         let mut settled = Err(crate::reversal::ReversalError::DriverStopped);
         for attempt in 0..3 {
             if attempt > 0 {
-                let _ = self.driver.connected().await;
-                tokio::time::sleep(Duration::from_millis(500)).await;
+                // Refused as not signed on (a batch settled right after the sign-off
+                // that ended the one before, with no sale between to sign on again):
+                // sign on first.
+                if matches!(
+                    settled,
+                    Err(crate::reversal::ReversalError::SettlementRefused { code: [b'7', b'7'] })
+                ) {
+                    self.sign_on_again().await;
+                } else {
+                    let _ = self.driver.connected().await;
+                    tokio::time::sleep(Duration::from_millis(500)).await;
+                }
             }
             let mut sc = SettlementConfig::new(self.entry.tid.as_str(), self.entry.mid.as_str());
             sc.timeout = self.timeout;

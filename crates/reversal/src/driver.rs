@@ -589,7 +589,8 @@ impl ReversalDriver {
     ///
     /// # Errors
     /// [`ReversalError::Settlement`] (pending reversals, no answer after the retries),
-    /// codec errors, [`ReversalError::DriverStopped`].
+    /// [`ReversalError::SettlementRefused`] (answered with a DE 39 other than `00`; after
+    /// `77`, sign on and settle again), codec errors, [`ReversalError::DriverStopped`].
     pub async fn settle<T: Transport>(
         &self,
         transport: &T,
@@ -609,8 +610,11 @@ impl ReversalDriver {
             match st.state() {
                 SettlementState::Done => break,
                 SettlementState::Failed => {
-                    return Err(ReversalError::Settlement {
-                        why: "no answer from the host",
+                    return Err(match st.refused() {
+                        Some(code) => ReversalError::SettlementRefused { code },
+                        None => ReversalError::Settlement {
+                            why: "no answer from the host",
+                        },
                     })
                 }
                 _ => {}

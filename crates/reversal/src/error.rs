@@ -152,6 +152,14 @@ pub enum ReversalError {
         /// Why.
         why: &'static str,
     },
+    /// The host refused a settlement message: its answer carried `code` in DE 39
+    /// instead of `00` (`77`: the terminal is not signed on, for instance after the
+    /// sign-off that ends the previous batch's settlement — sign on, then settle again).
+    #[error("settlement refused: answered {}", String::from_utf8_lossy(code))]
+    SettlementRefused {
+        /// DE 39 of the answer.
+        code: [u8; 2],
+    },
     /// The driver task is gone (shut down or failed).
     #[error("the reversal driver has stopped")]
     DriverStopped,

@@ -357,7 +357,8 @@ pub enum SettlementState {
     SigningOff,
     /// Finished: close the batch ([`crate::engine::ReversalEngine::close_batch`]).
     Done,
-    /// Gave up (no answer after the retries, or a bad answer).
+    /// Gave up (no answer after the retries, or an answer that refused the message:
+    /// [`Settlement::refused`]).
     Failed,
 }
 
@@ -423,6 +424,7 @@ pub struct Settlement {
     upload_pos: usize,
     balanced: Option<bool>,
     balanced_after: Option<bool>,
+    refused: Option<[u8; 2]>,
 }
 
 fn mti(n: u16) -> Mti {
@@ -458,6 +460,7 @@ impl Settlement {
             upload_pos: 0,
             balanced: None,
             balanced_after: None,
+            refused: None,
         };
         let m = s.settle_message()?;
         s.set_current(m);
@@ -467,6 +470,13 @@ impl Settlement {
     /// Where it is.
     pub fn state(&self) -> SettlementState {
         self.state
+    }
+
+    /// The DE 39 of the answer that refused a message (not `00`), which made the
+    /// settlement [`SettlementState::Failed`]: the same message would be refused again,
+    /// so it is not repeated. `77` asks the terminal to sign on first.
+    pub fn refused(&self) -> Option<[u8; 2]> {
+        self.refused
     }
 
     /// STANs used so far end before this one.
@@ -586,6 +596,21 @@ impl Settlement {
             });
         }
         self.deadline = None;
+        // Refused (not signed on, unknown terminal, malformed, ...): repeating the same
+        // message gets the same answer, and an upload refused is not an upload.
+        if let Some(code) = msg.get(39) {
+            if code != "00" {
+                let mut c = [b' '; 2];
+                for (d, b) in c.iter_mut().zip(code.bytes()) {
+                    *d = b;
+                }
+                tracing::warn!(state = ?self.state, code = %code, "settlement message refused");
+                self.refused = Some(c);
+                self.state = SettlementState::Failed;
+                self.current = None;
+                return Ok(());
+            }
+        }
         match self.state {
             SettlementState::Settling | SettlementState::Resettling => {
                 let f48 = msg.get(48).ok_or(ReversalError::MissingField {

@@ -22,33 +22,50 @@ async fn driver_over_net_client_reverses_lost_and_late_responses() {
     )));
     let seen = Arc::new(AtomicU32::new(0));
     let settlement: Arc<Mutex<Option<HostSettlement>>> = Arc::new(Mutex::new(None));
-    let (h, p, n, hs) = (
+    // Signed off (by the 0820 that ends a settlement) until the next 0800: a host
+    // answers the terminal's requests meanwhile with 77.
+    let signed_off = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let (h, p, n, hs, off) = (
         host.clone(),
         profile.clone(),
         seen.clone(),
         settlement.clone(),
+        signed_off.clone(),
     );
     let handler = move |req: Request| {
-        let (h, p, n, hs) = (h.clone(), p.clone(), n.clone(), hs.clone());
+        let (h, p, n, hs, off) = (h.clone(), p.clone(), n.clone(), hs.clone(), off.clone());
         async move {
             let msg = Message::decode(&p.dialect, req.frame.payload.clone()).ok()?;
+            let answer = |code: &str| {
+                let mut resp = Message::response_to(&msg).ok()?;
+                resp.set(39, code).ok()?;
+                resp.to_bytes().ok()
+            };
             match msg.mti().as_u16() {
+                800 => {
+                    off.store(false, Ordering::SeqCst);
+                    return Some(req.reply(answer("00")?));
+                }
+                500 | 320 if off.load(Ordering::SeqCst) => {
+                    return Some(req.reply(answer("77")?));
+                }
                 500 | 320 => {
                     let mut g = hs.lock().unwrap();
-                    let st = g.get_or_insert_with(|| {
-                        HostSettlement::new(h.lock().unwrap().batch_totals(
+                    if msg.mti().as_u16() == 500 {
+                        // DE 60.2: the batch settled.
+                        let batch: u32 = msg.get(60)?.get(2..8)?.parse().ok()?;
+                        *g = Some(HostSettlement::new(h.lock().unwrap().batch_totals(
                             "TERM0001",
                             "MERCHANT0000001",
-                            1,
-                        ))
-                    });
-                    let resp = st.handle(&msg).ok()?;
+                            batch,
+                        )));
+                    }
+                    let resp = g.as_mut()?.handle(&msg).ok()?;
                     return Some(req.reply(resp.to_bytes().ok()?));
                 }
                 820 => {
-                    let mut resp = Message::response_to(&msg).ok()?;
-                    resp.set(39, "00").ok()?;
-                    return Some(req.reply(resp.to_bytes().ok()?));
+                    off.store(true, Ordering::SeqCst);
+                    return Some(req.reply(answer("00")?));
                 }
                 _ => {}
             }
@@ -151,6 +168,44 @@ async fn driver_over_net_client_reverses_lost_and_late_responses() {
     let status = driver.status().await.unwrap();
     assert_eq!(status.batch, 2);
     assert_eq!(status.totals, BatchTotals::default());
+    // The next batch settled at once, with no sale between to sign on again: the host
+    // answers 77 (the settlement's 0820 signed the terminal off). The settlement ends
+    // with that code, at once and with one 0500 sent (not repeated until its tries run
+    // out and reported as no answer), and the batch stays open.
+    let sent_before = client.metrics().sent;
+    let refused = driver
+        .settle(
+            &client,
+            profile.dialect.clone(),
+            SettlementConfig::new("TERM0001", "MERCHANT0000001"),
+        )
+        .await;
+    assert!(
+        matches!(refused, Err(ReversalError::SettlementRefused { code }) if code == *b"77"),
+        "{refused:?}"
+    );
+    assert_eq!(client.metrics().sent - sent_before, 1);
+    assert_eq!(driver.status().await.unwrap().batch, 2);
+    // Signed on again, the empty batch settles balanced.
+    let mut sign_on = Message::new(&profile.dialect, "0800".parse().unwrap());
+    sign_on.set(11, "000900").unwrap();
+    sign_on.set(41, "TERM0001").unwrap();
+    sign_on.set(42, "MERCHANT0000001").unwrap();
+    sign_on.set(60, "00000002001").unwrap();
+    client
+        .request(sign_on.to_bytes().unwrap(), Duration::from_secs(2))
+        .await
+        .unwrap();
+    let outcome = driver
+        .settle(
+            &client,
+            profile.dialect.clone(),
+            SettlementConfig::new("TERM0001", "MERCHANT0000001"),
+        )
+        .await
+        .unwrap();
+    assert!(outcome.balanced);
+    assert_eq!(outcome.next_batch, 3);
     client.close(Duration::from_secs(1)).await;
     let _ = stop.send(());
 }

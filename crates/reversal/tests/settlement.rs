@@ -149,31 +149,59 @@ fn settlement_answer_for_another_message_is_ignored() {
     assert_eq!(st.state(), SettlementState::Settling);
 }
 
-/// A 0510 that answers the 0500 but cannot be used (here `77`, no DE 48: the terminal is
-/// not signed on at the host) is not accepted, and the 0500 is still awaited: it is sent
-/// again at its deadline and the settlement fails after `max_tries` (it must never stall
-/// with nothing sent and nothing awaited).
+/// A 0510 that refuses the 0500 (here `77`, no DE 48: the terminal is not signed on at
+/// the host, as after the sign-off that ends the previous batch's settlement) ends the
+/// settlement at once with the code, for the caller to sign on and settle again: the same
+/// 0500 would only be refused again. Nothing more is sent and nothing is awaited (it never
+/// stalls).
 #[test]
-fn unusable_settlement_answer_keeps_the_request_awaited() {
+fn a_refused_settlement_message_fails_at_once_with_its_code() {
     let s = sim_with_sales(1);
     let (totals, entries) = s.engine.settlement_data().unwrap();
-    let mut config = SettlementConfig::new("TERM0001", "MERCHANT0000001");
-    config.max_tries = 2;
+    let config = SettlementConfig::new("TERM0001", "MERCHANT0000001");
     let mut st =
         Settlement::new(config, s.profile.dialect.clone(), 1, totals, entries, 50).unwrap();
-    let mut now = s.now;
-    for _ in 0..2 {
-        let b = st.poll_transmit(now).unwrap();
-        let req = decode(&s.profile, &b);
-        let mut refusal = Message::response_to(&req).unwrap();
-        refusal.set(39, "77").unwrap();
-        assert!(st
-            .handle_response(now, refusal.to_bytes().unwrap())
-            .is_err());
-        assert!(st.poll_transmit(now).is_none(), "still awaiting its answer");
-        assert!(st.poll_timeout().is_some(), "and its deadline stands");
-        now += Duration::from_secs(31);
-        st.handle_timeout(now);
-    }
+    let b = st.poll_transmit(s.now).unwrap();
+    let req = decode(&s.profile, &b);
+    let mut refusal = Message::response_to(&req).unwrap();
+    refusal.set(39, "77").unwrap();
+    st.handle_response(s.now, refusal.to_bytes().unwrap())
+        .unwrap();
     assert_eq!(st.state(), SettlementState::Failed);
+    assert_eq!(st.refused(), Some(*b"77"));
+    assert!(st.poll_transmit(s.now).is_none());
+    assert!(st.poll_timeout().is_none());
+    assert!(st.outcome().is_none());
+}
+
+/// An upload `0320` refused (`77`) is not an upload: the settlement fails with the code
+/// instead of going on as if the host had taken the entries.
+#[test]
+fn a_refused_upload_is_not_counted_as_uploaded() {
+    let s = sim_with_sales(3);
+    let (totals, entries) = s.engine.settlement_data().unwrap();
+    let config = SettlementConfig::new("TERM0001", "MERCHANT0000001");
+    let mut st =
+        Settlement::new(config, s.profile.dialect.clone(), 1, totals, entries, 50).unwrap();
+    // The 0500 answered "not balanced": the upload starts.
+    let b = st.poll_transmit(s.now).unwrap();
+    let req = decode(&s.profile, &b);
+    let mut answer = Message::response_to(&req).unwrap();
+    answer.set(39, "00").unwrap();
+    answer
+        .set(48, BatchTotals::default().to_field48(2, 0))
+        .unwrap();
+    st.handle_response(s.now, answer.to_bytes().unwrap())
+        .unwrap();
+    assert_eq!(st.state(), SettlementState::Uploading);
+    let b = st.poll_transmit(s.now).unwrap();
+    let req = decode(&s.profile, &b);
+    assert_eq!(req.mti().as_u16(), 320);
+    let mut refusal = Message::response_to(&req).unwrap();
+    refusal.set(39, "77").unwrap();
+    st.handle_response(s.now, refusal.to_bytes().unwrap())
+        .unwrap();
+    assert_eq!(st.state(), SettlementState::Failed);
+    assert_eq!(st.refused(), Some(*b"77"));
+    assert!(st.outcome().is_none());
 }
