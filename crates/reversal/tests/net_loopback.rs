@@ -154,15 +154,15 @@ async fn driver_over_net_client_reverses_lost_and_late_responses() {
     let ledger = host.lock().unwrap().ledger().total();
     assert_eq!(ledger, Decimal::new(3000, 2));
     assert_eq!(status.totals.net(), ledger);
-    // Settle the batch over the same client: balanced, then the batch is closed.
-    let outcome = driver
-        .settle(
+    let settle = || {
+        driver.settle(
             &client,
             profile.dialect.clone(),
             SettlementConfig::new("TERM0001", "MERCHANT0000001"),
         )
-        .await
-        .unwrap();
+    };
+    // Settle the batch over the same client: balanced, then the batch is closed.
+    let outcome = settle().await.unwrap();
     assert!(outcome.balanced);
     assert_eq!(outcome.next_batch, 2);
     let status = driver.status().await.unwrap();
@@ -173,13 +173,7 @@ async fn driver_over_net_client_reverses_lost_and_late_responses() {
     // with that code, at once and with one 0500 sent (not repeated until its tries run
     // out and reported as no answer), and the batch stays open.
     let sent_before = client.metrics().sent;
-    let refused = driver
-        .settle(
-            &client,
-            profile.dialect.clone(),
-            SettlementConfig::new("TERM0001", "MERCHANT0000001"),
-        )
-        .await;
+    let refused = settle().await;
     assert!(
         matches!(refused, Err(ReversalError::SettlementRefused { code }) if code == *b"77"),
         "{refused:?}"
@@ -196,14 +190,7 @@ async fn driver_over_net_client_reverses_lost_and_late_responses() {
         .request(sign_on.to_bytes().unwrap(), Duration::from_secs(2))
         .await
         .unwrap();
-    let outcome = driver
-        .settle(
-            &client,
-            profile.dialect.clone(),
-            SettlementConfig::new("TERM0001", "MERCHANT0000001"),
-        )
-        .await
-        .unwrap();
+    let outcome = settle().await.unwrap();
     assert!(outcome.balanced);
     assert_eq!(outcome.next_batch, 3);
     client.close(Duration::from_secs(1)).await;

@@ -149,6 +149,30 @@ fn settlement_answer_for_another_message_is_ignored() {
     assert_eq!(st.state(), SettlementState::Settling);
 }
 
+/// A settlement of `sales` sales of batch 1 started over `s`.
+fn started(sales: i64) -> (Sim, Settlement) {
+    let s = sim_with_sales(sales);
+    let (totals, entries) = s.engine.settlement_data().unwrap();
+    let config = SettlementConfig::new("TERM0001", "MERCHANT0000001");
+    let st = Settlement::new(config, s.profile.dialect.clone(), 1, totals, entries, 50).unwrap();
+    (s, st)
+}
+
+/// Sends the settlement's next message and answers it with `code` in DE 39 (and `f48`);
+/// returns the MTI sent.
+fn answer_next(s: &Sim, st: &mut Settlement, code: &str, f48: Option<String>) -> u16 {
+    let b = st.poll_transmit(s.now).unwrap();
+    let req = decode(&s.profile, &b);
+    let mut answer = Message::response_to(&req).unwrap();
+    answer.set(39, code).unwrap();
+    if let Some(f) = f48 {
+        answer.set(48, f).unwrap();
+    }
+    st.handle_response(s.now, answer.to_bytes().unwrap())
+        .unwrap();
+    req.mti().as_u16()
+}
+
 /// A 0510 that refuses the 0500 (here `77`, no DE 48: the terminal is not signed on at
 /// the host, as after the sign-off that ends the previous batch's settlement) ends the
 /// settlement at once with the code, for the caller to sign on and settle again: the same
@@ -156,17 +180,8 @@ fn settlement_answer_for_another_message_is_ignored() {
 /// stalls).
 #[test]
 fn a_refused_settlement_message_fails_at_once_with_its_code() {
-    let s = sim_with_sales(1);
-    let (totals, entries) = s.engine.settlement_data().unwrap();
-    let config = SettlementConfig::new("TERM0001", "MERCHANT0000001");
-    let mut st =
-        Settlement::new(config, s.profile.dialect.clone(), 1, totals, entries, 50).unwrap();
-    let b = st.poll_transmit(s.now).unwrap();
-    let req = decode(&s.profile, &b);
-    let mut refusal = Message::response_to(&req).unwrap();
-    refusal.set(39, "77").unwrap();
-    st.handle_response(s.now, refusal.to_bytes().unwrap())
-        .unwrap();
+    let (s, mut st) = started(1);
+    assert_eq!(answer_next(&s, &mut st, "77", None), 500);
     assert_eq!(st.state(), SettlementState::Failed);
     assert_eq!(st.refused(), Some(*b"77"));
     assert!(st.poll_transmit(s.now).is_none());
@@ -178,29 +193,12 @@ fn a_refused_settlement_message_fails_at_once_with_its_code() {
 /// instead of going on as if the host had taken the entries.
 #[test]
 fn a_refused_upload_is_not_counted_as_uploaded() {
-    let s = sim_with_sales(3);
-    let (totals, entries) = s.engine.settlement_data().unwrap();
-    let config = SettlementConfig::new("TERM0001", "MERCHANT0000001");
-    let mut st =
-        Settlement::new(config, s.profile.dialect.clone(), 1, totals, entries, 50).unwrap();
+    let (s, mut st) = started(3);
     // The 0500 answered "not balanced": the upload starts.
-    let b = st.poll_transmit(s.now).unwrap();
-    let req = decode(&s.profile, &b);
-    let mut answer = Message::response_to(&req).unwrap();
-    answer.set(39, "00").unwrap();
-    answer
-        .set(48, BatchTotals::default().to_field48(2, 0))
-        .unwrap();
-    st.handle_response(s.now, answer.to_bytes().unwrap())
-        .unwrap();
+    let unbalanced = BatchTotals::default().to_field48(2, 0);
+    assert_eq!(answer_next(&s, &mut st, "00", Some(unbalanced)), 500);
     assert_eq!(st.state(), SettlementState::Uploading);
-    let b = st.poll_transmit(s.now).unwrap();
-    let req = decode(&s.profile, &b);
-    assert_eq!(req.mti().as_u16(), 320);
-    let mut refusal = Message::response_to(&req).unwrap();
-    refusal.set(39, "77").unwrap();
-    st.handle_response(s.now, refusal.to_bytes().unwrap())
-        .unwrap();
+    assert_eq!(answer_next(&s, &mut st, "77", None), 320);
     assert_eq!(st.state(), SettlementState::Failed);
     assert_eq!(st.refused(), Some(*b"77"));
     assert!(st.outcome().is_none());
