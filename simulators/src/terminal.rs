@@ -553,8 +553,9 @@ impl Term {
                 // that ended the one before, with no sale between to sign on again):
                 // sign on first.
                 if matches!(
-                    settled,
-                    Err(crate::reversal::ReversalError::SettlementRefused { code: [b'7', b'7'] })
+                    &settled,
+                    Err(crate::reversal::ReversalError::SettlementRefused { code })
+                        if crate::reversal::SIGN_ON_CODES.contains(code)
                 ) {
                     self.sign_on_again().await;
                 } else {
@@ -578,7 +579,10 @@ impl Term {
         if let Err(e) = &settled {
             tracing::warn!(tid = %self.entry.tid, error = %e, "settlement");
         }
-        lock(&self.sales).clear();
+        // A batch that did not settle stays open: its sales can still be voided.
+        if settled.is_ok() {
+            lock(&self.sales).clear();
+        }
         BatchResult {
             batch: format!("{batch:06}"),
             balanced,

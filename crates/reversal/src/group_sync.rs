@@ -229,7 +229,7 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn a_failed_flush_is_the_error_of_the_writers_it_covered_and_the_next_one_retries() {
+    async fn a_failed_flush_is_its_writers_error_and_the_next_writer_flushes_again() {
         let g = Arc::new(Gated::default());
         g.fail.store(true, Ordering::SeqCst);
         let gs = GroupSync::new(g.clone(), 0);

@@ -597,8 +597,16 @@ impl Settlement {
         }
         self.deadline = None;
         // Refused (not signed on, unknown terminal, malformed, ...): repeating the same
-        // message gets the same answer, and an upload refused is not an upload.
-        if let Some(code) = msg.get(39) {
+        // message gets the same answer, and an upload refused is not an upload. A 0510
+        // that carries its comparison in DE 48 is a result whatever DE 39 says (hosts
+        // answer an out-of-balance batch `95` with the flag in DE 48): it is acted on.
+        let compared = matches!(
+            self.state,
+            SettlementState::Settling | SettlementState::Resettling
+        ) && msg
+            .get(48)
+            .is_some_and(|f| BatchTotals::parse_field48(&f).is_ok());
+        if let Some(code) = msg.get(39).filter(|_| !compared) {
             if code != "00" {
                 let mut c = [b' '; 2];
                 for (d, b) in c.iter_mut().zip(code.bytes()) {

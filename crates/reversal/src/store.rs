@@ -974,21 +974,21 @@ mod batch_index_tests {
         t
     }
 
-    fn key(t: u8, b: u8, stan: u16) -> TxnKey {
+    fn key(t: u8, m: u8, b: u8, stan: u16) -> TxnKey {
         TxnKey {
             terminal: format!("T{t:07}"),
-            merchant: format!("M{:014}", t % 2),
+            merchant: format!("M{m:014}"),
             batch: u32::from(b),
             stan: u32::from(stan),
         }
     }
 
-    /// (terminal, batch, stan, what, amount in cents, foreign, credit): what is 0 an
-    /// approved original, 1 a declined one, 2 a reversal, 3 an admission.
+    /// ((terminal, merchant, batch, stan), what, amount in cents, foreign, credit): what
+    /// is 0 an approved original, 1 a declined one, 2 a reversal, 3 an admission.
     fn record(
-        (t, b, stan, what, cents, foreign, credit): (u8, u8, u16, u8, u32, bool, bool),
+        ((t, m, b, stan), what, cents, foreign, credit): ((u8, u8, u8, u16), u8, u32, bool, bool),
     ) -> StoreRecord {
-        let key = key(t, b, stan);
+        let key = key(t, m, b, stan);
         let amount = Decimal::new(i64::from(cents), 2);
         let kind = if credit {
             TxnKind::Credit
@@ -1042,7 +1042,7 @@ mod batch_index_tests {
         #[test]
         fn batch_totals_from_the_index_are_the_walk_of_every_entry(
             recs in proptest::collection::vec(
-                (0u8..4, 0u8..3, 0u16..40, 0u8..4, 0u32..100_000, any::<bool>(), any::<bool>()),
+                ((0u8..4, 0u8..2, 0u8..3, 0u16..40), 0u8..4, 0u32..100_000, any::<bool>(), any::<bool>()),
                 0..200,
             )
         ) {
@@ -1060,13 +1060,17 @@ mod batch_index_tests {
                 }
             }
             let file = FileStore::open(&path).unwrap();
+            // Every terminal with every merchant (a terminal's batch under another
+            // merchant is another batch), one of each beyond those drawn.
             for t in 0..5u8 {
-                for b in 0..4u8 {
-                    let k = key(t, b, 0);
-                    let want = scanned(&mem, &k.terminal, &k.merchant, k.batch);
-                    prop_assert_eq!(mem.batch_totals(&k.terminal, &k.merchant, k.batch), want);
-                    prop_assert_eq!(file.batch_totals(&k.terminal, &k.merchant, k.batch), want);
-                    prop_assert_eq!(scanned(&file, &k.terminal, &k.merchant, k.batch), want);
+                for m in 0..3u8 {
+                    for b in 0..4u8 {
+                        let k = key(t, m, b, 0);
+                        let want = scanned(&mem, &k.terminal, &k.merchant, k.batch);
+                        prop_assert_eq!(mem.batch_totals(&k.terminal, &k.merchant, k.batch), want);
+                        prop_assert_eq!(file.batch_totals(&k.terminal, &k.merchant, k.batch), want);
+                        prop_assert_eq!(scanned(&file, &k.terminal, &k.merchant, k.batch), want);
+                    }
                 }
             }
         }

@@ -189,17 +189,21 @@ fn a_refused_settlement_message_fails_at_once_with_its_code() {
     assert!(st.outcome().is_none());
 }
 
-/// An upload `0320` refused (`77`) is not an upload: the settlement fails with the code
-/// instead of going on as if the host had taken the entries.
+/// A 0510 answering "out of balance" with the comparison in DE 48 starts the upload,
+/// whether its DE 39 is `00` or `95` (a result, not a refusal); an upload `0320` then
+/// refused (`77`) is not an upload: the settlement fails with the code instead of going
+/// on as if the host had taken the entries.
 #[test]
-fn a_refused_upload_is_not_counted_as_uploaded() {
-    let (s, mut st) = started(3);
-    // The 0500 answered "not balanced": the upload starts.
-    let unbalanced = BatchTotals::default().to_field48(2, 0);
-    assert_eq!(answer_next(&s, &mut st, "00", Some(unbalanced)), 500);
-    assert_eq!(st.state(), SettlementState::Uploading);
-    assert_eq!(answer_next(&s, &mut st, "77", None), 320);
-    assert_eq!(st.state(), SettlementState::Failed);
-    assert_eq!(st.refused(), Some(*b"77"));
-    assert!(st.outcome().is_none());
+fn an_out_of_balance_answer_starts_the_upload_and_a_refused_upload_is_not_counted() {
+    for code in ["00", "95"] {
+        let (s, mut st) = started(3);
+        let unbalanced = BatchTotals::default().to_field48(2, 0);
+        assert_eq!(answer_next(&s, &mut st, code, Some(unbalanced)), 500);
+        assert_eq!(st.state(), SettlementState::Uploading, "answered {code}");
+        assert_eq!(st.refused(), None);
+        assert_eq!(answer_next(&s, &mut st, "77", None), 320);
+        assert_eq!(st.state(), SettlementState::Failed);
+        assert_eq!(st.refused(), Some(*b"77"));
+        assert!(st.outcome().is_none());
+    }
 }
