@@ -1,12 +1,12 @@
 //! Composite fields: fields made of subfields (positional, tagged, BER-TLV, bitmapped),
 //! nested up to [`MAX_DEPTH`] levels, compiled from the dialect's [`Composite`] specs.
 //!
-//! - Decoding validates every level ([`Node::validate`], no allocation) and reading walks
+//! - Decoding validates every level (`Node::validate`, no allocation) and reading walks
 //!   offsets ([`SubfieldIter`], [`FieldRef::get_path`]), also without allocating.
-//! - Editing ([`Node::edit`]) splits a composite's content into its elements, replaces one
+//! - Editing (`Node::edit`) splits a composite's content into its elements, replaces one
 //!   and writes the content again with lengths and bitmaps recomputed; the other elements
 //!   are copied byte for byte (unknown tags included).
-//! - The JSON form ([`Node::from_json`]) builds a composite's canonical content from a
+//! - The JSON form (`Node::content_from_json`) builds a composite's canonical content from a
 //!   nested object.
 
 use crate::bitmap::BitmapEncoding;

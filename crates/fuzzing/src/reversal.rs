@@ -347,7 +347,7 @@ fn built_request(pick: u8, e: &mut isoswitch_codec::random::Entropy<'_>) -> Opti
 
 /// `reversal_handler` target: the host's reversal handler on an arbitrary message
 /// (first byte: bit 0 the profile; bit 7 structured — the rest is entropy for a series
-/// of requests of the fixture terminal, [`built_request`], handled in turn — else the
+/// of requests of the fixture terminal, `built_request`, handled in turn — else the
 /// message bytes). Handled twice, the second answer
 /// has the same response code (or the configured duplicate code) and leaves the ledger as the first left it. Reached: the
 /// first was handled (an answer was decided).
@@ -468,7 +468,7 @@ fn settlement_input(which: u8, rest: &[u8]) -> Vec<u8> {
 /// `settlement` target: first byte picks the parser — 0: field 48 totals (`0500`), 1:
 /// batch upload entries (`0320`), 2: ISO 1987 reconciliation totals (DE 74–89) of an
 /// `iso87-binary` message, 3: the host-side settlement handler on a `cup-pos` message;
-/// bit 7: the rest is entropy for a valid input of that parser ([`settlement_input`]).
+/// bit 7: the rest is entropy for a valid input of that parser (`settlement_input`).
 /// What parses re-encodes to text that parses to the same values. Reached: the
 /// chosen parser accepted the input.
 pub fn settlement(data: &[u8]) -> bool {
@@ -541,7 +541,7 @@ pub fn settlement(data: &[u8]) -> bool {
 
 /// `shared_journal` target: first byte as in [`record_stream`]; the stream as a shared
 /// journal's payloads (member records and snapshots) and as a file opened by
-/// [`SharedJournal::open_sealed`]. A parsed payload whose records decode re-encodes to
+/// [`SharedJournal::open_sealed`](isoswitch_reversal::SharedJournal::open_sealed). A parsed payload whose records decode re-encodes to
 /// the same bytes; a file that opens gives the same members and records when opened again
 /// (replay is idempotent; the torn tail was cut the first time). Reached: a CRC-valid
 /// payload parsed with every record in it decoded.

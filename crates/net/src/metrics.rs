@@ -3,7 +3,7 @@
 //! - **Snapshots**: [`ClientMetrics`] and [`ServerMetrics`], plain atomic counters readable
 //!   at any time ([`Client::metrics`](crate::client::Client::metrics),
 //!   [`Server::metrics`](crate::server::Server::metrics)).
-//! - **The [`metrics`](::metrics) facade**: every client and server also records the
+//! - **The [`metrics`] facade**: every client and server also records the
 //!   metrics below through the facade, labelled with its link name
 //!   ([`ClientConfig::link`](crate::client::ClientConfig::link),
 //!   [`ServerConfig::link`](crate::server::ServerConfig::link)). The library installs no

@@ -6,7 +6,7 @@
 //!   [`Server::bind_tls`](crate::server::Server::bind_tls)).
 //! - [`ClientTls`]: the roots the server's certificate must chain to, and optionally the
 //!   client's own certificate for mutual TLS. [`TlsConnector`] is the
-//!   [`Connector`](crate::client::Connector) that opens TCP then runs the handshake,
+//!   [`Connector`] that opens TCP then runs the handshake,
 //!   checking the server's name.
 //! - [`load_certs`], [`load_private_key`], [`load_roots`]: PEM files, with a [`TlsError`]
 //!   naming the file.

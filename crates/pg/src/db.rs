@@ -1,6 +1,6 @@
 //! The connection side: a small tokio runtime of the store's own, a
 //! `deadpool-postgres` pool on it, the synchronous bridge the store traits need
-//! ([`Db::call`]), the versioned migrations ([`MIGRATIONS`], [`migrate`]), and the
+//! (`Db::call`), the versioned migrations ([`MIGRATIONS`], [`migrate`]), and the
 //! sealing of rows under the data keys ([`seal_clear_rows`], [`reseal_rotated`]).
 //!
 //! The store traits are synchronous (the engine's group-commit thread, the host

@@ -13,7 +13,7 @@
 //! advice puts it there at once (its delivery is pending until answered), and the
 //! outcome or `ReversalAcked` takes it out. An original in flight gets no row: if its
 //! node dies before its outcome, the node that takes over lists it from the dead
-//! journal's records (reversed as `Recovered`; [`in_doubt_rows`], migration 7) before
+//! journal's records (reversed as `Recovered`; `in_doubt_rows`, migration 7) before
 //! claiming.
 
 use crate::error::PgError;

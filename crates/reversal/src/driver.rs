@@ -145,7 +145,7 @@ pub struct DriverConfig {
     /// `1` handles one command per turn (the driver before batching).
     pub max_batch: usize,
     /// Keep every transaction's journal records through compactions until its caller
-    /// calls [`ReversalDriver::release`] with its tag (see [`Held`]). For a caller that
+    /// calls [`ReversalDriver::release`] with its tag (see `Held`). For a caller that
     /// records the outcome in a store of its own after the engine finished (a switch
     /// completing its terminal's admission): until that record is durable, the engine's
     /// journal must still say what reached the host, or a crash in between would leave

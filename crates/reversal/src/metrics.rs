@@ -1,4 +1,4 @@
-//! What the reversal driver and the journal record through the [`metrics`](::metrics)
+//! What the reversal driver and the journal record through the [`metrics`]
 //! facade. The library installs no recorder: a program installs one (e.g. a Prometheus
 //! exporter) before it spawns its drivers, which register their handles then. Every
 //! name carries the `isoswitch_` prefix, and every metric about reversals has

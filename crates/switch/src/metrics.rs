@@ -1,4 +1,4 @@
-//! What the switch records through the [`metrics`](::metrics) facade, beside what its
+//! What the switch records through the [`metrics`] facade, beside what its
 //! net client and server ([`isoswitch_net::metrics`]) and its reversal driver
 //! ([`isoswitch_reversal::metrics`]) record. No recorder is installed here.
 //!

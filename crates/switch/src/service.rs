@@ -10,7 +10,7 @@
 //!    completed as not sent (`91`), those the engine reverses as `98`;
 //! 3. the upstream link signs on at every connection and whenever a `77`/`A0`/bad MAC
 //!    under the current keys asks for it;
-//! 4. the terminal server starts ([`SwitchService::serve`]); a handler runs to its end
+//! 4. the terminal server starts ([`SwitchService::bind`]); a handler runs to its end
 //!    even when its terminal goes away (the server's default).
 
 use std::sync::Arc;

@@ -5,7 +5,7 @@
 //! 1. **Admission** — [`HostSession::handle_request`], the only admission path: network
 //!    management (sign-on with fresh working keys, echo, sign-off) is answered there, and
 //!    every other request passes 30 → 97 → 77 → A0 → 94 before the switch sees it. A
-//!    sign-on's session is written to the [`SessionStore`] before it is answered, so a
+//!    sign-on's session is written to the [`SessionStore`](isoswitch_reversal::SessionStore) before it is answered, so a
 //!    restarted switch serves the terminal without a new sign-on.
 //! 2. **Idempotency** — [`ReversalHandler::admit`]: a repeat, a reversal, a late original
 //!    is answered with the library's rules from the durable store; a new original is
@@ -1262,7 +1262,7 @@ where
     /// than a node's lease) while no journal holds it, checked twice a second or more
     /// apart, was admitted by a node that died before it sent it upstream: it is answered
     /// `06` (never reached the host; the terminal stops repeating it and does not count
-    /// it), as a restarted node answers its own ([`final_for`]). Set once; later calls
+    /// it), as a restarted node answers its own (`final_for`). Set once; later calls
     /// are ignored.
     pub fn with_shared_work(self, pending: PendingCheck, after: Duration) -> Self {
         let _ = self.inner.shared_work.set(SharedWork {

@@ -1,4 +1,4 @@
-//! The upstream link: a net [`Client`] and a [`TerminalSession`] (the switch is a
+//! The upstream link: a net [`Client`](isoswitch_net::Client) and a [`TerminalSession`] (the switch is a
 //! terminal to its host), with the zone keys it holds as numbered generations.
 //!
 //! - [`ZoneKeys`]: one generation of working keys (MAK, PIK) received at a network
