@@ -515,14 +515,12 @@ impl Term {
 
     /// Asks the link to sign on again and waits (up to 2 s) until it has new keys.
     async fn sign_on_again(&self) {
-        let seen = self.link.ring().generation();
-        self.link.ring().request_sign_on(seen);
-        for _ in 0..100 {
-            if self.link.ring().generation() > seen {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        let ring = self.link.ring();
+        let mut installed = ring.installed();
+        let seen = ring.generation();
+        ring.request_sign_on(seen);
+        let _ =
+            tokio::time::timeout(Duration::from_secs(2), installed.wait_for(|g| *g > seen)).await;
     }
 
     /// Waits until no reversal is pending (they go before anything else anyway).

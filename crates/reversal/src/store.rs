@@ -114,6 +114,16 @@ impl StoredTxn {
     pub fn standing(&self) -> bool {
         self.reversal.is_none() && self.original.as_ref().is_some_and(|o| o.approved)
     }
+
+    /// Counts it into its batch's settlement `totals` if it stands (approved, not
+    /// reversed): the one rule every store's [`IdempotencyStore::batch_totals`] applies.
+    pub(crate) fn add_to(&self, totals: &mut BatchTotals) {
+        if let (Some(o), None) = (&self.original, &self.reversal) {
+            if o.approved {
+                totals.add_parts(o.kind, o.foreign, o.amount);
+            }
+        }
+    }
 }
 
 /// One durable decision.
@@ -284,11 +294,7 @@ pub trait IdempotencyStore {
             if k.terminal != terminal || k.merchant != merchant || k.batch != batch {
                 continue;
             }
-            if let (Some(o), None) = (&v.original, &v.reversal) {
-                if o.approved {
-                    t.add_parts(o.kind, o.foreign, o.amount);
-                }
-            }
+            v.add_to(&mut t);
         }
         t
     }
@@ -516,15 +522,8 @@ impl IdempotencyStore for MemoryStore {
         };
         for &stan in stans {
             key.stan = stan;
-            if let Some(StoredTxn {
-                original: Some(o),
-                reversal: None,
-                ..
-            }) = self.map.get(&key)
-            {
-                if o.approved {
-                    t.add_parts(o.kind, o.foreign, o.amount);
-                }
+            if let Some(v) = self.map.get(&key) {
+                v.add_to(&mut t);
             }
         }
         t
